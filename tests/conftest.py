@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from migrations import apply_migrations
+from tests.pg import TestServer
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[TestServer]:
+    server = TestServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server: TestServer) -> str:
+    """A database with the schema applied, used as the template of per-test databases."""
+    dsn = pg_server.new_database()
+
+    async def migrate() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
+    return dsn.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def db_dsn(pg_server: TestServer, migrated_template: str) -> str:
+    """A fresh, migrated database of its own for one test."""
+    return pg_server.new_database(template=migrated_template)
+
+
+@pytest.fixture
+def empty_db_dsn(pg_server: TestServer) -> str:
+    return pg_server.new_database()
