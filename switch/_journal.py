@@ -1,0 +1,171 @@
+"""The journal writer: group commit, and answers only after COMMIT.
+
+Handlers decide a request in the balance cache and hand the Outcome to `Journal.submit`. The
+writer task takes everything submitted since its last commit, COPYs those rows into `journal` in
+one transaction, and only when COMMIT has returned releases the answers to their connections.
+While one batch commits the next one fills, so under load batches grow by themselves and the
+cost of an fsync is shared by hundreds of purchases.
+
+A repeat of a request whose row is still in an uncommitted batch is answered with that batch's
+successor, so nobody ever hears about a state that is not yet durable. If a commit fails, the
+writer raises JournalError: the supervisor drops every connection (nothing of the failed batch
+was acknowledged) and recovers from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from ledger_ext import JOURNAL_COLUMNS
+from switch import limits
+from switch._errors import JournalError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from ledger_ext import Outcome
+
+
+class Answerable(Protocol):
+    """What the journal needs of a terminal session."""
+
+    def answer_nowait(self, outcome: Outcome) -> None: ...
+    def flush(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class JournalStatistics:
+    __slots__ = ("batches", "rows", "last_batch_rows", "commit_seconds_total")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.rows = 0
+        self.last_batch_rows = 0
+        self.commit_seconds_total = 0.0
+
+
+class Journal:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        batch_max: int = limits.JOURNAL_BATCH_MAX,
+        window_seconds: float = limits.GROUP_COMMIT_WINDOW_SECONDS,
+        on_commit: Callable[[list[tuple[Answerable, Outcome]], int, float], None] | None = None,
+    ) -> None:
+        self._conn = conn
+        self._batch_max = batch_max
+        self._window_seconds = window_seconds
+        self._on_commit = on_commit
+        self._rows: list[tuple] = []
+        self._replies: list[tuple[Answerable, Outcome]] = []
+        self._wakeup = asyncio.Event()
+        self._committed = asyncio.Event()
+        self._paused: set[Answerable] = set()
+        self._closed = False
+        self._in_flight = False
+        self.durable_lsn = 0
+        self.stats = JournalStatistics()
+
+    # -- hot path -------------------------------------------------------------------------
+
+    def submit(self, session: Answerable, outcome: Outcome) -> None:
+        """Journal a new outcome; answer `session` once it is committed."""
+        self._rows.append(outcome.journal_row())
+        self._replies.append((session, outcome))
+        self._wakeup.set()
+
+    def answer_when_durable(self, session: Answerable, outcome: Outcome) -> None:
+        """Answer a repeat: now if its row is committed, else right after its batch commits."""
+        if outcome.lsn <= self.durable_lsn:
+            session.answer_nowait(outcome)
+            session.flush()
+        else:
+            self._replies.append((session, outcome))
+            self._wakeup.set()
+
+    @property
+    def congested(self) -> bool:
+        return len(self._rows) >= self._batch_max
+
+    def pause_until_commit(self, session: Answerable) -> None:
+        """Remember a session that stopped reading because the open batch is full."""
+        self._paused.add(session)
+
+    @property
+    def pending_rows(self) -> int:
+        return len(self._rows)
+
+    # -- writer task -----------------------------------------------------------------------
+
+    async def wait_durable(self, lsn: int) -> None:
+        while self.durable_lsn < lsn:
+            if self._closed:
+                raise JournalError("journal closed before lsn was committed")
+            await self._committed.wait()
+
+    async def run(self) -> None:
+        conn = self._conn
+        copy = conn.copy_records_to_table
+        columns = list(JOURNAL_COLUMNS)
+        stats = self.stats
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._window_seconds:
+                await asyncio.sleep(self._window_seconds)
+            rows, replies = self._rows, self._replies
+            self._rows, self._replies = [], []
+            self._in_flight = True
+            started = time.perf_counter()
+            if rows:
+                try:
+                    async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                        async with conn.transaction():
+                            await copy("journal", records=rows, columns=columns)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._closed = True
+                    self._committed.set()
+                    raise JournalError(
+                        f"group commit of {len(rows)} rows failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+                self.durable_lsn = rows[-1][0]
+                stats.batches += 1
+                stats.rows += len(rows)
+                stats.last_batch_rows = len(rows)
+            commit_seconds = time.perf_counter() - started
+            stats.commit_seconds_total += commit_seconds
+            self._release(replies)
+            if self._on_commit is not None:
+                self._on_commit(replies, len(rows), commit_seconds)
+            self._in_flight = False
+            committed, self._committed = self._committed, asyncio.Event()
+            committed.set()
+
+    def _release(self, replies: list[tuple[Answerable, Outcome]]) -> None:
+        touched: dict[Answerable, None] = {}
+        for session, outcome in replies:
+            session.answer_nowait(outcome)
+            touched[session] = None
+        for session in touched:
+            session.flush()
+        if self._paused and not self.congested:
+            paused, self._paused = self._paused, set()
+            for session in paused:
+                session.resume_reading()
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is committed and answered."""
+        while self._rows or self._replies or self._in_flight:
+            if self._closed:
+                raise JournalError("journal closed while draining")
+            await self._committed.wait()
+
+    def close(self) -> None:
+        self._closed = True
+        self._committed.set()

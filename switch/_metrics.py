@@ -1,0 +1,56 @@
+"""Prometheus metrics of the switch. Labels take values from closed sets only (message types,
+response-code names), never card, account or terminal ids.
+
+Hot-path counts are added once per group commit, not once per request.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from protocols.ocp import ResponseCode
+
+REQUEST_TYPES = {1: "purchase", 2: "reversal", 3: "inquiry", 4: "hold", 5: "capture",
+                 6: "release", 7: "expiry", 8: "credit"}
+CODE_NAMES = {int(code): code.name.lower() for code in ResponseCode}
+
+requests_total = Counter(
+    "onecard_requests_total",
+    "Terminal requests answered, by message type and response code.",
+    ["type", "code"],
+)
+protocol_errors_total = Counter(
+    "onecard_protocol_errors_total",
+    "Frames or sessions refused for a protocol or security reason, by response code.",
+    ["code"],
+)
+journal_batch_rows = Histogram(
+    "onecard_journal_batch_rows",
+    "Journal rows per group commit.",
+    buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+)
+journal_commit_seconds = Histogram(
+    "onecard_journal_commit_duration_seconds",
+    "Time to COPY and COMMIT one group-commit batch.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+)
+journal_rows_total = Counter("onecard_journal_rows_total", "Journal rows committed.")
+journal_failures_total = Counter(
+    "onecard_journal_failures_total", "Group commits that failed (the switch then recovered)."
+)
+terminals_connected = Gauge("onecard_terminals_connected", "Terminal connections signed on.")
+connections_open = Gauge("onecard_connections_open", "TCP connections open on the listener.")
+ledger_accounts = Gauge("onecard_ledger_accounts", "Accounts in the balance cache.")
+ledger_lsn = Gauge("onecard_ledger_lsn", "Journal sequence number last decided.")
+durable_lsn = Gauge("onecard_journal_durable_lsn", "Journal sequence number last committed.")
+checkpoint_seconds = Histogram(
+    "onecard_checkpoint_duration_seconds",
+    "Time to snapshot the balance cache and store the checkpoint.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30),
+)
+recovery_seconds = Gauge(
+    "onecard_recovery_duration_seconds", "Time the last start-up recovery took."
+)
+recovery_replayed_rows = Gauge(
+    "onecard_recovery_replayed_rows", "Journal rows replayed by the last recovery."
+)

@@ -1,0 +1,323 @@
+"""The supervisor: one TaskGroup owns every long-lived task of the switch.
+
+Start-up: check the schema, recover (master data, checkpoint, journal replay), then listen.
+Tasks: the journal writer (group commit), the checkpointer, the old-request look-up worker and
+the idle-session sweeper. Nothing else creates tasks. A failed commit ends the TaskGroup with
+JournalError: every connection is dropped (nothing unacknowledged was promised), and the
+supervisor recovers from PostgreSQL and listens again. SIGTERM/SIGINT drain gracefully: stop
+accepting, stop reading, let in-flight requests reach their commit, answer, checkpoint, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from ledger_ext import Ledger
+from migrations import check_schema
+from protocols import ocp
+from switch import _metrics as metrics
+from switch import limits
+from switch._errors import JournalError, RecoveryError
+from switch._journal import Journal
+from switch._logging import get_logger
+from switch._masterdata import MasterData, TerminalInfo
+from switch._recovery import recover
+from switch._session import TerminalSession
+from switch._settings import SwitchSettings
+
+_OLD_ANSWER_SQL = (
+    "SELECT kind, code, txn_seq, amount_fen, main_fen, subsidy_fen FROM journal"
+    " WHERE terminal_id = $1 AND txn_seq = $2"
+)
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to end it after a graceful drain."""
+
+
+class JournalAnswer:
+    """An answer read back from the journal, shaped like an Outcome for `answer_nowait`."""
+
+    __slots__ = ("amount_fen", "code", "kind", "lsn", "main_fen", "subsidy_fen", "txn_seq")
+
+    def __init__(self, row: Any) -> None:
+        self.kind = row["kind"]
+        self.code = row["code"]
+        self.txn_seq = row["txn_seq"]
+        self.amount_fen = row["amount_fen"]
+        self.main_fen = row["main_fen"]
+        self.subsidy_fen = row["subsidy_fen"]
+        self.lsn = 0
+
+
+class Runtime:
+    """State shared by the sessions of one switch process."""
+
+    ledger: Ledger
+    master: MasterData
+    journal: Journal
+
+    def __init__(self, settings: SwitchSettings) -> None:
+        self.settings = settings
+        self.log = get_logger()
+        self.connections: set[TerminalSession] = set()
+        self.sessions: dict[int, TerminalSession] = {}
+        self.stopping = False
+        self.address: tuple[str, int] | None = None
+        self._keys: dict[tuple[int, int], bytes] = {}
+        self._old_lookups: asyncio.Queue[tuple[TerminalSession, Any]] = asyncio.Queue(
+            limits.OLD_LOOKUP_QUEUE_MAX
+        )
+        self._stop_event = asyncio.Event()
+        self._closing_after_answers: set[TerminalSession] = set()
+        self.rows_at_last_checkpoint = 0
+
+    # -- used by sessions ------------------------------------------------------------------
+
+    def terminal_key(self, info: TerminalInfo) -> bytes:
+        k = (info.terminal_id, info.key_version)
+        key = self._keys.get(k)
+        if key is None:
+            key = ocp.derive_terminal_key(
+                self.settings.master_secret_bytes, info.terminal_id, info.key_version
+            )
+            self._keys[k] = key
+        return key
+
+    def look_up_old(self, session: TerminalSession, outcome: Any) -> None:
+        try:
+            self._old_lookups.put_nowait((session, outcome))
+        except asyncio.QueueFull:
+            session.answer_nowait(outcome)  # answered TXN_SEQ_TOO_OLD without a look-up
+            session.flush()
+
+    def close_after_answers(self, session: TerminalSession) -> None:
+        self._closing_after_answers.add(session)
+        if session._outstanding == 0:
+            session.close()
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def _old_lookup_worker(self, pool: asyncpg.Pool) -> None:
+        while True:
+            session, outcome = await self._old_lookups.get()
+            async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                row = await pool.fetchrow(_OLD_ANSWER_SQL, session.terminal_id, outcome.txn_seq)
+            session.answer_nowait(JournalAnswer(row) if row is not None else outcome)
+            session.flush()
+
+    async def _sweeper(self) -> None:
+        idle_max = 3 * self.settings.heartbeat_interval_seconds
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for session in list(self.connections):
+                if now - session.last_seen > idle_max:
+                    self.log.info("ocp.idle_timeout", terminal_id=session.terminal_id,
+                                  peer=session.peer)
+                    session.close()
+            for session in list(self._closing_after_answers):
+                if session.closed or session._outstanding == 0:
+                    session.close()
+                    self._closing_after_answers.discard(session)
+            metrics.ledger_lsn.set(self.ledger.lsn)
+            metrics.durable_lsn.set(self.journal.durable_lsn)
+
+    async def _checkpointer(self, pool: asyncpg.Pool) -> None:
+        settings = self.settings
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.5)
+            rows_since = self.journal.stats.rows - self.rows_at_last_checkpoint
+            due = time.monotonic() - last >= settings.checkpoint_interval_seconds
+            if rows_since and (due or rows_since >= settings.checkpoint_rows):
+                await self.write_checkpoint(pool)
+                last = time.monotonic()
+
+    async def write_checkpoint(self, pool: asyncpg.Pool) -> int:
+        """Snapshot the cache; store it once every row it includes is durable."""
+        started = time.perf_counter()
+        ledger = self.ledger
+        lsn = ledger.lsn
+        rows_now = self.journal.stats.rows
+        state = ledger.snapshot()
+        accounts = ledger.account_balances()
+        merchants = ledger.merchant_balances()
+        total = ledger.total_fen()
+        await self.journal.wait_durable(lsn)
+        account_ids = [a[0] for a in accounts]
+        main = [a[1] for a in accounts]
+        subsidy = [a[2] for a in accounts]
+        async with asyncio.timeout(60), pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO checkpoints (lsn, state, account_ids, main_fen, subsidy_fen,"
+                " merchant_ids, merchant_balance_fen, total_fen)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                lsn,
+                state,
+                account_ids,
+                main,
+                subsidy,
+                [m[0] for m in merchants],
+                [m[1] for m in merchants],
+                total,
+            )
+            await conn.execute(
+                "DELETE FROM checkpoints WHERE id NOT IN"
+                " (SELECT id FROM checkpoints ORDER BY lsn DESC, id DESC LIMIT $1)",
+                limits.CHECKPOINTS_KEPT_MAX,
+            )
+        self.rows_at_last_checkpoint = rows_now
+        seconds = time.perf_counter() - started
+        metrics.checkpoint_seconds.observe(seconds)
+        self.log.info("checkpoint.written", lsn=lsn, accounts=len(accounts),
+                      seconds=round(seconds, 3))
+        return lsn
+
+    def _on_commit(self, replies: list[tuple[Any, Any]], rows: int, seconds: float) -> None:
+        if rows:
+            metrics.journal_batch_rows.observe(rows)
+            metrics.journal_commit_seconds.observe(seconds)
+            metrics.journal_rows_total.inc(rows)
+        counts: dict[tuple[int, int], int] = {}
+        for _, o in replies:
+            key = (o.kind, o.code)
+            counts[key] = counts.get(key, 0) + 1
+        for (kind, code), n in counts.items():
+            metrics.requests_total.labels(
+                metrics.REQUEST_TYPES.get(kind, "other"), metrics.CODE_NAMES.get(code, "other")
+            ).inc(n)
+        closing = self._closing_after_answers
+        if closing:
+            for session in [s for s in closing if s._outstanding == 0]:
+                session.close()
+                closing.discard(session)
+
+    async def _wait_stop(self, server: asyncio.Server, pool: asyncpg.Pool) -> None:
+        await self._stop_event.wait()
+        self.stopping = True
+        self.log.info("switch.draining", connections=len(self.connections))
+        server.close()
+        for session in list(self.connections):
+            if session._transport is not None and not session.closed:
+                session._transport.pause_reading()
+        try:
+            async with asyncio.timeout(self.settings.drain_deadline_seconds):
+                await self.journal.drain()
+                if self.journal.stats.rows > self.rows_at_last_checkpoint:
+                    await self.write_checkpoint(pool)
+        except TimeoutError:
+            self.log.error("switch.drain_deadline", pending_rows=self.journal.pending_rows)
+        for session in list(self.connections):
+            session.close()
+        raise _Stop
+
+    # -- the supervisor --------------------------------------------------------------------
+
+    async def serve_once(self, on_ready: Callable[[tuple[str, int]], None] | None) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        journal_conn = await asyncpg.connect(settings.dsn)
+        pool = await asyncpg.create_pool(settings.dsn, min_size=1, max_size=3)
+        server: asyncio.Server | None = None
+        try:
+            await check_schema(journal_conn)
+            self.ledger, self.master, report = await recover(
+                journal_conn, settings.accounts_max, settings.merchants_max
+            )
+            metrics.recovery_seconds.set(report.seconds)
+            metrics.recovery_replayed_rows.set(report.replayed_rows)
+            metrics.ledger_accounts.set(report.accounts)
+            self.log.info("switch.recovered", **{
+                f: getattr(report, f) for f in report.__struct_fields__
+            })
+            self.journal = Journal(
+                journal_conn,
+                batch_max=settings.journal_batch_max,
+                window_seconds=settings.group_commit_window_seconds,
+                on_commit=self._on_commit,
+            )
+            self.journal.durable_lsn = self.ledger.lsn
+            self.rows_at_last_checkpoint = 0
+            server = await loop.create_server(
+                lambda: TerminalSession(self),
+                settings.host,
+                settings.port,
+                backlog=4096,
+                reuse_address=True,
+            )
+            sock = server.sockets[0].getsockname()
+            self.address = (sock[0], sock[1])
+            self.log.info("switch.listening", host=sock[0], port=sock[1])
+            if on_ready is not None:
+                on_ready(self.address)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.journal.run(), name="journal")
+                tg.create_task(self._checkpointer(pool), name="checkpointer")
+                tg.create_task(self._old_lookup_worker(pool), name="old-lookups")
+                tg.create_task(self._sweeper(), name="sweeper")
+                tg.create_task(self._wait_stop(server, pool), name="stop")
+        finally:
+            if server is not None:
+                server.close()
+            for session in list(self.connections):
+                session.close()
+            if hasattr(self, "journal"):
+                self.journal.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), 5)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(journal_conn.close(), 5)
+
+    async def run(self, on_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        while True:
+            try:
+                await self.serve_once(on_ready)
+            except* _Stop:
+                self.log.info("switch.stopped")
+                return
+            except* JournalError as group:
+                metrics.journal_failures_total.inc()
+                self.log.error("journal.commit_failed", error=str(group.exceptions[0]))
+            except* (OSError, asyncpg.PostgresError, RecoveryError) as group:
+                if isinstance(group.exceptions[0], RecoveryError):
+                    raise
+                self.log.error("switch.database_unavailable", error=str(group.exceptions[0]))
+            if self._stop_event.is_set():
+                return
+            # Stop answering, then recover from PostgreSQL rather than guess.
+            await asyncio.sleep(1.0)
+            self.log.info("switch.recovering")
+
+
+def run_switch(settings: SwitchSettings,
+               on_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+    """Run a switch until SIGTERM/SIGINT (blocking). Uses uvloop when it is installed."""
+    from switch._logging import configure_logging
+
+    configure_logging(settings.log_level)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+    runtime = Runtime(settings)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we ship
+        asyncio.run(runtime.run(on_ready))
+    else:
+        uvloop.run(runtime.run(on_ready))

@@ -1,0 +1,301 @@
+"""One terminal connection: bytes in, OCP events, ledger decisions, journal, answers out.
+
+This is the hot path. It runs as an asyncio Protocol (no task, no future per request): a
+`data_received` call decodes every complete frame, decides each request in the balance cache and
+hands the Outcome to the journal; the journal calls `answer_nowait` for each once its batch has
+committed, and `flush` writes every answer of that batch for this connection in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from ledger_ext import INQUIRY, PURCHASE, REVERSAL, TXN_SEQ_TOO_OLD
+from protocols import ocp
+from switch import _metrics as metrics
+from switch import limits
+
+if TYPE_CHECKING:
+    from switch._masterdata import TerminalInfo
+    from switch._server import Runtime
+
+_NEED_DATA = ocp.NEED_DATA
+_Purchase = ocp.Purchase
+_Reversal = ocp.Reversal
+_BalanceInquiry = ocp.BalanceInquiry
+_Heartbeat = ocp.Heartbeat
+_PurchaseResult = ocp.PurchaseResult
+_ReversalResult = ocp.ReversalResult
+_BalanceResult = ocp.BalanceResult
+_RC = ocp.ResponseCode
+
+
+class TerminalSession(asyncio.Protocol):
+    __slots__ = (
+        "_conn",
+        "_out",
+        "_outstanding",
+        "_paused",
+        "_pending_terminal",
+        "_rt",
+        "_transport",
+        "closed",
+        "last_seen",
+        "log",
+        "merchant_id",
+        "peer",
+        "terminal_id",
+    )
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._conn = ocp.Connection(ocp.Role.SWITCH)
+        self._transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self._outstanding = 0
+        self._paused = False
+        self._pending_terminal: TerminalInfo | None = None
+        self.terminal_id = 0
+        self.merchant_id = 0
+        self.closed = False
+        self.last_seen = time.monotonic()
+        self.peer = ""
+        self.log = runtime.log
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        rt = self._rt
+        if len(rt.connections) >= rt.settings.connections_max or rt.stopping:
+            metrics.protocol_errors_total.labels("busy").inc()
+            code = _RC.SHUTTING_DOWN if rt.stopping else _RC.BUSY
+            transport.write(self._conn.send(ocp.Error(code, 0, "switch is not taking connections")))
+            self.closed = True
+            transport.close()
+            return
+        rt.connections.add(self)
+        metrics.connections_open.inc()
+        transport.set_write_buffer_limits(high=limits.WRITE_BUFFER_BYTES_MAX)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        rt = self._rt
+        if self in rt.connections:
+            rt.connections.discard(self)
+            metrics.connections_open.dec()
+        if self.terminal_id and rt.sessions.get(self.terminal_id) is self:
+            del rt.sessions[self.terminal_id]
+            metrics.terminals_connected.dec()
+            self.log.info("ocp.session_closed", terminal_id=self.terminal_id, peer=self.peer)
+
+    def pause_writing(self) -> None:
+        # The terminal does not read its answers: it cannot be served; drop it.
+        self.log.warning("ocp.slow_reader", terminal_id=self.terminal_id, peer=self.peer)
+        self.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        conn = self._conn
+        rt = self._rt
+        ledger = rt.ledger
+        journal = rt.journal
+        now_s = int(time.time())
+        self.last_seen = time.monotonic()
+        conn.receive_data(data)
+        tid = self.terminal_id
+        merchant_id = self.merchant_id
+        outstanding = self._outstanding
+        while True:
+            try:
+                ev: Any = conn.next_event()
+            except ocp.InvalidField as exc:
+                self._refuse(exc.response_code, exc.txn_seq, f"invalid field {exc.path}")
+                continue
+            except ocp.UnknownMessage as exc:
+                self._refuse(exc.response_code, 0, str(exc))
+                continue
+            except ocp.OcpRemoteError as exc:
+                self._protocol_error(exc)
+                return
+            if ev is _NEED_DATA:
+                break
+            t = type(ev)
+            if t is _Purchase:
+                o = ledger.purchase(tid, ev.txn_seq, ev.card_no, merchant_id, ev.amount_fen, now_s)
+            elif t is _Reversal:
+                o = ledger.reverse(
+                    tid, ev.txn_seq, ev.original_txn_seq, ev.card_no, ev.amount_fen, now_s
+                )
+            elif t is _BalanceInquiry:
+                o = ledger.inquire(tid, ev.txn_seq, ev.card_no, merchant_id, now_s)
+            else:
+                self._control(ev)
+                if self.closed:
+                    return
+                tid = self.terminal_id
+                merchant_id = self.merchant_id
+                continue
+            outstanding += 1
+            self._outstanding = outstanding
+            if o.repeat:
+                journal.answer_when_durable(self, o)
+            elif o.code == TXN_SEQ_TOO_OLD:
+                rt.look_up_old(self, o)
+            else:
+                journal.submit(self, o)
+            outstanding = self._outstanding
+        if (outstanding >= limits.PIPELINE_REQUESTS_MAX or journal.congested) and not self._paused:
+            self._paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+            journal.pause_until_commit(self)
+        if self._out:
+            self.flush()
+
+    # -- called by the journal -------------------------------------------------------------
+
+    def answer_nowait(self, o: Any) -> None:
+        self._outstanding -= 1
+        if self.closed:
+            return
+        kind = o.kind
+        code = o.code
+        if code == TXN_SEQ_TOO_OLD:
+            msg: Any = ocp.Error(code, o.txn_seq, "txn_seq too old and not in the journal")
+        elif kind == PURCHASE:
+            msg = _PurchaseResult(
+                o.txn_seq, code, o.amount_fen, o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen
+            )
+        elif kind == REVERSAL:
+            msg = _ReversalResult(o.txn_seq, code, o.amount_fen, o.main_fen + o.subsidy_fen)
+        elif kind == INQUIRY:
+            msg = _BalanceResult(
+                o.txn_seq, code, o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen
+            )
+        else:  # an outcome kind this connection cannot have asked for
+            msg = ocp.Error(_RC.SYSTEM_ERROR, o.txn_seq, "unexpected outcome kind")
+        self._out.append(self._conn.send(msg))
+
+    def flush(self) -> None:
+        out = self._out
+        if not out or self.closed:
+            out.clear()
+            return
+        transport = self._transport
+        assert transport is not None
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def resume_reading(self) -> None:
+        if self._paused and not self.closed:
+            self._paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.flush()
+            self.closed = True
+            if self._transport is not None:
+                self._transport.close()
+
+    # -- control messages ------------------------------------------------------------------
+
+    def _control(self, ev: Any) -> None:
+        t = type(ev)
+        if t is _Heartbeat:
+            self._out.append(self._conn.send(ocp.HeartbeatAck(int(time.time() * 1000))))
+        elif t is ocp.SignOn:
+            self._sign_on(ev)
+        elif t is ocp.SignOnConfirm:
+            self._confirm(ev)
+        elif t is ocp.SignOff:
+            self.log.info("ocp.sign_off", terminal_id=self.terminal_id)
+            self._rt.close_after_answers(self)
+        elif t is ocp.Error:
+            self.log.warning("ocp.terminal_error", terminal_id=self.terminal_id, code=ev.code,
+                             detail=ev.detail)
+        else:
+            self._refuse(_RC.UNEXPECTED_MESSAGE, 0, f"{t.__name__} is not handled by the switch")
+
+    def _sign_on(self, ev: ocp.SignOn) -> None:
+        rt = self._rt
+        info = rt.master.terminals.get(ev.terminal_id)
+        if info is None or not info.enabled:
+            code = _RC.UNKNOWN_TERMINAL if info is None else _RC.TERMINAL_DISABLED
+            metrics.protocol_errors_total.labels(metrics.CODE_NAMES[code]).inc()
+            self.log.warning("ocp.sign_on_refused", terminal_id=ev.terminal_id, peer=self.peer,
+                             code=int(code))
+            self._out.append(self._conn.send(ocp.Error(code, 0, "terminal cannot sign on")))
+            self.close()
+            return
+        self._pending_terminal = info
+        self._out.append(self._conn.accept_sign_on(rt.terminal_key(info), os.urandom(16)))
+
+    def _confirm(self, ev: ocp.SignOnConfirm) -> None:
+        rt = self._rt
+        info = self._pending_terminal
+        assert info is not None
+        self.terminal_id = info.terminal_id
+        self.merchant_id = info.merchant_id
+        old = rt.sessions.get(info.terminal_id)
+        if old is not None and old is not self:
+            self.log.info("ocp.session_superseded", terminal_id=info.terminal_id, peer=old.peer)
+            rt.sessions.pop(info.terminal_id)
+            metrics.terminals_connected.dec()
+            old.close()
+        rt.sessions[info.terminal_id] = self
+        metrics.terminals_connected.inc()
+        last = rt.ledger.last_txn_seq(info.terminal_id)
+        self._out.append(
+            self._conn.send(
+                ocp.SignOnResult(
+                    _RC.APPROVED,
+                    int(time.time() * 1000),
+                    last,
+                    rt.settings.heartbeat_interval_seconds,
+                )
+            )
+        )
+        self.log.info(
+            "ocp.sign_on",
+            terminal_id=info.terminal_id,
+            peer=self.peer,
+            terminal_last_txn_seq=ev.last_txn_seq,
+            switch_last_txn_seq=last,
+            firmware=ev.firmware,
+        )
+
+    # -- refusals --------------------------------------------------------------------------
+
+    def _refuse(self, code: int, txn_seq: int, detail: str) -> None:
+        """Refuse one request of an authenticated terminal; the connection stays."""
+        metrics.protocol_errors_total.labels(metrics.CODE_NAMES.get(code, str(code))).inc()
+        self.log.warning("ocp.request_refused", terminal_id=self.terminal_id, code=int(code),
+                         txn_seq=txn_seq, detail=detail)
+        self._out.append(self._conn.send(ocp.Error(code, txn_seq, detail[:200])))
+
+    def _protocol_error(self, exc: ocp.OcpRemoteError) -> None:
+        code = int(exc.response_code)
+        metrics.protocol_errors_total.labels(metrics.CODE_NAMES.get(code, str(code))).inc()
+        self.log.warning(
+            "ocp.protocol_error",
+            terminal_id=self.terminal_id,
+            peer=self.peer,
+            code=code,
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+        )
+        try:
+            self._out.append(self._conn.send(ocp.Error(code, 0, str(exc)[:200])))
+        except ocp.OcpError:
+            pass
+        self.close()

@@ -1,0 +1,34 @@
+"""Runtime limits of the switch. Wire limits live in protocols/limits.py.
+
+Every queue, batch and table has a maximum; going over one gives a response code and a counter,
+never a crash and never unbounded memory.
+"""
+
+# Terminal connections open at once; the listener refuses more.
+CONNECTIONS_MAX = 20_000
+# Requests of one connection decided but not yet answered (pipelining depth). Past it the
+# connection stops being read until answers go out. Equal to the ledger's per-terminal
+# idempotency window, so every outstanding request can still be recognised as a repeat.
+PIPELINE_REQUESTS_MAX = 256
+# Journal rows in one group commit. While the open batch is this full, connections stop being
+# read, so backpressure reaches the terminals instead of memory.
+JOURNAL_BATCH_MAX = 8192
+# How long the journal writer waits for more rows after the first arrives. 0 means "commit as
+# soon as the previous commit is done": batches then grow with load by themselves.
+GROUP_COMMIT_WINDOW_SECONDS = 0.0
+# Deadline for one group commit (COPY + COMMIT). Past it the commit counts as failed.
+COMMIT_DEADLINE_SECONDS = 10.0
+# Graceful shutdown: in-flight requests get this long to reach their commit.
+DRAIN_DEADLINE_SECONDS = 10.0
+# Requests whose txn_seq is too old for the in-memory window wait here for a journal look-up.
+OLD_LOOKUP_QUEUE_MAX = 1024
+# Journal rows fetched per round trip while replaying at start-up.
+REPLAY_FETCH_ROWS_MAX = 20_000
+# Checkpoints kept in the database (older ones are deleted).
+CHECKPOINTS_KEPT_MAX = 3
+# Bytes buffered for writing to one terminal before it counts as too slow and is closed.
+WRITE_BUFFER_BYTES_MAX = 1 << 20
+
+assert PIPELINE_REQUESTS_MAX <= JOURNAL_BATCH_MAX
+assert GROUP_COMMIT_WINDOW_SECONDS < COMMIT_DEADLINE_SECONDS
+assert CONNECTIONS_MAX * PIPELINE_REQUESTS_MAX < 50_000_000
