@@ -25,6 +25,7 @@ from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
 from switch._errors import JournalError, RecoveryError
+from switch._conventional import ConventionalHandler
 from switch._journal import Journal
 from switch._logging import get_logger
 from switch._masterdata import MasterData, TerminalInfo
@@ -78,6 +79,7 @@ class Runtime:
         self._stop_event = asyncio.Event()
         self._closing_after_answers: set[TerminalSession] = set()
         self.rows_at_last_checkpoint = 0
+        self.conventional: ConventionalHandler | None = None
 
     # -- used by sessions ------------------------------------------------------------------
 
@@ -249,6 +251,10 @@ class Runtime:
             )
             self.journal.durable_lsn = self.ledger.lsn
             self.rows_at_last_checkpoint = 0
+            if settings.conventional_pool_size:
+                self.conventional = await ConventionalHandler.create(
+                    settings.dsn, settings.conventional_pool_size
+                )
             server = await loop.create_server(
                 lambda: TerminalSession(self),
                 settings.host,
@@ -274,6 +280,10 @@ class Runtime:
                 session.close()
             if hasattr(self, "journal"):
                 self.journal.close()
+            if self.conventional is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.conventional.close(), 5)
+                self.conventional = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pool.close(), 5)
             with contextlib.suppress(Exception):

@@ -113,6 +113,7 @@ class TerminalSession(asyncio.Protocol):
         tid = self.terminal_id
         merchant_id = self.merchant_id
         outstanding = self._outstanding
+        conventional = rt.conventional
         while True:
             try:
                 ev: Any = conn.next_event()
@@ -129,6 +130,11 @@ class TerminalSession(asyncio.Protocol):
                 break
             t = type(ev)
             if t is _Purchase:
+                if conventional is not None:
+                    outstanding += 1
+                    self._outstanding = outstanding
+                    conventional.submit(self, tid, merchant_id, ev)
+                    continue
                 o = ledger.purchase(tid, ev.txn_seq, ev.card_no, merchant_id, ev.amount_fen, now_s)
             elif t is _Reversal:
                 o = ledger.reverse(

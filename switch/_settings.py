@@ -41,6 +41,9 @@ class SwitchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     connections_max: Annotated[int, Meta(ge=1, le=limits.CONNECTIONS_MAX)] = limits.CONNECTIONS_MAX
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     log_level: Annotated[str, Meta(pattern="^(debug|info|warning|error)$")] = "info"
+    # Benchmark baseline only: > 0 answers purchases the conventional way (one SQL transaction
+    # per purchase through a pool of this size) instead of through the balance cache.
+    conventional_pool_size: Annotated[int, Meta(ge=0, le=256)] = 0
 
     def __repr__(self) -> str:
         shown = ", ".join(

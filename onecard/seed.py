@@ -1,0 +1,151 @@
+"""Seed a demo campus (or a benchmark site) into a migrated database.
+
+Every opening balance has its counter-entry in the system merchant "opening balances", so all
+balances sum to zero from the first moment (double entry).
+"""
+
+from __future__ import annotations
+
+import random
+
+import asyncpg
+import msgspec
+
+# Merchant ids of the demo site.
+OPENING_MERCHANT = 1
+CASH_DESK_MERCHANT = 2
+CANTEEN_FIXED = 3  # fixed-price set meal
+CANTEEN_FREE = 4  # weighed / free-amount till
+SUPERMARKET = 5  # cash wallet only
+EAST_CANTEEN = 6  # belongs to the second park (tenant 2)
+CARD_NO_BASE = 8_800_000_000
+
+
+class SeedPlan(msgspec.Struct, frozen=True):
+    accounts: int = 5_000
+    terminals: int = 200
+    # Share of accounts reported lost, frozen, closed; share of cards replaced (old card dead).
+    lost_share: float = 0.01
+    frozen_share: float = 0.005
+    closed_share: float = 0.005
+    replaced_share: float = 0.01
+    # Opening balances are drawn from [0, main_fen_max] and [0, subsidy_fen_max].
+    main_fen_max: int = 30_000
+    subsidy_fen_max: int = 10_000
+    with_limits: bool = True
+    seed: int = 7
+
+
+class SeedResult(msgspec.Struct, frozen=True):
+    accounts: int
+    cards: list[int]
+    lost_cards: list[int]
+    cancelled_cards: list[int]
+    terminals: list[int]
+    opening_total_fen: int
+
+
+def card_no_of(account_id: int) -> int:
+    return CARD_NO_BASE + account_id * 10
+
+
+async def seed_site(conn: asyncpg.Connection, plan: SeedPlan) -> SeedResult:
+    rnd = random.Random(plan.seed)
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO tenants (id, name, utc_offset_s) VALUES"
+            " (1, 'Demo Campus', 28800), (2, 'East Park', 28800)"
+        )
+        await conn.executemany(
+            "INSERT INTO tenant_meal_windows VALUES ($1, $2, $3, $4, $5)",
+            [
+                (1, 0, "breakfast", 6 * 60 + 30, 9 * 60),
+                (1, 1, "lunch", 11 * 60, 13 * 60 + 30),
+                (1, 2, "dinner", 17 * 60, 19 * 60 + 30),
+                (2, 0, "lunch", 11 * 60 + 30, 13 * 60 + 30),
+            ],
+        )
+        # Campus cards may eat at the East Park canteen; both sides agree.
+        await conn.execute(
+            "INSERT INTO tenant_cross_spend VALUES (1, 2, true, true)"
+        )
+        if plan.with_limits:
+            classes = [
+                (1, "student", 0, 10_000, 30_000, 4, 5_000),
+                (2, "staff", 5_000, 50_000, 100_000, 0, 0),
+                (3, "visitor", 0, 5_000, 20_000, 2, 3_000),
+            ]
+        else:
+            classes = [(1, "student", 0, 0, 0, 0, 0), (2, "staff", 0, 0, 0, 0, 0),
+                       (3, "visitor", 0, 0, 0, 0, 0)]
+        await conn.executemany(
+            "INSERT INTO identity_classes VALUES ($1, $2, $3, $4, $5, $6, $7)", classes
+        )
+
+        accounts = []
+        cards = []
+        lost, cancelled, live = [], [], []
+        opening_total = 0
+        for account_id in range(1, plan.accounts + 1):
+            roll = rnd.random()
+            status = 0
+            if roll < plan.lost_share:
+                status = 2
+            elif roll < plan.lost_share + plan.frozen_share:
+                status = 1
+            elif roll < plan.lost_share + plan.frozen_share + plan.closed_share:
+                status = 3
+            main = rnd.randint(0, plan.main_fen_max)
+            subsidy = rnd.randint(0, plan.subsidy_fen_max)
+            class_id = 1 if rnd.random() < 0.85 else (2 if rnd.random() < 0.8 else 3)
+            accounts.append((account_id, 1, class_id, f"holder {account_id}", status, main,
+                             subsidy))
+            opening_total += main + subsidy
+            card = card_no_of(account_id)
+            if rnd.random() < plan.replaced_share:
+                cards.append((card, account_id, 1))  # the old, replaced card: dead
+                cancelled.append(card)
+                card += 1
+            cards.append((card, account_id, 0))
+            if status == 2:
+                lost.append(card)
+            elif status == 0:
+                live.append(card)
+        await conn.copy_records_to_table(
+            "accounts",
+            records=accounts,
+            columns=["id", "tenant_id", "class_id", "holder_name", "status", "opening_main_fen",
+                     "opening_subsidy_fen"],
+        )
+        await conn.copy_records_to_table(
+            "cards", records=cards, columns=["card_no", "account_id", "status"]
+        )
+        await conn.executemany(
+            "INSERT INTO merchants (id, tenant_id, name, kind, mode, fixed_amount_fen,"
+            " spend_order, opening_balance_fen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [
+                (OPENING_MERCHANT, 1, "opening balances", "system", 0, 0, 0, -opening_total),
+                (CASH_DESK_MERCHANT, 1, "card office cash desk", "system", 0, 0, 0, 0),
+                (CANTEEN_FIXED, 1, "No.1 canteen set meal", "canteen", 1, 800, 0, 0),
+                (CANTEEN_FREE, 1, "No.2 canteen", "canteen", 0, 0, 0, 0),
+                (SUPERMARKET, 1, "campus supermarket", "shop", 0, 0, 2, 0),
+                (EAST_CANTEEN, 2, "East Park canteen", "canteen", 0, 0, 0, 0),
+            ],
+        )
+        merchants_for_terminals = [CANTEEN_FREE, CANTEEN_FREE, CANTEEN_FIXED, SUPERMARKET,
+                                   EAST_CANTEEN]
+        terminals = [
+            (tid, merchants_for_terminals[tid % len(merchants_for_terminals)], 1, f"POS {tid}")
+            for tid in range(1, plan.terminals + 1)
+        ]
+        await conn.copy_records_to_table(
+            "terminals", records=terminals, columns=["id", "merchant_id", "kind", "name"]
+        )
+    return SeedResult(
+        accounts=plan.accounts,
+        cards=live,
+        lost_cards=lost,
+        cancelled_cards=cancelled,
+        terminals=[t[0] for t in terminals],
+        opening_total_fen=opening_total,
+    )
