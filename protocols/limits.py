@@ -1,0 +1,72 @@
+"""Wire limits of the OCP terminal protocol.
+
+Every number a peer can make us buffer, count or store has a maximum here, named with its unit
+then `_MAX`. `docs/protocol.md` quotes these values (its tables are rendered from this module), so
+changing one is a protocol change. Relations between them are asserted at import.
+"""
+
+from typing import Final
+
+# Frame layout (docs/protocol.md, "Frames").
+LENGTH_FIELD_BYTES: Final = 4
+"""Size of the big-endian length prefix that starts every frame."""
+HEADER_BYTES: Final = 6
+"""version (1) + flags (1) + sequence (4): the bytes after the length prefix and before the body."""
+FRAME_BYTES_MAX: Final = 16384
+"""Largest frame, counting the length prefix itself."""
+NONCE_BYTES: Final = 16
+"""Size of the sign-on nonces, terminal and switch."""
+MAC_BYTES: Final = 16
+"""Size of the MAC trailer (truncated HMAC-SHA-256)."""
+KEY_BYTES: Final = 32
+"""Size of a terminal key and of each session key."""
+
+FRAME_LENGTH_MIN: Final = HEADER_BYTES
+"""Smallest value of the length prefix (a header and an empty body; the body check then fails)."""
+FRAME_LENGTH_MAX: Final = FRAME_BYTES_MAX - LENGTH_FIELD_BYTES
+"""Largest value of the length prefix."""
+
+# Field limits (docs/protocol.md, "Messages").
+AMOUNT_FEN_MAX: Final = 10_000_000
+"""Largest amount of one purchase or reversal: 100,000.00 yuan."""
+TXN_SEQ_MAX: Final = 2**32 - 1
+"""Largest terminal transaction counter (txn_seq), and largest frame sequence."""
+SEQUENCE_MAX: Final = 2**32 - 1
+"""Largest frame sequence number; a session never wraps it."""
+TERMINAL_ID_MAX: Final = 2**31 - 1
+CARD_NO_MAX: Final = 2**63 - 1
+DETAIL_CHARS_MAX: Final = 200
+"""Longest `Error.detail`, in Unicode code points."""
+FIRMWARE_CHARS_MAX: Final = 64
+"""Longest `SignOnConfirm.firmware`, in Unicode code points."""
+TIME_MS_MAX: Final = 2**63 - 1
+"""Largest wall-clock time in milliseconds since the Unix epoch (int64)."""
+BALANCE_FEN_MIN: Final = -(2**63)
+BALANCE_FEN_MAX: Final = 2**63 - 1
+"""Balances are int64 fen; the ledger keeps them far smaller."""
+HEARTBEAT_INTERVAL_SECONDS_MAX: Final = 3600
+"""Largest heartbeat interval the switch may announce."""
+CODE_MAX: Final = 255
+"""Response codes are small non-negative integers; unknown ones are still decoded."""
+TERMINAL_KIND_MAX: Final = 255
+PROTOCOL_VERSION_MAX: Final = 255
+TXN_SEQ_WINDOW: Final = 256
+"""A request this far or further below the highest txn_seq seen, and not journaled, is
+answered TXN_SEQ_TOO_OLD."""
+
+# Relations.
+assert FRAME_LENGTH_MIN <= FRAME_LENGTH_MAX
+assert FRAME_LENGTH_MAX < 2**32, "the length prefix is a uint32"
+assert SEQUENCE_MAX == 2**32 - 1, "the frame sequence is a uint32"
+assert TXN_SEQ_MAX <= 2**32 - 1
+assert TERMINAL_ID_MAX < 2**32, "derive_terminal_key packs terminal_id as a uint32"
+assert CARD_NO_MAX <= 2**63 - 1, "card numbers are int64 in the ledger and PostgreSQL"
+# Sums of TXN_SEQ_MAX amounts cannot overflow int64 (style.md, "Money is int64 fen").
+assert AMOUNT_FEN_MAX * TXN_SEQ_MAX < 2**63 - 1
+# The largest message (an Error with a full detail in 4-byte UTF-8, or a SignOnConfirm with full
+# firmware) fits in a frame with room to spare: a valid message never hits FRAME_BYTES_MAX.
+assert LENGTH_FIELD_BYTES + HEADER_BYTES + 64 + 4 * DETAIL_CHARS_MAX + MAC_BYTES < FRAME_BYTES_MAX
+assert LENGTH_FIELD_BYTES + HEADER_BYTES + 64 + 4 * FIRMWARE_CHARS_MAX + MAC_BYTES < FRAME_BYTES_MAX
+assert 0 < MAC_BYTES <= 32, "MAC is a truncated HMAC-SHA-256"
+assert NONCE_BYTES >= 16
+assert 0 < TXN_SEQ_WINDOW < TXN_SEQ_MAX

@@ -1,0 +1,240 @@
+"""Response codes: the one table of codes for OCP and the ledger.
+
+`ResponseCode` holds the numbers; `CODE_INFO` says, for each, who sends it, whether the
+connection is closed, whether the request was journaled and what the terminal should do.
+`docs/protocol.md` renders both (docs/make_protocol_tables.py), and the connection reads
+`CODE_INFO[...].closes_connection` to decide the state after an `Error`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class ResponseCode(enum.IntEnum):
+    APPROVED = 0
+    # Business declines: results, journaled by the switch.
+    INVALID_MERCHANT = 12
+    INVALID_AMOUNT = 13
+    UNKNOWN_CARD = 14
+    ORIGINAL_NOT_FOUND = 25
+    ALREADY_REVERSED = 26
+    REVERSAL_MISMATCH = 27
+    HOLD_NOT_FOUND = 30
+    CAPTURE_EXCEEDS_HOLD = 31
+    CARD_LOST = 41
+    CARD_CANCELLED = 43
+    ACCOUNT_CLOSED = 46
+    ACCOUNT_FROZEN = 47
+    INSUFFICIENT_FUNDS = 51
+    CROSS_TENANT_NOT_ALLOWED = 57
+    TXN_LIMIT_EXCEEDED = 61
+    DAILY_LIMIT_EXCEEDED = 62
+    MEAL_AMOUNT_LIMIT_EXCEEDED = 63
+    MEAL_COUNT_LIMIT_EXCEEDED = 64
+    BALANCE_LIMIT_EXCEEDED = 65
+    # Protocol and system errors: sent in an Error message, never journaled.
+    TXN_SEQ_TOO_OLD = 80
+    INVALID_FIELD = 81
+    UNKNOWN_MESSAGE = 82
+    MALFORMED_FRAME = 83
+    FRAME_TOO_LARGE = 84
+    UNSUPPORTED_VERSION = 85
+    BAD_MAC = 86
+    SEQUENCE_ERROR = 87
+    NOT_SIGNED_ON = 88
+    UNKNOWN_TERMINAL = 89
+    TERMINAL_DISABLED = 90
+    UNEXPECTED_MESSAGE = 91
+    SYSTEM_ERROR = 96
+    BUSY = 97
+    SHUTTING_DOWN = 98
+
+
+class CodeKind(enum.StrEnum):
+    APPROVAL = "approval"
+    DECLINE = "decline"
+    PROTOCOL = "protocol error"
+    SYSTEM = "system error"
+
+
+class CodeInfo(msgspec.Struct, frozen=True, gc=False):
+    """What one response code means on the wire."""
+
+    kind: CodeKind
+    sender: str
+    """"switch", or "either" when a terminal may send it too (in an Error)."""
+    carried_in: str
+    """The message that carries it: a result message or Error."""
+    closes_connection: bool
+    """True: the sender closes the connection after the message carrying this code."""
+    journaled: bool
+    meaning: str
+    terminal_action: str
+
+
+_R = ResponseCode
+_D = CodeKind.DECLINE
+_RESULT = "result"
+_ERROR = "Error"
+_DECLINE_ACTION = "Show the decline; do not retry the same txn_seq (a repeat gets the same answer)."
+
+
+def _decline(meaning: str, action: str = _DECLINE_ACTION) -> CodeInfo:
+    return CodeInfo(_D, "switch", _RESULT, False, True, meaning, action)
+
+
+def _protocol(
+    meaning: str,
+    action: str,
+    *,
+    closes: bool,
+    sender: str = "either",
+    kind: CodeKind = CodeKind.PROTOCOL,
+) -> CodeInfo:
+    return CodeInfo(kind, sender, _ERROR, closes, False, meaning, action)
+
+
+_RESIGN = "Close, fix the cause, sign on again; resend unanswered requests with the same txn_seq."
+
+CODE_INFO: dict[ResponseCode, CodeInfo] = {
+    _R.APPROVED: CodeInfo(
+        CodeKind.APPROVAL, "switch", _RESULT, False, True,
+        "The request was carried out (or, for a repeat, had been).",
+        "Show the result; the txn_seq is used up.",
+    ),
+    _R.INVALID_MERCHANT: _decline("The terminal is not bound to an active merchant account."),
+    _R.INVALID_AMOUNT: _decline(
+        "amount_fen is not acceptable here (0 at a till without a fixed price, or not the fixed "
+        "price)."
+    ),
+    _R.UNKNOWN_CARD: _decline("No card with this card_no."),
+    _R.ORIGINAL_NOT_FOUND: _decline(
+        "Reversal of a txn_seq the switch never saw; journaled, so the original arriving later "
+        "is declined ALREADY_REVERSED."
+    ),
+    _R.ALREADY_REVERSED: _decline(
+        "The purchase was already reversed, or reversed before it arrived; or a second reversal "
+        "of the same original."
+    ),
+    _R.REVERSAL_MISMATCH: _decline(
+        "The reversal's card_no differs from the original's, or its amount_fen is neither 0 nor "
+        "the charged amount."
+    ),
+    _R.HOLD_NOT_FOUND: _decline("Reserved for two-phase holds (tags 64-79): no such hold."),
+    _R.CAPTURE_EXCEEDS_HOLD: _decline("Reserved for two-phase holds: capture above the hold."),
+    _R.CARD_LOST: _decline(
+        "The card is reported lost.", "Show the decline; keep the card if policy says so."
+    ),
+    _R.CARD_CANCELLED: _decline("The card is cancelled (replaced or returned)."),
+    _R.ACCOUNT_CLOSED: _decline("The cardholder's account is closed."),
+    _R.ACCOUNT_FROZEN: _decline("The cardholder's account is frozen."),
+    _R.INSUFFICIENT_FUNDS: _decline("Main plus subsidy balance is below the amount."),
+    _R.CROSS_TENANT_NOT_ALLOWED: _decline(
+        "The card belongs to another tenant (campus) and this merchant does not accept it."
+    ),
+    _R.TXN_LIMIT_EXCEEDED: _decline("The amount is above the card's per-transaction limit."),
+    _R.DAILY_LIMIT_EXCEEDED: _decline("The card's daily spending limit would be exceeded."),
+    _R.MEAL_AMOUNT_LIMIT_EXCEEDED: _decline("The card's per-meal amount limit would be exceeded."),
+    _R.MEAL_COUNT_LIMIT_EXCEEDED: _decline("The card's per-meal purchase count is used up."),
+    _R.BALANCE_LIMIT_EXCEEDED: _decline("A credit would take the balance above its maximum."),
+    _R.TXN_SEQ_TOO_OLD: _protocol(
+        "The txn_seq is TXN_SEQ_WINDOW (256) or more below the highest txn_seq seen from this "
+        "terminal and is not in the journal; the switch cannot tell whether it is a repeat.",
+        "Do not retry; record the transaction for manual reconciliation.",
+        closes=False, sender="switch",
+    ),
+    _R.INVALID_FIELD: _protocol(
+        "An authenticated message failed its schema (type or limit); `detail` names the field "
+        "path, such as `$.amount_fen`. Only that message is refused.",
+        "Fix the value; retry with a new txn_seq. The connection stays open.",
+        closes=False,
+    ),
+    _R.UNKNOWN_MESSAGE: _protocol(
+        "An authenticated frame carried a tag this peer does not implement. Only that message is "
+        "refused.",
+        "Do not send that message to this switch. The connection stays open.",
+        closes=False,
+    ),
+    _R.MALFORMED_FRAME: _protocol(
+        "The frame or its MessagePack body cannot be parsed: length prefix below 6, flags bits "
+        "other than bit 0, a truncated frame at end of stream, a body that is not an array "
+        "starting with an integer tag.",
+        _RESIGN, closes=True,
+    ),
+    _R.FRAME_TOO_LARGE: _protocol(
+        "The length prefix is above FRAME_BYTES_MAX - 4; refused before the body is read.",
+        _RESIGN, closes=True,
+    ),
+    _R.UNSUPPORTED_VERSION: _protocol("The frame version byte is not 1.", _RESIGN, closes=True),
+    _R.BAD_MAC: _protocol(
+        "The MAC is missing or wrong (wrong key, altered frame, wrong direction key).",
+        "Close; check the terminal key; sign on again.", closes=True,
+    ),
+    _R.SEQUENCE_ERROR: _protocol(
+        "The frame sequence is not exactly one more than the previous frame's in that direction "
+        "(replayed, repeated or skipped), or would pass 2**32-1.",
+        _RESIGN, closes=True,
+    ),
+    _R.NOT_SIGNED_ON: _protocol(
+        "A request arrived before sign-on completed.",
+        "Sign on, then resend with the same txn_seq.",
+        closes=True, sender="switch",
+    ),
+    _R.UNKNOWN_TERMINAL: _protocol(
+        "The switch has no key for this terminal_id. Sent plain, in answer to SignOn.",
+        "Close; the terminal must be registered before it can sign on.",
+        closes=True, sender="switch",
+    ),
+    _R.TERMINAL_DISABLED: _protocol(
+        "The terminal is registered but disabled. Sent in SignOnResult or Error.",
+        "Close; do not retry until an operator enables the terminal.",
+        closes=True, sender="switch",
+    ),
+    _R.UNEXPECTED_MESSAGE: _protocol(
+        "A known message that the state machine does not allow now or in this direction.",
+        _RESIGN, closes=True,
+    ),
+    _R.SYSTEM_ERROR: _protocol(
+        "The switch could not commit the request; nothing was journaled.",
+        "Retry later with the same txn_seq. The connection stays open.",
+        closes=False, sender="switch", kind=CodeKind.SYSTEM,
+    ),
+    _R.BUSY: _protocol(
+        "The switch is overloaded and refused the request without deciding it.",
+        "Retry after a pause with the same txn_seq. The connection stays open.",
+        closes=False, sender="switch", kind=CodeKind.SYSTEM,
+    ),
+    _R.SHUTTING_DOWN: _protocol(
+        "The switch is draining; it answers what it already read and then closes.",
+        "Reconnect after a pause and resend unanswered requests with the same txn_seq.",
+        closes=True, sender="switch", kind=CodeKind.SYSTEM,
+    ),
+}
+
+PURCHASE_CHECK_PRECEDENCE: tuple[ResponseCode, ...] = (
+    _R.ALREADY_REVERSED,
+    _R.INVALID_MERCHANT,
+    _R.UNKNOWN_CARD,
+    _R.CARD_CANCELLED,
+    _R.CARD_LOST,
+    _R.ACCOUNT_CLOSED,
+    _R.ACCOUNT_FROZEN,
+    _R.CROSS_TENANT_NOT_ALLOWED,
+    _R.INVALID_AMOUNT,
+    _R.TXN_LIMIT_EXCEEDED,
+    _R.DAILY_LIMIT_EXCEEDED,
+    _R.MEAL_COUNT_LIMIT_EXCEEDED,
+    _R.MEAL_AMOUNT_LIMIT_EXCEEDED,
+    _R.INSUFFICIENT_FUNDS,
+)
+"""Order in which the switch checks a purchase that is not a repeat; the first failing check is
+the answer. (A repeat of a journaled (terminal_id, txn_seq) gets the original answer before any
+of these.)"""
+
+assert set(CODE_INFO) == set(ResponseCode), "every response code needs its CodeInfo"
+assert all(
+    (info.kind is CodeKind.DECLINE) == (0 < code < 80) for code, info in CODE_INFO.items()
+), "declines are 1..79, protocol and system errors 80 and up"

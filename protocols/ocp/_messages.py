@@ -1,0 +1,233 @@
+"""OCP message bodies: msgspec Structs in one tagged union, encoded as MessagePack arrays.
+
+Each body is `[tag, field1, field2, ...]` (`array_like=True`, integer tags). Constraints live in
+the types, so decoding also validates. Rules (docs/protocol.md, "Evolution"): tags are never
+reused; new fields are only appended, each with a default; a receiver ignores trailing fields it
+does not know. Field constraints are checked when a message is decoded, not when it is built
+or sent: the receiver is the one that must not trust it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Final, Union
+
+import msgspec
+from msgspec import Meta
+
+from protocols import limits
+
+
+class Direction(enum.StrEnum):
+    """Who sends a message: terminal to switch, switch to terminal, or either."""
+
+    T2S = "T→S"
+    S2T = "S→T"
+    BOTH = "both"
+
+
+class TerminalKind(enum.IntEnum):
+    POS = 1
+    KIOSK = 2
+    DOOR = 3
+    ATTENDANCE = 4
+    WATER = 5
+    ADMIN = 6
+
+
+TerminalId = Annotated[int, Meta(ge=1, le=limits.TERMINAL_ID_MAX)]
+Nonce = Annotated[bytes, Meta(min_length=limits.NONCE_BYTES, max_length=limits.NONCE_BYTES)]
+TxnSeq = Annotated[int, Meta(ge=1, le=limits.TXN_SEQ_MAX)]
+TxnSeqOrZero = Annotated[int, Meta(ge=0, le=limits.TXN_SEQ_MAX)]
+CardNo = Annotated[int, Meta(ge=1, le=limits.CARD_NO_MAX)]
+AmountFen = Annotated[int, Meta(ge=0, le=limits.AMOUNT_FEN_MAX)]
+BalanceFen = Annotated[int, Meta(ge=limits.BALANCE_FEN_MIN, le=limits.BALANCE_FEN_MAX)]
+Code = Annotated[int, Meta(ge=0, le=limits.CODE_MAX)]
+TimeMs = Annotated[int, Meta(ge=0, le=limits.TIME_MS_MAX)]
+Kind = Annotated[int, Meta(ge=1, le=limits.TERMINAL_KIND_MAX)]
+ProtocolVersion = Annotated[int, Meta(ge=1, le=limits.PROTOCOL_VERSION_MAX)]
+HeartbeatSeconds = Annotated[int, Meta(ge=1, le=limits.HEARTBEAT_INTERVAL_SECONDS_MAX)]
+Firmware = Annotated[str, Meta(max_length=limits.FIRMWARE_CHARS_MAX)]
+Detail = Annotated[str, Meta(max_length=limits.DETAIL_CHARS_MAX)]
+
+
+class Message(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """Base of every OCP message. `direction` says who may send it."""
+
+    direction = Direction.BOTH
+
+
+# --- Session (tags 1-15) ---------------------------------------------------------------------
+
+
+class SignOn(Message, tag=1, frozen=True):
+    """Start a session: which terminal, and its fresh random nonce. Sent plain."""
+
+    direction = Direction.T2S
+    terminal_id: TerminalId
+    nonce: Nonce
+    protocol_version: ProtocolVersion = 1
+
+
+class SignOnChallenge(Message, tag=2, frozen=True):
+    """The switch's fresh nonce; MAC'd with k_s2t, which proves the switch holds the key."""
+
+    direction = Direction.S2T
+    nonce: Nonce
+
+
+class SignOnConfirm(Message, tag=3, frozen=True):
+    """MAC'd with k_t2s, which proves the terminal holds the key; completes the handshake."""
+
+    direction = Direction.T2S
+    last_txn_seq: TxnSeqOrZero
+    terminal_kind: Kind = TerminalKind.POS
+    firmware: Firmware = ""
+
+
+class SignOnResult(Message, tag=4, frozen=True):
+    """APPROVED opens the session; any other code closes it."""
+
+    direction = Direction.S2T
+    code: Code
+    server_time_ms: TimeMs
+    last_txn_seq: TxnSeqOrZero
+    heartbeat_interval_s: HeartbeatSeconds
+
+
+class Heartbeat(Message, tag=5, frozen=True):
+    direction = Direction.T2S
+    terminal_time_ms: TimeMs = 0
+
+
+class HeartbeatAck(Message, tag=6, frozen=True):
+    direction = Direction.S2T
+    server_time_ms: TimeMs
+
+
+class SignOff(Message, tag=7, frozen=True):
+    """The terminal sends no more requests; the switch answers what it has and closes."""
+
+    direction = Direction.T2S
+
+
+# --- Card payments (tags 16-30) --------------------------------------------------------------
+
+
+class Purchase(Message, tag=16, frozen=True):
+    """Charge a card. amount_fen 0 means "the fixed price" at a fixed-amount till."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    card_no: CardNo
+    amount_fen: AmountFen
+    terminal_time_ms: TimeMs = 0
+
+
+class PurchaseResult(Message, tag=17, frozen=True):
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    amount_fen: AmountFen
+    """The amount charged (0 when declined)."""
+    balance_fen: BalanceFen
+    """main_fen + subsidy_fen after the purchase: what the terminal shows."""
+    main_fen: BalanceFen
+    subsidy_fen: BalanceFen
+
+
+class Reversal(Message, tag=18, frozen=True):
+    """Undo the purchase original_txn_seq of this terminal. amount_fen 0 = whatever was charged."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    original_txn_seq: TxnSeq
+    card_no: CardNo
+    amount_fen: AmountFen
+
+
+class ReversalResult(Message, tag=19, frozen=True):
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    amount_fen: AmountFen
+    """The amount returned to the card."""
+    balance_fen: BalanceFen
+
+
+class BalanceInquiry(Message, tag=20, frozen=True):
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    card_no: CardNo
+
+
+class BalanceResult(Message, tag=21, frozen=True):
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    balance_fen: BalanceFen
+    main_fen: BalanceFen
+    subsidy_fen: BalanceFen
+
+
+# --- Errors (tag 31) -------------------------------------------------------------------------
+
+
+class Error(Message, tag=31, frozen=True):
+    """A protocol or system error. txn_seq names the refused request, or is 0."""
+
+    direction = Direction.BOTH
+    code: Code
+    txn_seq: TxnSeqOrZero = 0
+    detail: Detail = ""
+
+
+AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
+    SignOn,
+    SignOnChallenge,
+    SignOnConfirm,
+    SignOnResult,
+    Heartbeat,
+    HeartbeatAck,
+    SignOff,
+    Purchase,
+    PurchaseResult,
+    Reversal,
+    ReversalResult,
+    BalanceInquiry,
+    BalanceResult,
+    Error,
+]
+
+MESSAGE_TYPES: Final[tuple[type[Message], ...]] = AnyMessage.__args__  # type: ignore[attr-defined]
+MESSAGE_BY_TAG: Final[dict[int, type[Message]]] = {
+    cls.__struct_config__.tag: cls for cls in MESSAGE_TYPES  # type: ignore[misc]
+}
+
+RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
+    (8, 15, "session management (future)"),
+    (22, 30, "card payments (future)"),
+    (32, 47, "door access"),
+    (48, 63, "attendance"),
+    (64, 79, "water sessions and two-phase holds (authorize, capture, release)"),
+    (80, 95, "offline record upload"),
+    (96, 111, "blacklist and parameter download"),
+    (112, 127, "kiosk top-up"),
+    (128, 143, "privileged (admin) terminal"),
+)
+"""Tag ranges reserved for later messages; assigning them is not a version break."""
+
+REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
+    {Purchase, Reversal, BalanceInquiry, Heartbeat, SignOff}
+)
+"""Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
+
+TXN_SEQ_FIRST: Final[frozenset[type[Message]]] = frozenset(
+    cls for cls in MESSAGE_TYPES if cls.__struct_fields__[:1] == ("txn_seq",)
+)
+"""Messages whose first field is txn_seq (recoverable from a body that fails validation)."""
+
+for _cls in MESSAGE_TYPES:
+    assert isinstance(_cls.__struct_config__.tag, int)
+    assert not any(lo <= _cls.__struct_config__.tag <= hi for lo, hi, _ in RESERVED_TAG_RANGES)
+assert len(MESSAGE_BY_TAG) == len(MESSAGE_TYPES), "tags are unique"
