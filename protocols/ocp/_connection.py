@@ -23,6 +23,7 @@ from protocols import limits
 from protocols.ocp._codes import CODE_INFO, ResponseCode
 from protocols.ocp._errors import (
     BadMac,
+    InvalidField,
     MalformedFrame,
     NotSignedOn,
     OcpLocalError,
@@ -121,6 +122,20 @@ def _event_name(msg: Message) -> str:
 _CODES_KNOWN: Final = frozenset(c.value for c in ResponseCode)
 _PLAIN_EVENTS: Final = {"SignOn": Role.TERMINAL, "Error": None, ERROR_CLOSING: None}
 """Events that travel in plain frames, and the only role that may send them plain (None: any)."""
+
+
+def _strict(exc: OcpRemoteError) -> OcpRemoteError:
+    """The connection error to raise for a body that fails outside a session.
+
+    InvalidField and UnknownMessage never close the connection, so outside a session (peer not
+    authenticated, or still signing on) a schema failure is MalformedFrame and an unknown tag is
+    UnexpectedMessage, both connection errors.
+    """
+    if isinstance(exc, UnknownMessage):
+        return UnexpectedMessage(f"{exc.message} (outside a session)")
+    if isinstance(exc, InvalidField):
+        return MalformedFrame(f"{exc.message} at {exc.path} (outside a session)")
+    return exc
 
 
 class Connection:
@@ -315,8 +330,7 @@ class Connection:
             try:
                 msg = decode_body(body)
             except OcpRemoteError as exc:
-                exc.closes_connection = True  # unauthenticated: no leniency
-                self._fail(exc)
+                self._fail(_strict(exc))
             event = _event_name(msg)
             self._check_allowed(event, type(msg))
             if mac_end:  # MAC'd, but we have no key yet: only the challenge may do that
@@ -352,13 +366,14 @@ class Connection:
 
     def _refine(self, exc: OcpRemoteError, body: memoryview) -> OcpRemoteError:
         """Leniency for authentic messages that fail decoding: only in session states."""
-        if not isinstance(exc, MalformedFrame):
-            lenient = (self.role, self._state) in SESSION_STATES
-            if lenient and not isinstance(exc, UnknownMessage):
-                cls = tag_class(body)
-                if cls is not None and cls.__name__ not in self._recv_table[self._state]:
-                    return UnexpectedMessage(f"{cls.__name__} in state {self._state}")
-            exc.closes_connection = not lenient
+        if isinstance(exc, MalformedFrame):
+            return exc
+        if (self.role, self._state) not in SESSION_STATES:
+            return _strict(exc)
+        if not isinstance(exc, UnknownMessage):
+            cls = tag_class(body)
+            if cls is not None and cls.__name__ not in self._recv_table[self._state]:
+                return UnexpectedMessage(f"{cls.__name__} received in state {self._state}")
         return exc
 
     def _check_allowed(self, event: str, cls: type) -> State:

@@ -51,7 +51,8 @@ class OcpRemoteError(OcpError):
 class InvalidField(OcpRemoteError):
     """An authentic message failed its schema; `.path` is msgspec's path (`$.amount_fen`).
 
-    In a session the connection stays usable: only this request is refused.
+    Never closes the connection: only this request is refused. (Outside a session the same
+    failure is a MalformedFrame.)
     """
 
     response_code = ResponseCode.INVALID_FIELD
@@ -66,7 +67,8 @@ class InvalidField(OcpRemoteError):
 class UnknownMessage(OcpRemoteError):
     """A well-formed frame whose tag this implementation does not know (`.tag`).
 
-    From an authenticated peer in a session the connection stays usable.
+    Never closes the connection: only this message is refused. (Outside a session the same
+    frame is an UnexpectedMessage.)
     """
 
     response_code = ResponseCode.UNKNOWN_MESSAGE

@@ -81,6 +81,7 @@ def _build() -> dict[tuple[Role, State, Way, str], State]:
     add(_T, st.AWAIT_CHALLENGE, _SEND, _ERRORS, st.CLOSED)
     add(_T, st.CHALLENGED, _SEND, ("SignOnConfirm",), st.AWAIT_RESULT)
     add(_T, st.CHALLENGED, _SEND, _ERRORS, st.CLOSED)
+    add(_T, st.CHALLENGED, _RECV, _ERRORS, st.CLOSED)
     add(_T, st.AWAIT_RESULT, _SEND, _REQUESTS, st.AWAIT_RESULT)
     add(_T, st.AWAIT_RESULT, _SEND, _ERRORS, st.CLOSED)
     add(_T, st.AWAIT_RESULT, _RECV, ("SignOnResult",), st.READY)
@@ -96,6 +97,7 @@ def _build() -> dict[tuple[Role, State, Way, str], State]:
     add(_T, st.SIGNED_OFF, _SEND, (ERROR_CLOSING,), st.CLOSED)
     # Switch.
     add(_S, st.IDLE, _RECV, ("SignOn",), st.SIGN_ON_RECEIVED)
+    add(_S, st.IDLE, _SEND, _ERRORS, st.CLOSED)  # refuse at accept: BUSY, SHUTTING_DOWN
     add(_S, st.SIGN_ON_RECEIVED, _SEND, ("SignOnChallenge",), st.AWAIT_CONFIRM)
     add(_S, st.SIGN_ON_RECEIVED, _SEND, _ERRORS, st.CLOSED)
     add(_S, st.AWAIT_CONFIRM, _RECV, ("SignOnConfirm",), st.CONFIRMED)
