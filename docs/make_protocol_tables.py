@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Render the tables the OCP code runs on into docs/protocol.md.
+
+Each table sits between `<!-- BEGIN GENERATED: name -->` and `<!-- END GENERATED: name -->`;
+everything outside the markers is hand-written. Tables: limits, messages (tags and fields, from
+the msgspec constraints), reserved tag ranges, response codes, purchase check precedence, and the
+state transitions with a diagram per role.
+
+    python docs/make_protocol_tables.py          # rewrite docs/protocol.md
+    python docs/make_protocol_tables.py --check  # exit 1 if it is out of date (tests run this)
+    python docs/make_protocol_tables.py --print-vectors  # print fresh test vectors (to review)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import msgspec  # noqa: E402
+import msgspec.inspect as mi  # noqa: E402
+
+from protocols import limits, ocp  # noqa: E402
+
+DOC = ROOT / "docs" / "protocol.md"
+_REGION = re.compile(
+    r"(<!-- BEGIN GENERATED: (?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+    r"(<!-- END GENERATED: (?P=name) -->)",
+    re.S,
+)
+
+
+def _limit_name(value: int) -> str:
+    names = {
+        limits.AMOUNT_FEN_MAX: "10000000 (`AMOUNT_FEN_MAX`)",
+        2**32 - 1: "4294967295 (2**32-1)",
+        limits.TERMINAL_ID_MAX: "2147483647 (2**31-1)",
+        2**63 - 1: "2**63-1",
+        -(2**63): "-2**63",
+    }
+    return names.get(value, str(value))
+
+
+def _type_text(t: mi.Type) -> str:
+    if isinstance(t, mi.IntType):
+        lo_text = _limit_name(t.ge) if t.ge is not None else "…"
+        hi_text = _limit_name(t.le) if t.le is not None else "…"
+        return f"int, {lo_text} .. {hi_text}"
+    if isinstance(t, mi.BytesType):
+        if t.min_length == t.max_length and t.min_length is not None:
+            return f"bin, exactly {t.min_length} bytes"
+        return f"bin, at most {t.max_length} bytes"
+    if isinstance(t, mi.StrType):
+        return f"str (UTF-8), at most {t.max_length} code points"
+    raise AssertionError(t)
+
+
+def _default_text(f: mi.Field) -> str:
+    if f.required:
+        return "required"
+    return f"default `{f.default!r}`".replace("'", '"')
+
+
+def render_limits() -> str:
+    rows = ["| name | value | meaning |", "| --- | --- | --- |"]
+    for name in (
+        "FRAME_BYTES_MAX", "FRAME_LENGTH_MIN", "FRAME_LENGTH_MAX", "NONCE_BYTES", "MAC_BYTES",
+        "KEY_BYTES", "AMOUNT_FEN_MAX", "TXN_SEQ_MAX", "SEQUENCE_MAX", "TERMINAL_ID_MAX",
+        "CARD_NO_MAX", "DETAIL_CHARS_MAX", "FIRMWARE_CHARS_MAX", "TIME_MS_MAX",
+        "HEARTBEAT_INTERVAL_SECONDS_MAX", "TXN_SEQ_WINDOW",
+    ):
+        value = getattr(limits, name)
+        doc = _attr_doc(name)
+        shown = f"{value:,}".replace(",", "_") if value > 9999 else str(value)
+        rows.append(f"| `{name}` | {shown} | {doc} |")
+    return "\n".join(rows) + "\n"
+
+
+def _attr_doc(name: str) -> str:
+    source = Path(limits.__file__).read_text()
+    m = re.search(rf"^{name}: Final = [^\n]*\n\"\"\"(.*?)\"\"\"", source, re.M | re.S)
+    return " ".join(m.group(1).split()) if m else ""
+
+
+def render_messages() -> str:
+    out = ["| tag | message | direction | body (after the tag) |", "| --- | --- | --- | --- |"]
+    for cls in ocp.MESSAGE_TYPES:
+        fields = ", ".join(cls.__struct_fields__) or "(none)"
+        tag = cls.__struct_config__.tag
+        out.append(f"| {tag} | `{cls.__name__}` | {cls.direction} | {fields} |")
+    out.append("")
+    for cls in ocp.MESSAGE_TYPES:
+        info = mi.type_info(cls)
+        assert isinstance(info, mi.StructType)
+        out.append(f"**{cls.__struct_config__.tag} `{cls.__name__}`** ({cls.direction}). "
+                   f"{' '.join((cls.__doc__ or '').split())}".rstrip() + "\n")
+        if not info.fields:
+            out.append(f"Body: `[{cls.__struct_config__.tag}]`.\n")
+            continue
+        out.append("| index | field | type and limits | |")
+        out.append("| --- | --- | --- | --- |")
+        out.append(f"| 0 | tag | int = {cls.__struct_config__.tag} | required |")
+        for i, f in enumerate(info.fields, start=1):
+            out.append(f"| {i} | `{f.name}` | {_type_text(f.type)} | {_default_text(f)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def render_reserved() -> str:
+    out = ["| tags | reserved for |", "| --- | --- |"]
+    for lo, hi, what in ocp.RESERVED_TAG_RANGES:
+        out.append(f"| {lo}-{hi} | {what} |")
+    return "\n".join(out) + "\n"
+
+
+def render_codes() -> str:
+    out = [
+        "| code | name | kind | sent by, in | closes connection | journaled | Python class "
+        "| meaning | terminal should |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    classes = {cls.response_code: cls.__name__ for cls in _remote_error_classes()}
+    for code, info in ocp.CODE_INFO.items():
+        yes_no = ("yes" if info.closes_connection else "no", "yes" if info.journaled else "no")
+        out.append(
+            f"| {code.value} | `{code.name}` | {info.kind} | {info.sender}, {info.carried_in} "
+            f"| {yes_no[0]} | {yes_no[1]} | {f'`{classes[code]}`' if code in classes else '-'} "
+            f"| {info.meaning} | {info.terminal_action} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _remote_error_classes() -> list[type[ocp.OcpRemoteError]]:
+    return [
+        getattr(ocp, name)
+        for name in ocp.__all__
+        if isinstance(getattr(ocp, name), type)
+        and issubclass(getattr(ocp, name), ocp.OcpRemoteError)
+        and getattr(ocp, name) is not ocp.OcpRemoteError
+    ]
+
+
+def render_precedence() -> str:
+    out = ["0. a repeat of a journaled (terminal_id, txn_seq): the original answer, unchanged"]
+    for i, code in enumerate(ocp.PURCHASE_CHECK_PRECEDENCE, start=1):
+        out.append(f"{i}. `{code.name}` ({code.value})")
+    out.append(f"{len(ocp.PURCHASE_CHECK_PRECEDENCE) + 1}. otherwise `APPROVED` (0)")
+    return "\n".join(out) + "\n"
+
+
+def render_transitions() -> str:
+    out: list[str] = []
+    for role in ocp.Role:
+        out.append(f"**{role.value.capitalize()}** (`Role.{role.name}`):\n")
+        out.append("```mermaid\nstateDiagram-v2")
+        out.append("    [*] --> IDLE")
+        edges: dict[tuple[str, str], list[str]] = {}
+        for (r, state, way, event), nxt in ocp.TRANSITIONS.items():
+            if r is role and event != "EOF":
+                arrow = "send" if way is ocp.Way.SEND else "recv"
+                edges.setdefault((state.value, nxt.value), []).append(f"{arrow} {event}")
+        for (a, b), labels in edges.items():
+            out.append(f"    {a} --> {b}: {', '.join(labels)}")
+        out.append("    CLOSED --> [*]")
+        out.append("```\n")
+        out.append("| state | way | event | next state |")
+        out.append("| --- | --- | --- | --- |")
+        for (r, state, way, event), nxt in ocp.TRANSITIONS.items():
+            if r is role and event != "EOF":
+                out.append(f"| {state.value} | {way.value} | `{event}` | {nxt.value} |")
+        eof = sorted(s.value for (r, s, _w, e) in ocp.TRANSITIONS if r is role and e == "EOF")
+        out.append(f"| {', '.join(eof)} | receive | `EOF` | CLOSED |")
+        out.append("")
+    return "\n".join(out)
+
+
+# --- Test vectors ------------------------------------------------------------------------------
+# Printed by --print-vectors for a human to review and paste into the appendix; never rewritten
+# automatically, so the appendix stays a frozen reference that the tests hold the code to.
+
+VECTOR_MASTER_SECRET = bytes(range(32))
+VECTOR_TERMINAL_ID = 1001
+VECTOR_KEY_VERSION = 1
+VECTOR_TERMINAL_NONCE = bytes(range(0xA0, 0xB0))
+VECTOR_SWITCH_NONCE = bytes(range(0xB0, 0xC0))
+VECTOR_CARD = 6222000000001234
+
+
+def _message_json(msg: ocp.Message) -> str:
+    fields = {"type": type(msg).__name__}
+    for name in msg.__struct_fields__:
+        value = getattr(msg, name)
+        fields[name] = value.hex() if isinstance(value, bytes) else value
+    return msgspec.json.encode(fields).decode()
+
+
+def _block(lines: list[tuple[str, object]], data: bytes | None = None) -> str:
+    out = ["```ocp-vector"] + [f"{k}: {v}" for k, v in lines]
+    if data is not None:
+        hexed = data.hex()
+        out += [f"hex: {hexed[i : i + 64]}" for i in range(0, len(hexed), 64)]
+    return "\n".join([*out, "```"])
+
+
+def vector_session() -> list[tuple[str, str, ocp.Message, bytes]]:
+    """(name, direction, message, frame) of the reference session, driven through Connections."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+    t, s = ocp.Connection(ocp.Role.TERMINAL), ocp.Connection(ocp.Role.SWITCH)
+    frames: list[tuple[str, str, ocp.Message, bytes]] = []
+
+    def hand(name: str, data: bytes, to: ocp.Connection) -> None:
+        to.receive_data(data)
+        ev = to.next_event()
+        assert isinstance(ev, ocp.Message), ev
+        frames.append((name, "t2s" if to is s else "s2t", ev, data))
+
+    def t2s(name: str, msg: ocp.Message) -> None:
+        hand(name, t.send(msg), s)
+
+    def s2t(name: str, msg: ocp.Message) -> None:
+        hand(name, s.send(msg), t)
+
+    hand("sign-on", t.start_sign_on(VECTOR_TERMINAL_ID, key, VECTOR_TERMINAL_NONCE), s)
+    hand("sign-on-challenge", s.accept_sign_on(key, VECTOR_SWITCH_NONCE), t)
+    t2s("sign-on-confirm", ocp.SignOnConfirm(41, ocp.TerminalKind.POS, "pos-2.3.1"))
+    s2t("sign-on-result", ocp.SignOnResult(0, 1_700_000_000_000, 41, 30))
+    t2s("purchase", ocp.Purchase(42, VECTOR_CARD, 1250, 1_700_000_001_000))
+    t2s("reversal", ocp.Reversal(43, 42, VECTOR_CARD, 0))
+    s2t("purchase-result", ocp.PurchaseResult(42, 0, 1250, 8750, 8000, 750))
+    s2t("reversal-result", ocp.ReversalResult(43, 0, 1250, 10000))
+    t2s("balance-inquiry", ocp.BalanceInquiry(44, VECTOR_CARD))
+    s2t("balance-result", ocp.BalanceResult(44, 0, 10000, 9000, 1000))
+    t2s("heartbeat", ocp.Heartbeat(1_700_000_030_000))
+    s2t("heartbeat-ack", ocp.HeartbeatAck(1_700_000_030_005))
+    t2s("purchase-2", ocp.Purchase(45, VECTOR_CARD, 20000, 1_700_000_031_000))
+    s2t("error-busy", ocp.Error(ocp.ResponseCode.BUSY, 45, "retry later"))
+    t2s("error-from-terminal", ocp.Error(ocp.ResponseCode.UNKNOWN_MESSAGE, 0, "tag 40"))
+    t2s("sign-off", ocp.SignOff())
+    return frames
+
+
+def render_vectors() -> str:
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+    k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
+    out = [
+        _block([
+            ("name", "kdf/terminal-key"),
+            ("master_secret", VECTOR_MASTER_SECRET.hex()),
+            ("terminal_id", VECTOR_TERMINAL_ID),
+            ("key_version", VECTOR_KEY_VERSION),
+            ("terminal_key", key.hex()),
+        ]),
+        _block([
+            ("name", "kdf/session-keys"),
+            ("terminal_key", key.hex()),
+            ("terminal_nonce", VECTOR_TERMINAL_NONCE.hex()),
+            ("switch_nonce", VECTOR_SWITCH_NONCE.hex()),
+            ("k_t2s", k_t2s.hex()),
+            ("k_s2t", k_s2t.hex()),
+        ]),
+    ]
+    for i, (name, direction, msg, data) in enumerate(vector_session(), start=1):
+        mac = data[5] & ocp.FLAG_MAC
+        out.append(_block([
+            ("name", f"session/{i:02d}-{name}"),
+            ("direction", direction),
+            ("key", ("k_" + direction) if mac else "none"),
+            ("sequence", int.from_bytes(data[6:10], "big")),
+            ("message", _message_json(msg)),
+        ], data))
+    unknown_terminal = ocp.Error(ocp.ResponseCode.UNKNOWN_TERMINAL, 0, "unknown")
+    refused = ocp.encode_frame(unknown_terminal, sequence=0)
+    out.append(_block([
+        ("name", "refused/unknown-terminal"),
+        ("direction", "s2t"),
+        ("key", "none"),
+        ("sequence", 0),
+        ("message", _message_json(ocp.decode_frame(refused)[1])),
+    ], refused))
+    purchase = ocp.Purchase(46, VECTOR_CARD, 500)
+    good = ocp.encode_frame(purchase, sequence=2, mac_key=k_t2s)
+    flipped = good[:-1] + bytes([good[-1] ^ 1])
+    confirm = ocp.encode_frame(ocp.SignOnConfirm(41, 1, "pos-2.3.1"), sequence=1, mac_key=k_t2s)
+    unknown = bytes([1, 1, 0, 0, 0, 2, 0x92, 0x28, 0x2F])
+    unknown += ocp.MacKey(k_t2s).mac(unknown)
+    invalid = [
+        ("bad-mac", "session", flipped, "BadMac", None),
+        ("replayed-sequence", "session", confirm, "SequenceError", None),
+        ("skipped-sequence", "session", ocp.encode_frame(purchase, sequence=3, mac_key=k_t2s),
+         "SequenceError", None),
+        ("plain-in-session", "session", ocp.encode_frame(purchase, sequence=2), "BadMac", None),
+        ("too-large", "session", bytes.fromhex("00004000") + bytes([1, 1]), "FrameTooLarge", None),
+        ("too-short", "session", bytes.fromhex("0000000501000000 00".replace(" ", "")),
+         "MalformedFrame", None),
+        ("bad-version", "session", good[:4] + b"\x02" + good[5:], "UnsupportedVersion", None),
+        ("bad-flags", "session", good[:5] + b"\x03" + good[6:], "MalformedFrame", None),
+        ("invalid-amount", "session", ocp.encode_frame(
+            ocp.Purchase(46, VECTOR_CARD, limits.AMOUNT_FEN_MAX + 1), sequence=2, mac_key=k_t2s),
+         "InvalidField", "$.amount_fen"),
+        ("unknown-tag", "session", len(unknown).to_bytes(4, "big") + unknown, "UnknownMessage",
+         None),
+        ("wrong-direction", "session", ocp.encode_frame(
+            ocp.PurchaseResult(46, 0, 500, 0, 0, 0), sequence=2, mac_key=k_t2s),
+         "UnexpectedMessage", None),
+        ("purchase-before-sign-on", "fresh", ocp.encode_frame(purchase, sequence=0),
+         "NotSignedOn", None),
+    ]
+    for name, context, data, error, path in invalid:
+        cls = getattr(ocp, error)
+        lines: list[tuple[str, object]] = [
+            ("name", f"invalid/{name}"),
+            ("context", context),
+            ("error", error),
+            ("code", f"{cls.response_code.value} {cls.response_code.name}"),
+        ]
+        if path:
+            lines.append(("path", path))
+        out.append(_block(lines, data))
+    return "\n\n".join(out)
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "limits": render_limits,
+    "messages": render_messages,
+    "reserved-tags": render_reserved,
+    "codes": render_codes,
+    "precedence": render_precedence,
+    "transitions": render_transitions,
+}
+
+
+def render(text: str) -> str:
+    seen: set[str] = set()
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name not in RENDERERS:
+            return m.group(0)
+        seen.add(name)
+        return m.group(1) + RENDERERS[name]() + m.group(4)
+
+    new = _REGION.sub(repl, text)
+    missing = set(RENDERERS) - seen
+    if missing:
+        raise SystemExit(f"docs/protocol.md lacks GENERATED regions: {sorted(missing)}")
+    return new
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if protocol.md is stale")
+    parser.add_argument("--print-vectors", action="store_true", help="print fresh test vectors")
+    args = parser.parse_args(argv)
+    if args.print_vectors:
+        print(render_vectors())
+        return 0
+    text = DOC.read_text(encoding="utf-8")
+    new = render(text)
+    if args.check:
+        if new != text:
+            print("docs/protocol.md is out of date: run python docs/make_protocol_tables.py")
+            return 1
+        return 0
+    if new != text:
+        DOC.write_text(new, encoding="utf-8")
+        print("docs/protocol.md updated")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
