@@ -17,6 +17,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any, cast
 
 import msgspec
 
@@ -83,10 +84,11 @@ class _Terminal(asyncio.Protocol):
         self.sent_at: dict[int, float] = {}
         self.kind_of: dict[int, str] = {}
         self.approved_purchases: list[tuple[int, int, int]] = []  # (txn_seq, card, amount)
+        self.requests: dict[int, object] = {}  # txn_seq -> request, when recording
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.write(
             self.conn.start_sign_on(self.spec.terminal_id, self.spec.key, os.urandom(16))
@@ -105,7 +107,7 @@ class _Terminal(asyncio.Protocol):
         gen = self.gen
         while True:
             try:
-                ev = conn.next_event()
+                ev: Any = conn.next_event()
             except ocp.OcpError as exc:
                 gen.errors += 1
                 gen.codes[f"protocol:{type(exc).__name__}"] += 1
@@ -144,7 +146,7 @@ class _Terminal(asyncio.Protocol):
         roll = rnd.random()
         if pool.reversal_share and self.approved_purchases and roll < pool.reversal_share:
             orig, card, amount = self.approved_purchases.pop()
-            msg: object = ocp.Reversal(seq, orig, card, amount)
+            msg: Any = ocp.Reversal(seq, orig, card, amount)
             self.kind_of[seq] = "reversal"
         elif pool.inquiry_share and roll < pool.reversal_share + pool.inquiry_share:
             msg = ocp.BalanceInquiry(seq, rnd.choice(pool.cards))
@@ -159,6 +161,8 @@ class _Terminal(asyncio.Protocol):
             if pool.reversal_share:
                 self.kind_of[seq] = f"purchase:{card}:{amount}"
         self.sent_at[seq] = scheduled if scheduled is not None else time.perf_counter()
+        if gen.record:
+            self.requests[seq] = msg
         gen.sent += 1
         assert self.transport is not None
         self.transport.write(self.conn.send(msg))
@@ -166,7 +170,10 @@ class _Terminal(asyncio.Protocol):
 
 class LoadGenerator:
     def __init__(self, host: str, port: int, terminals: Sequence[TerminalSpec], pool: CardPool,
-                 *, seed: int = 1) -> None:
+                 *, seed: int = 1, record: bool = False) -> None:
+        self.record = record
+        # (terminal_id, txn_seq) -> the answer, when recording (crash and audit tests).
+        self.answers: dict[tuple[int, int], object] = {}
         self.host = host
         self.port = port
         self.specs = list(terminals)
@@ -205,6 +212,15 @@ class LoadGenerator:
             if t.transport is not None:
                 t.transport.close()
 
+    def unanswered(self) -> dict[tuple[int, int], object]:
+        """Requests sent and not answered (recording only): in flight at a crash."""
+        return {
+            (t.spec.terminal_id, seq): t.requests[seq]
+            for t in self.terms
+            for seq in t.sent_at
+            if seq in t.requests
+        }
+
     def last_txn_seqs(self) -> dict[int, int]:
         return {t.spec.terminal_id: t.txn_seq for t in self.terms}
 
@@ -217,6 +233,8 @@ class LoadGenerator:
         if sent is None:
             return
         self.answered += 1
+        if self.record:
+            self.answers[(term.spec.terminal_id, seq)] = ev
         code = ev.code  # type: ignore[attr-defined]
         t = type(ev)
         kind = "purchase" if t is ocp.PurchaseResult else (

@@ -30,7 +30,9 @@ class PrivatePostgres(msgspec.Struct):
             server.cleanup()  # type: ignore[attr-defined]
 
 
-def start_private_postgres(data_dir: Path | None = None, *, delete: bool = False) -> PrivatePostgres:
+def start_private_postgres(
+    data_dir: Path | None = None, *, delete: bool = False
+) -> PrivatePostgres:
     """Start (or attach to) the private server in `data_dir`; return its DSN.
 
     `delete=True` removes the data directory when the server stops (throwaway test clusters).

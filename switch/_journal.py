@@ -38,7 +38,7 @@ class Answerable(Protocol):
 
 
 class JournalStatistics:
-    __slots__ = ("batches", "rows", "last_batch_rows", "commit_seconds_total")
+    __slots__ = ("batches", "commit_seconds_total", "last_batch_rows", "rows")
 
     def __init__(self) -> None:
         self.batches = 0

@@ -26,4 +26,4 @@ def configure_logging(level: str = "info") -> None:
 
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger("onecard.switch")  # type: ignore[no-any-return]
+    return structlog.get_logger("onecard.switch")

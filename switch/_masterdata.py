@@ -85,9 +85,7 @@ async def load_master_data(conn: asyncpg.Connection, ledger: Ledger) -> MasterDa
             " FROM accounts ORDER BY id",
             prefetch=20_000,
         ):
-            ledger.open_account(
-                a[0], a[1], a[2], a[3], a[4], a[5]
-            )
+            ledger.open_account(a[0], a[1], a[2], a[3], a[4], a[5])
             opening += a[4] + a[5]
             accounts += 1
         cards = 0
@@ -102,7 +100,9 @@ async def load_master_data(conn: asyncpg.Connection, ledger: Ledger) -> MasterDa
         r["id"]: TerminalInfo(
             r["id"], r["merchant_id"], r["kind"], r["key_version"], r["status"] == TERMINAL_ENABLED
         )
-        for r in await conn.fetch("SELECT id, merchant_id, kind, key_version, status FROM terminals")
+        for r in await conn.fetch(
+            "SELECT id, merchant_id, kind, key_version, status FROM terminals"
+        )
     }
     if opening != 0:
         raise RecoveryError(

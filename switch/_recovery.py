@@ -50,7 +50,9 @@ async def recover(
         try:
             ledger.restore(checkpoint["state"])
         except LedgerError as exc:
-            raise RecoveryError(f"checkpoint at lsn {checkpoint['lsn']} is unusable: {exc}") from exc
+            raise RecoveryError(
+                f"checkpoint at lsn {checkpoint['lsn']} is unusable: {exc}"
+            ) from exc
         checkpoint_lsn = checkpoint["lsn"]
     replayed = 0
     replay = ledger.replay

@@ -24,8 +24,8 @@ from migrations import check_schema
 from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
-from switch._errors import JournalError, RecoveryError
 from switch._conventional import ConventionalHandler
+from switch._errors import JournalError, RecoveryError
 from switch._journal import Journal
 from switch._logging import get_logger
 from switch._masterdata import MasterData, TerminalInfo
@@ -295,19 +295,20 @@ class Runtime:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         while True:
+            stopped = False
             try:
                 await self.serve_once(on_ready)
             except* _Stop:
-                self.log.info("switch.stopped")
-                return
+                stopped = True
             except* JournalError as group:
                 metrics.journal_failures_total.inc()
                 self.log.error("journal.commit_failed", error=str(group.exceptions[0]))
-            except* (OSError, asyncpg.PostgresError, RecoveryError) as group:
-                if isinstance(group.exceptions[0], RecoveryError):
-                    raise
+            except* RecoveryError:
+                raise
+            except* (OSError, asyncpg.PostgresError) as group:
                 self.log.error("switch.database_unavailable", error=str(group.exceptions[0]))
-            if self._stop_event.is_set():
+            if stopped or self._stop_event.is_set():
+                self.log.info("switch.stopped")
                 return
             # Stop answering, then recover from PostgreSQL rather than guess.
             await asyncio.sleep(1.0)

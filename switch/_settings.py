@@ -29,7 +29,7 @@ class SwitchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = 7700
     accounts_max: Annotated[int, Meta(ge=16, le=50_000_000)] = 1_000_000
-    merchants_max: Annotated[int, Meta(ge=16, le=1_000_000)] = 65_536
+    merchants_max: Annotated[int, Meta(ge=16, le=32_768)] = 4_096
     journal_batch_max: Annotated[int, Meta(ge=1, le=65_536)] = limits.JOURNAL_BATCH_MAX
     group_commit_window_seconds: Annotated[float, Meta(ge=0, le=1)] = (
         limits.GROUP_COMMIT_WINDOW_SECONDS

@@ -16,7 +16,9 @@ def test_migrate_from_nothing_then_again_is_a_no_op(empty_db_dsn: str) -> None:
             await check_schema(conn)
             tables = {
                 r["tablename"]
-                for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                )
             }
             assert {"tenants", "accounts", "cards", "merchants", "terminals", "journal",
                     "checkpoints"} <= tables

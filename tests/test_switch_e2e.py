@@ -1,0 +1,185 @@
+"""The purchase spine end to end: a terminal over real TCP, the switch as a real process, the
+journal in a real PostgreSQL."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from protocols import ocp
+from tests.switch_site import (
+    FIXED_CANTEEN_TERMINAL,
+    FREE_CANTEEN_TERMINAL,
+    SUPERMARKET_TERMINAL,
+    Site,
+)
+
+RC = ocp.ResponseCode
+
+
+@pytest.fixture
+def site(db_dsn: str) -> Iterator[Site]:
+    s = Site(db_dsn)
+    s.start()
+    try:
+        yield s
+    finally:
+        if s.switch is not None:
+            s.switch.stop()
+
+
+def test_one_purchase_is_approved_journaled_and_answered_with_the_balance(site: Site) -> None:
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    r = c.request(ocp.Purchase(1, card["card_no"], 1234, 0))
+    assert isinstance(r, ocp.PurchaseResult)
+    assert (r.txn_seq, r.code, r.amount_fen) == (1, RC.APPROVED, 1234)
+    assert r.balance_fen == card["main"] + card["subsidy"] - 1234
+    assert r.balance_fen == r.main_fen + r.subsidy_fen
+    # Answered only after commit: the row is there the moment the answer is.
+    (row,) = site.journal(FREE_CANTEEN_TERMINAL, 1)
+    assert row["code"] == 0 and row["amount_fen"] == 1234
+    assert row["main_delta_fen"] + row["subsidy_delta_fen"] == -1234
+    assert row["merchant_delta_fen"] == 1234
+    c.close()
+
+
+def test_a_repeat_gets_the_original_answer_and_is_journaled_once(site: Site) -> None:
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    first = c.request(ocp.Purchase(7, card["card_no"], 500, 0))
+    again = c.request(ocp.Purchase(7, card["card_no"], 500, 0))
+    assert first == again
+    # Even from a new session (the terminal rebooted) and with a different amount.
+    c.close()
+    c2 = site.client(FREE_CANTEEN_TERMINAL, last_txn_seq=7)
+    assert c2.sign_on_result.last_txn_seq == 7
+    assert c2.request(ocp.Purchase(7, card["card_no"], 999, 0)) == first
+    assert len(site.journal(FREE_CANTEEN_TERMINAL, 7)) == 1
+    inquiry = c2.request(ocp.BalanceInquiry(8, card["card_no"]))
+    assert inquiry.balance_fen == card["main"] + card["subsidy"] - 500
+    c2.close()
+
+
+def test_pipelined_requests_are_answered_with_their_txn_seq(site: Site) -> None:
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    for seq in range(1, 51):
+        c.send(ocp.Purchase(seq, card["card_no"], 10, 0))
+    answers = [c.next_message() for _ in range(50)]
+    assert sorted(a.txn_seq for a in answers) == list(range(1, 51))
+    assert all(a.code == RC.APPROVED for a in answers)
+    assert min(a.balance_fen for a in answers) == card["main"] + card["subsidy"] - 500
+    c.close()
+
+
+def test_declines_are_journaled_and_move_no_money(site: Site) -> None:
+    c = site.client(SUPERMARKET_TERMINAL)  # main wallet only
+    poor = site.card(min_main=0)
+    cases = [
+        (ocp.Purchase(1, 1, 100, 0), RC.UNKNOWN_CARD),
+        (ocp.Purchase(2, site.seed.lost_cards[0], 100, 0), RC.CARD_LOST),
+        (ocp.Purchase(3, site.seed.cancelled_cards[0], 100, 0), RC.CARD_CANCELLED),
+        (ocp.Purchase(4, poor["card_no"], poor["main"] + 5_001, 0), RC.INSUFFICIENT_FUNDS),
+        (ocp.Purchase(5, poor["card_no"], 0, 0), RC.INVALID_AMOUNT),
+    ]
+    for request, code in cases:
+        answer = c.request(request)
+        assert isinstance(answer, ocp.PurchaseResult)
+        assert answer.code == code, (request, answer)
+        (row,) = site.journal(SUPERMARKET_TERMINAL, request.txn_seq)
+        assert row["code"] == code
+        assert row["main_delta_fen"] == row["subsidy_delta_fen"] == row["merchant_delta_fen"] == 0
+    c.close()
+
+
+def test_fixed_price_till_charges_its_price(site: Site) -> None:
+    card = site.card()
+    c = site.client(FIXED_CANTEEN_TERMINAL)
+    r = c.request(ocp.Purchase(1, card["card_no"], 0, 0))
+    assert (r.code, r.amount_fen) == (RC.APPROVED, 800)
+    assert c.request(ocp.Purchase(2, card["card_no"], 799, 0)).code == RC.INVALID_AMOUNT
+    c.close()
+
+
+def test_reversal_returns_the_money_and_reversal_before_original_blocks_it(site: Site) -> None:
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    start = c.request(ocp.BalanceInquiry(1, card["card_no"])).balance_fen
+    assert c.request(ocp.Purchase(2, card["card_no"], 700, 0)).balance_fen == start - 700
+    rev = c.request(ocp.Reversal(3, 2, card["card_no"], 700))
+    assert isinstance(rev, ocp.ReversalResult)
+    assert (rev.code, rev.amount_fen, rev.balance_fen) == (RC.APPROVED, 700, start)
+    assert c.request(ocp.Reversal(3, 2, card["card_no"], 700)) == rev  # idempotent
+    # The reversal overtakes its purchase (the purchase's answer timed out, the terminal sent
+    # the reversal with its next counter, and then the lost purchase frame is retried).
+    early = c.request(ocp.Reversal(5, 4, card["card_no"], 300))
+    assert early.code == RC.ORIGINAL_NOT_FOUND
+    late = c.request(ocp.Purchase(4, card["card_no"], 300, 0))
+    assert late.code == RC.ALREADY_REVERSED
+    assert c.request(ocp.BalanceInquiry(6, card["card_no"])).balance_fen == start
+    c.close()
+
+
+def test_bad_mac_closes_the_connection_and_changes_nothing(site: Site) -> None:
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    frame = bytearray(c.conn.send(ocp.Purchase(1, card["card_no"], 100, 0)))
+    frame[-1] ^= 0x01
+    c.send_raw(bytes(frame))
+    answers = c.read_until_closed()
+    assert [type(a) for a in answers] == [ocp.Error]
+    assert answers[0].code == RC.BAD_MAC
+    assert site.journal(FREE_CANTEEN_TERMINAL, 1) == []
+    c.close()
+
+
+def test_purchase_before_sign_on_is_refused(site: Site) -> None:
+    c = site.client(FREE_CANTEEN_TERMINAL, sign_on=False)
+    # A terminal that skips sign-on can only send plain frames; the switch refuses them.
+    # Built from docs/protocol.md by hand: length, version 1, flags 0, sequence 0, body.
+    body = msgspec.msgpack.encode([16, 1, 1, 100, 0])
+    c.send_raw(struct.pack(">IBBI", 6 + len(body), 1, 0, 0) + body)
+    raw = b""
+    while chunk := c.sock.recv(4096):
+        raw += chunk
+    length, version, flags, sequence = struct.unpack_from(">IBBI", raw)
+    assert (version, flags, sequence) == (1, 0, 0) and len(raw) == 4 + length
+    tag, code, txn_seq, _detail = msgspec.msgpack.decode(raw[10:])
+    assert (tag, code, txn_seq) == (31, RC.NOT_SIGNED_ON, 0)
+    c.close()
+
+
+def test_unknown_terminal_and_wrong_key_cannot_sign_on(site: Site) -> None:
+    assert site.switch is not None
+    from tests.ocp_client import OcpClient
+
+    stranger = OcpClient(site.switch.host, site.switch.port, 999_999, b"k" * 32)
+    stranger.send_raw(stranger.conn.start_sign_on(999_999, b"k" * 32, b"n" * 16))
+    answers = stranger.read_until_closed()
+    assert answers and answers[0].code == RC.UNKNOWN_TERMINAL
+    stranger.close()
+    impostor = OcpClient(site.switch.host, site.switch.port, FREE_CANTEEN_TERMINAL, b"x" * 32)
+    with pytest.raises(ocp.OcpRemoteError):
+        impostor.sign_on()  # the switch's challenge does not verify under the wrong key
+    impostor.close()
+
+
+def test_balances_survive_a_restart_to_the_fen(site: Site) -> None:
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    for seq in range(1, 21):
+        assert c.request(ocp.Purchase(seq, card["card_no"], 37, 0)).code == RC.APPROVED
+    before = c.request(ocp.BalanceInquiry(21, card["card_no"])).balance_fen
+    c.close()
+    assert site.stop() == 0
+    site.start()
+    c = site.client(FREE_CANTEEN_TERMINAL, last_txn_seq=21)
+    assert c.sign_on_result.last_txn_seq == 21
+    assert c.request(ocp.BalanceInquiry(22, card["card_no"])).balance_fen == before
+    assert c.request(ocp.Purchase(20, card["card_no"], 37, 0)).code == RC.APPROVED  # repeat
+    assert c.request(ocp.BalanceInquiry(23, card["card_no"])).balance_fen == before
+    c.close()
