@@ -30,6 +30,8 @@ class TerminalSpec(msgspec.Struct, frozen=True):
     terminal_id: int
     key: bytes
     last_txn_seq: int = 0
+    # A fixed-price till (set meal) sends amount 0: the switch charges the merchant's price.
+    fixed_price: bool = False
 
 
 class CardPool(msgspec.Struct):
@@ -156,7 +158,9 @@ class _Terminal(asyncio.Protocol):
                 card = 9_000_000_000_000 + rnd.randrange(1_000_000)
             else:
                 card = rnd.choice(pool.cards)
-            amount = rnd.randint(pool.amount_fen_min, pool.amount_fen_max)
+            amount = 0 if self.spec.fixed_price else rnd.randint(
+                pool.amount_fen_min, pool.amount_fen_max
+            )
             msg = ocp.Purchase(seq, card, amount, 0)
             if pool.reversal_share:
                 self.kind_of[seq] = f"purchase:{card}:{amount}"
@@ -250,7 +254,11 @@ class LoadGenerator:
             tag = term.kind_of.pop(seq, "")
             if code == APPROVED and tag.startswith("purchase:"):
                 _, card, amount = tag.split(":")
-                term.approved_purchases.append((seq, int(card), int(amount)))
+                # A POS reverses right after a timeout, never a purchase from long ago.
+                recent = term.approved_purchases
+                recent.append((seq, int(card), int(amount)))
+                if len(recent) > 8:
+                    del recent[0]
         if self._closed_loop and not term.closed:
             term.send_request()
 

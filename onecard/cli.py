@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole system on a private PostgreSQL")
     p.add_argument("--json", help="also write the summary as JSON to this path")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of the purchase burst")
-    p.add_argument("--accounts", type=int, default=5_000)
+    p.add_argument("--seconds", type=float, default=5.0, help="length of the purchase burst")
+    p.add_argument("--accounts", type=int, default=20_000)
     p.add_argument("--terminals", type=int, default=200)
     p.add_argument("--data-dir", help="private PostgreSQL data directory (default ~/.onecard)")
     p.add_argument("--dsn", help="use this PostgreSQL server instead of a private one")

@@ -26,8 +26,8 @@ DEMO_DATABASE = "onecard_demo"
 
 
 class DemoOptions(msgspec.Struct):
-    seconds: float = 10.0
-    accounts: int = 5_000
+    seconds: float = 5.0
+    accounts: int = 20_000
     terminals: int = 200
     json_path: str | None = None
     data_dir: str | None = None
@@ -79,19 +79,23 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         dsn = await fresh_database(admin_dsn, DEMO_DATABASE)
         conn = await asyncpg.connect(dsn)
         try:
-            seed = await seed_site(
-                conn, SeedPlan(accounts=options.accounts, terminals=options.terminals)
-            )
+            # Balances a term's top-ups would leave (up to 1,500 yuan cash, 300 yuan subsidy).
+            seed = await seed_site(conn, SeedPlan(
+                accounts=options.accounts, terminals=options.terminals,
+                main_fen_max=150_000, subsidy_fen_max=30_000,
+            ))
         finally:
             await conn.close()
-        print(f"seeded a demo campus: {seed.accounts} cardholders, {len(seed.terminals)} POS "
+        print(f"seeded a demo campus: {seed.accounts:,} cardholders, {len(seed.terminals)} POS "
               f"terminals, 2 parks, 6 merchant accounts", flush=True)
         master = os.urandom(32)
         switch = SwitchProcess(dsn, master.hex()).start()
         print(f"switch listening on {switch.host}:{switch.port}; {options.seconds:g} s of "
               "purchases ...", flush=True)
         try:
-            specs = [TerminalSpec(tid, ocp.derive_terminal_key(master, tid, 1))
+            fixed = set(seed.fixed_price_terminals)
+            specs = [TerminalSpec(tid, ocp.derive_terminal_key(master, tid, 1),
+                                  fixed_price=tid in fixed)
                      for tid in seed.terminals]
             # Mostly good cards; some lost and replaced (dead) cards, some unknown ones, a few
             # reversals and balance inquiries: a canteen's ordinary day.

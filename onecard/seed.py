@@ -42,6 +42,7 @@ class SeedResult(msgspec.Struct, frozen=True):
     lost_cards: list[int]
     cancelled_cards: list[int]
     terminals: list[int]
+    fixed_price_terminals: list[int]
     opening_total_fen: int
 
 
@@ -147,5 +148,6 @@ async def seed_site(conn: asyncpg.Connection, plan: SeedPlan) -> SeedResult:
         lost_cards=lost,
         cancelled_cards=cancelled,
         terminals=[t[0] for t in terminals],
+        fixed_price_terminals=[t[0] for t in terminals if t[1] == CANTEEN_FIXED],
         opening_total_fen=opening_total,
     )
