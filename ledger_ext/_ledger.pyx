@@ -1213,7 +1213,7 @@ cdef class Ledger:
                 account_id > 0 and not self._accounts[account_id].opened):
             raise ReplayError(f"row lsn {lsn}: account {account_id} not opened")
         if merchant_id < 0 or merchant_id > self._merchants_max or (
-                merchant_id > 0 and not self._merchants[merchant_id].opened and code == 0):
+                mdelta != 0 and not self._merchants[merchant_id].opened):
             raise ReplayError(f"row lsn {lsn}: merchant {merchant_id} not opened")
         if mdelta != -(md + sd):
             raise ReplayError(f"row lsn {lsn}: deltas do not sum to zero")

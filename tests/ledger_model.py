@@ -907,7 +907,7 @@ class LedgerModel:
                 0 <= o.account_id <= self.accounts_max):
             raise ReplayError(f"account {o.account_id} not opened")
         if not 0 <= o.merchant_id <= self.merchants_max or (
-                o.merchant_id and o.merchant_id not in self.merchants and o.code == APPROVED):
+                o.merchant_delta_fen and o.merchant_id not in self.merchants):
             raise ReplayError(f"merchant {o.merchant_id} not opened")
         if o.merchant_delta_fen != -(o.main_delta_fen + o.subsidy_delta_fen):
             raise ReplayError("deltas do not sum to zero")
