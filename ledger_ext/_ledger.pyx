@@ -1356,7 +1356,7 @@ cdef class Ledger:
             h = <_Hold>x
             for v in h.as_tuple():
                 _put(buf, &pos, v)
-        _put(buf, &pos, zlib.crc32(data[:pos]))
+        _put(buf, &pos, zlib.crc32(memoryview(data)[:pos]))
         assert pos == size
         return data
 
@@ -1382,7 +1382,7 @@ cdef class Ledger:
         _need(version == SNAPSHOT_VERSION, f"snapshot version {version}, expected {SNAPSHOT_VERSION}")
         pos = end - 8
         crc = _get(buf, end, &pos)
-        _need(crc == zlib.crc32(data[:end - 8]), "snapshot checksum mismatch")
+        _need(crc == zlib.crc32(memoryview(data)[:end - 8]), "snapshot checksum mismatch")
         end -= 8
         pos = 8
         _need(_get(buf, end, &pos) == SNAPSHOT_ENDIAN, "snapshot from a host of other byte order")
