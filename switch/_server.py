@@ -229,8 +229,13 @@ class Runtime:
     async def serve_once(self, on_ready: Callable[[tuple[str, int]], None] | None) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        journal_conn = await asyncpg.connect(settings.dsn)
-        pool = await asyncpg.create_pool(settings.dsn, min_size=1, max_size=3)
+        journal_conn = await asyncpg.connect(
+            settings.dsn, server_settings={"application_name": "onecard-switch-journal"}
+        )
+        pool = await asyncpg.create_pool(
+            settings.dsn, min_size=1, max_size=3,
+            server_settings={"application_name": "onecard-switch"},
+        )
         server: asyncio.Server | None = None
         try:
             await check_schema(journal_conn)
@@ -255,10 +260,13 @@ class Runtime:
                 self.conventional = await ConventionalHandler.create(
                     settings.dsn, settings.conventional_pool_size
                 )
+            # After a recovery, listen where terminals already know to find us (port 0 means
+            # "pick one" only the first time).
+            port = self.address[1] if self.address is not None else settings.port
             server = await loop.create_server(
                 lambda: TerminalSession(self),
                 settings.host,
-                settings.port,
+                port,
                 backlog=4096,
                 reuse_address=True,
             )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from switch._server import Runtime
 
 _NEED_DATA = ocp.NEED_DATA
+_CLOSED = ocp.CLOSED
 _Purchase = ocp.Purchase
 _Reversal = ocp.Reversal
 _BalanceInquiry = ocp.BalanceInquiry
@@ -129,6 +130,9 @@ class TerminalSession(asyncio.Protocol):
                 return
             if ev is _NEED_DATA:
                 break
+            if ev is _CLOSED:  # the terminal signed off, sent a closing Error, or hung up
+                self.close()
+                return
             t = type(ev)
             if t is _Purchase:
                 if conventional is not None:

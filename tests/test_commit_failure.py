@@ -1,0 +1,79 @@
+"""If a group commit fails, the switch never acknowledges that batch and recovers from
+PostgreSQL; terminals retry with the same txn_seq and get exactly-once results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+
+from loadtest import CardPool, LoadGenerator, TerminalSpec
+from onecard.seed import SeedPlan
+from protocols import ocp
+from tests.switch_site import Site
+
+
+async def _kill_journal_backend(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'onecard-switch-journal'"
+        ))
+    finally:
+        await conn.close()
+
+
+async def _drive(site: Site) -> LoadGenerator:
+    assert site.switch is not None
+    specs = [TerminalSpec(t, site.key(t)) for t in site.seed.terminals]
+    gen = LoadGenerator(site.switch.host, site.switch.port, specs,
+                        CardPool(cards=site.seed.cards, amount_fen_min=1, amount_fen_max=50),
+                        record=True)
+    await gen.connect()
+    gen._closed_loop = True
+    for t in gen.terms:
+        t.send_request()
+    async with asyncio.timeout(60):
+        while gen.answered < 2_000:
+            await asyncio.sleep(0.005)
+    assert await _kill_journal_backend(site.dsn) == 1
+    # The switch drops every connection rather than answer from a state that is not durable.
+    async with asyncio.timeout(60):
+        while not all(t.closed for t in gen.terms):
+            await asyncio.sleep(0.01)
+    gen._closed_loop = False
+    return gen
+
+
+def test_a_failed_commit_drops_connections_then_recovers_exactly_once(db_dsn: str) -> None:
+    site = Site(db_dsn, SeedPlan(accounts=500, terminals=20, with_limits=False))
+    site.start()
+    try:
+        gen = asyncio.run(_drive(site))
+        in_flight = gen.unanswered()
+        # The switch listens again after recovering from PostgreSQL; every request that was in
+        # flight is retried with its txn_seq and lands in the journal exactly once.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = site.client(site.seed.terminals[0])
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "switch did not come back"
+                time.sleep(0.1)
+        client.close()
+        for (tid, seq), request in in_flight.items():
+            c = site.client(tid, last_txn_seq=seq)
+            answer = c.request(request)
+            c.close()
+            assert isinstance(answer, ocp.PurchaseResult)
+            rows = site.journal(tid, seq)
+            assert len(rows) == 1 and rows[0]["code"] == answer.code
+        for (tid, seq), ev in list(gen.answers.items())[::50]:
+            (row,) = site.journal(tid, seq)
+            assert row["code"] == ev.code  # type: ignore[attr-defined]
+        assert "journal.commit_failed" in site.switch.log_tail(200)  # type: ignore[union-attr]
+    finally:
+        assert site.stop() == 0
