@@ -659,43 +659,14 @@ class LedgerModel:
             code = REVERSAL_MISMATCH
         else:
             original_state, original_slot = self._window(terminal, original_txn_seq)
-            if original_state == "tombstone":
-                code = ALREADY_REVERSED
+            if original_state == "tombstone" or (
+                    original_state == "repeat" and original_slot and original_slot.reversed):
+                code = ALREADY_REVERSED                 # an original is reversed at most once
             elif original_state == "repeat":
                 assert original_slot is not None and original_slot.outcome is not None
-                original = original_slot.outcome
-                if original_slot.reversed:
-                    code = ALREADY_REVERSED
-                    original = None
-                else:
-                    merchant_id = original.merchant_id
-                if original is None:
-                    pass
-                elif original.kind != PURCHASE or original.card_no != card_no:
-                    code = REVERSAL_MISMATCH
-                elif original.code != APPROVED:
-                    code, amount = APPROVED, 0          # nothing was taken: nothing to return
-                    original_slot.reversed = True
-                elif amount_fen not in (0, original.amount_fen):
-                    code = REVERSAL_MISMATCH
-                else:
-                    account = self.accounts[original.account_id]
-                    merchant = self.merchants[original.merchant_id]
-                    if (account.main_fen - original.main_delta_fen > BALANCE_FEN_MAX
-                            or account.subsidy_fen - original.subsidy_delta_fen > BALANCE_FEN_MAX
-                            or merchant.balance_fen - original.amount_fen
-                            < -MERCHANT_BALANCE_FEN_MAX):
-                        code = BALANCE_LIMIT_EXCEEDED
-                    else:
-                        # Money goes back to the wallets it came from; limit counters are kept.
-                        code = APPROVED
-                        main_delta = -original.main_delta_fen
-                        subsidy_delta = -original.subsidy_delta_fen
-                        amount = original.amount_fen
-                        account.main_fen += main_delta
-                        account.subsidy_fen += subsidy_delta
-                        merchant.balance_fen -= original.amount_fen
-                        original_slot.reversed = True
+                code, amount, main_delta, subsidy_delta = self._decide_reversal(
+                    original_slot, card_no, amount_fen)
+                merchant_id = original_slot.outcome.merchant_id
             elif original_state == "too_old":
                 return too_old()
             else:
@@ -707,6 +678,31 @@ class LedgerModel:
                              now_s, main_delta, subsidy_delta)
         self._store(terminal, txn_seq, outcome)
         return outcome
+
+    def _decide_reversal(self, original_slot: Slot, card_no: int,
+                         amount_fen: int) -> tuple[int, int, int, int]:
+        """(code, amount, main_delta, subsidy_delta) for an original found in the window."""
+        original = original_slot.outcome
+        assert original is not None
+        if original.kind != PURCHASE or original.card_no != card_no:
+            return REVERSAL_MISMATCH, amount_fen, 0, 0
+        if original.code != APPROVED:
+            original_slot.reversed = True
+            return APPROVED, 0, 0, 0                # nothing was taken: nothing to return
+        if amount_fen not in (0, original.amount_fen):
+            return REVERSAL_MISMATCH, amount_fen, 0, 0
+        account = self.accounts[original.account_id]
+        merchant = self.merchants[original.merchant_id]
+        if (account.main_fen - original.main_delta_fen > BALANCE_FEN_MAX
+                or account.subsidy_fen - original.subsidy_delta_fen > BALANCE_FEN_MAX
+                or merchant.balance_fen - original.amount_fen < -MERCHANT_BALANCE_FEN_MAX):
+            return BALANCE_LIMIT_EXCEEDED, amount_fen, 0, 0
+        # The money goes back to the wallets it came from; limit counters are kept.
+        account.main_fen -= original.main_delta_fen
+        account.subsidy_fen -= original.subsidy_delta_fen
+        merchant.balance_fen -= original.amount_fen
+        original_slot.reversed = True
+        return APPROVED, original.amount_fen, -original.main_delta_fen, -original.subsidy_delta_fen
 
     def inquire(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,
                 now_s: int) -> Outcome:
