@@ -331,6 +331,8 @@ class Ledger:
         """The card declines CARD_CANCELLED forever (idempotent)."""
     def card_account(self, card_no: int) -> tuple[int, bool] | None:
         """(account_id, cancelled) of a bound card, or None."""
+    def last_txn_seq(self, terminal_id: int) -> int:
+        """The highest txn_seq this terminal has had decided (0 if none): told at sign-on."""
 
     # decisions
     def purchase(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,

@@ -653,6 +653,16 @@ cdef class Ledger:
             return None
         return (slot.account_id, slot.state == CARD_STATE_CANCELLED)
 
+    def last_txn_seq(self, int64_t terminal_id):
+        """The highest txn_seq this terminal has had decided (0 if none): told at sign-on."""
+        cdef object found
+        if terminal_id < 1 or terminal_id > C_TERMINAL_ID_MAX:
+            raise LedgerArgumentError(f"terminal_id {terminal_id} out of 1..{TERMINAL_ID_MAX}")
+        found = self._terminals.get(terminal_id)
+        if found is None:
+            return 0
+        return (<_Terminal>found).highest
+
     # ----------------------------------------------------------------------------- internals
 
     cdef _Terminal _terminal(self, int64_t terminal_id):

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ledger_ext import INQUIRY, PURCHASE, REVERSAL, TXN_SEQ_TOO_OLD
 from protocols import ocp
+from switch import (
+    _codes,  # noqa: F401  (asserts ledger and wire codes agree)
+    limits,
+)
 from switch import _metrics as metrics
-from switch import limits
 
 if TYPE_CHECKING:
     from switch._masterdata import TerminalInfo
@@ -265,7 +268,7 @@ class TerminalSession(asyncio.Protocol):
             old.close()
         rt.sessions[info.terminal_id] = self
         metrics.terminals_connected.inc()
-        last = getattr(rt.ledger, "last_txn_seq", lambda _t: 0)(info.terminal_id)  # TODO
+        last = rt.ledger.last_txn_seq(info.terminal_id)
         self._out.append(
             self._conn.send(
                 ocp.SignOnResult(

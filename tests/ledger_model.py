@@ -448,6 +448,11 @@ class LedgerModel:
         card = self.cards.get(card_no)
         return None if card is None else (card.account_id, card.cancelled)
 
+    def last_txn_seq(self, terminal_id: int) -> int:
+        _in_range("terminal_id", terminal_id, 1, TERMINAL_ID_MAX)
+        terminal = self.terminals.get(terminal_id)
+        return 0 if terminal is None else terminal.highest
+
     # -------------------------------------------------------------------- internals
 
     def _terminal(self, terminal_id: int) -> Terminal:

@@ -191,6 +191,22 @@ def test_repeat_returns_stored_outcome_and_changes_nothing(impl: types.ModuleTyp
     assert ledger.purchase(7, 2, CARD, SHOP, 100, T0).journal_row() == declined.journal_row()
 
 
+def test_last_txn_seq_survives_snapshot_and_replay(impl: types.ModuleType) -> None:
+    ledger = make(impl)
+    assert ledger.last_txn_seq(7) == 0
+    rows = [ledger.purchase(7, seq, CARD, SHOP, 10, T0).journal_row() for seq in (5, 9, 6)]
+    assert ledger.last_txn_seq(7) == 9
+    fresh = make(impl)
+    for row in rows:
+        fresh.replay(row)
+    assert fresh.last_txn_seq(7) == 9
+    other = make(impl)
+    other.restore(fresh.snapshot())
+    assert other.last_txn_seq(7) == 9
+    with pytest.raises(impl.LedgerArgumentError):
+        ledger.last_txn_seq(0)
+
+
 def test_window_and_too_old(impl: types.ModuleType) -> None:
     ledger = make(impl, main=1_000_000)
     ledger.purchase(7, 5, CARD, SHOP, 1, T0)

@@ -24,6 +24,7 @@ class ResponseCode(enum.IntEnum):
     REVERSAL_MISMATCH = 27
     HOLD_NOT_FOUND = 30
     CAPTURE_EXCEEDS_HOLD = 31
+    HOLDS_LIMIT_EXCEEDED = 32
     CARD_LOST = 41
     CARD_CANCELLED = 43
     ACCOUNT_CLOSED = 46
@@ -125,6 +126,9 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     ),
     _R.HOLD_NOT_FOUND: _decline("Reserved for two-phase holds (tags 64-79): no such hold."),
     _R.CAPTURE_EXCEEDS_HOLD: _decline("Reserved for two-phase holds: capture above the hold."),
+    _R.HOLDS_LIMIT_EXCEEDED: _decline(
+        "Reserved for two-phase holds: the switch holds as many authorizations as it may."
+    ),
     _R.CARD_LOST: _decline(
         "The card is reported lost.", "Show the decline; keep the card if policy says so."
     ),
