@@ -16,7 +16,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -293,7 +293,9 @@ class LoadGenerator:
                 await asyncio.sleep(0.01)
 
     async def closed_loop(self, seconds: float, *, depth: int = 1,
-                          warmup_seconds: float = 0.0) -> GeneratorReport:
+                          warmup_seconds: float = 0.0,
+                          on_measure_start: Callable[[], None] | None = None,
+                          on_measure_end: Callable[[], None] | None = None) -> GeneratorReport:
         self._reset()
         self._closed_loop = True
         if warmup_seconds:
@@ -305,10 +307,14 @@ class LoadGenerator:
             await asyncio.sleep(warmup_seconds)
             self._reset()
             self._closed_loop = True
+        if on_measure_start is not None:
+            on_measure_start()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.sleep(seconds)
         wall = time.perf_counter() - wall0
         cpu = time.process_time() - cpu0
+        if on_measure_end is not None:
+            on_measure_end()
         self._closed_loop = False
         report = self._report("closed", wall, cpu)
         await self.wait_quiet()

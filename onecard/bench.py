@@ -71,6 +71,8 @@ class BenchResult(msgspec.Struct):
     ratio: float
     ratio_pgbench: float
     generator_cpu_pct: float
+    switch_cpu_pct: float
+    switch_cpu_us_per_purchase: float
     switch_journal_rows_per_commit: float
     fsync: str
     synchronous_commit: str
@@ -117,10 +119,18 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
         await gen.connect()
         print(f"  {len(specs)} terminals signed on; saturation for {options.seconds:g} s ...",
               flush=True)
-        sat = await gen.closed_loop(options.seconds, depth=1, warmup_seconds=2.0)
+        cpu: list[float] = []
+        sat = await gen.closed_loop(
+            options.seconds, depth=1, warmup_seconds=2.0,
+            on_measure_start=lambda: cpu.append(switch.cpu_seconds()),
+            on_measure_end=lambda: cpu.append(switch.cpu_seconds()),
+        )
+        switch_cpu_pct = 100.0 * (cpu[1] - cpu[0]) / sat.seconds
+        cpu_us = 1e6 * (cpu[1] - cpu[0]) / max(1, sat.answered)
         print(f"  saturation: {sat.approved_tps:,.0f} durable purchases/s "
               f"(p50 {sat.p50_ms:.1f} ms, p99 {sat.p99_ms:.1f} ms, generator CPU "
-              f"{sat.generator_cpu_pct:.0f} %)", flush=True)
+              f"{sat.generator_cpu_pct:.0f} %, switch CPU {switch_cpu_pct:.0f} % = "
+              f"{cpu_us:.1f} µs per purchase)", flush=True)
         rate = max(1.0, sat.approved_tps / 2)
         print(f"  open loop at {rate:,.0f}/s for {options.seconds:g} s ...", flush=True)
         opn = await gen.open_loop(options.seconds, rate)
@@ -137,7 +147,8 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
         rows = await conn.fetchval("SELECT count(*) FROM journal WHERE lsn < 1000000000000")
     finally:
         await conn.close()
-    return {"sat": sat, "open": opn, "rows_per_commit": rows / batches if batches else 0.0}
+    return {"sat": sat, "open": opn, "rows_per_commit": rows / batches if batches else 0.0,
+            "switch_cpu_pct": switch_cpu_pct, "cpu_us": cpu_us}
 
 
 async def _run_conventional(dsn: str, master: bytes, terminals: list[int], cards: list[int],
@@ -246,6 +257,8 @@ async def _bench(options: BenchOptions) -> BenchResult:
         ratio=round(durable / conventional_tps, 2) if conventional_tps else 0.0,
         ratio_pgbench=round(durable / pgbench_tps, 2) if pgbench_tps else 0.0,
         generator_cpu_pct=sat.generator_cpu_pct,  # type: ignore[attr-defined]
+        switch_cpu_pct=round(float(phase["switch_cpu_pct"]), 1),  # type: ignore[arg-type]
+        switch_cpu_us_per_purchase=round(float(phase["cpu_us"]), 2),  # type: ignore[arg-type]
         switch_journal_rows_per_commit=round(float(phase["rows_per_commit"]), 1),  # type: ignore[arg-type]
         fsync=fsync,
         synchronous_commit=sync_commit,

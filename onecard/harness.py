@@ -91,6 +91,16 @@ class SwitchProcess:
         self.host, self.port = info["host"], info["port"]
         return self
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the switch process has used so far (Linux /proc)."""
+        assert self.proc is not None
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
