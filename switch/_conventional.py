@@ -4,7 +4,9 @@ Behind the same protocol and sessions, each purchase is its own SQL transaction 
 asyncpg pool: UPDATE the balance row, INSERT the journal row, COMMIT, answer. This is how a
 typical one-card server works, and `onecard bench` measures it at its best pool size so the
 group-commit design is compared with something real. It is never used in production: it keeps no
-limits, no double entry and no idempotency beyond the journal's unique key. It is also the one
+limits, no double entry and no idempotency beyond the journal's unique key, and it writes to
+tables of its own (`conv_balances`, `conv_journal`, the same columns and indexes as `journal`)
+so the real journal, which the switch replays at start, never sees its rows. It is also the one
 place where a task is created per request, because that is what the conventional design does.
 """
 
@@ -19,8 +21,11 @@ import asyncpg
 from ledger_ext import PURCHASE
 
 SETUP_SQL = """
-CREATE TABLE IF NOT EXISTS conv_balances (account_id integer PRIMARY KEY, main_fen bigint NOT NULL);
-CREATE SEQUENCE IF NOT EXISTS conv_lsn START 1000000000000;
+CREATE TABLE IF NOT EXISTS conv_balances (
+    account_id integer PRIMARY KEY, main_fen bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conv_journal (LIKE journal INCLUDING ALL);
+CREATE SEQUENCE IF NOT EXISTS conv_lsn;
 """
 
 UPDATE_SQL = (
@@ -28,8 +33,8 @@ UPDATE_SQL = (
     " RETURNING main_fen"
 )
 INSERT_SQL = (
-    "INSERT INTO journal (lsn, kind, code, terminal_id, txn_seq, ref_txn_seq, card_no, account_id,"
-    " merchant_id, tenant_id, merchant_tenant_id, amount_fen, main_delta_fen, subsidy_delta_fen,"
+    "INSERT INTO conv_journal (lsn, kind, code, terminal_id, txn_seq, ref_txn_seq, card_no,"
+    " account_id, merchant_id, tenant_id, merchant_tenant_id, amount_fen, main_delta_fen, subsidy_delta_fen,"
     " merchant_delta_fen, held_delta_fen, main_fen, subsidy_fen, expires_s, now_s)"
     " VALUES (nextval('conv_lsn'), 1, $1, $2, $3, 0, $4, $5, $6, 1, 1, $7, $8, 0, $9, 0, $10, 0,"
     " 0, $11)"
