@@ -35,9 +35,9 @@ UPDATE_SQL = (
 INSERT_SQL = (
     "INSERT INTO conv_journal (lsn, kind, code, terminal_id, txn_seq, ref_txn_seq, card_no,"
     " account_id, merchant_id, tenant_id, merchant_tenant_id, amount_fen, main_delta_fen,"
-    " subsidy_delta_fen, merchant_delta_fen, held_delta_fen, main_fen, subsidy_fen, expires_s, now_s)"
-    " VALUES (nextval('conv_lsn'), 1, $1, $2, $3, 0, $4, $5, $6, 1, 1, $7, $8, 0, $9, 0, $10, 0,"
-    " 0, $11)"
+    " subsidy_delta_fen, merchant_delta_fen, held_delta_fen, main_fen, subsidy_fen, expires_s,"
+    " now_s) VALUES (nextval('conv_lsn'), 1, $1, $2, $3, 0, $4, $5, $6, 1, 1, $7, $8, 0, $9, 0,"
+    " $10, 0, 0, $11)"
 )
 
 
