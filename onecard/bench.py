@@ -37,9 +37,10 @@ COMPARISON_SECONDS = 8.0
 
 PGBENCH_SCRIPT = """\\set aid random(1, {accounts})
 \\set amt random(100, 1500)
+\\set neg -1 * :amt
 BEGIN;
 UPDATE conv_balances SET main_fen = main_fen - :amt WHERE account_id = :aid AND main_fen >= :amt;
-INSERT INTO conv_journal (lsn, kind, code, terminal_id, txn_seq, ref_txn_seq, card_no, account_id, merchant_id, tenant_id, merchant_tenant_id, amount_fen, main_delta_fen, subsidy_delta_fen, merchant_delta_fen, held_delta_fen, main_fen, subsidy_fen, expires_s, now_s) VALUES (nextval('conv_lsn'), 1, 0, 0, currval('conv_lsn'), 0, :aid, :aid, {merchant}, 1, 1, :amt, -:amt, 0, :amt, 0, 0, 0, 0, 0);
+INSERT INTO conv_journal (lsn, kind, code, terminal_id, txn_seq, ref_txn_seq, card_no, account_id, merchant_id, tenant_id, merchant_tenant_id, amount_fen, main_delta_fen, subsidy_delta_fen, merchant_delta_fen, held_delta_fen, main_fen, subsidy_fen, expires_s, now_s) VALUES (nextval('conv_lsn'), 1, 0, 0, currval('conv_lsn'), 0, :aid, :aid, {merchant}, 1, 1, :amt, :neg, 0, :amt, 0, 0, 0, 0, 0);
 END;
 """
 
