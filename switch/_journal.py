@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger_ext import JOURNAL_COLUMNS
 from switch import limits
@@ -55,7 +55,9 @@ class Journal:
         batch_max: int = limits.JOURNAL_BATCH_MAX,
         window_seconds: float = limits.GROUP_COMMIT_WINDOW_SECONDS,
         on_commit: Callable[[list[tuple[Answerable, Outcome]], int, float], None] | None = None,
+        log: Any = None,
     ) -> None:
+        self._log = log
         self._conn = conn
         self._batch_max = batch_max
         self._window_seconds = window_seconds
@@ -143,6 +145,9 @@ class Journal:
                 stats.last_batch_rows = len(rows)
             commit_seconds = time.perf_counter() - started
             stats.commit_seconds_total += commit_seconds
+            if commit_seconds > limits.COMMIT_SLOW_SECONDS and self._log is not None:
+                self._log.warning("journal.slow_commit", rows=len(rows),
+                                  seconds=round(commit_seconds, 4))
             self._release(replies)
             if self._on_commit is not None:
                 self._on_commit(replies, len(rows), commit_seconds)

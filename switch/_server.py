@@ -253,6 +253,7 @@ class Runtime:
                 batch_max=settings.journal_batch_max,
                 window_seconds=settings.group_commit_window_seconds,
                 on_commit=self._on_commit,
+                log=self.log,
             )
             self.journal.durable_lsn = self.ledger.lsn
             self.rows_at_last_checkpoint = 0

@@ -18,6 +18,8 @@ JOURNAL_BATCH_MAX = 8192
 GROUP_COMMIT_WINDOW_SECONDS = 0.0
 # Deadline for one group commit (COPY + COMMIT). Past it the commit counts as failed.
 COMMIT_DEADLINE_SECONDS = 10.0
+# A group commit slower than this is logged (journal.slow_commit) with its size.
+COMMIT_SLOW_SECONDS = 0.05
 # Graceful shutdown: in-flight requests get this long to reach their commit.
 DRAIN_DEADLINE_SECONDS = 10.0
 # Requests whose txn_seq is too old for the in-memory window wait here for a journal look-up.
