@@ -66,6 +66,8 @@ class GeneratorReport(msgspec.Struct):
     generator_cpu_pct: float
     errors: int
     offered_tps: float = 0.0
+    # One entry per second of the measured window: answers, p50/p99/max latency (ms).
+    timeline: list[dict[str, float]] = msgspec.field(default_factory=list)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -194,6 +196,7 @@ class LoadGenerator:
         self.codes: Counter[str] = Counter()
         self.by_type: Counter[str] = Counter()
         self.latencies: list[float] = []
+        self.sent_times: list[float] = []  # when each answered request was (to be) sent
         self._closed_loop = False
         self._recording = True
 
@@ -246,6 +249,7 @@ class LoadGenerator:
                 "inquiry" if t is ocp.BalanceResult else "error"))
         if self._recording:
             self.latencies.append(now - sent)
+            self.sent_times.append(sent)
             self.by_type[kind] += 1
             self.codes[ocp.ResponseCode(code).name if code in _CODES else str(code)] += 1
             if code == APPROVED:
@@ -261,6 +265,25 @@ class LoadGenerator:
                     del recent[0]
         if self._closed_loop and not term.closed:
             term.send_request()
+
+    def _timeline(self) -> list[dict[str, float]]:
+        if not self.sent_times:
+            return []
+        t0 = min(self.sent_times)
+        buckets: dict[int, list[float]] = {}
+        for sent, latency in zip(self.sent_times, self.latencies, strict=True):
+            buckets.setdefault(int(sent - t0), []).append(latency)
+        out = []
+        for second in sorted(buckets):
+            values = sorted(buckets[second])
+            out.append({
+                "second": second,
+                "answered": len(values),
+                "p50_ms": round(percentile(values, 0.5) * 1000, 3),
+                "p99_ms": round(percentile(values, 0.99) * 1000, 3),
+                "max_ms": round(values[-1] * 1000, 3),
+            })
+        return out
 
     def _report(self, mode: str, seconds: float, cpu: float, offered: float = 0.0
                 ) -> GeneratorReport:
@@ -284,6 +307,7 @@ class LoadGenerator:
             generator_cpu_pct=round(100.0 * cpu / seconds, 1) if seconds else 0.0,
             errors=self.errors,
             offered_tps=round(offered, 1),
+            timeline=self._timeline(),
         )
 
     async def wait_quiet(self, deadline_seconds: float = 30.0) -> None:

@@ -75,6 +75,8 @@ class BenchResult(msgspec.Struct):
     switch_cpu_pct: float
     switch_cpu_us_per_purchase: float
     switch_journal_rows_per_commit: float
+    saturation_timeline: list[dict[str, float]]
+    open_loop_timeline: list[dict[str, float]]
     fsync: str
     synchronous_commit: str
     postgres: str
@@ -264,6 +266,8 @@ async def _bench(options: BenchOptions) -> BenchResult:
         switch_cpu_pct=round(float(phase["switch_cpu_pct"]), 1),  # type: ignore[arg-type]
         switch_cpu_us_per_purchase=round(float(phase["cpu_us"]), 2),  # type: ignore[arg-type]
         switch_journal_rows_per_commit=round(float(phase["rows_per_commit"]), 1),  # type: ignore[arg-type]
+        saturation_timeline=sat.timeline,  # type: ignore[attr-defined]
+        open_loop_timeline=opn.timeline,  # type: ignore[attr-defined]
         fsync=fsync,
         synchronous_commit=sync_commit,
         postgres=version.split(",")[0],
@@ -274,7 +278,8 @@ async def _bench(options: BenchOptions) -> BenchResult:
 def run_bench(options: BenchOptions) -> int:
     started = time.perf_counter()
     result = asyncio.run(_bench(options))
-    print(msgspec.json.format(msgspec.json.encode(result)).decode())
+    brief = {k: v for k, v in msgspec.to_builtins(result).items() if "timeline" not in k}
+    print(msgspec.json.format(msgspec.json.encode(brief)).decode())
     if options.json_path:
         Path(options.json_path).write_bytes(msgspec.json.format(msgspec.json.encode(result)))
     print(f"bench finished in {time.perf_counter() - started:.0f} s")
