@@ -405,9 +405,12 @@ class Ledger:
         balances, windows (with tombstones and reversed marks), holds. Versioned binary with
         a CRC-32; native int64 fields (the header records the byte order)."""
     def restore(self, data: bytes) -> None:
-        """Replace the dynamic state with a snapshot of a ledger with the same accounts_max,
-        merchants_max and opened accounts and merchants. Validates everything first; a
-        corrupt or mismatched snapshot raises SnapshotError and changes nothing."""
+        """Replace the dynamic state with a snapshot of a ledger with the same accounts_max and
+        merchants_max. Every account and merchant in the snapshot must be opened here; ones
+        opened since the snapshot was taken keep their opening balances (they can have had no
+        journal rows before it). Account statuses come from the snapshot: a caller whose master
+        data changed since must set them again. Validates everything first; a corrupt or
+        mismatched snapshot raises SnapshotError and changes nothing."""
 
     # reading
     @property

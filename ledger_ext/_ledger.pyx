@@ -1404,8 +1404,10 @@ cdef class Ledger:
         n_terminals = _get(buf, end, &pos)
         n_holds = _get(buf, end, &pos)
         _need(lsn >= 0, "negative lsn")
-        _need(n_accounts == self._accounts_opened, "snapshot has another set of accounts")
-        _need(n_merchants == self._merchants_opened, "snapshot has another set of merchants")
+        # Accounts and merchants opened since the snapshot was taken are allowed: they had no
+        # journal rows before it, so their opening balances are their balances at its lsn.
+        _need(n_accounts <= self._accounts_opened, "snapshot has accounts not opened here")
+        _need(n_merchants <= self._merchants_opened, "snapshot has merchants not opened here")
         _need(0 <= n_terminals <= self._terminals_max, "too many terminals")
         _need(0 <= n_holds <= self._holds_max, "too many holds")
         # Pass 1: validate everything; nothing changes until the whole snapshot is known good.

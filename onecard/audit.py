@@ -54,6 +54,25 @@ FROM merchants m LEFT JOIN bal ON bal.merchant_id = m.id LEFT JOIN j ON j.mercha
 """
 
 
+# Rows after the checkpoint: each journal row carries the account's balances after it, so the
+# latest row of every account must equal its opening balance plus all of its deltas.
+_JOURNAL_SQL = """
+WITH last AS (
+    SELECT DISTINCT ON (account_id) account_id, main_fen, subsidy_fen
+    FROM journal WHERE account_id > 0 ORDER BY account_id, lsn DESC
+),
+sums AS (
+    SELECT account_id, sum(main_delta_fen) AS m, sum(subsidy_delta_fen) AS s
+    FROM journal WHERE account_id > 0 GROUP BY account_id
+)
+SELECT count(*) FILTER (
+    WHERE a.opening_main_fen + sums.m <> last.main_fen
+       OR a.opening_subsidy_fen + sums.s <> last.subsidy_fen
+) AS mismatched
+FROM accounts a JOIN last ON last.account_id = a.id JOIN sums ON sums.account_id = a.id
+"""
+
+
 class AuditReport(msgspec.Struct, frozen=True):
     conserved: bool
     checkpoint_lsn: int
@@ -67,9 +86,17 @@ class AuditReport(msgspec.Struct, frozen=True):
     journal_sum_fen: int
     duplicate_requests: int
     reason: str
+    journal_balances_mismatched: int = 0
 
 
 async def audit_conservation(conn: asyncpg.Connection) -> AuditReport:
+    """Run every check on one snapshot of the database (a checkpoint written meanwhile cannot
+    make the account and merchant sums come from two different checkpoints)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _audit(conn)
+
+
+async def _audit(conn: asyncpg.Connection) -> AuditReport:
     cp = await conn.fetchrow("SELECT lsn FROM checkpoints ORDER BY lsn DESC, id DESC LIMIT 1")
     rows = await conn.fetchrow(
         "SELECT count(*) AS n, coalesce(sum(main_delta_fen + subsidy_delta_fen"
@@ -85,6 +112,7 @@ async def audit_conservation(conn: asyncpg.Connection) -> AuditReport:
     acc = await conn.fetchrow(_ACCOUNTS_SQL)
     mer = await conn.fetchrow(_MERCHANTS_SQL)
     after = await conn.fetchval("SELECT count(*) FROM journal WHERE lsn > $1", cp["lsn"])
+    journal_mismatched = await conn.fetchval(_JOURNAL_SQL)
     total = acc["balance_fen"] + mer["balance_fen"]
     problems = []
     if acc["mismatched"]:
@@ -97,6 +125,9 @@ async def audit_conservation(conn: asyncpg.Connection) -> AuditReport:
         problems.append(f"journal sums to {rows['s']} fen, not 0")
     if duplicates:
         problems.append(f"{duplicates} requests journaled twice")
+    if journal_mismatched:
+        problems.append(f"{journal_mismatched} accounts whose latest journal row differs from "
+                        "opening + journal")
     return AuditReport(
         conserved=not problems,
         checkpoint_lsn=cp["lsn"],
@@ -110,4 +141,5 @@ async def audit_conservation(conn: asyncpg.Connection) -> AuditReport:
         journal_sum_fen=rows["s"],
         duplicate_requests=duplicates,
         reason="; ".join(problems) or "every balance = opening + journal; all balances sum to 0",
+        journal_balances_mismatched=journal_mismatched,
     )

@@ -77,14 +77,17 @@ class ConventionalHandler:
     async def _purchase(self, session: Any, terminal_id: int, merchant_id: int, ev: Any) -> None:
         account = self._cards.get(ev.card_no, 0)
         amount = ev.amount_fen
-        async with self._pool.acquire() as conn, conn.transaction():
-            balance = await conn.fetchval(UPDATE_SQL, account, amount) if account else None
-            code = 0 if balance is not None else (51 if account else 14)
-            await conn.execute(
-                INSERT_SQL, code, terminal_id, ev.txn_seq, ev.card_no, account, merchant_id,
-                amount, -amount if code == 0 else 0, amount if code == 0 else 0, balance or 0,
-                int(time.time()),
-            )
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                balance = await conn.fetchval(UPDATE_SQL, account, amount) if account else None
+                code = 0 if balance is not None else (51 if account else 14)
+                await conn.execute(
+                    INSERT_SQL, code, terminal_id, ev.txn_seq, ev.card_no, account, merchant_id,
+                    amount, -amount if code == 0 else 0, amount if code == 0 else 0,
+                    balance or 0, int(time.time()),
+                )
+        except (OSError, asyncpg.PostgresError):
+            code, balance = 96, None  # SYSTEM_ERROR: not committed; retry with the same txn_seq
         session.answer_nowait(ConventionalAnswer(ev.txn_seq, code, amount, balance or 0))
         session.flush()
 

@@ -7,6 +7,7 @@ then bring the balances to where they were.
 
 from __future__ import annotations
 
+from array import array
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -35,9 +36,20 @@ class MasterData(msgspec.Struct):
     merchants: int
     cards: int
     opening_total_fen: int
+    # Account ids and their statuses as the database has them now: a checkpoint restores the
+    # statuses it saw, so recovery sets these again afterwards.
+    account_ids: array[int] = msgspec.field(default_factory=lambda: array("i"))
+    account_statuses: bytearray = msgspec.field(default_factory=bytearray)
+
+    def apply_statuses(self, ledger: Ledger) -> None:
+        set_status = ledger.set_account_status
+        for account_id, status in zip(self.account_ids, self.account_statuses, strict=True):
+            set_status(account_id, status)
 
 
 async def load_master_data(conn: asyncpg.Connection, ledger: Ledger) -> MasterData:
+    """Open everything in `ledger`. Call inside a REPEATABLE READ transaction, so every table
+    is read from one snapshot (an account and its card issued meanwhile arrive together)."""
     for t in await conn.fetch("SELECT id, utc_offset_s FROM tenants ORDER BY id"):
         windows = [
             (w["start_minute"], w["end_minute"])
@@ -79,23 +91,26 @@ async def load_master_data(conn: asyncpg.Connection, ledger: Ledger) -> MasterDa
         opening += m["opening_balance_fen"]
         merchants += 1
     accounts = 0
-    async with conn.transaction():
-        async for a in conn.cursor(
-            "SELECT id, tenant_id, class_id, status, opening_main_fen, opening_subsidy_fen"
-            " FROM accounts ORDER BY id",
-            prefetch=20_000,
-        ):
-            ledger.open_account(a[0], a[1], a[2], a[3], a[4], a[5])
-            opening += a[4] + a[5]
-            accounts += 1
-        cards = 0
-        async for card in conn.cursor(
-            "SELECT card_no, account_id, status FROM cards", prefetch=20_000
-        ):
-            ledger.bind_card(card[0], card[1])
-            if card[2] != 0:
-                ledger.cancel_card(card[0])
-            cards += 1
+    account_ids: array[int] = array("i")
+    account_statuses = bytearray()
+    async for a in conn.cursor(
+        "SELECT id, tenant_id, class_id, status, opening_main_fen, opening_subsidy_fen"
+        " FROM accounts ORDER BY id",
+        prefetch=20_000,
+    ):
+        ledger.open_account(a[0], a[1], a[2], a[3], a[4], a[5])
+        account_ids.append(a[0])
+        account_statuses.append(a[3])
+        opening += a[4] + a[5]
+        accounts += 1
+    cards = 0
+    async for card in conn.cursor(
+        "SELECT card_no, account_id, status FROM cards", prefetch=20_000
+    ):
+        ledger.bind_card(card[0], card[1])
+        if card[2] != 0:
+            ledger.cancel_card(card[0])
+        cards += 1
     terminals = {
         r["id"]: TerminalInfo(
             r["id"], r["merchant_id"], r["kind"], r["key_version"], r["status"] == TERMINAL_ENABLED
@@ -109,4 +124,5 @@ async def load_master_data(conn: asyncpg.Connection, ledger: Ledger) -> MasterDa
             f"opening balances sum to {opening} fen, not 0: every opening balance needs its "
             "counter-entry (a system merchant account)"
         )
-    return MasterData(terminals, accounts, merchants, cards, opening)
+    return MasterData(terminals, accounts, merchants, cards, opening, account_ids,
+                      account_statuses)

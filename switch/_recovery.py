@@ -38,32 +38,39 @@ async def recover(
 ) -> tuple[Ledger, MasterData, RecoveryReport]:
     started = time.perf_counter()
     ledger = Ledger(accounts_max, merchants_max)
-    try:
-        master = await load_master_data(conn, ledger)
-    except LedgerError as exc:
-        raise RecoveryError(f"master data does not fit the balance cache: {exc}") from exc
-    checkpoint = await conn.fetchrow(
-        "SELECT lsn, state FROM checkpoints ORDER BY lsn DESC, id DESC LIMIT 1"
-    )
-    checkpoint_lsn = 0
-    if checkpoint is not None:
+    # One snapshot of the database for everything: master data, checkpoint and journal agree.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
         try:
-            ledger.restore(checkpoint["state"])
+            master = await load_master_data(conn, ledger)
         except LedgerError as exc:
-            raise RecoveryError(
-                f"checkpoint at lsn {checkpoint['lsn']} is unusable: {exc}"
-            ) from exc
-        checkpoint_lsn = checkpoint["lsn"]
-    replayed = 0
-    replay = ledger.replay
-    async with conn.transaction(readonly=True):
+            raise RecoveryError(f"master data does not fit the balance cache: {exc}") from exc
+        checkpoint = await conn.fetchrow(
+            "SELECT lsn, state FROM checkpoints ORDER BY lsn DESC, id DESC LIMIT 1"
+        )
+        checkpoint_lsn = 0
+        if checkpoint is not None:
+            try:
+                ledger.restore(checkpoint["state"])
+            except LedgerError as exc:
+                raise RecoveryError(
+                    f"checkpoint at lsn {checkpoint['lsn']} is unusable: {exc}"
+                ) from exc
+            checkpoint_lsn = checkpoint["lsn"]
+            # A card reported lost (or an account unfrozen) after the checkpoint: the database,
+            # not the checkpoint, says what an account's status is now.
+            master.apply_statuses(ledger)
+        replayed = 0
+        replay = ledger.replay
         cursor = await conn.cursor(_SELECT_AFTER, checkpoint_lsn)
         while True:
             rows = await cursor.fetch(limits.REPLAY_FETCH_ROWS_MAX)
             if not rows:
                 break
-            for row in rows:
-                replay(tuple(row))
+            try:
+                for row in rows:
+                    replay(tuple(row))
+            except LedgerError as exc:
+                raise RecoveryError(f"journal cannot be replayed: {exc}") from exc
             replayed += len(rows)
     if ledger.total_fen() != 0:
         raise RecoveryError(

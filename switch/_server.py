@@ -58,6 +58,21 @@ class JournalAnswer:
         self.lsn = 0
 
 
+SYSTEM_ERROR = int(ocp.ResponseCode.SYSTEM_ERROR)
+
+
+class _Busy:
+    """An answer refusing one request for now (BUSY, or SYSTEM_ERROR): retry, same txn_seq."""
+
+    __slots__ = ("amount_fen", "code", "kind", "lsn", "main_fen", "subsidy_fen", "txn_seq")
+
+    def __init__(self, txn_seq: int, code: int = int(ocp.ResponseCode.BUSY)) -> None:
+        self.kind = 0
+        self.code = code
+        self.txn_seq = txn_seq
+        self.amount_fen = self.main_fen = self.subsidy_fen = self.lsn = 0
+
+
 class Runtime:
     """State shared by the sessions of one switch process."""
 
@@ -73,7 +88,7 @@ class Runtime:
         self.stopping = False
         self.address: tuple[str, int] | None = None
         self._keys: dict[tuple[int, int], bytes] = {}
-        self._old_lookups: asyncio.Queue[tuple[TerminalSession, Any]] = asyncio.Queue(
+        self._old_lookups: asyncio.Queue[tuple[TerminalSession, Any, int]] = asyncio.Queue(
             limits.OLD_LOOKUP_QUEUE_MAX
         )
         self._stop_event = asyncio.Event()
@@ -94,10 +109,16 @@ class Runtime:
         return key
 
     def look_up_old(self, session: TerminalSession, outcome: Any) -> None:
+        """Answer a request too old for the idempotency window from the journal.
+
+        Its original may still be in an uncommitted batch (a burst of pipelined frames can push
+        it out of the window before it commits), so the look-up waits until everything decided
+        so far is durable before it reads the journal.
+        """
         try:
-            self._old_lookups.put_nowait((session, outcome))
+            self._old_lookups.put_nowait((session, outcome, self.ledger.lsn))
         except asyncio.QueueFull:
-            session.answer_nowait(outcome)  # answered TXN_SEQ_TOO_OLD without a look-up
+            session.answer_nowait(_Busy(outcome.txn_seq))
             session.flush()
 
     def close_after_answers(self, session: TerminalSession) -> None:
@@ -112,11 +133,23 @@ class Runtime:
 
     async def _old_lookup_worker(self, pool: asyncpg.Pool) -> None:
         while True:
-            session, outcome = await self._old_lookups.get()
-            async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
-                row = await pool.fetchrow(_OLD_ANSWER_SQL, session.terminal_id, outcome.txn_seq)
-            session.answer_nowait(JournalAnswer(row) if row is not None else outcome)
+            session, outcome, lsn = await self._old_lookups.get()
+            answer: Any = outcome
+            try:
+                await self.journal.wait_durable(lsn)
+                async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                    row = await pool.fetchrow(
+                        _OLD_ANSWER_SQL, session.terminal_id, outcome.txn_seq
+                    )
+                if row is not None:
+                    answer = JournalAnswer(row)
+            except (OSError, asyncpg.PostgresError) as exc:  # includes TimeoutError
+                self.log.warning("journal.lookup_failed", terminal_id=session.terminal_id,
+                                 txn_seq=outcome.txn_seq, error=str(exc))
+                answer = _Busy(outcome.txn_seq, SYSTEM_ERROR)
+            session.answer_nowait(answer)
             session.flush()
+            session.resume_if_drained()
 
     async def _sweeper(self) -> None:
         idle_max = 3 * self.settings.heartbeat_interval_seconds
@@ -124,10 +157,10 @@ class Runtime:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for session in list(self.connections):
-                if now - session.last_seen > idle_max:
+                if now - session.last_seen > idle_max and not session.closed:
                     self.log.info("ocp.idle_timeout", terminal_id=session.terminal_id,
                                   peer=session.peer)
-                    session.close()
+                    session.abort()
             for session in list(self._closing_after_answers):
                 if session.closed or session._outstanding == 0:
                     session.close()

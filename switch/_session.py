@@ -101,13 +101,19 @@ class TerminalSession(asyncio.Protocol):
             self.log.info("ocp.session_closed", terminal_id=self.terminal_id, peer=self.peer)
 
     def pause_writing(self) -> None:
-        # The terminal does not read its answers: it cannot be served; drop it.
+        # The terminal does not read its answers: it cannot be served. Abort, not close: a
+        # close would wait for the buffer it never drains (and keep the connection forever).
         self.log.warning("ocp.slow_reader", terminal_id=self.terminal_id, peer=self.peer)
-        self.close()
+        self.abort()
+
+    def eof_received(self) -> bool:
+        # A terminal that half-closes after SignOff still gets the answers it is owed.
+        self._rt.close_after_answers(self)
+        return True
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
+        if self.closed or self._rt.stopping:
+            return  # draining: decide nothing new; the terminal retries with the same txn_seq
         conn = self._conn
         rt = self._rt
         ledger = rt.ledger
@@ -183,7 +189,10 @@ class TerminalSession(asyncio.Protocol):
         kind = o.kind
         code = o.code
         if code == TXN_SEQ_TOO_OLD:
-            msg: Any = ocp.Error(code, o.txn_seq, "txn_seq too old and not in the journal")
+            msg: Any = ocp.Error(code, o.txn_seq, "txn_seq (or the original it names) is too "
+                                 "old and not in the journal")
+        elif kind == 0:  # refused for now (BUSY / SYSTEM_ERROR): retry with the same txn_seq
+            msg = ocp.Error(code, o.txn_seq, "retry later with the same txn_seq")
         elif kind == PURCHASE:
             msg = _PurchaseResult(
                 o.txn_seq, code, o.amount_fen, o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen
@@ -205,14 +214,21 @@ class TerminalSession(asyncio.Protocol):
             return
         transport = self._transport
         assert transport is not None
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()  # before write: write may call pause_writing, which aborts
+        transport.write(data)
 
     def resume_reading(self) -> None:
-        if self._paused and not self.closed:
+        if self._paused and not self.closed and not self._rt.stopping:
             self._paused = False
             assert self._transport is not None
             self._transport.resume_reading()
+
+    def resume_if_drained(self) -> None:
+        """Resume a paused session once it is under its pipeline limit again."""
+        if (self._paused and self._outstanding < limits.PIPELINE_REQUESTS_MAX
+                and not self._rt.journal.congested):
+            self.resume_reading()
 
     def close(self) -> None:
         if not self.closed:
@@ -220,6 +236,13 @@ class TerminalSession(asyncio.Protocol):
             self.closed = True
             if self._transport is not None:
                 self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection now, discarding anything unsent."""
+        self._out.clear()
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
 
     # -- control messages ------------------------------------------------------------------
 

@@ -1008,10 +1008,11 @@ class LedgerModel:
         if (state["accounts_max"], state["merchants_max"]) != (self.accounts_max,
                                                                self.merchants_max):
             raise SnapshotError("snapshot of a ledger of other size")
-        if set(state["accounts"]) != set(self.accounts):
-            raise SnapshotError("snapshot has another set of accounts")
-        if set(state["merchants"]) != set(self.merchants):
-            raise SnapshotError("snapshot has another set of merchants")
+        # Accounts and merchants opened since the snapshot keep their opening balances.
+        if not set(state["accounts"]) <= set(self.accounts):
+            raise SnapshotError("snapshot has accounts not opened here")
+        if not set(state["merchants"]) <= set(self.merchants):
+            raise SnapshotError("snapshot has merchants not opened here")
         for i, values in state["accounts"].items():
             a = self.accounts[i]
             (a.status, a.main_fen, a.subsidy_fen, a.held_fen, a.day, a.day_spent_fen,

@@ -411,6 +411,19 @@ def test_restore_refuses_corrupt_or_mismatched(impl: types.ModuleType) -> None:
         other.restore(data)
 
 
+def test_restore_into_a_ledger_with_accounts_opened_since(impl: types.ModuleType) -> None:
+    ledger = make(impl)
+    ledger.purchase(1, 1, CARD, SHOP, 100, T0)
+    data = ledger.snapshot()
+    grown = twin(impl)
+    grown.open_account(3, 1, 1, impl.ACTIVE, 777, 5)  # issued after the checkpoint
+    grown.open_merchant(6, 1)
+    grown.restore(data)
+    assert grown.account(1) == ledger.account(1)
+    assert (grown.account(3).main_fen, grown.account(3).subsidy_fen) == (777, 5)
+    assert grown.lsn == ledger.lsn
+
+
 def test_replay_refuses_malformed_rows(impl: types.ModuleType) -> None:
     ledger = make(impl)
     row = ledger.purchase(1, 1, CARD, SHOP, 100, T0).journal_row()
