@@ -23,9 +23,9 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ledger_ext import JOURNAL_COLUMNS, Ledger  # noqa: E402
-from onecard.harness import fresh_database  # noqa: E402
-from switch import recover  # noqa: E402
+from ledger_ext import JOURNAL_COLUMNS, Ledger
+from onecard.harness import fresh_database
+from switch import recover
 
 CHUNK_ROWS = 200_000
 T0 = 1_790_000_000
@@ -105,7 +105,7 @@ async def _run(dsn_admin: str, accounts: int, rows: int) -> dict[str, float]:
         expected_lsn = ledger.lsn
         del ledger
         started = time.perf_counter()
-        recovered, master, report = await recover(conn, accounts + 1, 8)
+        recovered, _master, report = await recover(conn, accounts + 1, 8)
         figures["recovery_seconds"] = round(time.perf_counter() - started, 2)
         figures["replayed_rows"] = report.replayed_rows
         figures["replay_rows_per_second"] = round(report.replayed_rows / report.seconds)
