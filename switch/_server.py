@@ -88,6 +88,8 @@ class Runtime:
         self.stopping = False
         self.address: tuple[str, int] | None = None
         self._keys: dict[tuple[int, int], bytes] = {}
+        # Backend pid of the journal connection of the previous serve_once, if it failed.
+        self._old_journal_pid: int | None = None
         self._old_lookups: asyncio.Queue[tuple[TerminalSession, Any, int]] = asyncio.Queue(
             limits.OLD_LOOKUP_QUEUE_MAX
         )
@@ -271,6 +273,8 @@ class Runtime:
         )
         server: asyncio.Server | None = None
         try:
+            await self._wait_old_journal_backend_gone(journal_conn)
+            self._old_journal_pid = journal_conn.get_server_pid()
             await check_schema(journal_conn)
             self.ledger, self.master, report = await recover(
                 journal_conn, settings.accounts_max, settings.merchants_max
@@ -330,6 +334,19 @@ class Runtime:
                 await asyncio.wait_for(pool.close(), 5)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(journal_conn.close(), 5)
+
+    async def _wait_old_journal_backend_gone(self, conn: asyncpg.Connection) -> None:
+        """After a failed commit, the old journal backend could still commit its batch after
+        recovery has read the journal. End it, and wait until it is gone, before reading."""
+        pid = self._old_journal_pid
+        if pid is None:
+            return
+        async with asyncio.timeout(30):
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+            # Nothing to wait on but the server's own view: poll it, under the deadline above.
+            while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+                await asyncio.sleep(0.05)  # noqa: ASYNC110
+        self._old_journal_pid = None
 
     async def run(self, on_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
