@@ -345,7 +345,7 @@ class Runtime:
             await conn.execute("SELECT pg_terminate_backend($1)", pid)
             # Nothing to wait on but the server's own view: poll it, under the deadline above.
             while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
-                await asyncio.sleep(0.05)  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
         self._old_journal_pid = None
 
     async def run(self, on_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
