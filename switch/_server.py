@@ -344,7 +344,8 @@ class Runtime:
         async with asyncio.timeout(30):
             await conn.execute("SELECT pg_terminate_backend($1)", pid)
             # Nothing to wait on but the server's own view: poll it, under the deadline above.
-            while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1"
+            while not await conn.fetchval(gone, pid):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         self._old_journal_pid = None
 
