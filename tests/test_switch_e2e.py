@@ -246,3 +246,22 @@ def test_the_audit_fails_when_the_books_do_not_balance(site: Site) -> None:
     report = run(audit())
     assert not report.conserved and report.accounts_mismatched == 1  # type: ignore[attr-defined]
     site.start()  # (the fixture stops it)
+
+
+def test_a_repeat_older_than_the_window_is_answered_from_the_journal(site: Site) -> None:
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    first = c.request(ocp.Purchase(1, card["card_no"], 111, 0))
+    assert first.code == RC.APPROVED
+    assert c.request(ocp.Purchase(600, card["card_no"], 5, 0)).code == RC.APPROVED
+    # txn_seq 1 is now more than 256 below the terminal's highest: the in-memory window has
+    # forgotten it, the journal has not. Same answer, no second debit.
+    again = c.request(ocp.Purchase(1, card["card_no"], 111, 0))
+    assert (again.txn_seq, again.code, again.amount_fen, again.balance_fen) == (
+        first.txn_seq, first.code, first.amount_fen, first.balance_fen)
+    assert len(site.journal(FREE_CANTEEN_TERMINAL, 1)) == 1
+    # A counter that old which was never used is refused, not decided.
+    never = c.request(ocp.Purchase(2, card["card_no"], 111, 0))
+    assert isinstance(never, ocp.Error) and never.code == RC.TXN_SEQ_TOO_OLD
+    assert never.txn_seq == 2 and site.journal(FREE_CANTEEN_TERMINAL, 2) == []
+    c.close()
