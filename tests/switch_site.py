@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from onecard.audit import AuditReport, audit_conservation
 from onecard.harness import SwitchProcess
 from onecard.seed import SeedPlan, SeedResult, seed_site
 from protocols import ocp
@@ -84,6 +85,18 @@ class Site:
         )
         assert rows, "the seed has no such card"
         return rows[0]
+
+    def audit(self) -> AuditReport:
+        """The conservation audit, computed from the database alone."""
+
+        async def go() -> AuditReport:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                return await audit_conservation(conn)
+            finally:
+                await conn.close()
+
+        return run(go())  # type: ignore[no-any-return]
 
     def journal(self, terminal_id: int, txn_seq: int) -> list[asyncpg.Record]:
         return self.fetch(

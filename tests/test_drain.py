@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import asyncpg
-
 from loadtest import CardPool, LoadGenerator, TerminalSpec
-from onecard.audit import audit_conservation
 from onecard.seed import SeedPlan
 from tests.switch_site import Site
 
@@ -49,13 +46,5 @@ def test_sigterm_answers_everything_it_journaled_and_checkpoints(db_dsn: str) ->
     # a drained switch leaves no decided request unanswered.
     assert answered <= journaled
     assert journaled == answered
-
-    async def audit() -> object:
-        conn = await asyncpg.connect(db_dsn)
-        try:
-            return await audit_conservation(conn)
-        finally:
-            await conn.close()
-
-    report = asyncio.run(audit())
-    assert report.conserved and report.journal_rows_after_checkpoint == 0, report  # type: ignore[attr-defined]
+    report = site.audit()
+    assert report.conserved and report.journal_rows_after_checkpoint == 0, report
