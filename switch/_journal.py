@@ -56,8 +56,10 @@ class Journal:
         window_seconds: float = limits.GROUP_COMMIT_WINDOW_SECONDS,
         on_commit: Callable[[list[tuple[Answerable, Outcome]], int, float], None] | None = None,
         log: Any = None,
+        slow_seconds: float = limits.COMMIT_SLOW_SECONDS,
     ) -> None:
         self._log = log
+        self._slow_seconds = slow_seconds
         self._conn = conn
         self._batch_max = batch_max
         self._window_seconds = window_seconds
@@ -145,7 +147,7 @@ class Journal:
                 stats.last_batch_rows = len(rows)
             commit_seconds = time.perf_counter() - started
             stats.commit_seconds_total += commit_seconds
-            if commit_seconds > limits.COMMIT_SLOW_SECONDS and self._log is not None:
+            if commit_seconds > self._slow_seconds and self._log is not None:
                 self._log.warning("journal.slow_commit", rows=len(rows),
                                   seconds=round(commit_seconds, 4))
             self._release(replies)

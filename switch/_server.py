@@ -291,6 +291,7 @@ class Runtime:
                 window_seconds=settings.group_commit_window_seconds,
                 on_commit=self._on_commit,
                 log=self.log,
+                slow_seconds=settings.commit_slow_seconds,
             )
             self.journal.durable_lsn = self.ledger.lsn
             self.rows_at_last_checkpoint = 0

@@ -37,6 +37,8 @@ class SwitchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     checkpoint_interval_seconds: Annotated[float, Meta(gt=0)] = 60.0
     checkpoint_rows: Annotated[int, Meta(ge=1)] = 2_000_000
     drain_deadline_seconds: Annotated[float, Meta(gt=0)] = limits.DRAIN_DEADLINE_SECONDS
+    # Group commits slower than this are logged as journal.slow_commit.
+    commit_slow_seconds: Annotated[float, Meta(gt=0)] = limits.COMMIT_SLOW_SECONDS
     heartbeat_interval_seconds: Annotated[int, Meta(ge=1, le=3600)] = 30
     connections_max: Annotated[int, Meta(ge=1, le=limits.CONNECTIONS_MAX)] = limits.CONNECTIONS_MAX
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
