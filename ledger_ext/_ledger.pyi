@@ -422,6 +422,9 @@ class Ledger:
     def account(self, account_id: int) -> AccountState: ...
     def account_balances(self) -> list[tuple[int, int, int]]:
         """(account_id, main_fen, subsidy_fen) of every opened account, by id."""
+    def balance_columns(self) -> tuple[list[int], list[int], list[int]]:
+        """(account_ids, main_fen, subsidy_fen) of every opened account, by id, as three lists
+        (what a checkpoint stores), built in one pass."""
     def merchant_balances(self) -> list[tuple[int, int]]:
         """(merchant_id, balance_fen) of every opened merchant, by id."""
     def total_fen(self) -> int:

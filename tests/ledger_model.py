@@ -1044,6 +1044,10 @@ class LedgerModel:
     def account_balances(self) -> list[tuple[int, int, int]]:
         return [(i, a.main_fen, a.subsidy_fen) for i, a in sorted(self.accounts.items())]
 
+    def balance_columns(self) -> tuple[list[int], list[int], list[int]]:
+        rows = self.account_balances()
+        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
     def merchant_balances(self) -> list[tuple[int, int]]:
         return [(i, m.balance_fen) for i, m in sorted(self.merchants.items())]
 

@@ -411,6 +411,13 @@ def test_restore_refuses_corrupt_or_mismatched(impl: types.ModuleType) -> None:
         other.restore(data)
 
 
+def test_balance_columns_are_account_balances_by_column(impl: types.ModuleType) -> None:
+    ledger = make(impl)
+    ledger.purchase(1, 1, CARD, SHOP, 100, T0)
+    rows = ledger.account_balances()
+    assert ledger.balance_columns() == tuple(list(c) for c in zip(*rows, strict=True))
+
+
 def test_restore_into_a_ledger_with_accounts_opened_since(impl: types.ModuleType) -> None:
     ledger = make(impl)
     ledger.purchase(1, 1, CARD, SHOP, 100, T0)
