@@ -13,7 +13,6 @@ and the generator's own CPU share. Figures go to stdout and, with --json, to a f
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ import asyncpg
 import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
-from onecard.harness import SwitchProcess, fresh_database
+from onecard.harness import SwitchProcess, fresh_database, run_fast
 from onecard.seed import CANTEEN_FREE, SeedPlan, seed_site
 from protocols import ocp
 from switch._conventional import SETUP_SQL
@@ -277,7 +276,7 @@ async def _bench(options: BenchOptions) -> BenchResult:
 
 def run_bench(options: BenchOptions) -> int:
     started = time.perf_counter()
-    result = asyncio.run(_bench(options))
+    result = run_fast(_bench(options))
     brief = {k: v for k, v in msgspec.to_builtins(result).items() if "timeline" not in k}
     print(msgspec.json.format(msgspec.json.encode(brief)).decode())
     if options.json_path:

@@ -8,7 +8,6 @@ database.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.audit import AuditReport, audit_conservation
-from onecard.harness import SwitchProcess, fresh_database
+from onecard.harness import SwitchProcess, fresh_database, run_fast
 from onecard.seed import SeedPlan, seed_site
 from protocols import ocp
 
@@ -186,7 +185,7 @@ def render(summary: DemoSummary) -> str:
 
 
 def run_demo(options: DemoOptions) -> int:
-    summary = asyncio.run(_demo(options))
+    summary = run_fast(_demo(options))
     print(render(summary))
     if options.json_path:
         out = msgspec.to_builtins(summary)
