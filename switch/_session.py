@@ -132,7 +132,7 @@ class TerminalSession(asyncio.Protocol):
                 self._refuse(exc.response_code, exc.txn_seq, f"invalid field {exc.path}")
                 continue
             except ocp.UnknownMessage as exc:
-                self._refuse(exc.response_code, 0, str(exc))
+                self._refuse(exc.response_code, exc.txn_seq, str(exc))
                 continue
             except ocp.OcpRemoteError as exc:
                 self._protocol_error(exc)
@@ -194,11 +194,14 @@ class TerminalSession(asyncio.Protocol):
         elif kind == 0:  # refused for now (BUSY / SYSTEM_ERROR): retry with the same txn_seq
             msg = ocp.Error(code, o.txn_seq, "retry later with the same txn_seq")
         elif kind == PURCHASE:
+            # amount_fen is what was charged: 0 on a decline (the journal keeps the request's).
             msg = _PurchaseResult(
-                o.txn_seq, code, o.amount_fen, o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen
+                o.txn_seq, code, o.amount_fen if code == 0 else 0, o.main_fen + o.subsidy_fen,
+                o.main_fen, o.subsidy_fen,
             )
         elif kind == REVERSAL:
-            msg = _ReversalResult(o.txn_seq, code, o.amount_fen, o.main_fen + o.subsidy_fen)
+            msg = _ReversalResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
+                                  o.main_fen + o.subsidy_fen)
         elif kind == INQUIRY:
             msg = _BalanceResult(
                 o.txn_seq, code, o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen
@@ -332,5 +335,5 @@ class TerminalSession(asyncio.Protocol):
             detail=str(exc)[:200],
         )
         with contextlib.suppress(ocp.OcpError):
-            self._out.append(self._conn.send(ocp.Error(code, 0, str(exc)[:200])))
+            self._out.append(self._conn.send(ocp.Error(code, exc.txn_seq, str(exc)[:200])))
         self.close()
