@@ -5,6 +5,7 @@
     onecard demo     [--json PATH]           private PostgreSQL, demo campus, switch, a burst of
                                              simulated purchases, and a readable summary
     onecard bench    --terminals N --seconds S --json PATH   the throughput/latency benchmark
+    onecard status   [--url URL]             a running switch's state, from its operator port
 """
 
 from __future__ import annotations
@@ -99,6 +100,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(options)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from onecard.status import render_status
+
+    try:
+        ready, text = render_status(args.url)
+    except OSError as exc:
+        print(f"onecard status: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if ready else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecard", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--ready-file", help="write {host, port, pid} as JSON here once listening")
     p.set_defaults(func=_cmd_switch)
+
+    p = sub.add_parser("status", help="show a running switch's state (its --metrics-port)")
+    p.add_argument("--url", default="http://127.0.0.1:9107",
+                   help="the switch's operator HTTP port (default http://127.0.0.1:9107)")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("demo", help="run the whole system on a private PostgreSQL")
     p.add_argument("--json", help="also write the summary as JSON to this path")

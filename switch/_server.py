@@ -86,6 +86,9 @@ class Runtime:
         self.connections: set[TerminalSession] = set()
         self.sessions: dict[int, TerminalSession] = {}
         self.stopping = False
+        # True only while the listener serves terminals on a recovered ledger.
+        self.ready = False
+        self.phase = "starting"
         self.address: tuple[str, int] | None = None
         self._keys: dict[tuple[int, int], bytes] = {}
         # Backend pid of the journal connection of the previous serve_once, if it failed.
@@ -127,6 +130,15 @@ class Runtime:
         self._closing_after_answers.add(session)
         if session._outstanding == 0:
             session.close()
+
+    def readiness(self) -> dict[str, object]:
+        """What /readyz reports (read from another thread: plain attribute reads only)."""
+        state: dict[str, object] = {"ready": self.ready, "phase": self.phase}
+        if self.ready:
+            state["terminals"] = len(self.sessions)
+            state["lsn"] = self.ledger.lsn
+            state["durable_lsn"] = self.journal.durable_lsn
+        return state
 
     def request_stop(self) -> None:
         self._stop_event.set()
@@ -245,6 +257,7 @@ class Runtime:
     async def _wait_stop(self, server: asyncio.Server, pool: asyncpg.Pool) -> None:
         await self._stop_event.wait()
         self.stopping = True
+        self.ready, self.phase = False, "draining"
         self.log.info("switch.draining", connections=len(self.connections))
         server.close()
         for session in list(self.connections):
@@ -313,6 +326,7 @@ class Runtime:
             )
             sock = server.sockets[0].getsockname()
             self.address = (sock[0], sock[1])
+            self.ready, self.phase = True, "serving"
             self.log.info("switch.listening", host=sock[0], port=sock[1])
             if on_ready is not None:
                 on_ready(self.address)
@@ -323,6 +337,9 @@ class Runtime:
                 tg.create_task(self._sweeper(), name="sweeper")
                 tg.create_task(self._wait_stop(server, pool), name="stop")
         finally:
+            self.ready = False
+            if self.phase == "serving":
+                self.phase = "recovering"
             if server is not None:
                 server.close()
             for session in list(self.connections):
@@ -384,11 +401,11 @@ def run_switch(settings: SwitchSettings,
     from switch._logging import configure_logging
 
     configure_logging(settings.log_level)
-    if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.host)
     runtime = Runtime(settings)
+    if settings.metrics_port is not None:
+        from switch._health import start_health_server
+
+        start_health_server(settings.host, settings.metrics_port, runtime)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we ship
