@@ -1,0 +1,66 @@
+"""The Grafana dashboards shipped in ops/ query only what the switch exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from switch import _metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = sorted((ROOT / "ops" / "grafana" / "dashboards").glob("*.json"))
+DATASOURCE_UID = "onecard-prometheus"
+
+
+def _exported_names() -> set[str]:
+    names = set()
+    for family in REGISTRY.collect():
+        if not family.name.startswith("onecard_"):
+            continue
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(family.name)
+    return names
+
+
+def _queries(dashboard: dict[str, object]) -> list[tuple[str, dict[str, object], str]]:
+    out = []
+    for panel in dashboard["panels"]:  # type: ignore[attr-defined]
+        for target in panel.get("targets", []):
+            out.append((panel["title"], panel, target["expr"]))
+    return out
+
+
+def test_there_is_a_dashboard() -> None:
+    assert DASHBOARDS, "ops/grafana/dashboards holds no dashboard"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_query_names_an_exported_metric_and_known_labels(path: Path) -> None:
+    exported = _exported_names()
+    dashboard = json.loads(path.read_text())
+    codes = set(_metrics.CODE_NAMES.values())
+    types = set(_metrics.REQUEST_TYPES.values())
+    queries = _queries(dashboard)
+    assert queries
+    for title, panel, expr in queries:
+        used = set(re.findall(r"\bonecard_[a-z0-9_]+", expr))
+        assert used, f"{title}: {expr!r} names no onecard metric"
+        assert used <= exported, f"{title}: {sorted(used - exported)} are not exported"
+        for label, value in re.findall(r'\b(code|type)!?=~?"([^"]+)"', expr):
+            assert value in (codes if label == "code" else types), f"{title}: {label}={value}"
+        assert panel["datasource"]["uid"] == DATASOURCE_UID, title  # type: ignore[index]
+
+
+def test_the_scrape_config_and_provisioning_agree() -> None:
+    prometheus = (ROOT / "ops" / "prometheus.yml").read_text()
+    assert "job_name: onecard-switch" in prometheus and "/metrics" in prometheus
+    datasource = (ROOT / "ops" / "grafana" / "provisioning" / "datasources" / "onecard.yml")
+    assert f"uid: {DATASOURCE_UID}" in datasource.read_text()
