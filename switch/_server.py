@@ -241,9 +241,17 @@ class Runtime:
             metrics.journal_commit_seconds.observe(seconds)
             metrics.journal_rows_total.inc(rows)
         counts: dict[tuple[int, int], int] = {}
+        log = self.log
         for _, o in replies:
             key = (o.kind, o.code)
             counts[key] = counts.get(key, 0) + 1
+            if o.code and not o.repeat:
+                # A decline is a result, not an error, but the card office asks about it: one
+                # line each, naming the request (terminal, txn_seq) and its journal row (lsn).
+                log.info("request.declined", terminal_id=o.terminal_id, txn_seq=o.txn_seq,
+                         lsn=o.lsn, type=metrics.REQUEST_TYPES.get(o.kind, "other"),
+                         code=metrics.CODE_NAMES.get(o.code, str(o.code)),
+                         account_id=o.account_id, merchant_id=o.merchant_id)
         for (kind, code), n in counts.items():
             metrics.requests_total.labels(
                 metrics.REQUEST_TYPES.get(kind, "other"), metrics.CODE_NAMES.get(code, "other")

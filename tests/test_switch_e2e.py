@@ -3,6 +3,7 @@ journal in a real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 
@@ -94,6 +95,13 @@ def test_declines_are_journaled_and_move_no_money(site: Site) -> None:
         assert row["code"] == code
         assert row["main_delta_fen"] == row["subsidy_delta_fen"] == row["merchant_delta_fen"] == 0
     c.close()
+    # Each decline leaves one structured log line naming the request and its journal row.
+    assert site.switch is not None
+    lines = [json.loads(line) for line in site.switch.log_tail(200).splitlines()
+             if '"request.declined"' in line]
+    assert [(x["txn_seq"], x["code"]) for x in lines] == [
+        (request.txn_seq, RC(code).name.lower()) for request, code in cases]
+    assert all(x["terminal_id"] == SUPERMARKET_TERMINAL and x["lsn"] > 0 for x in lines)
 
 
 def test_fixed_price_till_charges_its_price(site: Site) -> None:
