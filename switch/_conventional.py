@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from ledger_ext import PURCHASE
+from switch._answer import Answer
 
 SETUP_SQL = """
 CREATE TABLE IF NOT EXISTS conv_balances (
@@ -39,19 +40,6 @@ INSERT_SQL = (
     " now_s) VALUES (nextval('conv_lsn'), 1, $1, $2, $3, 0, $4, $5, $6, 1, 1, $7, $8, 0, $9, 0,"
     " $10, 0, 0, $11)"
 )
-
-
-class ConventionalAnswer:
-    __slots__ = ("amount_fen", "code", "kind", "lsn", "main_fen", "subsidy_fen", "txn_seq")
-
-    def __init__(self, txn_seq: int, code: int, amount_fen: int, main_fen: int) -> None:
-        self.kind = PURCHASE
-        self.code = code
-        self.txn_seq = txn_seq
-        self.amount_fen = amount_fen
-        self.main_fen = main_fen
-        self.subsidy_fen = 0
-        self.lsn = 0
 
 
 class ConventionalHandler:
@@ -88,7 +76,7 @@ class ConventionalHandler:
                 )
         except (OSError, asyncpg.PostgresError):
             code, balance = 96, None  # SYSTEM_ERROR: not committed; retry with the same txn_seq
-        session.answer_nowait(ConventionalAnswer(ev.txn_seq, code, amount, balance or 0))
+        session.answer_nowait(Answer(PURCHASE, code, ev.txn_seq, amount, balance or 0))
         session.flush()
 
     async def close(self) -> None:

@@ -24,6 +24,7 @@ from migrations import check_schema
 from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
+from switch._answer import Answer
 from switch._conventional import ConventionalHandler
 from switch._errors import JournalError, RecoveryError
 from switch._journal import Journal
@@ -43,34 +44,8 @@ class _Stop(Exception):
     """Raised inside the TaskGroup to end it after a graceful drain."""
 
 
-class JournalAnswer:
-    """An answer read back from the journal, shaped like an Outcome for `answer_nowait`."""
-
-    __slots__ = ("amount_fen", "code", "kind", "lsn", "main_fen", "subsidy_fen", "txn_seq")
-
-    def __init__(self, row: Any) -> None:
-        self.kind = row["kind"]
-        self.code = row["code"]
-        self.txn_seq = row["txn_seq"]
-        self.amount_fen = row["amount_fen"]
-        self.main_fen = row["main_fen"]
-        self.subsidy_fen = row["subsidy_fen"]
-        self.lsn = 0
-
-
 SYSTEM_ERROR = int(ocp.ResponseCode.SYSTEM_ERROR)
-
-
-class _Busy:
-    """An answer refusing one request for now (BUSY, or SYSTEM_ERROR): retry, same txn_seq."""
-
-    __slots__ = ("amount_fen", "code", "kind", "lsn", "main_fen", "subsidy_fen", "txn_seq")
-
-    def __init__(self, txn_seq: int, code: int = int(ocp.ResponseCode.BUSY)) -> None:
-        self.kind = 0
-        self.code = code
-        self.txn_seq = txn_seq
-        self.amount_fen = self.main_fen = self.subsidy_fen = self.lsn = 0
+BUSY = int(ocp.ResponseCode.BUSY)
 
 
 class Runtime:
@@ -123,7 +98,7 @@ class Runtime:
         try:
             self._old_lookups.put_nowait((session, outcome, self.ledger.lsn))
         except asyncio.QueueFull:
-            session.answer_nowait(_Busy(outcome.txn_seq))
+            session.answer_nowait(Answer.refusal(outcome.txn_seq, BUSY))
             session.flush()
 
     def close_after_answers(self, session: TerminalSession) -> None:
@@ -156,11 +131,11 @@ class Runtime:
                         _OLD_ANSWER_SQL, session.terminal_id, outcome.txn_seq
                     )
                 if row is not None:
-                    answer = JournalAnswer(row)
+                    answer = Answer.from_journal(row)
             except (OSError, asyncpg.PostgresError) as exc:  # includes TimeoutError
                 self.log.warning("journal.lookup_failed", terminal_id=session.terminal_id,
                                  txn_seq=outcome.txn_seq, error=str(exc))
-                answer = _Busy(outcome.txn_seq, SYSTEM_ERROR)
+                answer = Answer.refusal(outcome.txn_seq, SYSTEM_ERROR)
             session.answer_nowait(answer)
             session.flush()
             session.resume_if_drained()

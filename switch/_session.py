@@ -21,6 +21,7 @@ from switch import (
     limits,
 )
 from switch import _metrics as metrics
+from switch._answer import REFUSAL
 
 if TYPE_CHECKING:
     from switch._masterdata import TerminalInfo
@@ -191,7 +192,7 @@ class TerminalSession(asyncio.Protocol):
         if code == TXN_SEQ_TOO_OLD:
             msg: Any = ocp.Error(code, o.txn_seq, "txn_seq (or the original it names) is too "
                                  "old and not in the journal")
-        elif kind == 0:  # refused for now (BUSY / SYSTEM_ERROR): retry with the same txn_seq
+        elif kind == REFUSAL:  # refused for now (BUSY / SYSTEM_ERROR): retry, same txn_seq
             msg = ocp.Error(code, o.txn_seq, "retry later with the same txn_seq")
         elif kind == PURCHASE:
             # amount_fen is what was charged: 0 on a decline (the journal keeps the request's).
