@@ -313,17 +313,34 @@ class LoadGenerator:
             while any(t.sent_at for t in self.terms if not t.closed):
                 await asyncio.sleep(0.01)
 
+    def start_closed_loop(self, depth: int = 1) -> None:
+        """Keep `depth` requests outstanding per terminal until stop_closed_loop()."""
+        self._closed_loop = True
+        for t in self.terms:
+            for _ in range(depth):
+                t.send_request()
+
+    def stop_closed_loop(self) -> None:
+        self._closed_loop = False
+
+    async def wait_answered(self, count: int) -> None:
+        """Wait until `count` answers have arrived (the caller sets the deadline)."""
+        while self.answered < count:
+            await asyncio.sleep(0.005)
+
+    async def wait_disconnected(self) -> None:
+        """Wait until the switch has closed every terminal's connection."""
+        while not all(t.closed for t in self.terms):
+            await asyncio.sleep(0.01)
+
     async def closed_loop(self, seconds: float, *, depth: int = 1,
                           warmup_seconds: float = 0.0,
                           on_measure_start: Callable[[], None] | None = None,
                           on_measure_end: Callable[[], None] | None = None) -> GeneratorReport:
         self._reset()
-        self._closed_loop = True
         if warmup_seconds:
             self._recording = False
-        for t in self.terms:
-            for _ in range(depth):
-                t.send_request()
+        self.start_closed_loop(depth)
         if warmup_seconds:
             await asyncio.sleep(warmup_seconds)
             self._reset()

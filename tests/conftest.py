@@ -8,6 +8,7 @@ import pytest
 
 from migrations import apply_migrations
 from tests.pg import TestServer
+from tests.switch_site import Site
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +45,15 @@ def db_dsn(pg_server: TestServer, migrated_template: str) -> str:
 @pytest.fixture
 def empty_db_dsn(pg_server: TestServer) -> str:
     return pg_server.new_database()
+
+
+@pytest.fixture
+def site(db_dsn: str) -> Iterator[Site]:
+    """The default seeded site (300 cardholders, 10 POS) with its switch running."""
+    s = Site(db_dsn)
+    s.start()
+    try:
+        yield s
+    finally:
+        if s.switch is not None:
+            s.switch.stop()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
+from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.audit import AuditReport, audit_conservation
 from onecard.harness import SwitchProcess
 from onecard.seed import SeedPlan, SeedResult, seed_site
@@ -23,6 +26,31 @@ EAST_PARK_TERMINAL = 4
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def drive_until(site: Site, pool: CardPool, *, depth: int, answers: int,
+                      then: Callable[[], Awaitable[None]]) -> LoadGenerator:
+    """Every terminal of the site pipelines `depth` requests in a closed loop; once `answers`
+    have arrived, `then` runs (kill, stop, break the database); return when the switch has
+    closed every connection. The generator records every request and answer."""
+    assert site.switch is not None
+    specs = [TerminalSpec(t, site.key(t)) for t in site.seed.terminals]
+    gen = LoadGenerator(site.switch.host, site.switch.port, specs, pool, record=True)
+    await gen.connect()
+    gen.start_closed_loop(depth)
+    async with asyncio.timeout(120):
+        await gen.wait_answered(answers)
+    await then()
+    async with asyncio.timeout(60):
+        await gen.wait_disconnected()
+    gen.stop_closed_loop()
+    return gen
 
 
 async def _fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -6,7 +6,6 @@ a counter, and changes no balance and no journal row beyond a recorded decline.
 
 from __future__ import annotations
 
-import socket
 import struct
 import urllib.request
 from collections.abc import Iterator
@@ -15,21 +14,15 @@ import msgspec
 import pytest
 
 from protocols import ocp
-from tests.switch_site import FREE_CANTEEN_TERMINAL, Site
+from tests.switch_site import FREE_CANTEEN_TERMINAL, Site, free_port
 
 RC = ocp.ResponseCode
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def site(pg_server, migrated_template) -> Iterator[Site]:  # type: ignore[no-untyped-def]
     s = Site(pg_server.new_database(template=migrated_template))
-    s.metrics_port = _free_port()  # type: ignore[attr-defined]
+    s.metrics_port = free_port()  # type: ignore[attr-defined]
     s.start(extra_env={"ONECARD_METRICS_PORT": str(s.metrics_port)})  # type: ignore[attr-defined]
     try:
         yield s

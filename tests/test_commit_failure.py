@@ -8,10 +8,10 @@ import time
 
 import asyncpg
 
-from loadtest import CardPool, LoadGenerator, TerminalSpec
+from loadtest import CardPool, LoadGenerator
 from onecard.seed import SeedPlan
 from protocols import ocp
-from tests.switch_site import Site
+from tests.switch_site import Site, drive_until
 
 
 async def _kill_journal_backend(dsn: str) -> int:
@@ -26,25 +26,13 @@ async def _kill_journal_backend(dsn: str) -> int:
 
 
 async def _drive(site: Site) -> LoadGenerator:
-    assert site.switch is not None
-    specs = [TerminalSpec(t, site.key(t)) for t in site.seed.terminals]
-    gen = LoadGenerator(site.switch.host, site.switch.port, specs,
-                        CardPool(cards=site.seed.cards, amount_fen_min=1, amount_fen_max=50),
-                        record=True)
-    await gen.connect()
-    gen._closed_loop = True
-    for t in gen.terms:
-        t.send_request()
-    async with asyncio.timeout(60):
-        while gen.answered < 2_000:
-            await asyncio.sleep(0.005)
-    assert await _kill_journal_backend(site.dsn) == 1
-    # The switch drops every connection rather than answer from a state that is not durable.
-    async with asyncio.timeout(60):
-        while not all(t.closed for t in gen.terms):
-            await asyncio.sleep(0.01)
-    gen._closed_loop = False
-    return gen
+    async def break_journal() -> None:
+        assert await _kill_journal_backend(site.dsn) == 1
+
+    # After the kill the switch drops every connection rather than answer from a state that
+    # is not durable: drive_until returns once they are all closed.
+    pool = CardPool(cards=site.seed.cards, amount_fen_min=1, amount_fen_max=50)
+    return await drive_until(site, pool, depth=1, answers=2_000, then=break_journal)
 
 
 def test_a_failed_commit_drops_connections_then_recovers_exactly_once(db_dsn: str) -> None:

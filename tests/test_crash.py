@@ -16,10 +16,10 @@ from typing import Any
 
 import asyncpg
 
-from loadtest import CardPool, LoadGenerator, TerminalSpec
+from loadtest import CardPool, LoadGenerator
 from onecard.seed import SeedPlan
 from protocols import ocp
-from tests.switch_site import Site
+from tests.switch_site import Site, drive_until
 
 ANSWERS_BEFORE_KILL = 4_000
 
@@ -32,25 +32,16 @@ def _result_of(ev: Any) -> tuple[int, int, int]:
 
 
 async def _drive_until_killed(site: Site) -> LoadGenerator:
-    assert site.switch is not None
-    specs = [TerminalSpec(t, site.key(t)) for t in site.seed.terminals]
     pool = CardPool(cards=site.seed.cards, amount_fen_min=1, amount_fen_max=400,
                     reversal_share=0.05, inquiry_share=0.02)
-    gen = LoadGenerator(site.switch.host, site.switch.port, specs, pool, record=True)
-    await gen.connect()
-    gen._closed_loop = True
-    for t in gen.terms:
-        for _ in range(4):  # pipelining: four requests outstanding per terminal
-            t.send_request()
-    async with asyncio.timeout(120):
-        while gen.answered < ANSWERS_BEFORE_KILL:
-            await asyncio.sleep(0.005)
-    assert site.switch.proc is not None
-    site.switch.proc.send_signal(signal.SIGKILL)
-    async with asyncio.timeout(60):
-        while not all(t.closed for t in gen.terms):
-            await asyncio.sleep(0.01)
-    gen._closed_loop = False
+
+    async def kill() -> None:
+        assert site.switch is not None and site.switch.proc is not None
+        site.switch.proc.send_signal(signal.SIGKILL)
+
+    # Pipelining: four requests outstanding per terminal when the switch dies.
+    gen = await drive_until(site, pool, depth=4, answers=ANSWERS_BEFORE_KILL, then=kill)
+    assert site.switch is not None
     site.switch.wait(30)
     return gen
 

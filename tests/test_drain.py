@@ -5,31 +5,18 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from loadtest import CardPool, LoadGenerator, TerminalSpec
+from loadtest import CardPool, LoadGenerator
 from onecard.seed import SeedPlan
-from tests.switch_site import Site
+from tests.switch_site import Site, drive_until
 
 
 async def _drive_then_stop(site: Site) -> LoadGenerator:
-    assert site.switch is not None and site.switch.proc is not None
-    specs = [TerminalSpec(t, site.key(t)) for t in site.seed.terminals]
-    gen = LoadGenerator(site.switch.host, site.switch.port, specs,
-                        CardPool(cards=site.seed.cards, amount_fen_min=1, amount_fen_max=100),
-                        record=True)
-    await gen.connect()
-    gen._closed_loop = True
-    for t in gen.terms:
-        for _ in range(8):
-            t.send_request()
-    async with asyncio.timeout(60):
-        while gen.answered < 3_000:
-            await asyncio.sleep(0.005)
-    site.switch.proc.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(60):
-        while not all(t.closed for t in gen.terms):
-            await asyncio.sleep(0.01)
-    gen._closed_loop = False
-    return gen
+    async def terminate() -> None:
+        assert site.switch is not None and site.switch.proc is not None
+        site.switch.proc.send_signal(signal.SIGTERM)
+
+    pool = CardPool(cards=site.seed.cards, amount_fen_min=1, amount_fen_max=100)
+    return await drive_until(site, pool, depth=8, answers=3_000, then=terminate)
 
 
 def test_sigterm_answers_everything_it_journaled_and_checkpoints(db_dsn: str) -> None:

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 
 from onecard.cli import main as onecard_main
 from protocols import ocp
-from tests.switch_site import FREE_CANTEEN_TERMINAL, Site
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.switch_site import FREE_CANTEEN_TERMINAL, Site, free_port
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -23,7 +16,7 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 def test_health_readiness_metrics_and_status(db_dsn: str, capsys) -> None:  # type: ignore[no-untyped-def]
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     site = Site(db_dsn)
     site.start(extra_env={"ONECARD_METRICS_PORT": str(port)})
@@ -55,7 +48,7 @@ def test_readyz_is_503_while_the_switch_is_not_serving() -> None:
         def readiness(self) -> dict[str, object]:
             return {"ready": False, "phase": "recovering"}
 
-    port = _free_port()
+    port = free_port()
     server = start_health_server("127.0.0.1", port, Recovering())
     try:
         try:

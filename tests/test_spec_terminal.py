@@ -16,7 +16,6 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -468,17 +467,6 @@ def test_decoder_defaults_and_unknown_trailing_fields() -> None:
 # =============================================================================================
 # 2. Against the running switch
 # =============================================================================================
-@pytest.fixture
-def site(db_dsn: str) -> Iterator[Site]:
-    s = Site(db_dsn)
-    s.start()
-    try:
-        yield s
-    finally:
-        if s.switch is not None:
-            s.switch.stop()
-
-
 def connect(site: Site, terminal_id: int = FREE_CANTEEN_TERMINAL,
             key: bytes | None = None) -> Terminal:
     assert site.switch is not None

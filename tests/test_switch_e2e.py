@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -19,17 +18,6 @@ from tests.switch_site import (
 )
 
 RC = ocp.ResponseCode
-
-
-@pytest.fixture
-def site(db_dsn: str) -> Iterator[Site]:
-    s = Site(db_dsn)
-    s.start()
-    try:
-        yield s
-    finally:
-        if s.switch is not None:
-            s.switch.stop()
 
 
 def test_one_purchase_is_approved_journaled_and_answered_with_the_balance(site: Site) -> None:
