@@ -83,10 +83,10 @@ class Journal:
         self._wakeup.set()
 
     def answer_when_durable(self, session: Answerable, outcome: Outcome) -> None:
-        """Answer a repeat: now if its row is committed, else right after its batch commits."""
+        """Answer a repeat: now if its row is committed (the caller, a session's data_received,
+        flushes once for the whole chunk), else right after its batch commits."""
         if outcome.lsn <= self.durable_lsn:
-            session.answer_nowait(outcome)
-            session.flush()
+            session.answer_nowait(outcome)  # written with the rest when data_received ends
         else:
             self._replies.append((session, outcome))
             self._wakeup.set()
