@@ -32,9 +32,22 @@ def render_status(base_url: str) -> tuple[bool, str]:
     requests: dict[tuple[str, str], float] = {}
     errors: dict[str, float] = {}
     batches = rows = 0.0
+    kinds: dict[str, float] = {}
+    gauges: dict[str, float] = {}
+    buckets: dict[str, list[tuple[float, float]]] = {}
     for family in text_string_to_metric_families(metrics.decode()):
         for sample in family.samples:
-            if sample.name == "onecard_requests_total":
+            if sample.name == "onecard_request_stage_duration_seconds_bucket":
+                buckets.setdefault(sample.labels["stage"], []).append(
+                    (float(sample.labels["le"]), sample.value))
+            elif sample.name == "onecard_request_duration_seconds_bucket":
+                buckets.setdefault("end to end", []).append(
+                    (float(sample.labels["le"]), sample.value))
+            elif sample.name == "onecard_terminals_connected":
+                kinds[sample.labels["kind"]] = sample.value
+            elif sample.name in _GAUGES:
+                gauges[sample.name] = sample.value
+            elif sample.name == "onecard_requests_total":
                 requests[(sample.labels["type"], sample.labels["code"])] = sample.value
             elif sample.name == "onecard_protocol_errors_total":
                 errors[sample.labels["code"]] = sample.value
@@ -42,6 +55,19 @@ def render_status(base_url: str) -> tuple[bool, str]:
                 batches = sample.value
             elif sample.name == "onecard_journal_batch_rows_sum":
                 rows = sample.value
+    if kinds:
+        lines.append("  terminals by kind     " + ", ".join(
+            f"{kind} {n:,.0f}" for kind, n in sorted(kinds.items()) if n))
+    if gauges:
+        lines.append("  balance cache         " + ", ".join(
+            f"{label} {gauges[name]:,.0f}" for name, label in _GAUGES.items() if name in gauges))
+    if any(b[-1][1] for b in buckets.values()):
+        lines.append("  latency since start (sampled)   p50        p99        requests timed")
+        for stage in ("decode", "authorize", "commit_wait", "end to end"):
+            merged = _merge(buckets.get(stage, []))
+            if merged and merged[-1][1]:
+                lines.append(f"    {stage:<28} {_ms(quantile(0.5, merged)):>9} "
+                             f"{_ms(quantile(0.99, merged)):>10} {merged[-1][1]:>16,.0f}")
     if requests:
         lines.append("  requests answered since start:")
         for (kind, name), n in sorted(requests.items(), key=lambda kv: -kv[1]):
@@ -53,3 +79,40 @@ def render_status(base_url: str) -> tuple[bool, str]:
     if batches:
         lines.append(f"  group commits         {batches:,.0f} ({rows / batches:.1f} rows each)")
     return code == 200, "\n".join(lines)
+
+
+_GAUGES = {
+    "onecard_ledger_accounts": "accounts",
+    "onecard_ledger_cards": "cards",
+    "onecard_ledger_holds_outstanding": "holds",
+    "onecard_ledger_memory_bytes": "bytes",
+}
+
+
+def _merge(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Cumulative buckets of several label sets (end to end is kept per type) added up."""
+    total: dict[float, float] = {}
+    for le, n in points:
+        total[le] = total.get(le, 0.0) + n
+    return sorted(total.items())
+
+
+def quantile(q: float, cumulative: list[tuple[float, float]]) -> float:
+    """The q-quantile of a cumulative histogram [(le, count)...], interpolated inside a bucket
+    the way PromQL's histogram_quantile does (the +Inf bucket answers its lower bound)."""
+    count = cumulative[-1][1]
+    rank = q * count
+    lower_le, lower_n = 0.0, 0.0
+    for le, n in cumulative:
+        if n >= rank:
+            if le == float("inf"):
+                return lower_le
+            if n == lower_n:
+                return le
+            return lower_le + (le - lower_le) * (rank - lower_n) / (n - lower_n)
+        lower_le, lower_n = le, n
+    return lower_le
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms" if seconds < 0.01 else f"{seconds * 1000:.1f} ms"

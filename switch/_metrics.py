@@ -34,13 +34,47 @@ journal_commit_seconds = Histogram(
     "Time to COPY and COMMIT one group-commit batch.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
+# Latency of sampled requests (one in `latency_sample_every`, a setting): timing every request
+# would cost more than a purchase's whole decision. Stages, each from the switch's clock:
+#   decode       frame bytes -> message (MAC check included)
+#   authorize    the decision in the balance cache
+#   commit_wait  decided -> its group commit returned and the answer is written
+# and end to end: the chunk of bytes arrived -> the answer is written.
+_LATENCY_BUCKETS = (
+    0.000002, 0.000005, 0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002,
+    0.005, 0.01, 0.015, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+)
+STAGES = ("decode", "authorize", "commit_wait")
+request_stage_seconds = Histogram(
+    "onecard_request_stage_duration_seconds",
+    "Time a sampled request spent in each stage of the switch (decode, authorize, commit_wait).",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+request_seconds = Histogram(
+    "onecard_request_duration_seconds",
+    "Sampled requests: bytes arrived at the switch -> answer written, by message type.",
+    ["type"],
+    buckets=_LATENCY_BUCKETS,
+)
 journal_rows_total = Counter("onecard_journal_rows_total", "Journal rows committed.")
 journal_failures_total = Counter(
     "onecard_journal_failures_total", "Group commits that failed (the switch then recovered)."
 )
-terminals_connected = Gauge("onecard_terminals_connected", "Terminal connections signed on.")
+terminals_connected = Gauge(
+    "onecard_terminals_connected", "Terminals signed on, by terminal kind.", ["kind"]
+)
+# ocp.TerminalKind values -> label values; a kind outside the set counts as "other".
+TERMINAL_KINDS = {1: "pos", 2: "kiosk", 3: "door", 4: "attendance", 5: "water", 6: "admin"}
 connections_open = Gauge("onecard_connections_open", "TCP connections open on the listener.")
 ledger_accounts = Gauge("onecard_ledger_accounts", "Accounts in the balance cache.")
+ledger_cards = Gauge("onecard_ledger_cards", "Cards in the balance cache's card index.")
+ledger_holds = Gauge("onecard_ledger_holds_outstanding", "Holds not yet captured, released or "
+                     "expired.")
+ledger_memory_bytes = Gauge("onecard_ledger_memory_bytes",
+                            "C memory of the balance cache (accounts, merchants, card index).")
+ledger_window_entries = Gauge("onecard_ledger_window_entries",
+                              "Outcomes kept in the per-terminal idempotency windows.")
 ledger_lsn = Gauge("onecard_ledger_lsn", "Journal sequence number last decided.")
 durable_lsn = Gauge("onecard_journal_durable_lsn", "Journal sequence number last committed.")
 checkpoint_seconds = Histogram(

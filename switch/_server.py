@@ -31,7 +31,7 @@ from switch._journal import Journal
 from switch._logging import get_logger
 from switch._masterdata import MasterData, TerminalInfo
 from switch._recovery import recover
-from switch._session import TerminalSession
+from switch._session import TerminalSession, request_id
 from switch._settings import SwitchSettings
 
 _OLD_ANSWER_SQL = (
@@ -133,7 +133,9 @@ class Runtime:
                 if row is not None:
                     answer = Answer.from_journal(row)
             except (OSError, asyncpg.PostgresError) as exc:  # includes TimeoutError
-                self.log.warning("journal.lookup_failed", terminal_id=session.terminal_id,
+                self.log.warning("journal.lookup_failed",
+                                 request_id=request_id(session.terminal_id, outcome.txn_seq),
+                                 terminal_id=session.terminal_id,
                                  txn_seq=outcome.txn_seq, error=str(exc))
                 answer = Answer.refusal(outcome.txn_seq, SYSTEM_ERROR)
             session.answer_nowait(answer)
@@ -142,8 +144,10 @@ class Runtime:
 
     async def _sweeper(self) -> None:
         idle_max = 3 * self.settings.heartbeat_interval_seconds
+        ticks = 0
         while True:
             await asyncio.sleep(1.0)
+            ticks += 1
             now = time.monotonic()
             for session in list(self.connections):
                 if now - session.last_seen > idle_max and not session.closed:
@@ -156,6 +160,18 @@ class Runtime:
                     self._closing_after_answers.discard(session)
             metrics.ledger_lsn.set(self.ledger.lsn)
             metrics.durable_lsn.set(self.journal.durable_lsn)
+            if ticks % limits.LEDGER_GAUGES_EVERY_SECONDS == 1:
+                self.update_ledger_gauges()
+
+    def update_ledger_gauges(self) -> None:
+        """Balance-cache gauges. statistics() walks every idempotency window (a few ms at
+        thousands of terminals), so this runs every few seconds, not per request."""
+        st = self.ledger.statistics()
+        metrics.ledger_accounts.set(st.accounts)
+        metrics.ledger_cards.set(st.cards)
+        metrics.ledger_holds.set(st.holds)
+        metrics.ledger_memory_bytes.set(st.memory_bytes)
+        metrics.ledger_window_entries.set(st.window_entries)
 
     async def _checkpointer(self, pool: asyncpg.Pool) -> None:
         settings = self.settings
@@ -217,16 +233,23 @@ class Runtime:
             metrics.journal_rows_total.inc(rows)
         counts: dict[tuple[int, int], int] = {}
         log = self.log
+        trace = self.settings.log_level == "debug"
         for _, o in replies:
             key = (o.kind, o.code)
             counts[key] = counts.get(key, 0) + 1
             if o.code and not o.repeat:
                 # A decline is a result, not an error, but the card office asks about it: one
                 # line each, naming the request (terminal, txn_seq) and its journal row (lsn).
-                log.info("request.declined", terminal_id=o.terminal_id, txn_seq=o.txn_seq,
+                log.info("request.declined", request_id=request_id(o.terminal_id, o.txn_seq),
+                         terminal_id=o.terminal_id, txn_seq=o.txn_seq,
                          lsn=o.lsn, type=metrics.REQUEST_TYPES.get(o.kind, "other"),
                          code=metrics.CODE_NAMES.get(o.code, str(o.code)),
                          account_id=o.account_id, merchant_id=o.merchant_id)
+            elif trace:
+                # Approved requests are logged only at debug level (tracing one terminal).
+                log.debug("request.approved", request_id=request_id(o.terminal_id, o.txn_seq),
+                          lsn=o.lsn, type=metrics.REQUEST_TYPES.get(o.kind, "other"),
+                          amount_fen=o.amount_fen, repeat=bool(o.repeat))
         for (kind, code), n in counts.items():
             metrics.requests_total.labels(
                 metrics.REQUEST_TYPES.get(kind, "other"), metrics.CODE_NAMES.get(code, "other")
@@ -279,7 +302,7 @@ class Runtime:
             )
             metrics.recovery_seconds.set(report.seconds)
             metrics.recovery_replayed_rows.set(report.replayed_rows)
-            metrics.ledger_accounts.set(report.accounts)
+            self.update_ledger_gauges()
             self.log.info("switch.recovered", **{
                 f: getattr(report, f) for f in report.__struct_fields__
             })

@@ -37,16 +37,30 @@ _PurchaseResult = ocp.PurchaseResult
 _ReversalResult = ocp.ReversalResult
 _BalanceResult = ocp.BalanceResult
 _RC = ocp.ResponseCode
+_perf = time.perf_counter
+_observe_decode = metrics.request_stage_seconds.labels("decode").observe
+_observe_authorize = metrics.request_stage_seconds.labels("authorize").observe
+_observe_commit_wait = metrics.request_stage_seconds.labels("commit_wait").observe
+
+
+def request_id(terminal_id: int, txn_seq: int) -> str:
+    """The id of one request, in logs and metrics exemplars: "<terminal_id>:<txn_seq>". It is
+    the journal's unique key (terminal_id, txn_seq), so a log line leads to its journal row and
+    the terminal's own receipt (which prints txn_seq) leads to both."""
+    return f"{terminal_id}:{txn_seq}"
 
 
 class TerminalSession(asyncio.Protocol):
     __slots__ = (
         "_conn",
+        "_countdown",
+        "_kind_gauge",
         "_out",
         "_outstanding",
         "_paused",
         "_pending_terminal",
         "_rt",
+        "_timed",
         "_transport",
         "closed",
         "last_seen",
@@ -64,6 +78,11 @@ class TerminalSession(asyncio.Protocol):
         self._outstanding = 0
         self._paused = False
         self._pending_terminal: TerminalInfo | None = None
+        # Latency sampling: requests left until the next timed one; the timed ones in flight,
+        # txn_seq -> (bytes arrived, decided), both time.perf_counter().
+        self._countdown = runtime.settings.latency_sample_every
+        self._timed: dict[int, tuple[float, float]] = {}
+        self._kind_gauge: Any = None
         self.terminal_id = 0
         self.merchant_id = 0
         self.closed = False
@@ -98,7 +117,7 @@ class TerminalSession(asyncio.Protocol):
             metrics.connections_open.dec()
         if self.terminal_id and rt.sessions.get(self.terminal_id) is self:
             del rt.sessions[self.terminal_id]
-            metrics.terminals_connected.dec()
+            self._kind_gauge.dec()
             self.log.info("ocp.session_closed", terminal_id=self.terminal_id, peer=self.peer)
 
     def pause_writing(self) -> None:
@@ -119,6 +138,7 @@ class TerminalSession(asyncio.Protocol):
         rt = self._rt
         ledger = rt.ledger
         journal = rt.journal
+        arrived = _perf()
         now_s = int(time.time())
         self.last_seen = time.monotonic()
         conn.receive_data(data)
@@ -126,7 +146,15 @@ class TerminalSession(asyncio.Protocol):
         merchant_id = self.merchant_id
         outstanding = self._outstanding
         conventional = rt.conventional
+        countdown = self._countdown
+        t0 = t1 = 0.0
         while True:
+            # Sampling: when the countdown has run out, the next request is timed (a control
+            # message or a partial frame leaves it run out, so the request after it is).
+            countdown -= 1
+            timed = countdown <= 0
+            if timed:
+                t0 = _perf()
             try:
                 ev: Any = conn.next_event()
             except ocp.InvalidField as exc:
@@ -140,6 +168,8 @@ class TerminalSession(asyncio.Protocol):
                 return
             if ev is _NEED_DATA:
                 break
+            if timed:
+                t1 = _perf()
             if ev is _CLOSED:  # the terminal signed off, sent a closing Error, or hung up
                 self.close()
                 return
@@ -166,6 +196,12 @@ class TerminalSession(asyncio.Protocol):
                 continue
             outstanding += 1
             self._outstanding = outstanding
+            if timed:
+                t2 = _perf()
+                countdown = rt.settings.latency_sample_every
+                self._timed[o.txn_seq] = (arrived, t2)
+                _observe_decode(t1 - t0)
+                _observe_authorize(t2 - t1)
             if o.repeat:
                 journal.answer_when_durable(self, o)
             elif o.code == TXN_SEQ_TOO_OLD:
@@ -173,6 +209,7 @@ class TerminalSession(asyncio.Protocol):
             else:
                 journal.submit(self, o)
             outstanding = self._outstanding
+        self._countdown = countdown
         if (outstanding >= limits.PIPELINE_REQUESTS_MAX or journal.congested) and not self._paused:
             self._paused = True
             assert self._transport is not None
@@ -189,6 +226,8 @@ class TerminalSession(asyncio.Protocol):
             return
         kind = o.kind
         code = o.code
+        if self._timed:
+            self._observe_answered(o.txn_seq, kind)
         if code == TXN_SEQ_TOO_OLD:
             msg: Any = ocp.Error(code, o.txn_seq, "txn_seq (or the original it names) is too "
                                  "old and not in the journal")
@@ -210,6 +249,15 @@ class TerminalSession(asyncio.Protocol):
         else:  # an outcome kind this connection cannot have asked for
             msg = ocp.Error(_RC.SYSTEM_ERROR, o.txn_seq, "unexpected outcome kind")
         self._out.append(self._conn.send(msg))
+
+    def _observe_answered(self, txn_seq: int, kind: int) -> None:
+        times = self._timed.pop(txn_seq, None)
+        if times is not None:
+            now = _perf()
+            _observe_commit_wait(now - times[1])
+            metrics.request_seconds.labels(metrics.REQUEST_TYPES.get(kind, "other")).observe(
+                now - times[0]
+            )
 
     def flush(self) -> None:
         out = self._out
@@ -291,10 +339,13 @@ class TerminalSession(asyncio.Protocol):
         if old is not None and old is not self:
             self.log.info("ocp.session_superseded", terminal_id=info.terminal_id, peer=old.peer)
             rt.sessions.pop(info.terminal_id)
-            metrics.terminals_connected.dec()
+            old._kind_gauge.dec()
             old.close()
         rt.sessions[info.terminal_id] = self
-        metrics.terminals_connected.inc()
+        self._kind_gauge = metrics.terminals_connected.labels(
+            metrics.TERMINAL_KINDS.get(info.kind, "other")
+        )
+        self._kind_gauge.inc()
         last = rt.ledger.last_txn_seq(info.terminal_id)
         self._out.append(
             self._conn.send(
@@ -320,15 +371,21 @@ class TerminalSession(asyncio.Protocol):
     def _refuse(self, code: int, txn_seq: int, detail: str) -> None:
         """Refuse one request of an authenticated terminal; the connection stays."""
         metrics.protocol_errors_total.labels(metrics.CODE_NAMES.get(code, str(code))).inc()
-        self.log.warning("ocp.request_refused", terminal_id=self.terminal_id, code=int(code),
-                         txn_seq=txn_seq, detail=detail)
+        self.log.warning("ocp.request_refused", request_id=request_id(self.terminal_id, txn_seq),
+                         terminal_id=self.terminal_id, code=int(code), txn_seq=txn_seq,
+                         detail=detail)
         self._out.append(self._conn.send(ocp.Error(code, txn_seq, detail[:200])))
 
     def _protocol_error(self, exc: ocp.OcpRemoteError) -> None:
         code = int(exc.response_code)
         metrics.protocol_errors_total.labels(metrics.CODE_NAMES.get(code, str(code))).inc()
+        # A forged or altered frame (bad MAC) and a replayed or skipped one (sequence) are
+        # security events: somebody may be attacking the terminal link.
+        security = isinstance(exc, (ocp.BadMac, ocp.SequenceError))
         self.log.warning(
-            "ocp.protocol_error",
+            "ocp.security_violation" if security else "ocp.protocol_error",
+            reason="bad_mac" if isinstance(exc, ocp.BadMac) else (
+                "replay_or_sequence" if security else "malformed"),
             terminal_id=self.terminal_id,
             peer=self.peer,
             code=code,

@@ -28,6 +28,11 @@ OLD_LOOKUP_QUEUE_MAX = 1024
 REPLAY_FETCH_ROWS_MAX = 20_000
 # Checkpoints kept in the database (older ones are deleted).
 CHECKPOINTS_KEPT_MAX = 3
+# One request in this many is timed per stage for the latency histograms (setting
+# latency_sample_every). At 50,000 requests/s that is ~3,000 samples a second.
+LATENCY_SAMPLE_EVERY = 16
+# Seconds between updates of the balance-cache gauges (cards, holds, windows, memory).
+LEDGER_GAUGES_EVERY_SECONDS = 5
 # Bytes buffered for writing to one terminal before it counts as too slow and is closed.
 WRITE_BUFFER_BYTES_MAX = 1 << 20
 

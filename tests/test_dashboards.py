@@ -48,14 +48,16 @@ def test_every_query_names_an_exported_metric_and_known_labels(path: Path) -> No
     dashboard = json.loads(path.read_text())
     codes = set(_metrics.CODE_NAMES.values())
     types = set(_metrics.REQUEST_TYPES.values())
+    known = {"code": codes, "type": types, "stage": set(_metrics.STAGES),
+             "kind": set(_metrics.TERMINAL_KINDS.values())}
     queries = _queries(dashboard)
     assert queries
     for title, panel, expr in queries:
         used = set(re.findall(r"\bonecard_[a-z0-9_]+", expr))
         assert used, f"{title}: {expr!r} names no onecard metric"
         assert used <= exported, f"{title}: {sorted(used - exported)} are not exported"
-        for label, value in re.findall(r'\b(code|type)!?=~?"([^"]+)"', expr):
-            assert value in (codes if label == "code" else types), f"{title}: {label}={value}"
+        for label, value in re.findall(r'\b(code|type|stage|kind)!?=~?"([^"]+)"', expr):
+            assert value in known[label], f"{title}: {label}={value}"
         assert panel["datasource"]["uid"] == DATASOURCE_UID, title  # type: ignore[index]
 
 
