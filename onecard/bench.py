@@ -25,8 +25,9 @@ import asyncpg
 import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
-from onecard.harness import SwitchProcess, fresh_database, run_fast
+from onecard.harness import SwitchProcess, free_port, fresh_database, run_fast
 from onecard.seed import CANTEEN_FREE, SeedPlan, seed_site
+from onecard.status import Samples, scrape, switch_figures
 from protocols import ocp
 from switch._conventional import SETUP_SQL
 
@@ -74,6 +75,9 @@ class BenchResult(msgspec.Struct):
     switch_cpu_pct: float
     switch_cpu_us_per_purchase: float
     switch_journal_rows_per_commit: float
+    # The switch's own histograms (sampled requests) over the open loop: end to end inside the
+    # switch, each stage, group commit latency, rows per commit. Latencies in ms.
+    switch_metrics_open_loop: dict[str, float]
     saturation_timeline: list[dict[str, float]]
     open_loop_timeline: list[dict[str, float]]
     fsync: str
@@ -114,7 +118,11 @@ async def _prepare(admin_dsn: str, options: BenchOptions) -> tuple[str, list[int
 
 async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards: list[int],
                             options: BenchOptions) -> dict[str, object]:
-    switch = SwitchProcess(dsn, master.hex(), extra_env={"ONECARD_LOG_LEVEL": "warning"}).start()
+    metrics_url = f"http://127.0.0.1:{free_port()}"
+    switch = SwitchProcess(dsn, master.hex(), extra_env={
+        "ONECARD_LOG_LEVEL": "warning", "ONECARD_METRICS_PORT": metrics_url.rsplit(":", 1)[1],
+    }).start()
+    scrapes: list[Samples] = []
     try:
         specs = [TerminalSpec(t, ocp.derive_terminal_key(master, t, 1)) for t in terminals]
         gen = LoadGenerator(switch.host, switch.port, specs, CardPool(cards=cards))
@@ -127,6 +135,7 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
             on_measure_start=lambda: cpu.append(switch.cpu_seconds()),
             on_measure_end=lambda: cpu.append(switch.cpu_seconds()),
         )
+        scrapes.append(scrape(metrics_url))
         switch_cpu_pct = 100.0 * (cpu[1] - cpu[0]) / sat.seconds
         cpu_us = 1e6 * (cpu[1] - cpu[0]) / max(1, sat.answered)
         print(f"  saturation: {sat.approved_tps:,.0f} durable purchases/s "
@@ -136,8 +145,12 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
         rate = max(1.0, sat.approved_tps / 2)
         print(f"  open loop at {rate:,.0f}/s for {options.seconds:g} s ...", flush=True)
         opn = await gen.open_loop(options.seconds, rate)
+        scrapes.append(scrape(metrics_url))
+        inside = switch_figures(scrapes[0], scrapes[1])
         print(f"  open loop: p50 {opn.p50_ms:.2f} ms, p99 {opn.p99_ms:.2f} ms, "
               f"p99.9 {opn.p999_ms:.2f} ms", flush=True)
+        print("  the switch's own metrics over the open loop: "
+              + ", ".join(f"{k} {v:g}" for k, v in inside.items()), flush=True)
         gen.close()
     finally:
         switch.stop()
@@ -150,7 +163,7 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
     finally:
         await conn.close()
     return {"sat": sat, "open": opn, "rows_per_commit": rows / batches if batches else 0.0,
-            "switch_cpu_pct": switch_cpu_pct, "cpu_us": cpu_us}
+            "switch_cpu_pct": switch_cpu_pct, "cpu_us": cpu_us, "inside": inside}
 
 
 async def _run_conventional(dsn: str, master: bytes, terminals: list[int], cards: list[int],
@@ -265,6 +278,7 @@ async def _bench(options: BenchOptions) -> BenchResult:
         switch_cpu_pct=round(float(phase["switch_cpu_pct"]), 1),  # type: ignore[arg-type]
         switch_cpu_us_per_purchase=round(float(phase["cpu_us"]), 2),  # type: ignore[arg-type]
         switch_journal_rows_per_commit=round(float(phase["rows_per_commit"]), 1),  # type: ignore[arg-type]
+        switch_metrics_open_loop=phase["inside"],  # type: ignore[arg-type]
         saturation_timeline=sat.timeline,  # type: ignore[attr-defined]
         open_loop_timeline=opn.timeline,  # type: ignore[attr-defined]
         fsync=fsync,

@@ -116,3 +116,56 @@ def quantile(q: float, cumulative: list[tuple[float, float]]) -> float:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms" if seconds < 0.01 else f"{seconds * 1000:.1f} ms"
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(base_url: str) -> Samples:
+    """Every sample of a switch's /metrics: (name, sorted labels) -> value."""
+    _, body = _get(base_url.rstrip("/") + "/metrics")
+    out: Samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def histogram_between(before: Samples, after: Samples, name: str,
+                      **match: str) -> list[tuple[float, float]]:
+    """The cumulative buckets of histogram `name` observed between two scrapes, summed over the
+    label sets that carry every `match` label."""
+    buckets: dict[float, float] = {}
+    for (sample, labels), value in after.items():
+        if sample != name + "_bucket":
+            continue
+        d = dict(labels)
+        if any(d.get(k) != v for k, v in match.items()):
+            continue
+        le = float(d["le"])
+        buckets[le] = buckets.get(le, 0.0) + value - before.get((sample, labels), 0.0)
+    return sorted(buckets.items())
+
+
+def switch_figures(before: Samples, after: Samples) -> dict[str, float]:
+    """What the switch's own metrics say about a measured interval (latencies in ms)."""
+    out: dict[str, float] = {}
+
+    def q(key: str, buckets: list[tuple[float, float]]) -> None:
+        if buckets and buckets[-1][1] > 0:
+            out[key + "_p50_ms"] = round(quantile(0.5, buckets) * 1000, 3)
+            out[key + "_p99_ms"] = round(quantile(0.99, buckets) * 1000, 3)
+
+    q("end_to_end", histogram_between(before, after, "onecard_request_duration_seconds"))
+    for stage in ("decode", "authorize", "commit_wait"):
+        q(stage, histogram_between(before, after, "onecard_request_stage_duration_seconds",
+                                   stage=stage))
+    q("group_commit", histogram_between(before, after, "onecard_journal_commit_duration_seconds"))
+    key_sum = ("onecard_journal_batch_rows_sum", ())
+    key_count = ("onecard_journal_batch_rows_count", ())
+    commits = after.get(key_count, 0.0) - before.get(key_count, 0.0)
+    if commits:
+        out["rows_per_commit"] = round(
+            (after.get(key_sum, 0.0) - before.get(key_sum, 0.0)) / commits, 1)
+        out["group_commits"] = commits
+    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import asyncpg
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.audit import AuditReport, audit_conservation
 from onecard.harness import SwitchProcess
+from onecard.harness import free_port as free_port  # re-exported for the tests
 from onecard.seed import SeedPlan, SeedResult, seed_site
 from protocols import ocp
 from tests.ocp_client import OcpClient
@@ -26,12 +26,6 @@ EAST_PARK_TERMINAL = 4
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def drive_until(site: Site, pool: CardPool, *, depth: int, answers: int,
