@@ -66,3 +66,10 @@ def test_the_scrape_config_and_provisioning_agree() -> None:
     assert "job_name: onecard-switch" in prometheus and "/metrics" in prometheus
     datasource = (ROOT / "ops" / "grafana" / "provisioning" / "datasources" / "onecard.yml")
     assert f"uid: {DATASOURCE_UID}" in datasource.read_text()
+
+
+def test_every_panel_is_explained_in_the_operations_guide() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            assert f"| {panel['title']} |" in guide, f"{panel['title']} is not in docs/operations.md"
