@@ -1,5 +1,12 @@
-"""Load on the switch: a lean asyncio OCP generator (for `onecard bench` and the demo) and,
-with issue 4, locust users."""
+"""Load on the switch: a lean asyncio OCP generator (for `onecard bench` and the demo), and
+locust users.
+
+The locust side is `loadtest/locustfile.py` and `loadtest/ocp_user.py`; only locust imports
+them, because importing locust monkey-patches the standard library for gevent. Importing this
+package never imports locust. Their locust-free parts: `loadtest.ocp_session` (one terminal on a
+blocking socket), `loadtest.load_plan` (which terminals and cards), `loadtest.site_catalog`
+(read those from PostgreSQL).
+"""
 
 from loadtest.generator import (
     CardPool,
