@@ -24,7 +24,7 @@ import socket
 import time
 from typing import Final
 
-from protocols import ocp
+from protocols import limits, ocp
 
 RECEIVE_BYTES_MAX: Final = 65_536
 """Largest read from the socket at once (the Connection buffers at most one partial frame)."""
@@ -49,6 +49,11 @@ class AnswerTimeout(SessionError):
 
 class SessionLost(SessionError):
     """The connection is gone (refused, reset, closed by the switch, or a protocol error)."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        """The response code of the protocol error that ended the session, if one did."""
 
 
 def code_name(code: int) -> str:
@@ -104,7 +109,12 @@ class OcpSession:
         self._sock = sock
         self._conn = ocp.Connection(ocp.Role.TERMINAL)
         self._send_bytes(self._conn.start_sign_on(self.terminal_id, self._key, os.urandom(16)))
-        challenge = self._next_message(deadline)
+        try:
+            challenge = self._next_message(deadline)
+        except SessionLost as exc:
+            if exc.code == ocp.ResponseCode.BAD_MAC:  # the challenge did not verify: wrong key
+                raise SignOnRefused(exc.code) from None
+            raise
         if isinstance(challenge, ocp.Error):
             self.close()
             raise SignOnRefused(challenge.code)
@@ -197,9 +207,16 @@ class OcpSession:
         while True:
             try:
                 ev = conn.next_event()
-            except ocp.OcpError as exc:
+            except ocp.OcpRemoteError as exc:
+                # Tell the switch why (one Error, plain when no keys were verified), then close.
+                detail = f"{type(exc).__name__}: {exc}"[: limits.DETAIL_CHARS_MAX]
+                with contextlib.suppress(OSError, ocp.OcpError):
+                    if self._sock is not None:
+                        self._sock.sendall(conn.send(ocp.Error(exc.response_code, exc.txn_seq,
+                                                               detail)))
                 self.close()
-                raise SessionLost(f"protocol error {type(exc).__name__}: {exc}") from None
+                raise SessionLost(f"protocol error {type(exc).__name__}",
+                                  code=exc.response_code) from None
             if ev is ocp.CLOSED:
                 self.close()
                 raise SessionLost("switch closed the connection")
