@@ -813,9 +813,9 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
+    old_term = signal.signal(signal.SIGTERM, on_term)
     # Ctrl-C even where it was started with SIGINT ignored (a background job of a script).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run_check(args)
     except KeyboardInterrupt:
@@ -825,6 +825,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, TimeoutError, ValueError) as exc:
         print(f"check_prometheus: FAIL: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
 
 
 if __name__ == "__main__":
