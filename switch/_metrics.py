@@ -88,3 +88,42 @@ recovery_seconds = Gauge(
 recovery_replayed_rows = Gauge(
     "onecard_recovery_replayed_rows", "Journal rows replayed by the last recovery."
 )
+
+# The change feed: admin-side changes (a card reported lost, a card issued) reaching the cache.
+changefeed_lag_seconds = Histogram(
+    "onecard_changefeed_lag_seconds",
+    "Change events: written to the outbox (PostgreSQL's clock) -> applied in this switch.",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+changefeed_applied_id = Gauge(
+    "onecard_changefeed_applied_id", "Last outbox id applied to this switch's caches."
+)
+CHANGEFEED_SOURCES = ("stream", "database")
+changefeed_events_total = Counter(
+    "onecard_changefeed_events_total",
+    "Change events applied, by where they were read: the Redis stream or the outbox in "
+    "PostgreSQL (gaps, polling while Redis is down).",
+    ["source"],
+)
+changefeed_gaps_total = Counter(
+    "onecard_changefeed_gaps_total",
+    "Gaps in the stream (lost, trimmed or forged entries) caught up from PostgreSQL.",
+)
+changefeed_refused_total = Counter(
+    "onecard_changefeed_events_refused_total",
+    "Change events the balance cache could not take (logged as changefeed.event_refused).",
+)
+changefeed_redis_up = Gauge(
+    "onecard_changefeed_redis_up", "1 while the change feed reads Redis, 0 while it polls "
+    "PostgreSQL instead."
+)
+changefeed_published_total = Counter(
+    "onecard_changefeed_published_total",
+    "Outbox rows this process's relay added to the Redis stream.",
+)
+changefeed_relay_up = Gauge(
+    "onecard_changefeed_relay_up",
+    "1 while this process's relay is connected to PostgreSQL and Redis, else 0.",
+)
+for _source in CHANGEFEED_SOURCES:
+    changefeed_events_total.labels(_source)

@@ -14,6 +14,7 @@ from ledger_ext import JOURNAL_COLUMNS, Ledger, LedgerError
 from switch import limits
 from switch._errors import RecoveryError
 from switch._masterdata import MasterData, load_master_data
+from switch._outbox import outbox_position
 
 if TYPE_CHECKING:
     import asyncpg
@@ -31,6 +32,9 @@ class RecoveryReport(msgspec.Struct, frozen=True):
     accounts: int
     merchants: int
     cards: int
+    # The newest change_outbox id in the recovery snapshot: the master data holds every change
+    # up to it, and the change feed goes on after it.
+    changes_applied: int = 0
 
 
 async def recover(
@@ -44,6 +48,8 @@ async def recover(
             master = await load_master_data(conn, ledger)
         except LedgerError as exc:
             raise RecoveryError(f"master data does not fit the balance cache: {exc}") from exc
+        # Same snapshot: the master data just read holds exactly the changes up to this id.
+        changes_applied = await outbox_position(conn)
         checkpoint = await conn.fetchrow(
             "SELECT lsn, state FROM checkpoints ORDER BY lsn DESC, id DESC LIMIT 1"
         )
@@ -85,5 +91,6 @@ async def recover(
         accounts=master.accounts,
         merchants=master.merchants,
         cards=master.cards,
+        changes_applied=changes_applied,
     )
     return ledger, master, report

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -25,12 +25,16 @@ from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
 from switch._answer import Answer
+from switch._change_events import feed_mac_key
+from switch._change_feed import ChangeFeed
 from switch._conventional import ConventionalHandler
 from switch._errors import JournalError, RecoveryError
 from switch._journal import Journal
 from switch._logging import get_logger
 from switch._masterdata import MasterData, TerminalInfo
+from switch._outbox import stream_key
 from switch._recovery import recover
+from switch._relay import OutboxRelay
 from switch._session import TerminalSession, request_id
 from switch._settings import SwitchSettings
 
@@ -105,6 +109,16 @@ class Runtime:
         self._closing_after_answers.add(session)
         if session._outstanding == 0:
             session.close()
+
+    def retire_terminal(self, terminal_id: int) -> None:
+        """A terminal was disabled, re-keyed or moved to another merchant: its live session
+        takes no new request, gets the answers it is owed, and is closed."""
+        session = self.sessions.get(terminal_id)
+        if session is None or session.closed:
+            return
+        self.log.info("ocp.session_retired", terminal_id=terminal_id, peer=session.peer)
+        session.retire()
+        self.close_after_answers(session)
 
     def readiness(self) -> dict[str, object]:
         """What /readyz reports (read from another thread: plain attribute reads only)."""
@@ -316,6 +330,7 @@ class Runtime:
             )
             self.journal.durable_lsn = self.ledger.lsn
             self.rows_at_last_checkpoint = 0
+            feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
             if settings.conventional_pool_size:
                 self.conventional = await ConventionalHandler.create(
                     settings.dsn, settings.conventional_pool_size
@@ -342,6 +357,8 @@ class Runtime:
                 tg.create_task(self._old_lookup_worker(pool), name="old-lookups")
                 tg.create_task(self._sweeper(), name="sweeper")
                 tg.create_task(self._wait_stop(server, pool), name="stop")
+                for name, task in feed_tasks:
+                    tg.create_task(task(), name=name)
         finally:
             self.ready = False
             if self.phase == "serving":
@@ -360,6 +377,30 @@ class Runtime:
                 await asyncio.wait_for(pool.close(), 5)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(journal_conn.close(), 5)
+
+    async def _change_feed_tasks(self, conn: asyncpg.Connection, pool: asyncpg.Pool,
+                                 applied: int
+                                 ) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+        """The change feed consumer and, unless turned off, an outbox relay."""
+        settings = self.settings
+        if not settings.changefeed:
+            return []
+        database = await conn.fetchval("SELECT current_database()")
+        key = stream_key(settings.changefeed_stream, database)
+        mac_key = feed_mac_key(settings.master_secret_bytes)
+        feed = ChangeFeed(
+            self.ledger, self.master, pool, applied=applied, redis_url=settings.redis_url,
+            key=key, mac_key=mac_key, log=self.log, retire_terminal=self.retire_terminal,
+            poll_seconds=settings.changefeed_poll_seconds,
+        )
+        tasks: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("change-feed", feed.run)
+        ]
+        if settings.changefeed_relay:
+            relay = OutboxRelay(settings.dsn, settings.redis_url, key, mac_key, self.log,
+                                poll_seconds=settings.changefeed_poll_seconds)
+            tasks.append(("outbox-relay", relay.run))
+        return tasks
 
     async def _wait_old_journal_backend_gone(self, conn: asyncpg.Connection) -> None:
         """After a failed commit, the old journal backend could still commit its batch after

@@ -282,6 +282,13 @@ class TerminalSession(asyncio.Protocol):
                 and not self._rt.journal.congested):
             self.resume_reading()
 
+    def retire(self) -> None:
+        """Take no new request (the terminal was disabled or re-keyed); answers still owed go
+        out, then the runtime closes the session (close_after_answers)."""
+        self._paused = False  # so no commit resumes reading
+        if self._transport is not None and not self.closed:
+            self._transport.pause_reading()
+
     def close(self) -> None:
         if not self.closed:
             self.flush()

@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from msgspec import Meta
@@ -49,17 +50,44 @@ class SwitchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     # Benchmark baseline only: > 0 answers purchases the conventional way (one SQL transaction
     # per purchase through a pool of this size) instead of through the balance cache.
     conventional_pool_size: Annotated[int, Meta(ge=0, le=256)] = 0
+    # The change feed (docs/architecture.md, "Change feed"): admin-side changes reach this
+    # switch's balance cache through a Redis Stream, with PostgreSQL's outbox as the truth.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Apply the change feed. Off: master data is read at start-up only.
+    changefeed: bool = True
+    # Run the outbox relay (PostgreSQL -> Redis) in this process too. Several relays may run.
+    changefeed_relay: bool = True
+    # The stream's key; "" means "onecard:changes:<database name>".
+    changefeed_stream: Annotated[str, Meta(max_length=200)] = ""
+    # Without news from Redis, look at the outbox in PostgreSQL this often (also the relay's
+    # fallback when a notification is missed, and the pace while Redis is down).
+    changefeed_poll_seconds: Annotated[float, Meta(ge=0.01, le=60)] = (
+        limits.CHANGEFEED_POLL_SECONDS
+    )
 
     def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{name}={'<secret>' if name == 'master_secret' else repr(getattr(self, name))}"
-            for name in self.__struct_fields__
-        )
+        def show(name: str) -> str:
+            if name == "master_secret":
+                return "<secret>"
+            if name == "redis_url":
+                return repr(redacted_url(self.redis_url))
+            return repr(getattr(self, name))
+
+        shown = ", ".join(f"{name}={show(name)}" for name in self.__struct_fields__)
         return f"SwitchSettings({shown})"
 
     @property
     def master_secret_bytes(self) -> bytes:
         return bytes.fromhex(self.master_secret)
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for logs and repr."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_settings(

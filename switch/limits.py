@@ -35,7 +35,23 @@ LATENCY_SAMPLE_EVERY = 16
 LEDGER_GAUGES_EVERY_SECONDS = 5
 # Bytes buffered for writing to one terminal before it counts as too slow and is closed.
 WRITE_BUFFER_BYTES_MAX = 1 << 20
+# The change feed. Outbox rows per PostgreSQL fetch, entries per XREAD and per XADD pipeline.
+CHANGEFEED_BATCH_MAX = 500
+# Entries a stream keeps (XADD MAXLEN ~): a switch further behind catches up from PostgreSQL.
+CHANGEFEED_STREAM_ENTRIES_MAX = 100_000
+# Rows the relay republishes into an empty stream (Redis restarted or the key was deleted).
+CHANGEFEED_BACKFILL_ROWS_MAX = 1_000
+# Without news from Redis the switch reads the outbox this often (setting
+# changefeed_poll_seconds); while Redis is down this is how fresh the caches are.
+CHANGEFEED_POLL_SECONDS = 0.5
+# Deadline of one Redis command (a blocking XREAD gets its block time on top) and of one
+# outbox query.
+REDIS_DEADLINE_SECONDS = 2.0
+CHANGEFEED_QUERY_DEADLINE_SECONDS = 10.0
+# After Redis failed, or its stream proved not to be this database's, try it again after this.
+CHANGEFEED_REDIS_RETRY_SECONDS = 2.0
 
 assert PIPELINE_REQUESTS_MAX <= JOURNAL_BATCH_MAX
 assert GROUP_COMMIT_WINDOW_SECONDS < COMMIT_DEADLINE_SECONDS
 assert CONNECTIONS_MAX * PIPELINE_REQUESTS_MAX < 50_000_000
+assert CHANGEFEED_BACKFILL_ROWS_MAX <= CHANGEFEED_STREAM_ENTRIES_MAX

@@ -1,0 +1,196 @@
+"""The change feed consumer: admin-side changes -> this switch's balance cache and master data.
+
+Position: `applied`, the last outbox id whose change the caches hold. Recovery reads it as the
+newest outbox id in the same REPEATABLE READ snapshot as the master data, so the snapshot holds
+exactly the changes up to it (ids are drawn in commit order: see the migration).
+
+Reading: XREAD (blocking) after `<applied>-0`. An entry whose `prev` is `applied` and whose MAC
+verifies is applied. Anything else (a gap: Redis lost or trimmed entries, or restarted; a forged
+or foreign entry) is caught up from the outbox in PostgreSQL (`id > applied`, in order), then the
+stream is read again. When the stream is quiet for `poll_seconds` the outbox is looked at too,
+so a relay that is not running costs freshness, not correctness. While Redis is down the feed
+polls PostgreSQL every `poll_seconds` and tries Redis again every few seconds; terminals are
+served throughout.
+
+Events are applied on the event loop between requests (they are rare): the hot path does not
+look at the feed at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from switch import _metrics as metrics
+from switch import limits
+from switch._change_events import ChangeEventError, apply_event, decode_event, parse_entry
+from switch._outbox import fetch_after, redis_client
+from switch._settings import redacted_url
+
+if TYPE_CHECKING:
+    from ledger_ext import Ledger
+    from switch._masterdata import MasterData
+
+_DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_REDIS_FAILURES = (OSError, RedisError, TimeoutError)
+
+
+class ChangeFeed:
+    def __init__(
+        self,
+        ledger: Ledger,
+        master: MasterData,
+        pool: asyncpg.Pool,
+        *,
+        applied: int,
+        redis_url: str,
+        key: str,
+        mac_key: bytes,
+        log: Any,
+        retire_terminal: Callable[[int], None],
+        poll_seconds: float = limits.CHANGEFEED_POLL_SECONDS,
+    ) -> None:
+        self.ledger = ledger
+        self.master = master
+        self.applied = applied
+        self._pool = pool
+        self._redis_url = redis_url
+        self._key = key
+        self._mac_key = mac_key
+        self._poll_seconds = poll_seconds
+        self._retire_terminal = retire_terminal
+        self.log = log
+        self._redis_up: bool | None = None
+        self._stream_retry_at = 0.0
+        metrics.changefeed_applied_id.set(applied)
+
+    async def run(self) -> None:
+        client = redis_client(self._redis_url)
+        try:
+            while True:
+                if time.monotonic() >= self._stream_retry_at:
+                    await self._stream_round(client)
+                else:
+                    await self.catch_up()
+                    await asyncio.sleep(self._poll_seconds)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 2)
+
+    # -- the stream ------------------------------------------------------------------------
+
+    async def _stream_round(self, client: Any) -> None:
+        block_ms = max(1, int(self._poll_seconds * 1000))
+        try:
+            async with asyncio.timeout(self._poll_seconds + limits.REDIS_DEADLINE_SECONDS):
+                reply = await client.xread({self._key: f"{self.applied}-0"},
+                                           count=limits.CHANGEFEED_BATCH_MAX, block=block_ms)
+        except _REDIS_FAILURES as exc:
+            self._set_redis_up(False, exc)
+            self._stream_retry_at = time.monotonic() + limits.CHANGEFEED_REDIS_RETRY_SECONDS
+            return
+        self._set_redis_up(True)
+        entries = reply[0][1] if reply else []
+        if not entries:
+            await self.catch_up()  # quiet: make sure no relay is missing
+            return
+        first = self.applied
+        for entry_id, fields in entries:
+            outbox_id = _outbox_id(entry_id)
+            if outbox_id <= self.applied:
+                continue  # already applied (from PostgreSQL, after a gap)
+            try:
+                entry = parse_entry(entry_id, fields, self._mac_key)
+            except ChangeEventError as exc:
+                self.log.warning("changefeed.bad_entry", stream=self._key, error=str(exc))
+                entry = None
+            if entry is not None and entry.prev == self.applied:
+                self._apply(entry.outbox_id, entry.kind, entry.payload, entry.created_us)
+                continue
+            metrics.changefeed_gaps_total.inc()
+            self.log.info("changefeed.gap", applied=self.applied, entry=outbox_id,
+                          prev=entry.prev if entry is not None else None)
+            self._log_applied(first, "stream")
+            await self.catch_up()
+            first = self.applied
+            if self.applied < outbox_id:
+                # PostgreSQL does not have what the stream has: the stream is another
+                # database's (or a restored backup's) history, or forged. Trust PostgreSQL,
+                # and look at the stream again later (the relay replaces such a stream).
+                self.log.error("changefeed.stream_not_ours", stream=self._key,
+                               entry=outbox_id, outbox_applied=self.applied)
+                self._stream_retry_at = time.monotonic() + limits.CHANGEFEED_REDIS_RETRY_SECONDS
+                return
+        self._log_applied(first, "stream")
+
+    def _set_redis_up(self, up: bool, exc: BaseException | None = None) -> None:
+        if up == self._redis_up:
+            return
+        self._redis_up = up
+        metrics.changefeed_redis_up.set(1 if up else 0)
+        if up:
+            self.log.info("changefeed.redis_up", redis=redacted_url(self._redis_url),
+                          stream=self._key)
+        else:
+            self.log.warning("changefeed.redis_down", redis=redacted_url(self._redis_url),
+                             error=str(exc) or type(exc).__name__,
+                             poll_seconds=self._poll_seconds)
+
+    # -- the outbox ------------------------------------------------------------------------
+
+    async def catch_up(self) -> None:
+        """Apply every outbox row after `applied`, in order (holes are rolled-back
+        transactions: ids are drawn in commit order, so none can still appear)."""
+        first = self.applied
+        try:
+            while True:
+                async with asyncio.timeout(limits.CHANGEFEED_QUERY_DEADLINE_SECONDS):
+                    rows = await fetch_after(self._pool, self.applied)
+                for row in rows:
+                    self._apply(row.id, row.kind, row.payload, row.created_us, "database")
+                if len(rows) < limits.CHANGEFEED_BATCH_MAX:
+                    break
+                await asyncio.sleep(0)  # a long catch-up lets terminals in between batches
+        except _DB_FAILURES as exc:
+            self.log.warning("changefeed.database_unavailable", error=str(exc) or
+                             type(exc).__name__)
+        self._log_applied(first, "database")
+
+    # -- applying --------------------------------------------------------------------------
+
+    def _apply(self, outbox_id: int, kind: str, payload: bytes, created_us: int,
+               source: str = "stream") -> None:
+        try:
+            event = decode_event(kind, payload)
+            terminal_id = apply_event(self.ledger, self.master, event)
+        except ChangeEventError as exc:
+            # Refused, not retried: applying it again cannot succeed, and stopping here would
+            # hold back every later change (a lost card among them).
+            metrics.changefeed_refused_total.inc()
+            self.log.error("changefeed.event_refused", outbox_id=outbox_id, kind=kind,
+                           error=str(exc))
+        else:
+            metrics.changefeed_events_total.labels(source).inc()
+            if terminal_id:
+                self._retire_terminal(terminal_id)
+        self.applied = outbox_id
+        metrics.changefeed_applied_id.set(outbox_id)
+        metrics.changefeed_lag_seconds.observe(max(0.0, time.time() - created_us / 1e6))
+
+    def _log_applied(self, first: int, source: str) -> None:
+        if self.applied != first:
+            self.log.info("changefeed.applied", after=first, through=self.applied,
+                          source=source)
+
+
+def _outbox_id(entry_id: bytes) -> int:
+    try:
+        return int(entry_id.split(b"-", 1)[0])
+    except ValueError:
+        return 0
