@@ -267,37 +267,42 @@ def feed_mac_key(master_secret: bytes) -> bytes:
     return hmac.new(master_secret, b"onecard change feed v1", hashlib.sha256).digest()
 
 
-def _mac(key: bytes, outbox_id: int, prev: int, kind: str, created_us: int,
+def _mac(key: bytes, outbox_id: bytes, prev: bytes, kind: bytes, created_us: bytes,
          payload: bytes) -> bytes:
-    head = f"{outbox_id}|{prev}|{kind}|{created_us}|".encode()
-    return hmac.new(key, head + payload, hashlib.sha256).digest()[:16]
+    """Over the fields' bytes exactly as they travel: any changed byte fails."""
+    message = b"|".join((outbox_id, prev, kind, created_us, payload))
+    return hmac.new(key, message, hashlib.sha256).digest()[:16]
 
 
 def entry_fields(entry: FeedEntry, key: bytes) -> dict[str, bytes]:
     """The Redis stream fields of an entry (the entry id itself is `<outbox_id>-0`)."""
-    mac = _mac(key, entry.outbox_id, entry.prev, entry.kind, entry.created_us, entry.payload)
-    return {
+    fields = {
         "prev": str(entry.prev).encode(),
         "kind": entry.kind.encode(),
         "payload": entry.payload,
         "at": str(entry.created_us).encode(),
-        "mac": mac.hex().encode(),
     }
+    fields["mac"] = _mac(key, str(entry.outbox_id).encode(), fields["prev"], fields["kind"],
+                         fields["at"], entry.payload)
+    return fields
 
 
 def parse_entry(entry_id: bytes, fields: dict[bytes, bytes], key: bytes) -> FeedEntry:
     """Decode and verify one stream entry; ChangeEventError if malformed or forged."""
     try:
         ms, _, seq = entry_id.partition(b"-")
-        outbox_id, prev = int(ms), int(fields[b"prev"])
-        kind = fields[b"kind"].decode()
-        payload = fields[b"payload"]
-        created_us = int(fields[b"at"])
-        mac = bytes.fromhex(fields[b"mac"].decode())
-    except (KeyError, ValueError) as exc:
-        raise ChangeEventError(f"stream entry {entry_id!r} is malformed: {exc!r}") from None
-    if seq != b"0" or not 0 <= prev < outbox_id:
-        raise ChangeEventError(f"stream entry {entry_id!r} is malformed: prev {prev}")
-    if not hmac.compare_digest(mac, _mac(key, outbox_id, prev, kind, created_us, payload)):
+        prev_raw, kind_raw, at_raw = fields[b"prev"], fields[b"kind"], fields[b"at"]
+        payload, mac = fields[b"payload"], fields[b"mac"]
+    except KeyError as exc:
+        raise ChangeEventError(f"stream entry {entry_id!r} is malformed: no {exc}") from None
+    expected = _mac(key, ms, prev_raw, kind_raw, at_raw, payload)
+    if seq != b"0" or not hmac.compare_digest(mac, expected):
         raise ChangeEventError(f"stream entry {entry_id!r} does not verify (bad MAC)")
+    try:
+        outbox_id, prev, created_us = int(ms), int(prev_raw), int(at_raw)
+        kind = kind_raw.decode()
+    except ValueError as exc:
+        raise ChangeEventError(f"stream entry {entry_id!r} is malformed: {exc}") from None
+    if not 0 <= prev < outbox_id:
+        raise ChangeEventError(f"stream entry {entry_id!r} is malformed: prev {prev}")
     return FeedEntry(outbox_id, prev, kind, payload, created_us)
