@@ -6,6 +6,8 @@
                                              simulated purchases, and a readable summary
     onecard bench    --terminals N --seconds S --json PATH   the throughput/latency benchmark
     onecard status   [--url URL]             a running switch's state, from its operator port
+    onecard sim      SCENARIO [--private | --seed --dsn DSN | --switch HOST:PORT --dsn DSN]
+                                             simulated terminals (terminals_sim) against a switch
 """
 
 from __future__ import annotations
@@ -100,6 +102,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(options)
 
 
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from onecard.sim import SimOptions, run_sim
+
+    options = SimOptions(
+        scenario=args.scenario,
+        switch=args.switch,
+        dsn=_dsn_or_env(args.dsn),
+        config=args.config,
+        seed_only=args.seed,
+        private=args.private,
+        json_path=args.json,
+        seconds=args.seconds,
+        terminals=args.terminals,
+        data_dir=args.data_dir,
+        progress=not args.quiet,
+    )
+    return run_sim(options)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from onecard.status import render_status
 
@@ -144,6 +165,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="private PostgreSQL data directory (default ~/.onecard)")
     p.add_argument("--dsn", help="use this PostgreSQL server instead of a private one")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "sim", help="simulated terminals from a scenario (terminals_sim) against a switch",
+        description="Run a scenario of simulated terminals. Shipped scenarios: "
+        "canteen_lunch_rush, supermarket_day; or give the path of a .toml file "
+        "(docs/operations.md, 'The terminal simulator').",
+    )
+    p.add_argument("scenario", help="a shipped scenario's name, or the path of a .toml file")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--private", action="store_true",
+                      help="do everything here: private PostgreSQL, seed, start the switch, run, "
+                      "audit")
+    mode.add_argument("--seed", action="store_true",
+                      help="only write the scenario's population into the empty database --dsn")
+    mode.add_argument("--switch", metavar="HOST:PORT", help="the running switch to drive")
+    p.add_argument("--dsn", help="the site's PostgreSQL (read-only unless --seed; default "
+                   "$ONECARD_DSN); with --private, a server to use instead of a private one")
+    p.add_argument("--config", help="TOML settings file: the master secret from [switch] "
+                   "(default: $ONECARD_MASTER_SECRET)")
+    p.add_argument("--json", help="write the summary as JSON to this path")
+    p.add_argument("--seconds", type=float, help="stretch or squeeze the phases to last this long")
+    p.add_argument("--terminals", type=int, help="simulate at most this many of the site's POS")
+    p.add_argument("--data-dir", help="private PostgreSQL data directory (default ~/.onecard)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=_cmd_sim)
 
     p = sub.add_parser("bench", help="measure durable purchases per second and latency")
     p.add_argument("--terminals", type=int, default=1000)

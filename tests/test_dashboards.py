@@ -72,4 +72,5 @@ def test_every_panel_is_explained_in_the_operations_guide() -> None:
     guide = (ROOT / "docs" / "operations.md").read_text()
     for path in DASHBOARDS:
         for panel in json.loads(path.read_text())["panels"]:
-            assert f"| {panel['title']} |" in guide, f"{panel['title']} is not in docs/operations.md"
+            title = panel["title"]
+            assert f"| {title} |" in guide, f"{title} is not in docs/operations.md"
