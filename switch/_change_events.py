@@ -1,10 +1,7 @@
-"""Change events: what the admin side changed, as the switch decodes and applies it.
+"""Change events as the switch decodes and applies them.
 
-An event is one row of `change_outbox` (migrations/sql/0002_change_feed.sql): a `kind` from a
-closed set and a `payload`, a JSON object holding the new state (ids and fields). Each kind has
-one msgspec Struct; decoding is strict (no "1" for 1) and checks every range, so a bad payload is
-refused whole with the path of the bad field. Unknown fields are ignored, so a newer writer may
-append a field (with a default) before every switch knows it.
+The events themselves (one msgspec Struct per kind, strict decoding) are the writers' and the
+switch's shared contract and live in `protocols.changes`; they are re-exported here.
 
 Applying is idempotent: the same event twice, or an event whose change the start-up snapshot
 already holds, changes nothing. A change the balance cache cannot take (a card already bound to
@@ -20,12 +17,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import msgspec
-from msgspec import Meta
 
-from ledger_ext import AMOUNT_FEN_MAX, LedgerError
+from ledger_ext import LedgerError
+from protocols import changes
+from protocols.changes import (
+    EVENT_KINDS,
+    EVENT_TYPES,
+    KIND_OF,
+    AccountOpened,
+    AccountStatusChanged,
+    CardBound,
+    CardCancelled,
+    ChangeEvent,
+    ClassConfigured,
+    CrossTenantChanged,
+    MerchantOpened,
+    TenantConfigured,
+    TerminalUpserted,
+    encode_event,
+)
 from switch._errors import SwitchError
 from switch._masterdata import TerminalInfo
 
@@ -34,135 +47,41 @@ if TYPE_CHECKING:
     from switch._masterdata import MasterData
 
 
+__all__ = [
+    "EVENT_KINDS",
+    "EVENT_TYPES",
+    "KIND_OF",
+    "AccountOpened",
+    "AccountStatusChanged",
+    "CardBound",
+    "CardCancelled",
+    "ChangeEvent",
+    "ChangeEventError",
+    "ClassConfigured",
+    "CrossTenantChanged",
+    "FeedEntry",
+    "MerchantOpened",
+    "TenantConfigured",
+    "TerminalUpserted",
+    "apply_event",
+    "decode_event",
+    "encode_event",
+    "entry_fields",
+    "feed_mac_key",
+    "parse_entry",
+]
+
+
 class ChangeEventError(SwitchError):
     """A change event or stream entry cannot be decoded, verified or applied."""
 
 
-_Id32 = Annotated[int, Meta(ge=1, le=2**31 - 1)]
-_TenantId = Annotated[int, Meta(ge=1, le=4096)]
-_ClassId = Annotated[int, Meta(ge=1, le=255)]
-_Status = Annotated[int, Meta(ge=0, le=3)]
-_CardNo = Annotated[int, Meta(ge=1, le=2**63 - 1)]
-_Fen = Annotated[int, Meta(ge=0, le=10**12)]
-_Minute = Annotated[int, Meta(ge=0, le=1440)]
-
-
-class AccountOpened(msgspec.Struct, frozen=True):
-    """A new account. Opened while switches run, it holds no money: money comes in through
-    the switch (a top-up), so the opening balances must be 0."""
-
-    account_id: _Id32
-    tenant_id: _TenantId
-    class_id: _ClassId
-    status: _Status = 0
-    opening_main_fen: int = 0
-    opening_subsidy_fen: int = 0
-
-
-class AccountStatusChanged(msgspec.Struct, frozen=True):
-    """Reported lost (2), unfrozen (0), frozen (1), closed (3). A lost account's cards decline
-    CARD_LOST."""
-
-    account_id: _Id32
-    status: _Status
-
-
-class CardBound(msgspec.Struct, frozen=True):
-    """A new card, or the replacement of a lost one (the old one then gets CardCancelled in the
-    same transaction)."""
-
-    card_no: _CardNo
-    account_id: _Id32
-
-
-class CardCancelled(msgspec.Struct, frozen=True):
-    """Dead forever: replaced or cancelled."""
-
-    card_no: _CardNo
-    account_id: _Id32 | None = None
-
-
-class TerminalUpserted(msgspec.Struct, frozen=True):
-    """A terminal registered, changed, re-keyed (key_version) or disabled. A live session of a
-    terminal that is disabled, re-keyed or moved to another merchant is ended."""
-
-    terminal_id: _Id32
-    merchant_id: _Id32
-    kind: Annotated[int, Meta(ge=1, le=6)]
-    key_version: _Id32
-    enabled: bool
-
-
-class MerchantOpened(msgspec.Struct, frozen=True):
-    merchant_id: _Id32
-    tenant_id: _TenantId
-    mode: Annotated[int, Meta(ge=0, le=1)] = 0
-    fixed_amount_fen: Annotated[int, Meta(ge=0, le=AMOUNT_FEN_MAX)] = 0
-    spend_order: Annotated[int, Meta(ge=0, le=2)] = 0
-    opening_balance_fen: int = 0
-
-
-class ClassConfigured(msgspec.Struct, frozen=True):
-    class_id: _ClassId
-    overdraft_fen: _Fen = 0
-    txn_limit_fen: _Fen = 0
-    daily_limit_fen: _Fen = 0
-    meal_count_max: Annotated[int, Meta(ge=0, le=1000)] = 0
-    meal_amount_max_fen: _Fen = 0
-
-
-class TenantConfigured(msgspec.Struct, frozen=True):
-    tenant_id: _TenantId
-    utc_offset_s: Annotated[int, Meta(ge=-50_400, le=50_400)] = 28_800
-    meal_windows: Annotated[list[tuple[_Minute, _Minute]], Meta(max_length=8)] = []
-
-
-class CrossTenantChanged(msgspec.Struct, frozen=True):
-    """Both sides' consent combined: may cards of card_tenant_id spend at merchants of
-    merchant_tenant_id?"""
-
-    card_tenant_id: _TenantId
-    merchant_tenant_id: _TenantId
-    allowed: bool
-
-
-ChangeEvent = (
-    AccountOpened | AccountStatusChanged | CardBound | CardCancelled | TerminalUpserted
-    | MerchantOpened | ClassConfigured | TenantConfigured | CrossTenantChanged
-)
-
-# The closed set of kinds; the CHECK on change_outbox.kind lists the same names.
-EVENT_TYPES: dict[str, type[ChangeEvent]] = {
-    "account_opened": AccountOpened,
-    "account_status_changed": AccountStatusChanged,
-    "card_bound": CardBound,
-    "card_cancelled": CardCancelled,
-    "terminal_upserted": TerminalUpserted,
-    "merchant_opened": MerchantOpened,
-    "class_configured": ClassConfigured,
-    "tenant_configured": TenantConfigured,
-    "cross_tenant_changed": CrossTenantChanged,
-}
-EVENT_KINDS = tuple(EVENT_TYPES)
-KIND_OF: dict[type[ChangeEvent], str] = {t: k for k, t in EVENT_TYPES.items()}
-_DECODERS = {kind: msgspec.json.Decoder(t) for kind, t in EVENT_TYPES.items()}
-_encoder = msgspec.json.Encoder()
-
-
 def decode_event(kind: str, payload: bytes | str) -> ChangeEvent:
     """The event of an outbox row; ChangeEventError (naming the field) if it is not one."""
-    decoder = _DECODERS.get(kind)
-    if decoder is None:
-        raise ChangeEventError(f"unknown change kind {kind!r}")
     try:
-        return decoder.decode(payload)
-    except msgspec.DecodeError as exc:  # ValidationError included
-        raise ChangeEventError(f"{kind}: {exc}") from None
-
-
-def encode_event(event: ChangeEvent) -> tuple[str, bytes]:
-    """(kind, payload JSON): what a writer passes to outbox_append(kind, payload)."""
-    return KIND_OF[type(event)], _encoder.encode(event)
+        return changes.decode_event(kind, payload)
+    except changes.ChangeDecodeError as exc:
+        raise ChangeEventError(str(exc)) from None
 
 
 # -- applying ----------------------------------------------------------------------------------
