@@ -41,6 +41,7 @@ def _limit_name(value: int) -> str:
         limits.AMOUNT_FEN_MAX: "10000000 (`AMOUNT_FEN_MAX`)",
         2**32 - 1: "4294967295 (2**32-1)",
         limits.TERMINAL_ID_MAX: "2147483647 (2**31-1)",
+        limits.MERCHANT_ID_MAX: "32768 (`MERCHANT_ID_MAX`)",
         2**63 - 1: "2**63-1",
         -(2**63): "-2**63",
     }
@@ -72,7 +73,7 @@ def render_limits() -> str:
     for name in (
         "FRAME_BYTES_MAX", "FRAME_LENGTH_MIN", "FRAME_LENGTH_MAX", "NONCE_BYTES", "MAC_BYTES",
         "KEY_BYTES", "AMOUNT_FEN_MAX", "TXN_SEQ_MAX", "SEQUENCE_MAX", "TERMINAL_ID_MAX",
-        "CARD_NO_MAX", "DETAIL_CHARS_MAX", "FIRMWARE_CHARS_MAX", "TIME_MS_MAX",
+        "MERCHANT_ID_MAX", "CARD_NO_MAX", "DETAIL_CHARS_MAX", "FIRMWARE_CHARS_MAX", "TIME_MS_MAX",
         "HEARTBEAT_INTERVAL_SECONDS_MAX", "TXN_SEQ_WINDOW",
     ):
         value = getattr(limits, name)

@@ -112,7 +112,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         finally:
             await conn.close()
         print(f"seeded a demo campus: {seed.accounts:,} cardholders, {len(seed.terminals)} POS "
-              f"terminals, 2 parks, 6 merchant accounts", flush=True)
+              f"terminals, 2 parks, 7 merchant accounts", flush=True)
         master = os.urandom(32)
         switch = SwitchProcess(dsn, master.hex(),
                                extra_env={"ONECARD_REDIS_URL": redis_url}).start()

@@ -18,6 +18,11 @@ CANTEEN_FIXED = 3  # fixed-price set meal
 CANTEEN_FREE = 4  # weighed / free-amount till
 SUPERMARKET = 5  # cash wallet only
 EAST_CANTEEN = 6  # belongs to the second park (tenant 2)
+SUBSIDY_FUND = 7  # system account that pays subsidies into subsidy wallets
+SYSTEM_MERCHANTS = (OPENING_MERCHANT, CASH_DESK_MERCHANT, SUBSIDY_FUND)
+# The card office's admin terminal (kind 6): the admin API moves money through the switch as
+# this terminal (Credit, Debit, Transfer). Far above the POS ids (1..plan.terminals).
+ADMIN_TERMINAL = 1_000_000
 CARD_NO_BASE = 8_800_000_000
 
 
@@ -44,6 +49,8 @@ class SeedResult(msgspec.Struct, frozen=True):
     terminals: list[int]
     fixed_price_terminals: list[int]
     opening_total_fen: int
+    admin_terminal: int = ADMIN_TERMINAL
+    """Registered with kind 6 (admin) at the cash desk; not among `terminals` (POS only)."""
 
 
 def card_no_of(account_id: int) -> int:
@@ -51,6 +58,7 @@ def card_no_of(account_id: int) -> int:
 
 
 async def seed_site(conn: asyncpg.Connection, plan: SeedPlan) -> SeedResult:
+    assert plan.terminals < ADMIN_TERMINAL, "POS ids would reach the admin terminal's"
     rnd = random.Random(plan.seed)
     async with conn.transaction():
         await conn.execute(
@@ -131,6 +139,7 @@ async def seed_site(conn: asyncpg.Connection, plan: SeedPlan) -> SeedResult:
                 (CANTEEN_FREE, 1, "No.2 canteen", "canteen", 0, 0, 0, 0),
                 (SUPERMARKET, 1, "campus supermarket", "shop", 0, 0, 2, 0),
                 (EAST_CANTEEN, 2, "East Park canteen", "canteen", 0, 0, 0, 0),
+                (SUBSIDY_FUND, 1, "subsidy fund", "system", 0, 0, 0, 0),
             ],
         )
         merchants_for_terminals = [CANTEEN_FREE, CANTEEN_FREE, CANTEEN_FIXED, SUPERMARKET,
@@ -140,7 +149,9 @@ async def seed_site(conn: asyncpg.Connection, plan: SeedPlan) -> SeedResult:
             for tid in range(1, plan.terminals + 1)
         ]
         await conn.copy_records_to_table(
-            "terminals", records=terminals, columns=["id", "merchant_id", "kind", "name"]
+            "terminals",
+            records=[*terminals, (ADMIN_TERMINAL, CASH_DESK_MERCHANT, 6, "card office admin")],
+            columns=["id", "merchant_id", "kind", "name"],
         )
     return SeedResult(
         accounts=plan.accounts,

@@ -34,6 +34,9 @@ TXN_SEQ_MAX: Final = 2**32 - 1
 SEQUENCE_MAX: Final = 2**32 - 1
 """Largest frame sequence number; a session never wraps it."""
 TERMINAL_ID_MAX: Final = 2**31 - 1
+MERCHANT_ID_MAX: Final = 32_768
+"""Largest merchant account id (canteen, shop, or system account such as the cash desk): the
+switch's balance cache holds merchants by id, at most this many."""
 CARD_NO_MAX: Final = 2**63 - 1
 DETAIL_CHARS_MAX: Final = 200
 """Longest `Error.detail`, in Unicode code points."""

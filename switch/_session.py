@@ -14,7 +14,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from ledger_ext import INQUIRY, PURCHASE, REVERSAL, TXN_SEQ_TOO_OLD
+from ledger_ext import CREDIT, INQUIRY, PURCHASE, REVERSAL, TXN_SEQ_TOO_OLD
 from protocols import ocp
 from switch import (
     _codes,  # noqa: F401  (asserts ledger and wire codes agree)
@@ -36,6 +36,8 @@ _Heartbeat = ocp.Heartbeat
 _PurchaseResult = ocp.PurchaseResult
 _ReversalResult = ocp.ReversalResult
 _BalanceResult = ocp.BalanceResult
+_ADMIN_REQUESTS = ocp.ADMIN_REQUEST_TYPES
+_ADMIN = ocp.TerminalKind.ADMIN
 _RC = ocp.ResponseCode
 _perf = time.perf_counter
 _observe_decode = metrics.request_stage_seconds.labels("decode").observe
@@ -187,6 +189,10 @@ class TerminalSession(asyncio.Protocol):
                 )
             elif t is _BalanceInquiry:
                 o = ledger.inquire(tid, ev.txn_seq, ev.card_no, merchant_id, now_s)
+            elif t in _ADMIN_REQUESTS:
+                o = self._admin_request(ev, now_s)
+                if o is None:  # refused before the ledger: nothing decided, nothing journaled
+                    continue
             else:
                 self._control(ev)
                 if self.closed:
@@ -246,6 +252,9 @@ class TerminalSession(asyncio.Protocol):
             msg = _BalanceResult(
                 o.txn_seq, code, o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen
             )
+        elif kind == CREDIT:
+            msg = ocp.CreditResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
+                                   o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)
         else:  # an outcome kind this connection cannot have asked for
             msg = ocp.Error(_RC.SYSTEM_ERROR, o.txn_seq, "unexpected outcome kind")
         self._out.append(self._conn.send(msg))
@@ -302,6 +311,29 @@ class TerminalSession(asyncio.Protocol):
         self.closed = True
         if self._transport is not None:
             self._transport.abort()
+
+    # -- privileged (admin) requests --------------------------------------------------------
+
+    def _admin_request(self, ev: Any, now_s: int) -> Any:
+        """Decide a privileged request in the ledger, or refuse it (None): only a terminal
+        registered as an admin terminal may move money between a wallet and a system account.
+        The registration is read now, not at sign-on, so a terminal demoted by the change feed
+        loses the privilege with its next request."""
+        rt = self._rt
+        info = rt.master.terminals.get(self.terminal_id)
+        if info is None or info.kind != _ADMIN or not info.enabled:
+            self._refuse(_RC.NOT_PERMITTED, ev.txn_seq,
+                         f"{type(ev).__name__} is accepted from admin terminals (kind 6) only",
+                         security=True)
+            return None
+        ledger = rt.ledger
+        if ev.from_merchant_id > ledger.merchants_max:
+            # Within the wire's limit but beyond the accounts this switch holds: no such
+            # account. Refused like a field out of range: nothing decided, txn_seq not used.
+            self._refuse(_RC.INVALID_FIELD, ev.txn_seq, "invalid field $.from_merchant_id")
+            return None
+        return ledger.credit(self.terminal_id, ev.txn_seq, ev.card_no, ev.from_merchant_id,
+                             ev.wallet, ev.amount_fen, now_s)
 
     # -- control messages ------------------------------------------------------------------
 
@@ -375,12 +407,15 @@ class TerminalSession(asyncio.Protocol):
 
     # -- refusals --------------------------------------------------------------------------
 
-    def _refuse(self, code: int, txn_seq: int, detail: str) -> None:
-        """Refuse one request of an authenticated terminal; the connection stays."""
+    def _refuse(self, code: int, txn_seq: int, detail: str, *, security: bool = False) -> None:
+        """Refuse one request of an authenticated terminal; the connection stays. `security`:
+        the terminal asked for something its registration does not allow (logged as a
+        security event, like a bad MAC)."""
         metrics.protocol_errors_total.labels(metrics.CODE_NAMES.get(code, str(code))).inc()
-        self.log.warning("ocp.request_refused", request_id=request_id(self.terminal_id, txn_seq),
+        self.log.warning("ocp.security_violation" if security else "ocp.request_refused",
+                         request_id=request_id(self.terminal_id, txn_seq),
                          terminal_id=self.terminal_id, code=int(code), txn_seq=txn_seq,
-                         detail=detail)
+                         detail=detail, **({"reason": "not_permitted"} if security else {}))
         self._out.append(self._conn.send(ocp.Error(code, txn_seq, detail[:200])))
 
     def _protocol_error(self, exc: ocp.OcpRemoteError) -> None:

@@ -93,10 +93,11 @@ def test_doc_regions_all_present() -> None:
 def test_all_is_pinned() -> None:
     assert sorted(ocp.__all__) == sorted(
         [
-            "CLOSED", "CODE_INFO", "FLAG_MAC", "MESSAGE_TYPES", "NEED_DATA",
+            "ADMIN_REQUEST_TYPES", "CLOSED", "CODE_INFO", "FLAG_MAC", "MESSAGE_TYPES", "NEED_DATA",
             "PURCHASE_CHECK_PRECEDENCE", "RESERVED_TAG_RANGES", "TRANSITIONS", "VERSION",
             "BadMac", "BalanceInquiry", "BalanceResult", "CodeInfo", "CodeKind", "Connection",
-            "Direction", "Error", "FrameTooLarge", "Heartbeat", "HeartbeatAck", "InvalidField",
+            "Credit", "CreditResult", "Direction", "Error", "FrameTooLarge", "Heartbeat",
+            "HeartbeatAck", "InvalidField",
             "MacKey", "MalformedFrame", "Message", "NotSignedOn", "OcpError", "OcpLocalError",
             "OcpRemoteError", "Purchase", "PurchaseResult", "ResponseCode", "Reversal",
             "ReversalResult", "Role", "SequenceError", "SignOff", "SignOn", "SignOnChallenge",
@@ -125,7 +126,8 @@ def test_response_code_numbers_are_pinned() -> None:
         "INVALID_FIELD": 81, "UNKNOWN_MESSAGE": 82, "MALFORMED_FRAME": 83,
         "FRAME_TOO_LARGE": 84, "UNSUPPORTED_VERSION": 85, "BAD_MAC": 86, "SEQUENCE_ERROR": 87,
         "NOT_SIGNED_ON": 88, "UNKNOWN_TERMINAL": 89, "TERMINAL_DISABLED": 90,
-        "UNEXPECTED_MESSAGE": 91, "SYSTEM_ERROR": 96, "BUSY": 97, "SHUTTING_DOWN": 98,
+        "UNEXPECTED_MESSAGE": 91, "NOT_PERMITTED": 92, "SYSTEM_ERROR": 96, "BUSY": 97,
+        "SHUTTING_DOWN": 98,
     }
 
 

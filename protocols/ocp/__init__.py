@@ -43,10 +43,13 @@ from protocols.ocp._mac import (
     hkdf_extract,
 )
 from protocols.ocp._messages import (
+    ADMIN_REQUEST_TYPES,
     MESSAGE_TYPES,
     RESERVED_TAG_RANGES,
     BalanceInquiry,
     BalanceResult,
+    Credit,
+    CreditResult,
     Direction,
     Error,
     Heartbeat,
@@ -85,6 +88,7 @@ def decode_frame(frame: bytes, *, mac_key: bytes | None = None) -> tuple[int, Me
 
 
 __all__ = [
+    "ADMIN_REQUEST_TYPES",
     "CLOSED",
     "CODE_INFO",
     "FLAG_MAC",
@@ -100,6 +104,8 @@ __all__ = [
     "CodeInfo",
     "CodeKind",
     "Connection",
+    "Credit",
+    "CreditResult",
     "Direction",
     "Error",
     "FrameTooLarge",

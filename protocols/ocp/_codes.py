@@ -49,6 +49,7 @@ class ResponseCode(enum.IntEnum):
     UNKNOWN_TERMINAL = 89
     TERMINAL_DISABLED = 90
     UNEXPECTED_MESSAGE = 91
+    NOT_PERMITTED = 92
     SYSTEM_ERROR = 96
     BUSY = 97
     SHUTTING_DOWN = 98
@@ -200,6 +201,14 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     _R.UNEXPECTED_MESSAGE: _protocol(
         "A known message that the state machine does not allow now or in this direction.",
         _RESIGN, closes=True,
+    ),
+    _R.NOT_PERMITTED: _protocol(
+        "The message is reserved to another kind of terminal: the privileged messages (tags "
+        "128-143: Credit...) are accepted only from a terminal registered as an admin "
+        "terminal (kind 6). Only that request is refused; it is not journaled and its txn_seq "
+        "is not used up.",
+        "Do not send it from this terminal; the connection stays open.",
+        closes=False, sender="switch",
     ),
     _R.SYSTEM_ERROR: _protocol(
         "The switch could not commit the request; nothing was journaled.",

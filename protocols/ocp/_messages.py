@@ -40,6 +40,9 @@ Nonce = Annotated[bytes, Meta(min_length=limits.NONCE_BYTES, max_length=limits.N
 TxnSeq = Annotated[int, Meta(ge=1, le=limits.TXN_SEQ_MAX)]
 TxnSeqOrZero = Annotated[int, Meta(ge=0, le=limits.TXN_SEQ_MAX)]
 CardNo = Annotated[int, Meta(ge=1, le=limits.CARD_NO_MAX)]
+MerchantId = Annotated[int, Meta(ge=1, le=limits.MERCHANT_ID_MAX)]
+WalletNo = Annotated[int, Meta(ge=0, le=1)]
+"""A cardholder wallet: 0 main (cash), 1 subsidy."""
 AmountFen = Annotated[int, Meta(ge=0, le=limits.AMOUNT_FEN_MAX)]
 BalanceFen = Annotated[int, Meta(ge=limits.BALANCE_FEN_MIN, le=limits.BALANCE_FEN_MAX)]
 Code = Annotated[int, Meta(ge=0, le=limits.CODE_MAX)]
@@ -170,6 +173,34 @@ class BalanceResult(Message, tag=21, frozen=True):
     subsidy_fen: BalanceFen
 
 
+# --- Privileged (admin) terminal (tags 128-143) -------------------------------------------
+# Accepted only from a terminal registered with kind ADMIN (6); any other terminal is refused
+# NOT_PERMITTED. The switch decides, journals and answers them like purchases.
+
+
+class Credit(Message, tag=128, frozen=True):
+    """Admin only. Top-up at the counter or subsidy issue: the system account from_merchant_id
+    (cash desk, subsidy fund...) pays amount_fen into the card's wallet (0 main, 1 subsidy)."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    card_no: CardNo
+    wallet: WalletNo
+    amount_fen: AmountFen
+    from_merchant_id: MerchantId
+
+
+class CreditResult(Message, tag=129, frozen=True):
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    amount_fen: AmountFen
+    """The amount credited (0 when declined)."""
+    balance_fen: BalanceFen
+    main_fen: BalanceFen
+    subsidy_fen: BalanceFen
+
+
 # --- Errors (tag 31) -------------------------------------------------------------------------
 
 
@@ -197,6 +228,8 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
     BalanceInquiry,
     BalanceResult,
     Error,
+    Credit,
+    CreditResult,
 ]
 
 MESSAGE_TYPES: Final[tuple[type[Message], ...]] = AnyMessage.__args__  # type: ignore[attr-defined]
@@ -213,14 +246,18 @@ RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
     (80, 95, "offline record upload"),
     (96, 111, "blacklist and parameter download"),
     (112, 127, "kiosk top-up"),
-    (128, 143, "privileged (admin) terminal"),
+    (130, 143, "privileged (admin) terminal (future)"),
 )
 """Tag ranges reserved for later messages; assigning them is not a version break."""
 
 REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
-    {Purchase, Reversal, BalanceInquiry, Heartbeat, SignOff}
+    {Purchase, Reversal, BalanceInquiry, Heartbeat, SignOff, Credit}
 )
 """Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
+
+ADMIN_REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset({Credit})
+"""Requests a switch accepts only from a terminal registered with kind ADMIN; from any other
+terminal they are refused with Error(NOT_PERMITTED) and nothing changes."""
 
 TXN_SEQ_FIRST: Final[frozenset[type[Message]]] = frozenset(
     cls for cls in MESSAGE_TYPES if cls.__struct_fields__[:1] == ("txn_seq",)
