@@ -8,6 +8,9 @@
     onecard status   [--url URL]             a running switch's state, from its operator port
     onecard sim      SCENARIO [--private | --seed --dsn DSN | --switch HOST:PORT --dsn DSN]
                                              simulated terminals (terminals_sim) against a switch
+    onecard admin    [--config FILE] [...]   run the admin HTTP API
+    onecard admin-init [--dsn DSN]           the platform node, its first admin, adopt accounts
+    onecard openapi  [--output PATH]         the admin API's OpenAPI document, nothing started
 """
 
 from __future__ import annotations
@@ -194,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="private PostgreSQL data directory (default ~/.onecard)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_cmd_sim)
+
+    from onecard.admin_cli import add_parsers
+
+    add_parsers(sub)
 
     p = sub.add_parser("bench", help="measure durable purchases per second and latency")
     p.add_argument("--terminals", type=int, default=1000)

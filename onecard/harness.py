@@ -77,6 +77,9 @@ class SwitchProcess:
         self.port = 0
 
     def start(self, ready_deadline_seconds: float = 120.0) -> SwitchProcess:
+        return self._start(["switch"], ready_deadline_seconds)
+
+    def _start(self, command: list[str], ready_deadline_seconds: float) -> SwitchProcess:
         if os.path.exists(self.ready_file):
             os.unlink(self.ready_file)
         env = dict(os.environ)
@@ -89,7 +92,7 @@ class SwitchProcess:
         env.update(self.extra_env)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onecard", "switch", "--ready-file", self.ready_file,
+            [sys.executable, "-m", "onecard", *command, "--ready-file", self.ready_file,
              *self.args],
             env=env,
             stdout=self._log,
@@ -99,12 +102,12 @@ class SwitchProcess:
         while not os.path.exists(self.ready_file):
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"switch exited with {self.proc.returncode} before it was ready:\n"
+                    f"{command[0]} exited with {self.proc.returncode} before it was ready:\n"
                     + self.log_tail()
                 )
             if time.monotonic() > deadline:
                 self.kill()
-                raise TimeoutError("switch not ready in time:\n" + self.log_tail())
+                raise TimeoutError(f"{command[0]} not ready in time:\n" + self.log_tail())
             time.sleep(0.05)
         with open(self.ready_file) as f:
             info = json.load(f)
@@ -149,3 +152,16 @@ class SwitchProcess:
             code = self.proc.wait(30)
         self._log.close()
         return code
+
+
+class AdminProcess(SwitchProcess):
+    """`onecard admin` (the admin HTTP API) as a child process on a free port."""
+
+    def start(self, ready_deadline_seconds: float = 60.0) -> AdminProcess:
+        env_extra = {"ONECARD_ADMIN_PORT": "0", "ONECARD_ADMIN_HOST": "127.0.0.1"}
+        self.extra_env = {**env_extra, **self.extra_env}
+        return self._start(["admin"], ready_deadline_seconds)  # type: ignore[return-value]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"

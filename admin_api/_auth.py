@@ -1,0 +1,176 @@
+"""Who may do what: roles, permissions, passwords, access tokens, the log-in rate limit.
+
+Every route names one permission (`opt={"permission": ...}`); the guard in `_app` refuses a
+request whose log-in's role lacks it (403) and the app refuses to start with a route that names
+none. The subtree check (分权分域) is the second half: a handler resolves the node its object
+belongs to and calls `Actor.require_node` (404 outside the actor's subtree: an object the
+actor may not see is one that does not exist for them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections import OrderedDict, deque
+from typing import Final
+
+import msgspec
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from admin_api._problems import Problem
+
+ROLES: Final = (
+    "platform_admin", "tenant_admin", "card_office", "cashier", "finance", "auditor",
+    "merchant_viewer", "cardholder", "parent",
+)
+STAFF_ROLES: Final = frozenset(ROLES) - {"cardholder", "parent"}
+
+_ALL_STAFF: Final = frozenset({
+    "org.read", "org.write", "users.read", "users.write", "people.read", "people.write",
+    "cards.read", "cards.write", "money.counter", "merchants.read", "merchants.write",
+    "reports.read", "audit.read", "documents.read", "documents.write", "documents.approve",
+})
+PERMISSIONS: Final[dict[str, frozenset[str]]] = {
+    "platform_admin": _ALL_STAFF,
+    "tenant_admin": _ALL_STAFF,
+    "card_office": frozenset({
+        "org.read", "people.read", "people.write", "cards.read", "cards.write",
+        "money.counter", "merchants.read", "reports.read", "documents.read", "documents.write",
+    }),
+    "cashier": frozenset({"org.read", "people.read", "cards.read", "money.counter"}),
+    "finance": frozenset({
+        "org.read", "people.read", "cards.read", "merchants.read", "reports.read",
+        "documents.read", "documents.approve",
+    }),
+    "auditor": frozenset({
+        "org.read", "users.read", "people.read", "cards.read", "merchants.read",
+        "reports.read", "audit.read", "documents.read",
+    }),
+    "merchant_viewer": frozenset({"merchants.read", "reports.read"}),
+    "cardholder": frozenset({"self"}),
+    "parent": frozenset({"self"}),
+}
+"""Role -> the permissions it has. "self": the cardholder's own (or a parent's child's) data."""
+
+ALL_PERMISSIONS: Final = frozenset().union(*PERMISSIONS.values())
+PUBLIC: Final = "public"
+"""The permission of the few routes anyone may call (log-in, health)."""
+
+_hasher = PasswordHasher()  # argon2id, the library's (RFC 9106) defaults
+_DUMMY_HASH: Final = _hasher.hash("onecard: a password nobody has")
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(stored_hash: str | None, password: str) -> bool:
+    """Constant work whether or not the user exists (no user-name probing by timing)."""
+
+    def check() -> bool:
+        try:
+            return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)
+
+
+def new_token() -> tuple[str, bytes]:
+    """(the token to hand out, the SHA-256 to store)."""
+    token = secrets.token_urlsafe(32)
+    return token, token_sha256(token)
+
+
+def token_sha256(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Actor(msgspec.Struct, frozen=True, kw_only=True):
+    """The log-in behind a request."""
+
+    user_id: int
+    username: str
+    role: str
+    node_id: int
+    node_path: list[int]
+    person_id: int | None = None
+    children: list[int] = []
+    """People a parent may see."""
+    client_ip: str = ""
+
+    def can(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.role, frozenset())
+
+    def require(self, permission: str) -> None:
+        if not self.can(permission):
+            raise Problem(403, "forbidden", f"a {self.role} may not do this ({permission})")
+
+    def sees(self, node_path: list[int] | None) -> bool:
+        """Is a node with this path in the actor's subtree?"""
+        return node_path is not None and self.node_id in node_path
+
+    def require_node(self, node_path: list[int] | None, what: str) -> None:
+        if not self.sees(node_path):
+            raise Problem(404, "not-found", f"no {what} in your part of the organisation")
+
+    def sees_person(self, person_id: int) -> bool:
+        """For "self" routes: the cardholder themself, or a parent's linked child."""
+        if self.role == "cardholder":
+            return self.person_id == person_id
+        if self.role == "parent":
+            return person_id in self.children
+        return False
+
+
+class LoginLimiter:
+    """Failed log-ins per key (user name, client address) in a sliding window, in memory.
+
+    Bounded: at most `keys_max` keys are tracked; the least recently failed are forgotten.
+    Per process: with several admin API processes the limit is per process (documented).
+    """
+
+    def __init__(self, failures_max: int, window_seconds: float, keys_max: int = 100_000
+                 ) -> None:
+        self.failures_max = failures_max
+        self.window = window_seconds
+        self.keys_max = keys_max
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        q = self._failures.get(key)
+        if q is None:
+            return None
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        if not q:
+            del self._failures[key]
+            return None
+        return q
+
+    def retry_after(self, keys: list[str]) -> int:
+        """Seconds until a log-in may be tried again (0: now)."""
+        now = time.monotonic()
+        wait = 0.0
+        for key in keys:
+            q = self._recent(key, now)
+            if q is not None and len(q) >= self.failures_max:
+                wait = max(wait, q[0] + self.window - now)
+        return int(wait) + 1 if wait > 0 else 0
+
+    def failed(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        for key in keys:
+            q = self._failures.get(key)
+            if q is None:
+                q = self._failures[key] = deque(maxlen=self.failures_max)
+            q.append(now)
+            self._failures.move_to_end(key)
+        while len(self._failures) > self.keys_max:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, username_key: str) -> None:
+        self._failures.pop(username_key, None)

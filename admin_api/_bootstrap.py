@@ -1,0 +1,71 @@
+"""The first steps on a site: the platform node, its first admin, and adopting what exists.
+
+`bootstrap` is idempotent. It creates the platform (root) node if there is none, a tenant node
+for every tenant the switch knows that has none, a person for every account that has none
+(named after the account's holder, in its tenant's node), and the first platform admin if
+that user name is free. Everything it creates is in the audit log as done by "bootstrap".
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from admin_api._auth import hash_password
+
+
+class BootstrapReport(msgspec.Struct, frozen=True):
+    platform_node_id: int
+    tenant_nodes_created: int
+    people_created: int
+    admin_created: bool
+
+
+async def bootstrap(conn: asyncpg.Connection, *, platform_name: str, username: str,
+                    password: str) -> BootstrapReport:
+    digest = await hash_password(password)
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE org_nodes IN SHARE ROW EXCLUSIVE MODE")
+        root = await conn.fetchval("SELECT id FROM org_nodes WHERE parent_id IS NULL")
+        if root is None:
+            root = await conn.fetchval("SELECT nextval('org_nodes_id_seq')")
+            await conn.execute(
+                "INSERT INTO org_nodes (id, parent_id, kind, name, path, depth)"
+                " VALUES ($1, NULL, 'platform', $2, ARRAY[$1]::integer[], 0)", root, platform_name)
+            await _audit(conn, "org.create_node", "org_node", root, [root])
+        tenants = await conn.fetch(
+            "SELECT t.id, t.name FROM tenants t WHERE NOT EXISTS"
+            " (SELECT 1 FROM org_nodes n WHERE n.kind = 'tenant' AND n.tenant_id = t.id)"
+            " ORDER BY t.id")
+        for t in tenants:
+            node = await conn.fetchval("SELECT nextval('org_nodes_id_seq')")
+            await conn.execute(
+                "INSERT INTO org_nodes (id, parent_id, kind, name, tenant_id, path, depth)"
+                " VALUES ($1, $2, 'tenant', $3, $4, ARRAY[$2, $1]::integer[], 1)",
+                node, root, t["name"], t["id"])
+            await _audit(conn, "org.adopt_tenant", "org_node", node, [root, node])
+        people = await conn.execute(
+            "INSERT INTO people (node_id, tenant_id, name, class_id, account_id)"
+            " SELECT n.id, a.tenant_id,"
+            "  CASE WHEN a.holder_name = '' THEN 'Cardholder ' || a.id ELSE a.holder_name END,"
+            "  a.class_id, a.id"
+            " FROM accounts a JOIN org_nodes n ON n.kind = 'tenant' AND n.tenant_id = a.tenant_id"
+            " WHERE NOT EXISTS (SELECT 1 FROM people p WHERE p.account_id = a.id)")
+        adopted = int(people.split()[-1])
+        if adopted:
+            await _audit(conn, "person.adopt_accounts", "person", f"{adopted} accounts", [root])
+        created = await conn.fetchval(
+            "INSERT INTO admin_users (username, node_id, role, password_hash)"
+            " VALUES ($1, $2, 'platform_admin', $3) ON CONFLICT (username) DO NOTHING"
+            " RETURNING id", username, root, digest)
+        if created is not None:
+            await _audit(conn, "user.create", "user", created, [root])
+    return BootstrapReport(platform_node_id=root, tenant_nodes_created=len(tenants),
+                           people_created=adopted, admin_created=created is not None)
+
+
+async def _audit(conn: asyncpg.Connection, action: str, entity: str, entity_id: object,
+                 path: list[int]) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (username, role, action, entity, entity_id, node_path)"
+        " VALUES ('bootstrap', 'system', $1, $2, $3, $4)", action, entity, str(entity_id), path)

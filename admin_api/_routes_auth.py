@@ -1,0 +1,238 @@
+"""Log-in, log-out, who am I, and admin log-ins (users)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import asyncpg
+import msgspec
+from litestar import Request, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from msgspec import Meta
+
+from admin_api._auth import (
+    PUBLIC,
+    ROLES,
+    Actor,
+    LoginLimiter,
+    hash_password,
+    new_token,
+    token_sha256,
+    verify_password,
+)
+from admin_api._problems import Problem
+from admin_api._settings import AdminSettings
+from admin_api._store import change, node_path
+
+Username = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._@-]{2,63}$",
+                               description="3-64 characters: a-z, 0-9, . _ @ -")]
+Password = Annotated[str, Meta(min_length=10, max_length=256)]
+
+
+class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    password: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class TokenOut(msgspec.Struct):
+    access_token: str
+    token_type: str
+    expires_in: int
+    role: str
+    node_id: int
+
+
+class MeOut(msgspec.Struct):
+    user_id: int
+    username: str
+    role: str
+    node_id: int
+    node_path: list[int]
+    person_id: int | None
+    children: list[int]
+    permissions: list[str]
+
+
+class UserIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    password: Password
+    role: Annotated[str, Meta(pattern="^(" + "|".join(ROLES) + ")$")]
+    node_id: Annotated[int, Meta(ge=1)]
+    person_id: Annotated[int, Meta(ge=1)] | None = None
+    """The cardholder's own person (role cardholder)."""
+    children: list[Annotated[int, Meta(ge=1)]] = []
+    """The people a parent may see (role parent)."""
+
+
+class UserOut(msgspec.Struct):
+    id: int
+    username: str
+    role: str
+    node_id: int
+    person_id: int | None
+    disabled: bool
+
+
+def _bearer(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def actor_of(request: ASGIConnection[Any, Any, Any, Any], pool: asyncpg.Pool) -> Actor:
+    """The log-in behind the request's bearer token, or 401."""
+    token = _bearer(request)
+    if token is None or len(token) > 200:
+        raise Problem(401, "not-authenticated", "send Authorization: Bearer <access token>",
+                      headers={"WWW-Authenticate": "Bearer"})
+    row = await pool.fetchrow(
+        "SELECT u.id, u.username, u.role, u.node_id, n.path, u.person_id,"
+        " array(SELECT person_id FROM parent_links p WHERE p.user_id = u.id"
+        "       ORDER BY person_id) AS children"
+        " FROM admin_tokens t JOIN admin_users u ON u.id = t.user_id"
+        " JOIN org_nodes n ON n.id = u.node_id"
+        " WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND t.expires_at > now()"
+        " AND NOT u.disabled",
+        token_sha256(token),
+    )
+    if row is None:
+        raise Problem(401, "not-authenticated", "the access token is unknown, expired or revoked",
+                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    client = request.client.host if request.client else ""
+    return Actor(user_id=row["id"], username=row["username"], role=row["role"],
+                 node_id=row["node_id"], node_path=list(row["path"]),
+                 person_id=row["person_id"], children=list(row["children"]), client_ip=client)
+
+
+@post("/auth/login", opt={"permission": PUBLIC}, tags=["auth"], status_code=200,
+      summary="Log in: a short-lived access token")
+async def login(data: LoginIn, request: Request[Any, Any, Any], state: State) -> TokenOut:
+    pool: asyncpg.Pool = state.pool
+    settings: AdminSettings = state.settings
+    limiter: LoginLimiter = state.login_limiter
+    client = request.client.host if request.client else ""
+    keys = ["user:" + data.username.lower(), "ip:" + client]
+    wait = limiter.retry_after(keys)
+    if wait:
+        raise Problem(429, "too-many-requests",
+                      f"too many failed log-ins; try again in {wait} s",
+                      headers={"Retry-After": str(wait)})
+    row = await pool.fetchrow(
+        "SELECT id, password_hash, role, node_id, disabled FROM admin_users WHERE username = $1",
+        data.username.lower(),
+    )
+    ok = await verify_password(row["password_hash"] if row else None, data.password)
+    if not ok or row is None or row["disabled"]:
+        limiter.failed(keys)
+        state.log.warning("admin.login_failed", username=data.username[:64], client_ip=client)
+        raise Problem(401, "not-authenticated", "wrong user name or password")
+    limiter.succeeded(keys[0])
+    token, digest = new_token()
+    await pool.execute(
+        "INSERT INTO admin_tokens (token_sha256, user_id, expires_at)"
+        " VALUES ($1, $2, now() + make_interval(secs => $3))",
+        digest, row["id"], float(settings.token_seconds),
+    )
+    return TokenOut(access_token=token, token_type="Bearer", expires_in=settings.token_seconds,
+                    role=row["role"], node_id=row["node_id"])
+
+
+@post("/auth/logout", opt={"permission": "any"}, tags=["auth"], status_code=204,
+      summary="Revoke the access token of this request")
+async def logout(request: Request[Any, Any, Any], state: State) -> None:
+    token = _bearer(request)
+    assert token is not None
+    await state.pool.execute(
+        "UPDATE admin_tokens SET revoked_at = now() WHERE token_sha256 = $1", token_sha256(token)
+    )
+
+
+@get("/auth/me", opt={"permission": "any"}, tags=["auth"], summary="Who am I")
+async def me(actor: Actor) -> MeOut:
+    from admin_api._auth import PERMISSIONS
+
+    return MeOut(user_id=actor.user_id, username=actor.username, role=actor.role,
+                 node_id=actor.node_id, node_path=actor.node_path, person_id=actor.person_id,
+                 children=actor.children,
+                 permissions=sorted(PERMISSIONS.get(actor.role, frozenset())))
+
+
+def _user_out(r: asyncpg.Record) -> UserOut:
+    return UserOut(id=r["id"], username=r["username"], role=r["role"], node_id=r["node_id"],
+                   person_id=r["person_id"], disabled=r["disabled"])
+
+
+@post("/users", opt={"permission": "users.write"}, tags=["users"],
+      summary="Create an admin log-in bound to a node of your subtree")
+async def create_user(data: UserIn, actor: Actor, state: State) -> UserOut:
+    pool: asyncpg.Pool = state.pool
+    path = await node_path(pool, data.node_id)
+    actor.require_node(path, f"node {data.node_id}")
+    assert path is not None
+    if data.role == "platform_admin" and (actor.role != "platform_admin" or len(path) != 1):
+        raise Problem(403, "forbidden", "only a platform admin creates platform admins, and "
+                      "only at the platform node")
+    if (data.role == "cardholder") != (data.person_id is not None):
+        raise Problem(422, "unprocessable", "person_id is given for a cardholder, and only "
+                      "for a cardholder")
+    if data.children and data.role != "parent":
+        raise Problem(422, "unprocessable", "children are given for a parent only")
+    people = [data.person_id] if data.person_id else list(data.children)
+    for pid in people:
+        ppath = await pool.fetchval(
+            "SELECT n.path FROM people p JOIN org_nodes n ON n.id = p.node_id WHERE p.id = $1",
+            pid)
+        actor.require_node(list(ppath) if ppath else None, f"person {pid}")
+    digest = await hash_password(data.password)
+    async with change(pool, actor) as tx:
+        row = await tx.conn.fetchrow(
+            "INSERT INTO admin_users (username, node_id, role, password_hash, person_id)"
+            " VALUES ($1, $2, $3, $4, $5)"
+            " RETURNING id, username, role, node_id, person_id, disabled",
+            data.username, data.node_id, data.role, digest, data.person_id,
+        )
+        for pid in data.children:
+            await tx.conn.execute("INSERT INTO parent_links VALUES ($1, $2)", row["id"], pid)
+        out = _user_out(row)
+        tx.audit("user.create", "user", row["id"], path,
+                 after={**msgspec.to_builtins(out), "children": data.children})
+    return out
+
+
+@get("/users", opt={"permission": "users.read"}, tags=["users"],
+     summary="Admin log-ins of your subtree")
+async def list_users(actor: Actor, state: State) -> list[UserOut]:
+    rows = await state.pool.fetch(
+        "SELECT u.id, u.username, u.role, u.node_id, u.person_id, u.disabled"
+        " FROM admin_users u JOIN org_nodes n ON n.id = u.node_id"
+        " WHERE $1 = ANY(n.path) ORDER BY u.id LIMIT 1000", actor.node_id)
+    return [_user_out(r) for r in rows]
+
+
+@post("/users/{user_id:int}/disable", opt={"permission": "users.write"}, tags=["users"],
+      status_code=200, summary="Disable a log-in and revoke its tokens")
+async def disable_user(user_id: int, actor: Actor, state: State) -> UserOut:
+    pool: asyncpg.Pool = state.pool
+    async with change(pool, actor) as tx:
+        row = await tx.conn.fetchrow(
+            "SELECT u.id, u.username, u.role, u.node_id, u.person_id, u.disabled, n.path"
+            " FROM admin_users u JOIN org_nodes n ON n.id = u.node_id WHERE u.id = $1 FOR UPDATE"
+            " OF u", user_id)
+        actor.require_node(list(row["path"]) if row else None, f"user {user_id}")
+        if row["id"] == actor.user_id:
+            raise Problem(409, "conflict", "you cannot disable your own log-in")
+        if row["role"] == "platform_admin" and actor.role != "platform_admin":
+            raise Problem(403, "forbidden", "only a platform admin disables a platform admin")
+        await tx.conn.execute("UPDATE admin_users SET disabled = true WHERE id = $1", user_id)
+        await tx.conn.execute("UPDATE admin_tokens SET revoked_at = now()"
+                              " WHERE user_id = $1 AND revoked_at IS NULL", user_id)
+        before = _user_out(row)
+        after = msgspec.structs.replace(before, disabled=True)
+        tx.audit("user.disable", "user", user_id, list(row["path"]), before=before, after=after)
+    return after
+
+
+ROUTES = [login, logout, me, create_user, list_users, disable_user]

@@ -1,0 +1,351 @@
+"""People (cardholders), their accounts, cards and other credentials; the card lifecycle.
+
+Every change goes out on the change feed in its own transaction (`_store.change`), so a card
+reported lost is refused by every switch within about a second and a new card works as soon.
+Losing a card is an account state (the switch refuses every card of a lost account).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import msgspec
+from litestar import get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from msgspec import Meta
+
+from admin_api._auth import Actor
+from admin_api._problems import Problem
+from admin_api._store import Change, change, next_id, node_path
+from protocols.changes import AccountOpened, AccountStatusChanged, CardBound, CardCancelled
+
+ACCOUNTS_MAX = 50_000_000
+CARD_NO_MAX = 2**63 - 1
+CardNo = Annotated[int, Meta(ge=1, le=CARD_NO_MAX)]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+ExternalId = Annotated[str, Meta(min_length=1, max_length=64)]
+PageSize = Annotated[int, Parameter(ge=1, le=1000)]
+
+ACCOUNT_STATUS = {0: "active", 1: "frozen", 2: "lost", 3: "closed"}
+CARD_STATUS = {0: "active", 1: "cancelled"}
+CardType = Literal["standard", "special_shaped", "electronic_student_id", "temporary"]
+
+
+class PersonIn(msgspec.Struct, forbid_unknown_fields=True):
+    node_id: Annotated[int, Meta(ge=1)]
+    """The tenant or department the person belongs to."""
+    name: Name
+    class_id: Annotated[int, Meta(ge=1, le=255)]
+    external_id: ExternalId | None = None
+    """The person's id in the HR or academic system (unique in the tenant)."""
+    phone: Annotated[str, Meta(max_length=32)] = ""
+
+
+class PersonOut(msgspec.Struct):
+    id: int
+    node_id: int
+    tenant_id: int
+    name: str
+    class_id: int
+    external_id: str | None
+    phone: str
+    account_id: int
+    account_status: str
+
+
+class PersonPage(msgspec.Struct):
+    items: list[PersonOut]
+    next_after: int | None
+    """Pass as `after` for the next page; null on the last page."""
+
+
+class CardIn(msgspec.Struct, forbid_unknown_fields=True):
+    card_no: CardNo
+    """The number the terminals read from the card."""
+    printed_no: Annotated[str, Meta(max_length=32)] = ""
+    chip_uid: Annotated[str, Meta(pattern=r"^[0-9A-F]{8,20}$")] | None = None
+    card_type: CardType = "standard"
+    valid_until: dt.date | None = None
+
+
+class CardOut(msgspec.Struct):
+    card_no: int
+    person_id: int
+    account_id: int
+    status: str
+    account_status: str
+    printed_no: str
+    chip_uid: str | None
+    card_type: str
+    valid_until: dt.date | None
+    issued_at: dt.datetime
+    cancelled_at: dt.datetime | None
+    cancel_reason: str | None
+
+
+class ReplaceIn(msgspec.Struct, forbid_unknown_fields=True):
+    new_card: CardIn
+
+
+class CredentialIn(msgspec.Struct, forbid_unknown_fields=True):
+    kind: Literal["face", "fingerprint"]
+    template_id: Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class CredentialOut(msgspec.Struct):
+    id: int
+    person_id: int
+    kind: str
+    template_id: str
+
+
+_PERSON_SELECT = (
+    "SELECT p.id, p.node_id, p.tenant_id, p.name, p.class_id, p.external_id, p.phone,"
+    " p.account_id, a.status AS account_status, n.path"
+    " FROM people p JOIN accounts a ON a.id = p.account_id JOIN org_nodes n ON n.id = p.node_id"
+)
+_CARD_SELECT = (
+    "SELECT c.card_no, p.id AS person_id, c.account_id, c.status, a.status AS account_status,"
+    " c.printed_no, c.chip_uid, c.card_type, c.valid_until, c.issued_at, c.cancelled_at,"
+    " c.cancel_reason, n.path, p.node_id"
+    " FROM cards c JOIN accounts a ON a.id = c.account_id"
+    " JOIN people p ON p.account_id = c.account_id JOIN org_nodes n ON n.id = p.node_id"
+)
+
+
+def person_out(r: asyncpg.Record) -> PersonOut:
+    return PersonOut(id=r["id"], node_id=r["node_id"], tenant_id=r["tenant_id"], name=r["name"],
+                     class_id=r["class_id"], external_id=r["external_id"], phone=r["phone"],
+                     account_id=r["account_id"],
+                     account_status=ACCOUNT_STATUS[r["account_status"]])
+
+
+def card_out(r: asyncpg.Record) -> CardOut:
+    return CardOut(card_no=r["card_no"], person_id=r["person_id"], account_id=r["account_id"],
+                   status=CARD_STATUS[r["status"]],
+                   account_status=ACCOUNT_STATUS[r["account_status"]],
+                   printed_no=r["printed_no"], chip_uid=r["chip_uid"], card_type=r["card_type"],
+                   valid_until=r["valid_until"], issued_at=r["issued_at"],
+                   cancelled_at=r["cancelled_at"], cancel_reason=r["cancel_reason"])
+
+
+async def person_in_scope(conn: Any, actor: Actor, person_id: int, *, lock: bool = False
+                          ) -> asyncpg.Record:
+    row = await conn.fetchrow(_PERSON_SELECT + " WHERE p.id = $1"
+                              + (" FOR UPDATE OF a" if lock else ""), person_id)
+    actor.require_node(list(row["path"]) if row else None, f"person {person_id}")
+    return row
+
+
+async def card_in_scope(conn: Any, actor: Actor, card_no: int, *, lock: bool = False
+                        ) -> asyncpg.Record:
+    row = await conn.fetchrow(_CARD_SELECT + " WHERE c.card_no = $1"
+                              + (" FOR UPDATE OF c, a" if lock else ""), card_no)
+    actor.require_node(list(row["path"]) if row else None, f"card {card_no}")
+    return row
+
+
+async def create_person_tx(tx: Change, data: PersonIn) -> PersonOut:
+    """Person + account (0 fen: money comes through the switch) + the change event."""
+    node = await tx.conn.fetchrow("SELECT kind, tenant_id, path FROM org_nodes WHERE id = $1",
+                                  data.node_id)
+    tx.actor.require_node(list(node["path"]) if node else None, f"node {data.node_id}")
+    if node["tenant_id"] is None:
+        raise Problem(422, "unprocessable", "people belong to a tenant or one of its departments, "
+                      f"not to a {node['kind']}")
+    if not await tx.conn.fetchval("SELECT true FROM identity_classes WHERE id = $1",
+                                  data.class_id):
+        raise Problem(422, "unprocessable", f"no identity class {data.class_id}")
+    account_id = await next_id(tx.conn, "accounts", ACCOUNTS_MAX)
+    await tx.conn.execute(
+        "INSERT INTO accounts (id, tenant_id, class_id, holder_name) VALUES ($1, $2, $3, $4)",
+        account_id, node["tenant_id"], data.class_id, data.name)
+    row = await tx.conn.fetchrow(
+        "INSERT INTO people (node_id, tenant_id, external_id, name, class_id, account_id, phone)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        data.node_id, node["tenant_id"], data.external_id, data.name, data.class_id, account_id,
+        data.phone)
+    out = PersonOut(id=row["id"], node_id=data.node_id, tenant_id=node["tenant_id"],
+                    name=data.name, class_id=data.class_id, external_id=data.external_id,
+                    phone=data.phone, account_id=account_id, account_status="active")
+    tx.audit("person.create", "person", out.id, list(node["path"]), after=out)
+    tx.event(AccountOpened(account_id, node["tenant_id"], data.class_id))
+    return out
+
+
+@post("/people", opt={"permission": "people.write"}, tags=["people"],
+      summary="Add a person (a cardholder) with an empty account")
+async def create_person(data: PersonIn, actor: Actor, state: State) -> PersonOut:
+    async with change(state.pool, actor) as tx:
+        if data.external_id is not None and await tx.conn.fetchval(
+                "SELECT true FROM people p JOIN org_nodes n ON n.id = $1"
+                " WHERE p.tenant_id = n.tenant_id AND p.external_id = $2",
+                data.node_id, data.external_id):
+            raise Problem(409, "conflict", f"external_id {data.external_id!r} is taken in this "
+                          "tenant")
+        return await create_person_tx(tx, data)
+
+
+@get("/people", opt={"permission": "people.read"}, tags=["people"],
+     summary="People of your subtree (or of one node's subtree), by id, paged")
+async def list_people(actor: Actor, state: State, node_id: int | None = None,
+                      q: Annotated[str | None, Parameter(max_length=100)] = None,
+                      after: int = 0, limit: PageSize = 100) -> PersonPage:
+    scope = actor.node_id
+    if node_id is not None:
+        actor.require_node(await node_path(state.pool, node_id), f"node {node_id}")
+        scope = node_id
+    rows = await state.pool.fetch(
+        _PERSON_SELECT + " WHERE $1 = ANY(n.path) AND p.id > $2"
+        " AND ($3::text IS NULL OR p.name ILIKE '%' || $3 || '%' OR p.external_id = $3)"
+        " ORDER BY p.id LIMIT $4", scope, after, q, limit + 1)
+    items = [person_out(r) for r in rows[:limit]]
+    return PersonPage(items=items, next_after=items[-1].id if len(rows) > limit else None)
+
+
+@get("/people/{person_id:int}", opt={"permission": "people.read"}, tags=["people"],
+     summary="One person")
+async def get_person(person_id: int, actor: Actor, state: State) -> PersonOut:
+    return person_out(await person_in_scope(state.pool, actor, person_id))
+
+
+@post("/people/{person_id:int}/cards", opt={"permission": "cards.write"}, tags=["cards"],
+      summary="Issue a card to a person (works at every switch within about a second)")
+async def issue_card(person_id: int, data: CardIn, actor: Actor, state: State) -> CardOut:
+    async with change(state.pool, actor) as tx:
+        person = await person_in_scope(tx.conn, actor, person_id, lock=True)
+        if person["account_status"] == 3:
+            raise Problem(409, "conflict", "the account is closed")
+        return await _bind_card(tx, person, data, "card.issue")
+
+
+async def _bind_card(tx: Change, person: asyncpg.Record, data: CardIn, action: str) -> CardOut:
+    if await tx.conn.fetchval("SELECT true FROM cards WHERE card_no = $1", data.card_no):
+        raise Problem(409, "conflict", f"card {data.card_no} has been issued before (a card "
+                      "number is never reused)")
+    await tx.conn.execute(
+        "INSERT INTO cards (card_no, account_id, printed_no, chip_uid, card_type, valid_until)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        data.card_no, person["account_id"], data.printed_no, data.chip_uid, data.card_type,
+        data.valid_until)
+    row = await tx.conn.fetchrow(_CARD_SELECT + " WHERE c.card_no = $1", data.card_no)
+    out = card_out(row)
+    tx.audit(action, "card", data.card_no, list(person["path"]), after=out)
+    tx.event(CardBound(data.card_no, person["account_id"]))
+    return out
+
+
+@get("/people/{person_id:int}/cards", opt={"permission": "cards.read"}, tags=["cards"],
+     summary="A person's cards, the dead ones included")
+async def person_cards(person_id: int, actor: Actor, state: State) -> list[CardOut]:
+    await person_in_scope(state.pool, actor, person_id)
+    rows = await state.pool.fetch(_CARD_SELECT + " WHERE p.id = $1 ORDER BY c.issued_at",
+                                  person_id)
+    return [card_out(r) for r in rows]
+
+
+@get("/cards/{card_no:int}", opt={"permission": "cards.read"}, tags=["cards"],
+     summary="One card")
+async def get_card(card_no: int, actor: Actor, state: State) -> CardOut:
+    return card_out(await card_in_scope(state.pool, actor, card_no))
+
+
+async def set_account_status(tx: Change, card: asyncpg.Record, status: int, action: str
+                             ) -> CardOut:
+    before = card_out(card)
+    await tx.conn.execute("UPDATE accounts SET status = $2 WHERE id = $1", card["account_id"],
+                          status)
+    after = msgspec.structs.replace(before, account_status=ACCOUNT_STATUS[status])
+    tx.audit(action, "card", card["card_no"], list(card["path"]), before=before, after=after)
+    tx.event(AccountStatusChanged(card["account_id"], status))
+    return after
+
+
+@post("/cards/{card_no:int}/report-loss", opt={"permission": "cards.write"}, tags=["cards"],
+      status_code=200, summary="Report a card lost (挂失): refused everywhere within a second")
+async def report_loss(card_no: int, actor: Actor, state: State) -> CardOut:
+    async with change(state.pool, actor) as tx:
+        card = await card_in_scope(tx.conn, actor, card_no, lock=True)
+        return await report_loss_tx(tx, card)
+
+
+async def report_loss_tx(tx: Change, card: asyncpg.Record) -> CardOut:
+    if card["status"] != 0:
+        raise Problem(409, "conflict", f"card {card['card_no']} is cancelled")
+    if card["account_status"] == 2:
+        return card_out(card)  # already lost: nothing to do, nothing audited
+    if card["account_status"] == 3:
+        raise Problem(409, "conflict", "the account is closed")
+    return await set_account_status(tx, card, 2, "card.report_loss")
+
+
+@post("/cards/{card_no:int}/unfreeze", opt={"permission": "cards.write"}, tags=["cards"],
+      status_code=200, summary="Cancel a loss report (解挂): the card works again")
+async def unfreeze(card_no: int, actor: Actor, state: State) -> CardOut:
+    async with change(state.pool, actor) as tx:
+        card = await card_in_scope(tx.conn, actor, card_no, lock=True)
+        if card["status"] != 0:
+            raise Problem(409, "conflict", f"card {card_no} is cancelled; it never works again")
+        if card["account_status"] != 2:
+            raise Problem(409, "conflict", "the card is not reported lost")
+        return await set_account_status(tx, card, 0, "card.unfreeze")
+
+
+@post("/cards/{card_no:int}/replace", opt={"permission": "cards.write"}, tags=["cards"],
+      summary="Replace a card (补卡): the account moves to the new card, the old one is dead")
+async def replace_card(card_no: int, data: ReplaceIn, actor: Actor, state: State) -> CardOut:
+    async with change(state.pool, actor) as tx:
+        old = await card_in_scope(tx.conn, actor, card_no, lock=True)
+        if old["status"] != 0:
+            raise Problem(409, "conflict", f"card {card_no} is already cancelled")
+        if old["account_status"] == 3:
+            raise Problem(409, "conflict", "the account is closed")
+        before = card_out(old)
+        await tx.conn.execute(
+            "UPDATE cards SET status = 1, cancelled_at = now(), cancel_reason = 'replaced'"
+            " WHERE card_no = $1", card_no)
+        tx.audit("card.cancel", "card", card_no, list(old["path"]), before=before,
+                 after=msgspec.structs.replace(before, status="cancelled",
+                                               cancel_reason="replaced"))
+        tx.event(CardCancelled(card_no, old["account_id"]))
+        person = await person_in_scope(tx.conn, actor, old["person_id"])
+        new = await _bind_card(tx, person, data.new_card, "card.replace")
+        if old["account_status"] in (1, 2):
+            # A replaced lost card: the account works again, with the new card only.
+            new_row = await tx.conn.fetchrow(_CARD_SELECT + " WHERE c.card_no = $1",
+                                             data.new_card.card_no)
+            new = await set_account_status(tx, new_row, 0, "card.unfreeze")
+        return new
+
+
+@post("/people/{person_id:int}/credentials", opt={"permission": "cards.write"},
+      tags=["cards"], summary="Add a face or fingerprint template id")
+async def add_credential(person_id: int, data: CredentialIn, actor: Actor, state: State
+                         ) -> CredentialOut:
+    async with change(state.pool, actor) as tx:
+        person = await person_in_scope(tx.conn, actor, person_id, lock=True)
+        row = await tx.conn.fetchrow(
+            "INSERT INTO credentials (person_id, kind, template_id) VALUES ($1, $2, $3)"
+            " RETURNING id", person_id, data.kind, data.template_id)
+        out = CredentialOut(id=row["id"], person_id=person_id, kind=data.kind,
+                            template_id=data.template_id)
+        tx.audit("credential.add", "credential", row["id"], list(person["path"]), after=out)
+        return out
+
+
+@get("/people/{person_id:int}/credentials", opt={"permission": "cards.read"}, tags=["cards"],
+     summary="A person's face and fingerprint template ids")
+async def list_credentials(person_id: int, actor: Actor, state: State) -> list[CredentialOut]:
+    await person_in_scope(state.pool, actor, person_id)
+    rows = await state.pool.fetch(
+        "SELECT id, person_id, kind, template_id FROM credentials WHERE person_id = $1"
+        " ORDER BY id", person_id)
+    return [CredentialOut(id=r["id"], person_id=r["person_id"], kind=r["kind"],
+                          template_id=r["template_id"]) for r in rows]
+
+
+ROUTES = [create_person, list_people, get_person, issue_card, person_cards, get_card,
+          report_loss, unfreeze, replace_card, add_credential, list_credentials]

@@ -1,0 +1,97 @@
+"""Admin API settings: a TOML file's [admin] table, then ONECARD_ADMIN_* variables.
+
+`dsn` falls back to ONECARD_DSN, the variable the switch reads, so one environment serves both.
+A wrong setting raises SettingsError naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+ENV_PREFIX = "ONECARD_ADMIN_"
+
+
+class SettingsError(Exception):
+    """A missing or invalid setting; the message names it."""
+
+
+class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # PostgreSQL DSN of the site (the switch's database).
+    dsn: str
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    # Access tokens live this long; a log-in gives a new one.
+    token_seconds: Annotated[int, Meta(ge=30, le=86_400)] = 900
+    # Failed log-ins allowed per user name and per client address in `login_window_seconds`;
+    # past it, log-in answers 429 until the window has passed.
+    login_failures_max: Annotated[int, Meta(ge=1, le=1000)] = 5
+    login_window_seconds: Annotated[int, Meta(ge=1, le=86_400)] = 300
+    # The switch, for money movements: the admin API is a privileged terminal (kind admin) of it.
+    switch_host: str = "127.0.0.1"
+    switch_port: Annotated[int, Meta(ge=0, le=65535)] = 7700
+    # The admin terminal's id and key (hex, 32 bytes; derived from the site master secret by
+    # `onecard terminal-key`). Never logged.
+    switch_terminal_id: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 0
+    switch_terminal_key: Annotated[str, Meta(pattern=r"^([0-9a-fA-F]{2}){32}$|^$")] = ""
+    switch_timeout_seconds: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    pool_max: Annotated[int, Meta(ge=1, le=200)] = 10
+
+    def __repr__(self) -> str:
+        def show(name: str) -> str:
+            if name == "switch_terminal_key" and self.switch_terminal_key:
+                return "'***'"
+            return repr(getattr(self, name))
+
+        shown = ", ".join(f"{name}={show(name)}" for name in self.__struct_fields__)
+        return f"AdminSettings({shown})"
+
+
+def load_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> AdminSettings:
+    """Merge the TOML file's [admin] table, ONECARD_ADMIN_<NAME> variables and overrides."""
+    raw: dict[str, object] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read settings file {path}: {exc}") from None
+        table = doc.get("admin", {})
+        if not isinstance(table, dict):
+            raise SettingsError(f"{path}: [admin] must be a table")
+        raw.update(table)
+    env = os.environ if env is None else env
+    if "dsn" not in raw and env.get("ONECARD_DSN"):
+        raw["dsn"] = env["ONECARD_DSN"]
+    for name in AdminSettings.__struct_fields__:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None:
+            raw[name] = value
+    if overrides:
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(raw, AdminSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if " - at `$." in message:
+            what, where = message.rsplit(" - at `$.", 1)
+            name = where.rstrip("`")
+            if name == "switch_terminal_key":
+                what = "must be 32 bytes of hex"
+            raise SettingsError(f"setting {name} (env {ENV_PREFIX}{name.upper()}): {what}"
+                                ) from None
+        if "missing required field" in message:
+            name = message.rsplit("`", 2)[-2]
+            raise SettingsError(f"setting {name} is required (env ONECARD_DSN or "
+                                f"{ENV_PREFIX}{name.upper()}, or [admin] {name})") from None
+        raise SettingsError(f"invalid settings: {message}") from None

@@ -1,0 +1,92 @@
+"""A seeded site with the admin API (and, when asked, the switch) as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import asyncpg
+import httpx
+
+from admin_api._bootstrap import bootstrap
+from onecard.harness import AdminProcess
+from onecard.seed import SeedPlan
+from tests.switch_site import Site
+
+ROOT_USER = "root"
+PASSWORD = "correct horse battery"
+_card_numbers = itertools.count(9_100_000_000)
+
+
+def new_card_no() -> int:
+    return next(_card_numbers)
+
+
+class Api:
+    """An httpx client logged in as one user; every call returns the response."""
+
+    def __init__(self, url: str, username: str | None = None, password: str = PASSWORD) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+        self.username = username
+        if username is not None:
+            r = self.http.post("/auth/login", json={"username": username, "password": password})
+            assert r.status_code == 200, r.text
+            self.token = r.json()["access_token"]
+            self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.get(path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+        return self.http.post(path, json=body, **kw)
+
+    def ok(self, method: str, path: str, body: Any = None, status: int | None = None) -> Any:
+        r = self.http.request(method, path, json=body)
+        assert r.status_code < 300 and (status is None or r.status_code == status), (
+            method, path, r.status_code, r.text)
+        return r.json() if r.content else None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class AdminSite(Site):
+    """The demo site (tenants 1 and 2), bootstrapped: platform node, tenant nodes, people."""
+
+    def __init__(self, dsn: str, plan: SeedPlan | None = None) -> None:
+        super().__init__(dsn, plan or SeedPlan(accounts=200, terminals=10))
+
+        async def init() -> Any:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return await bootstrap(conn, platform_name="HQ", username=ROOT_USER,
+                                       password=PASSWORD)
+            finally:
+                await conn.close()
+
+        self.boot = asyncio.run(init())
+        self.admin: AdminProcess | None = None
+        self.apis: list[Api] = []
+
+    def start_admin(self, **env: str) -> AdminProcess:
+        self.admin = AdminProcess(self.dsn, "", extra_env=env).start()
+        return self.admin
+
+    def api(self, username: str | None = ROOT_USER, password: str = PASSWORD) -> Api:
+        assert self.admin is not None
+        api = Api(self.admin.url, username, password)
+        self.apis.append(api)
+        return api
+
+    def tenant_node(self, tenant_id: int) -> int:
+        return int(self.fetch("SELECT id FROM org_nodes WHERE kind = 'tenant' AND tenant_id = $1",
+                              tenant_id)[0]["id"])
+
+    def close(self) -> None:
+        for api in self.apis:
+            api.close()
+        if self.admin is not None:
+            self.admin.stop()
+        if self.switch is not None:
+            self.switch.stop()
