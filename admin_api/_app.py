@@ -196,8 +196,9 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
         lifespan=[lifespan],
         openapi_config=openapi_config(),
         state=State({"settings": settings, "metrics": metrics, "log": log,
-                     "login_limiter": LoginLimiter(settings.login_failures_max,
-                                                   settings.login_window_seconds)}),
+                     "login_limiter": LoginLimiter(
+                         settings.login_failures_max, settings.login_window_seconds,
+                         address_failures_max=settings.login_address_failures_max)}),
         request_max_body_size=REQUEST_BODY_MAX,
         cors_config=CORSConfig(allow_origins=[]),
         debug=False,

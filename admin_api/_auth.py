@@ -133,9 +133,10 @@ class LoginLimiter:
     Per process: with several admin API processes the limit is per process (documented).
     """
 
-    def __init__(self, failures_max: int, window_seconds: float, keys_max: int = 100_000
-                 ) -> None:
+    def __init__(self, failures_max: int, window_seconds: float, keys_max: int = 100_000, *,
+                 address_failures_max: int | None = None) -> None:
         self.failures_max = failures_max
+        self.address_failures_max = address_failures_max or failures_max
         self.window = window_seconds
         self.keys_max = keys_max
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
@@ -151,13 +152,16 @@ class LoginLimiter:
             return None
         return q
 
+    def _max(self, key: str) -> int:
+        return self.address_failures_max if key.startswith("ip:") else self.failures_max
+
     def retry_after(self, keys: list[str]) -> int:
         """Seconds until a log-in may be tried again (0: now)."""
         now = time.monotonic()
         wait = 0.0
         for key in keys:
             q = self._recent(key, now)
-            if q is not None and len(q) >= self.failures_max:
+            if q is not None and len(q) >= self._max(key):
                 wait = max(wait, q[0] + self.window - now)
         return int(wait) + 1 if wait > 0 else 0
 
@@ -166,7 +170,7 @@ class LoginLimiter:
         for key in keys:
             q = self._failures.get(key)
             if q is None:
-                q = self._failures[key] = deque(maxlen=self.failures_max)
+                q = self._failures[key] = deque(maxlen=self._max(key))
             q.append(now)
             self._failures.move_to_end(key)
         while len(self._failures) > self.keys_max:

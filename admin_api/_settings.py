@@ -29,9 +29,11 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     port: Annotated[int, Meta(ge=0, le=65535)] = 8080
     # Access tokens live this long; a log-in gives a new one.
     token_seconds: Annotated[int, Meta(ge=30, le=86_400)] = 900
-    # Failed log-ins allowed per user name and per client address in `login_window_seconds`;
-    # past it, log-in answers 429 until the window has passed.
+    # Failed log-ins allowed per user name, and per client address (a campus may sit behind
+    # one NAT address: looser), in `login_window_seconds`; past either, log-in answers 429
+    # until the window has passed.
     login_failures_max: Annotated[int, Meta(ge=1, le=1000)] = 5
+    login_address_failures_max: Annotated[int, Meta(ge=1, le=100_000)] = 100
     login_window_seconds: Annotated[int, Meta(ge=1, le=86_400)] = 300
     # The switch, for money movements: the admin API is a privileged terminal (kind admin) of it.
     switch_host: str = "127.0.0.1"
