@@ -203,11 +203,17 @@ def _seed(scenario: Scenario, dsn: str) -> SeededPopulation:
     return asyncio.run(_with_conn(dsn, lambda conn: seed_population(conn, scenario)))
 
 
+def utc_offset_text(seconds: int) -> str:
+    """A UTC offset in seconds as `--seed` prints it: -22020 -> "-6:07", 28800 -> "+8:00"."""
+    hours, rest = divmod(abs(seconds), 3600)
+    return f"{'-' if seconds < 0 else '+'}{hours}:{rest // 60:02d}"
+
+
 def _describe(p: SeededPopulation) -> str:
     return (f"seeded {p.scenario}: {p.accounts:,} cardholders ({p.lost:,} lost, {p.frozen:,} "
             f"frozen, {p.low_balance:,} with too little money, {p.with_subsidy:,} with a subsidy "
             f"wallet), {p.merchants - 1} merchants, {p.terminals:,} terminals; UTC offset "
-            f"{p.utc_offset_s // 3600:+d}:{abs(p.utc_offset_s) % 3600 // 60:02d}")
+            f"{utc_offset_text(p.utc_offset_s)}")
 
 
 def _run_private(scenario: Scenario, options: SimOptions) -> int:

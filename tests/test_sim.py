@@ -27,7 +27,7 @@ from ledger_ext import REVERSAL as KIND_REVERSAL
 from onecard.audit import AuditReport, audit_conservation
 from onecard.harness import SwitchProcess, free_port
 from onecard.population import seed_population
-from onecard.sim import load_site
+from onecard.sim import load_site, utc_offset_text
 from protocols import ocp
 from terminals_sim import ScenarioError, Simulation, UnsupportedTerminalKind
 
@@ -153,6 +153,16 @@ def test_terminal_kinds_the_switch_does_not_speak_are_refused_clearly() -> None:
                                        '[[terminals]]\nkind = "door"\nmerchant = "shop"'))
     with pytest.raises(UnsupportedTerminalKind, match=r"terminals\[1\].*door"):
         terminals_sim.check_supported(scenario)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(28_800, "+8:00"), (0, "+0:00"), (-22_020, "-6:07"), (-1_800, "-0:30"), (20_700, "+5:45"),
+     (-50_400, "-14:00")],
+)
+def test_the_seeded_utc_offset_is_printed_with_its_sign_outside(seconds: int, text: str) -> None:
+    # -22,020 s is 6 h 7 min west; floor division once printed it as "-7:07".
+    assert utc_offset_text(seconds) == text
 
 
 def test_unknown_scenario_names_list_the_shipped_ones(tmp_path: Any) -> None:
