@@ -93,6 +93,7 @@ class Kind(enum.IntEnum):
     RELEASE = 6
     EXPIRY = 7
     CREDIT = 8
+    DEBIT = 9
 
 class AccountStatus(enum.IntEnum):
     ACTIVE = 0
@@ -148,6 +149,7 @@ CAPTURE: Final = 5
 RELEASE: Final = 6
 EXPIRY: Final = 7
 CREDIT: Final = 8
+DEBIT: Final = 9
 
 ACTIVE: Final = 0
 FROZEN: Final = 1
@@ -349,7 +351,8 @@ class Ledger:
         meal windows of the account's tenant."""
     def reverse(self, terminal_id: int, txn_seq: int, original_txn_seq: int, card_no: int,
                 amount_fen: int, now_s: int) -> Outcome:
-        """Reverse the PURCHASE (terminal_id, original_txn_seq). Precedence: repeat;
+        """Reverse the PURCHASE (terminal_id, original_txn_seq); an original of any other kind
+        (CREDIT, DEBIT, an inquiry, a hold...) is REVERSAL_MISMATCH. Precedence: repeat;
         tombstone; TXN_SEQ_TOO_OLD (this key); original_txn_seq >= txn_seq ->
         REVERSAL_MISMATCH; original in the window: already reversed (or tombstoned) ->
         ALREADY_REVERSED, not a PURCHASE or another card -> REVERSAL_MISMATCH, declined ->
@@ -370,6 +373,18 @@ class Ledger:
         cross tenant, but LOST and FROZEN accounts accept credit (CLOSED declines). Then
         INVALID_AMOUNT (1..AMOUNT_FEN_MAX), BALANCE_LIMIT_EXCEEDED (wallet above
         BALANCE_FEN_MAX or merchant below -MERCHANT_BALANCE_FEN_MAX). No class limits."""
+    def debit(self, terminal_id: int, txn_seq: int, card_no: int, to_merchant_id: int,
+              wallet: int, amount_fen: int, now_s: int) -> Outcome:
+        """Refund paid out at the counter, cancellation with refund, downward adjustment: the
+        MAIN or SUBSIDY wallet pays to_merchant_id (a system account). The mirror of credit,
+        journal kind DEBIT (9). Precedence: repeat; tombstone -> ALREADY_REVERSED;
+        TXN_SEQ_TOO_OLD; INVALID_MERCHANT; UNKNOWN_CARD; CARD_CANCELLED; CLOSED ->
+        ACCOUNT_CLOSED (LOST and FROZEN accounts may be debited); CROSS_TENANT_NOT_ALLOWED;
+        INVALID_AMOUNT (1..AMOUNT_FEN_MAX); INSUFFICIENT_FUNDS: the wallet's floor, SUBSIDY
+        never below 0, MAIN's available balance (main - held) never below -overdraft_fen of
+        the account's class (the purchase rule); BALANCE_LIMIT_EXCEEDED (the merchant would
+        pass MERCHANT_BALANCE_FEN_MAX). No class limits (txn, daily, meal) apply and no limit
+        counter changes. Replayed like credit (deltas only); reverse() does not undo it."""
 
     # two-phase holds (water controllers, showers)
     def hold(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,

@@ -14,7 +14,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from ledger_ext import CREDIT, INQUIRY, PURCHASE, REVERSAL, TXN_SEQ_TOO_OLD
+from ledger_ext import CREDIT, DEBIT, INQUIRY, PURCHASE, REVERSAL, TXN_SEQ_TOO_OLD
 from protocols import ocp
 from switch import (
     _codes,  # noqa: F401  (asserts ledger and wire codes agree)
@@ -36,6 +36,8 @@ _Heartbeat = ocp.Heartbeat
 _PurchaseResult = ocp.PurchaseResult
 _ReversalResult = ocp.ReversalResult
 _BalanceResult = ocp.BalanceResult
+_Credit = ocp.Credit
+_Debit = ocp.Debit
 _ADMIN_REQUESTS = ocp.ADMIN_REQUEST_TYPES
 _ADMIN = ocp.TerminalKind.ADMIN
 _RC = ocp.ResponseCode
@@ -255,6 +257,9 @@ class TerminalSession(asyncio.Protocol):
         elif kind == CREDIT:
             msg = ocp.CreditResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
                                    o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)
+        elif kind == DEBIT:
+            msg = ocp.DebitResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
+                                  o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)
         else:  # an outcome kind this connection cannot have asked for
             msg = ocp.Error(_RC.SYSTEM_ERROR, o.txn_seq, "unexpected outcome kind")
         self._out.append(self._conn.send(msg))
@@ -327,13 +332,17 @@ class TerminalSession(asyncio.Protocol):
                          security=True)
             return None
         ledger = rt.ledger
-        if ev.from_merchant_id > ledger.merchants_max:
+        t = type(ev)
+        field = "from_merchant_id" if t is _Credit else "to_merchant_id"
+        merchant_id = getattr(ev, field)
+        if merchant_id > ledger.merchants_max:
             # Within the wire's limit but beyond the accounts this switch holds: no such
             # account. Refused like a field out of range: nothing decided, txn_seq not used.
-            self._refuse(_RC.INVALID_FIELD, ev.txn_seq, "invalid field $.from_merchant_id")
+            self._refuse(_RC.INVALID_FIELD, ev.txn_seq, f"invalid field $.{field}")
             return None
-        return ledger.credit(self.terminal_id, ev.txn_seq, ev.card_no, ev.from_merchant_id,
-                             ev.wallet, ev.amount_fen, now_s)
+        decide = ledger.credit if t is _Credit else ledger.debit
+        return decide(self.terminal_id, ev.txn_seq, ev.card_no, merchant_id, ev.wallet,
+                      ev.amount_fen, now_s)
 
     # -- control messages ------------------------------------------------------------------
 

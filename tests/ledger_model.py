@@ -81,6 +81,7 @@ class Kind(enum.IntEnum):
     RELEASE = 6
     EXPIRY = 7
     CREDIT = 8
+    DEBIT = 9
 
 
 class AccountStatus(enum.IntEnum):
@@ -137,6 +138,7 @@ CAPTURE = 5
 RELEASE = 6
 EXPIRY = 7
 CREDIT = 8
+DEBIT = 9
 
 ACTIVE = 0
 FROZEN = 1
@@ -772,6 +774,60 @@ class LedgerModel:
         self._store(terminal, txn_seq, outcome)
         return outcome
 
+    def debit(self, terminal_id: int, txn_seq: int, card_no: int, to_merchant_id: int,
+              wallet: int, amount_fen: int, now_s: int) -> Outcome:
+        """The mirror of credit: the wallet pays to_merchant_id (a system account).
+
+        Checks as credit (LOST and FROZEN accounts allowed, CLOSED declines), then
+        INVALID_AMOUNT (1..AMOUNT_FEN_MAX), then INSUFFICIENT_FUNDS: the wallet may not go
+        below its floor, which is 0 for SUBSIDY and -overdraft for MAIN's available balance
+        (main - held), as for a purchase; then BALANCE_LIMIT_EXCEEDED (the merchant would pass
+        MERCHANT_BALANCE_FEN_MAX). No class limit applies and no counter changes.
+        """
+        self._check_key(terminal_id, txn_seq)
+        _in_range("card_no", card_no, 1, CARD_NO_MAX)
+        _in_range("merchant_id", to_merchant_id, 1, self.merchants_max)
+        _in_range("wallet", wallet, MAIN, SUBSIDY)
+        _in_range("now_s", now_s, 0, NOW_S_MAX)
+        terminal = self._terminal(terminal_id)
+        account_id = self._account_of_card(card_no)
+        state, slot = self._window(terminal, txn_seq)
+        if state == "repeat":
+            assert slot is not None and slot.outcome is not None
+            return replace(slot.outcome, repeat=True)
+        if state == "too_old":
+            return self._emit(DEBIT, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
+                              account_id, to_merchant_id, amount_fen, now_s, journaled=False)
+        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
+            account_id, card_no, to_merchant_id, credit=True)
+        main_delta = subsidy_delta = 0
+        if code == APPROVED:
+            account = self.accounts[account_id]
+            merchant = self.merchants[to_merchant_id]
+            overdraft = self.classes.get(account.class_id, IdentityClass()).overdraft_fen
+            if wallet == MAIN:
+                left, floor = account.main_fen - account.held_fen - amount_fen, -overdraft
+            else:
+                left, floor = account.subsidy_fen - amount_fen, 0
+            if not 1 <= amount_fen <= AMOUNT_FEN_MAX:
+                code = INVALID_AMOUNT
+            elif left < floor:
+                code = INSUFFICIENT_FUNDS
+            elif merchant.balance_fen + amount_fen > MERCHANT_BALANCE_FEN_MAX:
+                code = BALANCE_LIMIT_EXCEEDED
+            else:
+                if wallet == MAIN:
+                    main_delta = -amount_fen
+                    account.main_fen -= amount_fen
+                else:
+                    subsidy_delta = -amount_fen
+                    account.subsidy_fen -= amount_fen
+                merchant.balance_fen += amount_fen
+        outcome = self._emit(DEBIT, code, terminal_id, txn_seq, 0, card_no, account_id,
+                             to_merchant_id, amount_fen, now_s, main_delta, subsidy_delta)
+        self._store(terminal, txn_seq, outcome)
+        return outcome
+
     # -------------------------------------------------------------------- holds
 
     def hold(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,
@@ -900,7 +956,7 @@ class LedgerModel:
         o = Outcome(*row)
         if o.lsn <= self._lsn:
             raise ReplayError(f"row lsn {o.lsn} is not after {self._lsn}")
-        if not PURCHASE <= o.kind <= CREDIT:
+        if not PURCHASE <= o.kind <= DEBIT:
             raise ReplayError("unknown kind")
         if o.code == TXN_SEQ_TOO_OLD:
             raise ReplayError("TXN_SEQ_TOO_OLD is never journaled")

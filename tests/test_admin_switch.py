@@ -20,7 +20,7 @@ from tests.switch_site import FREE_CANTEEN_TERMINAL, Site
 RC = ocp.ResponseCode
 MAIN, SUBSIDY = 0, 1
 ACTIVE, FROZEN, LOST, CLOSED = 0, 1, 2, 3
-CREDIT_KIND = 8
+CREDIT_KIND, DEBIT_KIND = 8, 9
 
 
 class Holder(msgspec.Struct, frozen=True):
@@ -93,11 +93,12 @@ def test_credit_is_journaled_answered_after_commit_and_repeated_identically(
     assert balances(site, h.card_no, 1) == (h.main + 5_000, h.subsidy + 300)
 
 
+@pytest.mark.parametrize("request_type", [ocp.Credit, ocp.Debit])
 def test_a_non_admin_terminal_is_refused_not_permitted_and_nothing_changes(
-        site: AdminSite) -> None:
+        site: AdminSite, request_type: type[ocp.Message]) -> None:
     h = site.holders["active"]
     pos = site.client(FREE_CANTEEN_TERMINAL)
-    refused = pos.request(ocp.Credit(1, h.card_no, MAIN, 5_000, CASH_DESK_MERCHANT))
+    refused = pos.request(request_type(1, h.card_no, MAIN, 1_000, CASH_DESK_MERCHANT))
     assert isinstance(refused, ocp.Error)
     assert (refused.code, refused.txn_seq) == (RC.NOT_PERMITTED, 1)
     assert site.journal(FREE_CANTEEN_TERMINAL, 1) == []
@@ -142,16 +143,53 @@ def test_admin_declines_are_journaled_and_move_no_money(site: AdminSite) -> None
     admin.close()
 
 
-def test_a_reversal_of_a_credit_is_declined_reversal_mismatch(site: AdminSite) -> None:
-    """Ledger.reverse undoes purchases only: a Reversal naming a credit is declined (and
-    journaled) with nothing moved. An admin corrects a credit with a Debit."""
+def test_debit_pays_out_of_a_wallet_down_to_its_floor_without_class_limits(
+        site: AdminSite) -> None:
+    h = site.holders["active"]  # a student: txn limit 100 yuan, daily 300, no overdraft
+    admin = site.client(ADMIN_TERMINAL)
+    assert admin.request(ocp.Credit(1, h.card_no, MAIN, 8_000, CASH_DESK_MERCHANT)).code == 0
+    main = h.main + 8_000  # above the 10_000 fen per-transaction limit of a purchase
+    refund = admin.request(ocp.Debit(2, h.card_no, MAIN, main, CASH_DESK_MERCHANT))
+    assert refund == ocp.DebitResult(2, RC.APPROVED, main, h.subsidy, 0, h.subsidy)
+    (row,) = site.journal(ADMIN_TERMINAL, 2)
+    assert (row["kind"], row["code"], row["merchant_id"]) == (DEBIT_KIND, 0, CASH_DESK_MERCHANT)
+    assert (row["main_delta_fen"], row["subsidy_delta_fen"], row["merchant_delta_fen"]) == (
+        -main, 0, main)
+    # Main stops at 0 (no overdraft for this class); subsidy always stops at 0.
+    short = admin.request(ocp.Debit(3, h.card_no, MAIN, 1, CASH_DESK_MERCHANT))
+    assert short == ocp.DebitResult(3, RC.INSUFFICIENT_FUNDS, 0, h.subsidy, 0, h.subsidy)
+    assert admin.request(ocp.Debit(4, h.card_no, SUBSIDY, h.subsidy + 1,
+                                   SUBSIDY_FUND)).code == RC.INSUFFICIENT_FUNDS
+    back = admin.request(ocp.Debit(5, h.card_no, SUBSIDY, h.subsidy, SUBSIDY_FUND))
+    assert (back.code, back.amount_fen, back.balance_fen) == (RC.APPROVED, h.subsidy, 0)
+    assert admin.request(ocp.Debit(2, h.card_no, MAIN, 1, SUBSIDY_FUND)) == refund  # repeat
+    # LOST and FROZEN accounts can be refunded at the counter; CLOSED ones are final.
+    for seq, name in ((6, "lost"), (7, "frozen")):
+        r = admin.request(ocp.Debit(seq, site.holders[name].card_no, MAIN, 100,
+                                    CASH_DESK_MERCHANT))
+        assert (r.code, r.main_fen) == (RC.APPROVED, site.holders[name].main - 100), name
+    closed = admin.request(ocp.Debit(8, site.holders["closed"].card_no, MAIN, 100,
+                                     CASH_DESK_MERCHANT))
+    assert (closed.code, closed.amount_fen) == (RC.ACCOUNT_CLOSED, 0)
+    admin.close()
+    assert balances(site, h.card_no, 1) == (0, 0)
+    assert len(site.journal(ADMIN_TERMINAL, 2)) == 1
+
+
+def test_a_reversal_of_a_credit_or_debit_is_declined_reversal_mismatch(
+        site: AdminSite) -> None:
+    """Ledger.reverse undoes purchases only: a Reversal naming a credit or a debit is declined
+    (and journaled) with nothing moved. An admin corrects one with the other."""
     h = site.holders["active"]
     admin = site.client(ADMIN_TERMINAL)
     assert admin.request(ocp.Credit(1, h.card_no, MAIN, 700, CASH_DESK_MERCHANT)).code == 0
     rev = admin.request(ocp.Reversal(2, 1, h.card_no, 0))
     assert rev == ocp.ReversalResult(2, RC.REVERSAL_MISMATCH, 0, h.main + h.subsidy + 700)
+    assert admin.request(ocp.Debit(3, h.card_no, MAIN, 300, CASH_DESK_MERCHANT)).code == 0
+    rev = admin.request(ocp.Reversal(4, 3, h.card_no, 300))
+    assert rev == ocp.ReversalResult(4, RC.REVERSAL_MISMATCH, 0, h.main + h.subsidy + 400)
     admin.close()
-    assert balances(site, h.card_no, 1) == (h.main + 700, h.subsidy)
+    assert balances(site, h.card_no, 1) == (h.main + 400, h.subsidy)
 
 
 def test_an_admin_repeat_older_than_the_window_is_answered_from_the_journal(

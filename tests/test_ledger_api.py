@@ -314,6 +314,94 @@ def test_balance_limit(impl: types.ModuleType) -> None:
     assert ledger.credit(5, 2, 77, CASH_DESK, impl.MAIN, big - 1, T0).code == 0
 
 
+# ---------------------------------------------------------------------------------- debit
+
+
+def test_debit_is_the_mirror_of_credit(impl: types.ModuleType) -> None:
+    ledger = make(impl)                                     # main 10_000, subsidy 2_000
+    o = ledger.debit(5, 1, CARD, CASH_DESK, impl.MAIN, 3_000, T0)
+    assert (o.code, o.kind, o.merchant_id, o.amount_fen) == (0, impl.DEBIT, CASH_DESK, 3_000)
+    assert (o.main_delta_fen, o.subsidy_delta_fen, o.merchant_delta_fen) == (-3_000, 0, 3_000)
+    assert (o.main_fen, o.subsidy_fen) == (7_000, 2_000)
+    s = ledger.debit(5, 2, CARD, CASH_DESK, impl.SUBSIDY, 500, T0)
+    assert (s.subsidy_delta_fen, s.merchant_delta_fen, s.subsidy_fen) == (-500, 500, 1_500)
+    assert dict(ledger.merchant_balances())[CASH_DESK] == -12_000 + 3_500
+    assert ledger.total_fen() == 0
+    assert ledger.debit(5, 1, CARD2, SHOP, impl.SUBSIDY, 1, T0).repeat      # fields ignored
+    with pytest.raises(impl.LedgerArgumentError):
+        ledger.debit(5, 3, CARD, CASH_DESK, 2, 1, T0)
+    with pytest.raises(impl.LedgerArgumentError):
+        ledger.debit(5, 3, CARD, 9, impl.MAIN, 1, T0)                     # merchant beyond max
+
+
+def test_debit_statuses_and_declines(impl: types.ModuleType) -> None:
+    ledger = make(impl)
+    for n, status in enumerate((impl.LOST, impl.FROZEN), start=1):          # counter refunds
+        ledger.set_account_status(1, status)
+        assert ledger.debit(5, n, CARD, CASH_DESK, impl.MAIN, 1, T0).code == 0
+    ledger.set_account_status(1, impl.CLOSED)
+    closed = ledger.debit(5, 3, CARD, CASH_DESK, impl.MAIN, 1, T0)
+    assert (closed.code, closed.main_delta_fen, closed.main_fen) == (46, 0, 9_998)
+    ledger.set_account_status(1, impl.ACTIVE)
+    assert ledger.debit(5, 4, 555, CASH_DESK, impl.MAIN, 1, T0).code == impl.UNKNOWN_CARD
+    assert ledger.debit(5, 5, CARD, 6, impl.MAIN, 1, T0).code == impl.INVALID_MERCHANT
+    assert ledger.debit(5, 6, CARD, OTHER_SITE, impl.MAIN, 1, T0).code == 57
+    for n, amount in enumerate((0, -1, impl.AMOUNT_FEN_MAX + 1), start=7):
+        assert ledger.debit(5, n, CARD, CASH_DESK, impl.MAIN, amount, T0).code == 13
+    ledger.cancel_card(CARD)
+    assert ledger.debit(5, 10, CARD, CASH_DESK, impl.MAIN, 1, T0).code == impl.CARD_CANCELLED
+    assert ledger.account(1).main_fen == 9_998 and ledger.total_fen() == 0
+
+
+def test_debit_floor_subsidy_zero_main_overdraft_less_held(impl: types.ModuleType) -> None:
+    ledger = make(impl, main=1_000, subsidy=300, limits=(500, 0, 0, 0, 0))  # overdraft 500
+    assert ledger.debit(5, 1, CARD, CASH_DESK, impl.SUBSIDY, 301, T0).code == 51
+    assert ledger.debit(5, 2, CARD, CASH_DESK, impl.SUBSIDY, 300, T0).subsidy_fen == 0
+    assert ledger.hold(5, 3, CARD, SHOP, 200, T0 + 60, T0).code == 0        # held 200
+    # available main = 1_000 - 200 = 800; it may go down to -500: at most 1_300 more
+    assert ledger.debit(5, 4, CARD, CASH_DESK, impl.MAIN, 1_301, T0).code == 51
+    o = ledger.debit(5, 5, CARD, CASH_DESK, impl.MAIN, 1_300, T0)
+    assert (o.code, o.main_fen, ledger.account(1).held_fen) == (0, -300, 200)
+    assert ledger.debit(5, 6, CARD, CASH_DESK, impl.MAIN, 1, T0).code == 51
+    assert ledger.total_fen() == 0
+
+
+def test_debit_applies_no_class_limit_and_counts_nothing(impl: types.ModuleType) -> None:
+    ledger = make(impl, main=50_000, limits=(0, 1_000, 2_000, 1, 500))
+    o = ledger.debit(5, 1, CARD, CASH_DESK, impl.MAIN, 30_000, at_local(12))  # in a meal
+    assert o.code == 0
+    state = ledger.account(1)
+    assert (state.day, state.day_spent_fen, state.meal_period, state.meal_count) == (-1, 0, -1, 0)
+    assert ledger.purchase(1, 1, CARD, CANTEEN, 400, at_local(12)).code == 0
+
+
+def test_debit_merchant_bound(impl: types.ModuleType) -> None:
+    ledger = impl.Ledger(4, 4)
+    ledger.open_merchant(1, 1, balance_fen=impl.MERCHANT_BALANCE_FEN_MAX - 5)
+    ledger.open_merchant(2, 1)
+    ledger.open_account(1, 1, 1)
+    ledger.bind_card(CARD, 1)
+    assert ledger.credit(5, 1, CARD, 2, impl.MAIN, 100, T0).code == 0
+    assert ledger.debit(5, 2, CARD, 1, impl.MAIN, 6, T0).code == impl.BALANCE_LIMIT_EXCEEDED
+    assert ledger.debit(5, 3, CARD, 1, impl.MAIN, 5, T0).code == 0
+
+
+def test_debit_is_not_reversible_and_replays(impl: types.ModuleType) -> None:
+    ledger = make(impl)
+    base = ledger.snapshot()
+    rows = [ledger.debit(5, 1, CARD, CASH_DESK, impl.MAIN, 700, T0).journal_row(),
+            ledger.debit(5, 2, CARD, CASH_DESK, impl.SUBSIDY, 9_999, T0).journal_row(),
+            ledger.reverse(5, 3, 1, CARD, 0, T0).journal_row()]
+    assert rows[1][2] == impl.INSUFFICIENT_FUNDS
+    assert rows[2][2] == impl.REVERSAL_MISMATCH and ledger.account(1).main_fen == 9_300
+    replica = twin(impl)
+    replica.restore(base)
+    for row in rows:
+        replica.replay(row)
+    assert replica.snapshot() == ledger.snapshot()
+    assert replica.debit(5, 1, CARD, CASH_DESK, impl.MAIN, 700, T0).repeat
+
+
 def test_inquiry(impl: types.ModuleType) -> None:
     ledger = make(impl)
     o = ledger.inquire(1, 1, CARD, SHOP, T0)
@@ -435,7 +523,8 @@ def test_replay_refuses_malformed_rows(impl: types.ModuleType) -> None:
     ledger = make(impl)
     row = ledger.purchase(1, 1, CARD, SHOP, 100, T0).journal_row()
     replica = twin(impl)
-    for bad in (row[:-1], (*row[:12], row[12] - 1, *row[13:]), (row[0], 9, *row[2:])):
+    for bad in (row[:-1], (*row[:12], row[12] - 1, *row[13:]), (row[0], 99, *row[2:]),
+                (row[0], 0, *row[2:])):
         with pytest.raises(impl.ReplayError):
             replica.replay(bad)
 

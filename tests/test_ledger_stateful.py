@@ -51,6 +51,7 @@ class LedgerPair(RuleBasedStateMachine):
         self.card_ops: list[tuple[str, int, int]] = []
         self.holds_seen: list[tuple[int, int]] = []
         self.purchases_seen: list[tuple[int, int, int, int]] = []
+        self.admin_seen: list[tuple[int, int, int, int]] = []
 
     def both(self, method: str, *args: int) -> object:
         a = getattr(self.fast, method)(*args)
@@ -148,7 +149,8 @@ class LedgerPair(RuleBasedStateMachine):
     def reverse(self, data: st.DataObject, terminal: int, offset: int, back: int,
                 amount_choice: str) -> None:
         seq = self.seq_for(terminal, offset)
-        mine = [p for p in self.purchases_seen if p[0] == terminal]
+        # Credits and debits too: reverse() undoes purchases only (REVERSAL_MISMATCH).
+        mine = [p for p in self.purchases_seen + self.admin_seen if p[0] == terminal]
         if mine and data.draw(st.booleans()):
             _, original, card_no, amount = data.draw(st.sampled_from(mine))
         else:   # a reversal before (or without) its original
@@ -176,6 +178,41 @@ class LedgerPair(RuleBasedStateMachine):
         seq = self.seq_for(terminal, offset)
         fast, model = self.both("credit", terminal, seq, self.cards[card], merchant, wallet,
                                 amount, self.now_s)
+        self.record(fast, model)
+        self.admin_seen.append((terminal, seq, self.cards[card], fast.amount_fen))
+
+    @rule(terminal=st.sampled_from(TERMINALS), offset=st.sampled_from([1, 1, 0]),
+          card=st.integers(0, ACCOUNTS), merchant=st.sampled_from([4, 4, 5, 8]),
+          wallet=st.sampled_from([ledger_ext.MAIN, ledger_ext.SUBSIDY]),
+          amount=st.sampled_from([0, 1, 100, 1000, 7000, 10_000_001, "floor", "floor+1"]))
+    def debit(self, terminal: int, offset: int, card: int, merchant: int, wallet: int,
+              amount: int | str) -> None:
+        if isinstance(amount, str):  # to the wallet's floor exactly, or one fen past it
+            a = self.fast.account(min(card + 1, ACCOUNTS))
+            if wallet == ledger_ext.SUBSIDY:
+                room = a.subsidy_fen
+            else:  # available main down to the class's overdraft
+                room = a.main_fen - a.held_fen + self.config[0][a.class_id - 1][0]
+            amount = max(0, room + (amount == "floor+1"))
+        seq = self.seq_for(terminal, offset)
+        fast, model = self.both("debit", terminal, seq, self.cards[card], merchant, wallet,
+                                amount, self.now_s)
+        self.record(fast, model)
+        self.admin_seen.append((terminal, seq, self.cards[card], fast.amount_fen))
+
+    @precondition(lambda self: bool(self.fast.holds()))
+    @rule(data=st.data(), terminal=st.sampled_from(TERMINALS), past=st.booleans())
+    def debit_held_main_to_its_floor(self, data: st.DataObject, terminal: int,
+                                     past: bool) -> None:
+        """Holds reserve MAIN: a debit may take main - held down to -overdraft, not a fen
+        further (the boundary where forgetting the held amount would show)."""
+        _, _, account_id, card_no, _, _, _ = data.draw(st.sampled_from(self.fast.holds()))
+        a = self.fast.account(account_id)
+        room = a.main_fen - a.held_fen + self.config[0][a.class_id - 1][0]
+        system = 4 if a.tenant_id == 1 else 5
+        seq = self.seq_for(terminal, 1)
+        fast, model = self.both("debit", terminal, seq, card_no, system, ledger_ext.MAIN,
+                                max(0, room + past), self.now_s)
         self.record(fast, model)
 
     @rule(terminal=st.sampled_from(TERMINALS), offset=st.sampled_from([1, 1, 0]),

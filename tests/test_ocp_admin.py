@@ -17,9 +17,11 @@ CARD = 8_800_000_010
 
 REQUESTS = [
     ocp.Credit(5, CARD, 0, 1_000, 2),
+    ocp.Debit(6, CARD, 1, 200, 2),
 ]
 ANSWERS = [
     ocp.CreditResult(5, RC.APPROVED, 1_000, 3_000, 2_500, 500),
+    ocp.DebitResult(6, RC.INSUFFICIENT_FUNDS, 0, 3_000, 2_900, 100),
 ]
 
 
@@ -71,6 +73,9 @@ def test_a_switch_cannot_receive_an_answer() -> None:
         (ocp.Credit(7, CARD, 0, 100, 0), "$.from_merchant_id"),
         (ocp.Credit(7, CARD, 0, 100, limits.MERCHANT_ID_MAX + 1), "$.from_merchant_id"),
         (ocp.Credit(7, 0, 0, 100, 2), "$.card_no"),
+        (ocp.Debit(7, CARD, 2, 100, 2), "$.wallet"),
+        (ocp.Debit(7, CARD, 0, limits.AMOUNT_FEN_MAX + 1, 2), "$.amount_fen"),
+        (ocp.Debit(7, CARD, 0, 100, 0), "$.to_merchant_id"),
     ],
 )
 def test_an_invalid_admin_field_refuses_only_that_request(msg: ocp.Message, path: str) -> None:

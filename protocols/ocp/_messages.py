@@ -201,6 +201,30 @@ class CreditResult(Message, tag=129, frozen=True):
     subsidy_fen: BalanceFen
 
 
+class Debit(Message, tag=130, frozen=True):
+    """Admin only. Refund paid out at the counter, cancellation with refund, downward
+    adjustment: the card's wallet (0 main, 1 subsidy) pays amount_fen to the system account
+    to_merchant_id. No spending limit applies; the wallet keeps its floor (section 4.3)."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    card_no: CardNo
+    wallet: WalletNo
+    amount_fen: AmountFen
+    to_merchant_id: MerchantId
+
+
+class DebitResult(Message, tag=131, frozen=True):
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    amount_fen: AmountFen
+    """The amount debited (0 when declined)."""
+    balance_fen: BalanceFen
+    main_fen: BalanceFen
+    subsidy_fen: BalanceFen
+
+
 # --- Errors (tag 31) -------------------------------------------------------------------------
 
 
@@ -230,6 +254,8 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
     Error,
     Credit,
     CreditResult,
+    Debit,
+    DebitResult,
 ]
 
 MESSAGE_TYPES: Final[tuple[type[Message], ...]] = AnyMessage.__args__  # type: ignore[attr-defined]
@@ -246,16 +272,16 @@ RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
     (80, 95, "offline record upload"),
     (96, 111, "blacklist and parameter download"),
     (112, 127, "kiosk top-up"),
-    (130, 143, "privileged (admin) terminal (future)"),
+    (132, 143, "privileged (admin) terminal (future)"),
 )
 """Tag ranges reserved for later messages; assigning them is not a version break."""
 
 REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
-    {Purchase, Reversal, BalanceInquiry, Heartbeat, SignOff, Credit}
+    {Purchase, Reversal, BalanceInquiry, Heartbeat, SignOff, Credit, Debit}
 )
 """Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
 
-ADMIN_REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset({Credit})
+ADMIN_REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset({Credit, Debit})
 """Requests a switch accepts only from a terminal registered with kind ADMIN; from any other
 terminal they are refused with Error(NOT_PERMITTED) and nothing changes."""
 

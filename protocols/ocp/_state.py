@@ -59,8 +59,9 @@ SIGN_ON_DECLINED: Final = "SignOnResult(declined)"
 
 _T, _S = Role.TERMINAL, Role.SWITCH
 _SEND, _RECV = Way.SEND, Way.RECEIVE
-_REQUESTS = ("Purchase", "Reversal", "BalanceInquiry", "Heartbeat", "Credit")
-_ANSWERS = ("PurchaseResult", "ReversalResult", "BalanceResult", "HeartbeatAck", "CreditResult")
+_REQUESTS = ("Purchase", "Reversal", "BalanceInquiry", "Heartbeat", "Credit", "Debit")
+_ANSWERS = ("PurchaseResult", "ReversalResult", "BalanceResult", "HeartbeatAck", "CreditResult",
+            "DebitResult")
 _ERRORS = ("Error", ERROR_CLOSING)
 
 
