@@ -206,14 +206,16 @@ class Simulation:
                 till.wake()
             with trio.move_on_after(scenario.run.drain_seconds):
                 await self._all_done.wait()
+            # Count them before the cancellation below: each cancelled request leaves in_flight.
+            unanswered = stats.in_flight
             nursery.cancel_scope.cancel()
         if self._progress is not None and self._progress.isatty():
             self._progress.write("\n")
             self._progress.flush()
-        return self._summary(phases, wall, cpu, answered, cardholders)
+        return self._summary(phases, wall, cpu, answered, cardholders, unanswered)
 
     def _summary(self, phases: list[PhaseSummary], wall: float, cpu: float, answered: int,
-                 cardholders: int) -> Summary:
+                 cardholders: int, unanswered: int) -> Summary:
         s = self.stats
         answers: dict[str, dict[str, int]] = {}
         for (kind, code), n in sorted(s.answers.items()):
@@ -262,7 +264,7 @@ class Simulation:
             cardholders=s.customers,
             balked=s.balked,
             unserved_at_end=sum(t.queue_length() for t in self.tills),
-            unanswered_at_end=s.in_flight,
+            unanswered_at_end=unanswered,
             cardholders_per_s=round(cardholders / wall, 1),
             answers_per_s=round(answered / wall, 1),
             sim_cpu_pct=cpu_pct,

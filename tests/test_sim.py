@@ -89,6 +89,14 @@ drop_answer_share = 0.15
 never_answer_share = 0.03
 """
 
+# Every purchase's answer lost, and an answer timeout far longer than the drain: when the drain
+# deadline passes, every till is still waiting for its purchase's answer.
+STUCK = SMALL.replace("answer_timeout_seconds = 0.5", "answer_timeout_seconds = 60").replace(
+    "drain_seconds = 60", "drain_seconds = 0.5") + """
+[phases.faults]
+never_answer_share = 1.0
+"""
+
 
 def _scenario(text: str = SMALL) -> terminals_sim.Scenario:
     return terminals_sim.decode_scenario(text, "test.toml")
@@ -238,6 +246,11 @@ def small_site(db_dsn: str) -> Iterator[SimSite]:
     yield from _sim_site(db_dsn, SMALL)
 
 
+@pytest.fixture
+def stuck_site(db_dsn: str) -> Iterator[SimSite]:
+    yield from _sim_site(db_dsn, STUCK)
+
+
 def _assert_acknowledged_means_journaled(sim: Simulation,
                                          journal: dict[tuple[int, int], Any]) -> None:
     assert sim.answers
@@ -335,6 +348,29 @@ async def test_tills_rejoin_a_switch_killed_mid_run_and_lose_nothing_acknowledge
     report = await trio.to_thread.run_sync(small_site.audit)
     assert report.duplicate_requests == 0
     assert report.conserved, report
+
+
+@pytest.mark.trio
+async def test_requests_still_unanswered_when_the_drain_ends_are_counted(
+        stuck_site: SimSite) -> None:
+    sim = stuck_site.simulation()
+    result: list[terminals_sim.Summary] = []
+    async with trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            result.append(await sim.run())
+
+        nursery.start_soon(run)
+        with trio.fail_after(120):
+            while sim.statistics().in_flight < 14:
+                await trio.sleep(0.02)
+        sim.finish()
+    summary = result[0]
+    # The drain ends after 0.5 s with each of the 14 tills waiting for its purchase's answer;
+    # cancelling them must not hide them (it once reported 0 here whatever was in flight).
+    assert summary.unanswered_at_end == 14, summary
+    assert summary.gave_up == 0 and summary.answer_mismatches == 0
+    assert "unanswered at the end     14" in terminals_sim.render_summary(summary)
 
 
 @pytest.mark.trio
