@@ -138,6 +138,9 @@ def handle_http(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 
 def handle_postgres(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Constraint violations the handlers did not foresee are conflicts, not 500s."""
+    if isinstance(exc, asyncpg.DataError):
+        return problem_response(400, "invalid-request", "a value does not fit its field: "
+                                + str(exc).split("\n")[0][:200], request.url.path)
     if isinstance(exc, asyncpg.UniqueViolationError):
         return problem_response(409, "conflict", "that already exists: "
                                 + (getattr(exc, "constraint_name", "") or "a unique key"),

@@ -13,6 +13,7 @@ from msgspec import Meta
 from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._store import change, next_id
+from admin_api._types import ClassIdParam, Id, IdField
 from protocols.changes import ClassConfigured, TenantConfigured
 
 DEPTH_MAX = 7
@@ -30,7 +31,7 @@ _CHILD_KINDS: dict[str, frozenset[str]] = {
 
 
 class NodeIn(msgspec.Struct, forbid_unknown_fields=True):
-    parent_id: Annotated[int, Meta(ge=1)]
+    parent_id: IdField
     kind: Literal["agent", "tenant", "department"]
     name: Name
     utc_offset_s: Annotated[int, Meta(ge=-50_400, le=50_400)] = 28_800
@@ -66,7 +67,7 @@ async def list_nodes(actor: Actor, state: State) -> list[NodeOut]:
 
 @get("/org/nodes/{node_id:int}", opt={"permission": "org.read"}, tags=["organisation"],
      summary="One node of your subtree")
-async def get_node(node_id: int, actor: Actor, state: State) -> NodeOut:
+async def get_node(node_id: Id, actor: Actor, state: State) -> NodeOut:
     row = await state.pool.fetchrow(f"SELECT {_NODE_COLUMNS} FROM org_nodes WHERE id = $1",
                                     node_id)
     actor.require_node(list(row["path"]) if row else None, f"node {node_id}")
@@ -161,7 +162,8 @@ async def create_class(data: ClassIn, actor: Actor, state: State) -> ClassOut:
 
 @post("/classes/{class_id:int}", opt={"permission": "org.write"}, tags=["organisation"],
       status_code=200, summary="Change an identity class's overdraft and limits")
-async def update_class(class_id: int, data: ClassIn, actor: Actor, state: State) -> ClassOut:
+async def update_class(class_id: ClassIdParam, data: ClassIn, actor: Actor, state: State
+                       ) -> ClassOut:
     _require_platform(actor)
     async with change(state.pool, actor) as tx:
         before = await tx.conn.fetchrow(

@@ -20,14 +20,14 @@ from msgspec import Meta
 from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._store import Change, change, next_id, node_path
+from admin_api._types import BIG_MAX, AfterId, CardNoParam, Id, IdField, Limit
 from protocols.changes import AccountOpened, AccountStatusChanged, CardBound, CardCancelled
 
 ACCOUNTS_MAX = 50_000_000
-CARD_NO_MAX = 2**63 - 1
+CARD_NO_MAX = BIG_MAX
 CardNo = Annotated[int, Meta(ge=1, le=CARD_NO_MAX)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 ExternalId = Annotated[str, Meta(min_length=1, max_length=64)]
-PageSize = Annotated[int, Parameter(ge=1, le=1000)]
 
 ACCOUNT_STATUS = {0: "active", 1: "frozen", 2: "lost", 3: "closed"}
 CARD_STATUS = {0: "active", 1: "cancelled"}
@@ -35,7 +35,7 @@ CardType = Literal["standard", "special_shaped", "electronic_student_id", "tempo
 
 
 class PersonIn(msgspec.Struct, forbid_unknown_fields=True):
-    node_id: Annotated[int, Meta(ge=1)]
+    node_id: IdField
     """The tenant or department the person belongs to."""
     name: Name
     class_id: Annotated[int, Meta(ge=1, le=255)]
@@ -132,7 +132,7 @@ def card_out(r: asyncpg.Record) -> CardOut:
                    cancelled_at=r["cancelled_at"], cancel_reason=r["cancel_reason"])
 
 
-async def person_in_scope(conn: Any, actor: Actor, person_id: int, *, lock: bool = False
+async def person_in_scope(conn: Any, actor: Actor, person_id: Id, *, lock: bool = False
                           ) -> asyncpg.Record:
     row = await conn.fetchrow(_PERSON_SELECT + " WHERE p.id = $1"
                               + (" FOR UPDATE OF a" if lock else ""), person_id)
@@ -140,7 +140,7 @@ async def person_in_scope(conn: Any, actor: Actor, person_id: int, *, lock: bool
     return row
 
 
-async def card_in_scope(conn: Any, actor: Actor, card_no: int, *, lock: bool = False
+async def card_in_scope(conn: Any, actor: Actor, card_no: CardNoParam, *, lock: bool = False
                         ) -> asyncpg.Record:
     row = await conn.fetchrow(_CARD_SELECT + " WHERE c.card_no = $1"
                               + (" FOR UPDATE OF c, a" if lock else ""), card_no)
@@ -191,9 +191,9 @@ async def create_person(data: PersonIn, actor: Actor, state: State) -> PersonOut
 
 @get("/people", opt={"permission": "people.read"}, tags=["people"],
      summary="People of your subtree (or of one node's subtree), by id, paged")
-async def list_people(actor: Actor, state: State, node_id: int | None = None,
+async def list_people(actor: Actor, state: State, node_id: Id | None = None,
                       q: Annotated[str | None, Parameter(max_length=100)] = None,
-                      after: int = 0, limit: PageSize = 100) -> PersonPage:
+                      after: AfterId = 0, limit: Limit = 100) -> PersonPage:
     scope = actor.node_id
     if node_id is not None:
         actor.require_node(await node_path(state.pool, node_id), f"node {node_id}")
@@ -208,13 +208,13 @@ async def list_people(actor: Actor, state: State, node_id: int | None = None,
 
 @get("/people/{person_id:int}", opt={"permission": "people.read"}, tags=["people"],
      summary="One person")
-async def get_person(person_id: int, actor: Actor, state: State) -> PersonOut:
+async def get_person(person_id: Id, actor: Actor, state: State) -> PersonOut:
     return person_out(await person_in_scope(state.pool, actor, person_id))
 
 
 @post("/people/{person_id:int}/cards", opt={"permission": "cards.write"}, tags=["cards"],
       summary="Issue a card to a person (works at every switch within about a second)")
-async def issue_card(person_id: int, data: CardIn, actor: Actor, state: State) -> CardOut:
+async def issue_card(person_id: Id, data: CardIn, actor: Actor, state: State) -> CardOut:
     async with change(state.pool, actor) as tx:
         person = await person_in_scope(tx.conn, actor, person_id, lock=True)
         if person["account_status"] == 3:
@@ -240,7 +240,7 @@ async def _bind_card(tx: Change, person: asyncpg.Record, data: CardIn, action: s
 
 @get("/people/{person_id:int}/cards", opt={"permission": "cards.read"}, tags=["cards"],
      summary="A person's cards, the dead ones included")
-async def person_cards(person_id: int, actor: Actor, state: State) -> list[CardOut]:
+async def person_cards(person_id: Id, actor: Actor, state: State) -> list[CardOut]:
     await person_in_scope(state.pool, actor, person_id)
     rows = await state.pool.fetch(_CARD_SELECT + " WHERE p.id = $1 ORDER BY c.issued_at",
                                   person_id)
@@ -249,7 +249,7 @@ async def person_cards(person_id: int, actor: Actor, state: State) -> list[CardO
 
 @get("/cards/{card_no:int}", opt={"permission": "cards.read"}, tags=["cards"],
      summary="One card")
-async def get_card(card_no: int, actor: Actor, state: State) -> CardOut:
+async def get_card(card_no: CardNoParam, actor: Actor, state: State) -> CardOut:
     return card_out(await card_in_scope(state.pool, actor, card_no))
 
 
@@ -266,7 +266,7 @@ async def set_account_status(tx: Change, card: asyncpg.Record, status: int, acti
 
 @post("/cards/{card_no:int}/report-loss", opt={"permission": "cards.write"}, tags=["cards"],
       status_code=200, summary="Report a card lost (挂失): refused everywhere within a second")
-async def report_loss(card_no: int, actor: Actor, state: State) -> CardOut:
+async def report_loss(card_no: CardNoParam, actor: Actor, state: State) -> CardOut:
     async with change(state.pool, actor) as tx:
         card = await card_in_scope(tx.conn, actor, card_no, lock=True)
         return await report_loss_tx(tx, card)
@@ -284,7 +284,7 @@ async def report_loss_tx(tx: Change, card: asyncpg.Record) -> CardOut:
 
 @post("/cards/{card_no:int}/unfreeze", opt={"permission": "cards.write"}, tags=["cards"],
       status_code=200, summary="Cancel a loss report (解挂): the card works again")
-async def unfreeze(card_no: int, actor: Actor, state: State) -> CardOut:
+async def unfreeze(card_no: CardNoParam, actor: Actor, state: State) -> CardOut:
     async with change(state.pool, actor) as tx:
         card = await card_in_scope(tx.conn, actor, card_no, lock=True)
         if card["status"] != 0:
@@ -296,7 +296,8 @@ async def unfreeze(card_no: int, actor: Actor, state: State) -> CardOut:
 
 @post("/cards/{card_no:int}/replace", opt={"permission": "cards.write"}, tags=["cards"],
       summary="Replace a card (补卡): the account moves to the new card, the old one is dead")
-async def replace_card(card_no: int, data: ReplaceIn, actor: Actor, state: State) -> CardOut:
+async def replace_card(card_no: CardNoParam, data: ReplaceIn, actor: Actor, state: State
+                       ) -> CardOut:
     async with change(state.pool, actor) as tx:
         old = await card_in_scope(tx.conn, actor, card_no, lock=True)
         if old["status"] != 0:
@@ -323,7 +324,7 @@ async def replace_card(card_no: int, data: ReplaceIn, actor: Actor, state: State
 
 @post("/people/{person_id:int}/credentials", opt={"permission": "cards.write"},
       tags=["cards"], summary="Add a face or fingerprint template id")
-async def add_credential(person_id: int, data: CredentialIn, actor: Actor, state: State
+async def add_credential(person_id: Id, data: CredentialIn, actor: Actor, state: State
                          ) -> CredentialOut:
     async with change(state.pool, actor) as tx:
         person = await person_in_scope(tx.conn, actor, person_id, lock=True)
@@ -338,7 +339,7 @@ async def add_credential(person_id: int, data: CredentialIn, actor: Actor, state
 
 @get("/people/{person_id:int}/credentials", opt={"permission": "cards.read"}, tags=["cards"],
      summary="A person's face and fingerprint template ids")
-async def list_credentials(person_id: int, actor: Actor, state: State) -> list[CredentialOut]:
+async def list_credentials(person_id: Id, actor: Actor, state: State) -> list[CredentialOut]:
     await person_in_scope(state.pool, actor, person_id)
     rows = await state.pool.fetch(
         "SELECT id, person_id, kind, template_id FROM credentials WHERE person_id = $1"

@@ -28,9 +28,9 @@ from admin_api._routes_people import (
     report_loss_tx,
 )
 from admin_api._store import change
+from admin_api._types import After, CardNoParam, Id, Limit
 from protocols import ocp
 
-PageSize = Annotated[int, Parameter(ge=1, le=1000)]
 KIND_NAMES = {1: "purchase", 2: "reversal", 3: "inquiry", 4: "hold", 5: "capture",
               6: "release", 7: "expiry", 8: "credit", 9: "debit", 10: "transfer"}
 CODE_NAMES = {int(c): c.name for c in ocp.ResponseCode}
@@ -134,22 +134,22 @@ async def balance_of(pool: asyncpg.Pool, person: asyncpg.Record) -> Balance:
 
 @get("/people/{person_id:int}/statement", opt={"permission": "people.read"},
      tags=["reports"], summary="A person's statement: every transaction, with running balance")
-async def person_statement(person_id: int, actor: Actor, state: State, after_lsn: int = 0,
-                           limit: PageSize = 200, inquiries: bool = False) -> Statement:
+async def person_statement(person_id: Id, actor: Actor, state: State, after_lsn: After = 0,
+                           limit: Limit = 200, inquiries: bool = False) -> Statement:
     person = await person_in_scope(state.pool, actor, person_id)
     return await statement_of(state.pool, person, after_lsn, limit, inquiries)
 
 
 @get("/people/{person_id:int}/balance", opt={"permission": "people.read"}, tags=["reports"],
      summary="A person's balance (main and subsidy wallets) as journaled")
-async def person_balance(person_id: int, actor: Actor, state: State) -> Balance:
+async def person_balance(person_id: Id, actor: Actor, state: State) -> Balance:
     return await balance_of(state.pool, await person_in_scope(state.pool, actor, person_id))
 
 
 @get("/cards/{card_no:int}/history", opt={"permission": "cards.read"}, tags=["reports"],
      summary="A card's transactions (the account's other cards excluded)")
-async def card_history(card_no: int, actor: Actor, state: State, after_lsn: int = 0,
-                       limit: PageSize = 200) -> list[Entry]:
+async def card_history(card_no: CardNoParam, actor: Actor, state: State, after_lsn: After = 0,
+                       limit: Limit = 200) -> list[Entry]:
     card = await card_in_scope(state.pool, actor, card_no)
     rows = await state.pool.fetch(
         _ENTRY_SELECT + " WHERE j.account_id = $1 AND j.card_no = $2 AND j.lsn > $3"
@@ -163,7 +163,7 @@ async def audit_trail(actor: Actor, state: State,
                       entity: Annotated[str | None, Parameter(max_length=40)] = None,
                       entity_id: Annotated[str | None, Parameter(max_length=40)] = None,
                       action: Annotated[str | None, Parameter(max_length=60)] = None,
-                      after: int = 0, limit: PageSize = 200) -> AuditPage:
+                      after: After = 0, limit: Limit = 200) -> AuditPage:
     rows = await state.pool.fetch(
         "SELECT id, at, username, role, client_ip, action, entity, entity_id,"
         " before::text, after::text FROM audit_log"
@@ -184,7 +184,7 @@ async def audit_trail(actor: Actor, state: State,
 # -- self-service: the cardholder's phone app, and parents ----------------------------------------
 
 
-async def _own_person(state: State, actor: Actor, person_id: int) -> asyncpg.Record:
+async def _own_person(state: State, actor: Actor, person_id: Id) -> asyncpg.Record:
     if not actor.sees_person(person_id):
         raise Problem(404, "not-found", f"no person {person_id} among yours")
     row = await state.pool.fetchrow(
@@ -205,21 +205,21 @@ async def self_people(actor: Actor, state: State) -> list[PersonOut]:
 
 @get("/self/people/{person_id:int}/balance", opt={"permission": "self"},
      tags=["self-service"], summary="My (or my child's) balance")
-async def self_balance(person_id: int, actor: Actor, state: State) -> Balance:
+async def self_balance(person_id: Id, actor: Actor, state: State) -> Balance:
     return await balance_of(state.pool, await _own_person(state, actor, person_id))
 
 
 @get("/self/people/{person_id:int}/transactions", opt={"permission": "self"},
      tags=["self-service"], summary="My (or my child's) transactions, with running balance")
-async def self_transactions(person_id: int, actor: Actor, state: State, after_lsn: int = 0,
-                            limit: PageSize = 100) -> Statement:
+async def self_transactions(person_id: Id, actor: Actor, state: State, after_lsn: After = 0,
+                            limit: Limit = 100) -> Statement:
     person = await _own_person(state, actor, person_id)
     return await statement_of(state.pool, person, after_lsn, limit, False)
 
 
 @get("/self/people/{person_id:int}/cards", opt={"permission": "self"}, tags=["self-service"],
      summary="My (or my child's) cards")
-async def self_cards(person_id: int, actor: Actor, state: State) -> list[CardOut]:
+async def self_cards(person_id: Id, actor: Actor, state: State) -> list[CardOut]:
     from admin_api._routes_people import _CARD_SELECT
 
     await _own_person(state, actor, person_id)
@@ -231,7 +231,7 @@ async def self_cards(person_id: int, actor: Actor, state: State) -> list[CardOut
 @post("/self/cards/{card_no:int}/report-loss", opt={"permission": "self"},
       tags=["self-service"], status_code=200,
       summary="Report my card lost: refused everywhere within a second")
-async def self_report_loss(card_no: int, actor: Actor, state: State) -> CardOut:
+async def self_report_loss(card_no: CardNoParam, actor: Actor, state: State) -> CardOut:
     from admin_api._routes_people import _CARD_SELECT
 
     if actor.role != "cardholder":
