@@ -43,16 +43,27 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     switch_terminal_id: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 0
     switch_terminal_key: Annotated[str, Meta(pattern=r"^([0-9a-fA-F]{2}){32}$|^$")] = ""
     switch_timeout_seconds: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    # The site master secret (hex, 32 to 64 bytes; the switch's `master_secret`): registering
+    # or re-keying a terminal answers its key, derived from it, once. Falls back to
+    # ONECARD_MASTER_SECRET. Empty: terminals cannot be registered here. Never logged.
+    master_secret: Annotated[str, Meta(pattern=r"^([0-9a-fA-F]{2}){32,64}$|^$")] = ""
     pool_max: Annotated[int, Meta(ge=1, le=200)] = 10
 
     def __repr__(self) -> str:
         def show(name: str) -> str:
-            if name == "switch_terminal_key" and self.switch_terminal_key:
+            if name in _SECRETS and getattr(self, name):
                 return "'***'"
             return repr(getattr(self, name))
 
         shown = ", ".join(f"{name}={show(name)}" for name in self.__struct_fields__)
         return f"AdminSettings({shown})"
+
+    @property
+    def master_secret_bytes(self) -> bytes:
+        return bytes.fromhex(self.master_secret)
+
+
+_SECRETS = ("switch_terminal_key", "master_secret")
 
 
 def load_settings(
@@ -75,6 +86,8 @@ def load_settings(
     env = os.environ if env is None else env
     if "dsn" not in raw and env.get("ONECARD_DSN"):
         raw["dsn"] = env["ONECARD_DSN"]
+    if "master_secret" not in raw and env.get("ONECARD_MASTER_SECRET"):
+        raw["master_secret"] = env["ONECARD_MASTER_SECRET"]
     for name in AdminSettings.__struct_fields__:
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None:
@@ -90,6 +103,8 @@ def load_settings(
             name = where.rstrip("`")
             if name == "switch_terminal_key":
                 what = "must be 32 bytes of hex"
+            elif name == "master_secret":
+                what = "must be 32 to 64 bytes of hex"
             raise SettingsError(f"setting {name} (env {ENV_PREFIX}{name.upper()}): {what}"
                                 ) from None
         if "missing required field" in message:
