@@ -70,7 +70,8 @@ class AdminSite(Site):
         self.apis: list[Api] = []
 
     def start_admin(self, **env: str) -> AdminProcess:
-        self.admin = AdminProcess(self.dsn, "", extra_env=env).start()
+        # The site's master secret (ONECARD_MASTER_SECRET): the API issues terminal keys.
+        self.admin = AdminProcess(self.dsn, self.master.hex(), extra_env=env).start()
         return self.admin
 
     def api(self, username: str | None = ROOT_USER, password: str = PASSWORD) -> Api:
