@@ -64,11 +64,16 @@ class SwitchProcess:
     """`onecard switch` as a child process on a free port."""
 
     def __init__(self, dsn: str, master_secret_hex: str, *, extra_env: dict[str, str] | None = None,
-                 log_path: Path | None = None, args: list[str] | None = None) -> None:
+                 log_path: Path | None = None, args: list[str] | None = None,
+                 own_session: bool = False) -> None:
+        """own_session: start it in a session (and process group) of its own, so that a Ctrl-C
+        typed at the terminal, which goes to the whole foreground process group, does not
+        stop it behind its parent's back; the parent stops it with stop()."""
         self.dsn = dsn
         self.master_secret_hex = master_secret_hex
         self.extra_env = extra_env or {}
         self.args = args or []
+        self.own_session = own_session
         self._dir = tempfile.mkdtemp(prefix="onecard-switch-")
         self.ready_file = os.path.join(self._dir, "ready.json")
         self.log_path = log_path or Path(self._dir) / "switch.log"
@@ -97,6 +102,7 @@ class SwitchProcess:
             env=env,
             stdout=self._log,
             stderr=self._log,
+            start_new_session=self.own_session,
         )
         deadline = time.monotonic() + ready_deadline_seconds
         while not os.path.exists(self.ready_file):

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 import msgspec
@@ -37,6 +37,9 @@ from onecard.audit import AuditReport, audit_conservation
 from onecard.population import SeededPopulation, seed_population
 from protocols import ocp
 from terminals_sim import Scenario, ScenarioError, SimError, Site, SiteTerminal, Summary
+
+if TYPE_CHECKING:
+    from onecard.harness import SwitchProcess
 
 T = TypeVar("T")
 
@@ -216,8 +219,22 @@ def _describe(p: SeededPopulation) -> str:
             f"{utc_offset_text(p.utc_offset_s)}")
 
 
+def start_private_switch(dsn: str, secret: bytes) -> SwitchProcess:
+    """The switch of --private, in a process group of its own: a Ctrl-C at the terminal goes
+    to the whole foreground group, and the switch must keep answering while the tills drain
+    (_run_private stops it afterwards). Killed if the start itself is interrupted."""
+    from onecard.harness import SwitchProcess
+
+    switch = SwitchProcess(dsn, secret.hex(), own_session=True)
+    try:
+        return switch.start()
+    except BaseException:
+        switch.kill()
+        raise
+
+
 def _run_private(scenario: Scenario, options: SimOptions) -> int:
-    from onecard.harness import SwitchProcess, fresh_database
+    from onecard.harness import fresh_database
 
     private = None
     if options.dsn:
@@ -235,7 +252,7 @@ def _run_private(scenario: Scenario, options: SimOptions) -> int:
         print(_describe(population), file=sys.stderr, flush=True)
         site = asyncio.run(_with_conn(dsn, load_site))
         secret = os.urandom(32)
-        switch = SwitchProcess(dsn, secret.hex()).start()
+        switch = start_private_switch(dsn, secret)
         try:
             summary = simulate(scenario, site, switch.host, switch.port, secret, options)
         finally:

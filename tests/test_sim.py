@@ -10,10 +10,13 @@ every till (back-off and sign-on), and nothing acknowledged is lost or charged t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -414,6 +417,48 @@ def test_onecard_sim_drives_a_running_switch_and_writes_its_summary(
     # What the tills were told is what the switch journaled.
     journal = small_site.journal()
     assert len(journal) == sum(summary["requests"].values())
+
+
+# Starts the switch the way `onecard sim --private` does, then handles Ctrl-C as onecard sim
+# does (by itself), prints the switch's pid and port, and stops it when stdin closes.
+_PRIVATE_SWITCH_CHILD = """
+import signal, sys
+from onecard.sim import start_private_switch
+switch = start_private_switch(sys.argv[1], bytes.fromhex(sys.argv[2]))
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+print(switch.proc.pid, switch.port, flush=True)
+sys.stdin.read()
+print(switch.stop(), flush=True)
+"""
+
+
+def test_a_ctrl_c_at_the_terminal_leaves_the_private_switch_serving(db_dsn: str) -> None:
+    """The first Ctrl-C ends the phases and the tills drain against the switch, so under
+    --private the switch must not get that Ctrl-C, although a terminal sends it to the whole
+    foreground process group (it once did, and the tills spent the drain reconnecting)."""
+    sim_site = SimSite(db_dsn, _scenario())
+    child = subprocess.Popen(
+        [sys.executable, "-c", _PRIVATE_SWITCH_CHILD, db_dsn, sim_site.secret.hex()],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    pid = 0
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        pid, port = (int(x) for x in child.stdout.readline().split())
+        os.killpg(child.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        time.sleep(1.0)  # a switch that got it stops listening at once
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        child.stdin.close()
+        assert child.stdout.readline().strip() == "0", "the switch stopped cleanly"
+        assert child.wait(60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(30)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(
