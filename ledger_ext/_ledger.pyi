@@ -94,6 +94,7 @@ class Kind(enum.IntEnum):
     EXPIRY = 7
     CREDIT = 8
     DEBIT = 9
+    TRANSFER = 10
 
 class AccountStatus(enum.IntEnum):
     ACTIVE = 0
@@ -150,6 +151,7 @@ RELEASE: Final = 6
 EXPIRY: Final = 7
 CREDIT: Final = 8
 DEBIT: Final = 9
+TRANSFER: Final = 10
 
 ACTIVE: Final = 0
 FROZEN: Final = 1
@@ -385,6 +387,16 @@ class Ledger:
         the account's class (the purchase rule); BALANCE_LIMIT_EXCEEDED (the merchant would
         pass MERCHANT_BALANCE_FEN_MAX). No class limits (txn, daily, meal) apply and no limit
         counter changes. Replayed like credit (deltas only); reverse() does not undo it."""
+    def transfer(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,
+                 from_wallet: int, amount_fen: int, now_s: int) -> Outcome:
+        """Move amount_fen between the card's own wallets, from_wallet (MAIN or SUBSIDY) to the
+        other: one journal row, kind TRANSFER (10), main_delta_fen = -subsidy_delta_fen and
+        merchant_delta_fen 0, so the row balances and no merchant moves. merchant_id is the
+        counter's (the admin terminal's merchant): it is checked like a debit's (opened,
+        tenant) and recorded, its balance does not change. Precedence as debit, then
+        INVALID_AMOUNT (1..AMOUNT_FEN_MAX), INSUFFICIENT_FUNDS at from_wallet's floor
+        (debit's rule), BALANCE_LIMIT_EXCEEDED (the receiving wallet above BALANCE_FEN_MAX).
+        No class limits, no counters; reverse() does not undo it (transfer back instead)."""
 
     # two-phase holds (water controllers, showers)
     def hold(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,

@@ -88,6 +88,7 @@ cdef enum:
     K_EXPIRY = 7
     K_CREDIT = 8
     K_DEBIT = 9
+    K_TRANSFER = 10
 
 cdef enum:
     S_ACTIVE = 0
@@ -119,7 +120,8 @@ _CODES = [
     ("MEAL_COUNT_LIMIT_EXCEEDED", 64), ("BALANCE_LIMIT_EXCEEDED", 65), ("TXN_SEQ_TOO_OLD", 80),
 ]
 _KINDS = [("PURCHASE", 1), ("REVERSAL", 2), ("INQUIRY", 3), ("HOLD", 4), ("CAPTURE", 5),
-          ("RELEASE", 6), ("EXPIRY", 7), ("CREDIT", 8), ("DEBIT", 9)]
+          ("RELEASE", 6), ("EXPIRY", 7), ("CREDIT", 8), ("DEBIT", 9),
+          ("TRANSFER", 10)]
 
 Code = enum.IntEnum("Code", _CODES, module=__name__)
 Code.__doc__ = "Decision codes; the numbers are the protocol's response codes."
@@ -164,6 +166,7 @@ RELEASE = 6
 EXPIRY = 7
 CREDIT = 8
 DEBIT = 9
+TRANSFER = 10
 
 ACTIVE = 0
 FROZEN = 1
@@ -1095,6 +1098,68 @@ cdef class Ledger:
         self._store(term, txn_seq, o)
         return o
 
+    def transfer(self, int64_t terminal_id, int64_t txn_seq, int64_t card_no,
+                 int64_t merchant_id, int64_t from_wallet, int64_t amount_fen, int64_t now_s):
+        """Move amount_fen between the card's own wallets, from_wallet to the other one: one
+        journal row whose wallet deltas cancel out; merchant_id (the terminal's) only names
+        the counter, its balance does not change."""
+        cdef _Terminal term
+        cdef int slot
+        cdef int64_t code
+        cdef CardSlot* card
+        cdef int32_t account_id = 0
+        cdef Account* acc
+        cdef int64_t md = 0, sd = 0
+        cdef Outcome o
+        _check_key(terminal_id, txn_seq)
+        _check_card_no(card_no)
+        if merchant_id < 1 or merchant_id > self._merchants_max:
+            raise LedgerArgumentError(f"merchant_id {merchant_id} out of 1..{self._merchants_max}")
+        if from_wallet != W_MAIN and from_wallet != W_SUBSIDY:
+            raise LedgerArgumentError(f"wallet {from_wallet} is not MAIN (0) or SUBSIDY (1)")
+        _check_time(now_s, "now_s")
+        term = self._terminal(terminal_id)
+        slot = txn_seq & (WINDOW_SLOTS - 1)
+        card = self._card_find(<uint64_t>card_no)
+        if card != NULL:
+            account_id = card.account_id
+        if term.seqs[slot] == txn_seq:
+            if not (term.flags[slot] & F_TOMBSTONE):
+                return _copy_repeat(<Outcome>term.outcomes[slot])
+            code = C_ALREADY_REVERSED
+        elif txn_seq + WINDOW_SLOTS <= term.highest:
+            return self._emit(K_TRANSFER, C_TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
+                              account_id, merchant_id, amount_fen, 0, 0, 0, 0, now_s, False)
+        else:
+            code = self._status_code(account_id, card, merchant_id, True)
+        if code == C_APPROVED:
+            acc = &self._accounts[account_id]
+            if amount_fen < 1 or amount_fen > C_AMOUNT_FEN_MAX:
+                code = C_INVALID_AMOUNT
+            elif from_wallet == W_MAIN:
+                if (acc.main_fen - acc.held_fen - amount_fen
+                        < -self._classes[acc.class_id].overdraft_fen):
+                    code = C_INSUFFICIENT_FUNDS
+                elif acc.subsidy_fen + amount_fen > C_BALANCE_FEN_MAX:
+                    code = C_BALANCE_LIMIT_EXCEEDED
+                else:
+                    md = -amount_fen
+                    sd = amount_fen
+            else:
+                if acc.subsidy_fen - amount_fen < 0:
+                    code = C_INSUFFICIENT_FUNDS
+                elif acc.main_fen + amount_fen > C_BALANCE_FEN_MAX:
+                    code = C_BALANCE_LIMIT_EXCEEDED
+                else:
+                    md = amount_fen
+                    sd = -amount_fen
+            acc.main_fen += md
+            acc.subsidy_fen += sd
+        o = self._emit(K_TRANSFER, code, terminal_id, txn_seq, 0, card_no, account_id,
+                       merchant_id, amount_fen, md, sd, 0, 0, now_s, True)
+        self._store(term, txn_seq, o)
+        return o
+
     # ----------------------------------------------------------------------------- holds
 
     def hold(self, int64_t terminal_id, int64_t txn_seq, int64_t card_no, int64_t merchant_id,
@@ -1276,7 +1341,7 @@ cdef class Ledger:
         hd = o.held_delta_fen
         if lsn <= self._lsn:
             raise ReplayError(f"row lsn {lsn} is not after the ledger's lsn {self._lsn}")
-        if kind < K_PURCHASE or kind > K_DEBIT:
+        if kind < K_PURCHASE or kind > K_TRANSFER:
             raise ReplayError(f"row lsn {lsn}: unknown kind {kind}")
         if code == C_TXN_SEQ_TOO_OLD:
             raise ReplayError(f"row lsn {lsn}: TXN_SEQ_TOO_OLD is never journaled")

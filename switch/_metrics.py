@@ -11,7 +11,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from protocols.ocp import ResponseCode
 
 REQUEST_TYPES = {1: "purchase", 2: "reversal", 3: "inquiry", 4: "hold", 5: "capture",
-                 6: "release", 7: "expiry", 8: "credit", 9: "debit"}
+                 6: "release", 7: "expiry", 8: "credit", 9: "debit",
+                 10: "transfer"}
 CODE_NAMES = {int(code): code.name.lower() for code in ResponseCode}
 
 requests_total = Counter(

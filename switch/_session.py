@@ -14,7 +14,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from ledger_ext import CREDIT, DEBIT, INQUIRY, PURCHASE, REVERSAL, TXN_SEQ_TOO_OLD
+from ledger_ext import CREDIT, DEBIT, INQUIRY, PURCHASE, REVERSAL, TRANSFER, TXN_SEQ_TOO_OLD
 from protocols import ocp
 from switch import (
     _codes,  # noqa: F401  (asserts ledger and wire codes agree)
@@ -38,6 +38,7 @@ _ReversalResult = ocp.ReversalResult
 _BalanceResult = ocp.BalanceResult
 _Credit = ocp.Credit
 _Debit = ocp.Debit
+_Transfer = ocp.Transfer
 _ADMIN_REQUESTS = ocp.ADMIN_REQUEST_TYPES
 _ADMIN = ocp.TerminalKind.ADMIN
 _RC = ocp.ResponseCode
@@ -260,6 +261,9 @@ class TerminalSession(asyncio.Protocol):
         elif kind == DEBIT:
             msg = ocp.DebitResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
                                   o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)
+        elif kind == TRANSFER:
+            msg = ocp.TransferResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
+                                     o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)
         else:  # an outcome kind this connection cannot have asked for
             msg = ocp.Error(_RC.SYSTEM_ERROR, o.txn_seq, "unexpected outcome kind")
         self._out.append(self._conn.send(msg))
@@ -333,6 +337,9 @@ class TerminalSession(asyncio.Protocol):
             return None
         ledger = rt.ledger
         t = type(ev)
+        if t is _Transfer:  # between the card's own wallets, at this terminal's counter
+            return ledger.transfer(self.terminal_id, ev.txn_seq, ev.card_no, self.merchant_id,
+                                   ev.from_wallet, ev.amount_fen, now_s)
         field = "from_merchant_id" if t is _Credit else "to_merchant_id"
         merchant_id = getattr(ev, field)
         if merchant_id > ledger.merchants_max:

@@ -82,6 +82,7 @@ class Kind(enum.IntEnum):
     EXPIRY = 7
     CREDIT = 8
     DEBIT = 9
+    TRANSFER = 10
 
 
 class AccountStatus(enum.IntEnum):
@@ -139,6 +140,7 @@ RELEASE = 6
 EXPIRY = 7
 CREDIT = 8
 DEBIT = 9
+TRANSFER = 10
 
 ACTIVE = 0
 FROZEN = 1
@@ -828,6 +830,58 @@ class LedgerModel:
         self._store(terminal, txn_seq, outcome)
         return outcome
 
+    def transfer(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,
+                 from_wallet: int, amount_fen: int, now_s: int) -> Outcome:
+        """Between the card's own wallets: from_wallet pays the other one. One journal row:
+        main_delta = -subsidy_delta, merchant_delta 0 (merchant_id is the counter's, for the
+        tenant check and the record).
+
+        Checks as debit (merchant_id as the request's merchant), then INVALID_AMOUNT, then
+        INSUFFICIENT_FUNDS at from_wallet's floor (debit's), then BALANCE_LIMIT_EXCEEDED if
+        the receiving wallet would pass BALANCE_FEN_MAX.
+        """
+        self._check_key(terminal_id, txn_seq)
+        _in_range("card_no", card_no, 1, CARD_NO_MAX)
+        _in_range("merchant_id", merchant_id, 1, self.merchants_max)
+        _in_range("wallet", from_wallet, MAIN, SUBSIDY)
+        _in_range("now_s", now_s, 0, NOW_S_MAX)
+        terminal = self._terminal(terminal_id)
+        account_id = self._account_of_card(card_no)
+        state, slot = self._window(terminal, txn_seq)
+        if state == "repeat":
+            assert slot is not None and slot.outcome is not None
+            return replace(slot.outcome, repeat=True)
+        if state == "too_old":
+            return self._emit(TRANSFER, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
+                              account_id, merchant_id, amount_fen, now_s, journaled=False)
+        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
+            account_id, card_no, merchant_id, credit=True)
+        main_delta = subsidy_delta = 0
+        if code == APPROVED:
+            account = self.accounts[account_id]
+            overdraft = self.classes.get(account.class_id, IdentityClass()).overdraft_fen
+            if from_wallet == MAIN:
+                left, floor = account.main_fen - account.held_fen - amount_fen, -overdraft
+                receiving = account.subsidy_fen
+            else:
+                left, floor = account.subsidy_fen - amount_fen, 0
+                receiving = account.main_fen
+            if not 1 <= amount_fen <= AMOUNT_FEN_MAX:
+                code = INVALID_AMOUNT
+            elif left < floor:
+                code = INSUFFICIENT_FUNDS
+            elif receiving + amount_fen > BALANCE_FEN_MAX:
+                code = BALANCE_LIMIT_EXCEEDED
+            else:
+                main_delta = -amount_fen if from_wallet == MAIN else amount_fen
+                subsidy_delta = -main_delta
+                account.main_fen += main_delta
+                account.subsidy_fen += subsidy_delta
+        outcome = self._emit(TRANSFER, code, terminal_id, txn_seq, 0, card_no, account_id,
+                             merchant_id, amount_fen, now_s, main_delta, subsidy_delta)
+        self._store(terminal, txn_seq, outcome)
+        return outcome
+
     # -------------------------------------------------------------------- holds
 
     def hold(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,
@@ -956,7 +1010,7 @@ class LedgerModel:
         o = Outcome(*row)
         if o.lsn <= self._lsn:
             raise ReplayError(f"row lsn {o.lsn} is not after {self._lsn}")
-        if not PURCHASE <= o.kind <= DEBIT:
+        if not PURCHASE <= o.kind <= TRANSFER:
             raise ReplayError("unknown kind")
         if o.code == TXN_SEQ_TOO_OLD:
             raise ReplayError("TXN_SEQ_TOO_OLD is never journaled")

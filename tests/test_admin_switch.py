@@ -20,7 +20,7 @@ from tests.switch_site import FREE_CANTEEN_TERMINAL, Site
 RC = ocp.ResponseCode
 MAIN, SUBSIDY = 0, 1
 ACTIVE, FROZEN, LOST, CLOSED = 0, 1, 2, 3
-CREDIT_KIND, DEBIT_KIND = 8, 9
+CREDIT_KIND, DEBIT_KIND, TRANSFER_KIND = 8, 9, 10
 
 
 class Holder(msgspec.Struct, frozen=True):
@@ -93,12 +93,13 @@ def test_credit_is_journaled_answered_after_commit_and_repeated_identically(
     assert balances(site, h.card_no, 1) == (h.main + 5_000, h.subsidy + 300)
 
 
-@pytest.mark.parametrize("request_type", [ocp.Credit, ocp.Debit])
+@pytest.mark.parametrize("request_type", [ocp.Credit, ocp.Debit, ocp.Transfer])
 def test_a_non_admin_terminal_is_refused_not_permitted_and_nothing_changes(
         site: AdminSite, request_type: type[ocp.Message]) -> None:
     h = site.holders["active"]
     pos = site.client(FREE_CANTEEN_TERMINAL)
-    refused = pos.request(request_type(1, h.card_no, MAIN, 1_000, CASH_DESK_MERCHANT))
+    fields = (1, h.card_no, MAIN, 1_000, CASH_DESK_MERCHANT)
+    refused = pos.request(request_type(*fields[:len(request_type.__struct_fields__)]))
     assert isinstance(refused, ocp.Error)
     assert (refused.code, refused.txn_seq) == (RC.NOT_PERMITTED, 1)
     assert site.journal(FREE_CANTEEN_TERMINAL, 1) == []
@@ -174,6 +175,32 @@ def test_debit_pays_out_of_a_wallet_down_to_its_floor_without_class_limits(
     admin.close()
     assert balances(site, h.card_no, 1) == (0, 0)
     assert len(site.journal(ADMIN_TERMINAL, 2)) == 1
+
+
+def test_transfer_moves_money_between_the_wallets_of_one_card_in_one_balanced_row(
+        site: AdminSite) -> None:
+    h = site.holders["active"]
+    admin = site.client(ADMIN_TERMINAL)
+    moved = admin.request(ocp.Transfer(1, h.card_no, MAIN, 1_200))
+    assert moved == ocp.TransferResult(1, RC.APPROVED, 1_200, h.main + h.subsidy,
+                                       h.main - 1_200, h.subsidy + 1_200)
+    (row,) = site.journal(ADMIN_TERMINAL, 1)
+    # The admin terminal's own merchant (the cash desk) names the counter; it gets nothing.
+    assert (row["kind"], row["code"], row["merchant_id"]) == (
+        TRANSFER_KIND, 0, CASH_DESK_MERCHANT)
+    assert (row["main_delta_fen"], row["subsidy_delta_fen"], row["merchant_delta_fen"]) == (
+        -1_200, 1_200, 0)
+    back = admin.request(ocp.Transfer(2, h.card_no, SUBSIDY, h.subsidy + 1_200))
+    assert (back.code, back.main_fen, back.subsidy_fen) == (RC.APPROVED, h.main + h.subsidy, 0)
+    short = admin.request(ocp.Transfer(3, h.card_no, SUBSIDY, 1))
+    assert (short.code, short.amount_fen) == (RC.INSUFFICIENT_FUNDS, 0)
+    too_much = admin.request(ocp.Transfer(4, h.card_no, MAIN, h.main + h.subsidy + 1))
+    assert too_much.code == RC.INSUFFICIENT_FUNDS  # no overdraft for a student
+    assert admin.request(ocp.Transfer(1, h.card_no, SUBSIDY, 5)) == moved  # repeat
+    closed = admin.request(ocp.Transfer(5, site.holders["closed"].card_no, MAIN, 1))
+    assert closed.code == RC.ACCOUNT_CLOSED
+    admin.close()
+    assert balances(site, h.card_no, 1) == (h.main + h.subsidy, 0)
 
 
 def test_a_reversal_of_a_credit_or_debit_is_declined_reversal_mismatch(

@@ -402,6 +402,64 @@ def test_debit_is_not_reversible_and_replays(impl: types.ModuleType) -> None:
     assert replica.debit(5, 1, CARD, CASH_DESK, impl.MAIN, 700, T0).repeat
 
 
+# ---------------------------------------------------------------------------------- transfer
+
+
+def test_transfer_between_own_wallets_is_one_balanced_row(impl: types.ModuleType) -> None:
+    ledger = make(impl)                                     # main 10_000, subsidy 2_000
+    merchants = ledger.merchant_balances()
+    o = ledger.transfer(5, 1, CARD, CASH_DESK, impl.SUBSIDY, 1_500, T0)
+    assert (o.code, o.kind, o.merchant_id, o.amount_fen) == (0, impl.TRANSFER, CASH_DESK, 1_500)
+    assert (o.main_delta_fen, o.subsidy_delta_fen, o.merchant_delta_fen) == (1_500, -1_500, 0)
+    assert (o.main_fen, o.subsidy_fen, o.merchant_tenant_id) == (11_500, 500, 1)
+    back = ledger.transfer(5, 2, CARD, CASH_DESK, impl.MAIN, 4_000, T0)
+    assert (back.main_delta_fen, back.subsidy_delta_fen, back.subsidy_fen) == (-4_000, 4_000,
+                                                                               4_500)
+    assert ledger.merchant_balances() == merchants and ledger.total_fen() == 0
+    assert ledger.transfer(5, 1, CARD2, SHOP, impl.MAIN, 1, T0).repeat
+    with pytest.raises(impl.LedgerArgumentError):
+        ledger.transfer(5, 3, CARD, CASH_DESK, 2, 1, T0)
+
+
+def test_transfer_declines(impl: types.ModuleType) -> None:
+    ledger = make(impl, main=1_000, subsidy=300, limits=(500, 1, 1, 1, 1))  # overdraft 500
+    assert ledger.transfer(5, 1, CARD, CASH_DESK, impl.SUBSIDY, 301, T0).code == 51
+    assert ledger.transfer(5, 2, CARD, CASH_DESK, impl.MAIN, 1_501, T0).code == 51
+    o = ledger.transfer(5, 3, CARD, CASH_DESK, impl.MAIN, 1_500, T0)         # limits ignored
+    assert (o.code, o.main_fen, o.subsidy_fen) == (0, -500, 1_800)
+    assert ledger.transfer(5, 4, CARD, CASH_DESK, impl.MAIN, 0, T0).code == 13
+    assert ledger.transfer(5, 5, CARD, 6, impl.MAIN, 1, T0).code == impl.INVALID_MERCHANT
+    assert ledger.transfer(5, 6, CARD, OTHER_SITE, impl.MAIN, 1, T0).code == 57
+    assert ledger.transfer(5, 7, 555, CASH_DESK, impl.MAIN, 1, T0).code == impl.UNKNOWN_CARD
+    for n, status in enumerate((impl.LOST, impl.FROZEN), start=8):
+        ledger.set_account_status(1, status)
+        assert ledger.transfer(5, n, CARD, CASH_DESK, impl.SUBSIDY, 1, T0).code == 0
+    ledger.set_account_status(1, impl.CLOSED)
+    assert ledger.transfer(5, 10, CARD, CASH_DESK, impl.SUBSIDY, 1, T0).code == 46
+    ledger.set_account_status(1, impl.ACTIVE)
+    ledger.open_account(3, 1, 1, impl.ACTIVE, 0, impl.BALANCE_FEN_MAX)
+    ledger.bind_card(77, 3)
+    assert ledger.transfer(5, 11, 77, CASH_DESK, impl.SUBSIDY, 1, T0).code == 0
+    assert ledger.transfer(5, 12, 77, CASH_DESK, impl.MAIN, 2, T0).code == 65
+    state = ledger.account(1)
+    assert (state.main_fen, state.subsidy_fen, state.day_spent_fen) == (-498, 1_798, 0)
+
+
+def test_transfer_replays_and_is_not_reversible(impl: types.ModuleType) -> None:
+    ledger = make(impl)
+    base = ledger.snapshot()
+    rows = [ledger.transfer(5, 1, CARD, CASH_DESK, impl.MAIN, 700, T0).journal_row(),
+            ledger.transfer(5, 2, CARD, CASH_DESK, impl.SUBSIDY, 9_999, T0).journal_row(),
+            ledger.reverse(5, 3, 1, CARD, 0, T0).journal_row()]
+    assert rows[1][2] == impl.INSUFFICIENT_FUNDS and rows[2][2] == impl.REVERSAL_MISMATCH
+    replica = twin(impl)
+    replica.restore(base)
+    for row in rows:
+        replica.replay(row)
+    assert replica.snapshot() == ledger.snapshot()
+    assert (replica.account(1).main_fen, replica.account(1).subsidy_fen) == (9_300, 2_700)
+
+
 def test_inquiry(impl: types.ModuleType) -> None:
     ledger = make(impl)
     o = ledger.inquire(1, 1, CARD, SHOP, T0)

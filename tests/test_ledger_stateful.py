@@ -188,17 +188,35 @@ class LedgerPair(RuleBasedStateMachine):
     def debit(self, terminal: int, offset: int, card: int, merchant: int, wallet: int,
               amount: int | str) -> None:
         if isinstance(amount, str):  # to the wallet's floor exactly, or one fen past it
-            a = self.fast.account(min(card + 1, ACCOUNTS))
-            if wallet == ledger_ext.SUBSIDY:
-                room = a.subsidy_fen
-            else:  # available main down to the class's overdraft
-                room = a.main_fen - a.held_fen + self.config[0][a.class_id - 1][0]
-            amount = max(0, room + (amount == "floor+1"))
+            amount = self.room(card, wallet, past=amount == "floor+1")
         seq = self.seq_for(terminal, offset)
         fast, model = self.both("debit", terminal, seq, self.cards[card], merchant, wallet,
                                 amount, self.now_s)
         self.record(fast, model)
         self.admin_seen.append((terminal, seq, self.cards[card], fast.amount_fen))
+
+    @rule(terminal=st.sampled_from(TERMINALS), offset=st.sampled_from([1, 1, 0]),
+          card=st.integers(0, ACCOUNTS), merchant=st.sampled_from([4, 4, 5, 8]),
+          wallet=st.sampled_from([ledger_ext.MAIN, ledger_ext.SUBSIDY]),
+          amount=st.sampled_from([0, 1, 300, 1000, 7000, 10_000_001, "floor", "floor+1"]))
+    def transfer(self, terminal: int, offset: int, card: int, merchant: int, wallet: int,
+                 amount: int | str) -> None:
+        if isinstance(amount, str):
+            amount = self.room(card, wallet, past=amount == "floor+1")
+        seq = self.seq_for(terminal, offset)
+        fast, model = self.both("transfer", terminal, seq, self.cards[card], merchant, wallet,
+                                amount, self.now_s)
+        self.record(fast, model)
+        self.admin_seen.append((terminal, seq, self.cards[card], fast.amount_fen))
+
+    def room(self, card: int, wallet: int, *, past: bool) -> int:
+        """What `wallet` of the card's account can give up to its floor (+1 fen if `past`)."""
+        a = self.fast.account(min(card + 1, ACCOUNTS))
+        if wallet == ledger_ext.SUBSIDY:
+            room = a.subsidy_fen
+        else:  # available main down to the class's overdraft
+            room = a.main_fen - a.held_fen + self.config[0][a.class_id - 1][0]
+        return max(0, room + past)
 
     @precondition(lambda self: bool(self.fast.holds()))
     @rule(data=st.data(), terminal=st.sampled_from(TERMINALS), past=st.booleans())

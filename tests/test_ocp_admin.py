@@ -18,10 +18,12 @@ CARD = 8_800_000_010
 REQUESTS = [
     ocp.Credit(5, CARD, 0, 1_000, 2),
     ocp.Debit(6, CARD, 1, 200, 2),
+    ocp.Transfer(7, CARD, 0, 2_500),
 ]
 ANSWERS = [
     ocp.CreditResult(5, RC.APPROVED, 1_000, 3_000, 2_500, 500),
     ocp.DebitResult(6, RC.INSUFFICIENT_FUNDS, 0, 3_000, 2_900, 100),
+    ocp.TransferResult(7, RC.APPROVED, 2_500, 3_000, 400, 2_600),
 ]
 
 
@@ -76,6 +78,8 @@ def test_a_switch_cannot_receive_an_answer() -> None:
         (ocp.Debit(7, CARD, 2, 100, 2), "$.wallet"),
         (ocp.Debit(7, CARD, 0, limits.AMOUNT_FEN_MAX + 1, 2), "$.amount_fen"),
         (ocp.Debit(7, CARD, 0, 100, 0), "$.to_merchant_id"),
+        (ocp.Transfer(7, CARD, 2, 100), "$.from_wallet"),
+        (ocp.Transfer(7, CARD, 1, limits.AMOUNT_FEN_MAX + 1), "$.amount_fen"),
     ],
 )
 def test_an_invalid_admin_field_refuses_only_that_request(msg: ocp.Message, path: str) -> None:

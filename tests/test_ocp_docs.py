@@ -102,6 +102,7 @@ def test_all_is_pinned() -> None:
             "OcpRemoteError", "Purchase", "PurchaseResult", "ResponseCode", "Reversal",
             "ReversalResult", "Role", "SequenceError", "SignOff", "SignOn", "SignOnChallenge",
             "SignOnConfirm", "SignOnResult", "Signal", "State", "Statistics", "TerminalKind",
+            "Transfer", "TransferResult",
             "UnexpectedMessage", "UnknownMessage", "UnsupportedVersion", "Way", "decode_frame",
             "derive_session_keys", "derive_terminal_key", "encode_frame", "hkdf_expand",
             "hkdf_extract",

@@ -67,6 +67,8 @@ from protocols.ocp._messages import (
     SignOnConfirm,
     SignOnResult,
     TerminalKind,
+    Transfer,
+    TransferResult,
 )
 from protocols.ocp._state import TRANSITIONS, Role, State, Way
 
@@ -139,6 +141,8 @@ __all__ = [
     "State",
     "Statistics",
     "TerminalKind",
+    "Transfer",
+    "TransferResult",
     "UnexpectedMessage",
     "UnknownMessage",
     "UnsupportedVersion",

@@ -204,9 +204,9 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     ),
     _R.NOT_PERMITTED: _protocol(
         "The message is reserved to another kind of terminal: the privileged messages (tags "
-        "128-143: Credit, Debit...) are accepted only from a terminal registered as an admin "
-        "terminal (kind 6). Only that request is refused; it is not journaled and its txn_seq "
-        "is not used up.",
+        "128-143: Credit, Debit, Transfer) are accepted only from a terminal registered as an "
+        "admin terminal (kind 6). Only that request is refused; it is not journaled and its "
+        "txn_seq is not used up.",
         "Do not send it from this terminal; the connection stays open.",
         closes=False, sender="switch",
     ),

@@ -225,6 +225,28 @@ class DebitResult(Message, tag=131, frozen=True):
     subsidy_fen: BalanceFen
 
 
+class Transfer(Message, tag=132, frozen=True):
+    """Admin only. Move amount_fen between the card's own wallets, from_wallet (0 main, 1
+    subsidy) to the other one. No merchant account takes part."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    card_no: CardNo
+    from_wallet: WalletNo
+    amount_fen: AmountFen
+
+
+class TransferResult(Message, tag=133, frozen=True):
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    amount_fen: AmountFen
+    """The amount moved (0 when declined)."""
+    balance_fen: BalanceFen
+    main_fen: BalanceFen
+    subsidy_fen: BalanceFen
+
+
 # --- Errors (tag 31) -------------------------------------------------------------------------
 
 
@@ -256,6 +278,8 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
     CreditResult,
     Debit,
     DebitResult,
+    Transfer,
+    TransferResult,
 ]
 
 MESSAGE_TYPES: Final[tuple[type[Message], ...]] = AnyMessage.__args__  # type: ignore[attr-defined]
@@ -272,16 +296,16 @@ RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
     (80, 95, "offline record upload"),
     (96, 111, "blacklist and parameter download"),
     (112, 127, "kiosk top-up"),
-    (132, 143, "privileged (admin) terminal (future)"),
+    (134, 143, "privileged (admin) terminal (future)"),
 )
 """Tag ranges reserved for later messages; assigning them is not a version break."""
 
 REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
-    {Purchase, Reversal, BalanceInquiry, Heartbeat, SignOff, Credit, Debit}
+    {Purchase, Reversal, BalanceInquiry, Heartbeat, SignOff, Credit, Debit, Transfer}
 )
 """Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
 
-ADMIN_REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset({Credit, Debit})
+ADMIN_REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset({Credit, Debit, Transfer})
 """Requests a switch accepts only from a terminal registered with kind ADMIN; from any other
 terminal they are refused with Error(NOT_PERMITTED) and nothing changes."""
 
