@@ -1,0 +1,61 @@
+"""schemathesis against the running admin API: no 500, every answer as documented.
+
+The OpenAPI document is the contract; schemathesis generates requests from it (valid and
+invalid: the examples, coverage and fuzzing phases, plus stateful sequences) and checks every
+answer: never a server error, only documented status codes and content types, bodies that match
+their schemas, invalid data refused, auth enforced. Deterministic: a fixed seed and a fixed
+number of examples per operation.
+
+Two checks are left out, on purpose:
+- `positive_data_acceptance`: a schema-valid request may still break a business rule (a
+  department directly under the platform, a person id that does not exist) and is then 404,
+  409 or 422, as documented;
+- `allow_header_conformance`: Litestar's automatic OPTIONS answer lists the methods of one
+  handler of a path, not all of them; OPTIONS is not part of the API.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.admin_site import AdminSite
+
+EXAMPLES_PER_OPERATION = 25
+
+
+@pytest.fixture
+def admin_site(db_dsn: str) -> Iterator[AdminSite]:
+    s = AdminSite(db_dsn)
+    s.start_admin(ONECARD_ADMIN_LOGIN_FAILURES_MAX="1000",
+                  ONECARD_ADMIN_LOGIN_ADDRESS_FAILURES_MAX="100000")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(admin_site: AdminSite
+                                                                    ) -> None:
+    api = admin_site.api()
+    assert admin_site.admin is not None
+    url = admin_site.admin.url
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/docs/openapi.json",
+         "--header", f"Authorization: Bearer {api.token}",
+         "--checks", "all",
+         "--exclude-checks", "positive_data_acceptance,allow_header_conformance",
+         "--phases", "examples,coverage,fuzzing,stateful",
+         "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", "20261129",
+         "--workers", "1",
+         # Log-out would end the token the run uses; log-in is rate limited on purpose.
+         "--exclude-path", "/auth/logout",
+         "--no-color"],
+        capture_output=True, text=True, timeout=900,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-20_000:]
+    assert "passed" in output
