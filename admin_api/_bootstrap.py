@@ -2,8 +2,11 @@
 
 `bootstrap` is idempotent. It creates the platform (root) node if there is none, a tenant node
 for every tenant the switch knows that has none, a person for every account that has none
-(named after the account's holder, in its tenant's node), and the first platform admin if
-that user name is free. Everything it creates is in the audit log as done by "bootstrap".
+(named after the account's holder, in its tenant's node), each tenant's system accounts (cash
+desk, subsidy fund, adjustments; an existing system merchant of that name is adopted), the
+site's admin terminal (kind admin: the API's way to move money through the switch), and the
+first platform admin if that user name is free. Everything it creates is in the audit log as
+done by "bootstrap".
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import asyncpg
 import msgspec
 
 from admin_api._auth import hash_password
+from admin_api._money import ensure_admin_terminal, ensure_system_accounts
+from protocols.changes import ChangeEvent, encode_event
 
 
 class BootstrapReport(msgspec.Struct, frozen=True):
@@ -19,6 +24,8 @@ class BootstrapReport(msgspec.Struct, frozen=True):
     tenant_nodes_created: int
     people_created: int
     admin_created: bool
+    system_accounts_created: int = 0
+    admin_terminal_id: int = 0
 
 
 async def bootstrap(conn: asyncpg.Connection, *, platform_name: str, username: str,
@@ -54,6 +61,16 @@ async def bootstrap(conn: asyncpg.Connection, *, platform_name: str, username: s
         adopted = int(people.split()[-1])
         if adopted:
             await _audit(conn, "person.adopt_accounts", "person", f"{adopted} accounts", [root])
+        events: list[ChangeEvent] = []
+        made = 0
+        for t in await conn.fetch("SELECT n.tenant_id, n.id FROM org_nodes n"
+                                  " WHERE n.kind = 'tenant' ORDER BY n.tenant_id"):
+            made += len(await ensure_system_accounts(conn, t["tenant_id"], t["id"],
+                                                     events.append))
+        terminal = await ensure_admin_terminal(conn, events.append)
+        for event in events:
+            kind, payload = encode_event(event)
+            await conn.execute("SELECT outbox_append($1, $2::jsonb)", kind, payload.decode())
         created = await conn.fetchval(
             "INSERT INTO admin_users (username, node_id, role, password_hash)"
             " VALUES ($1, $2, 'platform_admin', $3) ON CONFLICT (username) DO NOTHING"
@@ -61,7 +78,8 @@ async def bootstrap(conn: asyncpg.Connection, *, platform_name: str, username: s
         if created is not None:
             await _audit(conn, "user.create", "user", created, [root])
     return BootstrapReport(platform_node_id=root, tenant_nodes_created=len(tenants),
-                           people_created=adopted, admin_created=created is not None)
+                           people_created=adopted, admin_created=created is not None,
+                           system_accounts_created=made, admin_terminal_id=terminal)
 
 
 async def _audit(conn: asyncpg.Connection, action: str, entity: str, entity_id: object,

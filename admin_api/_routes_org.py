@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from msgspec import Meta
 
 from admin_api._auth import Actor
+from admin_api._money import ensure_system_accounts
 from admin_api._problems import Problem
 from admin_api._store import change, next_id
 from admin_api._types import ClassIdParam, Id, IdField
@@ -94,6 +95,8 @@ async def create_node(data: NodeIn, actor: Actor, state: State) -> NodeOut:
                 tenant_id, data.name, data.utc_offset_s)
             tx.event(TenantConfigured(tenant_id, data.utc_offset_s, []))
         node_id = await tx.conn.fetchval("SELECT nextval('org_nodes_id_seq')")
+        if data.kind == "tenant":
+            await ensure_system_accounts(tx.conn, tenant_id, None, tx.event)
         row = await tx.conn.fetchrow(
             f"INSERT INTO org_nodes (id, parent_id, kind, name, tenant_id, path, depth)"
             f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_NODE_COLUMNS}",

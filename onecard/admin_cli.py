@@ -119,7 +119,9 @@ def cmd_admin_init(args: argparse.Namespace) -> int:
             await conn.close()
         return (f"platform node {report.platform_node_id}; tenant nodes created "
                 f"{report.tenant_nodes_created}; people adopted {report.people_created}; "
-                f"admin {args.username!r} {'created' if report.admin_created else 'existed'}")
+                f"system accounts created {report.system_accounts_created}; admin terminal "
+                f"{report.admin_terminal_id}; admin {args.username!r} "
+                f"{'created' if report.admin_created else 'existed'}")
 
     print(asyncio.run(run()))
     return 0

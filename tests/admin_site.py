@@ -70,7 +70,10 @@ class AdminSite(Site):
         self.apis: list[Api] = []
 
     def start_admin(self, **env: str) -> AdminProcess:
-        # The site's master secret (ONECARD_MASTER_SECRET): the API issues terminal keys.
+        # The site's master secret (ONECARD_MASTER_SECRET): the API issues terminal keys, and
+        # derives its own admin terminal's key to reach the switch (when one runs).
+        if self.switch is not None:
+            env = {"ONECARD_ADMIN_SWITCH_PORT": str(self.switch.port), **env}
         self.admin = AdminProcess(self.dsn, self.master.hex(), extra_env=env).start()
         return self.admin
 

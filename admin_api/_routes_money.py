@@ -1,0 +1,158 @@
+"""Counter money: cash top-ups and transfers between a person's wallets, through the switch.
+
+Every money request carries an `Idempotency-Key` header (1-128 characters, unique per log-in).
+The first request with a key is carried out once; every repeat of it (same key, same body)
+gets the first answer, even after a timeout, a crash of the admin API or of the switch; the
+same key with another body is refused (422). The key's txn_seq is stored before the switch is
+asked, so "was it done?" always has one answer: the switch's journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.datastructures import State
+from litestar.params import HeaderParameter
+from msgspec import Meta
+
+from admin_api._auth import Actor
+from admin_api._money import Money, Outcome, card_of, system_account
+from admin_api._problems import MEDIA_TYPE, Problem, ProblemBody
+from admin_api._routes_people import person_in_scope
+from admin_api._store import change
+from admin_api._types import Id
+
+AMOUNT_FEN_MAX = 10_000_000
+"""One movement at the counter: at most 100,000 yuan (the OCP amount limit)."""
+Amount = Annotated[int, Meta(ge=1, le=AMOUNT_FEN_MAX, description="fen (1 yuan = 100 fen)")]
+IdempotencyKey = Annotated[str, HeaderParameter(name="Idempotency-Key", min_length=1,
+                                                max_length=128,
+                                          description="unique per log-in; a repeat gets the "
+                                          "first answer")]
+WALLETS = {"main": 0, "subsidy": 1}
+
+
+class TopUpIn(msgspec.Struct, forbid_unknown_fields=True):
+    amount_fen: Amount
+    note: Annotated[str, Meta(max_length=200)] = ""
+
+
+class TransferIn(msgspec.Struct, forbid_unknown_fields=True):
+    from_wallet: Literal["main", "subsidy"]
+    amount_fen: Amount
+    note: Annotated[str, Meta(max_length=200)] = ""
+
+
+class MovementOut(msgspec.Struct):
+    """What the switch decided and journaled."""
+
+    person_id: int
+    card_no: int
+    kind: str
+    result: str
+    amount_fen: int
+    """What moved (0 when declined)."""
+    main_fen: int
+    subsidy_fen: int
+    balance_fen: int
+    terminal_id: int
+    txn_seq: int
+
+
+def _sha(body: bytes, path: str) -> bytes:
+    return hashlib.sha256(path.encode() + b"\0" + body).digest()
+
+
+async def _idempotent(request: Request[Any, Any, Any], state: State, actor: Actor, key: str,
+                      run: Any) -> Response[Any]:
+    """Run `run(txn_seq) -> (status, body, audit)` once per (log-in, key)."""
+    if actor.user_id <= 0:
+        raise Problem(403, "forbidden", "money requests need a log-in, not an API key")
+    money: Money = state.money
+    digest = _sha(await request.body(), request.url.path)
+    async with state.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT request_sha256, status_code, response::text, txn_seq FROM idempotency_keys"
+            " WHERE user_id = $1 AND key = $2 FOR UPDATE", actor.user_id, key)
+        if row is not None:
+            if row["request_sha256"] != digest:
+                raise Problem(422, "idempotency-key-reused", "this Idempotency-Key was used for "
+                              "another request; use a new key for a new request")
+            if row["response"] is not None:
+                return Response(msgspec.json.decode(row["response"]),
+                                status_code=row["status_code"],
+                                media_type=MEDIA_TYPE if row["status_code"] >= 400 else None,
+                                headers={"Idempotent-Replay": "true"})
+            txn_seq = row["txn_seq"]
+        else:
+            txn_seq = await money.next_txn_seq(conn)
+            await conn.execute(
+                "INSERT INTO idempotency_keys (user_id, key, request_sha256, terminal_id, txn_seq)"
+                " VALUES ($1, $2, $3, $4, $5)", actor.user_id, key, digest, money.terminal_id,
+                txn_seq)
+    status, body, audit = await run(txn_seq)
+    async with change(state.pool, actor) as tx:
+        await tx.conn.execute(
+            "UPDATE idempotency_keys SET status_code = $3, response = $4::jsonb"
+            " WHERE user_id = $1 AND key = $2", actor.user_id, key, status,
+            msgspec.json.encode(body).decode())
+        tx.audit(*audit[:4], after=audit[4])
+    return Response(body, status_code=status, media_type=MEDIA_TYPE if status >= 400 else None)
+
+
+def _result(person_id: int, card_no: int, kind: str, out: Outcome, terminal_id: int
+            ) -> tuple[int, Any]:
+    moved = MovementOut(person_id=person_id, card_no=card_no, kind=kind, result=out.result,
+                        amount_fen=out.amount_fen, main_fen=out.main_fen,
+                        subsidy_fen=out.subsidy_fen, balance_fen=out.main_fen + out.subsidy_fen,
+                        terminal_id=terminal_id, txn_seq=out.txn_seq)
+    if out.approved:
+        return 201, moved
+    problem = ProblemBody(type="https://onecard.example/problems/declined", title="Declined",
+                          status=422, detail=f"the switch declined: {out.result}; nothing moved")
+    return 422, problem
+
+
+@post("/people/{person_id:int}/topups", opt={"permission": "money.counter", "switch": True},
+      tags=["money"], summary="Cash top-up at the counter: the cash desk pays the main wallet")
+async def top_up(person_id: Id, data: TopUpIn, idempotency_key: IdempotencyKey, actor: Actor,
+                 state: State, request: Request[Any, Any, Any]) -> Response[MovementOut]:
+    person = await person_in_scope(state.pool, actor, person_id)
+    card_no = await card_of(state.pool, person["account_id"])
+    cash_desk = await system_account(state.pool, person["tenant_id"], "cash_desk")
+    money: Money = state.money
+
+    async def run(txn_seq: int) -> tuple[int, Any, tuple[Any, ...]]:
+        out = await money.ask("credit", txn_seq, card_no, 0, data.amount_fen, cash_desk)
+        status, body = _result(person_id, card_no, "topup", out, money.terminal_id)
+        return status, body, ("money.topup", "person", person_id, list(person["path"]),
+                              {"amount_fen": data.amount_fen, "note": data.note,
+                               "result": out.result, "txn_seq": txn_seq})
+
+    return await _idempotent(request, state, actor, idempotency_key, run)
+
+
+@post("/people/{person_id:int}/transfers", opt={"permission": "money.counter", "switch": True},
+      tags=["money"], summary="Move money between a person's main and subsidy wallets")
+async def transfer(person_id: Id, data: TransferIn, idempotency_key: IdempotencyKey,
+                   actor: Actor, state: State, request: Request[Any, Any, Any]
+                   ) -> Response[MovementOut]:
+    person = await person_in_scope(state.pool, actor, person_id)
+    card_no = await card_of(state.pool, person["account_id"])
+    money: Money = state.money
+
+    async def run(txn_seq: int) -> tuple[int, Any, tuple[Any, ...]]:
+        out = await money.ask("transfer", txn_seq, card_no, WALLETS[data.from_wallet],
+                              data.amount_fen)
+        status, body = _result(person_id, card_no, "transfer", out, money.terminal_id)
+        return status, body, ("money.transfer", "person", person_id, list(person["path"]),
+                              {"from_wallet": data.from_wallet, "amount_fen": data.amount_fen,
+                               "note": data.note, "result": out.result, "txn_seq": txn_seq})
+
+    return await _idempotent(request, state, actor, idempotency_key, run)
+
+
+ROUTES = [top_up, transfer]
