@@ -19,6 +19,7 @@ from litestar.params import Parameter
 from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._routes_people import (
+    ACCOUNT_STATUS,
     CardOut,
     PersonOut,
     card_in_scope,
@@ -119,7 +120,8 @@ async def statement_of(pool: asyncpg.Pool, person: asyncpg.Record, after_lsn: in
                      next_after_lsn=items[-1].lsn if len(rows) > limit else None)
 
 
-async def balance_of(pool: asyncpg.Pool, person: asyncpg.Record) -> Balance:
+async def balance_of(pool: Any, person: Any) -> Balance:
+    """From the journal; `person` needs id, account_id and account_status."""
     row = await pool.fetchrow(
         "SELECT (a.opening_main_fen + coalesce(sum(j.main_delta_fen), 0))::bigint AS main,"
         " (a.opening_subsidy_fen + coalesce(sum(j.subsidy_delta_fen), 0))::bigint AS subsidy,"
@@ -127,7 +129,8 @@ async def balance_of(pool: asyncpg.Pool, person: asyncpg.Record) -> Balance:
         " FROM accounts a LEFT JOIN journal j ON j.account_id = a.id"
         " WHERE a.id = $1 GROUP BY a.id", person["account_id"])
     return Balance(person_id=person["id"], account_id=person["account_id"],
-                   account_status=person_out(person).account_status, main_fen=row["main"],
+                   account_status=ACCOUNT_STATUS[person["account_status"]],
+                   main_fen=row["main"],
                    subsidy_fen=row["subsidy"], balance_fen=row["main"] + row["subsidy"],
                    as_of_lsn=row["lsn"])
 

@@ -45,7 +45,9 @@ CREATE TABLE documents (
     created_at    timestamptz NOT NULL DEFAULT now(),
     submitted_at  timestamptz,
     decided_at    timestamptz,
-    executed_at   timestamptz
+    executed_at   timestamptz,
+    froze_account boolean  NOT NULL DEFAULT false,
+    failure       text     NOT NULL DEFAULT ''
 );
 CREATE INDEX documents_node_path ON documents USING gin (node_path);
 
@@ -57,7 +59,7 @@ CREATE TABLE document_lines (
     line_no       integer NOT NULL,
     person_id     integer NOT NULL REFERENCES people (id),
     wallet        smallint NOT NULL CHECK (wallet IN (0, 1)),
-    amount_fen    bigint  NOT NULL CHECK (amount_fen <> 0),
+    amount_fen    bigint  NOT NULL,
     note          text    NOT NULL DEFAULT '',
     terminal_id   integer,
     txn_seq       bigint,

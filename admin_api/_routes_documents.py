@@ -1,0 +1,676 @@
+"""Documents (单据) with multi-level approval: refunds, adjustments, subsidy batches, cancellations.
+
+A document is drafted, submitted, approved level by level (each level by a different person,
+never by whoever drafted it), and executes once, when the last level approves: every line is
+a movement at the switch under a txn_seq drawn in the approving transaction, so a document that
+could not finish (the switch was down) executes again with the same txn_seqs and nothing moves
+twice. A rejected document can be revised (a new version, approval starts over) and submitted
+again. Every step is recorded (`approval_steps`) and audited.
+
+What a line does when executed:
+
+| type | line | the switch |
+| --- | --- | --- |
+| refund | person, amount > 0 | debit the main wallet to the tenant's cash desk (cash paid out) |
+| adjustment | person, wallet, amount != 0 | + credit from / - debit to the adjustments account |
+| subsidy_batch | person, amount > 0 | credit the subsidy wallet from the subsidy fund |
+| cancellation | person (two lines: main, subsidy) | balances refunded, then account closed |
+
+A cancellation's main balance is paid out at the cash desk (a negative one is collected there),
+its subsidy goes back to the subsidy fund; then the account is closed and its cards cancelled.
+
+A cancellation freezes the account when submitted (no spending while it waits; a rejection
+unfreezes it) and refunds exactly the balances the approvers saw: if they changed meanwhile,
+execution fails without moving anything and the document must be revised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import asyncpg
+import msgspec
+from litestar import Response, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from msgspec import Meta
+
+from admin_api._auth import Actor
+from admin_api._money import Money, Outcome, card_of, system_account
+from admin_api._problems import Problem
+from admin_api._routes_people import person_in_scope
+from admin_api._routes_queries import balance_of
+from admin_api._store import Change, change, node_path
+from admin_api._types import AfterId, Id, IdField, Limit
+from protocols.changes import AccountStatusChanged, CardCancelled
+
+DocType = Literal["refund", "adjustment", "subsidy_batch", "cancellation"]
+DEFAULT_LEVELS: Final = {"refund": 1, "adjustment": 2, "subsidy_batch": 2, "cancellation": 2}
+LINES_MAX: Final = 10_000
+AMOUNT_MAX: Final = 10_000_000
+WALLETS: Final = {"main": 0, "subsidy": 1}
+WALLET_NAMES: Final = {0: "main", 1: "subsidy"}
+Comment = Annotated[str, Meta(max_length=500)]
+
+
+class LineIn(msgspec.Struct, forbid_unknown_fields=True):
+    person_id: IdField
+    amount_fen: Annotated[int, Meta(ge=-AMOUNT_MAX, le=AMOUNT_MAX)] = 0
+    """fen; > 0 for refunds and subsidies, either sign for adjustments, ignored for
+    cancellations (the balances are taken when the document is drafted)."""
+    wallet: Literal["main", "subsidy"] = "main"
+    note: Annotated[str, Meta(max_length=200)] = ""
+
+
+class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
+    doc_type: DocType
+    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    lines: Annotated[list[LineIn], Meta(min_length=1, max_length=LINES_MAX)]
+    reason: Annotated[str, Meta(max_length=2000)] = ""
+
+
+class ReviseIn(msgspec.Struct, forbid_unknown_fields=True):
+    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    lines: Annotated[list[LineIn], Meta(min_length=1, max_length=LINES_MAX)]
+    reason: Annotated[str, Meta(max_length=2000)] = ""
+
+
+class DecisionIn(msgspec.Struct, forbid_unknown_fields=True):
+    comment: Comment = ""
+
+
+class PolicyIn(msgspec.Struct, forbid_unknown_fields=True):
+    node_id: IdField
+    """The tenant's node."""
+    doc_type: DocType
+    levels: Annotated[int, Meta(ge=1, le=5)]
+
+
+class PolicyOut(msgspec.Struct):
+    tenant_id: int
+    doc_type: str
+    levels: int
+
+
+class LineOut(msgspec.Struct):
+    line_no: int
+    person_id: int
+    person_name: str
+    wallet: str
+    amount_fen: int
+    note: str
+    txn_seq: int | None
+    result: str | None
+    done_fen: int | None
+
+
+class StepOut(msgspec.Struct):
+    version: int
+    level: int
+    username: str
+    decision: str
+    comment: str
+    at: dt.datetime
+
+
+class DocumentOut(msgspec.Struct):
+    id: int
+    tenant_id: int
+    node_id: int
+    doc_type: str
+    title: str
+    reason: str
+    status: str
+    version: int
+    levels: int
+    approved_levels: int
+    total_fen: int
+    lines_count: int
+    created_by: str
+    created_at: dt.datetime
+    failure: str
+    lines: list[LineOut] = []
+    steps: list[StepOut] = []
+
+
+class DocumentPage(msgspec.Struct):
+    items: list[DocumentOut]
+    next_after: int | None
+
+
+_DOC_SELECT = (
+    "SELECT d.*, u.username AS creator FROM documents d JOIN admin_users u ON u.id = d.created_by"
+)
+
+
+async def _doc(conn: Any, actor: Actor, doc_id: int, *, lock: bool = False) -> asyncpg.Record:
+    row = await conn.fetchrow(_DOC_SELECT + " WHERE d.id = $1" + (" FOR UPDATE OF d" if lock
+                                                                 else ""), doc_id)
+    actor.require_node(list(row["node_path"]) if row else None, f"document {doc_id}")
+    return row
+
+
+async def _out(conn: Any, row: asyncpg.Record, *, full: bool = True) -> DocumentOut:
+    out = DocumentOut(
+        id=row["id"], tenant_id=row["tenant_id"], node_id=row["node_id"],
+        doc_type=row["doc_type"], title=row["title"], reason=row["reason"],
+        status=row["status"], version=row["version"], levels=row["levels"],
+        approved_levels=row["approved_levels"], total_fen=row["total_fen"],
+        lines_count=row["lines_count"], created_by=row["creator"],
+        created_at=row["created_at"], failure=row["failure"])
+    if not full:
+        return out
+    lines = await conn.fetch(
+        "SELECT l.*, p.name FROM document_lines l JOIN people p ON p.id = l.person_id"
+        " WHERE l.document_id = $1 ORDER BY l.line_no", row["id"])
+    steps = await conn.fetch(
+        "SELECT s.version, s.level, u.username, s.decision, s.comment, s.at FROM approval_steps s"
+        " JOIN admin_users u ON u.id = s.user_id WHERE s.document_id = $1 ORDER BY s.id",
+        row["id"])
+    from admin_api._money import CODE_NAMES
+
+    out.lines = [LineOut(line_no=r["line_no"], person_id=r["person_id"], person_name=r["name"],
+                         wallet=WALLET_NAMES[r["wallet"]], amount_fen=r["amount_fen"],
+                         note=r["note"], txn_seq=r["txn_seq"],
+                         result=None if r["result_code"] is None
+                         else CODE_NAMES.get(r["result_code"], str(r["result_code"])),
+                         done_fen=r["done_fen"]) for r in lines]
+    out.steps = [StepOut(version=r["version"], level=r["level"], username=r["username"],
+                         decision=r["decision"], comment=r["comment"], at=r["at"])
+                 for r in steps]
+    return out
+
+
+async def _lines(tx: Change, doc_type: str, lines: list[LineIn]
+                 ) -> tuple[int, list[int], list[tuple[int, int, int, int, str]]]:
+    """Check the lines: (tenant, node path of the document, [(person, wallet, amount, ...)])."""
+    tenant = None
+    paths: list[list[int]] = []
+    rows: list[tuple[int, int, int, int, str]] = []
+    seen: set[tuple[int, int]] = set()
+    for i, line in enumerate(lines):
+        try:
+            person = await person_in_scope(tx.conn, tx.actor, line.person_id)
+        except Problem:
+            raise Problem(404, "not-found", f"lines[{i}]: no person {line.person_id} in your "
+                          "part of the organisation") from None
+        if tenant is None:
+            tenant = person["tenant_id"]
+        elif person["tenant_id"] != tenant:
+            raise Problem(422, "unprocessable", f"lines[{i}]: every line of a document belongs "
+                          "to one tenant (it is settled there)")
+        paths.append(list(person["path"]))
+        if doc_type == "cancellation":
+            if any(p == line.person_id for p, _ in seen):
+                raise Problem(422, "unprocessable", f"lines[{i}]: person {line.person_id} twice")
+            if person["account_status"] == 3:
+                raise Problem(409, "conflict", f"lines[{i}]: the account is already closed")
+            balance = await balance_of(tx.conn, person)
+            seen.add((line.person_id, 0))
+            rows.append((line.person_id, 0, balance.main_fen, person["account_id"], line.note))
+            rows.append((line.person_id, 1, balance.subsidy_fen, person["account_id"],
+                         line.note))
+            continue
+        amount, wallet = line.amount_fen, WALLETS[line.wallet]
+        if doc_type in ("refund", "subsidy_batch") and amount <= 0:
+            raise Problem(422, "unprocessable", f"lines[{i}].amount_fen must be above 0")
+        if doc_type == "adjustment" and amount == 0:
+            raise Problem(422, "unprocessable", f"lines[{i}].amount_fen must not be 0")
+        if doc_type == "refund":
+            wallet = 0
+        if doc_type == "subsidy_batch":
+            wallet = 1
+        rows.append((line.person_id, wallet, amount, person["account_id"], line.note))
+    assert tenant is not None
+    # The document belongs to the deepest node all its people share.
+    common = paths[0]
+    for p in paths[1:]:
+        n = 0
+        while n < min(len(common), len(p)) and common[n] == p[n]:
+            n += 1
+        common = common[:n]
+    return tenant, common, rows
+
+
+async def _write_lines(tx: Change, doc_id: int, rows: list[tuple[int, int, int, int, str]]
+                       ) -> None:
+    await tx.conn.execute("DELETE FROM document_lines WHERE document_id = $1", doc_id)
+    await tx.conn.executemany(
+        "INSERT INTO document_lines (document_id, line_no, person_id, wallet, amount_fen, note)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        [(doc_id, n, person, wallet, amount, note)
+         for n, (person, wallet, amount, _, note) in enumerate(rows, 1)])
+
+
+async def _levels(conn: Any, tenant_id: int, doc_type: str) -> int:
+    levels = await conn.fetchval("SELECT levels FROM approval_policies WHERE tenant_id = $1"
+                                 " AND doc_type = $2", tenant_id, doc_type)
+    return int(levels or DEFAULT_LEVELS[doc_type])
+
+
+async def _step(tx: Change, doc: asyncpg.Record, level: int, decision: str, comment: str,
+                version: int | None = None) -> None:
+    await tx.conn.execute(
+        "INSERT INTO approval_steps (document_id, version, level, user_id, decision, comment)"
+        " VALUES ($1, $2, $3, $4, $5, $6)", doc["id"], version or doc["version"], level,
+        tx.actor.user_id, decision, comment)
+
+
+def _staff(actor: Actor) -> None:
+    if actor.user_id <= 0:
+        raise Problem(403, "forbidden", "documents need a log-in, not an API key")
+
+
+@post("/documents", opt={"permission": "documents.write"}, tags=["documents"],
+      summary="Draft a refund, adjustment, subsidy batch or cancellation")
+async def create_document(data: DocumentIn, actor: Actor, state: State) -> DocumentOut:
+    _staff(actor)
+    async with change(state.pool, actor) as tx:
+        tenant, path, rows = await _lines(tx, data.doc_type, data.lines)
+        levels = await _levels(tx.conn, tenant, data.doc_type)
+        total = sum(abs(r[2]) for r in rows)
+        doc_id = await tx.conn.fetchval(
+            "INSERT INTO documents (tenant_id, node_id, node_path, doc_type, title, reason,"
+            " levels, total_fen, lines_count, created_by) VALUES"
+            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            tenant, path[-1], path, data.doc_type, data.title, data.reason, levels, total,
+            len(rows), actor.user_id)
+        await _write_lines(tx, doc_id, rows)
+        out = await _out(tx.conn, await _doc(tx.conn, actor, doc_id))
+        tx.audit("document.create", "document", doc_id, path, after=out)
+        return out
+
+
+@get("/documents", opt={"permission": "documents.read"}, tags=["documents"],
+     summary="Documents of your subtree, newest first ids last: paged by id")
+async def list_documents(actor: Actor, state: State,
+                         status: Annotated[str | None, Parameter(max_length=20)] = None,
+                         doc_type: Annotated[str | None, Parameter(max_length=20)] = None,
+                         after: AfterId = 0, limit: Limit = 100) -> DocumentPage:
+    rows = await state.pool.fetch(
+        _DOC_SELECT + " WHERE $1 = ANY(d.node_path) AND d.id > $2"
+        " AND ($3::text IS NULL OR d.status = $3) AND ($4::text IS NULL OR d.doc_type = $4)"
+        " ORDER BY d.id LIMIT $5", actor.node_id, after, status, doc_type, limit + 1)
+    items = [await _out(state.pool, r, full=False) for r in rows[:limit]]
+    return DocumentPage(items=items, next_after=items[-1].id if len(rows) > limit else None)
+
+
+@get("/documents/{doc_id:int}", opt={"permission": "documents.read"}, tags=["documents"],
+     summary="A document with its lines and every approval step")
+async def get_document(doc_id: Id, actor: Actor, state: State) -> DocumentOut:
+    return await _out(state.pool, await _doc(state.pool, actor, doc_id))
+
+
+async def _set_frozen(tx: Change, doc: asyncpg.Record, freeze: bool) -> None:
+    """A cancellation holds its accounts frozen while it waits for approval."""
+    accounts = await tx.conn.fetch(
+        "SELECT DISTINCT p.account_id, a.status FROM document_lines l JOIN people p"
+        " ON p.id = l.person_id JOIN accounts a ON a.id = p.account_id"
+        " WHERE l.document_id = $1", doc["id"])
+    for a in accounts:
+        if freeze and a["status"] == 0:
+            await tx.conn.execute("UPDATE accounts SET status = 1 WHERE id = $1",
+                                  a["account_id"])
+            tx.event(AccountStatusChanged(a["account_id"], 1))
+        elif not freeze and a["status"] == 1:
+            await tx.conn.execute("UPDATE accounts SET status = 0 WHERE id = $1",
+                                  a["account_id"])
+            tx.event(AccountStatusChanged(a["account_id"], 0))
+
+
+@post("/documents/{doc_id:int}/submit", opt={"permission": "documents.write"},
+      tags=["documents"], status_code=200, summary="Submit a draft for approval")
+async def submit_document(doc_id: Id, data: DecisionIn, actor: Actor, state: State
+                          ) -> DocumentOut:
+    _staff(actor)
+    async with change(state.pool, actor) as tx:
+        doc = await _doc(tx.conn, actor, doc_id, lock=True)
+        if doc["status"] != "draft":
+            raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}, not a draft")
+        froze = False
+        if doc["doc_type"] == "cancellation":
+            froze = bool(await tx.conn.fetchval(
+                "SELECT bool_or(a.status = 0) FROM document_lines l JOIN people p"
+                " ON p.id = l.person_id JOIN accounts a ON a.id = p.account_id"
+                " WHERE l.document_id = $1", doc_id))
+            await _set_frozen(tx, doc, True)
+        await tx.conn.execute(
+            "UPDATE documents SET status = 'submitted', submitted_at = now(), failure = '',"
+            " froze_account = $2 WHERE id = $1", doc_id, froze)
+        await _step(tx, doc, 0, "submit", data.comment)
+        out = await _out(tx.conn, await _doc(tx.conn, actor, doc_id))
+        tx.audit("document.submit", "document", doc_id, list(doc["node_path"]),
+                 before={"status": doc["status"]}, after={"status": "submitted"})
+        return out
+
+
+@post("/documents/{doc_id:int}/approve", opt={"permission": "documents.approve",
+                                              "switch": True},
+      tags=["documents"], status_code=200,
+      summary="Approve the next level; the last level executes the document (once)")
+async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: State
+                           ) -> DocumentOut:
+    _staff(actor)
+    money: Money = state.money
+    async with change(state.pool, actor) as tx:
+        doc = await _doc(tx.conn, actor, doc_id, lock=True)
+        if doc["status"] != "submitted":
+            raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}: only a "
+                          "submitted document is approved")
+        if doc["created_by"] == actor.user_id:
+            raise Problem(403, "forbidden", "nobody approves a document they drafted")
+        if await tx.conn.fetchval(
+                "SELECT true FROM approval_steps WHERE document_id = $1 AND version = $2"
+                " AND user_id = $3 AND decision = 'approve'", doc_id, doc["version"],
+                actor.user_id):
+            raise Problem(403, "forbidden", "each level is approved by a different person")
+        level = doc["approved_levels"] + 1
+        await _step(tx, doc, level, "approve", data.comment)
+        final = level >= doc["levels"]
+        await tx.conn.execute(
+            "UPDATE documents SET approved_levels = $2, status = $3,"
+            " decided_at = CASE WHEN $4 THEN now() ELSE decided_at END WHERE id = $1",
+            doc_id, level, "approved" if final else "submitted", final)
+        if final:
+            # The txn_seqs of the movements, drawn and stored with the approval.
+            money.require()
+            count = await tx.conn.fetchval(
+                "SELECT count(*) FROM document_lines WHERE document_id = $1", doc_id)
+            for n in range(1, count + 1):
+                await tx.conn.execute(
+                    "UPDATE document_lines SET terminal_id = $3, txn_seq = $4"
+                    " WHERE document_id = $1 AND line_no = $2", doc_id, n, money.terminal_id,
+                    await money.next_txn_seq(tx.conn))
+        tx.audit("document.approve", "document", doc_id, list(doc["node_path"]),
+                 before={"status": doc["status"], "approved_levels": doc["approved_levels"]},
+                 after={"status": "approved" if final else "submitted",
+                        "approved_levels": level})
+    if final:
+        return await _execute(state, actor, doc_id)
+    return await _out(state.pool, await _doc(state.pool, actor, doc_id))
+
+
+@post("/documents/{doc_id:int}/reject", opt={"permission": "documents.approve"},
+      tags=["documents"], status_code=200, summary="Reject a submitted document")
+async def reject_document(doc_id: Id, data: DecisionIn, actor: Actor, state: State
+                          ) -> DocumentOut:
+    _staff(actor)
+    async with change(state.pool, actor) as tx:
+        doc = await _doc(tx.conn, actor, doc_id, lock=True)
+        if doc["status"] != "submitted":
+            raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}")
+        if doc["created_by"] == actor.user_id:
+            raise Problem(403, "forbidden", "nobody decides on a document they drafted")
+        if doc["froze_account"]:
+            await _set_frozen(tx, doc, False)
+        await tx.conn.execute("UPDATE documents SET status = 'rejected', decided_at = now(),"
+                              " froze_account = false WHERE id = $1", doc_id)
+        await _step(tx, doc, doc["approved_levels"] + 1, "reject", data.comment)
+        tx.audit("document.reject", "document", doc_id, list(doc["node_path"]),
+                 before={"status": doc["status"]}, after={"status": "rejected",
+                                                          "comment": data.comment})
+        return await _out(tx.conn, await _doc(tx.conn, actor, doc_id))
+
+
+@post("/documents/{doc_id:int}/revise", opt={"permission": "documents.write"},
+      tags=["documents"], status_code=200,
+      summary="Revise a rejected (or failed) document: a new version, back to draft")
+async def revise_document(doc_id: Id, data: ReviseIn, actor: Actor, state: State
+                          ) -> DocumentOut:
+    _staff(actor)
+    async with change(state.pool, actor) as tx:
+        doc = await _doc(tx.conn, actor, doc_id, lock=True)
+        if doc["status"] not in ("rejected", "draft", "failed"):
+            raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}")
+        if doc["status"] == "failed" and await tx.conn.fetchval(
+                "SELECT true FROM document_lines WHERE document_id = $1 AND result_code = 0",
+                doc_id):
+            raise Problem(409, "conflict", "part of this document has moved money: it cannot be "
+                          "revised; draft a new document for the rest")
+        before = await _out(tx.conn, doc)
+        tenant, path, rows = await _lines(tx, doc["doc_type"], data.lines)
+        if tenant != doc["tenant_id"]:
+            raise Problem(422, "unprocessable", "a revision stays in the document's tenant")
+        await _write_lines(tx, doc_id, rows)
+        await tx.conn.execute(
+            "UPDATE documents SET status = 'draft', version = version + 1, approved_levels = 0,"
+            " title = $2, reason = $3, total_fen = $4, lines_count = $5, failure = '',"
+            " node_id = $6, node_path = $7 WHERE id = $1",
+            doc_id, data.title, data.reason, sum(abs(r[2]) for r in rows), len(rows), path[-1],
+            path)
+        await _step(tx, doc, 0, "revise", "", version=doc["version"] + 1)
+        out = await _out(tx.conn, await _doc(tx.conn, actor, doc_id))
+        tx.audit("document.revise", "document", doc_id, path, before=before, after=out)
+        return out
+
+
+@post("/documents/{doc_id:int}/execute", opt={"permission": "documents.approve",
+                                              "switch": True},
+      tags=["documents"], status_code=200,
+      summary="Carry out an approved document that could not finish (same txn_seqs: once)")
+async def execute_document(doc_id: Id, actor: Actor, state: State) -> DocumentOut:
+    _staff(actor)
+    doc = await _doc(state.pool, actor, doc_id)
+    if doc["status"] != "approved":
+        raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}: only an approved "
+                      "document that has not finished is executed")
+    return await _execute(state, actor, doc_id)
+
+
+async def _execute(state: State, actor: Actor, doc_id: int) -> DocumentOut:
+    """Every line not yet answered goes to the switch under its own txn_seq."""
+    money: Money = state.money
+    pool = state.pool
+    doc = await _doc(pool, actor, doc_id)
+    lines = await pool.fetch(
+        "SELECT l.*, p.account_id, p.tenant_id FROM document_lines l JOIN people p"
+        " ON p.id = l.person_id WHERE l.document_id = $1 ORDER BY l.line_no", doc_id)
+    kind = doc["doc_type"]
+    if kind == "cancellation":
+        for line in lines:
+            if line["result_code"] is None:
+                have = await balance_of(pool, {"id": line["person_id"],
+                                               "account_id": line["account_id"],
+                                               "account_status": 1})
+                now = have.main_fen if line["wallet"] == 0 else have.subsidy_fen
+                if now != line["amount_fen"]:
+                    return await _fail(state, actor, doc, f"the {WALLET_NAMES[line['wallet']]} "
+                                       f"balance of person {line['person_id']} is {now} fen, "
+                                       f"not the {line['amount_fen']} fen approved: revise")
+    problem: Problem | None = None
+    for line in lines:
+        if line["result_code"] is not None or line["amount_fen"] == 0:
+            continue
+        try:
+            out = await _move(pool, money, kind, line)
+        except Problem as exc:
+            problem = exc
+            break
+        async with change(pool, actor) as tx:
+            await tx.conn.execute(
+                "UPDATE document_lines SET result_code = $3, done_fen = $4"
+                " WHERE document_id = $1 AND line_no = $2", doc_id, line["line_no"], out.code,
+                out.amount_fen)
+    if problem is not None:
+        if problem.status == 503:
+            raise Problem(503, "switch-unavailable", f"document {doc_id} is approved and will "
+                          f"be carried out once: {problem.detail.split(';')[0]}; POST "
+                          f"/documents/{doc_id}/execute when the switch is back")
+        return await _fail(state, actor, doc, problem.detail)
+    results = await pool.fetch("SELECT result_code, amount_fen FROM document_lines"
+                               " WHERE document_id = $1", doc_id)
+    declined = [r for r in results if r["amount_fen"] != 0 and r["result_code"] != 0]
+    async with change(pool, actor) as tx:
+        status = "failed" if declined else "executed"
+        failure = (f"{len(declined)} of {len(results)} lines were declined by the switch"
+                   if declined else "")
+        await tx.conn.execute(
+            "UPDATE documents SET status = $2, executed_at = now(), failure = $3 WHERE id = $1",
+            doc_id, status, failure)
+        if kind == "cancellation" and not declined:
+            await _close_accounts(tx, doc_id)
+        await _step(tx, doc, doc["levels"], "execute", failure)
+        tx.audit("document.execute", "document", doc_id, list(doc["node_path"]),
+                 before={"status": "approved"}, after={"status": status, "failure": failure})
+    return await _out(pool, await _doc(pool, actor, doc_id))
+
+
+async def _move(pool: asyncpg.Pool, money: Money, kind: str, line: asyncpg.Record) -> Outcome:
+    card = await card_of(pool, line["account_id"])
+    amount, wallet, seq = line["amount_fen"], line["wallet"], line["txn_seq"]
+    tenant = line["tenant_id"]
+    if kind == "refund":
+        return await money.ask("debit", seq, card, 0, amount,
+                               await system_account(pool, tenant, "cash_desk"))
+    if kind == "subsidy_batch":
+        return await money.ask("credit", seq, card, 1, amount,
+                               await system_account(pool, tenant, "subsidy_fund"))
+    if kind == "adjustment":
+        account = await system_account(pool, tenant, "adjustments")
+        if amount > 0:
+            return await money.ask("credit", seq, card, wallet, amount, account)
+        return await money.ask("debit", seq, card, wallet, -amount, account)
+    # cancellation: the balance goes back where it came from.
+    purpose = "cash_desk" if wallet == 0 else "subsidy_fund"
+    account = await system_account(pool, tenant, purpose)
+    if amount > 0:
+        return await money.ask("debit", seq, card, wallet, amount, account)
+    return await money.ask("credit", seq, card, wallet, -amount, account)
+
+
+async def _close_accounts(tx: Change, doc_id: int) -> None:
+    rows = await tx.conn.fetch(
+        "SELECT DISTINCT p.account_id FROM document_lines l JOIN people p ON p.id = l.person_id"
+        " WHERE l.document_id = $1", doc_id)
+    for r in rows:
+        account = r["account_id"]
+        await tx.conn.execute("UPDATE accounts SET status = 3 WHERE id = $1", account)
+        tx.event(AccountStatusChanged(account, 3))
+        cards = await tx.conn.fetch(
+            "UPDATE cards SET status = 1, cancelled_at = now(), cancel_reason = 'cancelled'"
+            " WHERE account_id = $1 AND status = 0 RETURNING card_no", account)
+        for c in cards:
+            tx.event(CardCancelled(c["card_no"], account))
+
+
+async def _fail(state: State, actor: Actor, doc: asyncpg.Record, why: str) -> DocumentOut:
+    async with change(state.pool, actor) as tx:
+        await tx.conn.execute("UPDATE documents SET status = 'failed', failure = $2"
+                              " WHERE id = $1", doc["id"], why[:500])
+        await _step(tx, doc, doc["levels"], "execute", why[:500])
+        tx.audit("document.fail", "document", doc["id"], list(doc["node_path"]),
+                 before={"status": doc["status"]}, after={"status": "failed", "failure": why})
+    return await _out(state.pool, await _doc(state.pool, actor, doc["id"]))
+
+
+@post("/approval-policies", opt={"permission": "org.write"}, tags=["documents"],
+      status_code=200, summary="Set how many approval levels a document type needs in a tenant")
+async def set_policy(data: PolicyIn, actor: Actor, state: State) -> PolicyOut:
+    path = await node_path(state.pool, data.node_id)
+    actor.require_node(path, f"node {data.node_id}")
+    async with change(state.pool, actor) as tx:
+        node = await tx.conn.fetchrow("SELECT kind, tenant_id FROM org_nodes WHERE id = $1",
+                                      data.node_id)
+        if node["kind"] != "tenant":
+            raise Problem(422, "unprocessable", "approval levels are set per tenant: give the "
+                          "tenant's node")
+        before = await _levels(tx.conn, node["tenant_id"], data.doc_type)
+        await tx.conn.execute(
+            "INSERT INTO approval_policies VALUES ($1, $2, $3) ON CONFLICT (tenant_id, doc_type)"
+            " DO UPDATE SET levels = EXCLUDED.levels", node["tenant_id"], data.doc_type,
+            data.levels)
+        assert path is not None
+        tx.audit("policy.set", "approval_policy", f"{node['tenant_id']}/{data.doc_type}", path,
+                 before={"levels": before}, after={"levels": data.levels})
+        return PolicyOut(tenant_id=node["tenant_id"], doc_type=data.doc_type,
+                         levels=data.levels)
+
+
+# -- printing ------------------------------------------------------------------------------------
+
+_FONTS: Final = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+)
+
+
+def _yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100:,}.{abs(fen) % 100:02d}"
+
+
+def render_pdf(doc: DocumentOut) -> bytes:
+    """A printable document: header, lines, every approval step. Uses a Unicode font found on
+    the system (CJK first); without one, characters outside Latin-1 print as '?'."""
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(auto=True, margin=15)
+    pdf.add_page()
+    font = next((f for f in _FONTS if Path(f).exists()), None)
+    if font:
+        pdf.add_font("body", "", font)
+        family = "body"
+
+        def text(s: str) -> str:
+            return s
+    else:
+        family = "helvetica"
+
+        def text(s: str) -> str:
+            return s.encode("latin-1", "replace").decode("latin-1")
+
+    pdf.set_font(family, size=15)
+    pdf.cell(0, 10, text(f"{doc.doc_type.replace('_', ' ').title()} No. {doc.id}: {doc.title}"),
+             new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(family, size=9)
+    for label, value in (("Status", f"{doc.status} (version {doc.version})"),
+                         ("Tenant", str(doc.tenant_id)), ("Drafted by", doc.created_by),
+                         ("Drafted at", doc.created_at.strftime("%Y-%m-%d %H:%M UTC")),
+                         ("Approval", f"{doc.approved_levels} of {doc.levels} levels"),
+                         ("Total", f"{_yuan(doc.total_fen)} yuan in {doc.lines_count} lines"),
+                         ("Reason", doc.reason or "-")):
+        pdf.cell(35, 6, text(label))
+        pdf.multi_cell(0, 6, text(value), new_x="LMARGIN", new_y="NEXT")
+    if doc.failure:
+        pdf.multi_cell(0, 6, text(f"Failure: {doc.failure}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(3)
+    widths = (10, 60, 20, 30, 30, 40)
+    pdf.set_font(family, size=9)
+    for w, h in zip(widths, ("#", "Person", "Wallet", "Amount (yuan)", "Result", "Note"),
+                    strict=True):
+        pdf.cell(w, 7, h, border=1)
+    pdf.ln()
+    for line in doc.lines:
+        cells = (str(line.line_no), f"{line.person_name} ({line.person_id})", line.wallet,
+                 _yuan(line.amount_fen), line.result or "-", line.note)
+        for w, c in zip(widths, cells, strict=True):
+            pdf.cell(w, 6, text(c)[:40], border=1)
+        pdf.ln()
+    pdf.ln(3)
+    pdf.set_font(family, size=11)
+    pdf.cell(0, 8, "Approval steps", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(family, size=9)
+    for s in doc.steps:
+        pdf.multi_cell(0, 6, text(f"{s.at.strftime('%Y-%m-%d %H:%M')}  v{s.version}  level "
+                                  f"{s.level}  {s.decision:<8} {s.username}  {s.comment}"),
+                       new_x="LMARGIN", new_y="NEXT")
+    out = io.BytesIO()
+    pdf.output(out)
+    return out.getvalue()
+
+
+@get("/documents/{doc_id:int}/pdf", opt={"permission": "documents.read"}, tags=["documents"],
+     summary="The document as a PDF to print and sign", media_type="application/pdf")
+async def document_pdf(doc_id: Id, actor: Actor, state: State) -> Response[bytes]:
+    doc = await _out(state.pool, await _doc(state.pool, actor, doc_id))
+    return Response(render_pdf(doc), media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="document-{doc_id}.pdf"'})
+
+
+ROUTES = [create_document, list_documents, get_document, submit_document, approve_document,
+          reject_document, revise_document, execute_document, set_policy, document_pdf]
