@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from protocols import ocp
-from tests.admin_site import AdminSite, new_card_no
+from tests.admin_site import PASSWORD, AdminSite, new_card_no
 from tests.switch_site import FREE_CANTEEN_TERMINAL
 
 PROPAGATION_SECONDS = 1.0
@@ -29,7 +29,7 @@ DEADLINE_SECONDS = 30.0
 def full_site(db_dsn: str) -> Iterator[AdminSite]:
     s = AdminSite(db_dsn)
     s.start()
-    s.start_admin()
+    s.start_admin(ONECARD_ADMIN_EXPIRY_CHECK_SECONDS="0.2")
     try:
         yield s
     finally:
@@ -42,6 +42,10 @@ class Till:
     def __init__(self, site: AdminSite) -> None:
         self.client = site.client(FREE_CANTEEN_TERMINAL)
         self.seq = self.client.sign_on_result.last_txn_seq
+
+    def inquire(self, card_no: int) -> Any:
+        self.seq += 1
+        return self.client.request(ocp.BalanceInquiry(self.seq, card_no))
 
     def buy(self, card_no: int, amount_fen: int = 150) -> Any:
         self.seq += 1
@@ -110,6 +114,41 @@ def test_issue_spend_lose_replace_spend_with_statement_and_audit(full_site: Admi
     actions = [e["action"] for e in api.ok("GET", "/audit?entity=card")["items"]]
     assert actions == ["card.issue", "card.report_loss", "card.cancel", "card.replace",
                        "card.unfreeze"]
+
+    # A card past its validity is cancelled by the admin API and refused within a second.
+    stale = new_card_no()
+    api.ok("POST", f"/people/{person}/cards", {"card_no": stale, "valid_until": "2020-07-01"})
+    _until("the expired card is refused",
+           lambda: till.buy(stale).code == ocp.ResponseCode.CARD_CANCELLED)
+    assert api.ok("GET", f"/cards/{stale}")["cancel_reason"] == "expired"
+
+    # Cancelled with refund through a two-level approval: the balance comes back in cash.
+    for name in ("office", "finance.a", "finance.b"):
+        api.ok("POST", "/users", {"username": name, "password": PASSWORD,
+                                  "role": "card_office" if name == "office" else "finance",
+                                  "node_id": full_site.tenant_node(1)}, 201)
+    office, fa, fb = (full_site.api(n) for n in ("office", "finance.a", "finance.b"))
+    doc = office.ok("POST", "/documents", {"doc_type": "cancellation", "title": "Leaves",
+                                           "lines": [{"person_id": person}]})
+    office.ok("POST", f"/documents/{doc['id']}/submit", {})
+    # (asked without spending: a purchase before the freeze arrives would change the balance
+    # the approvers are about to refund, and the document would then fail, safely)
+    _until("the account is frozen at the switch",
+           lambda: till.inquire(new_card).code == ocp.ResponseCode.ACCOUNT_FROZEN)
+    fa.ok("POST", f"/documents/{doc['id']}/approve", {})
+    done = fb.ok("POST", f"/documents/{doc['id']}/approve", {})
+    assert done["status"] == "executed", done
+    refunded = api.ok("GET", f"/people/{person}/balance")
+    assert (refunded["balance_fen"], refunded["account_status"]) == (0, "closed")
+    _until("the closed account's card is refused",
+           lambda: till.buy(new_card).code == ocp.ResponseCode.CARD_CANCELLED)
+    statement = api.ok("GET", f"/people/{person}/statement")["items"]
+    moved = [e for e in statement if e["result"] == "APPROVED"]
+    assert moved[-1]["kind"] in ("debit", "credit") and moved[-1]["balance_fen"] == 0
+    trail = [e["action"] for e in api.ok(
+        "GET", f"/audit?entity=document&entity_id={doc['id']}")["items"]]
+    assert trail == ["document.create", "document.submit", "document.approve",
+                     "document.approve", "document.execute"]
     till.client.close()
     assert full_site.stop() == 0
     report = full_site.audit()
