@@ -344,10 +344,13 @@ def _upserted(r: asyncpg.Record | TerminalOut) -> TerminalUpserted:
 
 
 def _not_own_terminal(state: State, terminal_id: int) -> None:
-    if terminal_id == state.settings.switch_terminal_id:
-        raise Problem(409, "conflict", f"terminal {terminal_id} is the admin API's own terminal "
-                      "(switch_terminal_id): change its key in the settings and the terminals "
-                      "table together, not through the API")
+    """The admin API's own admin terminal (the one it moves money as) is not disabled or
+    re-keyed under its feet: it derived that key when it started."""
+    money = getattr(state, "money", None)
+    own = {state.settings.switch_terminal_id, getattr(money, "terminal_id", 0)} - {0}
+    if terminal_id in own:
+        raise Problem(409, "conflict", f"terminal {terminal_id} is the admin API's own terminal: "
+                      "disabling or re-keying it would cut the API off the switch")
 
 
 @post("/merchants/{merchant_id:int}/terminals", opt={"permission": "merchants.write"},

@@ -17,7 +17,7 @@ import pytest
 
 from admin_api import AdminSettings, SettingsError, load_settings
 from onecard.harness import AdminProcess
-from onecard.seed import CANTEEN_FREE, CASH_DESK_MERCHANT, EAST_CANTEEN
+from onecard.seed import ADMIN_TERMINAL, CANTEEN_FREE, CASH_DESK_MERCHANT, EAST_CANTEEN
 from protocols import ocp
 from tests.admin_site import PASSWORD, AdminSite, Api
 from tests.ocp_client import OcpClient
@@ -167,7 +167,8 @@ def test_merchant_viewers_and_tenant_admins_see_only_their_subtree(site: AdminSi
 
     east_admin = _user(site, "east.merchants", "tenant_admin", east)
     ids = [m["id"] for m in east_admin.ok("GET", "/merchants")["items"]]
-    assert ids == [EAST_CANTEEN]
+    assert EAST_CANTEEN in ids and ids == [r["id"] for r in site.fetch(
+        "SELECT id FROM merchants WHERE tenant_id = 2 ORDER BY id")]
     for path in (f"/merchants/{CANTEEN_FREE}", f"/merchants/{shop['id']}",
                  f"/merchants/{CANTEEN_FREE}/terminals", "/terminals/1",
                  "/tenants/1/meal-windows", f"/merchants?node_id={campus}"):
@@ -299,7 +300,9 @@ def test_meal_windows_go_out_as_tenant_configured(site: AdminSite) -> None:
 
 
 def test_without_a_master_secret_no_key_is_issued(site: AdminSite) -> None:
-    other = AdminProcess(site.dsn, "", extra_env={"ONECARD_ADMIN_MASTER_SECRET": ""}).start()
+    other = AdminProcess(site.dsn, "", extra_env={
+        "ONECARD_ADMIN_MASTER_SECRET": "", "ONECARD_ADMIN_SWITCH_TERMINAL_ID": str(ADMIN_TERMINAL),
+    }).start()
     try:
         root = Api(other.url, "root")
         r = root.post(f"/merchants/{CANTEEN_FREE}/terminals", {"kind": "pos"})
@@ -307,6 +310,10 @@ def test_without_a_master_secret_no_key_is_issued(site: AdminSite) -> None:
         assert r.json()["type"].endswith("/not-configured")
         assert root.post("/terminals/1/rekey").status_code == 503
         assert site.fetch("SELECT key_version FROM terminals WHERE id = 1")[0][0] == 1
+        # The API's own admin terminal is not cut off under its feet.
+        for action in ("rekey", "disable"):
+            r = root.post(f"/terminals/{ADMIN_TERMINAL}/{action}")
+            assert r.status_code == 409, r.text
         root.close()
     finally:
         other.stop()
