@@ -33,7 +33,14 @@ from prometheus_client import (
     generate_latest,
 )
 
-from admin_api import _routes_auth, _routes_merchants, _routes_org, _routes_people, _routes_queries
+from admin_api import (
+    _routes_auth,
+    _routes_merchants,
+    _routes_org,
+    _routes_people,
+    _routes_queries,
+    _routes_reports,
+)
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
 from admin_api._problems import EXCEPTION_HANDLERS, Problem
 from admin_api._settings import AdminSettings
@@ -135,7 +142,7 @@ async def metrics_endpoint(state: State) -> bytes:
 
 ROUTES = [
     *_routes_auth.ROUTES, *_routes_org.ROUTES, *_routes_people.ROUTES, *_routes_queries.ROUTES,
-    *_routes_merchants.ROUTES,
+    *_routes_merchants.ROUTES, *_routes_reports.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 
