@@ -19,6 +19,8 @@ from tests.admin_site import PASSWORD, AdminSite, Api, new_card_no
 
 CANARY_NAME = "Canary Zhang"
 CANARY_NODE = "Canary Department"
+CANARY_MERCHANT = "Canary Canteen"
+CANARY_TERMINAL = "Canary POS"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +37,11 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
     root.ok("POST", f"/people/{person['id']}/cards", {"card_no": card_no})
     target_user = root.ok("POST", "/users", {"username": "campus.office", "password": PASSWORD,
                                              "role": "card_office", "node_id": campus})
+    # At the tenant node, not the canary department: its own changes are counted below.
+    merchant = root.ok("POST", "/merchants", {"node_id": campus, "name": CANARY_MERCHANT,
+                                              "mode": "fixed", "fixed_amount_fen": 700})
+    terminal = root.ok("POST", f"/merchants/{merchant['id']}/terminals",
+                       {"kind": "pos", "name": CANARY_TERMINAL})["terminal"]
     east_person = root.ok("POST", "/people", {"node_id": east, "name": "East Person",
                                               "class_id": 2})
     callers: dict[str, Api] = {}
@@ -51,8 +58,9 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
         callers[role] = site.api(body["username"])
     try:
         yield {"site": site, "callers": callers, "person": person, "card_no": card_no,
-               "node": dept, "user": target_user, "canaries": [CANARY_NAME, CANARY_NODE,
-                                                                str(card_no)]}
+               "node": dept, "user": target_user, "merchant": merchant, "terminal": terminal,
+               "canaries": [CANARY_NAME, CANARY_NODE, str(card_no), CANARY_MERCHANT,
+                            CANARY_TERMINAL]}
     finally:
         site.close()
 
@@ -75,7 +83,9 @@ def _routes(site: AdminSite) -> list[tuple[str, str, dict[str, Any]]]:
 
 def _fill(path: str, w: dict[str, Any]) -> str:
     values = {"person_id": w["person"]["id"], "card_no": w["card_no"],
-              "node_id": w["node"]["id"], "user_id": w["user"]["id"], "class_id": 2}
+              "node_id": w["node"]["id"], "user_id": w["user"]["id"], "class_id": 2,
+              "merchant_id": w["merchant"]["id"], "terminal_id": w["terminal"]["id"],
+              "tenant_id": 1}
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
 
@@ -86,9 +96,13 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
     values = {"node_id": w["node"]["id"], "parent_id": w["node"]["id"], "kind": "department",
               "name": "x", "class_id": 2, "card_no": new_card_no(), "username": "intruder",
               "password": PASSWORD, "role": "card_office",
-              "new_card": {"card_no": new_card_no()}, "template_id": "t-1"}
+              "new_card": {"card_no": new_card_no()}, "template_id": "t-1", "windows": []}
     if "template_id" in op["fields"]:
         values["kind"] = "face"
+    if "settlement_cycle" in op["fields"]:
+        values["kind"] = "canteen"  # a merchant's
+    if set(op["fields"]) == {"kind", "name"}:
+        values["kind"] = "pos"  # a terminal's
     return {f: values[f] for f in op["fields"] if f in values}
 
 
@@ -98,6 +112,9 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     routes = _routes(site)
     assert len(routes) >= 25
     outbox_before = site.fetch("SELECT count(*) AS n FROM change_outbox")[0]["n"]
+    merchant_audit = "SELECT count(*) AS n FROM audit_log WHERE entity IN ('merchant', 'terminal')"
+    merchants_before = site.fetch(merchant_audit)[0]["n"]
+    windows_before = site.api().ok("GET", "/tenants/1/meal-windows")
     seen: dict[str, set[int]] = {}
     for role, api in walk_site["callers"].items():
         for method, path, op in routes:
@@ -120,6 +137,11 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     changed = site.fetch("SELECT count(*) AS n FROM audit_log WHERE $1 = ANY(node_path)",
                          walk_site["node"]["id"])[0]["n"]
     assert changed == 3, "only the set-up's own three changes touch the canary's node"
+    assert root.ok("GET", f"/merchants/{walk_site['merchant']['id']}") == walk_site["merchant"]
+    assert root.ok("GET", f"/terminals/{walk_site['terminal']['id']}") == walk_site["terminal"]
+    assert root.ok("GET", "/tenants/1/meal-windows") == windows_before
+    # Nobody foreign opened, changed, registered or re-keyed anything of a merchant's.
+    assert site.fetch(merchant_audit)[0]["n"] == merchants_before
     outbox_after = site.fetch("SELECT count(*) AS n FROM change_outbox")[0]["n"]
     # Foreign callers may change their own subtree (e.g. a tenant admin adds a department
     # there), never tenant 1: checked above through the canaries' node and objects.
