@@ -62,10 +62,11 @@ class Change:
                   None if after is None else _json.encode(after).decode())
                  for action, entity, eid, path, before, after in self._audit],
             )
-        for event in self._events:
-            kind, payload = encode_event(event)
-            await self.conn.execute("SELECT outbox_append($1, $2::jsonb)", kind,
-                                    payload.decode())
+        if self._events:
+            # One pipelined round trip for all of them (an import appends 20,000), in order.
+            await self.conn.executemany(
+                "SELECT outbox_append($1, $2::jsonb)",
+                [(kind, payload.decode()) for kind, payload in map(encode_event, self._events)])
 
 
 @asynccontextmanager
