@@ -27,11 +27,16 @@ ROLES: Final = (
     "merchant_viewer", "cardholder", "parent",
 )
 STAFF_ROLES: Final = frozenset(ROLES) - {"cardholder", "parent"}
+INTEGRATION_ROLE: Final = "integration"
+"""The role of a request signed with an API key (admin_api/_routes_integration.py)."""
+API_KEY_PREFIX: Final = "ock_"
+"""Every API key starts with this, so a bearer token is known for a key or a log-in's token."""
 
 _ALL_STAFF: Final = frozenset({
     "org.read", "org.write", "users.read", "users.write", "people.read", "people.write",
     "cards.read", "cards.write", "money.counter", "merchants.read", "merchants.write",
     "reports.read", "audit.read", "documents.read", "documents.write", "documents.approve",
+    "events.read", "people.sync", "api_keys.read", "api_keys.write",
 })
 PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "platform_admin": _ALL_STAFF,
@@ -47,13 +52,17 @@ PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     }),
     "auditor": frozenset({
         "org.read", "users.read", "people.read", "cards.read", "merchants.read",
-        "reports.read", "audit.read", "documents.read",
+        "reports.read", "audit.read", "documents.read", "events.read", "api_keys.read",
     }),
     "merchant_viewer": frozenset({"merchants.read", "reports.read"}),
     "cardholder": frozenset({"self"}),
     "parent": frozenset({"self"}),
+    INTEGRATION_ROLE: frozenset({"events.read", "people.sync", "people.read", "cards.read",
+                                 "org.read"}),
 }
-"""Role -> the permissions it has. "self": the cardholder's own (or a parent's child's) data."""
+"""Role -> the permissions it has. "self": the cardholder's own (or a parent's child's) data.
+"integration" is an API key's role: not a log-in role (not in ROLES, POST /users refuses it);
+a key may use only the scopes it was created with, a subset of these."""
 
 ALL_PERMISSIONS: Final = frozenset().union(*PERMISSIONS.values())
 PUBLIC: Final = "public"
@@ -89,6 +98,12 @@ def token_sha256(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def new_api_key() -> tuple[str, bytes]:
+    """(the API key to show once, the SHA-256 to store). 256 random bits."""
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, token_sha256(key)
+
+
 class Actor(msgspec.Struct, frozen=True, kw_only=True):
     """The log-in behind a request."""
 
@@ -101,9 +116,18 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
     children: list[int] = []
     """People a parent may see."""
     client_ip: str = ""
+    api_key_id: int | None = None
+    """Set when the request is signed with an API key (role "integration")."""
+    scopes: tuple[str, ...] = ()
+    """An API key's scopes: it may use these permissions of its role, no others."""
 
     def can(self, permission: str) -> bool:
-        return permission in PERMISSIONS.get(self.role, frozenset())
+        if permission not in PERMISSIONS.get(self.role, frozenset()):
+            return False
+        return self.api_key_id is None or permission in self.scopes
+
+    def permissions(self) -> list[str]:
+        return sorted(p for p in PERMISSIONS.get(self.role, frozenset()) if self.can(p))
 
     def require(self, permission: str) -> None:
         if not self.can(permission):

@@ -12,6 +12,8 @@ from litestar.datastructures import State
 from msgspec import Meta
 
 from admin_api._auth import (
+    API_KEY_PREFIX,
+    INTEGRATION_ROLE,
     PUBLIC,
     ROLES,
     Actor,
@@ -83,8 +85,12 @@ def _bearer(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 
 
 async def actor_of(request: ASGIConnection[Any, Any, Any, Any], pool: asyncpg.Pool) -> Actor:
-    """The log-in behind the request's bearer token, or 401."""
+    """The log-in behind the request's bearer token (or the API key behind `X-Api-Key` or a
+    bearer token that is a key), or 401."""
     token = _bearer(request)
+    api_key = request.headers.get("x-api-key")
+    if api_key is not None or (token is not None and token.startswith(API_KEY_PREFIX)):
+        return await _api_key_actor(request, pool, api_key if api_key is not None else token)
     if token is None or len(token) > 200:
         raise Problem(401, "not-authenticated", "send Authorization: Bearer <access token>",
                       headers={"WWW-Authenticate": "Bearer"})
@@ -105,6 +111,26 @@ async def actor_of(request: ASGIConnection[Any, Any, Any, Any], pool: asyncpg.Po
     return Actor(user_id=row["id"], username=row["username"], role=row["role"],
                  node_id=row["node_id"], node_path=list(row["path"]),
                  person_id=row["person_id"], children=list(row["children"]), client_ip=client)
+
+
+async def _api_key_actor(request: ASGIConnection[Any, Any, Any, Any], pool: asyncpg.Pool,
+                         key: str | None) -> Actor:
+    """An API key acts like a log-in of role "integration" bound to the key's node, with the
+    key's scopes as its permissions (admin_api/_routes_integration.py makes and revokes keys)."""
+    row = None
+    if key and key.startswith(API_KEY_PREFIX) and len(key) <= 200:
+        row = await pool.fetchrow(
+            "SELECT k.id, k.name, k.node_id, k.scopes, n.path FROM api_keys k"
+            " JOIN org_nodes n ON n.id = k.node_id WHERE k.key_sha256 = $1"
+            " AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())",
+            token_sha256(key))
+    if row is None:
+        raise Problem(401, "not-authenticated", "the API key is unknown, expired or revoked",
+                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    client = request.client.host if request.client else ""
+    return Actor(user_id=0, username=f"api-key:{row['id']}", role=INTEGRATION_ROLE,
+                 node_id=row["node_id"], node_path=list(row["path"]), client_ip=client,
+                 api_key_id=row["id"], scopes=tuple(row["scopes"]))
 
 
 @post("/auth/login", opt={"permission": PUBLIC}, tags=["auth"], status_code=200,
@@ -142,7 +168,10 @@ async def login(data: LoginIn, request: Request[Any, Any, Any], state: State) ->
 
 @post("/auth/logout", opt={"permission": "any"}, tags=["auth"], status_code=204,
       summary="Revoke the access token of this request")
-async def logout(request: Request[Any, Any, Any], state: State) -> None:
+async def logout(request: Request[Any, Any, Any], state: State, actor: Actor) -> None:
+    if actor.api_key_id is not None:
+        raise Problem(409, "conflict", "an API key is not logged out: an admin revokes it "
+                      f"(POST /api-keys/{actor.api_key_id}/revoke)")
     token = _bearer(request)
     assert token is not None
     await state.pool.execute(
@@ -152,12 +181,9 @@ async def logout(request: Request[Any, Any, Any], state: State) -> None:
 
 @get("/auth/me", opt={"permission": "any"}, tags=["auth"], summary="Who am I")
 async def me(actor: Actor) -> MeOut:
-    from admin_api._auth import PERMISSIONS
-
     return MeOut(user_id=actor.user_id, username=actor.username, role=actor.role,
                  node_id=actor.node_id, node_path=actor.node_path, person_id=actor.person_id,
-                 children=actor.children,
-                 permissions=sorted(PERMISSIONS.get(actor.role, frozenset())))
+                 children=actor.children, permissions=actor.permissions())
 
 
 def _user_out(r: asyncpg.Record) -> UserOut:
