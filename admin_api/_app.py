@@ -35,6 +35,7 @@ from prometheus_client import (
 
 from admin_api import (
     _routes_auth,
+    _routes_bulk,
     _routes_import,
     _routes_merchants,
     _routes_org,
@@ -144,7 +145,7 @@ async def metrics_endpoint(state: State) -> bytes:
 ROUTES = [
     *_routes_auth.ROUTES, *_routes_org.ROUTES, *_routes_people.ROUTES, *_routes_queries.ROUTES,
     *_routes_merchants.ROUTES, *_routes_reports.ROUTES,
-    *_routes_import.ROUTES,
+    *_routes_import.ROUTES, *_routes_bulk.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 
