@@ -37,6 +37,7 @@ from admin_api import (
     _routes_auth,
     _routes_bulk,
     _routes_import,
+    _routes_integration,
     _routes_merchants,
     _routes_org,
     _routes_people,
@@ -145,7 +146,7 @@ async def metrics_endpoint(state: State) -> bytes:
 ROUTES = [
     *_routes_auth.ROUTES, *_routes_org.ROUTES, *_routes_people.ROUTES, *_routes_queries.ROUTES,
     *_routes_merchants.ROUTES, *_routes_reports.ROUTES,
-    *_routes_import.ROUTES, *_routes_bulk.ROUTES,
+    *_routes_import.ROUTES, *_routes_bulk.ROUTES, *_routes_integration.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 
