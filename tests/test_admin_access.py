@@ -12,9 +12,11 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from admin_api import ROLES
+from admin_api._routes_integration import SCOPES
 from tests.admin_site import PASSWORD, AdminSite, Api, new_card_no
 
 CANARY_NAME = "Canary Zhang"
@@ -44,6 +46,8 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
                        {"kind": "pos", "name": CANARY_TERMINAL})["terminal"]
     east_person = root.ok("POST", "/people", {"node_id": east, "name": "East Person",
                                               "class_id": 2})
+    key = root.ok("POST", "/api-keys", {"node_id": campus, "name": "Campus HR",
+                                        "scopes": list(SCOPES)})
     callers: dict[str, Api] = {}
     for role in ROLES:
         body: dict[str, Any] = {"username": f"east.{role.replace('_', '-')}",
@@ -56,8 +60,14 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
             body["children"] = [east_person["id"]]
         root.ok("POST", "/users", body)
         callers[role] = site.api(body["username"])
+    # An API key of the other tenant with every scope a key may have: role "integration".
+    east_key = root.ok("POST", "/api-keys", {"node_id": east, "name": "East HR",
+                                             "scopes": list(SCOPES)})["key"]
+    callers["integration"] = site.api(None)
+    callers["integration"].http.headers["X-Api-Key"] = east_key
     try:
-        yield {"site": site, "callers": callers, "person": person, "card_no": card_no,
+        yield {"key": key["api_key"], "key_secret": key["key"],
+               "site": site, "callers": callers, "person": person, "card_no": card_no,
                "node": dept, "user": target_user, "merchant": merchant, "terminal": terminal,
                "canaries": [CANARY_NAME, CANARY_NODE, str(card_no), CANARY_MERCHANT,
                             CANARY_TERMINAL]}
@@ -73,7 +83,9 @@ def _routes(site: AdminSite) -> list[tuple[str, str, dict[str, Any]]]:
     for path, item in doc["paths"].items():
         for method, op in item.items():
             if method in ("get", "post", "put", "patch", "delete"):
-                body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+                content = op.get("requestBody", {}).get("content", {})
+                op["multipart"] = "multipart/form-data" in content
+                body = content.get("application/json", {})
                 ref = body.get("schema", {}).get("$ref", "")
                 schema = schemas[ref.rsplit("/", 1)[1]] if ref else {}
                 op["fields"] = list(schema.get("properties", {}))
@@ -86,6 +98,7 @@ def _fill(path: str, w: dict[str, Any]) -> str:
               "node_id": w["node"]["id"], "user_id": w["user"]["id"], "class_id": 2,
               "merchant_id": w["merchant"]["id"], "terminal_id": w["terminal"]["id"],
               "tenant_id": 1}
+    values["key_id"] = w["key"]["id"]  # tenant 1's API key
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
 
@@ -97,6 +110,8 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
               "name": "x", "class_id": 2, "card_no": new_card_no(), "username": "intruder",
               "password": PASSWORD, "role": "card_office",
               "new_card": {"card_no": new_card_no()}, "template_id": "t-1", "windows": []}
+    values.update(scopes=["events.read"], person_ids=[w["person"]["id"]], people=[
+        {"external_id": "CANARY-2", "name": "x", "node_id": w["node"]["id"], "class_id": 2}])
     if "template_id" in op["fields"]:
         values["kind"] = "face"
     if "settlement_cycle" in op["fields"]:
@@ -104,6 +119,14 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
     if set(op["fields"]) == {"kind", "name"}:
         values["kind"] = "pos"  # a terminal's
     return {f: values[f] for f in op["fields"] if f in values}
+
+
+def _request(api: Api, method: str, url: str, w: dict[str, Any], op: dict[str, Any]
+             ) -> httpx.Response:
+    if op["multipart"]:  # a file upload (the import): one row aimed at tenant 1's node
+        csv = f"name,node,class,card_no\nIntruder,{w['node']['id']},2,{new_card_no()}\n"
+        return api.http.request(method, url, files={"file": ("people.csv", csv.encode())})
+    return api.http.request(method, url, json=_body(w, op))
 
 
 def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
@@ -121,19 +144,22 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
             if path in ("/auth/logout", "/auth/login"):
                 continue  # would end the caller's own session, or is public: tested elsewhere
             url = _fill(path, walk_site)
-            r = api.http.request(method, url, json=_body(walk_site, op))
+            r = _request(api, method, url, walk_site, op)
             seen.setdefault(f"{method} {path}", set()).add(r.status_code)
             assert r.status_code != 500, (role, method, url, r.text)
             assert r.status_code != 400, (role, method, url, "the walk's body is wrong", r.text)
             if r.status_code < 300:
                 for canary in walk_site["canaries"]:
                     assert canary not in r.text, (role, method, url, "leaked", canary)
+                assert walk_site["key_secret"] not in r.text, (role, method, url, "key leaked")
             else:
                 assert r.headers["content-type"].startswith("application/problem+json")
     # Nothing of tenant 1 changed: its person, card and node are as they were.
     root = site.api()
     assert root.ok("GET", f"/cards/{walk_site['card_no']}")["account_status"] == "active"
     assert root.ok("GET", f"/people/{walk_site['person']['id']}")["name"] == CANARY_NAME
+    [key] = [k for k in root.ok("GET", "/api-keys") if k["id"] == walk_site["key"]["id"]]
+    assert key["revoked_at"] is None, "tenant 1's API key"
     changed = site.fetch("SELECT count(*) AS n FROM audit_log WHERE $1 = ANY(node_path)",
                          walk_site["node"]["id"])[0]["n"]
     assert changed == 3, "only the set-up's own three changes touch the canary's node"
@@ -154,6 +180,6 @@ def test_without_a_token_every_private_route_is_401(walk_site: dict[str, Any]) -
     for method, path, op in _routes(site):
         if path == "/auth/login":
             continue
-        r = anonymous.http.request(method, _fill(path, walk_site), json=_body(walk_site, op))
+        r = _request(anonymous, method, _fill(path, walk_site), walk_site, op)
         assert r.status_code == 401, (method, path, r.status_code, r.text)
         assert op.get("security") != [], f"{path} is private but documented as public"
