@@ -7,6 +7,7 @@ route can be added without a decision about who may call it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
@@ -22,8 +24,9 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -36,16 +39,20 @@ from prometheus_client import (
 from admin_api import (
     _routes_auth,
     _routes_bulk,
+    _routes_documents,
     _routes_import,
     _routes_integration,
     _routes_merchants,
+    _routes_money,
     _routes_org,
     _routes_people,
     _routes_queries,
     _routes_reports,
 )
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
-from admin_api._problems import EXCEPTION_HANDLERS, Problem
+from admin_api._expiry import run_expiry
+from admin_api._money import Money
+from admin_api._problems import EXCEPTION_HANDLERS, MEDIA_TYPE, Problem, ProblemBody
 from admin_api._settings import AdminSettings
 
 VERSION = "0.1.0"
@@ -145,10 +152,37 @@ async def metrics_endpoint(state: State) -> bytes:
 
 ROUTES = [
     *_routes_auth.ROUTES, *_routes_org.ROUTES, *_routes_people.ROUTES, *_routes_queries.ROUTES,
-    *_routes_merchants.ROUTES, *_routes_reports.ROUTES,
+    *_routes_merchants.ROUTES, *_routes_reports.ROUTES, *_routes_money.ROUTES,
+    *_routes_documents.ROUTES,
     *_routes_import.ROUTES, *_routes_bulk.ROUTES, *_routes_integration.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
+
+
+_PROBLEMS = {
+    400: "The request does not match its schema (`errors` names each field)",
+    401: "No access token, or one that is unknown, expired or revoked",
+    403: "The log-in's role may not do this",
+    404: "No such object in the log-in's part of the organisation",
+    409: "The change conflicts with the state of the data (e.g. a card already issued)",
+    422: "The request is well-formed but breaks a rule (e.g. an eighth level)",
+    429: "Too many failed log-ins; Retry-After says when to try again",
+    502: "The switch refused or failed the request",
+    503: "The switch cannot be reached; nothing was done",
+}
+
+
+def document_problems(handlers: list[Any]) -> None:
+    """Every route documents the problems it may answer (RFC 9457, application/problem+json)."""
+    for handler in handlers:
+        permission = handler.opt.get("permission")
+        codes = [400, 401, 429] if permission == PUBLIC else [400, 401, 403, 404, 409, 422]
+        if handler.opt.get("switch"):
+            codes += [502, 503]
+        specs = {code: ResponseSpec(ProblemBody, description=_PROBLEMS[code],
+                                    media_type=MEDIA_TYPE, generate_examples=False)
+                 for code in codes}
+        handler.responses = {**specs, **(handler.responses or {})}
 
 
 def check_permissions(app: Litestar) -> None:
@@ -186,6 +220,7 @@ def openapi_config() -> OpenAPIConfig:
 def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> Litestar:
     """The app. It opens its own PostgreSQL pool at start unless one is given."""
     metrics = Metrics()
+    document_problems([h for h in ROUTES if h.include_in_schema])
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -193,9 +228,15 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
         app.state.pool = pool or await asyncpg.create_pool(
             settings.dsn, min_size=1, max_size=settings.pool_max,
             server_settings={"application_name": "onecard-admin"})
+        app.state.money = Money(settings, app.state.pool)
+        expiry = asyncio.create_task(run_expiry(app.state.pool, settings.expiry_check_seconds),
+                                     name="card-expiry")
         try:
+            await app.state.money.start()
             yield
         finally:
+            expiry.cancel()
+            await app.state.money.close()
             if own:
                 await app.state.pool.close()
 
@@ -216,4 +257,21 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
         debug=False,
     )
     check_permissions(app)
+    close_strict_schemas(app)
     return app
+
+
+def close_strict_schemas(app: Litestar) -> None:
+    """A request struct that refuses unknown fields says so in the OpenAPI document
+    (`additionalProperties: false`), so clients and schemathesis know."""
+    strict: set[str] = set()
+    todo = list(msgspec.Struct.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("admin_api.") and cls.__struct_config__.forbid_unknown_fields:
+            strict.add(cls.__name__)
+    components = app.openapi_schema.components
+    for name, schema in (components.schemas or {}).items():
+        if name in strict and isinstance(schema, Schema):
+            schema.additional_properties = False

@@ -26,6 +26,7 @@ from admin_api._auth import (
 from admin_api._problems import Problem
 from admin_api._settings import AdminSettings
 from admin_api._store import change, node_path
+from admin_api._types import Id, IdField
 
 Username = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._@-]{2,63}$",
                                description="3-64 characters: a-z, 0-9, . _ @ -")]
@@ -60,10 +61,10 @@ class UserIn(msgspec.Struct, forbid_unknown_fields=True):
     username: Username
     password: Password
     role: Annotated[str, Meta(pattern="^(" + "|".join(ROLES) + ")$")]
-    node_id: Annotated[int, Meta(ge=1)]
-    person_id: Annotated[int, Meta(ge=1)] | None = None
+    node_id: IdField
+    person_id: IdField | None = None
     """The cardholder's own person (role cardholder)."""
-    children: list[Annotated[int, Meta(ge=1)]] = []
+    children: list[IdField] = []
     """The people a parent may see (role parent)."""
 
 
@@ -240,7 +241,7 @@ async def list_users(actor: Actor, state: State) -> list[UserOut]:
 
 @post("/users/{user_id:int}/disable", opt={"permission": "users.write"}, tags=["users"],
       status_code=200, summary="Disable a log-in and revoke its tokens")
-async def disable_user(user_id: int, actor: Actor, state: State) -> UserOut:
+async def disable_user(user_id: Id, actor: Actor, state: State) -> UserOut:
     pool: asyncpg.Pool = state.pool
     async with change(pool, actor) as tx:
         row = await tx.conn.fetchrow(

@@ -48,6 +48,8 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # ONECARD_MASTER_SECRET. Empty: terminals cannot be registered here. Never logged.
     master_secret: Annotated[str, Meta(pattern=r"^([0-9a-fA-F]{2}){32,64}$|^$")] = ""
     pool_max: Annotated[int, Meta(ge=1, le=200)] = 10
+    # Cards past their valid_until are cancelled (and refused by the switches) this often.
+    expiry_check_seconds: Annotated[float, Meta(ge=0.1, le=86_400)] = 300.0
 
     def __repr__(self) -> str:
         def show(name: str) -> str:
