@@ -37,6 +37,10 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
                                          "class_id": 2, "external_id": "CANARY"})
     card_no = new_card_no()
     root.ok("POST", f"/people/{person['id']}/cards", {"card_no": card_no})
+    document = root.ok("POST", "/documents", {"doc_type": "refund", "title": "Canary refund",
+                                              "lines": [{"person_id": person["id"],
+                                                         "amount_fen": 100}]})
+    root.ok("POST", f"/documents/{document['id']}/submit", {})
     target_user = root.ok("POST", "/users", {"username": "campus.office", "password": PASSWORD,
                                              "role": "card_office", "node_id": campus})
     # At the tenant node, not the canary department: its own changes are counted below.
@@ -69,6 +73,7 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
         yield {"key": key["api_key"], "key_secret": key["key"],
                "site": site, "callers": callers, "person": person, "card_no": card_no,
                "node": dept, "user": target_user, "merchant": merchant, "terminal": terminal,
+               "document": document,
                "canaries": [CANARY_NAME, CANARY_NODE, str(card_no), CANARY_MERCHANT,
                             CANARY_TERMINAL]}
     finally:
@@ -97,7 +102,7 @@ def _fill(path: str, w: dict[str, Any]) -> str:
     values = {"person_id": w["person"]["id"], "card_no": w["card_no"],
               "node_id": w["node"]["id"], "user_id": w["user"]["id"], "class_id": 2,
               "merchant_id": w["merchant"]["id"], "terminal_id": w["terminal"]["id"],
-              "tenant_id": 1}
+              "tenant_id": 1, "doc_id": w["document"]["id"]}
     values["key_id"] = w["key"]["id"]  # tenant 1's API key
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
@@ -112,6 +117,9 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
               "new_card": {"card_no": new_card_no()}, "template_id": "t-1", "windows": []}
     values.update(scopes=["events.read"], person_ids=[w["person"]["id"]], people=[
         {"external_id": "CANARY-2", "name": "x", "node_id": w["node"]["id"], "class_id": 2}])
+    values.update(doc_type="refund", title="x", lines=[{"person_id": w["person"]["id"],
+                                                        "amount_fen": 100}],
+                  amount_fen=100, from_wallet="main", comment="", levels=1)
     if "template_id" in op["fields"]:
         values["kind"] = "face"
     if "settlement_cycle" in op["fields"]:
@@ -126,7 +134,9 @@ def _request(api: Api, method: str, url: str, w: dict[str, Any], op: dict[str, A
     if op["multipart"]:  # a file upload (the import): one row aimed at tenant 1's node
         csv = f"name,node,class,card_no\nIntruder,{w['node']['id']},2,{new_card_no()}\n"
         return api.http.request(method, url, files={"file": ("people.csv", csv.encode())})
-    return api.http.request(method, url, json=_body(w, op))
+    # Every money request carries an Idempotency-Key; the others ignore it.
+    return api.http.request(method, url, json=_body(w, op),
+                            headers={"Idempotency-Key": f"walk-{new_card_no()}"})
 
 
 def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
@@ -162,7 +172,9 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     assert key["revoked_at"] is None, "tenant 1's API key"
     changed = site.fetch("SELECT count(*) AS n FROM audit_log WHERE $1 = ANY(node_path)",
                          walk_site["node"]["id"])[0]["n"]
-    assert changed == 3, "only the set-up's own three changes touch the canary's node"
+    assert changed == 5, "only the set-up's own five changes touch the canary's node"
+    document = root.ok("GET", f"/documents/{walk_site['document']['id']}")
+    assert (document["status"], document["approved_levels"]) == ("submitted", 0)
     assert root.ok("GET", f"/merchants/{walk_site['merchant']['id']}") == walk_site["merchant"]
     assert root.ok("GET", f"/terminals/{walk_site['terminal']['id']}") == walk_site["terminal"]
     assert root.ok("GET", "/tenants/1/meal-windows") == windows_before
