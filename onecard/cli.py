@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sim", help="simulated terminals from a scenario (terminals_sim) against a switch",
         description="Run a scenario of simulated terminals. Shipped scenarios: "
-        "canteen_lunch_rush, supermarket_day; or give the path of a .toml file "
+        "campus_soak, canteen_lunch_rush, supermarket_day; or give the path of a .toml file "
         "(docs/operations.md, 'The terminal simulator').",
     )
     p.add_argument("scenario", help="a shipped scenario's name, or the path of a .toml file")
