@@ -209,9 +209,12 @@ def openapi_config() -> OpenAPIConfig:
         ),
         components=Components(security_schemes={
             "bearer": SecurityScheme(type="http", scheme="bearer",
-                                     description="An access token from POST /auth/login"),
+                                     description="An access token from POST /auth/login, or an "
+                                     "API key (ock_...) from POST /api-keys"),
+            "apiKey": SecurityScheme(type="apiKey", name="X-Api-Key", security_scheme_in="header",
+                                     description="An API key (ock_...) from POST /api-keys"),
         }),
-        security=[{"bearer": []}],
+        security=[{"bearer": []}, {"apiKey": []}],
         path=OPENAPI_PATH,
         render_plugins=[SwaggerRenderPlugin()],
     )
