@@ -107,13 +107,16 @@ async def _audit(conn: asyncpg.Connection) -> AuditReport:
         " HAVING count(*) > 1) d"
     )
     if cp is None:
-        return AuditReport(False, 0, rows["n"], rows["n"], 0, 0, 0, 0, 0, rows["s"], duplicates,
+        return AuditReport(False, 0, rows["n"], rows["n"], 0, 0, 0, 0, 0, int(rows["s"]),
+                           duplicates,
                            "no checkpoint in the database")
     acc = await conn.fetchrow(_ACCOUNTS_SQL)
     mer = await conn.fetchrow(_MERCHANTS_SQL)
     after = await conn.fetchval("SELECT count(*) FROM journal WHERE lsn > $1", cp["lsn"])
     journal_mismatched = await conn.fetchval(_JOURNAL_SQL)
-    total = acc["balance_fen"] + mer["balance_fen"]
+    # sum() of bigint is numeric in PostgreSQL (a Decimal here): money is an int, always.
+    total = int(acc["balance_fen"]) + int(mer["balance_fen"])
+    journal_sum = int(rows["s"])
     problems = []
     if acc["mismatched"]:
         problems.append(f"{acc['mismatched']} accounts differ from opening + journal")
@@ -121,8 +124,8 @@ async def _audit(conn: asyncpg.Connection) -> AuditReport:
         problems.append(f"{mer['mismatched']} merchants differ from opening + journal")
     if total != 0:
         problems.append(f"balances sum to {total} fen, not 0")
-    if rows["s"] != 0:
-        problems.append(f"journal sums to {rows['s']} fen, not 0")
+    if journal_sum != 0:
+        problems.append(f"journal sums to {journal_sum} fen, not 0")
     if duplicates:
         problems.append(f"{duplicates} requests journaled twice")
     if journal_mismatched:
@@ -138,7 +141,7 @@ async def _audit(conn: asyncpg.Connection) -> AuditReport:
         merchants=mer["merchants"],
         merchants_mismatched=mer["mismatched"],
         sum_of_balances_fen=total,
-        journal_sum_fen=rows["s"],
+        journal_sum_fen=journal_sum,
         duplicate_requests=duplicates,
         reason="; ".join(problems) or "every balance = opening + journal; all balances sum to 0",
         journal_balances_mismatched=journal_mismatched,

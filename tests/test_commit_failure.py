@@ -20,6 +20,7 @@ async def _kill_journal_backend(dsn: str) -> int:
         return int(await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE application_name = 'onecard-switch-journal'"
+            " AND datname = current_database()"  # not another site's switch on the server
         ))
     finally:
         await conn.close()
