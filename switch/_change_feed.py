@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from switch import _metrics as metrics
 from switch import limits
 from switch._change_events import ChangeEventError, apply_event, decode_event, parse_entry
-from switch._outbox import fetch_after, redis_client
+from switch._outbox import fetch_after, raise_if_cancelled, redis_client
 from switch._settings import redacted_url
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class ChangeFeed:
                 else:
                     await self.catch_up()
                     await asyncio.sleep(self._poll_seconds)
-                _raise_if_cancelled()
+                raise_if_cancelled()
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.aclose(), 2)
@@ -188,15 +188,6 @@ class ChangeFeed:
         if self.applied != first:
             self.log.info("changefeed.applied", after=first, through=self.applied,
                           source=source)
-
-
-def _raise_if_cancelled() -> None:
-    """redis-py can swallow the CancelledError of a command it is connecting or reading for;
-    the task would then run on and a graceful stop (which cancels it) would wait forever.
-    The task still counts the cancellation: honour it."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _outbox_id(entry_id: bytes) -> int:

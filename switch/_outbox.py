@@ -5,6 +5,7 @@ Shared by the relay (outbox -> stream) and the change feed (stream, else outbox 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -52,6 +53,16 @@ def stream_key(setting: str, database: str) -> str:
     """The stream of this database's outbox: one stream per database, so two sites (or two
     test databases) sharing a Redis never read each other's changes."""
     return setting or STREAM_KEY_PREFIX + database
+
+
+def raise_if_cancelled() -> None:
+    """redis-py can swallow the CancelledError of a command it is connecting or reading for;
+    the task would then run on, and a graceful stop (which cancels it) would wait for it
+    forever. The task still counts the cancellation (Task.cancelling): honour it. Loops that
+    call Redis call this once a round."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def redis_client(url: str) -> aioredis.Redis:

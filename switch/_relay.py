@@ -23,7 +23,7 @@ from redis.exceptions import RedisError, ResponseError
 from switch import _metrics as metrics
 from switch import limits
 from switch._change_events import FeedEntry, entry_fields
-from switch._outbox import OutboxRow, fetch_after, redis_client, stream_top
+from switch._outbox import OutboxRow, fetch_after, raise_if_cancelled, redis_client, stream_top
 from switch._settings import redacted_url
 
 _CHANNEL = "onecard_outbox"
@@ -54,6 +54,7 @@ class OutboxRelay:
                     self._failing = True
                     self.log.warning("relay.failed", error=str(exc) or type(exc).__name__,
                                      redis=redacted_url(self._redis_url), stream=self._key)
+            raise_if_cancelled()
             await asyncio.sleep(limits.CHANGEFEED_REDIS_RETRY_SECONDS)
 
     async def _run_connected(self) -> None:
@@ -71,6 +72,7 @@ class OutboxRelay:
                 self._failing = False
                 self.log.info("relay.recovered", position=self.position, stream=self._key)
             while True:
+                raise_if_cancelled()
                 woken.clear()
                 async with asyncio.timeout(limits.CHANGEFEED_QUERY_DEADLINE_SECONDS):
                     rows = await fetch_after(conn, self.position)
