@@ -191,6 +191,9 @@ VECTOR_KEY_VERSION = 1
 VECTOR_TERMINAL_NONCE = bytes(range(0xA0, 0xB0))
 VECTOR_SWITCH_NONCE = bytes(range(0xB0, 0xC0))
 VECTOR_CARD = 6222000000001234
+VECTOR_ADMIN_TERMINAL_ID = 9001
+VECTOR_ADMIN_TERMINAL_NONCE = bytes(range(0xC0, 0xD0))
+VECTOR_ADMIN_SWITCH_NONCE = bytes(range(0xD0, 0xE0))
 
 
 def _message_json(msg: ocp.Message) -> str:
@@ -244,6 +247,111 @@ def vector_session() -> list[tuple[str, str, ocp.Message, bytes]]:
     t2s("error-from-terminal", ocp.Error(ocp.ResponseCode.UNKNOWN_MESSAGE, 0, "tag 40"))
     t2s("sign-off", ocp.SignOff())
     return frames
+
+
+def vector_admin_session() -> list[tuple[str, str, ocp.Message, bytes]]:
+    """(name, direction, message, frame) of the reference admin terminal session (A.4)."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_ADMIN_TERMINAL_ID,
+                                  VECTOR_KEY_VERSION)
+    t, s = ocp.Connection(ocp.Role.TERMINAL), ocp.Connection(ocp.Role.SWITCH)
+    frames: list[tuple[str, str, ocp.Message, bytes]] = []
+
+    def hand(name: str, data: bytes, to: ocp.Connection) -> None:
+        to.receive_data(data)
+        ev = to.next_event()
+        assert isinstance(ev, ocp.Message), ev
+        frames.append((name, "t2s" if to is s else "s2t", ev, data))
+
+    rc = ocp.ResponseCode
+    hand("sign-on", t.start_sign_on(VECTOR_ADMIN_TERMINAL_ID, key, VECTOR_ADMIN_TERMINAL_NONCE),
+         s)
+    hand("sign-on-challenge", s.accept_sign_on(key, VECTOR_ADMIN_SWITCH_NONCE), t)
+    steps: list[tuple[str, ocp.Message]] = [
+        ("sign-on-confirm", ocp.SignOnConfirm(7, ocp.TerminalKind.ADMIN, "admin-api-1.0")),
+        ("sign-on-result", ocp.SignOnResult(0, 1_700_000_100_000, 7, 30)),
+        ("credit", ocp.Credit(8, VECTOR_CARD, 0, 5000, 2)),
+        ("credit-result", ocp.CreditResult(8, 0, 5000, 15000, 14000, 1000)),
+        ("debit", ocp.Debit(9, VECTOR_CARD, 1, 400, 7)),
+        ("debit-result", ocp.DebitResult(9, 0, 400, 14600, 14000, 600)),
+        ("transfer", ocp.Transfer(10, VECTOR_CARD, 0, 2000)),
+        ("transfer-result", ocp.TransferResult(10, 0, 2000, 14600, 12000, 2600)),
+        ("debit-declined", ocp.Debit(11, VECTOR_CARD, 1, 5000, 7)),
+        ("debit-result-declined",
+         ocp.DebitResult(11, rc.INSUFFICIENT_FUNDS, 0, 14600, 12000, 2600)),
+        ("reversal-of-credit", ocp.Reversal(12, 8, VECTOR_CARD, 0)),
+        ("reversal-result-mismatch", ocp.ReversalResult(12, rc.REVERSAL_MISMATCH, 0, 14600)),
+    ]
+    for name, msg in steps:
+        if msg.direction is ocp.Direction.T2S:
+            hand(name, t.send(msg), s)
+        else:
+            hand(name, s.send(msg), t)
+    return frames
+
+
+def render_admin_vectors() -> str:
+    """Appendix A.4: an admin terminal's key, session and frames, and refusals."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_ADMIN_TERMINAL_ID,
+                                  VECTOR_KEY_VERSION)
+    k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_ADMIN_TERMINAL_NONCE,
+                                           VECTOR_ADMIN_SWITCH_NONCE)
+    out = [_block([
+        ("name", "kdf/admin-session-keys"),
+        ("master_secret", VECTOR_MASTER_SECRET.hex()),
+        ("terminal_id", VECTOR_ADMIN_TERMINAL_ID),
+        ("key_version", VECTOR_KEY_VERSION),
+        ("terminal_key", key.hex()),
+        ("terminal_nonce", VECTOR_ADMIN_TERMINAL_NONCE.hex()),
+        ("switch_nonce", VECTOR_ADMIN_SWITCH_NONCE.hex()),
+        ("k_t2s", k_t2s.hex()),
+        ("k_s2t", k_s2t.hex()),
+    ])]
+    for i, (name, direction, msg, data) in enumerate(vector_admin_session(), start=1):
+        mac = data[5] & ocp.FLAG_MAC
+        out.append(_block([
+            ("name", f"admin-session/{i:02d}-{name}"),
+            ("direction", direction),
+            ("key", ("admin_k_" + direction) if mac else "none"),
+            ("sequence", int.from_bytes(data[6:10], "big")),
+            ("message", _message_json(msg)),
+        ], data))
+    pos_key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID,
+                                      VECTOR_KEY_VERSION)
+    pos_t2s, pos_s2t = ocp.derive_session_keys(pos_key, VECTOR_TERMINAL_NONCE,
+                                               VECTOR_SWITCH_NONCE)
+    credit = ocp.Credit(46, VECTOR_CARD, 0, 5000, 2)
+    refusal = ocp.Error(ocp.ResponseCode.NOT_PERMITTED, 46,
+                        "Credit is accepted from admin terminals (kind 6) only")
+    for name, direction, msg, sequence, mac_key in (
+        ("admin-refused/01-credit-from-pos", "t2s", credit, 8, pos_t2s),
+        ("admin-refused/02-not-permitted", "s2t", refusal, 7, pos_s2t),
+    ):
+        out.append(_block([
+            ("name", name),
+            ("direction", direction),
+            ("key", "k_" + direction),
+            ("sequence", sequence),
+            ("message", _message_json(msg)),
+        ], ocp.encode_frame(msg, sequence=sequence, mac_key=mac_key)))
+    invalid = [
+        ("admin-invalid/credit-wallet", "session",
+         ocp.encode_frame(ocp.Credit(46, VECTOR_CARD, 2, 5000, 2), sequence=2, mac_key=pos_t2s),
+         "InvalidField", "$.wallet"),
+        ("admin-invalid/credit-before-sign-on", "fresh",
+         ocp.encode_frame(credit, sequence=0), "NotSignedOn", None),
+    ]
+    for name, context, data, error, path in invalid:
+        cls = getattr(ocp, error)
+        lines: list[tuple[str, object]] = [
+            ("name", name),
+            ("context", context),
+            ("error", error),
+            ("code", f"{cls.response_code.value} {cls.response_code.name}"),
+        ]
+        if path:
+            lines.append(("path", path))
+        out.append(_block(lines, data))
+    return "\n\n".join(out)
 
 
 def render_vectors() -> str:
@@ -360,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.print_vectors:
         print(render_vectors())
+        print("\n<!-- A.4 -->\n")
+        print(render_admin_vectors())
         return 0
     text = DOC.read_text(encoding="utf-8")
     new = render(text)

@@ -102,6 +102,9 @@ def test_a_non_admin_terminal_is_refused_not_permitted_and_nothing_changes(
     refused = pos.request(request_type(*fields[:len(request_type.__struct_fields__)]))
     assert isinstance(refused, ocp.Error)
     assert (refused.code, refused.txn_seq) == (RC.NOT_PERMITTED, 1)
+    # As in docs/protocol.md, Appendix A.4 (admin-refused/02-not-permitted).
+    name = request_type.__name__
+    assert refused.detail == f"{name} is accepted from admin terminals (kind 6) only"
     assert site.journal(FREE_CANTEEN_TERMINAL, 1) == []
     # The connection stays open and txn_seq 1 was not used up: nothing was decided.
     inquiry = pos.request(ocp.BalanceInquiry(1, h.card_no))

@@ -33,9 +33,13 @@ def load_vectors() -> list[dict[str, str]]:
 VECTORS = load_vectors()
 BY_NAME = {v["name"]: v for v in VECTORS}
 KDF = BY_NAME["kdf/session-keys"]
-KEYS = {"k_t2s": bytes.fromhex(KDF["k_t2s"]), "k_s2t": bytes.fromhex(KDF["k_s2t"]), "none": None}
-FRAMES = [v for v in VECTORS if v["name"].startswith(("session/", "refused/"))]
-INVALID = [v for v in VECTORS if v["name"].startswith("invalid/")]
+ADMIN_KDF = BY_NAME["kdf/admin-session-keys"]
+KEYS = {"k_t2s": bytes.fromhex(KDF["k_t2s"]), "k_s2t": bytes.fromhex(KDF["k_s2t"]), "none": None,
+        "admin_k_t2s": bytes.fromhex(ADMIN_KDF["k_t2s"]),
+        "admin_k_s2t": bytes.fromhex(ADMIN_KDF["k_s2t"])}
+FRAMES = [v for v in VECTORS if v["name"].startswith(
+    ("session/", "refused/", "admin-session/", "admin-refused/"))]
+INVALID = [v for v in VECTORS if v["name"].startswith(("invalid/", "admin-invalid/"))]
 
 
 def message_of(text: str) -> ocp.Message:
@@ -62,6 +66,21 @@ def test_vector_inventory() -> None:
         assert required in session_types
     assert {v["direction"] for v in FRAMES} == {"t2s", "s2t"}
     assert len(INVALID) >= 5
+    # Appendix A.4: every admin message, both ways, and the refusal of a non-admin terminal.
+    admin = [json.loads(v["message"]) for v in FRAMES if v["name"].startswith("admin-")]
+    assert {m["type"] for m in admin} >= {
+        cls.__name__ for cls in ocp.MESSAGE_TYPES if cls.__struct_config__.tag >= 128}
+    assert any(m["type"] == "Error" and m["code"] == ocp.ResponseCode.NOT_PERMITTED
+               for m in admin)
+
+
+def test_admin_session_keys_vector() -> None:
+    key = ocp.derive_terminal_key(bytes.fromhex(ADMIN_KDF["master_secret"]),
+                                  int(ADMIN_KDF["terminal_id"]), int(ADMIN_KDF["key_version"]))
+    assert key.hex() == ADMIN_KDF["terminal_key"]
+    k_t2s, k_s2t = ocp.derive_session_keys(key, bytes.fromhex(ADMIN_KDF["terminal_nonce"]),
+                                           bytes.fromhex(ADMIN_KDF["switch_nonce"]))
+    assert (k_t2s.hex(), k_s2t.hex()) == (ADMIN_KDF["k_t2s"], ADMIN_KDF["k_s2t"])
 
 
 def test_terminal_key_vector() -> None:
@@ -90,11 +109,13 @@ def test_frame_vector(v: dict[str, str]) -> None:
     assert ocp.decode_frame(frame, mac_key=key) == (int(v["sequence"]), msg)
 
 
-def test_session_vectors_are_what_connections_produce() -> None:
+@pytest.mark.parametrize(("prefix", "kdf"), [("session/", KDF), ("admin-session/", ADMIN_KDF)])
+def test_session_vectors_are_what_connections_produce(prefix: str, kdf: dict[str, str]) -> None:
     """Driving real Connections with the vector keys and nonces yields exactly those frames."""
-    key = bytes.fromhex(KDF["terminal_key"])
+    key = bytes.fromhex(kdf["terminal_key"])
     t, s = ocp.Connection(ocp.Role.TERMINAL), ocp.Connection(ocp.Role.SWITCH)
-    session = [v for v in FRAMES if v["name"].startswith("session/")]
+    session = [v for v in FRAMES if v["name"].startswith(prefix)]
+    assert session
     for v in session:
         msg = message_of(v["message"])
         if isinstance(msg, ocp.SignOn):
