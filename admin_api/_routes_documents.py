@@ -43,6 +43,7 @@ from admin_api._money import Money, Outcome, card_of, system_account
 from admin_api._problems import Problem
 from admin_api._routes_people import person_in_scope
 from admin_api._routes_queries import balance_of
+from admin_api._routes_reports import DownloadOperation, Format, download
 from admin_api._store import Change, change, node_path
 from admin_api._types import AfterId, Id, IdField, Limit
 from protocols.changes import AccountStatusChanged, CardCancelled
@@ -284,18 +285,51 @@ async def create_document(data: DocumentIn, actor: Actor, state: State) -> Docum
         return out
 
 
+class DocumentRow(msgspec.Struct):
+    """One document in an export."""
+
+    id: int
+    tenant_id: int
+    doc_type: str
+    title: str
+    status: str
+    version: int
+    approved_levels: int
+    levels: int
+    total_fen: int
+    lines_count: int
+    created_by: str
+    created_at: dt.datetime
+    failure: str
+
+
+EXPORT_ROWS_MAX: Final = 100_000
+
+
 @get("/documents", opt={"permission": "documents.read"}, tags=["documents"],
-     summary="Documents of your subtree, newest first ids last: paged by id")
+     operation_class=DownloadOperation,
+     summary="Documents of your subtree by id: a JSON page, or a CSV / XLSX download")
 async def list_documents(actor: Actor, state: State,
                          status: Annotated[str | None, Parameter(max_length=20)] = None,
                          doc_type: Annotated[str | None, Parameter(max_length=20)] = None,
-                         after: AfterId = 0, limit: Limit = 100) -> DocumentPage:
+                         after: AfterId = 0, limit: Limit = 100,
+                         format: Format = "json") -> Response[DocumentPage]:
+    export = format != "json"
     rows = await state.pool.fetch(
         _DOC_SELECT + " WHERE $1 = ANY(d.node_path) AND d.id > $2"
         " AND ($3::text IS NULL OR d.status = $3) AND ($4::text IS NULL OR d.doc_type = $4)"
-        " ORDER BY d.id LIMIT $5", actor.node_id, after, status, doc_type, limit + 1)
-    items = [await _out(state.pool, r, full=False) for r in rows[:limit]]
-    return DocumentPage(items=items, next_after=items[-1].id if len(rows) > limit else None)
+        " ORDER BY d.id LIMIT $5", actor.node_id, after, status, doc_type,
+        EXPORT_ROWS_MAX + 1 if export else limit + 1)
+    if export:
+        if len(rows) > EXPORT_ROWS_MAX:
+            raise Problem(422, "unprocessable", f"more than {EXPORT_ROWS_MAX} documents: narrow "
+                          "the selection (status, doc_type, after)")
+        items = [DocumentRow(**{f: r[f] for f in DocumentRow.__struct_fields__
+                                if f != "created_by"}, created_by=r["creator"]) for r in rows]
+        return await download(format, "documents", items, DocumentRow.__struct_fields__)
+    page = [await _out(state.pool, r, full=False) for r in rows[:limit]]
+    return Response(DocumentPage(items=page,
+                                 next_after=page[-1].id if len(rows) > limit else None))
 
 
 @get("/documents/{doc_id:int}", opt={"permission": "documents.read"}, tags=["documents"],

@@ -75,6 +75,14 @@ def test_a_subsidy_batch_needs_two_different_approvers_and_executes_once(doc_sit
     rows = doc_site.fetch("SELECT count(*) AS n FROM journal j JOIN terminals t"
                           " ON t.id = j.terminal_id WHERE t.kind = 6")
     assert rows[0]["n"] == 3
+    listed = s["finance2"].ok("GET", "/documents?status=executed")["items"]
+    assert [d["id"] for d in listed] == [doc["id"]]
+    csv = s["finance2"].get("/documents?format=csv")
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    lines = csv.content.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("id,tenant_id,doc_type,title,status")
+    assert lines[1].startswith(f"{doc['id']},1,subsidy_batch,November meal subsidy,executed")
+    assert "9000,90.00" in lines[1], "fen and its yuan twin"
     pdf = s["finance2"].get(f"/documents/{doc['id']}/pdf")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     actions = [e["action"] for e in s["root"].ok(
