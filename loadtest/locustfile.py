@@ -2,7 +2,8 @@
 
 docs/operations.md, "Load tests with locust", has the commands (standalone, headless with CSV,
 distributed). The users live in `loadtest/ocp_user.py`: `PosTerminalUser` speaks OCP over TCP,
-one user per terminal. Users for the admin API (FastHttpUser) come with the admin API (issue 5).
+one user per terminal. The admin API's users (FastHttpUser, another --host) are in
+`loadtest/locustfile_admin.py`.
 
 Only locust imports this file: `import loadtest` never imports locust (which monkey-patches the
 standard library for gevent).
