@@ -222,6 +222,11 @@ async def _lines(tx: Change, doc_type: str, lines: list[LineIn]
             raise Problem(422, "unprocessable", f"lines[{i}].amount_fen must not be 0")
         if doc_type == "refund":
             wallet = 0
+            # A refund pays out money the person has, never their overdraft credit.
+            have = (await balance_of(tx.conn, person)).main_fen
+            if amount > have:
+                raise Problem(422, "unprocessable", f"lines[{i}]: a refund of {amount} fen is "
+                              f"more than the {max(have, 0)} fen in the main wallet")
         if doc_type == "subsidy_batch":
             wallet = 1
         rows.append((line.person_id, wallet, amount, person["account_id"], line.note))

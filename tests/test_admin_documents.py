@@ -101,6 +101,10 @@ def test_nobody_approves_their_own_and_a_rejected_document_is_revised(doc_site: 
         "doc_type": "refund", "title": "Refund for a broken meal",
         "lines": [{"person_id": person["id"], "amount_fen": 800}]})
     assert doc["levels"] == 1
+    too_much = s["root"].post("/documents", {
+        "doc_type": "refund", "title": "More than there is",
+        "lines": [{"person_id": person["id"], "amount_fen": 10**7}]})
+    assert too_much.status_code == 422 and "main wallet" in too_much.json()["detail"]
     s["root"].ok("POST", f"/documents/{doc['id']}/submit", {})
     r = s["root"].post(f"/documents/{doc['id']}/approve", {})
     assert r.status_code == 403 and "drafted" in r.json()["detail"]
