@@ -534,6 +534,9 @@ async def _execute(state: State, actor: Actor, doc_id: int) -> DocumentOut:
                 " WHERE document_id = $1 AND line_no = $2", doc_id, line["line_no"], out.code,
                 out.amount_fen)
     if problem is not None:
+        if problem.slug == "in-progress":
+            raise Problem(409, "in-progress", f"document {doc_id} is being carried out by "
+                          "another request right now; look again in a moment")
         if problem.status == 503:
             raise Problem(503, "switch-unavailable", f"document {doc_id} is approved and will "
                           f"be carried out once: {problem.detail.split(';')[0]}; POST "
