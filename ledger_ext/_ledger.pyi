@@ -214,6 +214,14 @@ class AccountState(msgspec.Struct, frozen=True):
     meal_count: int
     meal_spent_fen: int
 
+class MerchantState(msgspec.Struct, frozen=True):
+    merchant_id: int
+    tenant_id: int
+    mode: int
+    fixed_amount_fen: int
+    spend_order: int
+    balance_fen: int
+
 @final
 class Outcome:
     """One decision, or one replayed journal row. Read-only; made by Ledger only.
@@ -289,8 +297,10 @@ class Ledger:
     """The balance cache: accounts, merchants and cards in preallocated C arrays.
 
     Configuration (tenants, classes, cross-tenant consent, merchants, accounts, cards, account
-    status) is owned by the database and loaded by the switch; it is not journaled and not in
-    the snapshot, except account status which is. Tenant configuration (time zone, meal windows)
+    status, an account's class, a merchant's mode, price and spend order) is owned by the
+    database and loaded by the switch; it is not journaled and not in the snapshot, except
+    account status which is. `restore` leaves the rest alone, so a class or merchant
+    configuration set before it holds after it. Tenant configuration (time zone, meal windows)
     must be the same when replaying as when deciding: replay derives the local day and meal
     period of an approved purchase from its now_s.
     """
@@ -323,11 +333,23 @@ class Ledger:
                       balance_fen: int = ...) -> None:
         """Every counterparty (canteen, shop, cash desk, bank clearing, subsidy fund) is a
         merchant with a balance. fixed_amount_fen is 1..AMOUNT_FEN_MAX for FIXED, 0 for FREE."""
+    def configure_merchant(self, merchant_id: int, mode: int, fixed_amount_fen: int,
+                           spend_order: int) -> None:
+        """Change an opened merchant's mode, fixed amount and spend order (the rules of
+        open_merchant; LedgerStateError if not opened). Tenant and balance stay. Not journaled,
+        not in the snapshot: the next decision uses it; earlier outcomes (a reversal's
+        original, a hold's amount) keep the amounts they were decided with. Idempotent."""
     def open_account(self, account_id: int, tenant_id: int, class_id: int, status: int = ...,
                      main_fen: int = ..., subsidy_fen: int = ...) -> None: ...
     def set_account_status(self, account_id: int, status: int) -> None:
         """ACTIVE, FROZEN, LOST or CLOSED. Not journaled: after a recovery the switch sets the
         statuses from the database again (the snapshot's may be older)."""
+    def set_account_class(self, account_id: int, class_id: int) -> None:
+        """Move an opened account to identity class 1..CLASSES_MAX: the next decision applies
+        that class's limits and overdraft. The day and meal counters stay (what was spent today
+        counts against the new class's limits too); a balance already below the new overdraft
+        floor stays, only new spending is refused. Not journaled, not in the snapshot (the
+        switch loads the class from the database). Idempotent."""
     def bind_card(self, card_no: int, account_id: int) -> None:
         """card_no 1..2**63-1, bound forever (a second bind is LedgerStateError). To replace a
         card bind the new one and cancel_card the old one."""
@@ -447,6 +469,8 @@ class Ledger:
     @property
     def merchants_max(self) -> int: ...
     def account(self, account_id: int) -> AccountState: ...
+    def merchant(self, merchant_id: int) -> MerchantState:
+        """An opened merchant's configuration and balance (LedgerStateError if not opened)."""
     def account_balances(self) -> list[tuple[int, int, int]]:
         """(account_id, main_fen, subsidy_fen) of every opened account, by id."""
     def balance_columns(self) -> tuple[list[int], list[int], list[int]]:

@@ -237,6 +237,13 @@ AccountState = msgspec.defstruct(
     frozen=True, module=__name__,
 )
 
+MerchantState = msgspec.defstruct(
+    "MerchantState",
+    [("merchant_id", int), ("tenant_id", int), ("mode", int), ("fixed_amount_fen", int),
+     ("spend_order", int), ("balance_fen", int)],
+    frozen=True, module=__name__,
+)
+
 
 cdef inline int64_t _floordiv(int64_t a, int64_t b) noexcept:
     cdef int64_t q = a // b
@@ -282,6 +289,21 @@ cdef inline int _check_card_no(int64_t card_no) except -1:
 cdef inline int _check_time(int64_t now_s, str name) except -1:
     if now_s < 0 or now_s > C_NOW_S_MAX:
         raise LedgerArgumentError(f"{name} {now_s} out of 0..2**40")
+    return 0
+
+
+cdef int _check_merchant_config(int64_t mode, int64_t fixed_amount_fen,
+                                int64_t spend_order) except -1:
+    if mode == M_FIXED:
+        if fixed_amount_fen < 1 or fixed_amount_fen > C_AMOUNT_FEN_MAX:
+            raise LedgerArgumentError(f"fixed_amount_fen {fixed_amount_fen} out of range")
+    elif mode == M_FREE:
+        if fixed_amount_fen != 0:
+            raise LedgerArgumentError("fixed_amount_fen must be 0 for a FREE merchant")
+    else:
+        raise LedgerArgumentError(f"mode {mode} is not FREE or FIXED")
+    if spend_order < O_SUBSIDY_FIRST or spend_order > O_MAIN_ONLY:
+        raise LedgerArgumentError(f"spend_order {spend_order} out of 0..2")
     return 0
 
 
@@ -524,16 +546,7 @@ cdef class Ledger:
             raise LedgerArgumentError(f"merchant_id {merchant_id} out of 1..{self._merchants_max}")
         if tenant_id < 1 or tenant_id > TENANTS_MAX:
             raise LedgerArgumentError(f"tenant_id {tenant_id} out of 1..{TENANTS_MAX}")
-        if mode == M_FIXED:
-            if fixed_amount_fen < 1 or fixed_amount_fen > C_AMOUNT_FEN_MAX:
-                raise LedgerArgumentError(f"fixed_amount_fen {fixed_amount_fen} out of range")
-        elif mode == M_FREE:
-            if fixed_amount_fen != 0:
-                raise LedgerArgumentError("fixed_amount_fen must be 0 for a FREE merchant")
-        else:
-            raise LedgerArgumentError(f"mode {mode} is not FREE or FIXED")
-        if spend_order < O_SUBSIDY_FIRST or spend_order > O_MAIN_ONLY:
-            raise LedgerArgumentError(f"spend_order {spend_order} out of 0..2")
+        _check_merchant_config(mode, fixed_amount_fen, spend_order)
         if balance_fen < -C_MERCHANT_BALANCE_FEN_MAX or balance_fen > C_MERCHANT_BALANCE_FEN_MAX:
             raise LedgerArgumentError(f"balance_fen {balance_fen} out of range")
         m = &self._merchants[merchant_id]
@@ -546,6 +559,19 @@ cdef class Ledger:
         m.spend_order = <uint8_t>spend_order
         m.balance_fen = balance_fen
         self._merchants_opened += 1
+
+    def configure_merchant(self, int64_t merchant_id, int64_t mode, int64_t fixed_amount_fen,
+                           int64_t spend_order):
+        cdef Merchant* m
+        if merchant_id < 1 or merchant_id > self._merchants_max:
+            raise LedgerArgumentError(f"merchant_id {merchant_id} out of 1..{self._merchants_max}")
+        _check_merchant_config(mode, fixed_amount_fen, spend_order)
+        m = &self._merchants[merchant_id]
+        if not m.opened:
+            raise LedgerStateError(f"merchant {merchant_id} not opened")
+        m.mode = <uint8_t>mode
+        m.fixed_amount_fen = fixed_amount_fen
+        m.spend_order = <uint8_t>spend_order
 
     def open_account(self, int64_t account_id, int64_t tenant_id, int64_t class_id,
                      int64_t status=ACTIVE, int64_t main_fen=0, int64_t subsidy_fen=0):
@@ -588,6 +614,12 @@ cdef class Ledger:
         if status < S_ACTIVE or status > S_CLOSED:
             raise LedgerArgumentError(f"status {status} out of 0..3")
         a.status = <uint8_t>status
+
+    def set_account_class(self, int64_t account_id, int64_t class_id):
+        cdef Account* a = self._opened_account(account_id)
+        if class_id < 1 or class_id > CLASSES_MAX:
+            raise LedgerArgumentError(f"class_id {class_id} out of 1..{CLASSES_MAX}")
+        a.class_id = <uint8_t>class_id
 
     # ----------------------------------------------------------------------------- card index
 
@@ -1636,6 +1668,16 @@ cdef class Ledger:
         return AccountState(account_id, a.tenant_id, a.class_id, a.status, a.main_fen,
                             a.subsidy_fen, a.held_fen, a.day, a.day_spent_fen, a.meal_period,
                             a.meal_count, a.meal_spent_fen)
+
+    def merchant(self, int64_t merchant_id):
+        cdef Merchant* m
+        if merchant_id < 1 or merchant_id > self._merchants_max:
+            raise LedgerArgumentError(f"merchant_id {merchant_id} out of 1..{self._merchants_max}")
+        m = &self._merchants[merchant_id]
+        if not m.opened:
+            raise LedgerStateError(f"merchant {merchant_id} not opened")
+        return MerchantState(merchant_id, m.tenant_id, m.mode, m.fixed_amount_fen,
+                             m.spend_order, m.balance_fen)
 
     def account_balances(self):
         cdef int64_t i

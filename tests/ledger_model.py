@@ -217,6 +217,15 @@ class AccountState(msgspec.Struct, frozen=True):
     meal_spent_fen: int
 
 
+class MerchantState(msgspec.Struct, frozen=True):
+    merchant_id: int
+    tenant_id: int
+    mode: int
+    fixed_amount_fen: int
+    spend_order: int
+    balance_fen: int
+
+
 @dataclass(frozen=True)
 class Outcome:
     lsn: int
@@ -329,6 +338,16 @@ def _in_range(name: str, value: int, low: int, high: int) -> None:
         raise LedgerArgumentError(f"{name} {value} out of {low}..{high}")
 
 
+def _check_merchant_config(mode: int, fixed_amount_fen: int, spend_order: int) -> None:
+    if mode == FIXED:
+        _in_range("fixed_amount_fen", fixed_amount_fen, 1, AMOUNT_FEN_MAX)
+    elif mode == FREE:
+        _in_range("fixed_amount_fen", fixed_amount_fen, 0, 0)
+    else:
+        raise LedgerArgumentError(f"mode {mode}")
+    _in_range("spend_order", spend_order, 0, 2)
+
+
 class LedgerModel:
     def __init__(self, accounts_max: int, merchants_max: int, *, cards_max: int | None = None,
                  holds_max: int = HOLDS_MAX, terminals_max: int = TERMINALS_MAX) -> None:
@@ -396,18 +415,24 @@ class LedgerModel:
                       balance_fen: int = 0) -> None:
         _in_range("merchant_id", merchant_id, 1, self.merchants_max)
         _in_range("tenant_id", tenant_id, 1, TENANTS_MAX)
-        if mode == FIXED:
-            _in_range("fixed_amount_fen", fixed_amount_fen, 1, AMOUNT_FEN_MAX)
-        elif mode == FREE:
-            _in_range("fixed_amount_fen", fixed_amount_fen, 0, 0)
-        else:
-            raise LedgerArgumentError(f"mode {mode}")
-        _in_range("spend_order", spend_order, 0, 2)
+        _check_merchant_config(mode, fixed_amount_fen, spend_order)
         _in_range("balance_fen", balance_fen, -MERCHANT_BALANCE_FEN_MAX, MERCHANT_BALANCE_FEN_MAX)
         if merchant_id in self.merchants:
             raise LedgerStateError(f"merchant {merchant_id} already opened")
         self.merchants[merchant_id] = Merchant(tenant_id, mode, fixed_amount_fen, spend_order,
                                                balance_fen)
+
+    def configure_merchant(self, merchant_id: int, mode: int, fixed_amount_fen: int,
+                           spend_order: int) -> None:
+        """Mode, fixed amount and spend order of an opened merchant; tenant and balance stay.
+        Configuration: not journaled, not in the snapshot."""
+        _in_range("merchant_id", merchant_id, 1, self.merchants_max)
+        _check_merchant_config(mode, fixed_amount_fen, spend_order)
+        if merchant_id not in self.merchants:
+            raise LedgerStateError(f"merchant {merchant_id} not opened")
+        merchant = self.merchants[merchant_id]
+        merchant.mode, merchant.fixed_amount_fen, merchant.spend_order = (
+            mode, fixed_amount_fen, spend_order)
 
     def open_account(self, account_id: int, tenant_id: int, class_id: int, status: int = ACTIVE,
                      main_fen: int = 0, subsidy_fen: int = 0) -> None:
@@ -431,6 +456,13 @@ class LedgerModel:
         account = self._opened_account(account_id)
         _in_range("status", status, 0, 3)
         account.status = status
+
+    def set_account_class(self, account_id: int, class_id: int) -> None:
+        """The account's identity class from now on; its day and meal counters stay.
+        Configuration: not journaled, not in the snapshot."""
+        account = self._opened_account(account_id)
+        _in_range("class_id", class_id, 1, CLASSES_MAX)
+        account.class_id = class_id
 
     def bind_card(self, card_no: int, account_id: int) -> None:
         _in_range("card_no", card_no, 1, CARD_NO_MAX)
@@ -1150,6 +1182,14 @@ class LedgerModel:
         return AccountState(account_id, a.tenant_id, a.class_id, a.status, a.main_fen,
                             a.subsidy_fen, a.held_fen, a.day, a.day_spent_fen, a.meal_period,
                             a.meal_count, a.meal_spent_fen)
+
+    def merchant(self, merchant_id: int) -> MerchantState:
+        _in_range("merchant_id", merchant_id, 1, self.merchants_max)
+        if merchant_id not in self.merchants:
+            raise LedgerStateError(f"merchant {merchant_id} not opened")
+        m = self.merchants[merchant_id]
+        return MerchantState(merchant_id, m.tenant_id, m.mode, m.fixed_amount_fen,
+                             m.spend_order, m.balance_fen)
 
     def account_balances(self) -> list[tuple[int, int, int]]:
         return [(i, a.main_fen, a.subsidy_fen) for i, a in sorted(self.accounts.items())]

@@ -175,6 +175,126 @@ def test_meal_limits_per_window(impl: types.ModuleType) -> None:
     assert state.day_spent_fen == 2_800
 
 
+# ---------------------------------------------------------------------------------- reconfiguration
+
+
+def test_set_account_class_applies_the_new_limits_from_the_next_decision(
+        impl: types.ModuleType) -> None:
+    ledger = make(impl, main=50_000)
+    ledger.configure_class(2, 0, 1_000, 3_000, 0, 0)    # txn 1,000, daily 3,000
+    ledger.configure_class(3, 5_000, 0, 0, 0, 0)        # overdraft 5,000, no limits
+    assert ledger.purchase(1, 1, CARD, CANTEEN, 2_500, at_local(15)).code == 0
+    lsn = ledger.lsn
+    ledger.set_account_class(1, 2)
+    assert ledger.lsn == lsn, "configuration, not a decision"
+    assert ledger.account(1).class_id == 2 and ledger.account(2).class_id == 1
+    o = ledger.purchase(1, 2, CARD, CANTEEN, 1_001, at_local(15))
+    assert (o.code, o.main_delta_fen) == (impl.TXN_LIMIT_EXCEEDED, 0)
+    # Today's 2,500 spent under class 1 counts against class 2's daily limit.
+    assert ledger.purchase(1, 3, CARD, CANTEEN, 600, at_local(15)).code == (
+        impl.DAILY_LIMIT_EXCEEDED)
+    assert ledger.purchase(1, 4, CARD, CANTEEN, 500, at_local(15)).code == 0
+    ledger.set_account_class(1, 2)                      # idempotent
+    assert ledger.account(1).class_id == 2 and ledger.lsn == lsn + 3
+    # Another class's overdraft: main may go down to -5,000 now, not further.
+    ledger.set_account_class(1, 3)
+    have = ledger.account(1).main_fen + ledger.account(1).subsidy_fen   # main first, subsidy
+    assert ledger.purchase(1, 5, CARD, CANTEEN, have + 5_001, at_local(16)).code == (
+        impl.INSUFFICIENT_FUNDS)
+    assert ledger.purchase(1, 6, CARD, CANTEEN, have + 5_000, at_local(16)).main_fen == -5_000
+    # Back to a class without overdraft: the balance stays, new spending from main is refused.
+    ledger.set_account_class(1, 1)
+    assert ledger.account(1).main_fen == -5_000
+    assert ledger.purchase(1, 7, CARD, CANTEEN, 1, at_local(16)).code == impl.INSUFFICIENT_FUNDS
+    assert ledger.total_fen() == 0
+
+
+def test_configure_merchant_changes_price_and_spend_order_not_the_past(
+        impl: types.ModuleType) -> None:
+    ledger = make(impl)
+    before = ledger.purchase(1, 1, CARD, SHOP, 700, T0)            # subsidy first, free amount
+    assert (before.code, before.subsidy_delta_fen) == (0, -700)
+    hold = ledger.hold(1, 2, CARD, SHOP, 300, T0 + 600, T0)
+    assert hold.code == 0
+    lsn, balance = ledger.lsn, ledger.merchant(SHOP).balance_fen
+    ledger.configure_merchant(SHOP, impl.FIXED, 250, impl.MAIN_ONLY)
+    assert ledger.lsn == lsn
+    assert ledger.merchant(SHOP) == impl.MerchantState(SHOP, 1, impl.FIXED, 250, impl.MAIN_ONLY,
+                                                       balance)
+    assert ledger.purchase(1, 3, CARD, SHOP, 700, T0).code == impl.INVALID_AMOUNT
+    fixed = ledger.purchase(1, 4, CARD, SHOP, 0, T0)
+    assert (fixed.code, fixed.amount_fen, fixed.main_delta_fen, fixed.subsidy_delta_fen) == (
+        0, 250, -250, 0)
+    # What was decided before stays decided: the reversal gives back 700 to the subsidy
+    # wallet, the hold is captured at its own amount.
+    back = ledger.reverse(1, 5, 1, CARD, 700, T0)
+    assert (back.code, back.amount_fen, back.subsidy_delta_fen) == (0, 700, 700)
+    captured = ledger.capture(1, 6, 2, 300, T0)
+    assert (captured.code, captured.amount_fen) == (0, 300)
+    # And back to a free till, main first.
+    ledger.configure_merchant(SHOP, impl.FREE, 0, impl.MAIN_FIRST)
+    ledger.configure_merchant(SHOP, impl.FREE, 0, impl.MAIN_FIRST)  # idempotent
+    o = ledger.purchase(1, 7, CARD, SHOP, 700, T0)
+    assert (o.code, o.amount_fen, o.main_delta_fen) == (0, 700, -700)
+    assert ledger.merchant(SHOP).tenant_id == 1 and ledger.total_fen() == 0
+
+
+def test_reconfiguration_misuse_raises_and_changes_nothing(impl: types.ModuleType) -> None:
+    ledger = make(impl)
+    state = (ledger.merchant(FIXED_SHOP), ledger.account(1))
+    for args in ((FIXED_SHOP, impl.FIXED, 0, 0), (FIXED_SHOP, impl.FIXED,
+                                                   impl.AMOUNT_FEN_MAX + 1, 0),
+                 (FIXED_SHOP, impl.FREE, 5, 0), (FIXED_SHOP, 2, 0, 0),
+                 (FIXED_SHOP, impl.FREE, 0, 3), (0, impl.FREE, 0, 0), (9, impl.FREE, 0, 0)):
+        with pytest.raises(impl.LedgerArgumentError):
+            ledger.configure_merchant(*args)
+    with pytest.raises(impl.LedgerStateError):
+        ledger.configure_merchant(6, impl.FREE, 0, 0)               # never opened
+    for class_id in (0, 256, -1):
+        with pytest.raises(impl.LedgerArgumentError):
+            ledger.set_account_class(1, class_id)
+    with pytest.raises(impl.LedgerArgumentError):
+        ledger.set_account_class(11, 1)                             # beyond accounts_max
+    with pytest.raises(impl.LedgerStateError):
+        ledger.set_account_class(3, 1)                              # never opened
+    with pytest.raises(impl.LedgerStateError):
+        ledger.merchant(6)
+    with pytest.raises(impl.LedgerArgumentError):
+        ledger.merchant(0)
+    assert (ledger.merchant(FIXED_SHOP), ledger.account(1)) == state
+
+
+def test_class_and_merchant_configuration_are_not_in_the_snapshot(
+        impl: types.ModuleType) -> None:
+    """Like the switch: master data (the class, the price) from the database, then the
+    checkpoint, then the journal. The checkpoint neither carries nor undoes them."""
+    ledger = make(impl, main=50_000)
+    ledger.configure_class(2, 0, 1_000, 0, 0, 0)
+    base = ledger.snapshot()
+    ledger.set_account_class(1, 2)
+    ledger.configure_merchant(SHOP, impl.FIXED, 800, impl.MAIN_ONLY)
+    assert ledger.snapshot() == base, "configuration is not dynamic state"
+    rows = [ledger.purchase(1, 1, CARD, SHOP, 0, T0).journal_row(),
+            ledger.purchase(1, 2, CARD, CANTEEN, 1_200, T0).journal_row()]
+    assert [(r[2], r[11]) for r in rows] == [(0, 800), (impl.TXN_LIMIT_EXCEEDED, 1_200)]
+    replica = twin(impl)
+    replica.bind_card(CARD, 1)
+    replica.configure_class(2, 0, 1_000, 0, 0, 0)
+    replica.set_account_class(1, 2)                                 # as the database says now
+    replica.configure_merchant(SHOP, impl.FIXED, 800, impl.MAIN_ONLY)
+    replica.restore(base)
+    for row in rows:
+        replica.replay(row)
+    assert replica.snapshot() == ledger.snapshot()
+    assert replica.account(1) == ledger.account(1) and replica.account(1).class_id == 2
+    assert replica.merchant(SHOP) == ledger.merchant(SHOP)
+    probe = (1, 3, CARD, SHOP, 0, T0)
+    assert replica.purchase(*probe).journal_row() == ledger.purchase(*probe).journal_row()
+    # A ledger restored from its own snapshot keeps the configuration it has.
+    ledger.restore(base)
+    assert ledger.account(1).class_id == 2 and ledger.merchant(SHOP).fixed_amount_fen == 800
+
+
 # ---------------------------------------------------------------------------------- idempotency
 
 

@@ -1,10 +1,10 @@
 """The Cython Ledger and the Python LedgerModel side by side on long random operation sequences.
 
 After every step: identical Outcomes (journal_row and repeat), identical balances, held amounts,
-limit counters, holds and statistics, and conservation (every opening balance is zero, so the sum
-of all balances stays zero). At the end, and at random points, a fresh ledger fed the snapshot
-taken earlier plus every later journal row equals the live one byte for byte, and the next
-decision on both agrees.
+limit counters, holds, classes, merchant configurations and statistics, and conservation (every
+opening balance is zero, so the sum of all balances stays zero). At the end, and at random
+points, a fresh ledger fed the snapshot taken earlier plus every later journal row equals the
+live one byte for byte, and the next decision on both agrees.
 """
 
 from __future__ import annotations
@@ -268,6 +268,37 @@ class LedgerPair(RuleBasedStateMachine):
     def set_status(self, account: int, status: int) -> None:
         self.both("set_account_status", account, status)
 
+    @rule(account=st.sampled_from([*range(1, ACCOUNTS + 1), ACCOUNTS + 1, 0]),
+          class_id=st.sampled_from([1, 2, 3, 3, 0, 256]))
+    def set_class(self, account: int, class_id: int) -> None:
+        """An account moved to another identity class (AccountClassChanged): configuration,
+        not journaled; the next decision applies the new class's limits."""
+        self.both_or_raise("set_account_class", account, class_id)
+
+    @rule(merchant=st.sampled_from([1, 2, 3, 3, 6, 9]),
+          config=st.sampled_from([(ledger_ext.FREE, 0), (ledger_ext.FIXED, 450),
+                                  (ledger_ext.FIXED, 1600), (ledger_ext.FIXED, 0),
+                                  (ledger_ext.FREE, 300)]),
+          order=st.sampled_from([ledger_ext.SUBSIDY_FIRST, ledger_ext.MAIN_FIRST,
+                                 ledger_ext.MAIN_ONLY]))
+    def configure_merchant(self, merchant: int, config: tuple[int, int], order: int) -> None:
+        """A merchant's mode, price and spend order changed (MerchantConfigured); merchant 6
+        was never opened, 9 is beyond merchants_max, (FIXED, 0) and (FREE, 300) are not
+        configurations."""
+        self.both_or_raise("configure_merchant", merchant, *config, order)
+
+    def both_or_raise(self, method: str, *args: int) -> None:
+        """Both succeed, or both raise the same LedgerError subclass."""
+        errors = []
+        for target, module in ((self.fast, ledger_ext), (self.model, ledger_model)):
+            try:
+                getattr(target, method)(*args)
+            except module.LedgerError as exc:
+                errors.append(type(exc).__name__)
+            else:
+                errors.append(None)
+        assert errors[0] == errors[1], (method, args, errors)
+
     @precondition(lambda self: len(self.cards) < ACCOUNTS * ledger_ext.CARDS_PER_ACCOUNT_MAX)
     @rule(account=st.integers(1, ACCOUNTS), cancel_old=st.booleans())
     def replace_card(self, account: int, cancel_old: bool) -> None:
@@ -301,6 +332,8 @@ class LedgerPair(RuleBasedStateMachine):
             assert _fields(fast) == _fields(self.model.account(a)), a
             assert fast.subsidy_fen >= 0 and fast.held_fen >= 0
         assert self.fast.holds() == self.model.holds()
+        for m in range(1, 6):
+            assert _fields(self.fast.merchant(m)) == _fields(self.model.merchant(m)), m
         fs, ms = self.fast.statistics(), self.model.statistics()
         assert _fields(fs)[:-1] == _fields(ms)[:-1]                       # all but memory_bytes
 
@@ -309,6 +342,13 @@ class LedgerPair(RuleBasedStateMachine):
         replica = ledger_ext.Ledger(ACCOUNTS, MERCHANTS_MAX)
         self.configure(replica, classes, windows, offset_s)
         self.open_all(replica)
+        # Master data as the database has it now (the switch loads it before the checkpoint):
+        # classes and merchant prices are not in the snapshot, and restore leaves them alone.
+        for a in range(1, ACCOUNTS + 1):
+            replica.set_account_class(a, self.fast.account(a).class_id)
+        for m in range(1, 6):
+            live = self.fast.merchant(m)
+            replica.configure_merchant(m, live.mode, live.fixed_amount_fen, live.spend_order)
         replica.restore(snapshot)
         for row in self.journal[position:]:
             replica.replay(row)
@@ -322,6 +362,10 @@ class LedgerPair(RuleBasedStateMachine):
             replica.set_account_status(a, self.fast.account(a).status)
         assert replica.snapshot() == self.fast.snapshot()
         assert replica.statistics() == self.fast.statistics()
+        assert [replica.account(a) for a in range(1, ACCOUNTS + 1)] == [
+            self.fast.account(a) for a in range(1, ACCOUNTS + 1)]
+        assert [replica.merchant(m) for m in range(1, 6)] == [
+            self.fast.merchant(m) for m in range(1, 6)]
         # ... and both decide the next request alike (then the live one is rolled back).
         probe = (3, self.seqs[3] + 1, self.cards[0], 1, 350, self.now_s)
         live_snapshot = self.fast.snapshot()
