@@ -80,6 +80,14 @@ class TerminalUpserted(msgspec.Struct, frozen=True):
     enabled: bool
 
 
+class AccountClassChanged(msgspec.Struct, frozen=True):
+    """The account's identity class (student, staff, visitor: overdraft and spending limits)
+    from now on. Its spending so far today still counts against the new class's limits."""
+
+    account_id: _Id32
+    class_id: _ClassId
+
+
 class MerchantOpened(msgspec.Struct, frozen=True):
     merchant_id: _Id32
     tenant_id: _TenantId
@@ -87,6 +95,17 @@ class MerchantOpened(msgspec.Struct, frozen=True):
     fixed_amount_fen: Annotated[int, Meta(ge=0, le=AMOUNT_FEN_MAX)] = 0
     spend_order: Annotated[int, Meta(ge=0, le=2)] = 0
     opening_balance_fen: int = 0
+
+
+class MerchantConfigured(msgspec.Struct, frozen=True):
+    """An opened merchant's new mode (0 free, 1 fixed), fixed price (1..AMOUNT_FEN_MAX when
+    fixed, 0 when free) and spend order; its tenant and balance stay. A purchase decided before
+    keeps its price (a reversal gives back what it took)."""
+
+    merchant_id: _Id32
+    mode: Annotated[int, Meta(ge=0, le=1)]
+    fixed_amount_fen: Annotated[int, Meta(ge=0, le=AMOUNT_FEN_MAX)]
+    spend_order: Annotated[int, Meta(ge=0, le=2)]
 
 
 class ClassConfigured(msgspec.Struct, frozen=True):
@@ -116,6 +135,7 @@ class CrossTenantChanged(msgspec.Struct, frozen=True):
 ChangeEvent = (
     AccountOpened | AccountStatusChanged | CardBound | CardCancelled | TerminalUpserted
     | MerchantOpened | ClassConfigured | TenantConfigured | CrossTenantChanged
+    | AccountClassChanged | MerchantConfigured
 )
 
 # The closed set of kinds; the CHECK on change_outbox.kind lists the same names.
@@ -129,6 +149,9 @@ EVENT_TYPES: dict[str, type[ChangeEvent]] = {
     "class_configured": ClassConfigured,
     "tenant_configured": TenantConfigured,
     "cross_tenant_changed": CrossTenantChanged,
+    # Added by migrations/sql/0007_change_kinds.sql.
+    "account_class_changed": AccountClassChanged,
+    "merchant_configured": MerchantConfigured,
 }
 EVENT_KINDS = tuple(EVENT_TYPES)
 KIND_OF: dict[type[ChangeEvent], str] = {t: k for k, t in EVENT_TYPES.items()}

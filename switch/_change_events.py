@@ -27,6 +27,7 @@ from protocols.changes import (
     EVENT_KINDS,
     EVENT_TYPES,
     KIND_OF,
+    AccountClassChanged,
     AccountOpened,
     AccountStatusChanged,
     CardBound,
@@ -34,6 +35,7 @@ from protocols.changes import (
     ChangeEvent,
     ClassConfigured,
     CrossTenantChanged,
+    MerchantConfigured,
     MerchantOpened,
     TenantConfigured,
     TerminalUpserted,
@@ -51,6 +53,7 @@ __all__ = [
     "EVENT_KINDS",
     "EVENT_TYPES",
     "KIND_OF",
+    "AccountClassChanged",
     "AccountOpened",
     "AccountStatusChanged",
     "CardBound",
@@ -60,6 +63,7 @@ __all__ = [
     "ClassConfigured",
     "CrossTenantChanged",
     "FeedEntry",
+    "MerchantConfigured",
     "MerchantOpened",
     "TenantConfigured",
     "TerminalUpserted",
@@ -100,6 +104,8 @@ def _apply(ledger: Ledger, master: MasterData, event: ChangeEvent) -> int:
     match event:
         case AccountStatusChanged(account_id=account_id, status=status):
             ledger.set_account_status(account_id, status)
+        case AccountClassChanged(account_id=account_id, class_id=class_id):
+            ledger.set_account_class(account_id, class_id)
         case CardBound(card_no=card_no, account_id=account_id):
             bound = ledger.card_account(card_no)
             if bound is None:
@@ -127,10 +133,12 @@ def _apply(ledger: Ledger, master: MasterData, event: ChangeEvent) -> int:
                                     event.status, 0, 0)
                 master.accounts += 1
             else:
-                if (have.tenant_id, have.class_id) != (event.tenant_id, event.class_id):
+                # The class is not compared: a later AccountClassChanged (or the start-up
+                # snapshot holding one) may have moved the account since; its class stays.
+                if have.tenant_id != event.tenant_id:
                     raise ChangeEventError(
                         f"account_opened: account {event.account_id} is already open with "
-                        f"tenant {have.tenant_id} and class {have.class_id}"
+                        f"tenant {have.tenant_id}"
                     ) from None
         case TerminalUpserted():
             info = TerminalInfo(event.terminal_id, event.merchant_id, event.kind,
@@ -153,6 +161,9 @@ def _apply(ledger: Ledger, master: MasterData, event: ChangeEvent) -> int:
                 ledger.open_merchant(event.merchant_id, event.tenant_id, event.mode,
                                      event.fixed_amount_fen, event.spend_order, 0)
                 master.merchants += 1
+        case MerchantConfigured():
+            ledger.configure_merchant(event.merchant_id, event.mode, event.fixed_amount_fen,
+                                      event.spend_order)
         case ClassConfigured():
             ledger.configure_class(event.class_id, event.overdraft_fen, event.txn_limit_fen,
                                    event.daily_limit_fen, event.meal_count_max,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any
 
 import asyncpg
@@ -15,9 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import given, settings
 
-from ledger_ext import Ledger
+from ledger_ext import Ledger, MerchantState
 from switch._change_events import (
+    EVENT_KINDS,
     EVENT_TYPES,
+    AccountClassChanged,
     AccountOpened,
     AccountStatusChanged,
     CardBound,
@@ -26,6 +29,7 @@ from switch._change_events import (
     ClassConfigured,
     CrossTenantChanged,
     FeedEntry,
+    MerchantConfigured,
     MerchantOpened,
     TenantConfigured,
     TerminalUpserted,
@@ -97,6 +101,33 @@ def test_decoding_is_strict_and_checks_ranges() -> None:
         decode_event("account_deleted", b"{}")
 
 
+def test_the_new_kinds_decode_strictly() -> None:
+    assert decode_event("account_class_changed", b'{"account_id": 5, "class_id": 3}') == (
+        AccountClassChanged(5, 3))
+    assert decode_event("merchant_configured", b'{"merchant_id": 4, "mode": 1,'
+                        b' "fixed_amount_fen": 600, "spend_order": 2, "by": "x"}') == (
+        MerchantConfigured(4, 1, 600, 2))
+    for kind, payload, where in [
+        ("account_class_changed", b'{"account_id": 5, "class_id": 0}', "$.class_id"),
+        ("account_class_changed", b'{"account_id": 5, "class_id": 256}', "$.class_id"),
+        ("account_class_changed", b'{"account_id": 5, "class_id": "2"}', "$.class_id"),
+        ("account_class_changed", b'{"account_id": 0, "class_id": 2}', "$.account_id"),
+        ("account_class_changed", b'{"account_id": 5}', "class_id"),
+        ("merchant_configured", b'{"merchant_id": 4, "mode": 2, "fixed_amount_fen": 0,'
+         b' "spend_order": 0}', "$.mode"),
+        ("merchant_configured", b'{"merchant_id": 4, "mode": 1, "fixed_amount_fen": 10000001,'
+         b' "spend_order": 0}', "$.fixed_amount_fen"),
+        ("merchant_configured", b'{"merchant_id": 4, "mode": 0, "fixed_amount_fen": 0,'
+         b' "spend_order": 3}', "$.spend_order"),
+        ("merchant_configured", b'{"merchant_id": 4, "mode": true, "fixed_amount_fen": 0,'
+         b' "spend_order": 0}', "$.mode"),
+        # Every field is needed: a half configuration is not one.
+        ("merchant_configured", b'{"merchant_id": 4, "mode": 0}', "fixed_amount_fen"),
+    ]:
+        with pytest.raises(ChangeEventError, match=where.replace("$", r"\$")):
+            decode_event(kind, payload)
+
+
 # -- stream entries ----------------------------------------------------------------------------
 
 
@@ -143,6 +174,10 @@ EVENTS = [
     AccountStatusChanged(40, 2),
     AccountStatusChanged(1, 1),
     TerminalUpserted(70, 9, 1, 1, True),
+    # Then the merchant's price and the account's class change while the switch runs.
+    MerchantConfigured(9, 1, 600, 1),
+    ClassConfigured(5, 2_000, 1_000, 0, 0, 0),
+    AccountClassChanged(40, 5),
 ]
 
 
@@ -159,8 +194,11 @@ def _cache() -> tuple[Ledger, MasterData]:
 
 def _state(ledger: Ledger, master: MasterData) -> Any:
     cards = {c: ledger.card_account(c) for c in (1_000, 4_000, 4_001)}
+    # Classes and merchant configurations are not in the snapshot: compared one by one.
+    accounts = [ledger.account(a) for a, _, _ in ledger.account_balances()]
+    merchants = [ledger.merchant(m) for m, _ in ledger.merchant_balances()]
     return (ledger.snapshot(), ledger.statistics(), cards, dict(master.terminals),
-            master.accounts, master.merchants, master.cards)
+            master.accounts, master.merchants, master.cards, accounts, merchants)
 
 
 def test_applying_an_event_twice_changes_nothing() -> None:
@@ -179,11 +217,38 @@ def test_applying_an_event_twice_changes_nothing() -> None:
     assert once_ledger.card_account(4_000) == (40, True)
     assert once_ledger.account(40).status == 2
     assert once_master.terminals[70] == TerminalInfo(70, 9, 1, 1, True)
-    # The new account took a purchase at the new merchant's fixed price, with the new class.
+    assert once_ledger.account(40).class_id == 5
+    assert once_ledger.merchant(9) == MerchantState(9, 3, 1, 600, 1, 0)
+    # The new account took a purchase at the merchant's new fixed price, with its new class
+    # (overdraft 2,000: main goes below zero).
     assert once_ledger.purchase(70, 1, 4_001, 9, 0, 1_790_000_000).code == 41  # lost
     apply_event(once_ledger, once_master, AccountStatusChanged(40, 0))
-    approved = once_ledger.purchase(70, 2, 4_001, 9, 0, 1_790_000_000)
-    assert (approved.code, approved.amount_fen, approved.main_fen) == (0, 800, -800)
+    assert once_ledger.purchase(70, 2, 4_001, 9, 800, 1_790_000_000).code == 13  # old price
+    approved = once_ledger.purchase(70, 3, 4_001, 9, 0, 1_790_000_000)
+    assert (approved.code, approved.amount_fen, approved.main_fen) == (0, 600, -600)
+    # Back to class 4 (overdraft 1,000): 600 more would pass its floor.
+    apply_event(once_ledger, once_master, AccountClassChanged(40, 4))
+    assert once_ledger.purchase(70, 4, 4_001, 9, 0, 1_790_000_000).code == 51
+
+
+def test_reconfiguring_applies_from_the_next_purchase_and_is_idempotent() -> None:
+    ledger, master = _cache()
+    ledger.configure_class(2, 0, 300, 0, 0, 0)                  # txn limit 300
+    assert ledger.purchase(5, 1, 1_000, 1, 400, 1_790_000_000).code == 0
+    for _ in range(2):
+        assert apply_event(ledger, master, AccountClassChanged(1, 2)) == 0
+        assert ledger.account(1).class_id == 2
+        assert ledger.purchase(5, 2, 1_000, 1, 50, 1_790_000_000).code == 0  # 2nd: a repeat
+    assert ledger.purchase(5, 3, 1_000, 1, 301, 1_790_000_000).code == 61
+    for _ in range(2):
+        assert apply_event(ledger, master, MerchantConfigured(1, 1, 20, 2)) == 0
+        assert ledger.merchant(1) == MerchantState(1, 1, 1, 20, 2, -50)
+    fixed = ledger.purchase(5, 4, 1_000, 1, 0, 1_790_000_000)
+    assert (fixed.code, fixed.amount_fen) == (0, 20)
+    # An old AccountOpened of the account (its class since changed) changes nothing.
+    apply_event(ledger, master, AccountOpened(1, 1, 1))
+    assert ledger.account(1).class_id == 2 and master.accounts == 1
+
 
 
 def test_a_change_the_cache_cannot_take_is_refused_with_its_reason() -> None:
@@ -192,7 +257,13 @@ def test_a_change_the_cache_cannot_take_is_refused_with_its_reason() -> None:
         (CardBound(1_000, 2), "bound to account 1"),  # account 2 does not exist either
         (CardCancelled(999), "never bound"),
         (AccountOpened(2, 1, 1, opening_main_fen=100), "money comes in through the switch"),
-        (AccountOpened(1, 1, 2), "already open with tenant 1 and class 1"),
+        (AccountOpened(1, 2, 1), "already open with tenant 1"),
+        (AccountClassChanged(33, 2), "account 33 not opened"),
+        (AccountClassChanged(65, 2), "out of 1..64"),
+        (MerchantConfigured(3, 0, 0, 0), "merchant 3 not opened"),
+        (MerchantConfigured(1, 1, 0, 0), "fixed_amount_fen 0 out of range"),
+        (MerchantConfigured(1, 0, 5, 0), "must be 0 for a FREE merchant"),
+        (MerchantConfigured(17, 0, 0, 0), "out of 1..16"),
         (AccountOpened(65, 1, 1), "out of 1..64"),
         (MerchantOpened(2, 1, opening_balance_fen=5), "starts at 0"),
         (AccountStatusChanged(33, 2), "33"),
@@ -264,6 +335,34 @@ def test_outbox_ids_are_drawn_in_commit_order_and_a_rollback_leaves_a_hole(db_ds
                 await c.close()
 
     asyncio.run(go())
+
+
+def test_the_outbox_takes_exactly_the_kinds_the_switch_decodes(db_dsn: str) -> None:
+    """The CHECK on change_outbox.kind (0002, widened by 0007) and EVENT_TYPES agree: a writer
+    can append every kind a switch applies, and no kind a switch would refuse as unknown."""
+
+    async def go() -> None:
+        conn = await asyncpg.connect(db_dsn)
+        try:
+            definition = await conn.fetchval(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE conrelid = 'change_outbox'::regclass"
+                " AND conname = 'change_outbox_kind_check'")
+            assert set(re.findall(r"'([a-z_]+)'::text", definition)) == set(EVENT_KINDS)
+            async with conn.transaction():
+                for event in (AccountClassChanged(1, 2), MerchantConfigured(1, 1, 600, 0)):
+                    assert await admin.append(conn, event) > 0
+                raise _Rollback
+        except _Rollback:
+            pass
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+class _Rollback(Exception):
+    pass
 
 
 def test_two_relays_publish_every_row_once_in_order_even_after_the_stream_is_lost(
