@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 _DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _REDIS_FAILURES = (OSError, RedisError, TimeoutError)
+_READ_GRACE_SECONDS = 0.05
+"""How much longer than its own blocking time an XREAD may take before the feed looks at the
+outbox meanwhile."""
 
 
 class ChangeFeed:
@@ -88,10 +91,23 @@ class ChangeFeed:
 
     async def _stream_round(self, client: Any) -> None:
         block_ms = max(1, int(self._poll_seconds * 1000))
+        read = asyncio.ensure_future(client.xread({self._key: f"{self.applied}-0"},
+                                                  count=limits.CHANGEFEED_BATCH_MAX,
+                                                  block=block_ms))
+        deadline = time.monotonic() + self._poll_seconds + limits.REDIS_DEADLINE_SECONDS
         try:
-            async with asyncio.timeout(self._poll_seconds + limits.REDIS_DEADLINE_SECONDS):
-                reply = await client.xread({self._key: f"{self.applied}-0"},
-                                           count=limits.CHANGEFEED_BATCH_MAX, block=block_ms)
+            # A blocking read returns within poll_seconds. One that does not is a Redis that
+            # hangs (accepts and never answers): meanwhile the outbox keeps the caches fresh,
+            # every poll_seconds, so a change still arrives within about a second.
+            while not read.done():
+                await asyncio.wait({read}, timeout=self._poll_seconds + _READ_GRACE_SECONDS)
+                if read.done():
+                    break
+                if time.monotonic() >= deadline:
+                    read.cancel()
+                    raise TimeoutError("Redis did not answer XREAD in time")
+                await self.catch_up()
+            reply = read.result()
         except _REDIS_FAILURES as exc:
             self._set_redis_up(False, exc)
             self._stream_retry_at = time.monotonic() + limits.CHANGEFEED_REDIS_RETRY_SECONDS
