@@ -3,17 +3,17 @@
     POST /people/bulk/report-loss   {"person_ids": [...]}  or  {"filter": {"node_id": ...}}
     POST /people/bulk/unfreeze
     POST /people/bulk/move          {..., "node_id": <department of the same tenant>}
+    POST /people/bulk/class         {..., "class_id": <identity class>}
 
 A selection is a list of person ids or a filter (a node's subtree, optionally one identity
 class or one account status), at most BULK_MAX people, all in the caller's subtree. The people
 are locked (their accounts, in id order, so two bulk operations never deadlock), every one is
 checked, and only if none conflicts is anything changed: in one transaction, an audit row per
-person and, for status changes, one AccountStatusChanged per account on the change feed.
+person and, for status and class changes, one AccountStatusChanged or AccountClassChanged per
+account on the change feed.
 
-Changing people's identity class is not offered: the switch learns an account's class only
-from AccountOpened, and there is no change event for a new class (protocols/changes.py), so a
-class changed here would not reach the balance cache. Moving people to another tenant is not
-offered either (an account belongs to its tenant in the switch).
+Moving people to another tenant is not offered (an account belongs to its tenant in the
+switch).
 """
 
 from __future__ import annotations
@@ -28,7 +28,15 @@ from msgspec import Meta
 
 from admin_api._auth import Actor
 from admin_api._problems import FieldError, Problem
-from admin_api._routes_people import _PERSON_SELECT, ACCOUNT_STATUS, PersonOut, person_out
+from admin_api._routes_people import (
+    _PERSON_SELECT,
+    ACCOUNT_STATUS,
+    ClassId,
+    PersonOut,
+    person_out,
+    require_class,
+    set_class_tx,
+)
 from admin_api._store import Change, change
 from protocols.changes import AccountStatusChanged
 
@@ -59,6 +67,13 @@ class Selection(msgspec.Struct, forbid_unknown_fields=True):
 class MoveIn(msgspec.Struct, forbid_unknown_fields=True):
     node_id: NodeId
     """The node to move the people to: their own tenant or one of its departments."""
+    person_ids: Annotated[list[PersonId], Meta(min_length=1, max_length=BULK_MAX)] | None = None
+    filter: PeopleFilter | None = None
+
+
+class BulkClassIn(msgspec.Struct, forbid_unknown_fields=True):
+    class_id: ClassId
+    """The identity class to move the people to."""
     person_ids: Annotated[list[PersonId], Meta(min_length=1, max_length=BULK_MAX)] | None = None
     filter: PeopleFilter | None = None
 
@@ -195,4 +210,16 @@ async def bulk_move(data: MoveIn, actor: Actor, state: State) -> BulkResult:
                       unchanged=[r["id"] for r in rows if r["node_id"] == data.node_id])
 
 
-ROUTES = [bulk_report_loss, bulk_unfreeze, bulk_move]
+@post("/people/bulk/class", opt={"permission": "people.write"}, tags=["people"],
+      status_code=200,
+      summary="Move the selected people to another identity class, all of them or none")
+async def bulk_class(data: BulkClassIn, actor: Actor, state: State) -> BulkResult:
+    async with change(state.pool, actor) as tx:
+        await require_class(tx.conn, data.class_id)
+        rows = await select_people(tx.conn, actor, data.person_ids, data.filter)
+        changed = await set_class_tx(tx, rows, data.class_id)
+    return BulkResult(action="person.set_class", selected=len(rows), changed=changed,
+                      unchanged=[r["id"] for r in rows if r["class_id"] == data.class_id])
+
+
+ROUTES = [bulk_report_loss, bulk_unfreeze, bulk_move, bulk_class]

@@ -2,7 +2,8 @@
 
 Every change goes out on the change feed in its own transaction (`_store.change`), so a card
 reported lost is refused by every switch within about a second and a new card works as soon.
-Losing a card is an account state (the switch refuses every card of a lost account).
+Losing a card is an account state (the switch refuses every card of a lost account). A new
+identity class goes out too (AccountClassChanged): its limits apply from the next purchase.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._store import Change, change, next_id, node_path
 from admin_api._types import BIG_MAX, AfterId, CardNoParam, Id, IdField, Limit
-from protocols.changes import AccountOpened, AccountStatusChanged, CardBound, CardCancelled
+from protocols.changes import (
+    AccountClassChanged,
+    AccountOpened,
+    AccountStatusChanged,
+    CardBound,
+    CardCancelled,
+)
 
 ACCOUNTS_MAX = 50_000_000
 CARD_NO_MAX = BIG_MAX
@@ -34,11 +41,14 @@ CARD_STATUS = {0: "active", 1: "cancelled"}
 CardType = Literal["standard", "special_shaped", "electronic_student_id", "temporary"]
 
 
+ClassId = Annotated[int, Meta(ge=1, le=255)]
+
+
 class PersonIn(msgspec.Struct, forbid_unknown_fields=True):
     node_id: IdField
     """The tenant or department the person belongs to."""
     name: Name
-    class_id: Annotated[int, Meta(ge=1, le=255)]
+    class_id: ClassId
     external_id: ExternalId | None = None
     """The person's id in the HR or academic system (unique in the tenant)."""
     phone: Annotated[str, Meta(max_length=32)] = ""
@@ -54,6 +64,11 @@ class PersonOut(msgspec.Struct):
     phone: str
     account_id: int
     account_status: str
+
+
+class ClassChangeIn(msgspec.Struct, forbid_unknown_fields=True):
+    class_id: ClassId
+    """The identity class (student, staff, visitor...: GET /classes) from now on."""
 
 
 class PersonPage(msgspec.Struct):
@@ -212,6 +227,43 @@ async def get_person(person_id: Id, actor: Actor, state: State) -> PersonOut:
     return person_out(await person_in_scope(state.pool, actor, person_id))
 
 
+async def require_class(conn: asyncpg.Connection, class_id: int) -> None:
+    if not await conn.fetchval("SELECT true FROM identity_classes WHERE id = $1", class_id):
+        raise Problem(422, "unprocessable", f"no identity class {class_id}")
+
+
+async def set_class_tx(tx: Change, rows: list[asyncpg.Record], class_id: int) -> list[int]:
+    """Move people (rows of _PERSON_SELECT, accounts locked) to `class_id`: people and accounts
+    rows, an audit row and an AccountClassChanged each. Those already in it are left alone.
+    The ids of the people changed."""
+    todo = [r for r in rows if r["class_id"] != class_id]
+    for r in todo:
+        before = person_out(r)
+        tx.audit("person.set_class", "person", r["id"], list(r["path"]), before=before,
+                 after=msgspec.structs.replace(before, class_id=class_id))
+        tx.event(AccountClassChanged(r["account_id"], class_id))
+    if todo:
+        await tx.conn.execute(
+            "UPDATE people SET class_id = $2, updated_at = now() WHERE id = ANY($1::integer[])",
+            [r["id"] for r in todo], class_id)
+        await tx.conn.execute(
+            "UPDATE accounts SET class_id = $2 WHERE id = ANY($1::integer[])",
+            [r["account_id"] for r in todo], class_id)
+    return [r["id"] for r in todo]
+
+
+@post("/people/{person_id:int}/class", opt={"permission": "people.write"}, tags=["people"],
+      status_code=200, summary="Move a person to another identity class (its limits apply at "
+      "every switch within about a second)")
+async def set_person_class(person_id: Id, data: ClassChangeIn, actor: Actor, state: State
+                           ) -> PersonOut:
+    async with change(state.pool, actor) as tx:
+        person = await person_in_scope(tx.conn, actor, person_id, lock=True)
+        await require_class(tx.conn, data.class_id)
+        await set_class_tx(tx, [person], data.class_id)
+        return msgspec.structs.replace(person_out(person), class_id=data.class_id)
+
+
 @post("/people/{person_id:int}/cards", opt={"permission": "cards.write"}, tags=["cards"],
       summary="Issue a card to a person (works at every switch within about a second)")
 async def issue_card(person_id: Id, data: CardIn, actor: Actor, state: State) -> CardOut:
@@ -348,5 +400,5 @@ async def list_credentials(person_id: Id, actor: Actor, state: State) -> list[Cr
                           template_id=r["template_id"]) for r in rows]
 
 
-ROUTES = [create_person, list_people, get_person, issue_card, person_cards, get_card,
-          report_loss, unfreeze, replace_card, add_credential, list_credentials]
+ROUTES = [create_person, list_people, get_person, set_person_class, issue_card, person_cards,
+          get_card, report_loss, unfreeze, replace_card, add_credential, list_credentials]

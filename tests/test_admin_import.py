@@ -1,8 +1,9 @@
-"""Import of people (CSV, XLSX) and bulk operations over a selection, over real HTTP.
+"""Import of people (CSV, XLSX), bulk operations over a selection and a person's change of
+identity class, over real HTTP.
 
-Both are all-or-nothing: a file with one bad row, or a selection with one person that cannot be
-changed, writes nothing at all (people, accounts, cards, audit rows and outbox rows counted
-before and after).
+Import and bulk operations are all-or-nothing: a file with one bad row, or a selection with one
+person that cannot be changed, writes nothing at all (people, accounts, cards, audit rows and
+outbox rows counted before and after).
 """
 
 from __future__ import annotations
@@ -358,3 +359,80 @@ def test_bulk_move_stays_in_the_tenant(site: AdminSite) -> None:
     r = root.post("/people/bulk/move", {"person_ids": ids, "node_id": site.tenant_node(2)})
     assert r.status_code == 409 and len(r.json()["errors"]) == 3, r.text
     assert counts(site) == before
+
+
+def _classes(site: AdminSite, ids: list[int]) -> list[tuple[int, int]]:
+    """(people.class_id, accounts.class_id) of each person, by id: they always agree."""
+    rows = site.fetch("SELECT p.class_id AS p, a.class_id AS a FROM people p"
+                      " JOIN accounts a ON a.id = p.account_id"
+                      " WHERE p.id = ANY($1::integer[]) ORDER BY p.id", ids)
+    return [(r["p"], r["a"]) for r in rows]
+
+
+def test_a_person_changes_class_audited_and_on_the_change_feed(site: AdminSite) -> None:
+    office = site.api("campus.office")
+    [pid] = _people(site, office, 1, "Demo Campus/Physics", "CLASS")
+    account_id = office.ok("GET", f"/people/{pid}")["account_id"]
+    top = site.fetch("SELECT coalesce(max(id), 0) AS n FROM change_outbox")[0]["n"]
+    out = office.ok("POST", f"/people/{pid}/class", {"class_id": 3}, 200)
+    assert (out["id"], out["class_id"]) == (pid, 3)
+    assert office.ok("GET", f"/people/{pid}") == out
+    assert _classes(site, [pid]) == [(3, 3)]
+    events = site.fetch("SELECT kind, payload::text AS p FROM change_outbox WHERE id > $1",
+                        top)
+    assert [(e["kind"], e["p"]) for e in events] == [
+        ("account_class_changed", f'{{"class_id": 3, "account_id": {account_id}}}')]
+    [trail] = site.api().ok("GET", f"/audit?entity=person&entity_id={pid}"
+                                   "&action=person.set_class")["items"]
+    assert (trail["before"]["class_id"], trail["after"]["class_id"]) == (1, 3)
+    assert trail["username"] == "campus.office"
+    # Already in that class: nothing written, nothing audited.
+    before = counts(site)
+    assert office.ok("POST", f"/people/{pid}/class", {"class_id": 3}) == out
+    assert counts(site) == before
+    # Refused, nothing changed: a class that does not exist, one out of range, a person
+    # outside the caller's subtree, a caller without people.write.
+    r = office.post(f"/people/{pid}/class", {"class_id": 99})
+    assert r.status_code == 422 and "no identity class 99" in r.text, r.text
+    r = office.post(f"/people/{pid}/class", {"class_id": 0})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "class_id", r.text
+    assert counts(site) == before
+    east = site.api().ok("POST", "/people", {"node_id": site.tenant_node(2), "name": "East C",
+                                             "class_id": 2})
+    before = counts(site)
+    assert office.post(f"/people/{east['id']}/class", {"class_id": 3}).status_code == 404
+    assert site.api("campus.cashier").post(f"/people/{pid}/class",
+                                           {"class_id": 2}).status_code == 403
+    assert counts(site) == before and _classes(site, [pid, east["id"]]) == [(3, 3), (2, 2)]
+
+
+def test_bulk_class_is_all_or_nothing(site: AdminSite) -> None:
+    office = site.api("campus.office")
+    ids = _people(site, office, 3, "Demo Campus/Physics/Class 3", "BCLASS")
+    office.ok("POST", f"/people/{ids[0]}/class", {"class_id": 2})
+    top = site.fetch("SELECT coalesce(max(id), 0) AS n FROM change_outbox")[0]["n"]
+    out = office.ok("POST", "/people/bulk/class", {"person_ids": ids, "class_id": 2})
+    assert (out["action"], out["selected"], sorted(out["changed"]), out["unchanged"]) == (
+        "person.set_class", 3, sorted(ids[1:]), [ids[0]])
+    assert _classes(site, ids) == [(2, 2)] * 3
+    events = site.fetch("SELECT kind FROM change_outbox WHERE id > $1", top)
+    assert [e["kind"] for e in events] == ["account_class_changed"] * 2
+    # By filter: everyone of class 2 in Class 3 becomes a visitor (3).
+    class3 = site.fetch("SELECT id FROM org_nodes WHERE name = 'Class 3'")[0]["id"]
+    out = office.ok("POST", "/people/bulk/class",
+                    {"filter": {"node_id": class3, "class_id": 2}, "class_id": 3})
+    assert set(ids) <= set(out["changed"])
+    assert _classes(site, ids) == [(3, 3)] * 3
+    # One person outside the subtree, or a class that does not exist: nothing changes.
+    east = site.api().ok("POST", "/people", {"node_id": site.tenant_node(2), "name": "East B",
+                                             "class_id": 2})
+    before = counts(site)
+    r = office.post("/people/bulk/class", {"person_ids": [*ids, east["id"]], "class_id": 1})
+    assert r.status_code == 404, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["person_ids[3]"]
+    r = office.post("/people/bulk/class", {"person_ids": ids, "class_id": 77})
+    assert r.status_code == 422, r.text
+    assert office.post("/people/bulk/class", {"class_id": 1}).status_code == 422
+    assert site.api("campus.cashier").post("/people/bulk/class", {
+        "person_ids": ids, "class_id": 1}).status_code == 403
+    assert counts(site) == before and _classes(site, ids) == [(3, 3)] * 3
