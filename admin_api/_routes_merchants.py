@@ -10,8 +10,9 @@ Terminal keys are derived from the site master secret (`protocols.ocp.derive_ter
 docs/protocol.md "Keys and MAC"): nothing here stores a key. Registering a terminal, and
 re-keying it (key_version + 1, which revokes the old key), answers the key once; no GET shows
 it. Every change goes out on the change feed (TerminalUpserted, MerchantOpened,
-TenantConfigured), so a running switch ends a re-keyed or disabled terminal's session and refuses
-its old key within about a second.
+MerchantConfigured, TenantConfigured), so a running switch ends a re-keyed or disabled
+terminal's session and refuses its old key, and sells at a merchant's new price, within about a
+second.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._store import change, next_id, node_path
 from protocols import ocp
-from protocols.changes import MerchantOpened, TenantConfigured, TerminalUpserted
+from protocols.changes import (
+    MerchantConfigured,
+    MerchantOpened,
+    TenantConfigured,
+    TerminalUpserted,
+)
 from protocols.limits import AMOUNT_FEN_MAX, MERCHANT_ID_MAX, TERMINAL_ID_MAX
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -233,6 +239,11 @@ def _opened(r: asyncpg.Record | MerchantOut) -> MerchantOpened:
                           r["spend_order"], 0)
 
 
+def _configured(m: MerchantOut) -> MerchantConfigured:
+    return MerchantConfigured(m.id, _MODE_IDS[m.mode], m.fixed_amount_fen,
+                              _ORDER_IDS[m.spend_order])
+
+
 # -- merchants -------------------------------------------------------------------------------------
 
 
@@ -315,12 +326,10 @@ async def update_merchant(merchant_id: int, data: MerchantPatch, actor: Actor, s
             _ORDER_IDS[after.spend_order], after.fee_rate_bp, after.settlement_cycle)
         tx.audit("merchant.update", "merchant", merchant_id, list(row["path"]), before=before,
                  after=after)
-        if _opened(after) != _opened(before):
-            # What the switch holds of a merchant changed. A running switch takes
-            # MerchantOpened of a merchant it has as a no-op today and applies the new price and
-            # spend order at its next start (it reads them at start-up); the event is written
-            # so the feed carries every change the switch must know (docs/admin_api.md).
-            tx.event(_opened(after))
+        if _configured(after) != _configured(before):
+            # What the switch holds of a merchant changed: every running switch sells at the
+            # new price and spend order within about a second (docs/admin_api.md).
+            tx.event(_configured(after))
     return after
 
 

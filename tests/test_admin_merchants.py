@@ -118,15 +118,20 @@ def test_merchants_are_opened_changed_and_audited_with_dense_ids(site: AdminSite
     page2 = root.ok("GET", f"/merchants?limit=3&after={page1['next_after']}")
     assert [m["id"] for m in page1["items"] + page2["items"]] == list(range(1, 7))
 
-    # The fee changes nothing the switch holds: no event. The price does.
-    events = len(_outbox(site, "merchant_opened"))
+    # The fee changes nothing the switch holds: no event. The price does: MerchantConfigured
+    # (a running switch sells at the new price at once), not another MerchantOpened.
+    opened = len(_outbox(site, "merchant_opened"))
+    configured = len(_outbox(site, "merchant_configured"))
     changed = root.ok("PATCH", f"/merchants/{shower['id']}", {"fee_rate_bp": 80})
     assert changed == {**shower, "fee_rate_bp": 80}
-    assert len(_outbox(site, "merchant_opened")) == events
+    assert len(_outbox(site, "merchant_configured")) == configured
     changed = root.ok("PATCH", f"/merchants/{shower['id']}", {"mode": "free"})
     assert (changed["mode"], changed["fixed_amount_fen"]) == ("free", 0)
-    assert _outbox(site, "merchant_opened")[-1]["mode"] == 0
+    assert _outbox(site, "merchant_configured")[configured:] == [{
+        "merchant_id": shower["id"], "mode": 0, "fixed_amount_fen": 0, "spend_order": 1}]
+    assert len(_outbox(site, "merchant_opened")) == opened
     assert root.ok("PATCH", f"/merchants/{shower['id']}", {"mode": "free"}) == changed
+    assert len(_outbox(site, "merchant_configured")) == configured + 1
     audit = root.ok("GET", f"/audit?entity=merchant&entity_id={shower['id']}")["items"]
     assert [a["action"] for a in audit] == ["merchant.create", "merchant.update",
                                             "merchant.update"]
