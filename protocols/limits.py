@@ -57,6 +57,18 @@ TXN_SEQ_WINDOW: Final = 256
 """A request this far or further below the highest txn_seq seen, and not journaled, is
 answered TXN_SEQ_TOO_OLD."""
 
+# Phone QR codes (protocols/qr.py; docs/protocol.md, "Phone QR codes").
+QR_CHARS_MAX: Final = 128
+"""Longest `QrPurchase.qr`, the scanned text, in characters (a version 1 code has 58)."""
+QR_NONCE_BYTES: Final = 8
+"""Size of a QR code's random nonce: with the card number, it names the code for single use."""
+QR_MAC_BYTES: Final = 10
+"""Size of a QR code's MAC (truncated HMAC-SHA-256): checked online, one guess per request."""
+QR_LIFETIME_SECONDS_MAX: Final = 300
+"""Longest validity of a QR code (expires_s - issued_s); a longer one is malformed."""
+QR_CLOCK_SKEW_SECONDS: Final = 10
+"""Clock difference allowed between the issuer of a QR code and the switch, either way."""
+
 # Relations.
 assert FRAME_LENGTH_MIN <= FRAME_LENGTH_MAX
 assert FRAME_LENGTH_MAX < 2**32, "the length prefix is a uint32"
@@ -73,3 +85,5 @@ assert LENGTH_FIELD_BYTES + HEADER_BYTES + 64 + 4 * FIRMWARE_CHARS_MAX + MAC_BYT
 assert 0 < MAC_BYTES <= 32, "MAC is a truncated HMAC-SHA-256"
 assert NONCE_BYTES >= 16
 assert 0 < TXN_SEQ_WINDOW < TXN_SEQ_MAX
+assert 0 < QR_CLOCK_SKEW_SECONDS < QR_LIFETIME_SECONDS_MAX < 2**16
+assert QR_MAC_BYTES >= 8 and QR_NONCE_BYTES >= 8

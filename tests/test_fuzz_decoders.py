@@ -3,6 +3,8 @@
 - OCP frames: coverage-guided with atheris (libFuzzer), bounded in runs, as a subprocess so a
   crash in C code shows up as a failed test rather than a dead test run. (Hypothesis fuzzing of
   the same decoder is in tests/test_ocp_fuzz.py.)
+- Phone QR codes (the text a POS scans, passed on by the terminal): the same, with
+  fuzz/fuzz_qr.py (hypothesis fuzzing of that decoder is in tests/test_qr.py).
 - Ledger snapshots (read back from the database at start-up by C code): hypothesis feeds
   truncated, bit-flipped and random snapshots to Ledger.restore; only SnapshotError may come out.
 """
@@ -31,6 +33,20 @@ def test_ocp_decoder_survives_coverage_guided_fuzzing() -> None:
         pytest.skip("atheris is not installed")
     out = subprocess.run(
         [sys.executable, str(ROOT / "fuzz" / "fuzz_ocp.py"), "-runs=30000", "-max_len=600",
+         "-seed=1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "Done 30000 runs" in out.stderr
+
+
+def test_qr_decoder_survives_coverage_guided_fuzzing() -> None:
+    if importlib.util.find_spec("atheris") is None:
+        if os.environ.get("CI"):
+            pytest.fail("atheris is a test dependency and did not install")
+        pytest.skip("atheris is not installed")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "fuzz" / "fuzz_qr.py"), "-runs=30000", "-max_len=200",
          "-seed=1"],
         capture_output=True, text=True, timeout=600,
     )
