@@ -93,20 +93,42 @@ def build_logins(usernames: Mapping[str, str], password: str,
 
 
 class LoginPool:
-    """Each role's log-ins, handed out round robin (several users may share one log-in)."""
+    """Each role's log-ins, handed out round robin (several users may share one log-in). A
+    log-in the API refused is not handed out again: each failed log-in counts towards the API's
+    lock-out of the user name (`login_failures_max` in `login_window_seconds`), so twenty users
+    trying a wrong password would lock the name out for the real staff too."""
 
     def __init__(self, logins: Mapping[str, list[Login]] | None = None) -> None:
         self._cycles: dict[str, Iterator[Login]] = {}
         self.logins: dict[str, list[Login]] = {}
+        self.refused: set[Login] = set()
+        self.accepted: set[Login] = set()
         self.load(logins or {})
 
     def load(self, logins: Mapping[str, list[Login]]) -> None:
         self.logins = {role: list(v) for role, v in logins.items() if v}
         self._cycles = {role: itertools.cycle(v) for role, v in self.logins.items()}
+        self.refused = set()
+        self.accepted = set()
 
     def take(self, role: str) -> Login | None:
+        """The role's next log-in that was not refused, or None."""
         cycle = self._cycles.get(role)
-        return next(cycle) if cycle is not None else None
+        for _ in self.logins.get(role, []):
+            assert cycle is not None
+            login = next(cycle)
+            if login not in self.refused:
+                return login
+        return None
+
+    def refuse(self, login: Login) -> None:
+        """The API refused this log-in (401, 429, 403): never hand it out again."""
+        self.refused.add(login)
+        self.accepted.discard(login)
+
+    def accept(self, login: Login) -> None:
+        """The API let this log-in in once: its other users need not wait for the first."""
+        self.accepted.add(login)
 
 
 def parse_http_host(host: str | None) -> str:

@@ -6,7 +6,10 @@ The locust-free parts (log-ins, the users file, request names) are in `loadtest.
 
 Every user logs in once at start (`POST /auth/login`; again only when its token is about to
 expire, or after a 401), thinks `--admin-think-min-seconds`..`--admin-think-max-seconds`
-between tasks, and logs out at stop. What each does, tasks by weight:
+between tasks, and logs out at stop. Until a log-in has worked once its users try it one at a
+time, and one the API refuses (a wrong password, a disabled or locked-out name) is not tried
+again: the others stop with `NoLogin`, since every failed try counts towards the API's lock-out
+of that name (`login_failures_max`), the real staff's included. What each does, by weight:
 
 - `CardOfficeUser` (a card office clerk): looks a person up by name and opens them (5),
   reads a statement (4) and a balance (4), lists a person's cards and sometimes a card's
@@ -86,6 +89,8 @@ log = logging.getLogger(__name__)
 LOGINS: Final = LoginPool()
 _discovered: dict[tuple[str, str], Any] = {}
 _discovery_lock = BoundedSemaphore()
+_first_log_in: dict[Login, BoundedSemaphore] = {}
+"""Until a log-in has worked once, its users try it one at a time (a refusal stops the rest)."""
 
 
 class NoLogin(Exception):
@@ -197,7 +202,8 @@ class AdminApiUser(FastHttpUser):
     def on_start(self) -> None:
         self.login = LOGINS.take(self.role)
         if self.login is None:
-            self._fail("POST /auth/login", NoLogin(f"no log-in for role {self.role}"))
+            self._fail("POST /auth/login", NoLogin(f"no log-in for role {self.role} (or every "
+                                                   "one was refused)"))
             raise StopUser()
         if not self._log_in():
             raise StopUser()
@@ -210,12 +216,25 @@ class AdminApiUser(FastHttpUser):
     # --- Requests --------------------------------------------------------------------------
 
     def _log_in(self) -> bool:
-        assert self.login is not None
+        login = self.login
+        assert login is not None
         self._token = ""
-        body = {"username": self.login.username, "password": self.login.password}
+        if login in LOGINS.accepted:
+            return self._log_in_now(login)
+        with _first_log_in.setdefault(login, BoundedSemaphore()):
+            if login in LOGINS.refused:
+                self._fail("POST /auth/login", NoLogin(f"{login} was refused: not tried again"))
+                return False
+            return self._log_in_now(login)
+
+    def _log_in_now(self, login: Login) -> bool:
+        body = {"username": login.username, "password": login.password}
         answer = self.call("POST", "/auth/login", body=body, auth=False)
         if not answer.ok:
+            if 400 <= answer.status < 500:  # a wrong password, a disabled or locked-out log-in
+                LOGINS.refuse(login)
             return False
+        LOGINS.accept(login)
         self._token = answer.data["access_token"]
         self._token_until = time.monotonic() + answer.data["expires_in"] - TOKEN_MARGIN_SECONDS
         return True

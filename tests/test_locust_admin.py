@@ -272,6 +272,25 @@ def _run_without_a_switch(site: AdminSite, tmp_path: Path) -> None:
     assert _failures(stats) == _count(stats, TOPUPS) + _count(stats, TOPUPS_SAME_KEY)
     assert _admin_credits(site) == (0, 0)
 
+    # A wrong password: the first user's log-in is refused, the others do not try it again
+    # (each failed try counts towards locking the user name out for the real cashier).
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("role,username,password\ncashier,load.cashier.a,not the password\n")
+    prefix = tmp_path / "wrong"
+    out = subprocess.run(
+        _locust_cmd("--headless", "-u", "3", "-r", "3", "--run-time", "2s", "--host",
+                    site.admin.url, "--csv", str(prefix), "--json-file", str(prefix),
+                    "--admin-users-file", str(wrong), "CashierUser"),
+        env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=LOCUST_SECONDS_MAX,
+    )
+    assert out.returncode == 1, out.stderr[-4000:]
+    stats = _stats(prefix)
+    assert _failures(stats) == _count(stats, "POST /auth/login") == 3
+    errors = {f["Error"]: int(f["Occurrences"]) for f in _rows(f"{prefix}_failures.csv")}
+    assert sum(n for e, n in errors.items() if "HTTP 401 not-authenticated" in e) == 1, errors
+    assert sum(n for e, n in errors.items() if "NoLogin" in e) == 2, errors
+    assert _metrics(site.admin.url)[("/auth/login", "POST", "401")] == 1
+
 
 def test_no_log_ins_is_a_clear_refusal(tmp_path: Path) -> None:
     out = subprocess.run(
@@ -340,6 +359,13 @@ def test_users_file_replaces_the_roles_it_names(tmp_path: Path) -> None:
     assert [pool.take("cardholder") for _ in range(3)] == [
         Login("s1", "a"), Login("s2", "b"), Login("s1", "a")]
     assert pool.take("reports") is None
+    # A log-in the API refused is not tried again (each try counts towards its lock-out).
+    pool.refuse(Login("s2", "b"))
+    assert [pool.take("cardholder") for _ in range(3)] == [Login("s1", "a")] * 3
+    pool.accept(Login("s1", "a"))
+    assert pool.accepted == {Login("s1", "a")}
+    pool.refuse(Login("s1", "a"))
+    assert pool.take("cardholder") is None and not pool.accepted
 
 
 def test_request_names_are_route_templates() -> None:
