@@ -14,6 +14,8 @@ state transitions with a diagram per role.
 from __future__ import annotations
 
 import argparse
+import base64
+import hmac
 import re
 import sys
 from collections.abc import Callable
@@ -74,7 +76,8 @@ def render_limits() -> str:
         "FRAME_BYTES_MAX", "FRAME_LENGTH_MIN", "FRAME_LENGTH_MAX", "NONCE_BYTES", "MAC_BYTES",
         "KEY_BYTES", "AMOUNT_FEN_MAX", "TXN_SEQ_MAX", "SEQUENCE_MAX", "TERMINAL_ID_MAX",
         "MERCHANT_ID_MAX", "CARD_NO_MAX", "DETAIL_CHARS_MAX", "FIRMWARE_CHARS_MAX", "TIME_MS_MAX",
-        "HEARTBEAT_INTERVAL_SECONDS_MAX", "TXN_SEQ_WINDOW",
+        "HEARTBEAT_INTERVAL_SECONDS_MAX", "TXN_SEQ_WINDOW", "QR_CHARS_MAX", "QR_NONCE_BYTES",
+        "QR_MAC_BYTES", "QR_LIFETIME_SECONDS_MAX", "QR_CLOCK_SKEW_SECONDS",
     ):
         value = getattr(limits, name)
         doc = _attr_doc(name)
@@ -434,6 +437,83 @@ def render_vectors() -> str:
     return "\n\n".join(out)
 
 
+VECTOR_QR_NONCE = bytes(range(0xE0, 0xE8))
+VECTOR_QR_ISSUED_S = 1_700_000_000
+VECTOR_QR_EXPIRES_S = 1_700_000_060
+
+
+def render_qr_vectors() -> str:
+    """Appendix A.5: the QR key, a token, how a verifier judges tokens, and QrPurchase frames."""
+    from protocols import qr
+
+    qr_key = qr.derive_qr_key(VECTOR_MASTER_SECRET)
+    text = qr.issue(qr_key, VECTOR_CARD, VECTOR_QR_EXPIRES_S, VECTOR_QR_NONCE,
+                    issued_s=VECTOR_QR_ISSUED_S)
+    raw = base64.b32decode(text[len(qr.PREFIX):])
+    out = [
+        _block([("name", "qr/key"), ("master_secret", VECTOR_MASTER_SECRET.hex()),
+                ("qr_key", qr_key.hex())]),
+        _block([("name", "qr/token"), ("qr_key", qr_key.hex()), ("card_no", VECTOR_CARD),
+                ("issued_s", VECTOR_QR_ISSUED_S), ("expires_s", VECTOR_QR_EXPIRES_S),
+                ("nonce", VECTOR_QR_NONCE.hex()), ("text", text)], raw),
+    ]
+
+    def signed(body: bytes) -> str:
+        mac = hmac.digest(qr_key, body, "sha256")[: limits.QR_MAC_BYTES]
+        return qr.PREFIX + base64.b32encode(body + mac).decode()
+
+    body = raw[: qr.BODY_BYTES]
+    flipped = raw[:-1] + bytes([raw[-1] ^ 1])
+    skew = limits.QR_CLOCK_SKEW_SECONDS
+    long_lived = body[:13] + (VECTOR_QR_ISSUED_S + limits.QR_LIFETIME_SECONDS_MAX + 1
+                              ).to_bytes(4, "big") + body[17:]
+    checks: list[tuple[str, str, int, str]] = [
+        ("valid", text, VECTOR_QR_ISSUED_S + 30, "none"),
+        ("valid-within-skew-after-expiry", text, VECTOR_QR_EXPIRES_S + skew, "none"),
+        ("valid-within-skew-before-issue", text, VECTOR_QR_ISSUED_S - skew, "none"),
+        ("expired", text, VECTOR_QR_EXPIRES_S + skew + 1, "QrExpired"),
+        ("not-yet-valid", text, VECTOR_QR_ISSUED_S - skew - 1, "QrExpired"),
+        ("bad-mac", qr.PREFIX + base64.b32encode(flipped).decode(), VECTOR_QR_ISSUED_S,
+         "QrBadMac"),
+        ("lower-case", text.lower(), VECTOR_QR_ISSUED_S, "QrMalformed"),
+        ("no-prefix", text[len(qr.PREFIX):], VECTOR_QR_ISSUED_S, "QrMalformed"),
+        ("version-2", signed(b"\x02" + body[1:]), VECTOR_QR_ISSUED_S, "QrMalformed"),
+        ("lifetime-too-long", signed(long_lived), VECTOR_QR_ISSUED_S, "QrMalformed"),
+    ]
+    for name, check_text, now_s, error in checks:
+        lines: list[tuple[str, object]] = [("name", f"qr-check/{name}"), ("text", check_text),
+                                           ("now_s", now_s), ("error", error)]
+        if error == "none":
+            lines.append(("card_no", VECTOR_CARD))
+        out.append(_block(lines))
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+    k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
+    forged = qr.PREFIX + base64.b32encode(flipped).decode()
+    frames: list[tuple[str, str, ocp.Message, int, bytes]] = [
+        ("qr-purchase", "t2s", ocp.QrPurchase(46, text, 1250, 1_700_000_040_000), 8, k_t2s),
+        ("purchase-result", "s2t", ocp.PurchaseResult(46, 0, 1250, 8750, 7750, 1000), 7,
+         k_s2t),
+        ("qr-purchase-again", "t2s", ocp.QrPurchase(47, text, 1250, 1_700_000_041_000), 9,
+         k_t2s),
+        ("error-qr-used", "s2t", ocp.Error(ocp.ResponseCode.QR_USED, 47,
+                                           "the QR code has already paid: refresh it"), 8, k_s2t),
+        ("qr-purchase-forged", "t2s", ocp.QrPurchase(48, forged, 1250, 1_700_000_042_000), 10,
+         k_t2s),
+        ("error-qr-invalid", "s2t", ocp.Error(ocp.ResponseCode.QR_INVALID, 48,
+                                              "QR code refused: the QR code's MAC does not "
+                                              "verify"), 9, k_s2t),
+    ]
+    for i, (name, direction, msg, sequence, mac_key) in enumerate(frames, start=1):
+        out.append(_block([
+            ("name", f"qr-session/{i:02d}-{name}"),
+            ("direction", direction),
+            ("key", "k_" + direction),
+            ("sequence", sequence),
+            ("message", _message_json(msg)),
+        ], ocp.encode_frame(msg, sequence=sequence, mac_key=mac_key)))
+    return "\n\n".join(out)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "limits": render_limits,
     "messages": render_messages,
@@ -470,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         print(render_vectors())
         print("\n<!-- A.4 -->\n")
         print(render_admin_vectors())
+        print("\n<!-- A.5 -->\n")
+        print(render_qr_vectors())
         return 0
     text = DOC.read_text(encoding="utf-8")
     new = render(text)

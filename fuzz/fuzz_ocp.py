@@ -45,6 +45,7 @@ def _seed_corpus() -> list[bytes]:
         t.send(ocp.Reversal(2, 1, 99, 0)),
         t.send(ocp.BalanceInquiry(3, 99)),
         t.send(ocp.Heartbeat(1)),
+        t.send(ocp.QrPurchase(4, "OC" + "A" * 56, 500)),
     ]
     fresh = ocp.Connection(ocp.Role.TERMINAL).start_sign_on(1001, KEY, T_NONCE)
     return [b"\x00" + fresh, b"\x01" + b"".join(frames), b"\x03" + frames[0]]

@@ -99,7 +99,8 @@ def test_all_is_pinned() -> None:
             "Credit", "CreditResult", "Debit", "DebitResult", "Direction", "Error",
             "FrameTooLarge", "Heartbeat", "HeartbeatAck", "InvalidField",
             "MacKey", "MalformedFrame", "Message", "NotSignedOn", "OcpError", "OcpLocalError",
-            "OcpRemoteError", "Purchase", "PurchaseResult", "ResponseCode", "Reversal",
+            "OcpRemoteError", "Purchase", "PurchaseResult", "QrPurchase", "ResponseCode",
+            "Reversal",
             "ReversalResult", "Role", "SequenceError", "SignOff", "SignOn", "SignOnChallenge",
             "SignOnConfirm", "SignOnResult", "Signal", "State", "Statistics", "TerminalKind",
             "Transfer", "TransferResult",
@@ -127,7 +128,8 @@ def test_response_code_numbers_are_pinned() -> None:
         "INVALID_FIELD": 81, "UNKNOWN_MESSAGE": 82, "MALFORMED_FRAME": 83,
         "FRAME_TOO_LARGE": 84, "UNSUPPORTED_VERSION": 85, "BAD_MAC": 86, "SEQUENCE_ERROR": 87,
         "NOT_SIGNED_ON": 88, "UNKNOWN_TERMINAL": 89, "TERMINAL_DISABLED": 90,
-        "UNEXPECTED_MESSAGE": 91, "NOT_PERMITTED": 92, "SYSTEM_ERROR": 96, "BUSY": 97,
+        "UNEXPECTED_MESSAGE": 91, "NOT_PERMITTED": 92, "QR_INVALID": 93, "QR_EXPIRED": 94,
+        "QR_USED": 95, "SYSTEM_ERROR": 96, "BUSY": 97,
         "SHUTTING_DOWN": 98,
     }
 

@@ -58,6 +58,7 @@ def session_frames(pair: ConnectionPair) -> bytes:
             pair.terminal.send(ocp.Purchase(1, 99, 500)),
             pair.terminal.send(ocp.Reversal(2, 1, 99, 0)),
             pair.terminal.send(ocp.BalanceInquiry(3, 99)),
+            pair.terminal.send(ocp.QrPurchase(4, "OC" + "A" * 56, 500)),
             pair.terminal.send(ocp.Heartbeat(5)),
             pair.terminal.send(ocp.SignOff()),
         ]
@@ -132,7 +133,7 @@ def test_mutated_sign_on_frames(data: st.DataObject) -> None:
 
 def test_unmutated_session_frames_decode() -> None:
     pair = signed_on_pair()
-    assert len(feed(pair.switch, [session_frames(pair)])) == 5
+    assert len(feed(pair.switch, [session_frames(pair)])) == 6
 
 
 def test_deeply_nested_body_is_a_protocol_error() -> None:

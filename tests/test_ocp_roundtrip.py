@@ -37,8 +37,8 @@ def _by_direction(direction: ocp.Direction) -> list[type[ocp.Message]]:
     return [c for c in ocp.MESSAGE_TYPES if c.direction is direction]
 
 
-T2S_SESSION = [ocp.Purchase, ocp.Reversal, ocp.BalanceInquiry, ocp.Heartbeat, ocp.Credit,
-               ocp.Debit, ocp.Transfer]
+T2S_SESSION = [ocp.Purchase, ocp.Reversal, ocp.BalanceInquiry, ocp.QrPurchase, ocp.Heartbeat,
+               ocp.Credit, ocp.Debit, ocp.Transfer]
 S2T_SESSION = [ocp.PurchaseResult, ocp.ReversalResult, ocp.BalanceResult, ocp.HeartbeatAck,
                ocp.CreditResult, ocp.DebitResult, ocp.TransferResult]
 NON_CLOSING_CODES = [c for c, i in ocp.CODE_INFO.items() if not i.closes_connection and c >= 80]

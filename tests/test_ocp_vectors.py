@@ -6,6 +6,7 @@ fresh ones for review), so a change to the wire format fails here until the spec
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import msgspec.inspect as mi
 import pytest
 
-from protocols import ocp
+from protocols import ocp, qr
 from tests.ocp_pair import drain
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -38,7 +39,8 @@ KEYS = {"k_t2s": bytes.fromhex(KDF["k_t2s"]), "k_s2t": bytes.fromhex(KDF["k_s2t"
         "admin_k_t2s": bytes.fromhex(ADMIN_KDF["k_t2s"]),
         "admin_k_s2t": bytes.fromhex(ADMIN_KDF["k_s2t"])}
 FRAMES = [v for v in VECTORS if v["name"].startswith(
-    ("session/", "refused/", "admin-session/", "admin-refused/"))]
+    ("session/", "refused/", "admin-session/", "admin-refused/", "qr-session/"))]
+QR_CHECKS = [v for v in VECTORS if v["name"].startswith("qr-check/")]
 INVALID = [v for v in VECTORS if v["name"].startswith(("invalid/", "admin-invalid/"))]
 
 
@@ -158,3 +160,38 @@ def test_invalid_frame_vector(v: dict[str, str]) -> None:
     assert ocp.ResponseCode(code).name == v["code"].split()[1]
     if "path" in v:
         assert info.value.path == v["path"]  # type: ignore[attr-defined]
+
+
+# -- Appendix A.5: phone QR codes -------------------------------------------------------------
+
+
+def test_qr_vector_inventory() -> None:
+    assert {"qr/key", "qr/token"} <= BY_NAME.keys()
+    assert {v["error"] for v in QR_CHECKS} == {"none", "QrExpired", "QrBadMac", "QrMalformed"}
+    qr_frames = [json.loads(v["message"]) for v in FRAMES if v["name"].startswith("qr-")]
+    assert {m["type"] for m in qr_frames} == {"QrPurchase", "PurchaseResult", "Error"}
+    assert {m["code"] for m in qr_frames if m["type"] == "Error"} == {
+        ocp.ResponseCode.QR_USED, ocp.ResponseCode.QR_INVALID}
+
+
+def test_qr_key_and_token_vectors() -> None:
+    key_v, token_v = BY_NAME["qr/key"], BY_NAME["qr/token"]
+    key = qr.derive_qr_key(bytes.fromhex(key_v["master_secret"]))
+    assert key.hex() == key_v["qr_key"] == token_v["qr_key"]
+    text = qr.issue(key, int(token_v["card_no"]), int(token_v["expires_s"]),
+                    bytes.fromhex(token_v["nonce"]), issued_s=int(token_v["issued_s"]))
+    assert text == token_v["text"]
+    assert base64.b32decode(text[2:]).hex() == token_v["hex"]
+    assert qr.parse(text) == qr.QrToken(int(token_v["card_no"]), int(token_v["issued_s"]),
+                                        int(token_v["expires_s"]),
+                                        bytes.fromhex(token_v["nonce"]))
+
+
+@pytest.mark.parametrize("v", QR_CHECKS, ids=[v["name"] for v in QR_CHECKS])
+def test_qr_check_vector(v: dict[str, str]) -> None:
+    key = bytes.fromhex(BY_NAME["qr/key"]["qr_key"])
+    if v["error"] == "none":
+        assert qr.verify(key, v["text"], int(v["now_s"])).card_no == int(v["card_no"])
+    else:
+        with pytest.raises(getattr(qr, v["error"])):
+            qr.verify(key, v["text"], int(v["now_s"]))

@@ -50,6 +50,9 @@ class ResponseCode(enum.IntEnum):
     TERMINAL_DISABLED = 90
     UNEXPECTED_MESSAGE = 91
     NOT_PERMITTED = 92
+    QR_INVALID = 93
+    QR_EXPIRED = 94
+    QR_USED = 95
     SYSTEM_ERROR = 96
     BUSY = 97
     SHUTTING_DOWN = 98
@@ -208,6 +211,29 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         "admin terminal (kind 6). Only that request is refused; it is not journaled and its "
         "txn_seq is not used up.",
         "Do not send it from this terminal; the connection stays open.",
+        closes=False, sender="switch",
+    ),
+    _R.QR_INVALID: _protocol(
+        "QrPurchase: the QR code is malformed or its MAC does not verify (forged, altered, or "
+        "another site's). Refused before the balance cache: not journaled, txn_seq not used "
+        "up; the switch logs a security event.",
+        "Show the refusal; do not retry that code. The connection stays open.",
+        closes=False, sender="switch",
+    ),
+    _R.QR_EXPIRED: _protocol(
+        "QrPurchase: the QR code is authentic but not valid now: expired, not yet valid, or "
+        "issued before the switch last started (it cannot prove the code has not paid). Not "
+        "journaled, txn_seq not used up (a repeat of a request already decided gets its "
+        "original answer instead).",
+        "Ask the cardholder to refresh the code; send it in a new QrPurchase with a new "
+        "txn_seq. The connection stays open.",
+        closes=False, sender="switch",
+    ),
+    _R.QR_USED: _protocol(
+        "QrPurchase: the QR code has already paid (a code pays once). Not journaled, txn_seq "
+        "not used up; the switch logs a security event.",
+        "Ask the cardholder to refresh the code; send it in a new QrPurchase with a new "
+        "txn_seq. The connection stays open.",
         closes=False, sender="switch",
     ),
     _R.SYSTEM_ERROR: _protocol(

@@ -52,6 +52,7 @@ ProtocolVersion = Annotated[int, Meta(ge=1, le=limits.PROTOCOL_VERSION_MAX)]
 HeartbeatSeconds = Annotated[int, Meta(ge=1, le=limits.HEARTBEAT_INTERVAL_SECONDS_MAX)]
 Firmware = Annotated[str, Meta(max_length=limits.FIRMWARE_CHARS_MAX)]
 Detail = Annotated[str, Meta(max_length=limits.DETAIL_CHARS_MAX)]
+QrText = Annotated[str, Meta(min_length=1, max_length=limits.QR_CHARS_MAX)]
 
 
 class Message(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -173,6 +174,17 @@ class BalanceResult(Message, tag=21, frozen=True):
     subsidy_fen: BalanceFen
 
 
+class QrPurchase(Message, tag=22, frozen=True):
+    """Charge the card of a phone QR code: qr is the scanned text, as scanned (section 4.4).
+    Answered with PurchaseResult, or refused with Error QR_INVALID, QR_EXPIRED or QR_USED."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    qr: QrText
+    amount_fen: AmountFen
+    terminal_time_ms: TimeMs = 0
+
+
 # --- Privileged (admin) terminal (tags 128-143) -------------------------------------------
 # Accepted only from a terminal registered with kind ADMIN (6); any other terminal is refused
 # NOT_PERMITTED. The switch decides, journals and answers them like purchases.
@@ -273,6 +285,7 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
     ReversalResult,
     BalanceInquiry,
     BalanceResult,
+    QrPurchase,
     Error,
     Credit,
     CreditResult,
@@ -289,7 +302,7 @@ MESSAGE_BY_TAG: Final[dict[int, type[Message]]] = {
 
 RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
     (8, 15, "session management (future)"),
-    (22, 30, "card payments (future)"),
+    (23, 30, "card payments (future)"),
     (32, 47, "door access"),
     (48, 63, "attendance"),
     (64, 79, "water sessions and two-phase holds (authorize, capture, release)"),
@@ -301,7 +314,8 @@ RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
 """Tag ranges reserved for later messages; assigning them is not a version break."""
 
 REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
-    {Purchase, Reversal, BalanceInquiry, Heartbeat, SignOff, Credit, Debit, Transfer}
+    {Purchase, Reversal, BalanceInquiry, QrPurchase, Heartbeat, SignOff, Credit, Debit,
+     Transfer}
 )
 """Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
 

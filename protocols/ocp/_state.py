@@ -59,8 +59,8 @@ SIGN_ON_DECLINED: Final = "SignOnResult(declined)"
 
 _T, _S = Role.TERMINAL, Role.SWITCH
 _SEND, _RECV = Way.SEND, Way.RECEIVE
-_REQUESTS = ("Purchase", "Reversal", "BalanceInquiry", "Heartbeat", "Credit", "Debit",
-             "Transfer")
+_REQUESTS = ("Purchase", "Reversal", "BalanceInquiry", "QrPurchase", "Heartbeat", "Credit",
+             "Debit", "Transfer")
 _ANSWERS = ("PurchaseResult", "ReversalResult", "BalanceResult", "HeartbeatAck", "CreditResult",
             "DebitResult", "TransferResult")
 _ERRORS = ("Error", ERROR_CLOSING)
