@@ -1,8 +1,9 @@
 """An answer that did not come straight from the ledger, shaped for `answer_nowait`.
 
 Three paths answer without a fresh Outcome: a repeat read back from the journal, a request
-refused for now (BUSY or SYSTEM_ERROR: retry with the same txn_seq), and the conventional
-benchmark baseline. `answer_nowait` reads only these fields.
+refused without a decision (BUSY or SYSTEM_ERROR: retry with the same txn_seq; or a QR code
+that may not pay, unless the journal holds the request), and the conventional benchmark
+baseline. `answer_nowait` reads only these fields.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ class Answer(msgspec.Struct, frozen=True):
     amount_fen: int = 0
     main_fen: int = 0
     subsidy_fen: int = 0
+    detail: str = ""
+    """A refusal's Error.detail (empty: "retry later with the same txn_seq")."""
+    reason: str = ""
+    """A refusal that is a security event: its log reason (e.g. "qr_reused")."""
 
     @classmethod
     def from_journal(cls, row: Any) -> Answer:
@@ -29,5 +34,5 @@ class Answer(msgspec.Struct, frozen=True):
                    row["subsidy_fen"])
 
     @classmethod
-    def refusal(cls, txn_seq: int, code: int) -> Answer:
-        return cls(REFUSAL, code, txn_seq)
+    def refusal(cls, txn_seq: int, code: int, detail: str = "", reason: str = "") -> Answer:
+        return cls(REFUSAL, code, txn_seq, detail=detail, reason=reason)

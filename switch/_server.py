@@ -24,7 +24,7 @@ from migrations import check_schema
 from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
-from switch._answer import Answer
+from switch._answer import REFUSAL, Answer
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
 from switch._conventional import ConventionalHandler
@@ -33,6 +33,7 @@ from switch._journal import Journal
 from switch._logging import get_logger
 from switch._masterdata import MasterData, TerminalInfo
 from switch._outbox import stream_key
+from switch._qr import QrGate
 from switch._recovery import recover
 from switch._relay import OutboxRelay
 from switch._session import TerminalSession, request_id
@@ -79,6 +80,9 @@ class Runtime:
         self._closing_after_answers: set[TerminalSession] = set()
         self.rows_at_last_checkpoint = 0
         self.conventional: ConventionalHandler | None = None
+        # Phone QR codes: the site's QR key and the codes that have paid. Per process, kept
+        # across recoveries; codes issued before this moment are not accepted (switch/_qr.py).
+        self.qr = QrGate(settings.master_secret_bytes, int(time.time()))
 
     # -- used by sessions ------------------------------------------------------------------
 
@@ -93,7 +97,9 @@ class Runtime:
         return key
 
     def look_up_old(self, session: TerminalSession, outcome: Any) -> None:
-        """Answer a request too old for the idempotency window from the journal.
+        """Answer a request too old for the idempotency window from the journal: its original
+        answer if the journal holds it, else `outcome` (Error TXN_SEQ_TOO_OLD, or the refusal
+        of a QR purchase whose code may not pay).
 
         Its original may still be in an uncommitted batch (a burst of pipelined frames can push
         it out of the window before it commits), so the look-up waits until everything decided
@@ -146,6 +152,10 @@ class Runtime:
                     )
                 if row is not None:
                     answer = Answer.from_journal(row)
+                elif isinstance(outcome, Answer) and outcome.kind == REFUSAL:
+                    # Not a repeat after all (a QR purchase whose code may not pay): refused.
+                    session.log_refusal(outcome.code, outcome.txn_seq, outcome.detail,
+                                        outcome.reason)
             except (OSError, asyncpg.PostgresError) as exc:  # includes TimeoutError
                 self.log.warning("journal.lookup_failed",
                                  request_id=request_id(session.terminal_id, outcome.txn_seq),

@@ -14,14 +14,23 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from ledger_ext import CREDIT, DEBIT, INQUIRY, PURCHASE, REVERSAL, TRANSFER, TXN_SEQ_TOO_OLD
-from protocols import ocp
+from ledger_ext import (
+    APPROVED,
+    CREDIT,
+    DEBIT,
+    INQUIRY,
+    PURCHASE,
+    REVERSAL,
+    TRANSFER,
+    TXN_SEQ_TOO_OLD,
+)
+from protocols import ocp, qr
 from switch import (
     _codes,  # noqa: F401  (asserts ledger and wire codes agree)
     limits,
 )
 from switch import _metrics as metrics
-from switch._answer import REFUSAL
+from switch._answer import REFUSAL, Answer
 
 if TYPE_CHECKING:
     from switch._masterdata import TerminalInfo
@@ -32,6 +41,7 @@ _CLOSED = ocp.CLOSED
 _Purchase = ocp.Purchase
 _Reversal = ocp.Reversal
 _BalanceInquiry = ocp.BalanceInquiry
+_QrPurchase = ocp.QrPurchase
 _Heartbeat = ocp.Heartbeat
 _PurchaseResult = ocp.PurchaseResult
 _ReversalResult = ocp.ReversalResult
@@ -192,6 +202,11 @@ class TerminalSession(asyncio.Protocol):
                 )
             elif t is _BalanceInquiry:
                 o = ledger.inquire(tid, ev.txn_seq, ev.card_no, merchant_id, now_s)
+            elif t is _QrPurchase:
+                o = self._qr_purchase(ev, now_s)
+                if o is None:  # refused, or answered after a journal look-up
+                    outstanding = self._outstanding
+                    continue
             elif t in _ADMIN_REQUESTS:
                 o = self._admin_request(ev, now_s)
                 if o is None:  # refused before the ledger: nothing decided, nothing journaled
@@ -240,8 +255,8 @@ class TerminalSession(asyncio.Protocol):
         if code == TXN_SEQ_TOO_OLD:
             msg: Any = ocp.Error(code, o.txn_seq, "txn_seq (or the original it names) is too "
                                  "old and not in the journal")
-        elif kind == REFUSAL:  # refused for now (BUSY / SYSTEM_ERROR): retry, same txn_seq
-            msg = ocp.Error(code, o.txn_seq, "retry later with the same txn_seq")
+        elif kind == REFUSAL:  # refused, not decided (BUSY, SYSTEM_ERROR, a QR code...)
+            msg = ocp.Error(code, o.txn_seq, o.detail or "retry later with the same txn_seq")
         elif kind == PURCHASE:
             # amount_fen is what was charged: 0 on a decline (the journal keeps the request's).
             msg = _PurchaseResult(
@@ -333,7 +348,7 @@ class TerminalSession(asyncio.Protocol):
         if info is None or info.kind != _ADMIN or not info.enabled:
             self._refuse(_RC.NOT_PERMITTED, ev.txn_seq,
                          f"{type(ev).__name__} is accepted from admin terminals (kind 6) only",
-                         security=True)
+                         reason="not_permitted")
             return None
         ledger = rt.ledger
         t = type(ev)
@@ -350,6 +365,57 @@ class TerminalSession(asyncio.Protocol):
         decide = ledger.credit if t is _Credit else ledger.debit
         return decide(self.terminal_id, ev.txn_seq, ev.card_no, merchant_id, ev.wallet,
                       ev.amount_fen, now_s)
+
+    # -- phone QR codes ----------------------------------------------------------------------
+
+    def _qr_purchase(self, ev: Any, now_s: int) -> Any:
+        """Decide a QrPurchase in the ledger (an Outcome), or refuse it (None): docs/protocol.md
+        section 4.4. A code that may not pay is refused before the ledger, except that a repeat
+        of a request already decided gets its original answer, whatever the code is now."""
+        rt = self._rt
+        gate = rt.qr
+        tid = self.terminal_id
+        seq = ev.txn_seq
+        try:
+            token = qr.authenticate(gate.key, ev.qr)
+        except qr.QrError as exc:  # malformed, or forged: a security event, nothing decided
+            self._refuse(_RC.QR_INVALID, seq, f"QR code refused: {exc}",
+                         reason="qr_bad_mac" if isinstance(exc, qr.QrBadMac) else "qr_malformed")
+            return None
+        ledger = rt.ledger
+        paid = gate.paid_by(token, now_s)
+        if paid == (tid, seq):
+            # This very request paid with it: the ledger answers a repeat with the original
+            # answer (a retry after a failed commit is decided again, as any request is).
+            return ledger.purchase(tid, seq, token.card_no, self.merchant_id, ev.amount_fen,
+                                   now_s)
+        if paid is None:
+            problem = gate.time_problem(token, now_s)
+            if problem is None:
+                if gate.full:
+                    self._refuse(_RC.BUSY, seq, "too many QR codes in use: retry later with "
+                                 "the same txn_seq")
+                    return None
+                o = ledger.purchase(tid, seq, token.card_no, self.merchant_id, ev.amount_fen,
+                                    now_s)
+                if o.code == APPROVED and not o.repeat and o.lsn:
+                    gate.spend(token, tid, seq)
+                return o
+            code, reason = _RC.QR_EXPIRED, ""
+        else:
+            code, reason = _RC.QR_USED, "qr_reused"
+            problem = "the QR code has already paid: refresh it"
+        if seq > ledger.last_txn_seq(tid):
+            # Above every txn_seq this terminal has had decided: not a repeat. Refuse now.
+            self._refuse(code, seq, problem, reason=reason,
+                         paid_by=request_id(*paid) if paid else None)
+            return None
+        # Possibly a repeat of a request decided while the code could still pay: the journal
+        # has the answer it is owed (the look-up waits until everything decided is durable);
+        # if the journal does not hold it, the refusal.
+        self._outstanding += 1
+        rt.look_up_old(self, Answer.refusal(seq, code, problem, reason))
+        return None
 
     # -- control messages ------------------------------------------------------------------
 
@@ -423,16 +489,26 @@ class TerminalSession(asyncio.Protocol):
 
     # -- refusals --------------------------------------------------------------------------
 
-    def _refuse(self, code: int, txn_seq: int, detail: str, *, security: bool = False) -> None:
-        """Refuse one request of an authenticated terminal; the connection stays. `security`:
-        the terminal asked for something its registration does not allow (logged as a
-        security event, like a bad MAC)."""
+    def _refuse(self, code: int, txn_seq: int, detail: str, *, reason: str = "",
+                **extra: Any) -> None:
+        """Refuse one request of an authenticated terminal; the connection stays. A `reason`
+        makes it a security event, like a bad MAC: the terminal asked for something its
+        registration does not allow ("not_permitted"), or offered a forged or spent QR code."""
+        self.log_refusal(code, txn_seq, detail, reason, **extra)
+        self._out.append(self._conn.send(ocp.Error(code, txn_seq, detail[:200])))
+
+    def log_refusal(self, code: int, txn_seq: int, detail: str, reason: str = "",
+                    **extra: Any) -> None:
+        """Count and log a request refused without a decision (`_refuse`, or a QR purchase
+        refused after its journal look-up found nothing)."""
         metrics.protocol_errors_total.labels(metrics.CODE_NAMES.get(code, str(code))).inc()
-        self.log.warning("ocp.security_violation" if security else "ocp.request_refused",
+        fields = {k: v for k, v in extra.items() if v is not None}
+        if reason:
+            fields["reason"] = reason
+        self.log.warning("ocp.security_violation" if reason else "ocp.request_refused",
                          request_id=request_id(self.terminal_id, txn_seq),
                          terminal_id=self.terminal_id, code=int(code), txn_seq=txn_seq,
-                         detail=detail, **({"reason": "not_permitted"} if security else {}))
-        self._out.append(self._conn.send(ocp.Error(code, txn_seq, detail[:200])))
+                         detail=detail, **fields)
 
     def _protocol_error(self, exc: ocp.OcpRemoteError) -> None:
         code = int(exc.response_code)

@@ -33,6 +33,10 @@ CHECKPOINTS_KEPT_MAX = 3
 LATENCY_SAMPLE_EVERY = 16
 # Seconds between updates of the balance-cache gauges (cards, holds, windows, memory).
 LEDGER_GAUGES_EVERY_SECONDS = 5
+# Phone QR codes that paid and are remembered until they expire (single use; switch/_qr.py).
+# Past it new QR purchases are refused BUSY. About 300 bytes each: 60 MB at the maximum, which
+# holds 3,000 QR purchases a second with 60 s codes.
+QR_NONCES_MAX = 200_000
 # Bytes buffered for writing to one terminal before it counts as too slow and is closed.
 WRITE_BUFFER_BYTES_MAX = 1 << 20
 # The change feed. Outbox rows per PostgreSQL fetch, entries per XREAD and per XADD pipeline.
