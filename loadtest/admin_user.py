@@ -28,6 +28,11 @@ of that name (`login_failures_max`), the real staff's included. What each does, 
   merchant's daily summary of the week by meal (2), a tenant's monthly summary by merchant
   (1), a tenant's exceptions today (1); a share (`--admin-csv-share`) as CSV downloads.
 
+Distributed, the master sends its options to the workers with each spawn message (the
+password included, in clear: keep the master port on loopback or a network you trust), and each
+worker reads its log-ins from them when its first user starts; a users file must exist at the
+same path on every worker.
+
 Ids come from the API at start, as each role sees them: people (`GET /people`, pages, at most
 `--admin-people-max`, closed accounts left out), org nodes and classes (to enrol), the
 cardholder's own people (`GET /self/people`), merchants (`GET /merchants`) and the tenants
@@ -59,6 +64,7 @@ from gevent.lock import BoundedSemaphore
 from locust import FastHttpUser, events, task
 from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import WorkerRunner
 
 from loadtest.admin_plan import (
     DEFAULT_HOST,
@@ -66,7 +72,6 @@ from loadtest.admin_plan import (
     ROLES,
     Login,
     LoginPool,
-    UsersFileError,
     build_logins,
     fill,
     parse_http_host,
@@ -145,26 +150,37 @@ def _opt(environment: Environment, name: str, default: Any) -> Any:
     return getattr(environment.parsed_options, name, default)
 
 
+def _logins_from(opts: Any) -> dict[str, list[Login]]:
+    """The log-ins of the options (ValueError when there are none or they are wrong)."""
+    logins = build_logins({role: getattr(opts, f"admin_{role}_users") for role in ROLES},
+                          opts.admin_password, opts.admin_users_file)
+    topup_amounts(opts.admin_topup_min_fen, opts.admin_topup_max_fen)
+    if not logins:
+        raise ValueError("no log-ins: give --admin-password (or ONECARD_LOAD_ADMIN_PASSWORD) for "
+                         "the --admin-*-users log-ins, or --admin-users-file")
+    return logins
+
+
+def _load_logins(opts: Any) -> None:
+    LOGINS.load(_logins_from(opts))
+    log.info("onecard: admin API log-ins by role: %s",
+             ", ".join(f"{role} {len(LOGINS.logins.get(role, []))}" for role in ROLES))
+
+
 @events.init.add_listener
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
     opts = environment.parsed_options
     if opts is None:  # used as a library, without locust's command line
         return
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master's options come with its spawn message: read at the users' start
     try:
         if environment.host:
             parse_http_host(environment.host)
-        logins = build_logins({role: getattr(opts, f"admin_{role}_users") for role in ROLES},
-                              opts.admin_password, opts.admin_users_file)
-        topup_amounts(opts.admin_topup_min_fen, opts.admin_topup_max_fen)
-        if not logins:
-            raise ValueError("no log-ins: give --admin-password (or ONECARD_LOAD_ADMIN_PASSWORD) "
-                             "for the --admin-*-users log-ins, or --admin-users-file")
-    except (ValueError, UsersFileError) as exc:
+        _load_logins(opts)
+    except ValueError as exc:  # UsersFileError included
         log.error("onecard: %s", exc)
         sys.exit(2)
-    LOGINS.load(logins)
-    log.info("onecard: admin API log-ins by role: %s",
-             ", ".join(f"{role} {len(LOGINS.logins.get(role, []))}" for role in ROLES))
 
 
 # --- What every user does --------------------------------------------------------------------
@@ -200,6 +216,12 @@ class AdminApiUser(FastHttpUser):
         return random.uniform(low, high)
 
     def on_start(self) -> None:
+        if not LOGINS.logins:  # a worker: the master's options arrived with its spawn message
+            try:
+                _load_logins(self.environment.parsed_options)
+            except ValueError as exc:
+                self._fail("POST /auth/login", NoLogin(str(exc)))
+                raise StopUser() from None
         self.login = LOGINS.take(self.role)
         if self.login is None:
             self._fail("POST /auth/login", NoLogin(f"no log-in for role {self.role} (or every "
