@@ -37,7 +37,8 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
                                          "class_id": 2, "external_id": "CANARY"})
     card_no = new_card_no()
     root.ok("POST", f"/people/{person['id']}/cards", {"card_no": card_no})
-    document = root.ok("POST", "/documents", {"doc_type": "refund", "title": "Canary refund",
+    document = root.ok("POST", "/documents", {"doc_type": "subsidy_batch",
+                                              "title": "Canary subsidy",
                                               "lines": [{"person_id": person["id"],
                                                          "amount_fen": 100}]})
     root.ok("POST", f"/documents/{document['id']}/submit", {})
