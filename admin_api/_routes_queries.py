@@ -8,16 +8,19 @@ is durable; a purchase is answered only once it is, so nothing a cardholder was 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
+import time
 from typing import Annotated, Any
 
 import asyncpg
 import msgspec
 from litestar import get, post
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from admin_api._auth import Actor
-from admin_api._problems import Problem
+from admin_api._problems import MEDIA_TYPE, Problem, ProblemBody
 from admin_api._routes_people import (
     ACCOUNT_STATUS,
     CardOut,
@@ -30,7 +33,7 @@ from admin_api._routes_people import (
 )
 from admin_api._store import change
 from admin_api._types import After, CardNoParam, Id, Limit
-from protocols import ocp
+from protocols import limits, ocp, qr
 
 KIND_NAMES = {1: "purchase", 2: "reversal", 3: "inquiry", 4: "hold", 5: "capture",
               6: "release", 7: "expiry", 8: "credit", 9: "debit", 10: "transfer"}
@@ -248,5 +251,64 @@ async def self_report_loss(card_no: CardNoParam, actor: Actor, state: State) -> 
         return await report_loss_tx(tx, card)
 
 
+class QrCode(msgspec.Struct):
+    """A phone QR code: show `token` as a QR code; a POS sends it to the switch (QrPurchase)."""
+
+    person_id: int
+    card_no: int
+    """The card the code pays with: the account's most recently issued active card."""
+    token: str
+    """The QR code's text (58 characters of the QR alphanumeric alphabet). It pays once."""
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    expires_in: int
+    """Seconds from now: fetch a new code before then."""
+
+
+_ACTIVE_CARD_SQL = (
+    "SELECT c.card_no FROM cards c JOIN people p ON p.account_id = c.account_id"
+    " JOIN tenants t ON t.id = p.tenant_id"
+    " WHERE p.id = $1 AND c.status = 0 AND (c.valid_until IS NULL"
+    " OR c.valid_until >= (now() + make_interval(secs => t.utc_offset_s))::date)"
+    " ORDER BY c.issued_at DESC, c.card_no DESC LIMIT 1"
+)
+
+
+@get("/self/people/{person_id:int}/qr", opt={"permission": "self"}, tags=["self-service"],
+     cache_control=CacheControlHeader(no_store=True),
+     responses={503: ResponseSpec(ProblemBody, media_type=MEDIA_TYPE, generate_examples=False,
+                                  description="The API has no master_secret: no QR codes")},
+     summary="Show my QR code: pays once at a POS, in place of my card, for a minute")
+async def self_qr(person_id: Id, actor: Actor, state: State) -> QrCode:
+    """A fresh code on every call, signed with the site's QR key (docs/protocol.md section
+    4.4). Only the cardholder themself: a parent is refused (403), because a code spends the
+    account's money. 409 when the account is not active (lost, frozen, closed) or has no
+    active card. Not audited (a read); nothing is stored: the switch lets each code pay once."""
+    if actor.role != "cardholder":
+        raise Problem(403, "forbidden", "only the cardholder gets a QR code to pay with; a "
+                      "parent cannot pay with their child's account")
+    person = await _own_person(state, actor, person_id)
+    secret: str = state.settings.master_secret
+    if not secret:
+        raise Problem(503, "not-configured", "the admin API has no master_secret (setting "
+                      "ONECARD_ADMIN_MASTER_SECRET): it cannot issue QR codes")
+    status = person["account_status"]
+    if status != 0:
+        raise Problem(409, "account-not-active", f"the account is {ACCOUNT_STATUS[status]}: "
+                      "it cannot pay, so there is no QR code")
+    card_no = await state.pool.fetchval(_ACTIVE_CARD_SQL, person_id)
+    if card_no is None:
+        raise Problem(409, "no-active-card", "no active card to pay with: the card office "
+                      "issues one")
+    seconds: int = state.settings.qr_seconds
+    now = int(time.time())
+    token = qr.issue(qr.derive_qr_key(bytes.fromhex(secret)), card_no, now + seconds,
+                     secrets.token_bytes(limits.QR_NONCE_BYTES), issued_s=now)
+    return QrCode(person_id=person_id, card_no=card_no, token=token,
+                  issued_at=dt.datetime.fromtimestamp(now, dt.UTC),
+                  expires_at=dt.datetime.fromtimestamp(now + seconds, dt.UTC),
+                  expires_in=seconds)
+
+
 ROUTES = [person_statement, person_balance, card_history, audit_trail, self_people,
-          self_balance, self_transactions, self_cards, self_report_loss]
+          self_balance, self_transactions, self_cards, self_report_loss, self_qr]

@@ -47,6 +47,9 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # or re-keying a terminal answers its key, derived from it, once. Falls back to
     # ONECARD_MASTER_SECRET. Empty: terminals cannot be registered here. Never logged.
     master_secret: Annotated[str, Meta(pattern=r"^([0-9a-fA-F]{2}){32,64}$|^$")] = ""
+    # A cardholder's phone QR code (GET /self/people/{id}/qr) is valid this long; it needs
+    # master_secret (its key is derived from it).
+    qr_seconds: Annotated[int, Meta(ge=10, le=300)] = 60
     pool_max: Annotated[int, Meta(ge=1, le=200)] = 10
     # Cards past their valid_until are cancelled (and refused by the switches) this often.
     expiry_check_seconds: Annotated[float, Meta(ge=0.1, le=86_400)] = 300.0
