@@ -39,11 +39,11 @@ from litestar.params import Parameter
 from msgspec import Meta
 
 from admin_api._auth import Actor
+from admin_api._downloads import DownloadOperation, Format, download
 from admin_api._money import Money, Outcome, card_of, system_account
 from admin_api._problems import Problem
 from admin_api._routes_people import person_in_scope
 from admin_api._routes_queries import balance_of
-from admin_api._routes_reports import DownloadOperation, Format, download
 from admin_api._store import Change, change, node_path
 from admin_api._types import AfterId, Id, IdField, Limit
 from protocols.changes import AccountStatusChanged, CardCancelled

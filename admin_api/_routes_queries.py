@@ -10,16 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
-from litestar import get, post
+from litestar import Response, get, post
 from litestar.datastructures import CacheControlHeader, State
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from admin_api._auth import Actor
+from admin_api._downloads import DownloadOperation, download
 from admin_api._problems import MEDIA_TYPE, Problem, ProblemBody
 from admin_api._routes_people import (
     ACCOUNT_STATUS,
@@ -138,12 +139,35 @@ async def balance_of(pool: Any, person: Any) -> Balance:
                    as_of_lsn=row["lsn"])
 
 
+EXPORT_ROWS_MAX = 100_000
+
+
+async def _export(format: Any, name: str, rows: list[asyncpg.Record]) -> Response[Any]:
+    if len(rows) > EXPORT_ROWS_MAX:
+        raise Problem(422, "unprocessable", f"more than {EXPORT_ROWS_MAX} rows: download in parts "
+                      "(after_lsn)")
+    return await download(format, name, [entry(r) for r in rows], Entry.__struct_fields__)
+
+
+Format = Annotated[Literal["json", "csv", "xlsx"], Parameter(
+    description="json (a page), or csv / xlsx: a download of every row after after_lsn (at most "
+    f"{EXPORT_ROWS_MAX})")]
+
+
 @get("/people/{person_id:int}/statement", opt={"permission": "people.read"},
-     tags=["reports"], summary="A person's statement: every transaction, with running balance")
+     tags=["reports"], operation_class=DownloadOperation,
+     summary="A person's statement: every transaction, with running balance (JSON, CSV, XLSX)")
 async def person_statement(person_id: Id, actor: Actor, state: State, after_lsn: After = 0,
-                           limit: Limit = 200, inquiries: bool = False) -> Statement:
+                           limit: Limit = 200, inquiries: bool = False,
+                           format: Format = "json") -> Response[Statement]:
     person = await person_in_scope(state.pool, actor, person_id)
-    return await statement_of(state.pool, person, after_lsn, limit, inquiries)
+    if format != "json":
+        rows = await state.pool.fetch(
+            _ENTRY_SELECT + " WHERE j.account_id = $1 AND j.lsn > $2 AND ($3 OR j.kind <> 3)"
+            " ORDER BY j.lsn LIMIT $4", person["account_id"], after_lsn, inquiries,
+            EXPORT_ROWS_MAX + 1)
+        return await _export(format, f"statement-{person_id}", rows)
+    return Response(await statement_of(state.pool, person, after_lsn, limit, inquiries))
 
 
 @get("/people/{person_id:int}/balance", opt={"permission": "people.read"}, tags=["reports"],
@@ -153,14 +177,19 @@ async def person_balance(person_id: Id, actor: Actor, state: State) -> Balance:
 
 
 @get("/cards/{card_no:int}/history", opt={"permission": "cards.read"}, tags=["reports"],
-     summary="A card's transactions (the account's other cards excluded)")
+     operation_class=DownloadOperation,
+     summary="A card's transactions (the account's other cards excluded; JSON, CSV, XLSX)")
 async def card_history(card_no: CardNoParam, actor: Actor, state: State, after_lsn: After = 0,
-                       limit: Limit = 200) -> list[Entry]:
+                       limit: Limit = 200, format: Format = "json") -> Response[list[Entry]]:
     card = await card_in_scope(state.pool, actor, card_no)
+    export = format != "json"
     rows = await state.pool.fetch(
         _ENTRY_SELECT + " WHERE j.account_id = $1 AND j.card_no = $2 AND j.lsn > $3"
-        " ORDER BY j.lsn LIMIT $4", card["account_id"], card_no, after_lsn, limit)
-    return [entry(r) for r in rows]
+        " ORDER BY j.lsn LIMIT $4", card["account_id"], card_no, after_lsn,
+        EXPORT_ROWS_MAX + 1 if export else limit)
+    if export:
+        return await _export(format, f"card-{card_no}", rows)
+    return Response([entry(r) for r in rows])
 
 
 @get("/audit", opt={"permission": "audit.read"}, tags=["audit"],

@@ -14,30 +14,17 @@ Money is integer fen everywhere; downloads add a yuan column formatted from the 
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import dataclasses
 import datetime as dt
-import io
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
 from litestar import Response, get
 from litestar.datastructures import State
-from litestar.openapi.spec import (
-    OpenAPIFormat,
-    OpenAPIHeader,
-    OpenAPIMediaType,
-    OpenAPIResponse,
-    OpenAPIType,
-    Operation,
-    Schema,
-)
 from litestar.params import Parameter
 
 from admin_api._auth import Actor
+from admin_api._downloads import DownloadOperation, Format, download
 from admin_api._problems import FieldError, Problem
 from admin_api._routes_merchants import (
     MealWindow,
@@ -50,7 +37,6 @@ from admin_api._routes_queries import CODE_NAMES, KIND_NAMES
 from protocols import ocp
 
 PageSize = Annotated[int, Parameter(ge=1, le=1000)]
-Format = Literal["json", "csv", "xlsx"]
 Period = Literal["day", "month"]
 DAYS_MAX = 400
 """Longest day range of one report (a year and a month)."""
@@ -255,106 +241,6 @@ def _where(q: _Sql, scope: str, r: _Range, windows: list[MealWindow], meal: str 
 
 
 # -- downloads -------------------------------------------------------------------------------------
-
-
-def yuan(fen: int) -> str:
-    """Fen as yuan text, from integers only: -1505 -> "-15.05"."""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{'-' if fen < 0 else ''}{whole}.{cents:02d}"
-
-
-def _text(value: Any) -> Any:
-    """A cell: numbers stay numbers; text that a spreadsheet would run as a formula is quoted."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def table(items: Sequence[msgspec.Struct]) -> tuple[list[str], list[list[Any]]]:
-    """(header, rows) of a download: the JSON fields in order, each `*_fen` column followed by
-    its `*_yuan` twin."""
-    if not items:
-        return [], []
-    fields = list(type(items[0]).__struct_fields__)
-    header: list[str] = []
-    for f in fields:
-        header.append(f)
-        if f.endswith("_fen"):
-            header.append(f[:-4] + "_yuan")
-    rows = []
-    for item in items:
-        d = msgspec.to_builtins(item)
-        row = []
-        for f in fields:
-            row.append(_text(d[f]))
-            if f.endswith("_fen"):
-                row.append(yuan(d[f]))
-        rows.append(row)
-    return header, rows
-
-
-def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return ("\ufeff" + out.getvalue()).encode()  # the BOM: spreadsheets then read UTF-8
-
-
-def _xlsx(title: str, header: list[str], rows: list[list[Any]]) -> bytes:
-    from openpyxl import Workbook
-
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet(title[:31])
-    ws.append(header)
-    for row in rows:
-        # A spreadsheet's numbers are doubles: integers past 2**53 (long card numbers) as text.
-        ws.append([str(v) if isinstance(v, int) and abs(v) >= 2**53 else v for v in row])
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
-
-
-_MEDIA = {"csv": "text/csv; charset=utf-8",
-          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
-
-
-@dataclasses.dataclass
-class DownloadOperation(Operation):
-    """The OpenAPI operation of a report: its 200 answer is JSON, or a CSV or XLSX download."""
-
-    def __post_init__(self) -> None:
-        ok = (self.responses or {}).get("200")
-        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
-            ok.content["text/csv"] = OpenAPIMediaType(schema=Schema(
-                type=OpenAPIType.STRING, description="?format=csv: UTF-8 with a BOM, a header "
-                "row, every *_fen column followed by its *_yuan twin"))
-            ok.content[_MEDIA["xlsx"]] = OpenAPIMediaType(schema=Schema(
-                type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY,
-                description="?format=xlsx: one sheet, the CSV's rows"))
-            ok.headers = {**(ok.headers or {}), "Content-Disposition": OpenAPIHeader(
-                schema=Schema(type=OpenAPIType.STRING),
-                description="Downloads: attachment; filename=\"<report>-<from>_<to>.<format>\"")}
-
-
-async def download(fmt: Format, name: str, items: Sequence[msgspec.Struct],
-                   fields: Sequence[str]) -> Response[Any]:
-    """A CSV or XLSX file of `items` (or of just a header when there are none)."""
-
-    def build() -> bytes:
-        header, rows = table(items)
-        if not header:
-            header = [h for f in fields for h in ((f, f[:-4] + "_yuan") if f.endswith("_fen")
-                                                  else (f,))]
-        return _csv(header, rows) if fmt == "csv" else _xlsx(name, header, rows)
-
-    content = await asyncio.to_thread(build)
-    return Response(content=content, media_type=_MEDIA[fmt], headers={
-        "Content-Disposition": f'attachment; filename="{name}.{fmt}"',
-        "Cache-Control": "no-store"})
-
-
-# -- transactions ----------------------------------------------------------------------------------
 
 
 def txn(r: asyncpg.Record, utc_offset_s: int, windows: list[MealWindow]) -> Txn:

@@ -5,6 +5,7 @@ The admin API and the switch run as real processes; the API is the site's admin 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -79,6 +80,15 @@ def test_a_cash_top_up_is_journaled_once_however_often_it_is_sent(money_site: Ad
     line = cashier.ok("GET", f"/people/{person['id']}/statement")["items"][-1]
     assert line["kind"] == "credit" and line["main_delta_fen"] == 5_000
 
+    # The statement downloads as CSV with the same rows as the JSON (fen, and yuan beside it).
+    items = root.ok("GET", f"/people/{person['id']}/statement?limit=1000")["items"]
+    csv = root.get(f"/people/{person['id']}/statement?format=csv")
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    rows = csv.content.decode("utf-8-sig").splitlines()
+    assert rows[0].startswith("lsn,at,kind,result") and len(rows) == len(items) + 1
+    assert rows[-1].startswith(f"{items[-1]['lsn']},") and ",credit,APPROVED," in rows[-1]
+    xlsx = root.get(f"/cards/{person['card_no']}/history?format=xlsx")
+    assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
     trail = root.ok("GET", f"/audit?entity=person&entity_id={person['id']}")["items"]
     assert [e["action"] for e in trail] == ["money.topup"]
     assert trail[0]["username"] == "cashier" and trail[0]["after"]["amount_fen"] == 5_000
@@ -128,7 +138,11 @@ def test_with_the_switch_down_nothing_is_half_done_and_the_retry_completes_once(
     assert _admin_rows(money_site) == []
 
     money_site.start(extra_env={"ONECARD_PORT": str(port)})
-    done = _pay(root, person["id"], {"amount_fen": 700}, key)
+    # The API's session comes back after its reconnect back-off: a client retries the same key
+    # while it answers 503, as the problem says (every retry reuses the one txn_seq).
+    deadline = time.monotonic() + 60
+    while (done := _pay(root, person["id"], {"amount_fen": 700}, key)).status_code == 503:
+        assert time.monotonic() < deadline, done.text
     assert done.status_code == 201, done.text
     assert _pay(root, person["id"], {"amount_fen": 700}, key).json() == done.json()
     rows = _admin_rows(money_site)
