@@ -1,6 +1,8 @@
-"""Scrape a switch with a real Prometheus and check that every dashboard query returns data.
+"""Scrape a switch and an admin API with a real Prometheus and check that every dashboard
+query returns data.
 
-    python ops/check_prometheus.py [--install] [--target HOST:PORT] [--dsn DSN] [--json PATH]
+    python ops/check_prometheus.py [--install] [--target HOST:PORT [--admin-target HOST:PORT]]
+                                   [--dsn DSN] [--json PATH]
 
 It needs a `prometheus` binary: on PATH, at /usr/bin/prometheus, or `--prometheus PATH`. With
 `--install` it first runs `apt-get install -y prometheus` (Debian or Ubuntu, as root; on failure
@@ -12,14 +14,20 @@ By default it brings up its own switch: a private PostgreSQL (onecard.privatepg,
 `onecard_promcheck`, a small seeded site, the switch as a child process with a metrics port and
 a 3 s checkpoint interval, and a steady open-loop load (purchases with unknown, lost and replaced
 cards and low balances, reversals and inquiries, plus a sign-on with a wrong key and one from an
-unknown terminal every few seconds, so the alarm panel has refusals to show). With `--target` it
-scrapes a switch that is already running (its `--metrics-port`) and drives no load.
+unknown terminal every few seconds, so the alarm panel has refusals to show). Next to it the
+admin API (bootstrapped, talking to that switch) with a trickle of requests of its own: reads,
+cash top-ups through the switch, an unknown person (404) and a request without a log-in (401).
+With `--target` it scrapes a switch that is already running (its `--metrics-port`) and drives no
+load; with `--admin-target` too, an admin API that is already running (its port); with
+`--target` alone the admin API's queries are skipped (and listed as skipped).
 
-Prometheus runs from a temporary copy of ops/prometheus.yml (same job name and labels; scrape and
-evaluation interval 1 s; the one target replaced), with its storage in a temporary directory and
-its web port on a free 127.0.0.1 port. Once the target is up and scraped often enough for the
-rate() windows, every query of every dashboard in ops/grafana/dashboards/ (Grafana variables
-substituted) goes through /api/v1/query, until all of them have data or the deadline passes:
+Prometheus runs from a temporary copy of ops/prometheus.yml (same job names and labels; scrape
+and evaluation interval 1 s; each job's target replaced, a job with no target left out), with
+its storage in a temporary directory and its web port on a free 127.0.0.1 port. Once every
+target is up and scraped often enough for the rate() windows, every query of every dashboard in
+ops/grafana/dashboards/ (Grafana variables substituted; `$job` and `$instance` are those of the
+job whose metrics the query reads: the admin API's for `onecard_admin_*`, else the switch's)
+goes through /api/v1/query, until all of them have data or the deadline passes:
 
     OK     at least one series with a value (0 counts: a flat line is data)
     EMPTY  no series, or only NaN (histogram_quantile over no observations draws nothing)
@@ -59,15 +67,22 @@ DASHBOARD_DIR = ROOT / "ops" / "grafana" / "dashboards"
 SCRAPE_CONFIG = ROOT / "ops" / "prometheus.yml"
 DATABASE = "onecard_promcheck"
 DEBIAN_BINARY = "/usr/bin/prometheus"
+JOB_SWITCH = "onecard-switch"
+JOB_ADMIN = "onecard-admin"
+ADMIN_METRIC_PREFIX = "onecard_admin_"
 
 # Panels whose queries may return nothing under this check's load, each with the reason. A panel
 # listed here that does have data is reported OK all the same; tests/test_prometheus_check.py
 # fails if a title here names no panel of a dashboard. Keyed by panel title.
 MAY_BE_EMPTY: dict[str, str] = {
-    # Nothing today: the failure counter has no labels, so it is exported as 0 from the start and
-    # increase() over it is a flat 0 (data). The recovery gauges are set by every start-up,
-    # including the first one on an empty journal. Checkpoints run every 3 s in the switch this
-    # script starts. Add a panel here only with the reason it cannot have data under this load.
+    # The switch's panels all have data: the failure counter has no labels, so it is exported as
+    # 0 from the start and increase() over it is a flat 0 (data). The recovery gauges are set by
+    # every start-up, including the first one on an empty journal. Checkpoints run every 3 s in
+    # the switch this script starts. Add a panel here only with the reason it cannot have data
+    # under this load.
+    "Admin API server errors (5xx) per second — alarm":
+        "a healthy admin API answers no 5xx, so the per-route query has no series; the panel's "
+        "all-routes query (`or vector(0)`) is a flat 0 and must have data",
 }
 # With --target the script drives no load and cannot make the switch refuse anything: these
 # panels may be empty on a healthy switch as well.
@@ -76,6 +91,12 @@ MAY_BE_EMPTY_ON_TARGET: dict[str, str] = {
         "a healthy site refuses nothing: the series appear with the first bad MAC, replay, "
         "malformed frame or unknown terminal (this script provokes them only in the switch it "
         "starts)",
+    "Admin API refusals (4xx) per second, by route and status":
+        "a quiet admin API may have refused nothing in the last 5 minutes (this script provokes "
+        "a 404 and a 401 only in the admin API it starts)",
+    "Money at the counter: top-ups and transfers by status":
+        "nobody may have topped up in the last 5 minutes (this script tops up only in the admin "
+        "API it starts)",
 }
 
 STATUS_OK, STATUS_EMPTY, STATUS_ERROR = "OK", "EMPTY", "ERROR"
@@ -148,8 +169,9 @@ def grafana_variables(
 ) -> dict[str, str]:
     """The values Grafana would put in for the dashboard's variables and its built-in ones.
 
-    `$job` and `$instance` (whatever their definition) are the scraped switch; other dashboard
-    variables take their current value ("All" becomes the variable's allValue, else `.*`).
+    `$job` and `$instance` (whatever their definition) are the given job and its scraped
+    target; other dashboard variables take their current value ("All" becomes the variable's
+    allValue, else `.*`).
     """
     values = {
         "__rate_interval": rate_interval,
@@ -284,19 +306,35 @@ def render_table(results: list[QueryResult]) -> str:
 # -- the temporary scrape configuration --------------------------------------------------------
 
 
-def job_name(config_text: str) -> str:
-    names = re.findall(r"^\s*-?\s*job_name:\s*['\"]?([\w.-]+)", config_text, re.M)
-    if len(names) != 1:
-        raise ValueError(f"expected one job_name in ops/prometheus.yml, found {names}")
-    return names[0]
+def job_names(config_text: str) -> list[str]:
+    return re.findall(r"^\s*-?\s*job_name:\s*['\"]?([\w.-]+)", config_text, re.M)
 
 
-def scrape_config(config_text: str, target: str, interval: str = "1s") -> str:
-    """ops/prometheus.yml with every interval set to `interval` and its one target replaced:
-    the job name, metrics path and any labels stay as the dashboards expect them."""
-    text, n = re.subn(r"targets:\s*\[[^\]]*\]", f'targets: ["{target}"]', config_text)
-    if n != 1:
-        raise ValueError("expected one `targets: [...]` list in ops/prometheus.yml")
+def query_job(expr: str | None) -> str:
+    """The scrape job whose metrics a query reads: the admin API's for `onecard_admin_*`
+    metrics, else the switch's."""
+    return JOB_ADMIN if expr is not None and ADMIN_METRIC_PREFIX in expr else JOB_SWITCH
+
+
+def scrape_config(config_text: str, targets: Mapping[str, str], interval: str = "1s") -> str:
+    """ops/prometheus.yml with every interval set to `interval`, each job of `targets` scraping
+    its one target, and the other jobs left out: job names, metrics paths and any labels stay as
+    the dashboards expect them."""
+    head, *blocks = re.split(r"(?m)^(?=[ \t]*-[ \t]*job_name:)", config_text)
+    names = [job_names(block)[0] for block in blocks]
+    missing = sorted(set(targets) - set(names))
+    if missing:
+        raise ValueError(f"ops/prometheus.yml has no job {missing} (it has {names})")
+    kept = [head]
+    for name, block in zip(names, blocks, strict=True):
+        if name not in targets:
+            continue
+        block, n = re.subn(r"targets:\s*\[[^\]]*\]", f'targets: ["{targets[name]}"]', block)
+        if n != 1:
+            raise ValueError(f"expected one `targets: [...]` list in job {name} of "
+                             "ops/prometheus.yml")
+        kept.append(block)
+    text = "".join(kept)
     text = re.sub(r"(scrape_interval|evaluation_interval|scrape_timeout):\s*\S+",
                   lambda m: f"{m.group(1)}: {interval}", text)
     return text
@@ -538,9 +576,83 @@ class Load:
         self._thread.join(60)
 
 
+class AdminLoad:
+    """A steady trickle of admin API requests, on its own thread (urllib): a log-in, then round
+    after round of reads, a cash top-up through the switch, an unknown person (404) and a
+    request without a log-in (401), so every admin panel but the 5xx one has data."""
+
+    def __init__(self, url: str, username: str, password: str, rate: float = 10.0) -> None:
+        self.url, self.username, self.password, self.rate = url, username, password, rate
+        self.statuses: dict[str, int] = {}
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="admin-load", daemon=True)
+
+    def start(self) -> AdminLoad:
+        self._thread.start()
+        return self
+
+    def _request(self, method: str, path: str, body: Any = None, token: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, None
+
+    def _run(self) -> None:
+        import uuid
+
+        try:
+            status, body = self._request("POST", "/auth/login", {
+                "username": self.username, "password": self.password})
+            if status != 200:
+                raise RuntimeError(f"admin API log-in answered {status}: {body}")
+            token = body["access_token"]
+            _, page = self._request("GET", "/people?limit=100", token=token)
+            people = [p["id"] for p in page["items"] if p["account_status"] == "active"]
+            if not people:
+                raise RuntimeError("the admin API lists no active person")
+            n = 0
+            while not self._stop.is_set():
+                person = people[n % len(people)]
+                n += 1
+                for method, path, body, headers in (
+                        ("GET", f"/people/{person}", None, None),
+                        ("GET", f"/people/{person}/balance", None, None),
+                        ("GET", f"/people/{person}/statement?limit=20", None, None),
+                        ("POST", f"/people/{person}/topups", {"amount_fen": 1000},
+                         {"Idempotency-Key": uuid.uuid4().hex}),
+                        ("GET", "/audit?limit=20", None, None),
+                        ("GET", "/people/2147483647", None, None)):  # 404
+                    self._request(method, path, body, token, headers)
+                    if self._stop.wait(1.0 / self.rate):
+                        return
+                self._request("GET", "/auth/me")  # 401: no log-in
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
 @dataclass
 class Site:
-    """What the script brought up for itself: the switch to scrape and its terminals' keys."""
+    """What the script brought up for itself: the switch and the admin API to scrape, the
+    terminals' keys, and the admin API's log-in."""
 
     metrics_target: str
     host: str
@@ -548,13 +660,18 @@ class Site:
     specs: list[Any]
     pool: Any
     master: bytes
+    admin_target: str
+    admin_url: str
+    admin_username: str
+    admin_password: str
 
 
 def start_site(stack: contextlib.ExitStack, args: argparse.Namespace) -> Site:
     import asyncpg
 
+    from admin_api._bootstrap import bootstrap
     from loadtest import CardPool, TerminalSpec
-    from onecard.harness import SwitchProcess, fresh_database, run_fast
+    from onecard.harness import AdminProcess, SwitchProcess, fresh_database, run_fast
     from onecard.seed import SeedPlan, seed_site
     from protocols import ocp
 
@@ -570,12 +687,17 @@ def start_site(stack: contextlib.ExitStack, args: argparse.Namespace) -> Site:
         admin_dsn = private.dsn
         print(f"PostgreSQL: private, in {private.data_dir}", flush=True)
 
+    admin_username, admin_password = "promcheck", os.urandom(12).hex()
+
     async def prepare() -> tuple[str, Any]:
         dsn = await fresh_database(admin_dsn, DATABASE)
         conn = await asyncpg.connect(dsn)
         try:
             seed = await seed_site(conn, SeedPlan(accounts=args.accounts,
                                                   terminals=args.terminals))
+            # The admin API's platform node, tenants, people, system accounts, admin terminal.
+            await bootstrap(conn, platform_name="HQ", username=admin_username,
+                            password=admin_password)
         finally:
             await conn.close()
         return dsn, seed
@@ -613,7 +735,16 @@ def start_site(stack: contextlib.ExitStack, args: argparse.Namespace) -> Site:
     cards = seed.cards + seed.lost_cards[:20] + seed.cancelled_cards[:20]
     pool = CardPool(cards=cards, amount_fen_min=300, amount_fen_max=3000,
                     unknown_card_share=0.02, reversal_share=0.03, inquiry_share=0.05)
-    return Site(f"127.0.0.1:{metrics_port}", switch.host, switch.port, specs, pool, master)
+
+    # The admin API, a terminal (kind admin) of that switch; its metrics are on its own port.
+    admin = AdminProcess(dsn, master.hex(), extra_env={
+        "ONECARD_ADMIN_SWITCH_PORT": str(switch.port)})
+    stack.callback(lambda: _quietly("stop the admin API", admin.stop))
+    admin.start()
+    print(f"admin API: {admin.url}, metrics at {admin.url}/metrics (log {admin.log_path})",
+          flush=True)
+    return Site(f"127.0.0.1:{metrics_port}", switch.host, switch.port, specs, pool, master,
+                f"{admin.host}:{admin.port}", admin.url, admin_username, admin_password)
 
 
 def _quietly(what: str, fn: Callable[[], object]) -> None:
@@ -623,14 +754,16 @@ def _quietly(what: str, fn: Callable[[], object]) -> None:
         print(f"cleanup: could not {what}: {exc}", file=sys.stderr)
 
 
-def evaluate(prom: Prometheus, queries: list[DashboardQuery], job: str, instance: str,
+def evaluate(prom: Prometheus, queries: list[DashboardQuery], targets: Mapping[str, str],
              rate_interval: str, may_be_empty: Mapping[str, str]) -> list[QueryResult]:
+    """Ask every query; `$job` and `$instance` are those of the job it reads (`query_job`)."""
     dashboards: dict[str, Mapping[str, Any]] = {}
     results = []
     for q in queries:
         if q.dashboard not in dashboards:
             dashboards[q.dashboard] = json.loads((DASHBOARD_DIR / q.dashboard).read_text())
-        variables = grafana_variables(dashboards[q.dashboard], job=job, instance=instance,
+        job = query_job(q.expr)
+        variables = grafana_variables(dashboards[q.dashboard], job=job, instance=targets[job],
                                       rate_interval=rate_interval)
         r = QueryResult(q.dashboard, q.panel_id, q.panel, q.ref_id, q.expr, None,
                         may_be_empty=may_be_empty.get(q.panel))
@@ -651,15 +784,22 @@ def evaluate(prom: Prometheus, queries: list[DashboardQuery], job: str, instance
     return results
 
 
+def _check_loads(load: Load | None, admin_load: AdminLoad | None) -> None:
+    if load is not None and load.error is not None:
+        raise RuntimeError(f"the load generator failed: {load.error!r}")
+    if admin_load is not None and admin_load.error is not None:
+        raise RuntimeError(f"the admin API load failed: {admin_load.error!r}")
+
+
 def wait_for_scrapes(prom: Prometheus, job: str, instance: str, scrapes: int,
-                     deadline_seconds: float, load: Load | None) -> None:
+                     deadline_seconds: float, load: Load | None,
+                     admin_load: AdminLoad | None = None) -> None:
     """The target is up, and has been scraped `scrapes` times (rate() needs two samples of a
     series; a few more make the first window after the load started count)."""
     sel = f'up{{job="{job}",instance="{instance}"}}'
 
     def enough() -> bool:
-        if load is not None and load.error is not None:
-            raise RuntimeError(f"the load generator failed: {load.error!r}")
+        _check_loads(load, admin_load)
         answer = prom.query(f"count_over_time({sel}[5m]) and on() ({sel} == 1)")
         status, _, values, _ = classify(answer)
         return status == STATUS_OK and values[0] >= scrapes
@@ -689,28 +829,39 @@ def run_check(args: argparse.Namespace) -> int:
     version = prometheus_version(binary)
     print(f"prometheus: {binary} ({version})", flush=True)
 
-    queries = all_dashboard_queries()
-    if not queries:
+    all_queries = all_dashboard_queries()
+    if not all_queries:
         print(f"check_prometheus: no dashboard queries under {DASHBOARD_DIR}", file=sys.stderr)
         return 1
     config_text = SCRAPE_CONFIG.read_text()
-    job = job_name(config_text)
     may_be_empty = {**MAY_BE_EMPTY, **(MAY_BE_EMPTY_ON_TARGET if args.target else {})}
 
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="onecard-promcheck-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         load: Load | None = None
+        admin_load: AdminLoad | None = None
+        targets: dict[str, str] = {}
         if args.target:
-            target = args.target
-            print(f"target: the running switch at {target} (no load from this script)")
+            targets[JOB_SWITCH] = args.target
+            print(f"target: the running switch at {args.target} (no load from this script)")
+            if args.admin_target:
+                targets[JOB_ADMIN] = args.admin_target
+                print(f"target: the running admin API at {args.admin_target} (no load from "
+                      "this script)")
         else:
             site = start_site(stack, args)
-            target = site.metrics_target
-        prom = Prometheus(binary, scrape_config(config_text, target), workdir)
+            targets = {JOB_SWITCH: site.metrics_target, JOB_ADMIN: site.admin_target}
+        queries = [q for q in all_queries if query_job(q.expr) in targets]
+        skipped = [q for q in all_queries if query_job(q.expr) not in targets]
+        if skipped:
+            print(f"skipped: {len(skipped)} queries of the admin API's metrics (no "
+                  "--admin-target)", flush=True)
+        prom = Prometheus(binary, scrape_config(config_text, targets), workdir)
         stack.callback(lambda: _quietly("stop prometheus", prom.stop))
         prom.start()
-        print(f"prometheus: listening on {prom.url}, scraping {target} every 1 s as job {job}",
+        scraping = ", ".join(f"{t} as job {j}" for j, t in targets.items())
+        print(f"prometheus: listening on {prom.url}, scraping every 1 s: {scraping}",
               flush=True)
         if not args.target:
             load = running = Load(site.host, site.port, site.specs, site.pool, args.rate,
@@ -719,8 +870,15 @@ def run_check(args: argparse.Namespace) -> int:
             running.start()
             print(f"load: open loop at {args.rate:g} requests/s over {len(site.specs)} "
                   "terminals", flush=True)
+            admin_load = admin_running = AdminLoad(site.admin_url, site.admin_username,
+                                                   site.admin_password, args.admin_rate)
+            stack.callback(lambda: _quietly("stop the admin API load", admin_running.stop))
+            admin_running.start()
+            print(f"admin load: {args.admin_rate:g} requests/s", flush=True)
         load_started = time.monotonic()
-        wait_for_scrapes(prom, job, target, args.min_scrapes, args.deadline, load)
+        for job, target in targets.items():
+            wait_for_scrapes(prom, job, target, args.min_scrapes, args.deadline, load,
+                             admin_load)
 
         # Ask until every query that should have data has it, or the deadline passes; the
         # table is the last round.
@@ -728,16 +886,16 @@ def run_check(args: argparse.Namespace) -> int:
         rounds = 0
         while True:
             rounds += 1
-            results = evaluate(prom, queries, job, target, args.rate_interval, may_be_empty)
+            results = evaluate(prom, queries, targets, args.rate_interval, may_be_empty)
             if judge(results) or any(r.status == STATUS_ERROR for r in results):
                 break
             if time.monotonic() > deadline:
                 break
-            if load is not None and load.error is not None:
-                raise RuntimeError(f"the load generator failed: {load.error!r}")
+            _check_loads(load, admin_load)
             time.sleep(1.0)
         waited = time.monotonic() - load_started
         summary = load.summary if load is not None else None
+        admin_statuses = dict(sorted(admin_load.statuses.items())) if admin_load else None
 
     elapsed = time.monotonic() - started
     ok = judge(results)
@@ -750,6 +908,12 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"load: {summary.answered:,} answers in {summary.seconds:g} s "
               f"({summary.approved:,} approved); codes {summary.codes}; "
               f"{summary.refused_sign_ons} refused sign-ons")
+    if admin_statuses is not None:
+        print(f"admin load: {sum(admin_statuses.values()):,} requests; statuses "
+              f"{admin_statuses}")
+    if skipped:
+        print(f"skipped {len(skipped)} queries of the admin API's panels: give --admin-target "
+              "to check them against a running admin API")
     print(f"{len(results)} queries from {len({r.dashboard for r in results})} dashboard(s): "
           f"{counts[STATUS_OK]} OK, {counts[STATUS_EMPTY]} EMPTY "
           f"({sum(r.status == STATUS_EMPTY and r.passed for r in results)} allowed), "
@@ -760,13 +924,15 @@ def run_check(args: argparse.Namespace) -> int:
         doc = {
             "passed": ok,
             "prometheus": version,
-            "target": target if args.target else "a switch started by the script",
-            "job": job,
+            "targets": targets if args.target else "a switch and an admin API started by "
+                       "the script",
+            "skipped": [asdict(q) for q in skipped],
             "rate_interval": args.rate_interval,
             "counts": counts,
             "seconds_scraping": round(waited, 1),
             "seconds_total": round(elapsed, 1),
             "load": None if summary is None else asdict(summary),
+            "admin_load": admin_statuses,
             "may_be_empty": may_be_empty,
             "queries": [{**asdict(r), "passed": r.passed} for r in results],
         }
@@ -785,6 +951,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{DEBIAN_BINARY})")
     p.add_argument("--target", metavar="HOST:PORT",
                    help="scrape this running switch's operator port instead of starting one")
+    p.add_argument("--admin-target", metavar="HOST:PORT",
+                   help="with --target: also scrape this running admin API (its port, 8080 by "
+                   "default); without it the admin API's queries are skipped")
     p.add_argument("--dsn", default=os.environ.get("ONECARD_DSN"),
                    help="PostgreSQL server for the switch this script starts (default: "
                    "$ONECARD_DSN, else a private one)")
@@ -792,6 +961,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accounts", type=int, default=2_000)
     p.add_argument("--terminals", type=int, default=40)
     p.add_argument("--rate", type=float, default=200.0, help="requests per second (open loop)")
+    p.add_argument("--admin-rate", type=float, default=10.0,
+                   help="admin API requests per second of the script's own admin load")
     p.add_argument("--rate-interval", default="15s", help="what $__rate_interval becomes")
     p.add_argument("--min-scrapes", type=int, default=5,
                    help="scrapes of the target before the first round of queries")
@@ -803,9 +974,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.target and not re.fullmatch(r"[\w.\-\[\]:]+:\d+", args.target):
-        print(f"check_prometheus: --target wants HOST:PORT, not {args.target!r}",
-              file=sys.stderr)
+    for flag, value in (("--target", args.target), ("--admin-target", args.admin_target)):
+        if value and not re.fullmatch(r"[\w.\-\[\]:]+:\d+", value):
+            print(f"check_prometheus: {flag} wants HOST:PORT, not {value!r}", file=sys.stderr)
+            return 2
+    if args.admin_target and not args.target:
+        print("check_prometheus: --admin-target goes with --target (the admin API's switch); "
+              "without either the script starts both", file=sys.stderr)
         return 2
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))  # the project's packages, when it is not pip-installed

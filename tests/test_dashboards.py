@@ -1,4 +1,5 @@
-"""The Grafana dashboards shipped in ops/ query only what the switch exports."""
+"""The Grafana dashboards shipped in ops/ query only what the switch and the admin API
+export."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from admin_api._app import ROUTES, Metrics
 from switch import _metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,8 +19,10 @@ DATASOURCE_UID = "onecard-prometheus"
 
 
 def _exported_names() -> set[str]:
+    """Every series name the switch (the global registry) and the admin API (its own) export."""
     names = set()
-    for family in REGISTRY.collect():
+    families = [*REGISTRY.collect(), *Metrics().registry.collect()]
+    for family in families:
         if not family.name.startswith("onecard_"):
             continue
         if family.type == "counter":
@@ -28,6 +32,15 @@ def _exported_names() -> set[str]:
         else:
             names.add(family.name)
     return names
+
+
+def _admin_routes() -> set[str]:
+    """The admin API's route templates as its metrics label them (`/people/{person_id}`)."""
+    return {re.sub(r":\w+}", "}", path) for handler in ROUTES for path in handler.paths}
+
+
+ADMIN_LABELS = {"method": {"GET", "POST", "PUT", "PATCH", "DELETE"},
+                "status": {str(s) for s in range(100, 600)}}
 
 
 def _queries(dashboard: dict[str, object]) -> list[tuple[str, dict[str, object], str]]:
@@ -58,12 +71,22 @@ def test_every_query_names_an_exported_metric_and_known_labels(path: Path) -> No
         assert used <= exported, f"{title}: {sorted(used - exported)} are not exported"
         for label, value in re.findall(r'\b(code|type|stage|kind)!?=~?"([^"]+)"', expr):
             assert value in known[label], f"{title}: {label}={value}"
+        # The admin API's labels: an exact value must exist, a regex must match one.
+        admin_known = {**ADMIN_LABELS, "route": _admin_routes() | {"unmatched"}}
+        for label, op, value in re.findall(r'\b(method|status|route)(!?=~?)"([^"]+)"', expr):
+            if "~" in op:
+                assert any(re.fullmatch(value, v) for v in admin_known[label]), (
+                    f"{title}: {label}=~{value} matches no {label}")
+            else:
+                assert value in admin_known[label], f"{title}: {label}={value}"
         assert panel["datasource"]["uid"] == DATASOURCE_UID, title  # type: ignore[index]
 
 
 def test_the_scrape_config_and_provisioning_agree() -> None:
     prometheus = (ROOT / "ops" / "prometheus.yml").read_text()
     assert "job_name: onecard-switch" in prometheus and "/metrics" in prometheus
+    # The admin API on its default port (admin_api/_settings.py), its metrics at /metrics.
+    assert "job_name: onecard-admin" in prometheus and '"127.0.0.1:8080"' in prometheus
     datasource = (ROOT / "ops" / "grafana" / "provisioning" / "datasources" / "onecard.yml")
     assert f"uid: {DATASOURCE_UID}" in datasource.read_text()
 

@@ -143,15 +143,41 @@ def test_the_verdict() -> None:
     assert "EMPTY*" in table and "allowed: why" in table and "NOT allowed" in table
 
 
-def test_the_temporary_scrape_config_keeps_the_job_and_replaces_the_target() -> None:
+def test_the_temporary_scrape_config_keeps_the_jobs_and_replaces_the_targets() -> None:
     text = (ROOT / "ops" / "prometheus.yml").read_text()
-    job = cp.job_name(text)
-    assert job == "onecard-switch"
-    out = cp.scrape_config(text, "127.0.0.1:45678")
-    assert cp.job_name(out) == job
-    assert 'targets: ["127.0.0.1:45678"]' in out and "9107" not in out.split("targets:", 1)[1]
+    assert cp.job_names(text) == [cp.JOB_SWITCH, cp.JOB_ADMIN] == [
+        "onecard-switch", "onecard-admin"]
+    out = cp.scrape_config(text, {cp.JOB_SWITCH: "127.0.0.1:45678",
+                                  cp.JOB_ADMIN: "127.0.0.1:45679"})
+    assert cp.job_names(out) == cp.job_names(text)
+    switch, admin = out.split("job_name:")[1:]
+    assert 'targets: ["127.0.0.1:45678"]' in switch and 'targets: ["127.0.0.1:45679"]' in admin
+    jobs_part = out.split("scrape_configs:", 1)[1]
+    assert "9107" not in jobs_part and "8080" not in jobs_part
     assert set(re.findall(r"(?:scrape|evaluation)_interval:\s*(\S+)", out)) == {"1s"}
-    assert "metrics_path: /metrics" in out
+    assert out.count("metrics_path: /metrics") == 2
+
+    # A job without a target (--target without --admin-target) is left out.
+    only = cp.scrape_config(text, {cp.JOB_SWITCH: "127.0.0.1:45678"})
+    assert cp.job_names(only) == [cp.JOB_SWITCH]
+    assert "8080" not in only.split("scrape_configs:", 1)[1]
+    with pytest.raises(ValueError, match="no job"):
+        cp.scrape_config(text, {"onecard-bank-link": "127.0.0.1:1"})
+
+
+def test_each_query_is_asked_of_the_job_whose_metrics_it_reads() -> None:
+    jobs = {q.dashboard: set() for q in cp.all_dashboard_queries()}
+    for q in cp.all_dashboard_queries():
+        jobs[q.dashboard].add(cp.query_job(q.expr))
+    assert jobs["onecard-switch.json"] == {cp.JOB_SWITCH}
+    assert jobs["onecard-admin-api.json"] == {cp.JOB_ADMIN}
+
+
+def test_an_admin_target_goes_with_a_switch_target(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cp.main(["--admin-target", "127.0.0.1:8080"]) == 2
+    assert "--admin-target goes with --target" in capsys.readouterr().err
+    assert cp.main(["--target", "127.0.0.1:9107", "--admin-target", "http://x"]) == 2
+    assert "--admin-target wants HOST:PORT" in capsys.readouterr().err
 
 
 def test_no_prometheus_is_a_clear_failure_not_a_pass(
