@@ -32,6 +32,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -71,6 +72,10 @@ class Metrics:
         self.requests = Counter(
             "onecard_admin_requests", "Admin API requests by route template, method and status",
             ["route", "method", "status"], registry=self.registry)
+        self.switch_connected = Gauge(
+            "onecard_admin_switch_connected",
+            "1 while the API's admin terminal is signed on to the switch (money can move)",
+            registry=self.registry)
         self.duration = Histogram(
             "onecard_admin_request_duration_seconds", "Admin API request latency by route",
             ["route"], registry=self.registry,
@@ -232,6 +237,7 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
             settings.dsn, min_size=1, max_size=settings.pool_max,
             server_settings={"application_name": "onecard-admin"})
         app.state.money = Money(settings, app.state.pool)
+        metrics.switch_connected.set_function(app.state.money.connected)
         expiry = asyncio.create_task(run_expiry(app.state.pool, settings.expiry_check_seconds),
                                      name="card-expiry")
         try:

@@ -84,7 +84,7 @@ def _xlsx(title: str, header: list[str], rows: list[list[Any]]) -> bytes:
     return buf.getvalue()
 
 
-_MEDIA = {"csv": "text/csv; charset=utf-8",
+_MEDIA = {"csv": "text/csv",  # Litestar adds "; charset=utf-8" to text types
           "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 

@@ -104,6 +104,10 @@ class Money:
         if self.client is not None:
             await self.client.close()
 
+    def connected(self) -> float:
+        """1.0 while the admin terminal is signed on (the metric), else 0.0."""
+        return 1.0 if self.client is not None and self.client.connected else 0.0
+
     def require(self) -> SwitchClient:
         if self.client is None:
             raise Problem(503, "switch-unavailable", self.why_not)

@@ -132,6 +132,11 @@ def test_with_the_switch_down_nothing_is_half_done_and_the_retry_completes_once(
     port = money_site.switch.port
     assert money_site.stop() == 0
     key = str(uuid.uuid4())
+    # Operators see it before anyone pays: the admin terminal's session metric drops to 0.
+    deadline = time.monotonic() + 60
+    while "onecard_admin_switch_connected 0.0" not in root.get("/metrics").text:
+        assert time.monotonic() < deadline, "the session metric never showed the switch gone"
+        time.sleep(0.05)
     down = _pay(root, person["id"], {"amount_fen": 700}, key)
     assert down.status_code == 503, down.text
     assert "same Idempotency-Key" in down.json()["detail"]
@@ -145,5 +150,6 @@ def test_with_the_switch_down_nothing_is_half_done_and_the_retry_completes_once(
         assert time.monotonic() < deadline, done.text
     assert done.status_code == 201, done.text
     assert _pay(root, person["id"], {"amount_fen": 700}, key).json() == done.json()
+    assert "onecard_admin_switch_connected 1.0" in root.get("/metrics").text
     rows = _admin_rows(money_site)
     assert [r["amount_fen"] for r in rows] == [700]
