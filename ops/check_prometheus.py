@@ -625,11 +625,17 @@ class AdminLoad:
             people = [p["id"] for p in page["items"] if p["account_status"] == "active"]
             if not people:
                 raise RuntimeError("the admin API lists no active person")
+            # A loss report and its unfreeze each round: the switch's change feed has events to
+            # apply, so its lag panel has data.
+            _, cards = self._request("GET", f"/people/{people[0]}/cards", token=token)
+            card = next(c["card_no"] for c in cards if c["status"] == "active")
             n = 0
             while not self._stop.is_set():
                 person = people[n % len(people)]
                 n += 1
                 for method, path, body, headers in (
+                        ("POST", f"/cards/{card}/report-loss", None, None),
+                        ("POST", f"/cards/{card}/unfreeze", None, None),
                         ("GET", f"/people/{person}", None, None),
                         ("GET", f"/people/{person}/balance", None, None),
                         ("GET", f"/people/{person}/statement?limit=20", None, None),
