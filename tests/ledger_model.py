@@ -866,7 +866,7 @@ class LedgerModel:
                  from_wallet: int, amount_fen: int, now_s: int) -> Outcome:
         """Between the card's own wallets: from_wallet pays the other one. One journal row:
         main_delta = -subsidy_delta, merchant_delta 0 (merchant_id is the counter's, for the
-        tenant check and the record).
+        record; no cross-tenant check: no merchant balance moves).
 
         Checks as debit (merchant_id as the request's merchant), then INVALID_AMOUNT, then
         INSUFFICIENT_FUNDS at from_wallet's floor (debit's), then BALANCE_LIMIT_EXCEEDED if
@@ -888,6 +888,8 @@ class LedgerModel:
                               account_id, merchant_id, amount_fen, now_s, journaled=False)
         code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
             account_id, card_no, merchant_id, credit=True)
+        if code == CROSS_TENANT_NOT_ALLOWED:
+            code = APPROVED  # no merchant balance moves: no tenant's consent is needed
         main_delta = subsidy_delta = 0
         if code == APPROVED:
             account = self.accounts[account_id]
