@@ -11,6 +11,7 @@ switch no longer remembers it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import asyncpg
@@ -26,6 +27,8 @@ ADMIN_TERMINAL_KIND: Final = 6
 PURPOSES: Final = ("cash_desk", "subsidy_fund", "adjustments")
 CODE_NAMES: Final = {int(c): c.name for c in ocp.ResponseCode}
 APPROVED: Final = int(ocp.ResponseCode.APPROVED)
+TXN_SEQ_TOO_OLD: Final = int(ocp.ResponseCode.TXN_SEQ_TOO_OLD)
+_RENEWALS_MAX: Final = 3
 
 log = structlog.get_logger("onecard.admin.money")
 
@@ -79,10 +82,12 @@ class Money:
             return
         self.terminal_id = row["id"]
         # Every txn_seq drawn from now on is above what this terminal ever journaled.
+        # Only forward, and only when the journal is ahead (after a restore): a read-then-set
+        # while another process draws could otherwise move the sequence back.
         await self.pool.execute(
-            "SELECT setval('admin_txn_seq', greatest((SELECT last_value FROM admin_txn_seq),"
-            " coalesce((SELECT max(txn_seq) FROM journal WHERE terminal_id = $1), 0), 1))",
-            self.terminal_id)
+            "SELECT setval('admin_txn_seq', m) FROM (SELECT coalesce(max(txn_seq), 0) AS m"
+            " FROM journal WHERE terminal_id = $1) j"
+            " WHERE m > (SELECT last_value FROM admin_txn_seq)", self.terminal_id)
         self.client = SwitchClient(s.switch_host, s.switch_port, self.terminal_id, key,
                                    timeout=s.switch_timeout_seconds)
         # Sign on in the background: the API serves everything else while the switch is away,
@@ -117,44 +122,64 @@ class Money:
         self.require()
         return int(await conn.fetchval("SELECT nextval('admin_txn_seq')"))
 
-    async def journaled(self, txn_seq: int) -> Outcome | None:
-        """The outcome of txn_seq if the switch journaled it (durable), else None."""
+    async def journaled(self, txn_seq: int, terminal_id: int | None = None) -> Outcome | None:
+        """The outcome of (terminal, txn_seq) if the switch journaled it (durable), else None.
+        The terminal is the one the movement was stored with (default: this process's)."""
         row = await self.pool.fetchrow(
             "SELECT code, amount_fen, main_fen, subsidy_fen FROM journal"
-            " WHERE terminal_id = $1 AND txn_seq = $2", self.terminal_id, txn_seq)
+            " WHERE terminal_id = $1 AND txn_seq = $2", terminal_id or self.terminal_id, txn_seq)
         if row is None:
             return None
         charged = row["amount_fen"] if row["code"] == APPROVED else 0
         return Outcome(txn_seq, row["code"], charged, row["main_fen"], row["subsidy_fen"])
 
     async def ask(self, kind: str, txn_seq: int, card_no: int, wallet: int, amount_fen: int,
-                  merchant_id: int = 0) -> Outcome:
-        """Credit, debit or transfer (kind), exactly once per txn_seq. Raises Problem 503
-        when the switch cannot answer now (the outcome is unknown: retry reuses txn_seq) and
-        502 when it refused the request without deciding it."""
+                  merchant_id: int = 0, *, terminal_id: int | None = None,
+                  renew: Callable[[], Awaitable[int]] | None = None) -> Outcome:
+        """Credit, debit or transfer (kind), exactly once per (terminal, txn_seq): the
+        terminal the movement was stored with, which must be this process's unless the
+        journal already has it. Raises Problem 503 when the switch cannot answer now (the
+        outcome is unknown: a retry reuses txn_seq), 409 when another process started it, 502
+        when the switch refused it without deciding it. A txn_seq the switch calls too old
+        (it searched its journal: nothing moved) is replaced by `renew()`, which draws and
+        stores a fresh one, and asked again."""
         client = self.require()
-        known = await self.journaled(txn_seq)
+        terminal = terminal_id or self.terminal_id
+        known = await self.journaled(txn_seq, terminal)
         if known is not None:
             return known
-        try:
-            if kind == "credit":
-                answer: Any = await client.credit(txn_seq, card_no, wallet, amount_fen,
-                                                  merchant_id)
-            elif kind == "debit":
-                answer = await client.debit(txn_seq, card_no, wallet, amount_fen, merchant_id)
-            else:
-                answer = await client.transfer(txn_seq, card_no, wallet, amount_fen)
-        except SwitchUnavailable as exc:
-            raise Problem(503, "switch-unavailable",
-                          f"the switch did not answer ({exc}); whether the money moved is not "
-                          "known yet: repeat the request with the same Idempotency-Key") from None
-        except SwitchRefused as exc:
-            raise Problem(502, "switch-refused", f"the switch refused the request: {exc}; "
-                          "nothing moved") from None
-        except SwitchError as exc:
-            raise Problem(409, "in-progress", f"{exc}: the same request is in progress") from None
-        return Outcome(txn_seq, answer.code, answer.amount_fen, answer.main_fen,
-                       answer.subsidy_fen)
+        if terminal != self.terminal_id:
+            raise Problem(409, "in-progress", f"this movement was started by another admin API "
+                          f"process (admin terminal {terminal}) and is not in the journal: repeat "
+                          "it there (or once that process has stopped, ask an operator)")
+        for _ in range(_RENEWALS_MAX):
+            try:
+                if kind == "credit":
+                    answer: Any = await client.credit(txn_seq, card_no, wallet, amount_fen,
+                                                      merchant_id)
+                elif kind == "debit":
+                    answer = await client.debit(txn_seq, card_no, wallet, amount_fen,
+                                                merchant_id)
+                else:
+                    answer = await client.transfer(txn_seq, card_no, wallet, amount_fen)
+            except SwitchUnavailable as exc:
+                raise Problem(503, "switch-unavailable",
+                              f"the switch did not answer ({exc}); whether the money moved is "
+                              "not known yet: repeat the request with the same Idempotency-Key"
+                              ) from None
+            except SwitchRefused as exc:
+                if exc.code == TXN_SEQ_TOO_OLD and renew is not None:
+                    txn_seq = await renew()
+                    continue
+                raise Problem(502, "switch-refused", f"the switch refused the request: {exc}; "
+                              "nothing moved") from None
+            except SwitchError as exc:
+                raise Problem(409, "in-progress", f"{exc}: the same request is in progress"
+                              ) from None
+            return Outcome(txn_seq, answer.code, answer.amount_fen, answer.main_fen,
+                           answer.subsidy_fen)
+        raise Problem(503, "switch-unavailable", "the switch kept calling fresh txn_seqs too old; "
+                      "nothing moved: repeat the request")
 
 
 async def system_account(conn: Any, tenant_id: int, purpose: str) -> int:

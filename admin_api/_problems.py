@@ -138,6 +138,10 @@ def handle_http(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 
 def handle_postgres(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Constraint violations the handlers did not foresee are conflicts, not 500s."""
+    if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)):
+        return problem_response(503, "retry", "the change met another one at the same moment "
+                                "and was undone; repeat it", request.url.path,
+                                headers={"Retry-After": "1"})
     if isinstance(exc, asyncpg.DataError):
         return problem_response(400, "invalid-request", "a value does not fit its field: "
                                 + str(exc).split("\n")[0][:200], request.url.path)

@@ -26,6 +26,7 @@ execution fails without moving anything and the document must be revised.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 from pathlib import Path
@@ -185,7 +186,17 @@ async def _out(conn: Any, row: asyncpg.Record, *, full: bool = True) -> Document
     return out
 
 
-async def _lines(tx: Change, doc_type: str, lines: list[LineIn]
+async def pending_cancellation(conn: Any, account_id: int, *, exclude: int = 0) -> int | None:
+    """The id of a cancellation holding this account (submitted or approved), if any."""
+    doc = await conn.fetchval(
+        "SELECT d.id FROM documents d JOIN document_lines l ON l.document_id = d.id"
+        " JOIN people p ON p.id = l.person_id WHERE p.account_id = $1"
+        " AND d.doc_type = 'cancellation' AND d.status IN ('draft', 'submitted', 'approved')"
+        " AND d.id <> $2 LIMIT 1", account_id, exclude)
+    return int(doc) if doc is not None else None
+
+
+async def _lines(tx: Change, doc_type: str, lines: list[LineIn], exclude: int = 0
                  ) -> tuple[int, list[int], list[tuple[int, int, int, int, str]]]:
     """Check the lines: (tenant, node path of the document, [(person, wallet, amount, ...)])."""
     tenant = None
@@ -209,6 +220,9 @@ async def _lines(tx: Change, doc_type: str, lines: list[LineIn]
                 raise Problem(422, "unprocessable", f"lines[{i}]: person {line.person_id} twice")
             if person["account_status"] == 3:
                 raise Problem(409, "conflict", f"lines[{i}]: the account is already closed")
+            if await pending_cancellation(tx.conn, person["account_id"], exclude=exclude):
+                raise Problem(409, "conflict", f"lines[{i}]: person {line.person_id} is already "
+                              "in a cancellation that waits for approval")
             balance = await balance_of(tx.conn, person)
             seen.add((line.person_id, 0))
             rows.append((line.person_id, 0, balance.main_fen, person["account_id"], line.note))
@@ -222,10 +236,12 @@ async def _lines(tx: Change, doc_type: str, lines: list[LineIn]
             raise Problem(422, "unprocessable", f"lines[{i}].amount_fen must not be 0")
         if doc_type == "refund":
             wallet = 0
-            # A refund pays out money the person has, never their overdraft credit.
+            # A refund pays out money the person has, never their overdraft credit: all of
+            # this document's refunds of the person together.
             have = (await balance_of(tx.conn, person)).main_fen
-            if amount > have:
-                raise Problem(422, "unprocessable", f"lines[{i}]: a refund of {amount} fen is "
+            asked = amount + sum(r[2] for r in rows if r[0] == line.person_id)
+            if asked > have:
+                raise Problem(422, "unprocessable", f"lines[{i}]: refunds of {asked} fen are "
                               f"more than the {max(have, 0)} fen in the main wallet")
         if doc_type == "subsidy_batch":
             wallet = 1
@@ -309,6 +325,8 @@ class DocumentRow(msgspec.Struct):
 
 
 EXPORT_ROWS_MAX: Final = 100_000
+_EXECUTE_LOCK: Final = 0x0CA2D010
+"""Advisory lock class of a document's execution (the second key is the document id)."""
 
 
 @get("/documents", opt={"permission": "documents.read"}, tags=["documents"],
@@ -344,20 +362,17 @@ async def get_document(doc_id: Id, actor: Actor, state: State) -> DocumentOut:
 
 
 async def _set_frozen(tx: Change, doc: asyncpg.Record, freeze: bool) -> None:
-    """A cancellation holds its accounts frozen while it waits for approval."""
+    """A cancellation holds its accounts frozen while it waits for approval. Conditional
+    updates in account order: a loss report meanwhile is never overwritten."""
     accounts = await tx.conn.fetch(
-        "SELECT DISTINCT p.account_id, a.status FROM document_lines l JOIN people p"
-        " ON p.id = l.person_id JOIN accounts a ON a.id = p.account_id"
-        " WHERE l.document_id = $1", doc["id"])
+        "SELECT DISTINCT p.account_id FROM document_lines l JOIN people p ON p.id = l.person_id"
+        " WHERE l.document_id = $1 ORDER BY p.account_id", doc["id"])
     for a in accounts:
-        if freeze and a["status"] == 0:
-            await tx.conn.execute("UPDATE accounts SET status = 1 WHERE id = $1",
-                                  a["account_id"])
-            tx.event(AccountStatusChanged(a["account_id"], 1))
-        elif not freeze and a["status"] == 1:
-            await tx.conn.execute("UPDATE accounts SET status = 0 WHERE id = $1",
-                                  a["account_id"])
-            tx.event(AccountStatusChanged(a["account_id"], 0))
+        changed = await tx.conn.fetchval(
+            "UPDATE accounts SET status = $2 WHERE id = $1 AND status = $3 RETURNING id",
+            a["account_id"], 1 if freeze else 0, 0 if freeze else 1)
+        if changed is not None:
+            tx.event(AccountStatusChanged(a["account_id"], 1 if freeze else 0))
 
 
 @post("/documents/{doc_id:int}/submit", opt={"permission": "documents.write"},
@@ -406,6 +421,12 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
                 " AND user_id = $3 AND decision = 'approve'", doc_id, doc["version"],
                 actor.user_id):
             raise Problem(403, "forbidden", "each level is approved by a different person")
+        if await tx.conn.fetchval(
+                "SELECT true FROM approval_steps WHERE document_id = $1 AND version = $2"
+                " AND user_id = $3 AND decision IN ('submit', 'revise')", doc_id,
+                doc["version"], actor.user_id):
+            raise Problem(403, "forbidden", "nobody approves a version they revised or "
+                          "submitted")
         level = doc["approved_levels"] + 1
         await _step(tx, doc, level, "approve", data.comment)
         final = level >= doc["levels"]
@@ -470,7 +491,7 @@ async def revise_document(doc_id: Id, data: ReviseIn, actor: Actor, state: State
             raise Problem(409, "conflict", "part of this document has moved money: it cannot be "
                           "revised; draft a new document for the rest")
         before = await _out(tx.conn, doc)
-        tenant, path, rows = await _lines(tx, doc["doc_type"], data.lines)
+        tenant, path, rows = await _lines(tx, doc["doc_type"], data.lines, exclude=doc_id)
         if tenant != doc["tenant_id"]:
             raise Problem(422, "unprocessable", "a revision stays in the document's tenant")
         await _write_lines(tx, doc_id, rows)
@@ -500,48 +521,84 @@ async def execute_document(doc_id: Id, actor: Actor, state: State) -> DocumentOu
 
 
 async def _execute(state: State, actor: Actor, doc_id: int) -> DocumentOut:
-    """Every line not yet answered goes to the switch under its own txn_seq."""
+    """Every line not yet answered goes to the switch under its own (terminal, txn_seq).
+    One execution of a document at a time (an advisory lock): a second one answers 409."""
+    async with state.pool.acquire() as guard:
+        if not await guard.fetchval("SELECT pg_try_advisory_lock($1, $2)", _EXECUTE_LOCK,
+                                    doc_id):
+            raise Problem(409, "in-progress", f"document {doc_id} is being carried out by "
+                          "another request right now; look again in a moment")
+        try:
+            return await _execute_locked(state, actor, doc_id)
+        finally:
+            await guard.execute("SELECT pg_advisory_unlock($1, $2)", _EXECUTE_LOCK, doc_id)
+
+
+async def _record(state: State, actor: Actor, doc_id: int, line_no: int, out: Outcome) -> None:
+    async with change(state.pool, actor) as tx:
+        await tx.conn.execute(
+            "UPDATE document_lines SET result_code = $3, done_fen = $4, txn_seq = $5"
+            " WHERE document_id = $1 AND line_no = $2", doc_id, line_no, out.code,
+            out.amount_fen, out.txn_seq)
+
+
+async def _execute_locked(state: State, actor: Actor, doc_id: int) -> DocumentOut:
     money: Money = state.money
     pool = state.pool
     doc = await _doc(pool, actor, doc_id)
-    lines = await pool.fetch(
-        "SELECT l.*, p.account_id, p.tenant_id FROM document_lines l JOIN people p"
-        " ON p.id = l.person_id WHERE l.document_id = $1 ORDER BY l.line_no", doc_id)
+    if doc["status"] != "approved":
+        return await _out(pool, doc)  # another execution finished it meanwhile
+    select = ("SELECT l.*, p.account_id, p.tenant_id FROM document_lines l JOIN people p"
+              " ON p.id = l.person_id WHERE l.document_id = $1 ORDER BY l.line_no")
+    # First what the journal already has (an answer lost to a timeout, a crash): recorded,
+    # never asked again, and never mistaken for a balance that changed.
+    for line in await pool.fetch(select, doc_id):
+        if line["result_code"] is None and line["txn_seq"] is not None:
+            known = await money.journaled(line["txn_seq"], line["terminal_id"])
+            if known is not None:
+                await _record(state, actor, doc_id, line["line_no"], known)
+    lines = await pool.fetch(select, doc_id)
     kind = doc["doc_type"]
-    if kind == "cancellation":
-        for line in lines:
-            if line["result_code"] is None:
-                have = await balance_of(pool, {"id": line["person_id"],
-                                               "account_id": line["account_id"],
-                                               "account_status": 1})
-                now = have.main_fen if line["wallet"] == 0 else have.subsidy_fen
-                if now != line["amount_fen"]:
-                    return await _fail(state, actor, doc, f"the {WALLET_NAMES[line['wallet']]} "
-                                       f"balance of person {line['person_id']} is {now} fen, "
-                                       f"not the {line['amount_fen']} fen approved: revise")
-    problem: Problem | None = None
     for line in lines:
         if line["result_code"] is not None or line["amount_fen"] == 0:
             continue
+        have = await balance_of(pool, {"id": line["person_id"], "account_id": line["account_id"],
+                                       "account_status": 1})
+        now = have.main_fen if line["wallet"] == 0 else have.subsidy_fen
+        if kind == "cancellation" and now != line["amount_fen"]:
+            return await _fail(state, actor, doc, f"the {WALLET_NAMES[line['wallet']]} balance "
+                               f"of person {line['person_id']} is {now} fen, not the "
+                               f"{line['amount_fen']} fen approved: revise")
+        if kind == "refund" and now < line["amount_fen"]:
+            return await _fail(state, actor, doc, f"person {line['person_id']} has {now} fen in "
+                               f"the main wallet, less than the {line['amount_fen']} fen refund "
+                               "(a refund never pays out overdraft credit)")
+    for line in lines:
+        if line["result_code"] is not None or line["amount_fen"] == 0:
+            continue
+        line_no = line["line_no"]
+
+        async def renew(line_no: int = line_no) -> int:
+            async with pool.acquire() as conn:
+                fresh = await money.next_txn_seq(conn)
+                await conn.execute(
+                    "UPDATE document_lines SET terminal_id = $3, txn_seq = $4"
+                    " WHERE document_id = $1 AND line_no = $2", doc_id, line_no,
+                    money.terminal_id, fresh)
+            return fresh
+
         try:
-            out = await _move(pool, money, kind, line)
+            out = await _move(pool, money, kind, line, renew)
         except Problem as exc:
-            problem = exc
-            break
-        async with change(pool, actor) as tx:
-            await tx.conn.execute(
-                "UPDATE document_lines SET result_code = $3, done_fen = $4"
-                " WHERE document_id = $1 AND line_no = $2", doc_id, line["line_no"], out.code,
-                out.amount_fen)
-    if problem is not None:
-        if problem.slug == "in-progress":
-            raise Problem(409, "in-progress", f"document {doc_id} is being carried out by "
-                          "another request right now; look again in a moment")
-        if problem.status == 503:
-            raise Problem(503, "switch-unavailable", f"document {doc_id} is approved and will "
-                          f"be carried out once: {problem.detail.split(';')[0]}; POST "
-                          f"/documents/{doc_id}/execute when the switch is back")
-        return await _fail(state, actor, doc, problem.detail)
+            if exc.status in (409, 502, 503) and exc.slug in ("in-progress", "switch-refused",
+                                                              "switch-unavailable"):
+                # Nothing decided for this line (or not known yet): the document stays
+                # approved, and POST /documents/{id}/execute carries on from here.
+                raise Problem(exc.status, exc.slug, f"document {doc_id} is approved and will be "
+                              f"carried out once: {exc.detail.split(';')[0]}; POST "
+                              f"/documents/{doc_id}/execute again later") from None
+            return await _fail(state, actor, doc, exc.detail)
+        await _record(state, actor, doc_id, line_no, out)
     results = await pool.fetch("SELECT result_code, amount_fen FROM document_lines"
                                " WHERE document_id = $1", doc_id)
     declined = [r for r in results if r["amount_fen"] != 0 and r["result_code"] != 0]
@@ -549,46 +606,59 @@ async def _execute(state: State, actor: Actor, doc_id: int) -> DocumentOut:
         status = "failed" if declined else "executed"
         failure = (f"{len(declined)} of {len(results)} lines were declined by the switch"
                    if declined else "")
-        await tx.conn.execute(
-            "UPDATE documents SET status = $2, executed_at = now(), failure = $3 WHERE id = $1",
-            doc_id, status, failure)
         if kind == "cancellation" and not declined:
-            await _close_accounts(tx, doc_id)
+            failure = await _close_accounts(tx, doc_id)
+            status = "failed" if failure else "executed"
+        await tx.conn.execute(
+            "UPDATE documents SET status = $2, executed_at = now(), failure = $3"
+            " WHERE id = $1 AND status = 'approved'", doc_id, status, failure)
         await _step(tx, doc, doc["levels"], "execute", failure)
         tx.audit("document.execute", "document", doc_id, list(doc["node_path"]),
                  before={"status": "approved"}, after={"status": status, "failure": failure})
     return await _out(pool, await _doc(pool, actor, doc_id))
 
 
-async def _move(pool: asyncpg.Pool, money: Money, kind: str, line: asyncpg.Record) -> Outcome:
+async def _move(pool: asyncpg.Pool, money: Money, kind: str, line: asyncpg.Record,
+                renew: Any) -> Outcome:
     card = await card_of(pool, line["account_id"])
     amount, wallet, seq = line["amount_fen"], line["wallet"], line["txn_seq"]
     tenant = line["tenant_id"]
+    where = {"terminal_id": line["terminal_id"], "renew": renew}
     if kind == "refund":
         return await money.ask("debit", seq, card, 0, amount,
-                               await system_account(pool, tenant, "cash_desk"))
+                               await system_account(pool, tenant, "cash_desk"), **where)
     if kind == "subsidy_batch":
         return await money.ask("credit", seq, card, 1, amount,
-                               await system_account(pool, tenant, "subsidy_fund"))
+                               await system_account(pool, tenant, "subsidy_fund"), **where)
     if kind == "adjustment":
         account = await system_account(pool, tenant, "adjustments")
         if amount > 0:
-            return await money.ask("credit", seq, card, wallet, amount, account)
-        return await money.ask("debit", seq, card, wallet, -amount, account)
+            return await money.ask("credit", seq, card, wallet, amount, account, **where)
+        return await money.ask("debit", seq, card, wallet, -amount, account, **where)
     # cancellation: the balance goes back where it came from.
     purpose = "cash_desk" if wallet == 0 else "subsidy_fund"
     account = await system_account(pool, tenant, purpose)
     if amount > 0:
-        return await money.ask("debit", seq, card, wallet, amount, account)
-    return await money.ask("credit", seq, card, wallet, -amount, account)
+        return await money.ask("debit", seq, card, wallet, amount, account, **where)
+    return await money.ask("credit", seq, card, wallet, -amount, account, **where)
 
 
-async def _close_accounts(tx: Change, doc_id: int) -> None:
+async def _close_accounts(tx: Change, doc_id: int) -> str:
+    """Close the refunded accounts and cancel their cards; "" when done, else why not (money
+    arrived after the refund: a credit is allowed on a frozen account). Nothing is closed then:
+    the accounts stay frozen, and a new cancellation refunds the rest."""
     rows = await tx.conn.fetch(
-        "SELECT DISTINCT p.account_id FROM document_lines l JOIN people p ON p.id = l.person_id"
-        " WHERE l.document_id = $1", doc_id)
+        "SELECT a.id, a.opening_main_fen + a.opening_subsidy_fen"
+        " + coalesce((SELECT sum(main_delta_fen + subsidy_delta_fen) FROM journal j"
+        "             WHERE j.account_id = a.id), 0) AS balance"
+        " FROM accounts a WHERE a.id IN (SELECT p.account_id FROM document_lines l JOIN people p"
+        " ON p.id = l.person_id WHERE l.document_id = $1) ORDER BY a.id FOR UPDATE OF a", doc_id)
+    left = [r for r in rows if r["balance"] != 0]
+    if left:
+        return (f"{len(left)} account(s) still hold money after the refund (it arrived during "
+                "the cancellation): not closed; draft a new cancellation for the rest")
     for r in rows:
-        account = r["account_id"]
+        account = r["id"]
         await tx.conn.execute("UPDATE accounts SET status = 3 WHERE id = $1", account)
         tx.event(AccountStatusChanged(account, 3))
         cards = await tx.conn.fetch(
@@ -596,12 +666,13 @@ async def _close_accounts(tx: Change, doc_id: int) -> None:
             " WHERE account_id = $1 AND status = 0 RETURNING card_no", account)
         for c in cards:
             tx.event(CardCancelled(c["card_no"], account))
+    return ""
 
 
 async def _fail(state: State, actor: Actor, doc: asyncpg.Record, why: str) -> DocumentOut:
     async with change(state.pool, actor) as tx:
         await tx.conn.execute("UPDATE documents SET status = 'failed', failure = $2"
-                              " WHERE id = $1", doc["id"], why[:500])
+                              " WHERE id = $1 AND status = 'approved'", doc["id"], why[:500])
         await _step(tx, doc, doc["levels"], "execute", why[:500])
         tx.audit("document.fail", "document", doc["id"], list(doc["node_path"]),
                  before={"status": doc["status"]}, after={"status": "failed", "failure": why})
@@ -710,7 +781,8 @@ def render_pdf(doc: DocumentOut) -> bytes:
      summary="The document as a PDF to print and sign", media_type="application/pdf")
 async def document_pdf(doc_id: Id, actor: Actor, state: State) -> Response[bytes]:
     doc = await _out(state.pool, await _doc(state.pool, actor, doc_id))
-    return Response(render_pdf(doc), media_type="application/pdf", headers={
+    pdf = await asyncio.to_thread(render_pdf, doc)  # 10,000 lines take a second: not on the loop
+    return Response(pdf, media_type="application/pdf", headers={
         "Content-Disposition": f'attachment; filename="document-{doc_id}.pdf"'})
 
 

@@ -369,6 +369,10 @@ async def register_terminal(merchant_id: int, data: TerminalIn, actor: Actor, st
                             ) -> TerminalKey:
     async with change(state.pool, actor) as tx:
         merchant = await merchant_in_scope(tx.conn, actor, merchant_id, lock=True)
+        if data.kind == "admin" and actor.role != "platform_admin":
+            # An admin terminal moves money with no document and no approval: only the
+            # platform registers one (a second admin API process needs one).
+            raise Problem(403, "forbidden", "only a platform admin registers an admin terminal")
         if (data.kind == "admin") != (merchant["kind"] == "system"):
             raise Problem(422, "unprocessable", "admin terminals (counter money) belong to system "
                           "merchants, and only they do")

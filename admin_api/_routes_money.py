@@ -68,15 +68,17 @@ def _sha(body: bytes, path: str) -> bytes:
 
 async def _idempotent(request: Request[Any, Any, Any], state: State, actor: Actor, key: str,
                       run: Any) -> Response[Any]:
-    """Run `run(txn_seq) -> (status, body, audit)` once per (log-in, key)."""
+    """Run `run(movement) -> (status, body, audit)` once per (log-in, key). `movement` knows
+    the stored (terminal, txn_seq) and can renew the txn_seq (stored before it is used)."""
     if actor.user_id <= 0:
         raise Problem(403, "forbidden", "money requests need a log-in, not an API key")
     money: Money = state.money
     digest = _sha(await request.body(), request.url.path)
     async with state.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT request_sha256, status_code, response::text, txn_seq FROM idempotency_keys"
-            " WHERE user_id = $1 AND key = $2 FOR UPDATE", actor.user_id, key)
+            "SELECT request_sha256, status_code, response::text, terminal_id, txn_seq"
+            " FROM idempotency_keys WHERE user_id = $1 AND key = $2 FOR UPDATE",
+            actor.user_id, key)
         if row is not None:
             if row["request_sha256"] != digest:
                 raise Problem(422, "idempotency-key-reused", "this Idempotency-Key was used for "
@@ -86,14 +88,23 @@ async def _idempotent(request: Request[Any, Any, Any], state: State, actor: Acto
                                 status_code=row["status_code"],
                                 media_type=MEDIA_TYPE if row["status_code"] >= 400 else None,
                                 headers={"Idempotent-Replay": "true"})
-            txn_seq = row["txn_seq"]
+            terminal, txn_seq = row["terminal_id"], row["txn_seq"]
         else:
-            txn_seq = await money.next_txn_seq(conn)
+            terminal, txn_seq = money.terminal_id, await money.next_txn_seq(conn)
             await conn.execute(
                 "INSERT INTO idempotency_keys (user_id, key, request_sha256, terminal_id, txn_seq)"
                 " VALUES ($1, $2, $3, $4, $5)", actor.user_id, key, digest, money.terminal_id,
                 txn_seq)
-    status, body, audit = await run(txn_seq)
+
+    async def renew() -> int:
+        async with state.pool.acquire() as conn:
+            fresh = await money.next_txn_seq(conn)
+            await conn.execute(
+                "UPDATE idempotency_keys SET terminal_id = $3, txn_seq = $4"
+                " WHERE user_id = $1 AND key = $2", actor.user_id, key, money.terminal_id, fresh)
+        return fresh
+
+    status, body, audit = await run(Movement(terminal, txn_seq, renew))
     async with change(state.pool, actor) as tx:
         await tx.conn.execute(
             "UPDATE idempotency_keys SET status_code = $3, response = $4::jsonb"
@@ -101,6 +112,17 @@ async def _idempotent(request: Request[Any, Any, Any], state: State, actor: Acto
             msgspec.json.encode(body).decode())
         tx.audit(*audit[:4], after=audit[4])
     return Response(body, status_code=status, media_type=MEDIA_TYPE if status >= 400 else None)
+
+
+class Movement:
+    """A money request's stored (terminal, txn_seq), and how to replace a stale txn_seq."""
+
+    __slots__ = ("renew", "terminal_id", "txn_seq")
+
+    def __init__(self, terminal_id: int, txn_seq: int, renew: Any) -> None:
+        self.terminal_id = terminal_id
+        self.txn_seq = txn_seq
+        self.renew = renew
 
 
 def _result(person_id: int, card_no: int, kind: str, out: Outcome, terminal_id: int
@@ -121,16 +143,20 @@ def _result(person_id: int, card_no: int, kind: str, out: Outcome, terminal_id: 
 async def top_up(person_id: Id, data: TopUpIn, idempotency_key: IdempotencyKey, actor: Actor,
                  state: State, request: Request[Any, Any, Any]) -> Response[MovementOut]:
     person = await person_in_scope(state.pool, actor, person_id)
-    card_no = await card_of(state.pool, person["account_id"])
-    cash_desk = await system_account(state.pool, person["tenant_id"], "cash_desk")
     money: Money = state.money
 
-    async def run(txn_seq: int) -> tuple[int, Any, tuple[Any, ...]]:
-        out = await money.ask("credit", txn_seq, card_no, 0, data.amount_fen, cash_desk)
-        status, body = _result(person_id, card_no, "topup", out, money.terminal_id)
+    async def run(m: Movement) -> tuple[int, Any, tuple[Any, ...]]:
+        # Already journaled (a retry): its outcome, whatever became of the card since.
+        out = await money.journaled(m.txn_seq, m.terminal_id)
+        card_no = await _card_of_outcome(state, person, m)
+        if out is None:
+            cash_desk = await system_account(state.pool, person["tenant_id"], "cash_desk")
+            out = await money.ask("credit", m.txn_seq, card_no, 0, data.amount_fen, cash_desk,
+                                  terminal_id=m.terminal_id, renew=m.renew)
+        status, body = _result(person_id, card_no, "topup", out, m.terminal_id)
         return status, body, ("money.topup", "person", person_id, list(person["path"]),
                               {"amount_fen": data.amount_fen, "note": data.note,
-                               "result": out.result, "txn_seq": txn_seq})
+                               "result": out.result, "txn_seq": out.txn_seq})
 
     return await _idempotent(request, state, actor, idempotency_key, run)
 
@@ -141,18 +167,28 @@ async def transfer(person_id: Id, data: TransferIn, idempotency_key: Idempotency
                    actor: Actor, state: State, request: Request[Any, Any, Any]
                    ) -> Response[MovementOut]:
     person = await person_in_scope(state.pool, actor, person_id)
-    card_no = await card_of(state.pool, person["account_id"])
     money: Money = state.money
 
-    async def run(txn_seq: int) -> tuple[int, Any, tuple[Any, ...]]:
-        out = await money.ask("transfer", txn_seq, card_no, WALLETS[data.from_wallet],
-                              data.amount_fen)
-        status, body = _result(person_id, card_no, "transfer", out, money.terminal_id)
+    async def run(m: Movement) -> tuple[int, Any, tuple[Any, ...]]:
+        out = await money.journaled(m.txn_seq, m.terminal_id)
+        card_no = await _card_of_outcome(state, person, m)
+        if out is None:
+            out = await money.ask("transfer", m.txn_seq, card_no, WALLETS[data.from_wallet],
+                                  data.amount_fen, terminal_id=m.terminal_id, renew=m.renew)
+        status, body = _result(person_id, card_no, "transfer", out, m.terminal_id)
         return status, body, ("money.transfer", "person", person_id, list(person["path"]),
                               {"from_wallet": data.from_wallet, "amount_fen": data.amount_fen,
-                               "note": data.note, "result": out.result, "txn_seq": txn_seq})
+                               "note": data.note, "result": out.result, "txn_seq": out.txn_seq})
 
     return await _idempotent(request, state, actor, idempotency_key, run)
+
+
+async def _card_of_outcome(state: State, person: Any, m: Movement) -> int:
+    """The card a journaled movement used, else the person's card now."""
+    card = await state.pool.fetchval(
+        "SELECT card_no FROM journal WHERE terminal_id = $1 AND txn_seq = $2", m.terminal_id,
+        m.txn_seq)
+    return int(card) if card is not None else await card_of(state.pool, person["account_id"])
 
 
 ROUTES = [top_up, transfer]

@@ -195,6 +195,8 @@ async def create_person_tx(tx: Change, data: PersonIn) -> PersonOut:
       summary="Add a person (a cardholder) with an empty account")
 async def create_person(data: PersonIn, actor: Actor, state: State) -> PersonOut:
     async with change(state.pool, actor) as tx:
+        # The node first: a 409 about another tenant's external id would tell what it holds.
+        actor.require_node(await node_path(tx.conn, data.node_id), f"node {data.node_id}")
         if data.external_id is not None and await tx.conn.fetchval(
                 "SELECT true FROM people p JOIN org_nodes n ON n.id = $1"
                 " WHERE p.tenant_id = n.tenant_id AND p.external_id = $2",
@@ -305,6 +307,19 @@ async def get_card(card_no: CardNoParam, actor: Actor, state: State) -> CardOut:
     return card_out(await card_in_scope(state.pool, actor, card_no))
 
 
+async def require_not_held(conn: Any, account_id: int) -> None:
+    """A cancellation waiting for approval (or being carried out) holds the account frozen: it
+    is not unfrozen or given a new card until that document is rejected or done."""
+    doc = await conn.fetchval(
+        "SELECT d.id FROM documents d JOIN document_lines l ON l.document_id = d.id"
+        " JOIN people p ON p.id = l.person_id WHERE p.account_id = $1"
+        " AND d.doc_type = 'cancellation' AND d.status IN ('submitted', 'approved') LIMIT 1",
+        account_id)
+    if doc is not None:
+        raise Problem(409, "held-by-cancellation", f"the account is held by cancellation "
+                      f"document {doc}: reject it first")
+
+
 async def set_account_status(tx: Change, card: asyncpg.Record, status: int, action: str
                              ) -> CardOut:
     before = card_out(card)
@@ -343,6 +358,7 @@ async def unfreeze(card_no: CardNoParam, actor: Actor, state: State) -> CardOut:
             raise Problem(409, "conflict", f"card {card_no} is cancelled; it never works again")
         if card["account_status"] != 2:
             raise Problem(409, "conflict", "the card is not reported lost")
+        await require_not_held(tx.conn, card["account_id"])
         return await set_account_status(tx, card, 0, "card.unfreeze")
 
 
@@ -356,6 +372,7 @@ async def replace_card(card_no: CardNoParam, data: ReplaceIn, actor: Actor, stat
             raise Problem(409, "conflict", f"card {card_no} is already cancelled")
         if old["account_status"] == 3:
             raise Problem(409, "conflict", "the account is closed")
+        await require_not_held(tx.conn, old["account_id"])
         before = card_out(old)
         await tx.conn.execute(
             "UPDATE cards SET status = 1, cancelled_at = now(), cancel_reason = 'replaced'"

@@ -352,8 +352,11 @@ async def terminal_transactions(
     terminal = await terminal_in_scope(state.pool, actor, terminal_id)
     tenant = {"id": terminal["tenant_id"], "utc_offset_s": terminal["utc_offset_s"]}
     f = _TxnQuery(from_day, to_day, meal, result, kind, inquiries, after_lsn, limit, format)
+    # The site's admin terminal serves every tenant's cardholders: a tenant sees only the rows
+    # of its own system accounts (its cash desk, subsidy fund, adjustments).
     return await _transactions(state.pool, f"terminal-{terminal_id}-transactions",
-                               tenant, "j.terminal_id = $1", [terminal_id], f)
+                               tenant, "j.terminal_id = $1 AND j.merchant_tenant_id = $2",
+                               [terminal_id, terminal["tenant_id"]], f)
 
 
 @get("/tenants/{tenant_id:int}/exceptions", opt={"permission": "reports.read"},

@@ -58,6 +58,8 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
         def show(name: str) -> str:
             if name in _SECRETS and getattr(self, name):
                 return "'***'"
+            if name == "dsn":
+                return repr(_redacted(self.dsn))
             return repr(getattr(self, name))
 
         shown = ", ".join(f"{name}={show(name)}" for name in self.__struct_fields__)
@@ -69,6 +71,17 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
 
 
 _SECRETS = ("switch_terminal_key", "master_secret")
+
+
+def _redacted(dsn: str) -> str:
+    """The DSN without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@",
+                                                                  ":***@", 1)))
 
 
 def load_settings(

@@ -1,0 +1,149 @@
+"""Counter money at its edges (found by review): stale txn_seqs, a movement another process
+started, another tenant's transfers, and who may approve a revised document."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from onecard.harness import free_port
+from tests.admin_site import PASSWORD, AdminSite, Api
+
+ADMIN_KIND = 6
+
+
+@pytest.fixture
+def site(db_dsn: str) -> Iterator[AdminSite]:
+    s = AdminSite(db_dsn)
+    s.start(extra_env={"ONECARD_PORT": str(free_port())})
+    s.start_admin(ONECARD_ADMIN_SWITCH_TIMEOUT_SECONDS="2")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _person(site: AdminSite, tenant: int = 1) -> dict[str, Any]:
+    return dict(site.fetch(
+        "SELECT p.id, a.id AS account_id FROM people p JOIN accounts a ON a.id = p.account_id"
+        " JOIN cards c ON c.account_id = a.id WHERE a.status = 0 AND c.status = 0"
+        " AND a.tenant_id = $1 AND a.opening_subsidy_fen > 100 ORDER BY p.id LIMIT 1",
+        tenant)[0])
+
+
+def _admin_rows(site: AdminSite) -> list[Any]:
+    return site.fetch("SELECT j.* FROM journal j JOIN terminals t ON t.id = j.terminal_id"
+                      " WHERE t.kind = $1 ORDER BY lsn", ADMIN_KIND)
+
+
+def _until_not_503(api: Api, method: str, path: str, body: Any = None,
+                   headers: dict[str, str] | None = None) -> Any:
+    deadline = time.monotonic() + 60
+    while (r := api.http.request(method, path, json=body, headers=headers)).status_code == 503:
+        assert time.monotonic() < deadline, r.text
+    return r
+
+
+def test_a_txn_seq_gone_stale_is_renewed_and_the_money_moves_once(site: AdminSite) -> None:
+    root = site.api()
+    person = _person(site)
+    node = site.tenant_node(1)
+    for name in ("office", "fin.a", "fin.b"):
+        root.ok("POST", "/users", {"username": name, "password": PASSWORD, "node_id": node,
+                                   "role": "card_office" if name == "office" else "finance"},
+                201)
+    office, fa, fb = (site.api(n) for n in ("office", "fin.a", "fin.b"))
+    doc = office.ok("POST", "/documents", {"doc_type": "subsidy_batch", "title": "late",
+                                           "lines": [{"person_id": person["id"],
+                                                      "amount_fen": 250}]})
+    office.ok("POST", f"/documents/{doc['id']}/submit", {})
+    fa.ok("POST", f"/documents/{doc['id']}/approve", {})
+    assert site.switch is not None
+    port = site.switch.port
+    assert site.stop() == 0
+    r = fb.post(f"/documents/{doc['id']}/approve", {})
+    assert r.status_code == 503 and "POST /documents" in r.json()["detail"], r.text
+    [line] = site.fetch("SELECT txn_seq FROM document_lines WHERE document_id = $1", doc["id"])
+    # Meanwhile 300 other movements went by: the line's txn_seq is far below the newest.
+    site.fetch("SELECT setval('admin_txn_seq', (SELECT last_value FROM admin_txn_seq) + 300)")
+    site.start(extra_env={"ONECARD_PORT": str(port)})
+    topup = _until_not_503(root, "POST", f"/people/{person['id']}/topups", {"amount_fen": 1},
+                           {"Idempotency-Key": str(uuid.uuid4())})
+    assert topup.status_code == 201 and topup.json()["txn_seq"] > line["txn_seq"] + 256
+    done = _until_not_503(fb, "POST", f"/documents/{doc['id']}/execute")
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "executed"
+    [after] = site.fetch("SELECT txn_seq, result_code FROM document_lines"
+                         " WHERE document_id = $1", doc["id"])
+    assert after["result_code"] == 0 and after["txn_seq"] > line["txn_seq"], "renewed"
+    credits = [r for r in _admin_rows(site) if r["amount_fen"] == 250]
+    assert len(credits) == 1 and credits[0]["code"] == 0
+
+
+def test_a_movement_another_process_started_is_never_sent_under_another_terminal(
+        site: AdminSite) -> None:
+    root = site.api()
+    person = _person(site)
+    key = str(uuid.uuid4())
+    first = root.http.post(f"/people/{person['id']}/topups", json={"amount_fen": 300},
+                           headers={"Idempotency-Key": key})
+    assert first.status_code == 201
+    # As if another admin API process (admin terminal 777) had stored the key and timed out.
+    other_key = str(uuid.uuid4())
+    user_id = site.fetch("SELECT id FROM admin_users WHERE username = 'root'")[0]["id"]
+    sha = site.fetch("SELECT request_sha256 FROM idempotency_keys WHERE key = $1", key)[0][0]
+    site.fetch("INSERT INTO idempotency_keys (user_id, key, request_sha256, terminal_id,"
+               " txn_seq) VALUES ($1, $2, $3, 777, 5)", user_id, other_key, sha)
+    r = root.http.post(f"/people/{person['id']}/topups", json={"amount_fen": 300},
+                       headers={"Idempotency-Key": other_key})
+    assert r.status_code == 409 and "another admin API process" in r.json()["detail"], r.text
+    assert len(_admin_rows(site)) == 1, "nothing sent under this process's terminal"
+
+
+def test_another_tenants_cardholder_moves_money_between_wallets(site: AdminSite) -> None:
+    from tests.admin_site import new_card_no
+
+    root = site.api()
+    east = root.ok("POST", "/people", {"node_id": site.tenant_node(2), "name": "East Li",
+                                       "class_id": 2})
+    root.ok("POST", f"/people/{east['id']}/cards", {"card_no": new_card_no()})
+    deadline = time.monotonic() + 60
+    while True:  # until the switch knows the new card (each declined try moves nothing)
+        r = root.http.post(f"/people/{east['id']}/topups", json={"amount_fen": 500},
+                           headers={"Idempotency-Key": str(uuid.uuid4())})
+        if r.status_code == 201:
+            break
+        assert "UNKNOWN_CARD" in r.text and time.monotonic() < deadline, r.text
+    r = root.http.post(f"/people/{east['id']}/transfers",
+                       json={"from_wallet": "main", "amount_fen": 100},
+                       headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert r.status_code == 201, r.text
+    assert (r.json()["main_fen"], r.json()["subsidy_fen"]) == (400, 100)
+
+
+def test_whoever_revised_a_document_does_not_approve_it(site: AdminSite) -> None:
+    root = site.api()
+    person = _person(site)
+    node = site.tenant_node(1)
+    for name, role in (("office", "card_office"), ("boss", "tenant_admin"),
+                       ("fin", "finance")):
+        root.ok("POST", "/users", {"username": name, "password": PASSWORD, "role": role,
+                                   "node_id": node}, 201)
+    office, boss, fin = (site.api(n) for n in ("office", "boss", "fin"))
+    root.ok("POST", "/approval-policies", {"node_id": node, "doc_type": "adjustment",
+                                           "levels": 1})
+    doc = office.ok("POST", "/documents", {"doc_type": "adjustment", "title": "fix",
+                                           "lines": [{"person_id": person["id"],
+                                                      "amount_fen": 10}]})
+    office.ok("POST", f"/documents/{doc['id']}/submit", {})
+    fin.ok("POST", f"/documents/{doc['id']}/reject", {"comment": "no"})
+    boss.ok("POST", f"/documents/{doc['id']}/revise", {
+        "title": "fix", "lines": [{"person_id": person["id"], "amount_fen": 99_999}]})
+    boss.ok("POST", f"/documents/{doc['id']}/submit", {})
+    r = boss.post(f"/documents/{doc['id']}/approve", {})
+    assert r.status_code == 403 and "revised or submitted" in r.json()["detail"]
+    assert fin.ok("POST", f"/documents/{doc['id']}/approve", {})["status"] == "executed"
