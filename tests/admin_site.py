@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -94,3 +95,17 @@ class AdminSite(Site):
             self.admin.stop()
         if self.switch is not None:
             self.switch.stop()
+
+
+def site_with_switch(dsn: str) -> Iterator[AdminSite]:
+    """A fixture body: the site, its switch on a fixed free port (so a restart keeps the
+    address) and the admin API reaching it (a 2 s answer deadline), closed afterwards."""
+    from onecard.harness import free_port
+
+    s = AdminSite(dsn)
+    s.start(extra_env={"ONECARD_PORT": str(free_port())})
+    s.start_admin(ONECARD_ADMIN_SWITCH_TIMEOUT_SECONDS="2")
+    try:
+        yield s
+    finally:
+        s.close()

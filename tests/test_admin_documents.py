@@ -8,21 +8,14 @@ from typing import Any
 
 import pytest
 
-from onecard.harness import free_port
 from protocols import ocp
-from tests.admin_site import PASSWORD, AdminSite, Api
+from tests.admin_site import PASSWORD, AdminSite, Api, site_with_switch
 from tests.switch_site import FREE_CANTEEN_TERMINAL
 
 
 @pytest.fixture
 def doc_site(db_dsn: str) -> Iterator[AdminSite]:
-    s = AdminSite(db_dsn)
-    s.start(extra_env={"ONECARD_PORT": str(free_port())})
-    s.start_admin(ONECARD_ADMIN_SWITCH_TIMEOUT_SECONDS="2")
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from site_with_switch(db_dsn)
 
 
 def _staff(site: AdminSite) -> dict[str, Api]:

@@ -10,21 +10,14 @@ from typing import Any
 
 import pytest
 
-from onecard.harness import free_port
-from tests.admin_site import PASSWORD, AdminSite, Api
+from tests.admin_site import PASSWORD, AdminSite, Api, site_with_switch
 
 ADMIN_KIND = 6
 
 
 @pytest.fixture
 def site(db_dsn: str) -> Iterator[AdminSite]:
-    s = AdminSite(db_dsn)
-    s.start(extra_env={"ONECARD_PORT": str(free_port())})
-    s.start_admin(ONECARD_ADMIN_SWITCH_TIMEOUT_SECONDS="2")
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from site_with_switch(db_dsn)
 
 
 def _person(site: AdminSite, tenant: int = 1) -> dict[str, Any]:
