@@ -415,7 +415,8 @@ class Ledger:
         other: one journal row, kind TRANSFER (10), main_delta_fen = -subsidy_delta_fen and
         merchant_delta_fen 0, so the row balances and no merchant moves. merchant_id is the
         counter's (the admin terminal's merchant): it is checked like a debit's (opened; no
-        cross-tenant check: no merchant balance moves) and recorded, its balance does not change. Precedence as debit, then
+        cross-tenant check: no merchant balance moves) and recorded, its balance does not
+        change. Precedence as debit, then
         INVALID_AMOUNT (1..AMOUNT_FEN_MAX), INSUFFICIENT_FUNDS at from_wallet's floor
         (debit's rule), BALANCE_LIMIT_EXCEEDED (the receiving wallet above BALANCE_FEN_MAX).
         No class limits, no counters; reverse() does not undo it (transfer back instead)."""
