@@ -170,8 +170,16 @@ async def bulk_report_loss(data: Selection, actor: Actor, state: State) -> BulkR
 async def bulk_unfreeze(data: Selection, actor: Actor, state: State) -> BulkResult:
     async with change(state.pool, actor) as tx:
         rows = await select_people(tx.conn, actor, data.person_ids, data.filter)
-        _conflicts(rows, {r["id"]: f"the account is {ACCOUNT_STATUS[r['account_status']]}, "
-                          "not lost" for r in rows if r["account_status"] in (1, 3)})
+        bad = {r["id"]: f"the account is {ACCOUNT_STATUS[r['account_status']]}, not lost"
+               for r in rows if r["account_status"] in (1, 3)}
+        # A lost account held by a cancellation waiting for approval stays as it is.
+        held = await tx.conn.fetch(
+            "SELECT DISTINCT p.id, d.id AS doc FROM documents d JOIN document_lines l"
+            " ON l.document_id = d.id JOIN people p ON p.id = l.person_id"
+            " WHERE p.id = ANY($1::integer[]) AND d.doc_type = 'cancellation'"
+            " AND d.status IN ('submitted', 'approved')", [r["id"] for r in rows])
+        bad.update({h["id"]: f"held by cancellation document {h['doc']}" for h in held})
+        _conflicts(rows, bad)
         todo = [r for r in rows if r["account_status"] == 2]
         out = await _set_status(tx, todo, 0, "person.unfreeze")
     out.selected = len(rows)

@@ -136,6 +136,12 @@ def test_cancellation_with_refund_freezes_refunds_and_closes(doc_site: AdminSite
         time.sleep(0.01)
     answer = till.request(ocp.Purchase(seq, person["card_no"], 100, int(time.time() * 1000)))
     assert answer.code == ocp.ResponseCode.ACCOUNT_FROZEN
+    # Held: a loss report is taken, but neither unfreeze nor a bulk unfreeze lets it go.
+    s["office"].ok("POST", f"/cards/{person['card_no']}/report-loss")
+    r = s["office"].post(f"/cards/{person['card_no']}/unfreeze")
+    assert r.status_code == 409 and "held by cancellation" in r.json()["detail"], r.text
+    r = s["office"].post("/people/bulk/unfreeze", {"person_ids": [person["id"]]})
+    assert r.status_code == 409 and "held by cancellation" in r.text, r.text
     # The refund is exactly the balance the approvers saw (nothing could spend meanwhile).
     s["finance1"].ok("POST", f"/documents/{doc['id']}/approve", {})
     done = s["finance2"].ok("POST", f"/documents/{doc['id']}/approve", {})
