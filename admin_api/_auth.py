@@ -76,8 +76,14 @@ async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_hasher.hash, password)
 
 
+_HASHING = asyncio.Semaphore(4)
+"""argon2 takes 64 MiB and tens of ms per check: a burst of log-ins queues here instead of
+filling the thread pool and the memory."""
+
+
 async def verify_password(stored_hash: str | None, password: str) -> bool:
-    """Constant work whether or not the user exists (no user-name probing by timing)."""
+    """Constant work whether or not the user exists (no user-name probing by timing); at most
+    four checks at once."""
 
     def check() -> bool:
         try:
@@ -85,7 +91,8 @@ async def verify_password(stored_hash: str | None, password: str) -> bool:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.to_thread(check)
+    async with _HASHING:
+        return await asyncio.to_thread(check)
 
 
 def new_token() -> tuple[str, bytes]:
