@@ -10,6 +10,7 @@ asked, so "was it done?" always has one answer: the switch's journal.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -145,18 +146,14 @@ async def top_up(person_id: Id, data: TopUpIn, idempotency_key: IdempotencyKey, 
     person = await person_in_scope(state.pool, actor, person_id)
     money: Money = state.money
 
+    async def ask(card_no: int, m: Movement) -> Outcome:
+        cash_desk = await system_account(state.pool, person["tenant_id"], "cash_desk")
+        return await money.ask("credit", m.txn_seq, card_no, 0, data.amount_fen, cash_desk,
+                               terminal_id=m.terminal_id, renew=m.renew)
+
     async def run(m: Movement) -> tuple[int, Any, tuple[Any, ...]]:
-        # Already journaled (a retry): its outcome, whatever became of the card since.
-        out = await money.journaled(m.txn_seq, m.terminal_id)
-        card_no = await _card_of_outcome(state, person, m)
-        if out is None:
-            cash_desk = await system_account(state.pool, person["tenant_id"], "cash_desk")
-            out = await money.ask("credit", m.txn_seq, card_no, 0, data.amount_fen, cash_desk,
-                                  terminal_id=m.terminal_id, renew=m.renew)
-        status, body = _result(person_id, card_no, "topup", out, m.terminal_id)
-        return status, body, ("money.topup", "person", person_id, list(person["path"]),
-                              {"amount_fen": data.amount_fen, "note": data.note,
-                               "result": out.result, "txn_seq": out.txn_seq})
+        return await _move(state, person_id, person, m, "topup", ask,
+                           {"amount_fen": data.amount_fen, "note": data.note})
 
     return await _idempotent(request, state, actor, idempotency_key, run)
 
@@ -169,18 +166,31 @@ async def transfer(person_id: Id, data: TransferIn, idempotency_key: Idempotency
     person = await person_in_scope(state.pool, actor, person_id)
     money: Money = state.money
 
+    async def ask(card_no: int, m: Movement) -> Outcome:
+        return await money.ask("transfer", m.txn_seq, card_no, WALLETS[data.from_wallet],
+                               data.amount_fen, terminal_id=m.terminal_id, renew=m.renew)
+
     async def run(m: Movement) -> tuple[int, Any, tuple[Any, ...]]:
-        out = await money.journaled(m.txn_seq, m.terminal_id)
-        card_no = await _card_of_outcome(state, person, m)
-        if out is None:
-            out = await money.ask("transfer", m.txn_seq, card_no, WALLETS[data.from_wallet],
-                                  data.amount_fen, terminal_id=m.terminal_id, renew=m.renew)
-        status, body = _result(person_id, card_no, "transfer", out, m.terminal_id)
-        return status, body, ("money.transfer", "person", person_id, list(person["path"]),
-                              {"from_wallet": data.from_wallet, "amount_fen": data.amount_fen,
-                               "note": data.note, "result": out.result, "txn_seq": out.txn_seq})
+        return await _move(state, person_id, person, m, "transfer", ask,
+                           {"from_wallet": data.from_wallet, "amount_fen": data.amount_fen,
+                            "note": data.note})
 
     return await _idempotent(request, state, actor, idempotency_key, run)
+
+
+async def _move(state: State, person_id: int, person: Any, m: Movement, kind: str,
+                ask: Callable[[int, Movement], Awaitable[Outcome]], details: dict[str, Any]
+                ) -> tuple[int, Any, tuple[Any, ...]]:
+    """One counter movement for `_idempotent`: the journaled outcome of a retry (whatever
+    became of the card since), else `ask(card_no, m)`; the response and the audit entry."""
+    money: Money = state.money
+    out = await money.journaled(m.txn_seq, m.terminal_id)
+    card_no = await _card_of_outcome(state, person, m)
+    if out is None:
+        out = await ask(card_no, m)
+    status, body = _result(person_id, card_no, kind, out, m.terminal_id)
+    return status, body, (f"money.{kind}", "person", person_id, list(person["path"]),
+                          {**details, "result": out.result, "txn_seq": out.txn_seq})
 
 
 async def _card_of_outcome(state: State, person: Any, m: Movement) -> int:
