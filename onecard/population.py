@@ -14,11 +14,11 @@ import asyncpg
 import msgspec
 
 from migrations import check_schema
+from onecard.seed import card_no_of  # one card numbering for every seeded site
 from protocols import ocp
 from terminals_sim import Scenario, ScenarioError, check_supported
 
 OPENING_MERCHANT = 1
-CARD_NO_BASE = 8_800_000_000
 TENANT_ID = 1
 MEAL_WINDOW_LEAD_MINUTES = 15
 """now_in_meal_window puts the moment of seeding this far into the window."""
@@ -40,10 +40,6 @@ class SeededPopulation(msgspec.Struct, frozen=True, kw_only=True):
     terminals: int
     opening_total_fen: int
     utc_offset_s: int
-
-
-def card_no_of(account_id: int) -> int:
-    return CARD_NO_BASE + account_id * 10
 
 
 def _minutes(clock: str) -> int:
