@@ -190,6 +190,20 @@ class QrPurchase(Message, tag=22, frozen=True):
 # NOT_PERMITTED. The switch decides, journals and answers them like purchases.
 
 
+class _AdminResult(Message, frozen=True):
+    # The answer to Credit, Debit or Transfer (untagged base; the subclasses keep its field
+    # order, so each encodes as [tag, txn_seq, code, amount_fen, balance_fen, main_fen,
+    # subsidy_fen]).
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    amount_fen: AmountFen
+    """The amount credited, debited or moved (0 when declined)."""
+    balance_fen: BalanceFen
+    main_fen: BalanceFen
+    subsidy_fen: BalanceFen
+
+
 class Credit(Message, tag=128, frozen=True):
     """Admin only. Top-up at the counter or subsidy issue: the system account from_merchant_id
     (cash desk, subsidy fund...) pays amount_fen into the card's wallet (0 main, 1 subsidy)."""
@@ -202,15 +216,8 @@ class Credit(Message, tag=128, frozen=True):
     from_merchant_id: MerchantId
 
 
-class CreditResult(Message, tag=129, frozen=True):
-    direction = Direction.S2T
-    txn_seq: TxnSeq
-    code: Code
-    amount_fen: AmountFen
-    """The amount credited (0 when declined)."""
-    balance_fen: BalanceFen
-    main_fen: BalanceFen
-    subsidy_fen: BalanceFen
+class CreditResult(_AdminResult, tag=129, frozen=True):
+    pass
 
 
 class Debit(Message, tag=130, frozen=True):
@@ -226,15 +233,8 @@ class Debit(Message, tag=130, frozen=True):
     to_merchant_id: MerchantId
 
 
-class DebitResult(Message, tag=131, frozen=True):
-    direction = Direction.S2T
-    txn_seq: TxnSeq
-    code: Code
-    amount_fen: AmountFen
-    """The amount debited (0 when declined)."""
-    balance_fen: BalanceFen
-    main_fen: BalanceFen
-    subsidy_fen: BalanceFen
+class DebitResult(_AdminResult, tag=131, frozen=True):
+    pass
 
 
 class Transfer(Message, tag=132, frozen=True):
@@ -248,15 +248,8 @@ class Transfer(Message, tag=132, frozen=True):
     amount_fen: AmountFen
 
 
-class TransferResult(Message, tag=133, frozen=True):
-    direction = Direction.S2T
-    txn_seq: TxnSeq
-    code: Code
-    amount_fen: AmountFen
-    """The amount moved (0 when declined)."""
-    balance_fen: BalanceFen
-    main_fen: BalanceFen
-    subsidy_fen: BalanceFen
+class TransferResult(_AdminResult, tag=133, frozen=True):
+    pass
 
 
 # --- Errors (tag 31) -------------------------------------------------------------------------
