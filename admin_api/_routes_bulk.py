@@ -134,8 +134,9 @@ def _conflicts(rows: list[asyncpg.Record], bad: dict[int, str]) -> None:
                       "nothing was changed", errors=errors)
 
 
-async def _set_status(tx: Change, rows: list[asyncpg.Record], status: int, action: str
-                      ) -> BulkResult:
+async def _set_status(tx: Change, selected: list[asyncpg.Record], rows: list[asyncpg.Record],
+                      status: int, action: str) -> BulkResult:
+    """Set `rows` to `status`; the selected people already there are unchanged."""
     changed = []
     for r in rows:
         before = person_out(r)
@@ -146,7 +147,8 @@ async def _set_status(tx: Change, rows: list[asyncpg.Record], status: int, actio
     if changed:
         await tx.conn.execute("UPDATE accounts SET status = $2 WHERE id = ANY($1::integer[])",
                               [r["account_id"] for r in rows], status)
-    return BulkResult(action=action, selected=0, changed=changed, unchanged=[])
+    return BulkResult(action=action, selected=len(selected), changed=changed,
+                      unchanged=[r["id"] for r in selected if r["account_status"] == status])
 
 
 @post("/people/bulk/report-loss", opt={"permission": "cards.write"}, tags=["people"],
@@ -158,10 +160,7 @@ async def bulk_report_loss(data: Selection, actor: Actor, state: State) -> BulkR
         _conflicts(rows, {r["id"]: "the account is closed" for r in rows
                           if r["account_status"] == 3})
         todo = [r for r in rows if r["account_status"] in (0, 1)]
-        out = await _set_status(tx, todo, 2, "person.report_loss")
-    out.selected = len(rows)
-    out.unchanged = [r["id"] for r in rows if r["account_status"] == 2]
-    return out
+        return await _set_status(tx, rows, todo, 2, "person.report_loss")
 
 
 @post("/people/bulk/unfreeze", opt={"permission": "cards.write"}, tags=["people"],
@@ -181,10 +180,7 @@ async def bulk_unfreeze(data: Selection, actor: Actor, state: State) -> BulkResu
         bad.update({h["id"]: f"held by cancellation document {h['doc']}" for h in held})
         _conflicts(rows, bad)
         todo = [r for r in rows if r["account_status"] == 2]
-        out = await _set_status(tx, todo, 0, "person.unfreeze")
-    out.selected = len(rows)
-    out.unchanged = [r["id"] for r in rows if r["account_status"] == 0]
-    return out
+        return await _set_status(tx, rows, todo, 0, "person.unfreeze")
 
 
 @post("/people/bulk/move", opt={"permission": "people.write"}, tags=["people"],
