@@ -28,7 +28,7 @@ from msgspec import Meta
 
 from admin_api._auth import Actor
 from admin_api._problems import Problem
-from admin_api._store import change, next_id, node_path
+from admin_api._store import change, next_id, subtree_root
 from protocols import ocp
 from protocols.changes import (
     MerchantConfigured,
@@ -281,10 +281,7 @@ async def list_merchants(actor: Actor, state: State, node_id: int | None = None,
                          kind: MerchantKind | None = None,
                          q: Annotated[str | None, Parameter(max_length=100)] = None,
                          after: int = 0, limit: PageSize = 100) -> MerchantPage:
-    scope = actor.node_id
-    if node_id is not None:
-        actor.require_node(await node_path(state.pool, node_id), f"node {node_id}")
-        scope = node_id
+    scope = await subtree_root(state.pool, actor, node_id)
     rows = await state.pool.fetch(
         _MERCHANT_SELECT + " WHERE $1 = ANY(coalesce(n.path, tn.path)) AND m.id > $2"
         " AND ($3::text IS NULL OR m.kind = $3)"

@@ -20,7 +20,7 @@ from msgspec import Meta
 
 from admin_api._auth import Actor
 from admin_api._problems import Problem
-from admin_api._store import Change, change, next_id, node_path
+from admin_api._store import Change, change, next_id, node_path, subtree_root
 from admin_api._types import BIG_MAX, AfterId, CardNoParam, Id, IdField, Limit
 from protocols.changes import (
     AccountClassChanged,
@@ -211,10 +211,7 @@ async def create_person(data: PersonIn, actor: Actor, state: State) -> PersonOut
 async def list_people(actor: Actor, state: State, node_id: Id | None = None,
                       q: Annotated[str | None, Parameter(max_length=100)] = None,
                       after: AfterId = 0, limit: Limit = 100) -> PersonPage:
-    scope = actor.node_id
-    if node_id is not None:
-        actor.require_node(await node_path(state.pool, node_id), f"node {node_id}")
-        scope = node_id
+    scope = await subtree_root(state.pool, actor, node_id)
     rows = await state.pool.fetch(
         _PERSON_SELECT + " WHERE $1 = ANY(n.path) AND p.id > $2"
         " AND ($3::text IS NULL OR p.name ILIKE '%' || $3 || '%' OR p.external_id = $3)"

@@ -82,6 +82,16 @@ async def node_path(conn: asyncpg.Connection | asyncpg.Pool, node_id: int) -> li
     return list(path) if path is not None else None
 
 
+async def subtree_root(conn: asyncpg.Connection | asyncpg.Pool, actor: Actor,
+                       node_id: int | None) -> int:
+    """The node a listing covers the subtree of: `node_id` if the actor sees it (else 404),
+    else the actor's own node."""
+    if node_id is None:
+        return actor.node_id
+    actor.require_node(await node_path(conn, node_id), f"node {node_id}")
+    return node_id
+
+
 async def next_id(conn: asyncpg.Connection, table: str, limit: int) -> int:
     """The next dense id of `accounts`, `merchants` or `terminals` (the switch's balance cache
     indexes by id). Takes a lock that serialises creators of that table to their commit."""
