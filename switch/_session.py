@@ -50,6 +50,12 @@ _Credit = ocp.Credit
 _Debit = ocp.Debit
 _Transfer = ocp.Transfer
 _ADMIN_REQUESTS = ocp.ADMIN_REQUEST_TYPES
+_ADMIN_RESULTS: dict[int, type[ocp.CreditResult | ocp.DebitResult | ocp.TransferResult]] = {
+    CREDIT: ocp.CreditResult,
+    DEBIT: ocp.DebitResult,
+    TRANSFER: ocp.TransferResult,
+}
+"""Outcome kind of an admin request -> its answer (all three have the same fields)."""
 _ADMIN = ocp.TerminalKind.ADMIN
 _RC = ocp.ResponseCode
 _perf = time.perf_counter
@@ -270,15 +276,9 @@ class TerminalSession(asyncio.Protocol):
             msg = _BalanceResult(
                 o.txn_seq, code, o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen
             )
-        elif kind == CREDIT:
-            msg = ocp.CreditResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
-                                   o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)
-        elif kind == DEBIT:
-            msg = ocp.DebitResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
-                                  o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)
-        elif kind == TRANSFER:
-            msg = ocp.TransferResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
-                                     o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)
+        elif (admin_result := _ADMIN_RESULTS.get(kind)) is not None:
+            msg = admin_result(o.txn_seq, code, o.amount_fen if code == 0 else 0,
+                               o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)
         else:  # an outcome kind this connection cannot have asked for
             msg = ocp.Error(_RC.SYSTEM_ERROR, o.txn_seq, "unexpected outcome kind")
         self._out.append(self._conn.send(msg))
