@@ -308,6 +308,12 @@ async def _transactions(pool: asyncpg.Pool, name: str, tenant: Any,
                             next_after_lsn=items[-1].lsn if len(rows) > limit else None))
 
 
+def _tenant_of(row: Any) -> dict[str, Any]:
+    """The tenant fields the reports read (`id`, `utc_offset_s`), from a merchant's or a
+    terminal's row."""
+    return {"id": row["tenant_id"], "utc_offset_s": row["utc_offset_s"]}
+
+
 _DAY = Annotated[dt.date | None, Parameter(description="First local day (default: today)")]
 _TO_DAY = Annotated[dt.date | None, Parameter(description="Last local day, included "
                                               "(default: today)")]
@@ -334,7 +340,7 @@ async def merchant_transactions(
         inquiries: bool = False, after_lsn: int = 0, limit: PageSize = 200,
         format: _FORMAT = "json") -> Response[TxnPage]:
     merchant = await merchant_in_scope(state.pool, actor, merchant_id)
-    tenant = {"id": merchant["tenant_id"], "utc_offset_s": merchant["utc_offset_s"]}
+    tenant = _tenant_of(merchant)
     f = _TxnQuery(from_day, to_day, meal, result, kind, inquiries, after_lsn, limit, format)
     return await _transactions(state.pool, f"merchant-{merchant_id}-transactions",
                                tenant, "j.merchant_id = $1", [merchant_id], f)
@@ -350,7 +356,7 @@ async def terminal_transactions(
         inquiries: bool = False, after_lsn: int = 0, limit: PageSize = 200,
         format: _FORMAT = "json") -> Response[TxnPage]:
     terminal = await terminal_in_scope(state.pool, actor, terminal_id)
-    tenant = {"id": terminal["tenant_id"], "utc_offset_s": terminal["utc_offset_s"]}
+    tenant = _tenant_of(terminal)
     f = _TxnQuery(from_day, to_day, meal, result, kind, inquiries, after_lsn, limit, format)
     # The site's admin terminal serves every tenant's cardholders: a tenant sees only the rows
     # of its own system accounts (its cash desk, subsidy fund, adjustments).
@@ -452,7 +458,7 @@ async def merchant_summary(merchant_id: int, actor: Actor, state: State,
                            after: _AFTER_ROWS = 0, limit: PageSize = 1000,
                            format: _SUMMARY_FORMAT = "json") -> Response[Summary]:
     merchant = await merchant_in_scope(state.pool, actor, merchant_id)
-    tenant = {"id": merchant["tenant_id"], "utc_offset_s": merchant["utc_offset_s"]}
+    tenant = _tenant_of(merchant)
     return await _summary(state.pool, f"merchant-{merchant_id}-summary", tenant,
                           "j.merchant_id = $1", [merchant_id], period, from_day, to_day,
                           by_meal, True, after, limit, format)
