@@ -155,6 +155,16 @@ async def _doc(conn: Any, actor: Actor, doc_id: int, *, lock: bool = False) -> a
     return row
 
 
+async def _locked(tx: Change, actor: Actor, doc_id: int, statuses: tuple[str, ...],
+                  why: str = "") -> asyncpg.Record:
+    """The document, locked for a state transition; 409 unless it is in one of `statuses`
+    (`why` ends the message)."""
+    doc = await _doc(tx.conn, actor, doc_id, lock=True)
+    if doc["status"] not in statuses:
+        raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}{why}")
+    return doc
+
+
 async def _out(conn: Any, row: asyncpg.Record, *, full: bool = True) -> DocumentOut:
     out = DocumentOut(
         id=row["id"], tenant_id=row["tenant_id"], node_id=row["node_id"],
@@ -381,9 +391,7 @@ async def submit_document(doc_id: Id, data: DecisionIn, actor: Actor, state: Sta
                           ) -> DocumentOut:
     _staff(actor)
     async with change(state.pool, actor) as tx:
-        doc = await _doc(tx.conn, actor, doc_id, lock=True)
-        if doc["status"] != "draft":
-            raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}, not a draft")
+        doc = await _locked(tx, actor, doc_id, ("draft",), ", not a draft")
         froze = False
         if doc["doc_type"] == "cancellation":
             froze = bool(await tx.conn.fetchval(
@@ -410,10 +418,8 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
     _staff(actor)
     money: Money = state.money
     async with change(state.pool, actor) as tx:
-        doc = await _doc(tx.conn, actor, doc_id, lock=True)
-        if doc["status"] != "submitted":
-            raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}: only a "
-                          "submitted document is approved")
+        doc = await _locked(tx, actor, doc_id, ("submitted",),
+                            ": only a submitted document is approved")
         if doc["created_by"] == actor.user_id:
             raise Problem(403, "forbidden", "nobody approves a document they drafted")
         if await tx.conn.fetchval(
@@ -459,9 +465,7 @@ async def reject_document(doc_id: Id, data: DecisionIn, actor: Actor, state: Sta
                           ) -> DocumentOut:
     _staff(actor)
     async with change(state.pool, actor) as tx:
-        doc = await _doc(tx.conn, actor, doc_id, lock=True)
-        if doc["status"] != "submitted":
-            raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}")
+        doc = await _locked(tx, actor, doc_id, ("submitted",))
         if doc["created_by"] == actor.user_id:
             raise Problem(403, "forbidden", "nobody decides on a document they drafted")
         if doc["froze_account"]:
@@ -482,9 +486,7 @@ async def revise_document(doc_id: Id, data: ReviseIn, actor: Actor, state: State
                           ) -> DocumentOut:
     _staff(actor)
     async with change(state.pool, actor) as tx:
-        doc = await _doc(tx.conn, actor, doc_id, lock=True)
-        if doc["status"] not in ("rejected", "draft", "failed"):
-            raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}")
+        doc = await _locked(tx, actor, doc_id, ("rejected", "draft", "failed"))
         if doc["status"] == "failed" and await tx.conn.fetchval(
                 "SELECT true FROM document_lines WHERE document_id = $1 AND result_code = 0",
                 doc_id):
