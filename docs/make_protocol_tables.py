@@ -292,6 +292,53 @@ def vector_admin_session() -> list[tuple[str, str, ocp.Message, bytes]]:
     return frames
 
 
+def _session_blocks(prefix: str, key_prefix: str,
+                    frames: list[tuple[str, str, ocp.Message, bytes]]) -> list[str]:
+    """One vector block per frame of a whole session: named <prefix>/<nn>-<name>, keyed
+    <key_prefix><direction> when MAC'd."""
+    out = []
+    for i, (name, direction, msg, data) in enumerate(frames, start=1):
+        mac = data[5] & ocp.FLAG_MAC
+        out.append(_block([
+            ("name", f"{prefix}/{i:02d}-{name}"),
+            ("direction", direction),
+            ("key", (key_prefix + direction) if mac else "none"),
+            ("sequence", int.from_bytes(data[6:10], "big")),
+            ("message", _message_json(msg)),
+        ], data))
+    return out
+
+
+def _frame_block(name: str, direction: str, msg: ocp.Message, sequence: int,
+                 mac_key: bytes) -> str:
+    """The vector block of one MAC'd frame, encoded here with the session key k_<direction>."""
+    return _block([
+        ("name", name),
+        ("direction", direction),
+        ("key", "k_" + direction),
+        ("sequence", sequence),
+        ("message", _message_json(msg)),
+    ], ocp.encode_frame(msg, sequence=sequence, mac_key=mac_key))
+
+
+def _invalid_blocks(prefix: str,
+                    invalid: list[tuple[str, str, bytes, str, str | None]]) -> list[str]:
+    """One vector block per invalid frame: (name, context, data, error class, field path)."""
+    out = []
+    for name, context, data, error, path in invalid:
+        cls = getattr(ocp, error)
+        lines: list[tuple[str, object]] = [
+            ("name", prefix + name),
+            ("context", context),
+            ("error", error),
+            ("code", f"{cls.response_code.value} {cls.response_code.name}"),
+        ]
+        if path:
+            lines.append(("path", path))
+        out.append(_block(lines, data))
+    return out
+
+
 def render_admin_vectors() -> str:
     """Appendix A.4: an admin terminal's key, session and frames, and refusals."""
     key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_ADMIN_TERMINAL_ID,
@@ -309,15 +356,7 @@ def render_admin_vectors() -> str:
         ("k_t2s", k_t2s.hex()),
         ("k_s2t", k_s2t.hex()),
     ])]
-    for i, (name, direction, msg, data) in enumerate(vector_admin_session(), start=1):
-        mac = data[5] & ocp.FLAG_MAC
-        out.append(_block([
-            ("name", f"admin-session/{i:02d}-{name}"),
-            ("direction", direction),
-            ("key", ("admin_k_" + direction) if mac else "none"),
-            ("sequence", int.from_bytes(data[6:10], "big")),
-            ("message", _message_json(msg)),
-        ], data))
+    out += _session_blocks("admin-session", "admin_k_", vector_admin_session())
     pos_key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID,
                                       VECTOR_KEY_VERSION)
     pos_t2s, pos_s2t = ocp.derive_session_keys(pos_key, VECTOR_TERMINAL_NONCE,
@@ -329,13 +368,7 @@ def render_admin_vectors() -> str:
         ("admin-refused/01-credit-from-pos", "t2s", credit, 8, pos_t2s),
         ("admin-refused/02-not-permitted", "s2t", refusal, 7, pos_s2t),
     ):
-        out.append(_block([
-            ("name", name),
-            ("direction", direction),
-            ("key", "k_" + direction),
-            ("sequence", sequence),
-            ("message", _message_json(msg)),
-        ], ocp.encode_frame(msg, sequence=sequence, mac_key=mac_key)))
+        out.append(_frame_block(name, direction, msg, sequence, mac_key))
     invalid = [
         ("admin-invalid/credit-wallet", "session",
          ocp.encode_frame(ocp.Credit(46, VECTOR_CARD, 2, 5000, 2), sequence=2, mac_key=pos_t2s),
@@ -343,17 +376,7 @@ def render_admin_vectors() -> str:
         ("admin-invalid/credit-before-sign-on", "fresh",
          ocp.encode_frame(credit, sequence=0), "NotSignedOn", None),
     ]
-    for name, context, data, error, path in invalid:
-        cls = getattr(ocp, error)
-        lines: list[tuple[str, object]] = [
-            ("name", name),
-            ("context", context),
-            ("error", error),
-            ("code", f"{cls.response_code.value} {cls.response_code.name}"),
-        ]
-        if path:
-            lines.append(("path", path))
-        out.append(_block(lines, data))
+    out += _invalid_blocks("", invalid)
     return "\n\n".join(out)
 
 
@@ -377,15 +400,7 @@ def render_vectors() -> str:
             ("k_s2t", k_s2t.hex()),
         ]),
     ]
-    for i, (name, direction, msg, data) in enumerate(vector_session(), start=1):
-        mac = data[5] & ocp.FLAG_MAC
-        out.append(_block([
-            ("name", f"session/{i:02d}-{name}"),
-            ("direction", direction),
-            ("key", ("k_" + direction) if mac else "none"),
-            ("sequence", int.from_bytes(data[6:10], "big")),
-            ("message", _message_json(msg)),
-        ], data))
+    out += _session_blocks("session", "k_", vector_session())
     unknown_terminal = ocp.Error(ocp.ResponseCode.UNKNOWN_TERMINAL, 0, "unknown")
     refused = ocp.encode_frame(unknown_terminal, sequence=0)
     out.append(_block([
@@ -423,17 +438,7 @@ def render_vectors() -> str:
         ("purchase-before-sign-on", "fresh", ocp.encode_frame(purchase, sequence=0),
          "NotSignedOn", None),
     ]
-    for name, context, data, error, path in invalid:
-        cls = getattr(ocp, error)
-        lines: list[tuple[str, object]] = [
-            ("name", f"invalid/{name}"),
-            ("context", context),
-            ("error", error),
-            ("code", f"{cls.response_code.value} {cls.response_code.name}"),
-        ]
-        if path:
-            lines.append(("path", path))
-        out.append(_block(lines, data))
+    out += _invalid_blocks("invalid/", invalid)
     return "\n\n".join(out)
 
 
@@ -504,13 +509,7 @@ def render_qr_vectors() -> str:
                                               "verify"), 9, k_s2t),
     ]
     for i, (name, direction, msg, sequence, mac_key) in enumerate(frames, start=1):
-        out.append(_block([
-            ("name", f"qr-session/{i:02d}-{name}"),
-            ("direction", direction),
-            ("key", "k_" + direction),
-            ("sequence", sequence),
-            ("message", _message_json(msg)),
-        ], ocp.encode_frame(msg, sequence=sequence, mac_key=mac_key)))
+        out.append(_frame_block(f"qr-session/{i:02d}-{name}", direction, msg, sequence, mac_key))
     return "\n\n".join(out)
 
 
