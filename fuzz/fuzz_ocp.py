@@ -11,12 +11,12 @@ CLOSED or an OcpRemoteError is a crash.
 
 from __future__ import annotations
 
-import os
-import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import _harness  # fuzz/_harness.py: fuzz/ is sys.path[0] when run as a script
 
 from protocols import ocp
 
@@ -80,31 +80,8 @@ def test_one_input(data: bytes) -> None:
             assert isinstance(ev, ocp.Message)
 
 
-def _random_run(n: int) -> None:
-    rng = random.Random(int.from_bytes(os.urandom(8), "big"))
-    seeds = _seed_corpus()
-    for _ in range(n):
-        if rng.random() < 0.3:
-            data = rng.randbytes(rng.randrange(64))
-        else:
-            data = bytearray(rng.choice(seeds))
-            for _ in range(rng.randrange(1, 5)):
-                i = rng.randrange(len(data))
-                data[i] = rng.randrange(256)
-            data = bytes(data)
-        test_one_input(data)
-
-
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--random":
-        _random_run(int(sys.argv[2]))
-        print(f"{sys.argv[2]} inputs: no crash")
-        return
-    import atheris  # type: ignore[import-not-found]
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    _harness.main(test_one_input, _seed_corpus, max_random_len=64, max_mutations=4)
 
 
 if __name__ == "__main__":

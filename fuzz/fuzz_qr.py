@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
-import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import _harness  # fuzz/_harness.py: fuzz/ is sys.path[0] when run as a script
 
 from protocols import qr
 
@@ -62,30 +62,8 @@ def _seed_corpus() -> list[bytes]:
     return [b"\x00" + VALID.encode(), b"\x01" + VALID_RAW, b"\x02" + bytes(len(VALID_RAW))]
 
 
-def _random_run(n: int) -> None:
-    rng = random.Random(int.from_bytes(os.urandom(8), "big"))
-    seeds = _seed_corpus()
-    for _ in range(n):
-        if rng.random() < 0.3:
-            data = rng.randbytes(rng.randrange(80))
-        else:
-            buf = bytearray(rng.choice(seeds))
-            for _ in range(rng.randrange(1, 4)):
-                buf[rng.randrange(len(buf))] = rng.randrange(256)
-            data = bytes(buf)
-        test_one_input(data)
-
-
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--random":
-        _random_run(int(sys.argv[2]))
-        print(f"{sys.argv[2]} inputs: no crash")
-        return
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    _harness.main(test_one_input, _seed_corpus, max_random_len=80, max_mutations=3)
 
 
 if __name__ == "__main__":
