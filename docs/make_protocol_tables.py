@@ -215,9 +215,12 @@ def _block(lines: list[tuple[str, object]], data: bytes | None = None) -> str:
     return "\n".join([*out, "```"])
 
 
-def vector_session() -> list[tuple[str, str, ocp.Message, bytes]]:
-    """(name, direction, message, frame) of the reference session, driven through Connections."""
-    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+def _drive_session(terminal_id: int, terminal_nonce: bytes, switch_nonce: bytes,
+                   steps: list[tuple[str, str, ocp.Message]],
+                   ) -> list[tuple[str, str, ocp.Message, bytes]]:
+    """(name, direction, message, frame) of a sign-on and then steps (name, "t2s" or "s2t",
+    message), driven through a terminal's and a switch's Connection."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, terminal_id, VECTOR_KEY_VERSION)
     t, s = ocp.Connection(ocp.Role.TERMINAL), ocp.Connection(ocp.Role.SWITCH)
     frames: list[tuple[str, str, ocp.Message, bytes]] = []
 
@@ -227,69 +230,59 @@ def vector_session() -> list[tuple[str, str, ocp.Message, bytes]]:
         assert isinstance(ev, ocp.Message), ev
         frames.append((name, "t2s" if to is s else "s2t", ev, data))
 
-    def t2s(name: str, msg: ocp.Message) -> None:
-        hand(name, t.send(msg), s)
-
-    def s2t(name: str, msg: ocp.Message) -> None:
-        hand(name, s.send(msg), t)
-
-    hand("sign-on", t.start_sign_on(VECTOR_TERMINAL_ID, key, VECTOR_TERMINAL_NONCE), s)
-    hand("sign-on-challenge", s.accept_sign_on(key, VECTOR_SWITCH_NONCE), t)
-    t2s("sign-on-confirm", ocp.SignOnConfirm(41, ocp.TerminalKind.POS, "pos-2.3.1"))
-    s2t("sign-on-result", ocp.SignOnResult(0, 1_700_000_000_000, 41, 30))
-    t2s("purchase", ocp.Purchase(42, VECTOR_CARD, 1250, 1_700_000_001_000))
-    t2s("reversal", ocp.Reversal(43, 42, VECTOR_CARD, 0))
-    s2t("purchase-result", ocp.PurchaseResult(42, 0, 1250, 8750, 8000, 750))
-    s2t("reversal-result", ocp.ReversalResult(43, 0, 1250, 10000))
-    t2s("balance-inquiry", ocp.BalanceInquiry(44, VECTOR_CARD))
-    s2t("balance-result", ocp.BalanceResult(44, 0, 10000, 9000, 1000))
-    t2s("heartbeat", ocp.Heartbeat(1_700_000_030_000))
-    s2t("heartbeat-ack", ocp.HeartbeatAck(1_700_000_030_005))
-    t2s("purchase-2", ocp.Purchase(45, VECTOR_CARD, 20000, 1_700_000_031_000))
-    s2t("error-busy", ocp.Error(ocp.ResponseCode.BUSY, 45, "retry later"))
-    t2s("error-from-terminal", ocp.Error(ocp.ResponseCode.UNKNOWN_MESSAGE, 0, "tag 40"))
-    t2s("sign-off", ocp.SignOff())
-    return frames
-
-
-def vector_admin_session() -> list[tuple[str, str, ocp.Message, bytes]]:
-    """(name, direction, message, frame) of the reference admin terminal session (A.4)."""
-    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_ADMIN_TERMINAL_ID,
-                                  VECTOR_KEY_VERSION)
-    t, s = ocp.Connection(ocp.Role.TERMINAL), ocp.Connection(ocp.Role.SWITCH)
-    frames: list[tuple[str, str, ocp.Message, bytes]] = []
-
-    def hand(name: str, data: bytes, to: ocp.Connection) -> None:
-        to.receive_data(data)
-        ev = to.next_event()
-        assert isinstance(ev, ocp.Message), ev
-        frames.append((name, "t2s" if to is s else "s2t", ev, data))
-
-    rc = ocp.ResponseCode
-    hand("sign-on", t.start_sign_on(VECTOR_ADMIN_TERMINAL_ID, key, VECTOR_ADMIN_TERMINAL_NONCE),
-         s)
-    hand("sign-on-challenge", s.accept_sign_on(key, VECTOR_ADMIN_SWITCH_NONCE), t)
-    steps: list[tuple[str, ocp.Message]] = [
-        ("sign-on-confirm", ocp.SignOnConfirm(7, ocp.TerminalKind.ADMIN, "admin-api-1.0")),
-        ("sign-on-result", ocp.SignOnResult(0, 1_700_000_100_000, 7, 30)),
-        ("credit", ocp.Credit(8, VECTOR_CARD, 0, 5000, 2)),
-        ("credit-result", ocp.CreditResult(8, 0, 5000, 15000, 14000, 1000)),
-        ("debit", ocp.Debit(9, VECTOR_CARD, 1, 400, 7)),
-        ("debit-result", ocp.DebitResult(9, 0, 400, 14600, 14000, 600)),
-        ("transfer", ocp.Transfer(10, VECTOR_CARD, 0, 2000)),
-        ("transfer-result", ocp.TransferResult(10, 0, 2000, 14600, 12000, 2600)),
-        ("debit-declined", ocp.Debit(11, VECTOR_CARD, 1, 5000, 7)),
-        ("debit-result-declined",
-         ocp.DebitResult(11, rc.INSUFFICIENT_FUNDS, 0, 14600, 12000, 2600)),
-        ("reversal-of-credit", ocp.Reversal(12, 8, VECTOR_CARD, 0)),
-        ("reversal-result-mismatch", ocp.ReversalResult(12, rc.REVERSAL_MISMATCH, 0, 14600)),
-    ]
-    for name, msg in steps:
-        if msg.direction is ocp.Direction.T2S:
+    hand("sign-on", t.start_sign_on(terminal_id, key, terminal_nonce), s)
+    hand("sign-on-challenge", s.accept_sign_on(key, switch_nonce), t)
+    for name, direction, msg in steps:
+        if direction == "t2s":
             hand(name, t.send(msg), s)
         else:
             hand(name, s.send(msg), t)
     return frames
+
+
+def vector_session() -> list[tuple[str, str, ocp.Message, bytes]]:
+    """(name, direction, message, frame) of the reference session, driven through Connections."""
+    return _drive_session(VECTOR_TERMINAL_ID, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE, [
+        ("sign-on-confirm", "t2s", ocp.SignOnConfirm(41, ocp.TerminalKind.POS, "pos-2.3.1")),
+        ("sign-on-result", "s2t", ocp.SignOnResult(0, 1_700_000_000_000, 41, 30)),
+        ("purchase", "t2s", ocp.Purchase(42, VECTOR_CARD, 1250, 1_700_000_001_000)),
+        ("reversal", "t2s", ocp.Reversal(43, 42, VECTOR_CARD, 0)),
+        ("purchase-result", "s2t", ocp.PurchaseResult(42, 0, 1250, 8750, 8000, 750)),
+        ("reversal-result", "s2t", ocp.ReversalResult(43, 0, 1250, 10000)),
+        ("balance-inquiry", "t2s", ocp.BalanceInquiry(44, VECTOR_CARD)),
+        ("balance-result", "s2t", ocp.BalanceResult(44, 0, 10000, 9000, 1000)),
+        ("heartbeat", "t2s", ocp.Heartbeat(1_700_000_030_000)),
+        ("heartbeat-ack", "s2t", ocp.HeartbeatAck(1_700_000_030_005)),
+        ("purchase-2", "t2s", ocp.Purchase(45, VECTOR_CARD, 20000, 1_700_000_031_000)),
+        ("error-busy", "s2t", ocp.Error(ocp.ResponseCode.BUSY, 45, "retry later")),
+        ("error-from-terminal", "t2s",
+         ocp.Error(ocp.ResponseCode.UNKNOWN_MESSAGE, 0, "tag 40")),
+        ("sign-off", "t2s", ocp.SignOff()),
+    ])
+
+
+def vector_admin_session() -> list[tuple[str, str, ocp.Message, bytes]]:
+    """(name, direction, message, frame) of the reference admin terminal session (A.4)."""
+    rc = ocp.ResponseCode
+    steps: list[tuple[str, str, ocp.Message]] = [
+        ("sign-on-confirm", "t2s",
+         ocp.SignOnConfirm(7, ocp.TerminalKind.ADMIN, "admin-api-1.0")),
+        ("sign-on-result", "s2t", ocp.SignOnResult(0, 1_700_000_100_000, 7, 30)),
+        ("credit", "t2s", ocp.Credit(8, VECTOR_CARD, 0, 5000, 2)),
+        ("credit-result", "s2t", ocp.CreditResult(8, 0, 5000, 15000, 14000, 1000)),
+        ("debit", "t2s", ocp.Debit(9, VECTOR_CARD, 1, 400, 7)),
+        ("debit-result", "s2t", ocp.DebitResult(9, 0, 400, 14600, 14000, 600)),
+        ("transfer", "t2s", ocp.Transfer(10, VECTOR_CARD, 0, 2000)),
+        ("transfer-result", "s2t", ocp.TransferResult(10, 0, 2000, 14600, 12000, 2600)),
+        ("debit-declined", "t2s", ocp.Debit(11, VECTOR_CARD, 1, 5000, 7)),
+        ("debit-result-declined", "s2t",
+         ocp.DebitResult(11, rc.INSUFFICIENT_FUNDS, 0, 14600, 12000, 2600)),
+        ("reversal-of-credit", "t2s", ocp.Reversal(12, 8, VECTOR_CARD, 0)),
+        ("reversal-result-mismatch", "s2t",
+         ocp.ReversalResult(12, rc.REVERSAL_MISMATCH, 0, 14600)),
+    ]
+    return _drive_session(VECTOR_ADMIN_TERMINAL_ID, VECTOR_ADMIN_TERMINAL_NONCE,
+                          VECTOR_ADMIN_SWITCH_NONCE, steps)
 
 
 def _session_blocks(prefix: str, key_prefix: str,
