@@ -462,6 +462,7 @@ def render_qr_vectors() -> str:
 
     body = raw[: qr.BODY_BYTES]
     flipped = raw[:-1] + bytes([raw[-1] ^ 1])
+    forged = qr.PREFIX + base64.b32encode(flipped).decode()
     skew = limits.QR_CLOCK_SKEW_SECONDS
     long_lived = body[:13] + (VECTOR_QR_ISSUED_S + limits.QR_LIFETIME_SECONDS_MAX + 1
                               ).to_bytes(4, "big") + body[17:]
@@ -471,8 +472,7 @@ def render_qr_vectors() -> str:
         ("valid-within-skew-before-issue", text, VECTOR_QR_ISSUED_S - skew, "none"),
         ("expired", text, VECTOR_QR_EXPIRES_S + skew + 1, "QrExpired"),
         ("not-yet-valid", text, VECTOR_QR_ISSUED_S - skew - 1, "QrExpired"),
-        ("bad-mac", qr.PREFIX + base64.b32encode(flipped).decode(), VECTOR_QR_ISSUED_S,
-         "QrBadMac"),
+        ("bad-mac", forged, VECTOR_QR_ISSUED_S, "QrBadMac"),
         ("lower-case", text.lower(), VECTOR_QR_ISSUED_S, "QrMalformed"),
         ("no-prefix", text[len(qr.PREFIX):], VECTOR_QR_ISSUED_S, "QrMalformed"),
         ("version-2", signed(b"\x02" + body[1:]), VECTOR_QR_ISSUED_S, "QrMalformed"),
@@ -486,7 +486,6 @@ def render_qr_vectors() -> str:
         out.append(_block(lines))
     key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
     k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
-    forged = qr.PREFIX + base64.b32encode(flipped).decode()
     frames: list[tuple[str, str, ocp.Message, int, bytes]] = [
         ("qr-purchase", "t2s", ocp.QrPurchase(46, text, 1250, 1_700_000_040_000), 8, k_t2s),
         ("purchase-result", "s2t", ocp.PurchaseResult(46, 0, 1250, 8750, 7750, 1000), 7,
