@@ -32,7 +32,7 @@ def main(test_one_input: Callable[[bytes], None], seed_corpus: Callable[[], list
                    max_random_len=max_random_len, max_mutations=max_mutations)
         print(f"{sys.argv[2]} inputs: no crash")
         return
-    import atheris  # type: ignore[import-not-found]
+    import atheris
 
     atheris.instrument_all()
     atheris.Setup(sys.argv, test_one_input)
