@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+import msgspec.inspect
 import pytest
 
 from protocols import limits, ocp
@@ -371,6 +373,22 @@ def test_wrong_type_is_invalid_field() -> None:
     with pytest.raises(ocp.InvalidField) as info:
         pair.to_switch(_raw_frame(body, sequence=2, mac_key=_k_t2s()))
     assert (info.value.path, info.value.txn_seq) == ("$.card_no", 5)
+
+
+@pytest.mark.parametrize("cls", [c for c in ocp.MESSAGE_TYPES if c.direction
+                                 is ocp.Direction.T2S and c.__struct_fields__[:1] == ("txn_seq",)])
+def test_a_request_missing_its_last_field_is_refused_naming_it(cls: type[ocp.Message]) -> None:
+    """Every request cut short before its last required field: INVALID_FIELD naming that field
+    (not `$`), with the request's txn_seq, and the session goes on."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    required = [f.name for f in info.fields if f.required]
+    body = msgspec.msgpack.encode([cls.__struct_config__.tag, 77, *[1] * (len(required) - 2)])
+    pair = signed_on_pair()
+    with pytest.raises(ocp.InvalidField) as exc:
+        pair.to_switch(_raw_frame(body, sequence=2, mac_key=_k_t2s()))
+    assert (exc.value.path, exc.value.txn_seq) == (f"$.{required[-1]}", 77)
+    assert pair.switch.state is S.READY
 
 
 def test_invalid_field_before_sign_on_is_malformed() -> None:
