@@ -92,12 +92,24 @@ def _attr_doc(name: str) -> str:
     return " ".join(m.group(1).split()) if m else ""
 
 
+def _senders(cls: type[ocp.Message]) -> str:
+    """Which terminal kinds may send `cls` (ocp.TERMINAL_KIND_MESSAGES)."""
+    if cls.direction is ocp.Direction.S2T:
+        return "switch"
+    kinds = [k for k, sent in ocp.TERMINAL_KIND_MESSAGES.items() if cls in sent]
+    if len(kinds) == len(ocp.TerminalKind):
+        return "every kind" + (", and the switch" if cls.direction is ocp.Direction.BOTH else "")
+    return ", ".join(f"{k.name.lower() if k is not ocp.TerminalKind.POS else 'POS'} ({k.value})"
+                     for k in kinds)
+
+
 def render_messages() -> str:
-    out = ["| tag | message | direction | body (after the tag) |", "| --- | --- | --- | --- |"]
+    out = ["| tag | message | direction | sent by (terminal kinds) | body (after the tag) |",
+           "| --- | --- | --- | --- | --- |"]
     for cls in ocp.MESSAGE_TYPES:
         fields = ", ".join(cls.__struct_fields__) or "(none)"
         tag = cls.__struct_config__.tag
-        out.append(f"| {tag} | `{cls.__name__}` | {cls.direction} | {fields} |")
+        out.append(f"| {tag} | `{cls.__name__}` | {cls.direction} | {_senders(cls)} | {fields} |")
     out.append("")
     for cls in ocp.MESSAGE_TYPES:
         info = mi.type_info(cls)
@@ -278,8 +290,8 @@ def vector_admin_session() -> list[tuple[str, str, ocp.Message, bytes]]:
         ("debit-result-declined", "s2t",
          ocp.DebitResult(11, rc.INSUFFICIENT_FUNDS, 0, 14600, 12000, 2600)),
         ("reversal-of-credit", "t2s", ocp.Reversal(12, 8, VECTOR_CARD, 0)),
-        ("reversal-result-mismatch", "s2t",
-         ocp.ReversalResult(12, rc.REVERSAL_MISMATCH, 0, 14600)),
+        ("reversal-not-permitted", "s2t",
+         ocp.Error(rc.NOT_PERMITTED, 12, "Reversal is accepted from POS terminals (kind 1) only")),
     ]
     return _drive_session(VECTOR_ADMIN_TERMINAL_ID, VECTOR_ADMIN_TERMINAL_NONCE,
                           VECTOR_ADMIN_SWITCH_NONCE, steps)

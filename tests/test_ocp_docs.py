@@ -93,8 +93,9 @@ def test_doc_regions_all_present() -> None:
 def test_all_is_pinned() -> None:
     assert sorted(ocp.__all__) == sorted(
         [
-            "ADMIN_REQUEST_TYPES", "CLOSED", "CODE_INFO", "FLAG_MAC", "MESSAGE_TYPES", "NEED_DATA",
-            "PURCHASE_CHECK_PRECEDENCE", "RESERVED_TAG_RANGES", "TRANSITIONS", "VERSION",
+            "CLOSED", "CODE_INFO", "FLAG_MAC", "MESSAGE_TYPES", "NEED_DATA",
+            "PURCHASE_CHECK_PRECEDENCE", "RESERVED_TAG_RANGES", "SESSION_MESSAGE_TYPES",
+            "TERMINAL_KIND_MESSAGES", "TRANSITIONS", "VERSION",
             "BadMac", "BalanceInquiry", "BalanceResult", "CodeInfo", "CodeKind", "Connection",
             "Credit", "CreditResult", "Debit", "DebitResult", "Direction", "Error",
             "FrameTooLarge", "Heartbeat", "HeartbeatAck", "InvalidField",

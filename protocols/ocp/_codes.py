@@ -206,10 +206,9 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         _RESIGN, closes=True,
     ),
     _R.NOT_PERMITTED: _protocol(
-        "The message is reserved to another kind of terminal: the privileged messages (tags "
-        "128-143: Credit, Debit, Transfer) are accepted only from a terminal registered as an "
-        "admin terminal (kind 6). Only that request is refused; it is not journaled and its "
-        "txn_seq is not used up.",
+        "The message is not one this terminal's kind may send (section 4.1, \"sent by\": "
+        "Purchase from a door reader, Credit from a till...). Only that request is refused; it "
+        "is not journaled and its txn_seq is not used up.",
         "Do not send it from this terminal; the connection stays open.",
         closes=False, sender="switch",
     ),
