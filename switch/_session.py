@@ -358,6 +358,18 @@ class TerminalSession(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.close()
 
+    def end(self, code: int, detail: str) -> None:
+        """End the connection with a closing Error saying why (SESSION_REPLACED, IDLE_TIMEOUT,
+        SHUTTING_DOWN: docs/protocol.md section 8), after whatever is queued. If the terminal
+        has not read what was written before, abort: it would never drain the buffer."""
+        if self.closed:
+            return
+        with contextlib.suppress(ocp.OcpLocalError):  # the connection already failed or closed
+            self._out.append(self._conn.send(ocp.Error(code, 0, detail)))
+        self.close()
+        if self._transport is not None and self._transport.get_write_buffer_size():
+            self._transport.abort()
+
     def abort(self) -> None:
         """Drop the connection now, discarding anything unsent."""
         self._out.clear()
@@ -483,7 +495,7 @@ class TerminalSession(asyncio.Protocol):
             self.log.info("ocp.session_superseded", terminal_id=info.terminal_id, peer=old.peer)
             rt.sessions.pop(info.terminal_id)
             old._kind_gauge.dec()
-            old.close()
+            old.end(_RC.SESSION_REPLACED, "terminal signed on again on another connection")
         rt.sessions[info.terminal_id] = self
         self._kind_gauge = metrics.terminals_connected.labels(
             metrics.TERMINAL_KINDS.get(info.kind, "other")

@@ -281,6 +281,32 @@ def test_purchase_while_awaiting_confirm_is_not_signed_on() -> None:
         pair.to_switch(ocp.encode_frame(purchase(), sequence=1, mac_key=_k_t2s()))
 
 
+def _awaiting_confirm() -> ConnectionPair:
+    pair = ConnectionPair()
+    pair.to_switch(pair.terminal.start_sign_on(TERMINAL_ID, TERMINAL_KEY, TERMINAL_NONCE))
+    pair.to_terminal(pair.switch.accept_sign_on(TERMINAL_KEY, SWITCH_NONCE))
+    return pair
+
+
+@pytest.mark.parametrize("body", [
+    ocp.encode_frame(ocp.SignOnConfirm(0), sequence=1)[10:],
+    ocp.encode_frame(purchase(), sequence=1)[10:],
+    ocp.encode_frame(ocp.Heartbeat(), sequence=1)[10:],
+    b"\xc1",
+], ids=["sign-on-confirm", "purchase", "heartbeat", "garbage"])
+def test_a_plain_frame_where_the_confirm_is_due_is_bad_mac(body: bytes) -> None:
+    """The switch holds k_t2s once it sent the challenge: a plain frame is BAD_MAC (86),
+    whatever it carries, before any other check (docs/protocol.md section 3); only a plain
+    Error is accepted there."""
+    pair = _awaiting_confirm()
+    with pytest.raises(ocp.BadMac):
+        pair.to_switch(_raw_frame(body, sequence=1))
+    _after_error_one_error_then_closed(pair.switch, RC.BAD_MAC)
+    pair = _awaiting_confirm()
+    error = ocp.Error(RC.BAD_MAC, 0, "challenge does not verify")
+    assert pair.to_switch(ocp.encode_frame(error, sequence=1)) == [error, ocp.CLOSED]
+
+
 def test_frame_while_sign_on_pending_is_unexpected() -> None:
     pair = ConnectionPair()
     data = pair.terminal.start_sign_on(TERMINAL_ID, TERMINAL_KEY, TERMINAL_NONCE)

@@ -131,7 +131,7 @@ def test_response_code_numbers_are_pinned() -> None:
         "NOT_SIGNED_ON": 88, "UNKNOWN_TERMINAL": 89, "TERMINAL_DISABLED": 90,
         "UNEXPECTED_MESSAGE": 91, "NOT_PERMITTED": 92, "QR_INVALID": 93, "QR_EXPIRED": 94,
         "QR_USED": 95, "SYSTEM_ERROR": 96, "BUSY": 97,
-        "SHUTTING_DOWN": 98,
+        "SHUTTING_DOWN": 98, "SESSION_REPLACED": 99, "IDLE_TIMEOUT": 100,
     }
 
 

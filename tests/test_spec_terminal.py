@@ -330,6 +330,15 @@ class Terminal:
 
     # section 6
     def sign_on(self, last_txn_seq: int = 0) -> dict[str, Any]:
+        self.challenge()
+        self.send({"type": "SignOnConfirm", "last_txn_seq": last_txn_seq, "terminal_kind": 1,
+                   "firmware": "spec-pos-1.0"})
+        result = self.recv()
+        assert result["type"] == "SignOnResult", result
+        return result
+
+    def challenge(self) -> None:
+        """Steps 1 and 2: SignOn, then the verified SignOnChallenge; the session keys set."""
         nonce = os.urandom(NONCE_BYTES)
         self.sock.sendall(self.frame(
             {"type": "SignOn", "terminal_id": self.terminal_id, "nonce": nonce,
@@ -346,11 +355,6 @@ class Terminal:
         k_t2s, k_s2t = session_keys(self.key, nonce, challenge["nonce"])
         verify_mac(frame, k_s2t)  # proves the switch holds our key
         self.k_t2s, self.k_s2t = k_t2s, k_s2t
-        self.send({"type": "SignOnConfirm", "last_txn_seq": last_txn_seq, "terminal_kind": 1,
-                   "firmware": "spec-pos-1.0"})
-        result = self.recv()
-        assert result["type"] == "SignOnResult", result
-        return result
 
     def request(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.send(msg)
@@ -638,6 +642,32 @@ def test_unknown_terminal_and_wrong_key_cannot_sign_on(site: Site) -> None:
 def test_a_request_before_sign_on_is_not_signed_on(site: Site) -> None:
     t = connect(site)
     t.sock.sendall(t.frame(purchase(1, 1, 100), plain=True))
+    err = t.recv_plain()
+    assert (err["type"], err["code"]) == ("Error", NOT_SIGNED_ON)
+    t.expect_eof()
+    t.close()
+
+
+def test_a_plain_frame_where_the_confirm_is_due_is_bad_mac(site: Site) -> None:
+    # Section 3: once the switch sent the challenge it holds k_t2s; a plain frame other than
+    # an Error is BAD_MAC, whatever it carries. The switch's Error is MAC'd (section 8).
+    for msg in ({"type": "SignOnConfirm", "last_txn_seq": 0, "terminal_kind": 1,
+                 "firmware": "plain"},
+                {"type": "Heartbeat", "terminal_time_ms": 0},
+                purchase(1, 1, 100)):
+        t = connect(site)
+        t.challenge()
+        t.sock.sendall(t.frame(msg, plain=True))
+        err = t.recv()
+        assert (err["type"], err["code"], err["txn_seq"]) == ("Error", BAD_MAC, 0), msg
+        t.expect_eof()
+        t.close()
+
+
+def test_a_heartbeat_before_sign_on_is_not_signed_on(site: Site) -> None:
+    # Section 6: a Heartbeat is refused NOT_SIGNED_ON before the SignOnConfirm, like a request.
+    t = connect(site)
+    t.sock.sendall(t.frame({"type": "Heartbeat", "terminal_time_ms": 0}, plain=True))
     err = t.recv_plain()
     assert (err["type"], err["code"]) == ("Error", NOT_SIGNED_ON)
     t.expect_eof()

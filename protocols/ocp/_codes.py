@@ -56,6 +56,8 @@ class ResponseCode(enum.IntEnum):
     SYSTEM_ERROR = 96
     BUSY = 97
     SHUTTING_DOWN = 98
+    SESSION_REPLACED = 99
+    IDLE_TIMEOUT = 100
 
 
 class CodeKind(enum.StrEnum):
@@ -139,7 +141,11 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     _R.CARD_CANCELLED: _decline("The card is cancelled (replaced or returned)."),
     _R.ACCOUNT_CLOSED: _decline("The cardholder's account is closed."),
     _R.ACCOUNT_FROZEN: _decline("The cardholder's account is frozen."),
-    _R.INSUFFICIENT_FUNDS: _decline("Main plus subsidy balance is below the amount."),
+    _R.INSUFFICIENT_FUNDS: _decline(
+        "The paying wallet would go below its floor: the main wallet's is minus the overdraft of "
+        "the cardholder's class, less what open holds reserve; the subsidy wallet's is 0. A "
+        "purchase takes the wallets in the merchant's spend order (section 4.1 notes)."
+    ),
     _R.CROSS_TENANT_NOT_ALLOWED: _decline(
         "The card belongs to another tenant (campus) and this merchant does not accept it."
     ),
@@ -169,7 +175,7 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     _R.MALFORMED_FRAME: _protocol(
         "The frame or its MessagePack body cannot be parsed: length prefix below 6, flags bits "
         "other than bit 0, a truncated frame at end of stream, a body that is not an array "
-        "starting with an integer tag.",
+        "starting with an integer tag, a str that is not valid UTF-8.",
         _RESIGN, closes=True,
     ),
     _R.FRAME_TOO_LARGE: _protocol(
@@ -187,7 +193,8 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         _RESIGN, closes=True,
     ),
     _R.NOT_SIGNED_ON: _protocol(
-        "A request arrived before sign-on completed.",
+        "A request, Heartbeat or SignOff arrived before the SignOnConfirm: before or with the "
+        "SignOn, or MAC'd after the SignOnChallenge (a plain frame there is BAD_MAC).",
         "Sign on, then resend with the same txn_seq.",
         closes=True, sender="switch",
     ),
@@ -246,9 +253,24 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         closes=False, sender="switch", kind=CodeKind.SYSTEM,
     ),
     _R.SHUTTING_DOWN: _protocol(
-        "The switch is draining; it answers what it already read and then closes.",
+        "The switch is draining (stopping, or refusing a new connection while it does): it "
+        "answered what it had read, sends this Error with txn_seq 0 and closes.",
         "Reconnect after a pause and resend unanswered requests with the same txn_seq.",
         closes=True, sender="switch", kind=CodeKind.SYSTEM,
+    ),
+    _R.SESSION_REPLACED: _protocol(
+        "The same terminal signed on again on another connection; the switch closes this older "
+        "one (txn_seq 0). Answers it still owed here are not sent here.",
+        "Use the newer session: resend unanswered requests there with the same txn_seq. If this "
+        "terminal did not sign on again, another device uses its terminal_id: report it.",
+        closes=True, sender="switch",
+    ),
+    _R.IDLE_TIMEOUT: _protocol(
+        "Nothing arrived on this connection for 3 heartbeat intervals (before sign-on: 3 times "
+        "the switch's interval); the switch closes it (txn_seq 0).",
+        "Sign on again and resend unanswered requests with the same txn_seq; send a Heartbeat "
+        "whenever nothing else was sent for heartbeat_interval_s.",
+        closes=True, sender="switch",
     ),
 }
 
