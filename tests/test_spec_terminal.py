@@ -377,7 +377,8 @@ def spec_vectors() -> dict[str, dict[str, str]]:
 
 
 VECTORS = spec_vectors()
-SESSION_VECTORS = sorted(n for n in VECTORS if n.startswith(("session/", "refused/")))
+SESSION_VECTORS = sorted(n for n in VECTORS if n.startswith(
+    ("session/", "refused/", "kind-refused/", "reuse/", "closing/")))
 INVALID_VECTORS = sorted(n for n in VECTORS if n.startswith("invalid/"))
 
 
@@ -400,7 +401,7 @@ def message_from_json(text: str) -> dict[str, Any]:
 
 def test_vectors_are_present() -> None:
     assert {"kdf/terminal-key", "kdf/session-keys"} <= VECTORS.keys()
-    assert len(SESSION_VECTORS) == 17 and len(INVALID_VECTORS) == 12
+    assert len(SESSION_VECTORS) == 25 and len(INVALID_VECTORS) == 18
 
 
 def test_vector_terminal_key() -> None:
@@ -448,9 +449,11 @@ def test_vector_invalid_frame(name: str) -> None:
     v = VECTORS[name]
     code = int(v["code"].split()[0])
     fresh = v["context"] == "fresh"
+    expected_seq = {"fresh": 0, "awaiting-confirm": 1, "session": 2}[v["context"]]
     with pytest.raises(ProtocolError) as exc:
+        # A frame cut short by the end of the stream ("then: eof") fails as truncated.
         switch_receive(bytes.fromhex(v["hex"]), k_t2s=None if fresh else vector_keys()["k_t2s"],
-                       expected_seq=0 if fresh else 2, ready=not fresh)
+                       expected_seq=expected_seq, ready=v["context"] == "session")
     assert exc.value.code == code
     if "path" in v:
         assert exc.value.detail == v["path"]
