@@ -99,8 +99,7 @@ def _senders(cls: type[ocp.Message]) -> str:
     kinds = [k for k, sent in ocp.TERMINAL_KIND_MESSAGES.items() if cls in sent]
     if len(kinds) == len(ocp.TerminalKind):
         return "every kind" + (", and the switch" if cls.direction is ocp.Direction.BOTH else "")
-    return ", ".join(f"{k.name.lower() if k is not ocp.TerminalKind.POS else 'POS'} ({k.value})"
-                     for k in kinds)
+    return ", ".join(f"{k.label} ({k.value})" for k in kinds)
 
 
 def render_messages() -> str:

@@ -57,14 +57,12 @@ _ADMIN_RESULTS: dict[int, type[ocp.CreditResult | ocp.DebitResult | ocp.Transfer
 }
 """Outcome kind of an admin request -> its answer (all three have the same fields)."""
 _ALL_MESSAGES = frozenset(ocp.MESSAGE_TYPES)
-_KIND_NAMES = {kind: "POS" if kind is ocp.TerminalKind.POS else kind.name.lower()
-               for kind in ocp.TerminalKind}
 
 
 def _not_permitted_detail(cls: type[ocp.Message]) -> str:
     """"Credit is accepted from admin terminals (kind 6) only": which kinds may send it."""
     kinds = [k for k, sent in ocp.TERMINAL_KIND_MESSAGES.items() if cls in sent]
-    names = [_KIND_NAMES[k] for k in kinds]
+    names = [k.label for k in kinds]
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
     numbers = ", ".join(str(int(k)) for k in kinds)
     return (f"{cls.__name__} is accepted from {listed} terminals "

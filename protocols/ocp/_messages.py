@@ -34,6 +34,11 @@ class TerminalKind(enum.IntEnum):
     WATER = 5
     ADMIN = 6
 
+    @property
+    def label(self) -> str:
+        """How the spec and the switch's refusals name the kind: "POS", "kiosk", "door"..."""
+        return "POS" if self is TerminalKind.POS else self.name.lower()
+
 
 TerminalId = Annotated[int, Meta(ge=1, le=limits.TERMINAL_ID_MAX)]
 Nonce = Annotated[bytes, Meta(min_length=limits.NONCE_BYTES, max_length=limits.NONCE_BYTES)]
