@@ -143,10 +143,11 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     _R.ACCOUNT_FROZEN: _decline("The cardholder's account is frozen."),
     _R.INSUFFICIENT_FUNDS: _decline(
         "The paying wallet would go below its floor: for the main wallet, main - held - (its "
-        "part of the amount) < -overdraft (held: what open holds reserve; overdraft: the cardholder's class's, "
-        "often 0); the subsidy wallet's floor is 0. A purchase takes the wallets in the "
-        "merchant's spend order (section 4.1 notes), so main + subsidy covering the amount is "
-        "not enough at a main-only merchant, and an overdraft lets a card pay more."
+        "part of the amount) < -overdraft (held: what open holds reserve; overdraft: the "
+        "cardholder's class's, often 0); the subsidy wallet's floor is 0. A purchase takes "
+        "the wallets in the merchant's spend order (section 4.1 notes), so main + subsidy "
+        "covering the amount is not enough at a main-only merchant, and an overdraft lets a "
+        "card pay more."
     ),
     _R.CROSS_TENANT_NOT_ALLOWED: _decline(
         "The card belongs to another tenant (campus) and this merchant does not accept it."
