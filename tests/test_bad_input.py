@@ -143,3 +143,24 @@ def test_a_missing_field_is_refused_naming_it_and_changes_nothing(site: Site) ->
     # txn_seq 1 was not used up, and the session goes on.
     assert c.request(ocp.Purchase(1, card["card_no"], 100, 0)).code == RC.APPROVED
     c.close()
+
+
+class _NotUtf8:
+    """An Error whose detail is a MessagePack str of bytes that are not UTF-8."""
+
+    class Error(ocp.Message, tag=31, frozen=True):
+        code: int
+        txn_seq: int
+        detail: msgspec.Raw
+
+
+def test_a_string_that_is_not_utf8_is_malformed_and_closes_the_session(site: Site) -> None:
+    """docs/protocol.md section 4: invalid UTF-8 makes the body invalid MessagePack, a
+    connection error even in a session (not INVALID_FIELD)."""
+    c = site.client(7)
+    before = _money(site)
+    c.send(_NotUtf8.Error(RC.UNKNOWN_MESSAGE, 0, msgspec.Raw(b"\xa2\xff\xfe")))
+    answers = c.read_until_closed()
+    c.close()
+    assert [(type(a), a.code) for a in answers] == [(ocp.Error, RC.MALFORMED_FRAME)]
+    assert _money(site) == before
