@@ -96,7 +96,9 @@ def test_each_kind_may_send_only_its_own_messages(site: Site, kind: ocp.Terminal
         else:
             assert answer == ocp.Error(RC.NOT_PERMITTED, msg.txn_seq, DETAIL[type(msg)]), msg
             assert site.journal(tid, msg.txn_seq) == []
-    # Session messages are every kind's, and the session went on after each refusal.
+    # Session messages are every kind's (SignOn and SignOnConfirm above), and the session went
+    # on after each refusal.
+    client.send(ocp.Error(RC.UNKNOWN_MESSAGE, 0, "tag 40"))  # logged, not answered
     assert isinstance(client.request(ocp.Heartbeat(0)), ocp.HeartbeatAck)
     client.send(ocp.SignOff())
     assert client.next_message() is ocp.CLOSED
