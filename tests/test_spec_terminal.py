@@ -52,6 +52,7 @@ SEQUENCE_ERROR = 87
 NOT_SIGNED_ON = 88
 UNKNOWN_TERMINAL = 89
 UNEXPECTED_MESSAGE = 91
+SESSION_REPLACED = 99
 
 
 class ProtocolError(Exception):
@@ -675,3 +676,19 @@ def test_a_heartbeat_before_sign_on_is_not_signed_on(site: Site) -> None:
     assert (err["type"], err["code"]) == ("Error", NOT_SIGNED_ON)
     t.expect_eof()
     t.close()
+
+
+def test_a_second_session_replaces_the_first_and_a_reused_txn_seq_is_a_repeat(site: Site) -> None:
+    card = site.card()
+    old = signed_on(site)
+    b = old.request({"type": "BalanceInquiry", "txn_seq": 1, "card_no": card["card_no"]})
+    assert b["type"] == "BalanceResult" and b["code"] == APPROVED
+    # Section 8: signing on again closes the older session with Error(SESSION_REPLACED).
+    new = signed_on(site, last_txn_seq=1, expect_last=1)
+    err = old.recv()
+    assert (err["type"], err["code"], err["txn_seq"]) == ("Error", SESSION_REPLACED, 0)
+    old.expect_eof()
+    old.close()
+    # Section 7: a Purchase reusing the inquiry's txn_seq is its repeat: the same answer.
+    assert new.request(purchase(1, card["card_no"], 500)) == b
+    new.close()
