@@ -92,12 +92,23 @@ def _attr_doc(name: str) -> str:
     return " ".join(m.group(1).split()) if m else ""
 
 
+def _senders(cls: type[ocp.Message]) -> str:
+    """Which terminal kinds may send `cls` (ocp.TERMINAL_KIND_MESSAGES)."""
+    if cls.direction is ocp.Direction.S2T:
+        return "switch"
+    kinds = [k for k, sent in ocp.TERMINAL_KIND_MESSAGES.items() if cls in sent]
+    if len(kinds) == len(ocp.TerminalKind):
+        return "every kind" + (", and the switch" if cls.direction is ocp.Direction.BOTH else "")
+    return ", ".join(f"{k.label} ({k.value})" for k in kinds)
+
+
 def render_messages() -> str:
-    out = ["| tag | message | direction | body (after the tag) |", "| --- | --- | --- | --- |"]
+    out = ["| tag | message | direction | sent by (terminal kinds) | body (after the tag) |",
+           "| --- | --- | --- | --- | --- |"]
     for cls in ocp.MESSAGE_TYPES:
         fields = ", ".join(cls.__struct_fields__) or "(none)"
         tag = cls.__struct_config__.tag
-        out.append(f"| {tag} | `{cls.__name__}` | {cls.direction} | {fields} |")
+        out.append(f"| {tag} | `{cls.__name__}` | {cls.direction} | {_senders(cls)} | {fields} |")
     out.append("")
     for cls in ocp.MESSAGE_TYPES:
         info = mi.type_info(cls)
@@ -278,8 +289,8 @@ def vector_admin_session() -> list[tuple[str, str, ocp.Message, bytes]]:
         ("debit-result-declined", "s2t",
          ocp.DebitResult(11, rc.INSUFFICIENT_FUNDS, 0, 14600, 12000, 2600)),
         ("reversal-of-credit", "t2s", ocp.Reversal(12, 8, VECTOR_CARD, 0)),
-        ("reversal-result-mismatch", "s2t",
-         ocp.ReversalResult(12, rc.REVERSAL_MISMATCH, 0, 14600)),
+        ("reversal-not-permitted", "s2t",
+         ocp.Error(rc.NOT_PERMITTED, 12, "Reversal is accepted from POS terminals (kind 1) only")),
     ]
     return _drive_session(VECTOR_ADMIN_TERMINAL_ID, VECTOR_ADMIN_TERMINAL_NONCE,
                           VECTOR_ADMIN_SWITCH_NONCE, steps)
@@ -316,10 +327,12 @@ def _frame_block(name: str, direction: str, msg: ocp.Message, sequence: int,
 
 def _invalid_blocks(prefix: str,
                     invalid: list[tuple[str, str, bytes, str, str | None]]) -> list[str]:
-    """One vector block per invalid frame: (name, context, data, error class, field path)."""
+    """One vector block per invalid frame: (name, context, data, error class, field path).
+    A context ending in "+eof" is that context with the stream ending after the bytes."""
     out = []
     for name, context, data, error, path in invalid:
         cls = getattr(ocp, error)
+        context, eof, _ = context.partition("+eof")
         lines: list[tuple[str, object]] = [
             ("name", prefix + name),
             ("context", context),
@@ -328,6 +341,8 @@ def _invalid_blocks(prefix: str,
         ]
         if path:
             lines.append(("path", path))
+        if eof:
+            lines.append(("then", "eof"))
         out.append(_block(lines, data))
     return out
 
@@ -430,8 +445,65 @@ def render_vectors() -> str:
          "UnexpectedMessage", None),
         ("purchase-before-sign-on", "fresh", ocp.encode_frame(purchase, sequence=0),
          "NotSignedOn", None),
+        ("missing-field", "session", _mac_raw([16, 46, VECTOR_CARD], 2, k_t2s), "InvalidField",
+         "$.amount_fen"),
+        ("invalid-utf8", "session", _mac_raw([31, 82, 0, _NOT_UTF8], 2, k_t2s),
+         "MalformedFrame", None),
+        ("heartbeat-before-sign-on", "fresh", ocp.encode_frame(ocp.Heartbeat(0), sequence=0),
+         "NotSignedOn", None),
+        ("plain-confirm", "awaiting-confirm", ocp.encode_frame(
+            ocp.SignOnConfirm(41, 1, "pos-2.3.1"), sequence=1), "BadMac", None),
+        ("plain-purchase-awaiting-confirm", "awaiting-confirm",
+         ocp.encode_frame(purchase, sequence=1), "BadMac", None),
+        ("eof-inside-frame", "session+eof", good[:12], "MalformedFrame", None),
     ]
     out += _invalid_blocks("invalid/", invalid)
+    return "\n\n".join(out)
+
+
+_NOT_UTF8 = msgspec.Raw(b"\xa2\xff\xfe")
+"""A MessagePack str of two bytes that are not UTF-8 (msgspec will not encode one)."""
+
+
+def _mac_raw(body: list[object], sequence: int, mac_key: bytes) -> bytes:
+    """A MAC'd frame of a raw body (fields the message classes cannot hold)."""
+    covered = bytes([ocp.VERSION, ocp.FLAG_MAC]) + sequence.to_bytes(4, "big")
+    covered += msgspec.msgpack.encode(body)
+    covered += ocp.MacKey(mac_key).mac(covered)
+    return len(covered).to_bytes(4, "big") + covered
+
+
+def render_corner_vectors() -> str:
+    """Appendix A.6: the POS terminal of A.2 (keys of A.1), each frame in place of its sign-off:
+    refused for its kind, reusing an inquiry's txn_seq, and the Errors that end a session."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+    k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
+    rc = ocp.ResponseCode
+    frames: list[tuple[str, str, ocp.Message]] = [
+        ("kind-refused/01-purchase-from-a-door", "t2s", ocp.Purchase(46, VECTOR_CARD, 500)),
+        ("kind-refused/02-not-permitted", "s2t", ocp.Error(
+            rc.NOT_PERMITTED, 46, "Purchase is accepted from POS terminals (kind 1) only")),
+        ("reuse/01-purchase-reusing-an-inquiry", "t2s", ocp.Purchase(44, VECTOR_CARD, 500)),
+        ("reuse/02-the-inquirys-answer", "s2t", ocp.BalanceResult(44, 0, 10000, 9000, 1000)),
+        ("closing/01-session-replaced", "s2t", ocp.Error(
+            rc.SESSION_REPLACED, 0, "terminal signed on again on another connection")),
+        ("closing/02-idle-timeout", "s2t", ocp.Error(
+            rc.IDLE_TIMEOUT, 0, "nothing received for 3 heartbeat intervals")),
+        ("closing/03-shutting-down", "s2t", ocp.Error(
+            rc.SHUTTING_DOWN, 0, "switch is shutting down")),
+    ]
+    out = [_frame_block(name, direction, msg, 8 if direction == "t2s" else 7,
+                        k_t2s if direction == "t2s" else k_s2t)
+           for name, direction, msg in frames]
+    plain = ocp.encode_frame(ocp.Error(rc.IDLE_TIMEOUT, 0,
+                                       "nothing received for 3 heartbeat intervals"), sequence=0)
+    out.append(_block([
+        ("name", "closing/04-idle-timeout-before-sign-on"),
+        ("direction", "s2t"),
+        ("key", "none"),
+        ("sequence", 0),
+        ("message", _message_json(ocp.decode_frame(plain)[1])),
+    ], plain))
     return "\n\n".join(out)
 
 
@@ -543,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
         print(render_admin_vectors())
         print("\n<!-- A.5 -->\n")
         print(render_qr_vectors())
+        print("\n<!-- A.6 -->\n")
+        print(render_corner_vectors())
         return 0
     text = DOC.read_text(encoding="utf-8")
     new = render(text)

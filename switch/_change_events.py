@@ -149,6 +149,7 @@ def _apply(ledger: Ledger, master: MasterData, event: ChangeEvent) -> int:
                 not info.enabled
                 or old.key_version != info.key_version
                 or old.merchant_id != info.merchant_id
+                or old.kind != info.kind
             ):
                 return event.terminal_id
         case MerchantOpened():

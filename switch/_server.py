@@ -51,6 +51,8 @@ class _Stop(Exception):
 
 SYSTEM_ERROR = int(ocp.ResponseCode.SYSTEM_ERROR)
 BUSY = int(ocp.ResponseCode.BUSY)
+SHUTTING_DOWN = int(ocp.ResponseCode.SHUTTING_DOWN)
+IDLE_TIMEOUT = int(ocp.ResponseCode.IDLE_TIMEOUT)
 
 
 class Runtime:
@@ -177,7 +179,7 @@ class Runtime:
                 if now - session.last_seen > idle_max and not session.closed:
                     self.log.info("ocp.idle_timeout", terminal_id=session.terminal_id,
                                   peer=session.peer)
-                    session.abort()
+                    session.end(IDLE_TIMEOUT, "nothing received for 3 heartbeat intervals")
             for session in list(self._closing_after_answers):
                 if session.closed or session._outstanding == 0:
                     session.close()
@@ -301,7 +303,7 @@ class Runtime:
         except TimeoutError:
             self.log.error("switch.drain_deadline", pending_rows=self.journal.pending_rows)
         for session in list(self.connections):
-            session.close()
+            session.end(SHUTTING_DOWN, "switch is shutting down")
         raise _Stop
 
     # -- the supervisor --------------------------------------------------------------------

@@ -49,14 +49,31 @@ _BalanceResult = ocp.BalanceResult
 _Credit = ocp.Credit
 _Debit = ocp.Debit
 _Transfer = ocp.Transfer
-_ADMIN_REQUESTS = ocp.ADMIN_REQUEST_TYPES
+_ADMIN_REQUESTS = frozenset({_Credit, _Debit, _Transfer})
 _ADMIN_RESULTS: dict[int, type[ocp.CreditResult | ocp.DebitResult | ocp.TransferResult]] = {
     CREDIT: ocp.CreditResult,
     DEBIT: ocp.DebitResult,
     TRANSFER: ocp.TransferResult,
 }
 """Outcome kind of an admin request -> its answer (all three have the same fields)."""
-_ADMIN = ocp.TerminalKind.ADMIN
+_ALL_MESSAGES = frozenset(ocp.MESSAGE_TYPES)
+
+
+def _not_permitted_detail(cls: type[ocp.Message]) -> str:
+    """"Credit is accepted from admin terminals (kind 6) only": which kinds may send it."""
+    kinds = [k for k, sent in ocp.TERMINAL_KIND_MESSAGES.items() if cls in sent]
+    names = [k.label for k in kinds]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    numbers = ", ".join(str(int(k)) for k in kinds)
+    return (f"{cls.__name__} is accepted from {listed} terminals "
+            f"(kind{'s' if len(kinds) > 1 else ''} {numbers}) only")
+
+
+_NOT_PERMITTED_DETAIL = {
+    cls: _not_permitted_detail(cls) for cls in ocp.MESSAGE_TYPES
+    if cls.direction is ocp.Direction.T2S and cls not in ocp.SESSION_MESSAGE_TYPES
+}
+"""The detail of Error(NOT_PERMITTED) for each request (docs/protocol.md 4.1)."""
 _RC = ocp.ResponseCode
 _perf = time.perf_counter
 _observe_decode = metrics.request_stage_seconds.labels("decode").observe
@@ -80,6 +97,7 @@ class TerminalSession(asyncio.Protocol):
         "_outstanding",
         "_paused",
         "_pending_terminal",
+        "_permitted",
         "_rt",
         "_timed",
         "_transport",
@@ -99,6 +117,9 @@ class TerminalSession(asyncio.Protocol):
         self._outstanding = 0
         self._paused = False
         self._pending_terminal: TerminalInfo | None = None
+        # The messages this terminal's kind may send, from its registration at sign-on. Before
+        # that the Connection lets only sign-on messages through.
+        self._permitted = _ALL_MESSAGES
         # Latency sampling: requests left until the next timed one; the timed ones in flight,
         # txn_seq -> (bytes arrived, decided), both time.perf_counter().
         self._countdown = runtime.settings.latency_sample_every
@@ -165,6 +186,7 @@ class TerminalSession(asyncio.Protocol):
         conn.receive_data(data)
         tid = self.terminal_id
         merchant_id = self.merchant_id
+        permitted = self._permitted
         outstanding = self._outstanding
         conventional = rt.conventional
         countdown = self._countdown
@@ -195,6 +217,10 @@ class TerminalSession(asyncio.Protocol):
                 self.close()
                 return
             t = type(ev)
+            if t not in permitted:  # another kind's message: nothing decided, nothing journaled
+                self._refuse(_RC.NOT_PERMITTED, ev.txn_seq, _NOT_PERMITTED_DETAIL[t],
+                             reason="not_permitted")
+                continue
             if t is _Purchase:
                 if conventional is not None:
                     outstanding += 1
@@ -223,6 +249,7 @@ class TerminalSession(asyncio.Protocol):
                     return
                 tid = self.terminal_id
                 merchant_id = self.merchant_id
+                permitted = self._permitted
                 continue
             outstanding += 1
             self._outstanding = outstanding
@@ -329,6 +356,18 @@ class TerminalSession(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.close()
 
+    def end(self, code: int, detail: str) -> None:
+        """End the connection with a closing Error saying why (SESSION_REPLACED, IDLE_TIMEOUT,
+        SHUTTING_DOWN: docs/protocol.md section 8), after whatever is queued. If the terminal
+        has not read what was written before, abort: it would never drain the buffer."""
+        if self.closed:
+            return
+        with contextlib.suppress(ocp.OcpLocalError):  # the connection already failed or closed
+            self._out.append(self._conn.send(ocp.Error(code, 0, detail)))
+        self.close()
+        if self._transport is not None and self._transport.get_write_buffer_size():
+            self._transport.abort()
+
     def abort(self) -> None:
         """Drop the connection now, discarding anything unsent."""
         self._out.clear()
@@ -339,18 +378,9 @@ class TerminalSession(asyncio.Protocol):
     # -- privileged (admin) requests --------------------------------------------------------
 
     def _admin_request(self, ev: Any, now_s: int) -> Any:
-        """Decide a privileged request in the ledger, or refuse it (None): only a terminal
-        registered as an admin terminal may move money between a wallet and a system account.
-        The registration is read now, not at sign-on, so a terminal demoted by the change feed
-        loses the privilege with its next request."""
-        rt = self._rt
-        info = rt.master.terminals.get(self.terminal_id)
-        if info is None or info.kind != _ADMIN or not info.enabled:
-            self._refuse(_RC.NOT_PERMITTED, ev.txn_seq,
-                         f"{type(ev).__name__} is accepted from admin terminals (kind 6) only",
-                         reason="not_permitted")
-            return None
-        ledger = rt.ledger
+        """Decide a privileged request of an admin terminal in the ledger, or refuse it (None).
+        (Only an admin terminal gets here: TERMINAL_KIND_MESSAGES.)"""
+        ledger = self._rt.ledger
         t = type(ev)
         if t is _Transfer:  # between the card's own wallets, at this terminal's counter
             return ledger.transfer(self.terminal_id, ev.txn_seq, ev.card_no, self.merchant_id,
@@ -456,12 +486,14 @@ class TerminalSession(asyncio.Protocol):
         assert info is not None
         self.terminal_id = info.terminal_id
         self.merchant_id = info.merchant_id
+        # A change of kind, like disabling or re-keying, retires the session (change feed).
+        self._permitted = ocp.TERMINAL_KIND_MESSAGES[ocp.TerminalKind(info.kind)]
         old = rt.sessions.get(info.terminal_id)
         if old is not None and old is not self:
             self.log.info("ocp.session_superseded", terminal_id=info.terminal_id, peer=old.peer)
             rt.sessions.pop(info.terminal_id)
             old._kind_gauge.dec()
-            old.close()
+            old.end(_RC.SESSION_REPLACED, "terminal signed on again on another connection")
         rt.sessions[info.terminal_id] = self
         self._kind_gauge = metrics.terminals_connected.labels(
             metrics.TERMINAL_KINDS.get(info.kind, "other")

@@ -45,6 +45,9 @@ _NEED_DATA: Final = ocp.NEED_DATA
 _CLOSED: Final = ocp.CLOSED
 _BACKOFF_DOUBLINGS_MAX: Final = 30
 _BROKEN: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_SENT: Final = frozenset({ocp.SignOn, ocp.SignOnConfirm, ocp.Heartbeat, ocp.SignOff,
+                         ocp.Purchase, ocp.Reversal, ocp.BalanceInquiry})
+assert ocp.TERMINAL_KIND_MESSAGES[ocp.TerminalKind.POS] >= _SENT, "a POS sends POS messages only"
 
 
 def code_name(code: int) -> str:

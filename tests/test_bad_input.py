@@ -122,3 +122,45 @@ def test_absurd_fields_are_refused_per_request_and_the_session_goes_on(site: Sit
     # The same session still works.
     assert c.request(ocp.Purchase(4, card["card_no"], 100, 0)).code == RC.APPROVED
     c.close()
+
+
+class _Short:
+    """What a terminal built against a shorter schema sends: a Purchase without amount_fen
+    (named Purchase, so the Connection frames it like one)."""
+
+    class Purchase(ocp.Message, tag=16, frozen=True):
+        txn_seq: int
+        card_no: int
+
+
+def test_a_missing_field_is_refused_naming_it_and_changes_nothing(site: Site) -> None:
+    c = site.client(6)
+    card = site.card(skip=4)
+    before = _money(site)
+    err = c.request(_Short.Purchase(1, card["card_no"]))
+    assert err == ocp.Error(RC.INVALID_FIELD, 1, "invalid field $.amount_fen")
+    assert _money(site) == before and site.journal(6, 1) == []
+    # txn_seq 1 was not used up, and the session goes on.
+    assert c.request(ocp.Purchase(1, card["card_no"], 100, 0)).code == RC.APPROVED
+    c.close()
+
+
+class _NotUtf8:
+    """An Error whose detail is a MessagePack str of bytes that are not UTF-8."""
+
+    class Error(ocp.Message, tag=31, frozen=True):
+        code: int
+        txn_seq: int
+        detail: msgspec.Raw
+
+
+def test_a_string_that_is_not_utf8_is_malformed_and_closes_the_session(site: Site) -> None:
+    """docs/protocol.md section 4: invalid UTF-8 makes the body invalid MessagePack, a
+    connection error even in a session (not INVALID_FIELD)."""
+    c = site.client(7)
+    before = _money(site)
+    c.send(_NotUtf8.Error(RC.UNKNOWN_MESSAGE, 0, msgspec.Raw(b"\xa2\xff\xfe")))
+    answers = c.read_until_closed()
+    c.close()
+    assert [(type(a), a.code) for a in answers] == [(ocp.Error, RC.MALFORMED_FRAME)]
+    assert _money(site) == before

@@ -273,11 +273,13 @@ def test_a_change_the_cache_cannot_take_is_refused_with_its_reason() -> None:
     assert _state(ledger, master) == _state(*_cache())
 
 
-def test_a_terminal_disabled_rekeyed_or_moved_ends_its_session() -> None:
+def test_a_terminal_disabled_rekeyed_moved_or_of_another_kind_ends_its_session() -> None:
+    """Its session's permitted messages come from its kind at sign-on (docs/protocol.md 4.1),
+    so a change of kind ends the session like a change of key."""
     ledger, master = _cache()
     assert apply_event(ledger, master, TerminalUpserted(5, 1, 1, 1, True)) == 0  # new
     assert apply_event(ledger, master, TerminalUpserted(5, 1, 1, 1, True)) == 0  # same
-    assert apply_event(ledger, master, TerminalUpserted(5, 1, 2, 1, True)) == 0  # kind only
+    assert apply_event(ledger, master, TerminalUpserted(5, 1, 2, 1, True)) == 5  # another kind
     assert apply_event(ledger, master, TerminalUpserted(5, 1, 2, 2, True)) == 5  # re-keyed
     assert apply_event(ledger, master, TerminalUpserted(5, 2, 2, 2, True)) == 5  # moved
     assert apply_event(ledger, master, TerminalUpserted(5, 2, 2, 2, False)) == 5  # disabled

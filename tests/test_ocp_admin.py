@@ -37,7 +37,10 @@ def test_admin_messages_take_tags_from_their_reserved_range() -> None:
     admin = [cls for cls in ocp.MESSAGE_TYPES if _tag(cls) >= 128]
     assert {type(m) for m in REQUESTS + ANSWERS} == set(admin)
     assert all(128 <= _tag(cls) <= 143 for cls in admin)
-    assert set(ocp.ADMIN_REQUEST_TYPES) == {type(m) for m in REQUESTS}
+    only_admin = {cls for cls in ocp.MESSAGE_TYPES
+                  if [k for k, sent in ocp.TERMINAL_KIND_MESSAGES.items() if cls in sent]
+                  == [ocp.TerminalKind.ADMIN]}
+    assert only_admin == {type(m) for m in REQUESTS}
     # Requests first field txn_seq (evolution rule 5); answers name it too.
     assert all(cls.__struct_fields__[0] == "txn_seq" for cls in admin)
     # What is still reserved for the admin terminal starts after the assigned tags.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+import msgspec.inspect
 import pytest
 
 from protocols import limits, ocp
@@ -279,6 +281,32 @@ def test_purchase_while_awaiting_confirm_is_not_signed_on() -> None:
         pair.to_switch(ocp.encode_frame(purchase(), sequence=1, mac_key=_k_t2s()))
 
 
+def _awaiting_confirm() -> ConnectionPair:
+    pair = ConnectionPair()
+    pair.to_switch(pair.terminal.start_sign_on(TERMINAL_ID, TERMINAL_KEY, TERMINAL_NONCE))
+    pair.to_terminal(pair.switch.accept_sign_on(TERMINAL_KEY, SWITCH_NONCE))
+    return pair
+
+
+@pytest.mark.parametrize("body", [
+    ocp.encode_frame(ocp.SignOnConfirm(0), sequence=1)[10:],
+    ocp.encode_frame(purchase(), sequence=1)[10:],
+    ocp.encode_frame(ocp.Heartbeat(), sequence=1)[10:],
+    b"\xc1",
+], ids=["sign-on-confirm", "purchase", "heartbeat", "garbage"])
+def test_a_plain_frame_where_the_confirm_is_due_is_bad_mac(body: bytes) -> None:
+    """The switch holds k_t2s once it sent the challenge: a plain frame is BAD_MAC (86),
+    whatever it carries, before any other check (docs/protocol.md section 3); only a plain
+    Error is accepted there."""
+    pair = _awaiting_confirm()
+    with pytest.raises(ocp.BadMac):
+        pair.to_switch(_raw_frame(body, sequence=1))
+    _after_error_one_error_then_closed(pair.switch, RC.BAD_MAC)
+    pair = _awaiting_confirm()
+    error = ocp.Error(RC.BAD_MAC, 0, "challenge does not verify")
+    assert pair.to_switch(ocp.encode_frame(error, sequence=1)) == [error, ocp.CLOSED]
+
+
 def test_frame_while_sign_on_pending_is_unexpected() -> None:
     pair = ConnectionPair()
     data = pair.terminal.start_sign_on(TERMINAL_ID, TERMINAL_KEY, TERMINAL_NONCE)
@@ -371,6 +399,22 @@ def test_wrong_type_is_invalid_field() -> None:
     with pytest.raises(ocp.InvalidField) as info:
         pair.to_switch(_raw_frame(body, sequence=2, mac_key=_k_t2s()))
     assert (info.value.path, info.value.txn_seq) == ("$.card_no", 5)
+
+
+@pytest.mark.parametrize("cls", [c for c in ocp.MESSAGE_TYPES if c.direction
+                                 is ocp.Direction.T2S and c.__struct_fields__[:1] == ("txn_seq",)])
+def test_a_request_missing_its_last_field_is_refused_naming_it(cls: type[ocp.Message]) -> None:
+    """Every request cut short before its last required field: INVALID_FIELD naming that field
+    (not `$`), with the request's txn_seq, and the session goes on."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    required = [f.name for f in info.fields if f.required]
+    body = msgspec.msgpack.encode([cls.__struct_config__.tag, 77, *[1] * (len(required) - 2)])
+    pair = signed_on_pair()
+    with pytest.raises(ocp.InvalidField) as exc:
+        pair.to_switch(_raw_frame(body, sequence=2, mac_key=_k_t2s()))
+    assert (exc.value.path, exc.value.txn_seq) == (f"$.{required[-1]}", 77)
+    assert pair.switch.state is S.READY
 
 
 def test_invalid_field_before_sign_on_is_malformed() -> None:

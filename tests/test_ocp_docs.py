@@ -93,8 +93,9 @@ def test_doc_regions_all_present() -> None:
 def test_all_is_pinned() -> None:
     assert sorted(ocp.__all__) == sorted(
         [
-            "ADMIN_REQUEST_TYPES", "CLOSED", "CODE_INFO", "FLAG_MAC", "MESSAGE_TYPES", "NEED_DATA",
-            "PURCHASE_CHECK_PRECEDENCE", "RESERVED_TAG_RANGES", "TRANSITIONS", "VERSION",
+            "CLOSED", "CODE_INFO", "FLAG_MAC", "MESSAGE_TYPES", "NEED_DATA",
+            "PURCHASE_CHECK_PRECEDENCE", "RESERVED_TAG_RANGES", "SESSION_MESSAGE_TYPES",
+            "TERMINAL_KIND_MESSAGES", "TRANSITIONS", "VERSION",
             "BadMac", "BalanceInquiry", "BalanceResult", "CodeInfo", "CodeKind", "Connection",
             "Credit", "CreditResult", "Debit", "DebitResult", "Direction", "Error",
             "FrameTooLarge", "Heartbeat", "HeartbeatAck", "InvalidField",
@@ -130,7 +131,7 @@ def test_response_code_numbers_are_pinned() -> None:
         "NOT_SIGNED_ON": 88, "UNKNOWN_TERMINAL": 89, "TERMINAL_DISABLED": 90,
         "UNEXPECTED_MESSAGE": 91, "NOT_PERMITTED": 92, "QR_INVALID": 93, "QR_EXPIRED": 94,
         "QR_USED": 95, "SYSTEM_ERROR": 96, "BUSY": 97,
-        "SHUTTING_DOWN": 98,
+        "SHUTTING_DOWN": 98, "SESSION_REPLACED": 99, "IDLE_TIMEOUT": 100,
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 import msgspec.inspect as mi
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -124,6 +125,26 @@ def test_trailing_unknown_fields_are_ignored() -> None:
     body = msgspec.msgpack.encode([16, 5, 77, 100, 0, "future field", [1, 2]])
     frame = len(body + b"123456").to_bytes(4, "big") + b"\x01\x00" + bytes(4) + body
     assert ocp.decode_frame(frame) == (0, ocp.Purchase(5, 77, 100, 0))
+
+
+def _required_fields(cls: type[ocp.Message]) -> int:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    return sum(f.required for f in info.fields)
+
+
+@given(st.sampled_from([c for c in ocp.MESSAGE_TYPES if _required_fields(c)]).flatmap(
+    lambda cls: st.tuples(message_strategy(cls), st.integers(0, _required_fields(cls) - 1))))
+def test_a_missing_field_is_named_for_every_message(case: tuple[ocp.Message, int]) -> None:
+    """A body cut short before a required field names that field (docs/protocol.md 4.1), for
+    every message type: `$.<field>`, never just `$`."""
+    msg, kept = case
+    body = msgspec.msgpack.encode([msg.__struct_config__.tag,
+                                   *(getattr(msg, f) for f in msg.__struct_fields__[:kept])])
+    frame = len(body + b"123456").to_bytes(4, "big") + b"\x01\x00" + bytes(4) + body
+    with pytest.raises(ocp.InvalidField) as info:
+        ocp.decode_frame(frame)
+    assert info.value.path == f"$.{msg.__struct_fields__[kept]}"
 
 
 def test_defaults_fill_missing_trailing_fields() -> None:

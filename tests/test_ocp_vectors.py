@@ -39,7 +39,8 @@ KEYS = {"k_t2s": bytes.fromhex(KDF["k_t2s"]), "k_s2t": bytes.fromhex(KDF["k_s2t"
         "admin_k_t2s": bytes.fromhex(ADMIN_KDF["k_t2s"]),
         "admin_k_s2t": bytes.fromhex(ADMIN_KDF["k_s2t"])}
 FRAMES = [v for v in VECTORS if v["name"].startswith(
-    ("session/", "refused/", "admin-session/", "admin-refused/", "qr-session/"))]
+    ("session/", "refused/", "admin-session/", "admin-refused/", "qr-session/", "kind-refused/",
+     "reuse/", "closing/"))]
 QR_CHECKS = [v for v in VECTORS if v["name"].startswith("qr-check/")]
 INVALID = [v for v in VECTORS if v["name"].startswith(("invalid/", "admin-invalid/"))]
 
@@ -74,6 +75,12 @@ def test_vector_inventory() -> None:
         cls.__name__ for cls in ocp.MESSAGE_TYPES if cls.__struct_config__.tag >= 128}
     assert any(m["type"] == "Error" and m["code"] == ocp.ResponseCode.NOT_PERMITTED
                for m in admin)
+    # Appendix A.6: a request refused for its kind, and every Error that ends a session.
+    corner = [json.loads(v["message"]) for v in FRAMES
+              if v["name"].startswith(("kind-refused/", "closing/"))]
+    rc = ocp.ResponseCode
+    assert {m["code"] for m in corner if m["type"] == "Error"} == {
+        rc.NOT_PERMITTED, rc.SESSION_REPLACED, rc.IDLE_TIMEOUT, rc.SHUTTING_DOWN}
 
 
 def test_admin_session_keys_vector() -> None:
@@ -131,9 +138,13 @@ def test_session_vectors_are_what_connections_produce(prefix: str, kdf: dict[str
         assert drain(receiver, data) == [msg]
 
 
-def _session_switch() -> ocp.Connection:
-    """The switch of the session vectors right after it sent SignOnResult."""
+def _vector_switch(context: str) -> ocp.Connection:
+    """The switch of the session vectors in an A.3 context: "fresh", "awaiting-confirm" (right
+    after it sent SignOnChallenge) or "session" (right after it sent SignOnResult)."""
     s = ocp.Connection(ocp.Role.SWITCH)
+    if context == "fresh":
+        return s
+    last = ocp.SignOnChallenge if context == "awaiting-confirm" else ocp.SignOnResult
     key = bytes.fromhex(KDF["terminal_key"])
     for v in FRAMES:
         msg = message_of(v["message"])
@@ -143,18 +154,26 @@ def _session_switch() -> ocp.Connection:
             assert drain(s, bytes.fromhex(v["hex"])) == [msg]
         else:
             s.send(msg)
-        if isinstance(msg, ocp.SignOnResult):
+        if isinstance(msg, last):
             break
-    assert s.state is ocp.State.READY and s.receive_sequence == 2
+    expected = {"awaiting-confirm": (ocp.State.AWAIT_CONFIRM, 1), "session": (ocp.State.READY, 2)}
+    assert (s.state, s.receive_sequence) == expected[context]
     return s
+
+
+def test_invalid_vectors_cover_every_context() -> None:
+    assert {v["context"] for v in INVALID} == {"fresh", "awaiting-confirm", "session"}
+    assert [v["name"] for v in INVALID if "then" in v] == ["invalid/eof-inside-frame"]
 
 
 @pytest.mark.parametrize("v", INVALID, ids=[v["name"] for v in INVALID])
 def test_invalid_frame_vector(v: dict[str, str]) -> None:
-    conn = _session_switch() if v["context"] == "session" else ocp.Connection(ocp.Role.SWITCH)
+    conn = _vector_switch(v["context"])
     cls = getattr(ocp, v["error"])
     with pytest.raises(cls) as info:
-        drain(conn, bytes.fromhex(v["hex"]))
+        assert drain(conn, bytes.fromhex(v["hex"])) == []
+        assert v.get("then") == "eof"
+        drain(conn, b"")
     code = int(v["code"].split()[0])
     assert info.value.response_code == code
     assert ocp.ResponseCode(code).name == v["code"].split()[1]

@@ -52,6 +52,7 @@ SEQUENCE_ERROR = 87
 NOT_SIGNED_ON = 88
 UNKNOWN_TERMINAL = 89
 UNEXPECTED_MESSAGE = 91
+SESSION_REPLACED = 99
 
 
 class ProtocolError(Exception):
@@ -330,6 +331,15 @@ class Terminal:
 
     # section 6
     def sign_on(self, last_txn_seq: int = 0) -> dict[str, Any]:
+        self.challenge()
+        self.send({"type": "SignOnConfirm", "last_txn_seq": last_txn_seq, "terminal_kind": 1,
+                   "firmware": "spec-pos-1.0"})
+        result = self.recv()
+        assert result["type"] == "SignOnResult", result
+        return result
+
+    def challenge(self) -> None:
+        """Steps 1 and 2: SignOn, then the verified SignOnChallenge; the session keys set."""
         nonce = os.urandom(NONCE_BYTES)
         self.sock.sendall(self.frame(
             {"type": "SignOn", "terminal_id": self.terminal_id, "nonce": nonce,
@@ -346,11 +356,6 @@ class Terminal:
         k_t2s, k_s2t = session_keys(self.key, nonce, challenge["nonce"])
         verify_mac(frame, k_s2t)  # proves the switch holds our key
         self.k_t2s, self.k_s2t = k_t2s, k_s2t
-        self.send({"type": "SignOnConfirm", "last_txn_seq": last_txn_seq, "terminal_kind": 1,
-                   "firmware": "spec-pos-1.0"})
-        result = self.recv()
-        assert result["type"] == "SignOnResult", result
-        return result
 
     def request(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.send(msg)
@@ -373,7 +378,8 @@ def spec_vectors() -> dict[str, dict[str, str]]:
 
 
 VECTORS = spec_vectors()
-SESSION_VECTORS = sorted(n for n in VECTORS if n.startswith(("session/", "refused/")))
+SESSION_VECTORS = sorted(n for n in VECTORS if n.startswith(
+    ("session/", "refused/", "kind-refused/", "reuse/", "closing/")))
 INVALID_VECTORS = sorted(n for n in VECTORS if n.startswith("invalid/"))
 
 
@@ -396,7 +402,7 @@ def message_from_json(text: str) -> dict[str, Any]:
 
 def test_vectors_are_present() -> None:
     assert {"kdf/terminal-key", "kdf/session-keys"} <= VECTORS.keys()
-    assert len(SESSION_VECTORS) == 17 and len(INVALID_VECTORS) == 12
+    assert len(SESSION_VECTORS) == 25 and len(INVALID_VECTORS) == 18
 
 
 def test_vector_terminal_key() -> None:
@@ -444,9 +450,11 @@ def test_vector_invalid_frame(name: str) -> None:
     v = VECTORS[name]
     code = int(v["code"].split()[0])
     fresh = v["context"] == "fresh"
+    expected_seq = {"fresh": 0, "awaiting-confirm": 1, "session": 2}[v["context"]]
     with pytest.raises(ProtocolError) as exc:
+        # A frame cut short by the end of the stream ("then: eof") fails as truncated.
         switch_receive(bytes.fromhex(v["hex"]), k_t2s=None if fresh else vector_keys()["k_t2s"],
-                       expected_seq=0 if fresh else 2, ready=not fresh)
+                       expected_seq=expected_seq, ready=v["context"] == "session")
     assert exc.value.code == code
     if "path" in v:
         assert exc.value.detail == v["path"]
@@ -642,3 +650,45 @@ def test_a_request_before_sign_on_is_not_signed_on(site: Site) -> None:
     assert (err["type"], err["code"]) == ("Error", NOT_SIGNED_ON)
     t.expect_eof()
     t.close()
+
+
+def test_a_plain_frame_where_the_confirm_is_due_is_bad_mac(site: Site) -> None:
+    # Section 3: once the switch sent the challenge it holds k_t2s; a plain frame other than
+    # an Error is BAD_MAC, whatever it carries. The switch's Error is MAC'd (section 8).
+    for msg in ({"type": "SignOnConfirm", "last_txn_seq": 0, "terminal_kind": 1,
+                 "firmware": "plain"},
+                {"type": "Heartbeat", "terminal_time_ms": 0},
+                purchase(1, 1, 100)):
+        t = connect(site)
+        t.challenge()
+        t.sock.sendall(t.frame(msg, plain=True))
+        err = t.recv()
+        assert (err["type"], err["code"], err["txn_seq"]) == ("Error", BAD_MAC, 0), msg
+        t.expect_eof()
+        t.close()
+
+
+def test_a_heartbeat_before_sign_on_is_not_signed_on(site: Site) -> None:
+    # Section 6: a Heartbeat is refused NOT_SIGNED_ON before the SignOnConfirm, like a request.
+    t = connect(site)
+    t.sock.sendall(t.frame({"type": "Heartbeat", "terminal_time_ms": 0}, plain=True))
+    err = t.recv_plain()
+    assert (err["type"], err["code"]) == ("Error", NOT_SIGNED_ON)
+    t.expect_eof()
+    t.close()
+
+
+def test_a_second_session_replaces_the_first_and_a_reused_txn_seq_is_a_repeat(site: Site) -> None:
+    card = site.card()
+    old = signed_on(site)
+    b = old.request({"type": "BalanceInquiry", "txn_seq": 1, "card_no": card["card_no"]})
+    assert b["type"] == "BalanceResult" and b["code"] == APPROVED
+    # Section 8: signing on again closes the older session with Error(SESSION_REPLACED).
+    new = signed_on(site, last_txn_seq=1, expect_last=1)
+    err = old.recv()
+    assert (err["type"], err["code"], err["txn_seq"]) == ("Error", SESSION_REPLACED, 0)
+    old.expect_eof()
+    old.close()
+    # Section 7: a Purchase reusing the inquiry's txn_seq is its repeat: the same answer.
+    assert new.request(purchase(1, card["card_no"], 500)) == b
+    new.close()

@@ -43,9 +43,10 @@ from protocols.ocp._mac import (
     hkdf_extract,
 )
 from protocols.ocp._messages import (
-    ADMIN_REQUEST_TYPES,
     MESSAGE_TYPES,
     RESERVED_TAG_RANGES,
+    SESSION_MESSAGE_TYPES,
+    TERMINAL_KIND_MESSAGES,
     BalanceInquiry,
     BalanceResult,
     Credit,
@@ -93,7 +94,6 @@ def decode_frame(frame: bytes, *, mac_key: bytes | None = None) -> tuple[int, Me
 
 
 __all__ = [
-    "ADMIN_REQUEST_TYPES",
     "CLOSED",
     "CODE_INFO",
     "FLAG_MAC",
@@ -101,6 +101,8 @@ __all__ = [
     "NEED_DATA",
     "PURCHASE_CHECK_PRECEDENCE",
     "RESERVED_TAG_RANGES",
+    "SESSION_MESSAGE_TYPES",
+    "TERMINAL_KIND_MESSAGES",
     "TRANSITIONS",
     "VERSION",
     "BadMac",

@@ -56,6 +56,8 @@ class ResponseCode(enum.IntEnum):
     SYSTEM_ERROR = 96
     BUSY = 97
     SHUTTING_DOWN = 98
+    SESSION_REPLACED = 99
+    IDLE_TIMEOUT = 100
 
 
 class CodeKind(enum.StrEnum):
@@ -139,7 +141,14 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     _R.CARD_CANCELLED: _decline("The card is cancelled (replaced or returned)."),
     _R.ACCOUNT_CLOSED: _decline("The cardholder's account is closed."),
     _R.ACCOUNT_FROZEN: _decline("The cardholder's account is frozen."),
-    _R.INSUFFICIENT_FUNDS: _decline("Main plus subsidy balance is below the amount."),
+    _R.INSUFFICIENT_FUNDS: _decline(
+        "The paying wallet would go below its floor: for the main wallet, main - held - (its "
+        "part of the amount) < -overdraft (held: what open holds reserve; overdraft: the "
+        "cardholder's class's, often 0); the subsidy wallet's floor is 0. A purchase takes "
+        "the wallets in the merchant's spend order (section 4.1 notes), so main + subsidy "
+        "covering the amount is not enough at a main-only merchant, and an overdraft lets a "
+        "card pay more."
+    ),
     _R.CROSS_TENANT_NOT_ALLOWED: _decline(
         "The card belongs to another tenant (campus) and this merchant does not accept it."
     ),
@@ -169,7 +178,7 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     _R.MALFORMED_FRAME: _protocol(
         "The frame or its MessagePack body cannot be parsed: length prefix below 6, flags bits "
         "other than bit 0, a truncated frame at end of stream, a body that is not an array "
-        "starting with an integer tag.",
+        "starting with an integer tag, a str that is not valid UTF-8.",
         _RESIGN, closes=True,
     ),
     _R.FRAME_TOO_LARGE: _protocol(
@@ -187,7 +196,8 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         _RESIGN, closes=True,
     ),
     _R.NOT_SIGNED_ON: _protocol(
-        "A request arrived before sign-on completed.",
+        "A request, Heartbeat or SignOff arrived before the SignOnConfirm: before or with the "
+        "SignOn, or MAC'd after the SignOnChallenge (a plain frame there is BAD_MAC).",
         "Sign on, then resend with the same txn_seq.",
         closes=True, sender="switch",
     ),
@@ -206,10 +216,9 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         _RESIGN, closes=True,
     ),
     _R.NOT_PERMITTED: _protocol(
-        "The message is reserved to another kind of terminal: the privileged messages (tags "
-        "128-143: Credit, Debit, Transfer) are accepted only from a terminal registered as an "
-        "admin terminal (kind 6). Only that request is refused; it is not journaled and its "
-        "txn_seq is not used up.",
+        "The message is not one this terminal's kind may send (section 4.1, \"sent by\": "
+        "Purchase from a door reader, Credit from a till...). Only that request is refused; it "
+        "is not journaled and its txn_seq is not used up.",
         "Do not send it from this terminal; the connection stays open.",
         closes=False, sender="switch",
     ),
@@ -247,9 +256,24 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         closes=False, sender="switch", kind=CodeKind.SYSTEM,
     ),
     _R.SHUTTING_DOWN: _protocol(
-        "The switch is draining; it answers what it already read and then closes.",
+        "The switch is draining (stopping, or refusing a new connection while it does): it "
+        "answered what it had read, sends this Error with txn_seq 0 and closes.",
         "Reconnect after a pause and resend unanswered requests with the same txn_seq.",
         closes=True, sender="switch", kind=CodeKind.SYSTEM,
+    ),
+    _R.SESSION_REPLACED: _protocol(
+        "The same terminal signed on again on another connection; the switch closes this older "
+        "one (txn_seq 0). Answers it still owed here are not sent here.",
+        "Use the newer session: resend unanswered requests there with the same txn_seq. If this "
+        "terminal did not sign on again, another device uses its terminal_id: report it.",
+        closes=True, sender="switch",
+    ),
+    _R.IDLE_TIMEOUT: _protocol(
+        "Nothing arrived on this connection for 3 heartbeat intervals (before sign-on: 3 times "
+        "the switch's interval); the switch closes it (txn_seq 0).",
+        "Sign on again and resend unanswered requests with the same txn_seq; send a Heartbeat "
+        "whenever nothing else was sent for heartbeat_interval_s.",
+        closes=True, sender="switch",
     ),
 }
 

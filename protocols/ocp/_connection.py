@@ -330,7 +330,9 @@ class Connection:
             try:
                 msg = decode_body(body)
             except OcpRemoteError as exc:
-                self._fail(_strict(exc))
+                self._fail(self._plain_not_error() if self._rx_mac is not None else _strict(exc))
+            if self._rx_mac is not None and type(msg) is not Error:
+                self._fail(self._plain_not_error())
             event = _event_name(msg)
             self._check_allowed(event, type(msg))
             if mac_end:  # MAC'd, but we have no key yet: only the challenge may do that
@@ -348,6 +350,11 @@ class Connection:
             body.release()
             view.release()
         return self._received(msg)
+
+    def _plain_not_error(self) -> BadMac:
+        """A plain frame where only an Error may be plain (PLAIN_ERROR_STATES): whatever it
+        carries, even a SignOnConfirm or a request, it is not authentic."""
+        return BadMac(f"plain frame in state {self._state}: only an Error may be sent plain here")
 
     @property
     def _peer(self) -> Role:

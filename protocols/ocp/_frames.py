@@ -34,6 +34,9 @@ ENCODER: Final = msgspec.msgpack.Encoder()
 DECODER: Final = msgspec.msgpack.Decoder(AnyMessage)
 _RAW_DECODER: Final = msgspec.msgpack.Decoder()
 _PATH = re.compile(r" - at `\$\[(\d+)\](.*)`$")
+_SHORT = re.compile(r"^Expected `array` of at least length \d+, got (\d+)$")
+"""msgspec's reason for a body that ends before a required field: `got` elements, so the first
+missing field is element `got` (element 0 is the tag)."""
 
 
 def encode_frame(msg: Message, sequence: int, mac: MacKey | None) -> bytes:
@@ -91,12 +94,16 @@ def _classify(
     if cls is None:
         return UnknownMessage(f"unknown message tag {tag}", tag=tag, txn_seq=_txn_seq_of(raw, None))
     path = "$"
+    fields = cls.__struct_fields__
     match = _PATH.search(reason)
     if match is not None:
-        index = int(match.group(1))
-        fields = cls.__struct_fields__
-        if 1 <= index <= len(fields):
-            path = f"$.{fields[index - 1]}{match.group(2)}"
+        index, rest = int(match.group(1)), match.group(2)
+    elif (match := _SHORT.match(reason)) is not None:
+        index, rest = int(match.group(1)), ""
+    else:
+        index, rest = 0, ""
+    if 1 <= index <= len(fields):
+        path = f"$.{fields[index - 1]}{rest}"
     return InvalidField(
         f"{cls.__name__}: {reason}", path=path, txn_seq=_txn_seq_of(raw, cls)
     )

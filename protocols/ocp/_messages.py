@@ -34,6 +34,11 @@ class TerminalKind(enum.IntEnum):
     WATER = 5
     ADMIN = 6
 
+    @property
+    def label(self) -> str:
+        """How the spec and the switch's refusals name the kind: "POS", "kiosk", "door"..."""
+        return "POS" if self is TerminalKind.POS else self.name.lower()
+
 
 TerminalId = Annotated[int, Meta(ge=1, le=limits.TERMINAL_ID_MAX)]
 Nonce = Annotated[bytes, Meta(min_length=limits.NONCE_BYTES, max_length=limits.NONCE_BYTES)]
@@ -186,8 +191,9 @@ class QrPurchase(Message, tag=22, frozen=True):
 
 
 # --- Privileged (admin) terminal (tags 128-143) -------------------------------------------
-# Accepted only from a terminal registered with kind ADMIN (6); any other terminal is refused
-# NOT_PERMITTED. The switch decides, journals and answers them like purchases.
+# Accepted only from a terminal registered with kind ADMIN (6) (TERMINAL_KIND_MESSAGES); any
+# other terminal is refused NOT_PERMITTED. The switch decides, journals and answers them like
+# purchases.
 
 
 class _AdminResult(Message, frozen=True):
@@ -312,9 +318,24 @@ REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
 )
 """Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
 
-ADMIN_REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset({Credit, Debit, Transfer})
-"""Requests a switch accepts only from a terminal registered with kind ADMIN; from any other
-terminal they are refused with Error(NOT_PERMITTED) and nothing changes."""
+SESSION_MESSAGE_TYPES: Final[frozenset[type[Message]]] = frozenset(
+    {SignOn, SignOnConfirm, Heartbeat, SignOff, Error}
+)
+"""What a terminal of any kind may send: sign-on, heartbeats, sign-off and errors."""
+
+TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
+    TerminalKind.POS: SESSION_MESSAGE_TYPES | {Purchase, Reversal, BalanceInquiry, QrPurchase},
+    TerminalKind.KIOSK: SESSION_MESSAGE_TYPES | {BalanceInquiry},
+    TerminalKind.DOOR: SESSION_MESSAGE_TYPES,
+    TerminalKind.ATTENDANCE: SESSION_MESSAGE_TYPES,
+    TerminalKind.WATER: SESSION_MESSAGE_TYPES | {BalanceInquiry},
+    TerminalKind.ADMIN: SESSION_MESSAGE_TYPES | {BalanceInquiry, Credit, Debit, Transfer},
+}
+"""The messages a terminal of each kind may send (docs/protocol.md 4.1). The kind is the
+terminal's registration, never SignOnConfirm.terminal_kind. A switch refuses any other message
+with Error(NOT_PERMITTED): not decided, not journaled, txn_seq not used up, session kept. Door,
+attendance and water messages (tags 32-79) and kiosk top-up (112-127) join their kinds' sets
+when they are assigned."""
 
 TXN_SEQ_FIRST: Final[frozenset[type[Message]]] = frozenset(
     cls for cls in MESSAGE_TYPES if cls.__struct_fields__[:1] == ("txn_seq",)
@@ -325,3 +346,7 @@ for _cls in MESSAGE_TYPES:
     assert isinstance(_cls.__struct_config__.tag, int)
     assert not any(lo <= _cls.__struct_config__.tag <= hi for lo, hi, _ in RESERVED_TAG_RANGES)
 assert len(MESSAGE_BY_TAG) == len(MESSAGE_TYPES), "tags are unique"
+assert all(
+    cls.direction is not Direction.S2T for sent in TERMINAL_KIND_MESSAGES.values() for cls in sent
+), "terminals send only terminal messages"
+assert set(TERMINAL_KIND_MESSAGES) == set(TerminalKind), "every kind has its messages"
