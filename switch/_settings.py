@@ -146,9 +146,9 @@ def load_settings(
         if value is not None:
             raw[name] = value
             source[name] = f"env {ENV_PREFIX}{name.upper()}"
-    for name, value in (overrides or {}).items():
-        if value is not None:
-            raw[name] = value
+    for name, flag in (overrides or {}).items():
+        if flag is not None:
+            raw[name] = flag
             source[name] = "--" + name.replace("_", "-")
     try:
         return msgspec.convert(raw, SwitchSettings, strict=False)
