@@ -16,6 +16,9 @@ import msgspec
 from msgspec import Meta
 
 ENV_PREFIX = "ONECARD_ADMIN_"
+# The tables a settings file may hold: this one and the switch's (one onecard.toml serves
+# both). Anything else, a misspelt [amdin] say, is refused rather than ignored.
+FILE_TABLES = ("admin", "switch")
 
 
 class SettingsError(Exception):
@@ -91,27 +94,37 @@ def load_settings(
 ) -> AdminSettings:
     """Merge the TOML file's [admin] table, ONECARD_ADMIN_<NAME> variables and overrides."""
     raw: dict[str, object] = {}
+    # Where each value came from, for the error that names it.
+    source: dict[str, str] = {}
     if path is not None:
         try:
             with open(path, "rb") as f:
                 doc = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"cannot read settings file {path}: {exc}") from None
+        for key in doc:
+            if key not in FILE_TABLES:
+                raise SettingsError(f"{path}: unknown table or key {key!r} (a settings file "
+                                    "holds the [switch] and [admin] tables)")
         table = doc.get("admin", {})
         if not isinstance(table, dict):
             raise SettingsError(f"{path}: [admin] must be a table")
         raw.update(table)
+        source.update((name, f"[admin] of {path}") for name in table)
     env = os.environ if env is None else env
-    if "dsn" not in raw and env.get("ONECARD_DSN"):
-        raw["dsn"] = env["ONECARD_DSN"]
-    if "master_secret" not in raw and env.get("ONECARD_MASTER_SECRET"):
-        raw["master_secret"] = env["ONECARD_MASTER_SECRET"]
+    for name, variable in (("dsn", "ONECARD_DSN"), ("master_secret", "ONECARD_MASTER_SECRET")):
+        if name not in raw and env.get(variable):
+            raw[name] = env[variable]
+            source[name] = f"env {variable}"
     for name in AdminSettings.__struct_fields__:
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None:
             raw[name] = value
-    if overrides:
-        raw.update({k: v for k, v in overrides.items() if v is not None})
+            source[name] = f"env {ENV_PREFIX}{name.upper()}"
+    for name, flag in (overrides or {}).items():
+        if flag is not None:
+            raw[name] = flag
+            source[name] = "--" + name.replace("_", "-")
     try:
         return msgspec.convert(raw, AdminSettings, strict=False)
     except msgspec.ValidationError as exc:
@@ -123,8 +136,8 @@ def load_settings(
                 what = "must be 32 bytes of hex"
             elif name == "master_secret":
                 what = "must be 32 to 64 bytes of hex"
-            raise SettingsError(f"setting {name} (env {ENV_PREFIX}{name.upper()}): {what}"
-                                ) from None
+            where = source.get(name, f"env {ENV_PREFIX}{name.upper()}")
+            raise SettingsError(f"setting {name} ({where}): {what}") from None
         if "missing required field" in message:
             name = message.rsplit("`", 2)[-2]
             raise SettingsError(f"setting {name} is required (env ONECARD_DSN or "

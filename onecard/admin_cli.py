@@ -6,8 +6,13 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncpg
 
 PASSWORD_ENV = "ONECARD_ADMIN_PASSWORD"
 
@@ -58,6 +63,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"onecard admin: {exc}", file=sys.stderr)
         return 2
+
+    async def check_database() -> None:
+        await (await _migrated_connection(settings.dsn)).close()
+
+    asyncio.run(check_database())
+    listener = _listen(settings.host, settings.port)
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
                             http="h11", lifespan="on", access_log=False, log_level="warning",
@@ -66,7 +77,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     ready_file = args.ready_file
 
     async def serve() -> None:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[listener]))
         while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
             await asyncio.sleep(0.05)
         if server.started:
@@ -85,6 +96,33 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+async def _migrated_connection(dsn: str) -> asyncpg.Connection:
+    """A connection to a database at this code's schema version; MigrationError (which says
+    to run `onecard migrate`) otherwise."""
+    import asyncpg
+
+    from migrations import check_schema
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await check_schema(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The admin API's listening socket, bound here so a port in use is one line."""
+    from switch import listen_failure
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise listen_failure(exc, "admin port", host, port) from None
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password_file:
         return Path(args.password_file).read_text().strip()
@@ -96,8 +134,6 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def cmd_admin_init(args: argparse.Namespace) -> int:
-    import asyncpg
-
     from admin_api._bootstrap import bootstrap
 
     dsn = args.dsn or os.environ.get("ONECARD_DSN")
@@ -111,7 +147,7 @@ def cmd_admin_init(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> str:
-        conn = await asyncpg.connect(dsn)
+        conn = await _migrated_connection(dsn)
         try:
             report = await bootstrap(conn, platform_name=args.platform_name,
                                      username=args.username, password=password)

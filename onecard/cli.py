@@ -226,5 +226,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A failure it cannot get past (a database that does not exist or
+    refuses us, one not migrated, a port in use, PostgreSQL not answering) is one line on
+    stderr and exit code 1, never a traceback."""
+    import asyncpg
+
+    from migrations import MigrationError
+    from switch import SwitchError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError,
+            SwitchError) as exc:
+        print(f"onecard {args.command}: {_one_line(exc, getattr(args, 'dsn', None))}",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException, dsn: str | None) -> str:
+    """The cause of a failure in one line; a database's errors name the database."""
+    import asyncpg
+
+    from migrations import MigrationError
+    from switch import redacted_url
+
+    cause = " ".join(str(exc).split()) or type(exc).__name__
+    dsn = _dsn_or_env(dsn)
+    database = isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError)
+                          ) or (isinstance(exc, OSError) and exc.filename is None)
+    return f"database {redacted_url(dsn)}: {cause}" if database and dsn else cause

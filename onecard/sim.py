@@ -114,7 +114,7 @@ def master_secret(config: str | None, dsn: str | None) -> bytes:
         from switch import ConfigError, load_settings
 
         try:
-            settings = load_settings(Path(config), overrides={"dsn": dsn or "unused"})
+            settings = load_settings(Path(config), overrides={"dsn": dsn or "postgresql://unused"})
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
         return settings.master_secret_bytes

@@ -121,8 +121,7 @@ class Journal:
             self._wakeup.clear()
             if self._window_seconds:
                 await asyncio.sleep(self._window_seconds)
-            rows, replies = self._rows, self._replies
-            self._rows, self._replies = [], []
+            rows, replies = self._take_batch()
             self._in_flight = True
             started = time.perf_counter()
             if rows:
@@ -156,6 +155,20 @@ class Journal:
             self._in_flight = False
             committed, self._committed = self._committed, asyncio.Event()
             committed.set()
+
+    def _take_batch(self) -> tuple[list[tuple], list[tuple[Answerable, Outcome]]]:
+        """The rows of the next commit, at most batch_max, and the answers they make durable.
+        Rows left over (submitted past a session's own checks) go in the next commit."""
+        rows, replies = self._rows, self._replies
+        if len(rows) <= self._batch_max:
+            self._rows, self._replies = [], []
+            return rows, replies
+        self._rows = rows[self._batch_max:]
+        rows = rows[:self._batch_max]
+        last = rows[-1][0]
+        self._replies = [r for r in replies if r[1].lsn > last]
+        self._wakeup.set()
+        return rows, [r for r in replies if r[1].lsn <= last]
 
     def _release(self, replies: list[tuple[Answerable, Outcome]]) -> None:
         touched: dict[Answerable, None] = {}

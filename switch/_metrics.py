@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from protocols.ocp import ResponseCode
+from switch import limits
 
 REQUEST_TYPES = {1: "purchase", 2: "reversal", 3: "inquiry", 4: "hold", 5: "capture",
                  6: "release", 7: "expiry", 8: "credit", 9: "debit",
@@ -29,6 +30,14 @@ journal_batch_rows = Histogram(
     "onecard_journal_batch_rows",
     "Journal rows per group commit.",
     buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+)
+paused_outstanding_requests = Histogram(
+    "onecard_session_paused_outstanding_requests",
+    "Requests a connection had outstanding (decided, not yet answered) when it stopped being "
+    "read, at the pipeline limit or behind a full journal batch; never above "
+    "PIPELINE_REQUESTS_MAX.",
+    buckets=(1, 4, 16, 64, 128, limits.PIPELINE_REQUESTS_MAX - 1, limits.PIPELINE_REQUESTS_MAX,
+             1024, 4096),
 )
 journal_commit_seconds = Histogram(
     "onecard_journal_commit_duration_seconds",

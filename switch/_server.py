@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from ledger_ext import Ledger
-from migrations import check_schema
+from migrations import MigrationError, check_schema
 from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
@@ -28,7 +28,14 @@ from switch._answer import REFUSAL, Answer
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
 from switch._conventional import ConventionalHandler
-from switch._errors import JournalError, RecoveryError
+from switch._errors import (
+    JournalError,
+    RecoveryError,
+    SiteLockLost,
+    StartupError,
+    is_transient,
+    listen_failure,
+)
 from switch._journal import Journal
 from switch._logging import get_logger
 from switch._masterdata import MasterData, TerminalInfo
@@ -37,8 +44,10 @@ from switch._qr import QrGate
 from switch._recovery import recover
 from switch._relay import OutboxRelay
 from switch._session import TerminalSession, request_id
-from switch._settings import SwitchSettings
+from switch._settings import SwitchSettings, redacted_url
+from switch._site_lock import SiteLock
 
+JOURNAL_APPLICATION_NAME = "onecard-switch-journal"
 _OLD_ANSWER_SQL = (
     "SELECT kind, code, txn_seq, amount_fen, main_fen, subsidy_fen FROM journal"
     " WHERE terminal_id = $1 AND txn_seq = $2"
@@ -73,8 +82,9 @@ class Runtime:
         self.phase = "starting"
         self.address: tuple[str, int] | None = None
         self._keys: dict[tuple[int, int], bytes] = {}
-        # Backend pid of the journal connection of the previous serve_once, if it failed.
-        self._old_journal_pid: int | None = None
+        # Held from the first start to the end of the process (switch/_site_lock.py).
+        self._site_lock: SiteLock | None = None
+        self._retry_seconds = 1.0
         self._old_lookups: asyncio.Queue[tuple[TerminalSession, Any, int]] = asyncio.Queue(
             limits.OLD_LOOKUP_QUEUE_MAX
         )
@@ -310,18 +320,36 @@ class Runtime:
 
     async def serve_once(self, on_ready: Callable[[tuple[str, int]], None] | None) -> None:
         settings = self.settings
-        loop = asyncio.get_running_loop()
-        journal_conn = await asyncpg.connect(
-            settings.dsn, server_settings={"application_name": "onecard-switch-journal"}
-        )
-        pool = await asyncpg.create_pool(
-            settings.dsn, min_size=1, max_size=3,
-            server_settings={"application_name": "onecard-switch"},
-        )
-        server: asyncio.Server | None = None
+        # Bound (not yet listening) before anything else, so a port in use is said at once.
+        # After a recovery, listen where terminals already know to find us (port 0 means
+        # "pick one" only the first time).
+        host, port = self.address if self.address is not None else (settings.host, settings.port)
         try:
-            await self._wait_old_journal_backend_gone(journal_conn)
-            self._old_journal_pid = journal_conn.get_server_pid()
+            server = await asyncio.get_running_loop().create_server(
+                lambda: TerminalSession(self), host, port, backlog=4096, reuse_address=True,
+                start_serving=False,
+            )
+        except OSError as exc:
+            raise listen_failure(exc, "port", host, port) from None
+        journal_conn: asyncpg.Connection | None = None
+        try:
+            if self._site_lock is None:
+                self._site_lock = await SiteLock.take(settings.dsn)
+            journal_conn = await asyncpg.connect(
+                settings.dsn, server_settings={"application_name": JOURNAL_APPLICATION_NAME}
+            )
+            pool = await asyncpg.create_pool(
+                settings.dsn, min_size=1, max_size=3,
+                server_settings={"application_name": "onecard-switch"},
+            )
+        except BaseException:
+            server.close()
+            if journal_conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(journal_conn.close(), 5)
+            raise
+        try:
+            await self._end_other_journal_backends(journal_conn)
             await check_schema(journal_conn)
             self.ledger, self.master, report = await recover(
                 journal_conn, settings.accounts_max, settings.merchants_max
@@ -347,19 +375,14 @@ class Runtime:
                 self.conventional = await ConventionalHandler.create(
                     settings.dsn, settings.conventional_pool_size
                 )
-            # After a recovery, listen where terminals already know to find us (port 0 means
-            # "pick one" only the first time).
-            port = self.address[1] if self.address is not None else settings.port
-            server = await loop.create_server(
-                lambda: TerminalSession(self),
-                settings.host,
-                port,
-                backlog=4096,
-                reuse_address=True,
-            )
+            try:
+                await server.start_serving()
+            except OSError as exc:
+                raise listen_failure(exc, "port", host, port) from None
             sock = server.sockets[0].getsockname()
             self.address = (sock[0], sock[1])
             self.ready, self.phase = True, "serving"
+            self._retry_seconds = 1.0
             self.log.info("switch.listening", host=sock[0], port=sock[1])
             if on_ready is not None:
                 on_ready(self.address)
@@ -369,14 +392,14 @@ class Runtime:
                 tg.create_task(self._old_lookup_worker(pool), name="old-lookups")
                 tg.create_task(self._sweeper(), name="sweeper")
                 tg.create_task(self._wait_stop(server, pool), name="stop")
+                tg.create_task(self._site_lock.wait_lost(), name="site-lock")
                 for name, task in feed_tasks:
                     tg.create_task(task(), name=name)
         finally:
             self.ready = False
             if self.phase == "serving":
                 self.phase = "recovering"
-            if server is not None:
-                server.close()
+            server.close()
             for session in list(self.connections):
                 session.close()
             if hasattr(self, "journal"):
@@ -414,44 +437,82 @@ class Runtime:
             tasks.append(("outbox-relay", relay.run))
         return tasks
 
-    async def _wait_old_journal_backend_gone(self, conn: asyncpg.Connection) -> None:
-        """After a failed commit, the old journal backend could still commit its batch after
-        recovery has read the journal. End it, and wait until it is gone, before reading."""
-        pid = self._old_journal_pid
-        if pid is None:
-            return
+    async def _end_other_journal_backends(self, conn: asyncpg.Connection) -> None:
+        """Another journal backend on this database (ours, before a failed commit, or that of
+        a switch which has lost the site lock to us) could still commit a batch after recovery
+        has read the journal. End every one, and wait until they are gone, before reading."""
         async with asyncio.timeout(30):
-            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+            pids = await conn.fetchval(
+                "SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = $1 AND pid <> pg_backend_pid()",
+                JOURNAL_APPLICATION_NAME,
+            )
+            if not pids:
+                return
+            await conn.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid",
+                               pids)
             # Nothing to wait on but the server's own view: poll it, under the deadline above.
-            gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1"
-            while not await conn.fetchval(gone, pid):  # noqa: ASYNC110
+            gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY($1::int[])"
+            while not await conn.fetchval(gone, pids):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        self._old_journal_pid = None
 
     async def run(self, on_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        while True:
-            stopped = False
-            try:
-                await self.serve_once(on_ready)
-            except* _Stop:
-                stopped = True
-            except* JournalError as group:
-                metrics.journal_failures_total.inc()
-                self.log.error("journal.commit_failed", error=str(group.exceptions[0]))
-            except* RecoveryError:
-                raise
-            except* (OSError, asyncpg.PostgresError) as group:
-                self.log.error("switch.database_unavailable", error=str(group.exceptions[0]))
-            if stopped or self._stop_event.is_set():
-                self.log.info("switch.stopped")
-                return
-            # Stop answering, then recover from PostgreSQL rather than guess.
-            await asyncio.sleep(1.0)
-            self.log.info("switch.recovering")
+        try:
+            while True:
+                stopped = False
+                failure: Exception | None = None
+                try:
+                    await self.serve_once(on_ready)
+                except* _Stop:
+                    stopped = True
+                except* (JournalError, SiteLockLost, RecoveryError, StartupError, MigrationError,
+                         OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as group:
+                    failure = group.exceptions[0]
+                if stopped or self._stop_event.is_set():
+                    self.log.info("switch.stopped")
+                    return
+                # Stop answering, then recover from PostgreSQL rather than guess; a permanent
+                # cause ends the process with one line instead (StartupError).
+                delay = self._retry_seconds
+                self._retry_seconds = min(2 * delay, limits.RETRY_SECONDS_MAX)
+                await self._after_failure(failure, delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop_event.wait()
+                if self._stop_event.is_set():
+                    self.log.info("switch.stopped")
+                    return
+                self.log.info("switch.recovering")
+        finally:
+            if self._site_lock is not None:
+                await self._site_lock.close()
+
+    async def _after_failure(self, failure: Exception | None, retry_in_seconds: float) -> None:
+        """Log a failure that retrying can fix; raise the one line of one that it cannot."""
+        if isinstance(failure, JournalError):
+            metrics.journal_failures_total.inc()
+            self.log.error("journal.commit_failed", error=str(failure),
+                           retry_in_seconds=retry_in_seconds)
+        elif isinstance(failure, SiteLockLost):
+            # PostgreSQL has released the lock: take it again (or learn who has) before serving.
+            self.log.error("switch.site_lock_lost", error=str(failure),
+                           retry_in_seconds=retry_in_seconds)
+            lock, self._site_lock = self._site_lock, None
+            if lock is not None:
+                await lock.close()
+        elif isinstance(failure, (RecoveryError, StartupError)):
+            raise failure
+        elif failure is not None and (isinstance(failure, MigrationError)
+                                      or not is_transient(failure)):
+            cause = " ".join(str(failure).split()) or type(failure).__name__
+            raise StartupError(f"database {redacted_url(self.settings.dsn)}: {cause}") from None
+        elif failure is not None:
+            self.log.error("switch.database_unavailable", error=str(failure),
+                           retry_in_seconds=retry_in_seconds)
 
 
 def run_switch(settings: SwitchSettings,
@@ -464,7 +525,11 @@ def run_switch(settings: SwitchSettings,
     if settings.metrics_port is not None:
         from switch._health import start_health_server
 
-        start_health_server(settings.host, settings.metrics_port, runtime)
+        try:
+            start_health_server(settings.host, settings.metrics_port, runtime)
+        except OSError as exc:
+            raise listen_failure(exc, "metrics_port", settings.host, settings.metrics_port
+                                 ) from None
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we ship

@@ -79,6 +79,7 @@ _perf = time.perf_counter
 _observe_decode = metrics.request_stage_seconds.labels("decode").observe
 _observe_authorize = metrics.request_stage_seconds.labels("authorize").observe
 _observe_commit_wait = metrics.request_stage_seconds.labels("commit_wait").observe
+_observe_paused = metrics.paused_outstanding_requests.observe
 
 
 def request_id(terminal_id: int, txn_seq: int) -> str:
@@ -176,14 +177,20 @@ class TerminalSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed or self._rt.stopping:
             return  # draining: decide nothing new; the terminal retries with the same txn_seq
+        self.last_seen = time.monotonic()
+        self._conn.receive_data(data)
+        self._decide_buffered()
+
+    def _decide_buffered(self) -> None:
+        """Decide every complete frame in the buffer, up to the limits: at
+        PIPELINE_REQUESTS_MAX outstanding or a full journal batch it stops, leaves the rest
+        in the buffer and stops reading the transport; `resume_reading` carries on here."""
         conn = self._conn
         rt = self._rt
         ledger = rt.ledger
         journal = rt.journal
         arrived = _perf()
         now_s = int(time.time())
-        self.last_seen = time.monotonic()
-        conn.receive_data(data)
         tid = self.terminal_id
         merchant_id = self.merchant_id
         permitted = self._permitted
@@ -192,6 +199,9 @@ class TerminalSession(asyncio.Protocol):
         countdown = self._countdown
         t0 = t1 = 0.0
         while True:
+            if outstanding >= limits.PIPELINE_REQUESTS_MAX or journal.congested:
+                self._pause_reading(outstanding)
+                break
             # Sampling: when the countdown has run out, the next request is timed (a control
             # message or a partial frame leaves it run out, so the request after it is).
             countdown -= 1
@@ -267,13 +277,15 @@ class TerminalSession(asyncio.Protocol):
                 journal.submit(self, o)
             outstanding = self._outstanding
         self._countdown = countdown
-        if (outstanding >= limits.PIPELINE_REQUESTS_MAX or journal.congested) and not self._paused:
-            self._paused = True
-            assert self._transport is not None
-            self._transport.pause_reading()
-            journal.pause_until_commit(self)
         if self._out:
             self.flush()
+
+    def _pause_reading(self, outstanding: int) -> None:
+        self._paused = True
+        assert self._transport is not None
+        self._transport.pause_reading()
+        self._rt.journal.pause_until_commit(self)
+        _observe_paused(outstanding)
 
     # -- called by the journal -------------------------------------------------------------
 
@@ -335,6 +347,7 @@ class TerminalSession(asyncio.Protocol):
             self._paused = False
             assert self._transport is not None
             self._transport.resume_reading()
+            self._decide_buffered()  # frames left in the buffer when reading stopped
 
     def resume_if_drained(self) -> None:
         """Resume a paused session once it is under its pipeline limit again."""

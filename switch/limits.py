@@ -54,6 +54,13 @@ REDIS_DEADLINE_SECONDS = 2.0
 CHANGEFEED_QUERY_DEADLINE_SECONDS = 10.0
 # After Redis failed, or its stream proved not to be this database's, try it again after this.
 CHANGEFEED_REDIS_RETRY_SECONDS = 2.0
+# The site lock (switch/_site_lock.py): how long a starting switch waits for it (a switch killed
+# a moment ago may still hold it), and how often its connection is checked.
+SITE_LOCK_WAIT_SECONDS = 5.0
+SITE_LOCK_CHECK_SECONDS = 2.0
+# After a transient failure (database unreachable, commit failed, site lock lost) the switch
+# tries again after 1 s, doubling up to this, and back to 1 s once it has served again.
+RETRY_SECONDS_MAX = 30.0
 
 assert PIPELINE_REQUESTS_MAX <= JOURNAL_BATCH_MAX
 assert GROUP_COMMIT_WINDOW_SECONDS < COMMIT_DEADLINE_SECONDS
