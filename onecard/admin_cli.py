@@ -110,14 +110,14 @@ def _password(args: argparse.Namespace) -> str:
 
 def _minute(text: str) -> int:
     hours, _, minutes = text.strip().partition(":")
-    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2 and int(minutes) < 60):
         raise argparse.ArgumentTypeError(f"{text!r} is not HH:MM")
     return int(hours) * 60 + int(minutes)
 
 
 def _utc_offset(text: str) -> int:
-    if text[:1] not in "+-" or not text[1:]:
-        raise argparse.ArgumentTypeError(f"{text!r} is not +HH:MM or -HH:MM")
+    if text[:1] not in "+-" or not text[1:] or _minute(text[1:]) > 14 * 60:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an offset from -14:00 to +14:00")
     return (-60 if text[0] == "-" else 60) * _minute(text[1:])
 
 

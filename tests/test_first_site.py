@@ -23,9 +23,9 @@ import pytest
 
 from onecard.harness import AdminProcess, SwitchProcess
 from protocols import ocp
+from tests import pg
 from tests.admin_site import Api
 from tests.ocp_client import OcpClient
-from tests.pg import TestServer
 from tests.switch_site import _fetch as fetch
 from tests.switch_site import run
 
@@ -75,7 +75,7 @@ def master() -> bytes:
     return os.urandom(32)
 
 
-def test_documented_first_site_serves_a_first_purchase(pg_server: TestServer,
+def test_documented_first_site_serves_a_first_purchase(pg_server: pg.TestServer,
                                                         master: bytes) -> None:
     dsn = pg_server.new_database()  # createdb onecard
     migrated = onecard("migrate", "--dsn", dsn)
@@ -87,8 +87,21 @@ def test_documented_first_site_serves_a_first_purchase(pg_server: TestServer,
     assert refused.stderr.strip().splitlines() == [
         "onecard admin-init: the site has no tenant yet: give the first one's name "
         "(onecard admin-init --tenant NAME); nothing was written"]
-    for table in ("org_nodes", "tenants", "merchants", "terminals", "admin_users", "audit_log",
-                  "change_outbox"):
+    # Meal windows that overlap, a time that is not one, an offset past 14 hours: one line
+    # each, nothing written.
+    overlap = onecard("admin-init", "--dsn", dsn, "--tenant", "North Campus", "--meal-windows",
+                      "lunch=11:00-13:30,dinner=13:00-19:00")
+    assert overlap.returncode == 1
+    assert overlap.stderr.strip().splitlines() == [
+        "onecard admin-init: meal windows 'lunch' and 'dinner' overlap"]
+    for option, value, message in (
+            ("--meal-windows", "lunch=11-13", "argument --meal-windows: '11' is not HH:MM"),
+            ("--utc-offset", "+15:00", "argument --utc-offset: '+15:00' is not an offset from "
+                                       "-14:00 to +14:00")):
+        bad = onecard("admin-init", "--dsn", dsn, "--tenant", "North Campus", f"{option}={value}")
+        assert bad.returncode == 2 and bad.stderr.strip().endswith(message), bad.stderr
+    for table in ("org_nodes", "tenants", "tenant_meal_windows", "merchants", "terminals",
+                  "admin_users", "audit_log", "change_outbox"):
         assert count(dsn, table) == 0, table
 
     init = onecard("admin-init", "--dsn", dsn, "--tenant", "North Campus")
