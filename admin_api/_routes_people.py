@@ -46,6 +46,8 @@ def card_status(card: int, account: int) -> CardStatus:
     dead for good (replaced, expired, its account cancelled), else its account's status (a
     loss or a freeze is on the account, so every card of it is refused alike)."""
     return "cancelled" if card == 1 else ACCOUNT_STATUS[account]
+
+
 CardType = Literal["standard", "special_shaped", "electronic_student_id", "temporary"]
 
 
