@@ -25,7 +25,6 @@ from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
@@ -51,6 +50,7 @@ from admin_api import (
     _routes_reports,
 )
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
+from admin_api._docs import assets_router, swagger_plugin
 from admin_api._expiry import run_expiry
 from admin_api._money import Money
 from admin_api._problems import EXCEPTION_HANDLERS, MEDIA_TYPE, Problem, ProblemBody
@@ -221,7 +221,7 @@ def openapi_config() -> OpenAPIConfig:
         }),
         security=[{"bearer": []}, {"apiKey": []}],
         path=OPENAPI_PATH,
-        render_plugins=[SwaggerRenderPlugin()],
+        render_plugins=[swagger_plugin()],
     )
 
 
@@ -250,7 +250,7 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
                 await app.state.pool.close()
 
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, assets_router()],
         guards=[permission_guard],
         dependencies={"actor": Provide(provide_actor)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

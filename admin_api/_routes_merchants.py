@@ -463,6 +463,28 @@ async def meal_windows_of(conn: Any, tenant_id: int) -> list[MealWindow]:
     return [MealWindow(r["name"], r["start_minute"], r["end_minute"]) for r in rows]
 
 
+def checked_meal_windows(windows: list[MealWindow]) -> list[MealWindow]:
+    """The windows in time order; 422 when one ends before it starts, two overlap or two
+    share a name."""
+    windows = sorted(windows, key=lambda w: w.start_minute)
+    for n, w in enumerate(windows):
+        if w.start_minute >= w.end_minute:
+            raise Problem(422, "unprocessable", f"meal window {w.name!r} ends before it starts")
+        if n and windows[n - 1].end_minute > w.start_minute:
+            raise Problem(422, "unprocessable",
+                          f"meal windows {windows[n - 1].name!r} and {w.name!r} overlap")
+    if len({w.name for w in windows}) != len(windows):
+        raise Problem(422, "unprocessable", "two meal windows have the same name")
+    return windows
+
+
+async def insert_meal_windows(conn: Any, tenant_id: int, windows: list[MealWindow]) -> None:
+    await conn.executemany(
+        "INSERT INTO tenant_meal_windows (tenant_id, idx, name, start_minute, end_minute)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        [(tenant_id, n, w.name, w.start_minute, w.end_minute) for n, w in enumerate(windows)])
+
+
 @get("/tenants/{tenant_id:int}/meal-windows", opt={"permission": "merchants.read"},
      tags=["merchants"], summary="A tenant's meal windows (local time), which meal limits and "
      "reports use")
@@ -476,15 +498,7 @@ async def get_meal_windows(tenant_id: int, actor: Actor, state: State) -> MealWi
      tags=["merchants"], summary="Replace a tenant's meal windows (at most 8, not overlapping)")
 async def set_meal_windows(tenant_id: int, data: MealWindowsIn, actor: Actor, state: State
                            ) -> MealWindowsOut:
-    windows = sorted(data.windows, key=lambda w: w.start_minute)
-    for n, w in enumerate(windows):
-        if w.start_minute >= w.end_minute:
-            raise Problem(422, "unprocessable", f"meal window {w.name!r} ends before it starts")
-        if n and windows[n - 1].end_minute > w.start_minute:
-            raise Problem(422, "unprocessable",
-                          f"meal windows {windows[n - 1].name!r} and {w.name!r} overlap")
-    if len({w.name for w in windows}) != len(windows):
-        raise Problem(422, "unprocessable", "two meal windows have the same name")
+    windows = checked_meal_windows(data.windows)
     async with change(state.pool, actor) as tx:
         tenant = await tx.conn.fetchrow(
             "SELECT t.id, t.utc_offset_s, n.path FROM tenants t JOIN org_nodes n"
@@ -497,11 +511,7 @@ async def set_meal_windows(tenant_id: int, data: MealWindowsIn, actor: Actor, st
         if after == before:
             return before
         await tx.conn.execute("DELETE FROM tenant_meal_windows WHERE tenant_id = $1", tenant_id)
-        await tx.conn.executemany(
-            "INSERT INTO tenant_meal_windows (tenant_id, idx, name, start_minute, end_minute)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            [(tenant_id, n, w.name, w.start_minute, w.end_minute)
-             for n, w in enumerate(windows)])
+        await insert_meal_windows(tx.conn, tenant_id, windows)
         tx.audit("tenant.meal_windows", "tenant", tenant_id, list(tenant["path"]),
                  before=before, after=after)
         tx.event(TenantConfigured(tenant_id, tenant["utc_offset_s"],

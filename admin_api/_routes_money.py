@@ -52,7 +52,8 @@ class MovementOut(msgspec.Struct):
 
     person_id: int
     card_no: int
-    kind: str
+    kind: Literal["credit", "transfer"]
+    """The journal row's kind, as statements and reports name it (a top-up is a credit)."""
     result: str
     amount_fen: int
     """What moved (0 when declined)."""
@@ -126,9 +127,14 @@ class Movement:
         self.renew = renew
 
 
+_JOURNAL_KINDS: dict[str, Literal["credit", "transfer"]] = {"topup": "credit",
+                                                             "transfer": "transfer"}
+
+
 def _result(person_id: int, card_no: int, kind: str, out: Outcome, terminal_id: int
             ) -> tuple[int, Any]:
-    moved = MovementOut(person_id=person_id, card_no=card_no, kind=kind, result=out.result,
+    moved = MovementOut(person_id=person_id, card_no=card_no, kind=_JOURNAL_KINDS[kind],
+                        result=out.result,
                         amount_fen=out.amount_fen, main_fen=out.main_fen,
                         subsidy_fen=out.subsidy_fen, balance_fen=out.main_fen + out.subsidy_fen,
                         terminal_id=terminal_id, txn_seq=out.txn_seq)

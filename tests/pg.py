@@ -54,7 +54,8 @@ class TestServer:
             self.admin_dsn = self._private.dsn
             self.source = "private pgserver"
         self.run_tag = f"onecard_t{os.getpid()}_{secrets.token_hex(3)}"
-        self._made: list[str] = []
+        self.databases: list[str] = []
+        """The databases made (dropped by close())."""
         self._count = 0
 
     def new_database(self, template: str | None = None) -> str:
@@ -71,14 +72,14 @@ class TestServer:
                 await conn.close()
 
         asyncio.run(create())
-        self._made.append(name)
+        self.databases.append(name)
         return with_database(self.admin_dsn, name)
 
     def close(self) -> None:
         async def drop() -> None:
             conn = await asyncpg.connect(self.admin_dsn)
             try:
-                for name in reversed(self._made):
+                for name in reversed(self.databases):
                     await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             finally:
                 await conn.close()

@@ -147,16 +147,19 @@ def test_card_lifecycle_is_audited_and_goes_out_on_the_change_feed(admin_site: A
     assert card["status"] == "active" and card["account_status"] == "active"
     assert office.post(f"/people/{person['id']}/cards",
                        {"card_no": first}).status_code == 409, "a card number is never reused"
+    # A loss is on the account; the card says what it does at a terminal: lost, not active.
     lost = office.ok("POST", f"/cards/{first}/report-loss")
-    assert lost["account_status"] == "lost"
+    assert (lost["status"], lost["account_status"]) == ("lost", "lost")
+    assert office.ok("GET", f"/cards/{first}")["status"] == "lost"
     back = office.ok("POST", f"/cards/{first}/unfreeze")
-    assert back["account_status"] == "active"
+    assert (back["status"], back["account_status"]) == ("active", "active")
     office.ok("POST", f"/cards/{first}/report-loss")
     new = office.ok("POST", f"/cards/{first}/replace", {"new_card": {"card_no": second}})
     assert new["card_no"] == second and new["account_status"] == "active"
+    assert new["status"] == "active"
     cards = office.ok("GET", f"/people/{person['id']}/cards")
-    assert [(c["card_no"], c["status"]) for c in cards] == [(first, "cancelled"),
-                                                            (second, "active")]
+    assert [(c["card_no"], c["status"], c["account_status"]) for c in cards] == [
+        (first, "cancelled", "active"), (second, "active", "active")]
     assert office.post(f"/cards/{first}/unfreeze").status_code == 409
 
     events = [(r["kind"], r["payload"]) for r in admin_site.fetch(
@@ -171,7 +174,7 @@ def test_card_lifecycle_is_audited_and_goes_out_on_the_change_feed(admin_site: A
         "card.issue", "card.report_loss", "card.unfreeze", "card.report_loss", "card.cancel"]
     assert all(e["username"] == "card.office" and e["client_ip"] == "127.0.0.1" for e in trail)
     assert trail[1]["before"]["account_status"] == "active"
-    assert trail[1]["after"]["account_status"] == "lost"
+    assert (trail[1]["after"]["status"], trail[1]["after"]["account_status"]) == ("lost", "lost")
     assert auditor.post("/people", {"node_id": node, "name": "Z",
                                     "class_id": 2}).status_code == 403, "auditors only read"
 

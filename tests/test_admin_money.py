@@ -72,6 +72,8 @@ def test_a_cash_top_up_is_journaled_once_however_often_it_is_sent(money_site: Ad
     assert after["main_fen"] == before["main_fen"] + 5_000
     line = cashier.ok("GET", f"/people/{person['id']}/statement")["items"][-1]
     assert line["kind"] == "credit" and line["main_delta_fen"] == 5_000
+    # The answer names the movement as the statement does.
+    assert (answer["kind"], answer["txn_seq"]) == (line["kind"], line["txn_seq"])
 
     # The statement downloads as CSV with the same rows as the JSON (fen, and yuan beside it).
     items = root.ok("GET", f"/people/{person['id']}/statement?limit=1000")["items"]
@@ -90,6 +92,9 @@ def test_a_cash_top_up_is_journaled_once_however_often_it_is_sent(money_site: Ad
     moved = _pay(cashier, person["id"], {"from_wallet": "main", "amount_fen": 1_000},
                  str(uuid.uuid4()), "transfers")
     assert moved.status_code == 201, moved.text
+    assert moved.json()["kind"] == "transfer"
+    assert cashier.ok("GET", f"/people/{person['id']}/statement")["items"][-1]["kind"] == (
+        "transfer")
     assert moved.json()["subsidy_fen"] == after["subsidy_fen"] + 1_000
     assert moved.json()["main_fen"] == after["main_fen"] - 1_000
 

@@ -10,7 +10,9 @@ import sys
 import time
 
 import httpx
+import redis
 
+from onecard.demo import configured_redis_url
 from tests import pg
 
 
@@ -22,6 +24,7 @@ def test_demo_serve_prints_addresses_and_log_ins_that_work_and_stops_cleanly(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
+    client = redis.Redis.from_url(configured_redis_url())
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 180
@@ -44,8 +47,16 @@ def test_demo_serve_prints_addresses_and_log_ins_that_work_and_stops_cleanly(
             [me] = http.get("/self/people").json()
             balance = http.get(f"/self/people/{me['id']}/balance").json()
             assert balance["balance_fen"] == balance["main_fen"] + balance["subsidy_fen"]
+        # The run's own stream (the admin-init changes went through it), not a shared one.
+        stream = re.search(r"change feed .*, stream (onecard:changes:demo-\w+) \(removed",
+                           text).group(1)  # type: ignore[union-attr]
+        while not client.exists(stream):
+            assert time.monotonic() < deadline, f"{stream} never appeared in Redis"
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, rest
     assert "stopped" in rest
+    assert not client.exists(stream), f"{stream} was left in Redis"
+    client.close()
