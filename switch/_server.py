@@ -28,9 +28,9 @@ from switch._answer import REFUSAL, Answer
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
 from switch._conventional import ConventionalHandler
-from switch._errors import JournalError, RecoveryError
+from switch._errors import DATABASE_FAILURES, JournalError, RecoveryError
 from switch._journal import Journal
-from switch._logging import get_logger
+from switch._logging import get_logger, log_loop_exception
 from switch._masterdata import MasterData, TerminalInfo
 from switch._outbox import stream_key
 from switch._qr import QrGate
@@ -156,7 +156,7 @@ class Runtime:
                     # Not a repeat after all (a QR purchase whose code may not pay): refused.
                     session.log_refusal(outcome.code, outcome.txn_seq, outcome.detail,
                                         outcome.reason)
-            except (OSError, asyncpg.PostgresError) as exc:  # includes TimeoutError
+            except DATABASE_FAILURES as exc:
                 self.log.warning("journal.lookup_failed",
                                  request_id=request_id(session.terminal_id, outcome.txn_seq),
                                  terminal_id=session.terminal_id,
@@ -205,7 +205,8 @@ class Runtime:
             rows_since = self.journal.stats.rows - self.rows_at_last_checkpoint
             due = time.monotonic() - last >= settings.checkpoint_interval_seconds
             if rows_since and (due or rows_since >= settings.checkpoint_rows):
-                await self.write_checkpoint(pool)
+                with contextlib.suppress(*DATABASE_FAILURES):  # logged; tried again next round
+                    await self.write_checkpoint(pool)
                 last = time.monotonic()
 
     async def write_checkpoint(self, pool: asyncpg.Pool) -> int:
@@ -224,25 +225,31 @@ class Runtime:
         total = ledger.total_fen()
         loop_seconds = time.perf_counter() - started
         await self.journal.wait_durable(lsn)
-        async with asyncio.timeout(120), pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO checkpoints (lsn, state, account_ids, main_fen, subsidy_fen,"
-                " merchant_ids, merchant_balance_fen, total_fen)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                lsn,
-                state,
-                account_ids,
-                main,
-                subsidy,
-                [m[0] for m in merchants],
-                [m[1] for m in merchants],
-                total,
-            )
-            await conn.execute(
-                "DELETE FROM checkpoints WHERE id NOT IN"
-                " (SELECT id FROM checkpoints ORDER BY lsn DESC, id DESC LIMIT $1)",
-                limits.CHECKPOINTS_KEPT_MAX,
-            )
+        try:
+            async with asyncio.timeout(120), pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO checkpoints (lsn, state, account_ids, main_fen, subsidy_fen,"
+                    " merchant_ids, merchant_balance_fen, total_fen)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    lsn,
+                    state,
+                    account_ids,
+                    main,
+                    subsidy,
+                    [m[0] for m in merchants],
+                    [m[1] for m in merchants],
+                    total,
+                )
+                await conn.execute(
+                    "DELETE FROM checkpoints WHERE id NOT IN"
+                    " (SELECT id FROM checkpoints ORDER BY lsn DESC, id DESC LIMIT $1)",
+                    limits.CHECKPOINTS_KEPT_MAX,
+                )
+        except DATABASE_FAILURES as exc:
+            # Nothing depends on a checkpoint but the length of the next replay: the journal
+            # holds every row. The pool replaces a connection the server ended.
+            self.log.warning("checkpoint.failed", lsn=lsn, error=str(exc) or type(exc).__name__)
+            raise
         self.rows_at_last_checkpoint = rows_now
         seconds = time.perf_counter() - started
         metrics.checkpoint_seconds.observe(seconds)
@@ -297,7 +304,8 @@ class Runtime:
             async with asyncio.timeout(self.settings.drain_deadline_seconds):
                 await self.journal.drain()
                 if self.journal.stats.rows > self.rows_at_last_checkpoint:
-                    await self.write_checkpoint(pool)
+                    with contextlib.suppress(*DATABASE_FAILURES):  # logged; replayed at start
+                        await self.write_checkpoint(pool)
         except TimeoutError:
             self.log.error("switch.drain_deadline", pending_rows=self.journal.pending_rows)
         for session in list(self.connections):
@@ -428,6 +436,7 @@ class Runtime:
 
     async def run(self, on_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(log_loop_exception)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -442,7 +451,7 @@ class Runtime:
                 self.log.error("journal.commit_failed", error=str(group.exceptions[0]))
             except* RecoveryError:
                 raise
-            except* (OSError, asyncpg.PostgresError) as group:
+            except* DATABASE_FAILURES as group:
                 self.log.error("switch.database_unavailable", error=str(group.exceptions[0]))
             if stopped or self._stop_event.is_set():
                 self.log.info("switch.stopped")
