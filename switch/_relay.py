@@ -29,7 +29,7 @@ from switch._settings import redacted_url
 
 _CHANNEL = "onecard_outbox"
 _ALREADY_THERE = "equal or smaller than the target stream top"
-_FAILURES = (*DATABASE_FAILURES, RedisError)
+_FAILURES: tuple[type[Exception], ...] = (*DATABASE_FAILURES, RedisError)
 
 
 class OutboxRelay:

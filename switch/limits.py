@@ -33,6 +33,10 @@ CHECKPOINTS_KEPT_MAX = 3
 LATENCY_SAMPLE_EVERY = 16
 # Seconds between updates of the balance-cache gauges (cards, holds, windows, memory).
 LEDGER_GAUGES_EVERY_SECONDS = 5
+# The event-loop lag probe's period (metric onecard_event_loop_lag_seconds).
+LOOP_LAG_PROBE_SECONDS = 0.01
+# Declines are counted, and summed up in one log line (requests.declined) this often.
+DECLINE_SUMMARY_SECONDS = 10
 # Phone QR codes that paid and are remembered until they expire (single use; switch/_qr.py).
 # Past it new QR purchases are refused BUSY. About 300 bytes each: 60 MB at the maximum, which
 # holds 3,000 QR purchases a second with 60 s codes.

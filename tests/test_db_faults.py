@@ -61,7 +61,7 @@ def _assert_journaled(site: Site, answers: dict[tuple[int, int], Any]) -> None:
     journal = {(r["terminal_id"], r["txn_seq"]): r["code"] for r in rows}
     assert answers
     for key, ev in answers.items():
-        assert journal.get(key) == ev.code, f"answered {key} {ev} but journal has {journal.get(key)}"
+        assert journal.get(key) == ev.code, (key, ev, journal.get(key))
 
 
 def _alive(site: Site) -> None:
