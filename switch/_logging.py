@@ -1,8 +1,9 @@
 """structlog set-up: JSON lines on stderr, one event name per thing that happened.
 
 Everything the process writes to its log is one JSON object a line: our events, what libraries
-log through the standard library (asyncio, asyncpg, redis), Python warnings, and what the event
-loop reports (an exception nobody retrieved, an error in a callback) as `loop.exception`.
+log through the standard library (asyncio, asyncpg, redis), Python warnings, what the event
+loop reports (an exception nobody retrieved, an error in a callback) as `loop.exception`, and
+an exception that ends the process or a thread as `crashed`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 from typing import Any
 
 import structlog
@@ -40,6 +42,11 @@ def configure_logging(level: str = "info") -> None:
     ))
     logging.basicConfig(handlers=[handler], level=_LEVELS[level], force=True)
     logging.captureWarnings(True)
+    # An exception that ends the process (RecoveryError) or a thread: one line, as `crashed`.
+    sys.excepthook = lambda *exc_info: get_logger().critical("crashed", exc_info=exc_info)
+    threading.excepthook = lambda args: get_logger().critical(
+        "crashed", thread=getattr(args.thread, "name", None),
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:
