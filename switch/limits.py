@@ -28,8 +28,10 @@ OLD_LOOKUP_QUEUE_MAX = 1024
 REPLAY_FETCH_ROWS_MAX = 20_000
 # Checkpoints kept in the database (older ones are deleted).
 CHECKPOINTS_KEPT_MAX = 3
-# A checkpoint's snapshot is sent in pieces of this size, the event loop running in between.
+# A checkpoint's snapshot and balances are sent in pieces of this size, the event loop running
+# in between.
 CHECKPOINT_CHUNK_BYTES = 1 << 20
+CHECKPOINT_BALANCE_ROWS_PER_PIECE = 10_000
 # One request in this many is timed per stage for the latency histograms (setting
 # latency_sample_every). At 50,000 requests/s that is ~3,000 samples a second.
 LATENCY_SAMPLE_EVERY = 16
