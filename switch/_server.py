@@ -268,8 +268,8 @@ class Runtime:
         """Snapshot the cache; store it once every row it includes is durable.
 
         The snapshot and the balance columns are taken together, synchronously, so they
-        describe one state; that part holds the event loop (logged as loop_ms). The rest
-        yields to terminals every CHECKPOINT_CHUNK_BYTES.
+        describe one state; that part holds the event loop (logged as loop_ms). They are
+        sent in pieces (_in_pieces), the event loop serving terminals in between.
         """
         started = time.perf_counter()
         ledger = self.ledger
