@@ -407,6 +407,19 @@ cdef inline void _put(char* buf, Py_ssize_t* pos, int64_t v) noexcept:
     pos[0] += 8
 
 
+cdef inline void _put_row(char* buf, Py_ssize_t* pos, Outcome o) noexcept:
+    """An outcome's journal row (JOURNAL_COLUMNS order) straight from its fields: a snapshot
+    holds up to 256 per terminal, and a Python tuple each made checkpoints hold the event loop
+    for hundreds of ms at a thousand terminals."""
+    cdef int64_t row[20]
+    row[:] = [o.lsn, o.kind, o.code, o.terminal_id, o.txn_seq, o.ref_txn_seq, o.card_no,
+              o.account_id, o.merchant_id, o.tenant_id, o.merchant_tenant_id, o.amount_fen,
+              o.main_delta_fen, o.subsidy_delta_fen, o.merchant_delta_fen, o.held_delta_fen,
+              o.main_fen, o.subsidy_fen, o.expires_s, o.now_s]
+    memcpy(buf + pos[0], row, sizeof(row))
+    pos[0] += sizeof(row)
+
+
 cdef inline int64_t _get(const char* buf, Py_ssize_t end, Py_ssize_t* pos) except? -1:
     cdef int64_t v
     if pos[0] + 8 > end:
@@ -1522,8 +1535,7 @@ cdef class Ledger:
                     _put(buf, &pos, term.flags[j])
                 else:
                     _put(buf, &pos, term.flags[j] | F_HAS_OUTCOME)
-                    for v in (<Outcome>term.outcomes[j]).journal_row():
-                        _put(buf, &pos, v)
+                    _put_row(buf, &pos, <Outcome>term.outcomes[j])
         for x in holds:
             h = <_Hold>x
             for v in h.as_tuple():

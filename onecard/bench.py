@@ -6,6 +6,8 @@ One run measures, on the same server and with the same generator:
      scheduled send time (p50, p99, p99.9);
   3. the conventional design behind the same protocol (one SQL transaction per purchase through
      an asyncpg pool) at its best pool size among 8, 16, 32, 64;
+  2b. declines: the saturation loop again with DECLINE_SHARE of purchases on unknown cards
+     (each decline is a journaled, durable answer like an approval);
   4. the conventional design's ceiling with no protocol at all: the same SQL transaction driven
      by pgbench at its best client count among 8, 16, 32, 64;
 and the generator's own CPU share. Figures go to stdout and, with --json, to a file.
@@ -34,6 +36,8 @@ from switch._conventional import SETUP_SQL
 BENCH_DATABASE = "onecard_bench"
 POOL_SIZES = (8, 16, 32, 64)
 COMPARISON_SECONDS = 8.0
+# The decline-heavy phase: this share of purchases names a card nobody issued.
+DECLINE_SHARE = 0.2
 
 PGBENCH_SCRIPT = """\\set aid random(1, {accounts})
 \\set amt random(100, 1500)
@@ -78,6 +82,15 @@ class BenchResult(msgspec.Struct):
     # The switch's own histograms (sampled requests) over the open loop: end to end inside the
     # switch, each stage, group commit latency, rows per commit. Latencies in ms.
     switch_metrics_open_loop: dict[str, float]
+    # Saturation again with DECLINE_SHARE of purchases declined (UNKNOWN_CARD): every answer,
+    # approved or declined, is durable; its ratio to durable_tps (target >= 0.85).
+    durable_tps_declines: float
+    declines_ratio: float
+    decline_share: float
+    # The switch's event-loop lag (how late a callback due now ran) per phase: p50, p99 and
+    # the bound of the bucket holding the largest (ms); and the largest of the whole run.
+    loop_lag_ms: dict[str, dict[str, float]]
+    loop_lag_max_ms: float
     saturation_timeline: list[dict[str, float]]
     open_loop_timeline: list[dict[str, float]]
     fsync: str
@@ -127,6 +140,7 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
         specs = [TerminalSpec(t, ocp.derive_terminal_key(master, t, 1)) for t in terminals]
         gen = LoadGenerator(switch.host, switch.port, specs, CardPool(cards=cards))
         await gen.connect()
+        scrapes.append(scrape(metrics_url))
         print(f"  {len(specs)} terminals signed on; saturation for {options.seconds:g} s ...",
               flush=True)
         cpu: list[float] = []
@@ -146,12 +160,26 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
         print(f"  open loop at {rate:,.0f}/s for {options.seconds:g} s ...", flush=True)
         opn = await gen.open_loop(options.seconds, rate)
         scrapes.append(scrape(metrics_url))
-        inside = switch_figures(scrapes[0], scrapes[1])
+        inside = switch_figures(scrapes[1], scrapes[2])
         print(f"  open loop: p50 {opn.p50_ms:.2f} ms, p99 {opn.p99_ms:.2f} ms, "
               f"p99.9 {opn.p999_ms:.2f} ms", flush=True)
         print("  the switch's own metrics over the open loop: "
               + ", ".join(f"{k} {v:g}" for k, v in inside.items()), flush=True)
+        gen.pool = CardPool(cards=cards, unknown_card_share=DECLINE_SHARE)
+        print(f"  declines: saturation with {DECLINE_SHARE:.0%} unknown cards for "
+              f"{options.seconds:g} s ...", flush=True)
+        dec = await gen.closed_loop(options.seconds, depth=1, warmup_seconds=2.0)
+        scrapes.append(scrape(metrics_url))
+        print(f"  declines: {dec.tps:,.0f} durable answers/s ({dec.codes}), "
+              f"{dec.tps / sat.approved_tps:.2f} of saturation", flush=True)
         gen.close()
+        lag = {phase: {k.removeprefix("loop_lag_"): v
+                       for k, v in switch_figures(a, b).items() if k.startswith("loop_lag")}
+               for phase, a, b in (("saturation", scrapes[0], scrapes[1]),
+                                   ("open_loop", scrapes[1], scrapes[2]),
+                                   ("declines", scrapes[2], scrapes[3]))}
+        lag_max = scrapes[3].get(("onecard_event_loop_lag_max_seconds", ()), 0.0) * 1000
+        print(f"  event-loop lag (ms): {lag}, largest {lag_max:.1f}", flush=True)
     finally:
         switch.stop()
     conn = await asyncpg.connect(dsn)
@@ -162,8 +190,10 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
         rows = await conn.fetchval("SELECT count(*) FROM journal")
     finally:
         await conn.close()
-    return {"sat": sat, "open": opn, "rows_per_commit": rows / batches if batches else 0.0,
-            "switch_cpu_pct": switch_cpu_pct, "cpu_us": cpu_us, "inside": inside}
+    return {"sat": sat, "open": opn, "dec": dec,
+            "rows_per_commit": rows / batches if batches else 0.0,
+            "switch_cpu_pct": switch_cpu_pct, "cpu_us": cpu_us, "inside": inside,
+            "lag": lag, "lag_max": lag_max}
 
 
 async def _run_conventional(dsn: str, master: bytes, terminals: list[int], cards: list[int],
@@ -253,8 +283,9 @@ async def _bench(options: BenchOptions) -> BenchResult:
     finally:
         if private is not None:
             private.stop()
-    sat, opn = phase["sat"], phase["open"]
+    sat, opn, dec = phase["sat"], phase["open"], phase["dec"]
     durable = sat.approved_tps  # type: ignore[attr-defined]
+    durable_declines = dec.tps  # type: ignore[attr-defined]
     conventional_tps = max(conv.values()) if conv else 0.0
     pgbench_tps = max(pgb.values()) if pgb else 0.0
     return BenchResult(
@@ -279,6 +310,11 @@ async def _bench(options: BenchOptions) -> BenchResult:
         switch_cpu_us_per_purchase=round(float(phase["cpu_us"]), 2),  # type: ignore[arg-type]
         switch_journal_rows_per_commit=round(float(phase["rows_per_commit"]), 1),  # type: ignore[arg-type]
         switch_metrics_open_loop=phase["inside"],  # type: ignore[arg-type]
+        durable_tps_declines=durable_declines,
+        declines_ratio=round(durable_declines / durable, 3) if durable else 0.0,
+        decline_share=DECLINE_SHARE,
+        loop_lag_ms=phase["lag"],  # type: ignore[arg-type]
+        loop_lag_max_ms=round(float(phase["lag_max"]), 3),  # type: ignore[arg-type]
         saturation_timeline=sat.timeline,  # type: ignore[attr-defined]
         open_loop_timeline=opn.timeline,  # type: ignore[attr-defined]
         fsync=fsync,

@@ -161,6 +161,12 @@ def switch_figures(before: Samples, after: Samples) -> dict[str, float]:
         q(stage, histogram_between(before, after, "onecard_request_stage_duration_seconds",
                                    stage=stage))
     q("group_commit", histogram_between(before, after, "onecard_journal_commit_duration_seconds"))
+    lag = histogram_between(before, after, "onecard_event_loop_lag_seconds")
+    q("loop_lag", lag)
+    if lag and lag[-1][1] > 0:
+        # The largest lag lies in the first bucket that holds every sample: its bound.
+        out["loop_lag_max_le_ms"] = round(
+            next(le for le, n in lag if n == lag[-1][1]) * 1000, 3)
     key_sum = ("onecard_journal_batch_rows_sum", ())
     key_count = ("onecard_journal_batch_rows_count", ())
     commits = after.get(key_count, 0.0) - before.get(key_count, 0.0)

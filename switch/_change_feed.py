@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from switch import _metrics as metrics
 from switch import limits
 from switch._change_events import ChangeEventError, apply_event, decode_event, parse_entry
+from switch._errors import DATABASE_FAILURES
 from switch._outbox import fetch_after, raise_if_cancelled, redis_client
 from switch._settings import redacted_url
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from ledger_ext import Ledger
     from switch._masterdata import MasterData
 
-_DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _REDIS_FAILURES = (OSError, RedisError, TimeoutError)
 _READ_GRACE_SECONDS = 0.05
 """How much longer than its own blocking time an XREAD may take before the feed looks at the
@@ -104,7 +104,6 @@ class ChangeFeed:
                 if read.done():
                     break
                 if time.monotonic() >= deadline:
-                    read.cancel()
                     raise TimeoutError("Redis did not answer XREAD in time")
                 await self.catch_up()
             reply = read.result()
@@ -112,6 +111,8 @@ class ChangeFeed:
             self._set_redis_up(False, exc)
             self._stream_retry_at = time.monotonic() + limits.CHANGEFEED_REDIS_RETRY_SECONDS
             return
+        finally:
+            await _settle(read)
         self._set_redis_up(True)
         entries = reply[0][1] if reply else []
         if not entries:
@@ -174,7 +175,7 @@ class ChangeFeed:
                 if len(rows) < limits.CHANGEFEED_BATCH_MAX:
                     break
                 await asyncio.sleep(0)  # a long catch-up lets terminals in between batches
-        except _DB_FAILURES as exc:
+        except DATABASE_FAILURES as exc:
             self.log.warning("changefeed.database_unavailable", error=str(exc) or
                              type(exc).__name__)
         self._log_applied(first, "database")
@@ -204,6 +205,24 @@ class ChangeFeed:
         if self.applied != first:
             self.log.info("changefeed.applied", after=first, through=self.applied,
                           source=source)
+
+
+async def _settle(read: asyncio.Future[Any]) -> None:
+    """The read belongs to the round that started it. A round that ends (done, Redis hung,
+    or cancelled) cancels a read still running and waits for it a bounded time; whenever the
+    read ends, its outcome is retrieved (a failure is Redis being down, which the round
+    handles or the next one meets), so nothing is left for asyncio to report."""
+    read.add_done_callback(_retrieve)
+    if not read.done():
+        read.cancel()
+        # A cancelled read ends at once, unless redis-py swallows the cancellation (see
+        # raise_if_cancelled): then the callback above retrieves its outcome when it ends.
+        await asyncio.wait({read}, timeout=_READ_GRACE_SECONDS)
+
+
+def _retrieve(read: asyncio.Future[Any]) -> None:
+    if not read.cancelled():
+        read.exception()
 
 
 def _outbox_id(entry_id: bytes) -> int:

@@ -45,8 +45,8 @@ def is_transient(exc: BaseException) -> bool:
         return str(exc.sqlstate)[:2] in ("08", "53", "57")
     if isinstance(exc, asyncpg.ClientConfigurationError):  # a malformed DSN
         return False
-    if isinstance(exc, asyncpg.InterfaceError):  # the connection went away mid-operation
-        return True
+    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError)):
+        return True  # the connection went away mid-operation
     return isinstance(exc, OSError) and not isinstance(exc, socket.gaierror)
 
 
@@ -61,3 +61,16 @@ _LISTEN_REASONS = {
     errno.EACCES: "permission denied (ports below 1024 need privileges)",
     errno.EADDRNOTAVAIL: "this machine has no such address",
 }
+DATABASE_FAILURES: tuple[type[Exception], ...] = (
+    # Refused, reset or unreachable; TimeoutError (a deadline ran out) is an OSError too.
+    OSError,
+    # What the server said, ConnectionDoesNotExistError (ended mid-query) among them.
+    asyncpg.PostgresError,
+    # A connection that is already closed: "cannot call Transaction.__aexit__()" and the like.
+    asyncpg.InterfaceError,
+    # The driver's protocol state after a connection broke mid-operation.
+    asyncpg.InternalClientError,
+)
+"""What a call to PostgreSQL raises when the database or the connection to it fails (a backend
+ended by pg_terminate_backend or a restart, a network fault). Every place that calls PostgreSQL
+catches exactly these, and nothing else: any other exception is a bug."""

@@ -92,6 +92,18 @@ checkpoint_seconds = Histogram(
     "Time to snapshot the balance cache and store the checkpoint.",
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30),
 )
+# How late the event loop runs a callback due now (a 10 ms probe, limits.LOOP_LAG_PROBE_SECONDS):
+# the time something held the loop (a checkpoint's snapshot, a burst of frames, a GC pass).
+event_loop_lag_seconds = Histogram(
+    "onecard_event_loop_lag_seconds",
+    "How late the event loop ran a callback scheduled for now (sampled every 10 ms).",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1,
+             2, 5),
+)
+event_loop_lag_max_seconds = Gauge(
+    "onecard_event_loop_lag_max_seconds",
+    "The largest event-loop lag since the process started.",
+)
 recovery_seconds = Gauge(
     "onecard_recovery_duration_seconds", "Time the last start-up recovery took."
 )

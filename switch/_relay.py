@@ -23,12 +23,13 @@ from redis.exceptions import RedisError, ResponseError
 from switch import _metrics as metrics
 from switch import limits
 from switch._change_events import FeedEntry, entry_fields
+from switch._errors import DATABASE_FAILURES
 from switch._outbox import OutboxRow, fetch_after, raise_if_cancelled, redis_client, stream_top
 from switch._settings import redacted_url
 
 _CHANNEL = "onecard_outbox"
 _ALREADY_THERE = "equal or smaller than the target stream top"
-_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, TimeoutError)
+_FAILURES: tuple[type[Exception], ...] = (*DATABASE_FAILURES, RedisError)
 
 
 class OutboxRelay:

@@ -28,11 +28,19 @@ OLD_LOOKUP_QUEUE_MAX = 1024
 REPLAY_FETCH_ROWS_MAX = 20_000
 # Checkpoints kept in the database (older ones are deleted).
 CHECKPOINTS_KEPT_MAX = 3
+# A checkpoint's snapshot and balances are sent in pieces of this size, the event loop running
+# in between.
+CHECKPOINT_CHUNK_BYTES = 1 << 20
+CHECKPOINT_BALANCE_ROWS_PER_PIECE = 10_000
 # One request in this many is timed per stage for the latency histograms (setting
 # latency_sample_every). At 50,000 requests/s that is ~3,000 samples a second.
 LATENCY_SAMPLE_EVERY = 16
 # Seconds between updates of the balance-cache gauges (cards, holds, windows, memory).
 LEDGER_GAUGES_EVERY_SECONDS = 5
+# The event-loop lag probe's period (metric onecard_event_loop_lag_seconds).
+LOOP_LAG_PROBE_SECONDS = 0.01
+# Declines are counted, and summed up in one log line (requests.declined) this often.
+DECLINE_SUMMARY_SECONDS = 10
 # Phone QR codes that paid and are remembered until they expire (single use; switch/_qr.py).
 # Past it new QR purchases are refused BUSY. About 300 bytes each: 60 MB at the maximum, which
 # holds 3,000 QR purchases a second with 60 s codes.
