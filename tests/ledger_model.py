@@ -2,15 +2,17 @@
 
 Same public API and the same decisions as the Cython `Ledger`, field for field: the test suite
 runs against both, and a hypothesis state machine runs them side by side and compares every
-`journal_row()`. Where this file and `ledger_ext/_ledger.pyx` disagree, one of them is wrong.
+`journal_row()`. Where this file and `ledger_ext/` (`_decisions.pxi`) disagree, one of them is
+wrong.
 
 Decision rules in one place (precedence top to bottom):
 
 * every call: argument ranges (a `LedgerError` for misuse, never a decline);
-* idempotency on (terminal_id, txn_seq): the window is 256 slots, slot = txn_seq % 256. A slot
-  holding this txn_seq returns its stored outcome as a repeat (nothing changes); a slot holding a
-  tombstone for it (a reversal named it before it arrived) gives ALREADY_REVERSED; otherwise
-  txn_seq <= highest - 256 gives TXN_SEQ_TOO_OLD (lsn 0, not stored, not journaled);
+* admission of the key (terminal_id, txn_seq), one routine for every decision (`_admit`): the
+  window is 256 slots, slot = txn_seq % 256. A slot holding this txn_seq returns its stored
+  outcome as a repeat (nothing changes); a slot holding a tombstone for it (a reversal named it
+  before it arrived) gives ALREADY_REVERSED; otherwise txn_seq <= highest - 256 gives
+  TXN_SEQ_TOO_OLD (lsn 0, not stored, not journaled); otherwise the key is new;
 * then the decision of the operation (see each method); every decision gets the next lsn and is
   stored in the window, declines included.
 """
@@ -536,6 +538,24 @@ class LedgerModel:
             return "too_old", None
         return "new", None
 
+    def _admit(self, terminal: Terminal, kind: int, terminal_id: int, txn_seq: int,
+               ref_txn_seq: int, card_no: int, account_id: int, merchant_id: int,
+               amount_fen: int, now_s: int) -> tuple[Outcome | None, int]:
+        """Admission of the key (terminal_id, txn_seq), the first step of every decision:
+        (answer, None) for a repeat (its stored outcome) or a key too old (TXN_SEQ_TOO_OLD, not
+        journaled); else (None, the code the decision starts from): ALREADY_REVERSED for a
+        tombstone, APPROVED for a new key. The other arguments describe the request for the
+        TXN_SEQ_TOO_OLD outcome."""
+        state, slot = self._window(terminal, txn_seq)
+        if state == "repeat":
+            assert slot is not None and slot.outcome is not None
+            return replace(slot.outcome, repeat=True), APPROVED
+        if state == "too_old":
+            return self._emit(kind, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, ref_txn_seq, card_no,
+                              account_id, merchant_id, amount_fen, now_s,
+                              journaled=False), TXN_SEQ_TOO_OLD
+        return None, ALREADY_REVERSED if state == "tombstone" else APPROVED
+
     def _store(self, terminal: Terminal, txn_seq: int, outcome: Outcome) -> None:
         index = txn_seq % TERMINAL_WINDOW_MAX
         old = terminal.slots.get(index)
@@ -610,15 +630,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(PURCHASE, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, merchant_id)
+        answer, code = self._admit(terminal, PURCHASE, terminal_id, txn_seq, 0, card_no,
+                                   account_id, merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, merchant_id)
         from_main = from_subsidy = 0
         charge = amount_fen
         if code == APPROVED:
@@ -680,22 +697,15 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-
-        def too_old() -> Outcome:
-            return self._emit(REVERSAL, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, original_txn_seq,
-                              card_no, account_id, 0, amount_fen, now_s, journaled=False)
-
-        if state == "too_old":
-            return too_old()
+        answer, code = self._admit(terminal, REVERSAL, terminal_id, txn_seq, original_txn_seq,
+                                   card_no, account_id, 0, amount_fen, now_s)
+        if answer is not None:
+            return answer
         merchant_id = 0
         amount = amount_fen
         main_delta = subsidy_delta = 0
-        if state == "tombstone":
-            code = ALREADY_REVERSED
+        if code != APPROVED:
+            pass
         elif original_txn_seq >= txn_seq:
             code = REVERSAL_MISMATCH
         else:
@@ -709,7 +719,9 @@ class LedgerModel:
                     original_slot, card_no, amount_fen)
                 merchant_id = original_slot.outcome.merchant_id
             elif original_state == "too_old":
-                return too_old()
+                return self._emit(REVERSAL, TXN_SEQ_TOO_OLD, terminal_id, txn_seq,
+                                  original_txn_seq, card_no, account_id, 0, amount_fen, now_s,
+                                  journaled=False)
             else:
                 code = ORIGINAL_NOT_FOUND
                 terminal.slots[original_txn_seq % TERMINAL_WINDOW_MAX] = Slot(original_txn_seq,
@@ -753,15 +765,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(INQUIRY, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, merchant_id, 0, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, merchant_id)
+        answer, code = self._admit(terminal, INQUIRY, terminal_id, txn_seq, 0, card_no,
+                                   account_id, merchant_id, 0, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, merchant_id)
         outcome = self._emit(INQUIRY, code, terminal_id, txn_seq, 0, card_no, account_id,
                              merchant_id, 0, now_s)
         self._store(terminal, txn_seq, outcome)
@@ -776,15 +785,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(CREDIT, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, from_merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, from_merchant_id, credit=True)
+        answer, code = self._admit(terminal, CREDIT, terminal_id, txn_seq, 0, card_no,
+                                   account_id, from_merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, from_merchant_id, credit=True)
         main_delta = subsidy_delta = 0
         if code == APPROVED:
             account = self.accounts[account_id]
@@ -825,15 +831,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(DEBIT, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, to_merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, to_merchant_id, credit=True)
+        answer, code = self._admit(terminal, DEBIT, terminal_id, txn_seq, 0, card_no,
+                                   account_id, to_merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, to_merchant_id, credit=True)
         main_delta = subsidy_delta = 0
         if code == APPROVED:
             account = self.accounts[account_id]
@@ -879,15 +882,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(TRANSFER, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, merchant_id, credit=True)
+        answer, code = self._admit(terminal, TRANSFER, terminal_id, txn_seq, 0, card_no,
+                                   account_id, merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, merchant_id, credit=True)
         if code == CROSS_TENANT_NOT_ALLOWED:
             code = APPROVED  # no merchant balance moves: no tenant's consent is needed
         main_delta = subsidy_delta = 0
@@ -927,15 +927,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(HOLD, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, merchant_id)
+        answer, code = self._admit(terminal, HOLD, terminal_id, txn_seq, 0, card_no,
+                                   account_id, merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, merchant_id)
         amount = amount_fen
         if code == APPROVED:
             account = self.accounts[account_id]
@@ -966,26 +963,21 @@ class LedgerModel:
         card_no = hold.card_no if hold else 0
         account_id = hold.account_id if hold else 0
         merchant_id = hold.merchant_id if hold else 0
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(kind, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, hold_txn_seq, card_no,
-                              account_id, merchant_id, amount_fen, now_s, journaled=False)
-        if state == "tombstone":
-            code = ALREADY_REVERSED
-        elif hold is None:
+        answer, code = self._admit(terminal, kind, terminal_id, txn_seq, hold_txn_seq, card_no,
+                                   account_id, merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED and hold is None:
             code = HOLD_NOT_FOUND
-        elif kind == CAPTURE and amount_fen < 0:
-            code = INVALID_AMOUNT
-        elif kind == CAPTURE and amount_fen > hold.amount_fen:
-            code = CAPTURE_EXCEEDS_HOLD
-        elif (kind == CAPTURE and self.merchants[hold.merchant_id].balance_fen + amount_fen
-              > MERCHANT_BALANCE_FEN_MAX):
-            code = BALANCE_LIMIT_EXCEEDED
-        else:
-            code = APPROVED
+        elif code == APPROVED and kind == CAPTURE:
+            assert hold is not None
+            if amount_fen < 0:
+                code = INVALID_AMOUNT
+            elif amount_fen > hold.amount_fen:
+                code = CAPTURE_EXCEEDS_HOLD
+            elif (self.merchants[hold.merchant_id].balance_fen + amount_fen
+                  > MERCHANT_BALANCE_FEN_MAX):
+                code = BALANCE_LIMIT_EXCEEDED
         amount, main_delta, held_delta = amount_fen, 0, 0
         if code == APPROVED:
             assert hold is not None
