@@ -235,6 +235,34 @@ cdef class _Decisions(_Tables):
 
     def reverse(self, int64_t terminal_id, int64_t txn_seq, int64_t original_txn_seq,
                 int64_t card_no, int64_t amount_fen, int64_t now_s):
+        return self._reverse(terminal_id, txn_seq, original_txn_seq, card_no, amount_fen, now_s,
+                             False, None, False)
+
+    def reverse_journaled(self, int64_t terminal_id, int64_t txn_seq, int64_t original_txn_seq,
+                          int64_t card_no, int64_t amount_fen, int64_t now_s, original,
+                          bint original_reversed):
+        """reverse(), told by the journal what the window no longer holds: the original's
+        journal row (None if the journal has none) and whether a reversal of it is journaled."""
+        cdef Outcome orig = None
+        if original is not None:
+            if len(original) != ROW_FIELDS:
+                raise LedgerArgumentError(f"original has {len(original)} fields, not {ROW_FIELDS}")
+            orig = _outcome_from_row(tuple(original))
+            if orig.terminal_id != terminal_id or orig.txn_seq != original_txn_seq:
+                raise LedgerArgumentError("original is not the journal row of original_txn_seq")
+            if orig.kind == K_PURCHASE and orig.code == C_APPROVED:
+                self._opened_account(orig.account_id)
+                if not (1 <= orig.merchant_id <= self._merchants_max
+                        and self._merchants[orig.merchant_id].opened):
+                    raise LedgerArgumentError(f"original merchant {orig.merchant_id} not opened")
+        return self._reverse(terminal_id, txn_seq, original_txn_seq, card_no, amount_fen, now_s,
+                             True, orig, original_reversed)
+
+    cdef Outcome _reverse(self, int64_t terminal_id, int64_t txn_seq, int64_t original_txn_seq,
+                          int64_t card_no, int64_t amount_fen, int64_t now_s, bint looked_up,
+                          Outcome journal_original, bint journal_reversed):
+        """Both reversals. An original older than the window is TXN_SEQ_TOO_OLD (not journaled)
+        unless `looked_up`: then the journal's word decides it."""
         cdef _Terminal term
         cdef int oslot
         cdef int64_t code
@@ -242,12 +270,13 @@ cdef class _Decisions(_Tables):
         cdef int32_t account_id = 0
         cdef int64_t merchant_id = 0, amount = amount_fen, md = 0, sd = 0
         cdef Outcome orig, o
-        cdef Account* acc
-        cdef Merchant* m
         _check_key(terminal_id, txn_seq)
         _check_key(terminal_id, original_txn_seq)
         _check_card_no(card_no)
         _check_time(now_s, "now_s")
+        if original_txn_seq >= txn_seq:
+            raise LedgerArgumentError(
+                f"original_txn_seq {original_txn_seq} is not below txn_seq {txn_seq}")
 
         term = self._terminal(terminal_id)
         card = self._card_find(<uint64_t>card_no)
@@ -257,54 +286,68 @@ cdef class _Decisions(_Tables):
                         amount_fen, now_s, &code)
         if o is not None:
             return o
+        oslot = original_txn_seq & (WINDOW_SLOTS - 1)
         if code != C_APPROVED:
-            pass
-        elif original_txn_seq >= txn_seq:
-            code = C_REVERSAL_MISMATCH
-        else:
-            oslot = original_txn_seq & (WINDOW_SLOTS - 1)
-            if term.seqs[oslot] == original_txn_seq:
-                if term.flags[oslot] & (F_TOMBSTONE | F_REVERSED):
-                    code = C_ALREADY_REVERSED
-                else:
-                    orig = <Outcome>term.outcomes[oslot]
-                    merchant_id = orig.merchant_id
-                    if orig.kind != K_PURCHASE or orig.card_no != card_no:
-                        code = C_REVERSAL_MISMATCH
-                    elif orig.code != C_APPROVED:
-                        amount = 0
-                        term.flags[oslot] |= F_REVERSED
-                    elif amount_fen != 0 and amount_fen != orig.amount_fen:
-                        code = C_REVERSAL_MISMATCH
-                    else:
-                        acc = &self._accounts[orig.account_id]
-                        m = &self._merchants[orig.merchant_id]
-                        if (acc.main_fen - orig.main_delta_fen > C_BALANCE_FEN_MAX
-                                or acc.subsidy_fen - orig.subsidy_delta_fen > C_BALANCE_FEN_MAX
-                                or m.balance_fen - orig.amount_fen < -C_MERCHANT_BALANCE_FEN_MAX):
-                            code = C_BALANCE_LIMIT_EXCEEDED
-                        else:
-                            md = -orig.main_delta_fen
-                            sd = -orig.subsidy_delta_fen
-                            amount = orig.amount_fen
-                            acc.main_fen += md
-                            acc.subsidy_fen += sd
-                            m.balance_fen -= orig.amount_fen
-                            term.flags[oslot] |= F_REVERSED
-            elif original_txn_seq + WINDOW_SLOTS <= term.highest:
-                return self._emit(K_REVERSAL, C_TXN_SEQ_TOO_OLD, terminal_id, txn_seq,
-                                  original_txn_seq, card_no, account_id, 0, amount_fen, 0, 0, 0,
-                                  0, now_s, False)
+            pass                                        # a tombstone: ALREADY_REVERSED
+        elif term.seqs[oslot] == original_txn_seq:      # in the window
+            if term.flags[oslot] & (F_TOMBSTONE | F_REVERSED):
+                code = C_ALREADY_REVERSED
             else:
-                code = C_ORIGINAL_NOT_FOUND
-                term.seqs[oslot] = <uint32_t>original_txn_seq
-                term.flags[oslot] = F_TOMBSTONE
-                term.outcomes[oslot] = None
+                orig = <Outcome>term.outcomes[oslot]
+                merchant_id = orig.merchant_id
+                code = self._undo(orig, card_no, amount_fen, &amount, &md, &sd)
+                if code == C_APPROVED:
+                    term.flags[oslot] |= F_REVERSED
+        elif original_txn_seq + WINDOW_SLOTS > term.highest:
+            # Never seen: a tombstone, so the late original declines ALREADY_REVERSED (or, once
+            # below the window, is TXN_SEQ_TOO_OLD and not in the journal): never charged.
+            code = C_ORIGINAL_NOT_FOUND
+            term.seqs[oslot] = <uint32_t>original_txn_seq
+            term.flags[oslot] = F_TOMBSTONE
+            term.outcomes[oslot] = None
+        elif not looked_up:
+            return self._emit(K_REVERSAL, C_TXN_SEQ_TOO_OLD, terminal_id, txn_seq,
+                              original_txn_seq, card_no, account_id, 0, amount_fen, 0, 0, 0, 0,
+                              now_s, False)
+        elif journal_reversed:
+            code = C_ALREADY_REVERSED
+        elif journal_original is None:
+            code = C_ORIGINAL_NOT_FOUND     # too old to be admitted now: no tombstone needed
+        else:
+            merchant_id = journal_original.merchant_id
+            code = self._undo(journal_original, card_no, amount_fen, &amount, &md, &sd)
         o = self._emit(K_REVERSAL, code, terminal_id, txn_seq, original_txn_seq, card_no,
                        account_id, merchant_id, amount if code == C_APPROVED else amount_fen,
                        md, sd, 0, 0, now_s, True)
         self._store(term, txn_seq, o)
         return o
+
+    cdef int64_t _undo(self, Outcome orig, int64_t card_no, int64_t amount_fen, int64_t* amount,
+                       int64_t* md, int64_t* sd) noexcept:
+        """The decision on reversing `orig`, found and not yet reversed; APPROVED gives its
+        money back to the wallets it came from (the amount and deltas are set)."""
+        cdef Account* acc
+        cdef Merchant* m
+        if orig.kind != K_PURCHASE or orig.card_no != card_no:
+            return C_REVERSAL_MISMATCH
+        if orig.code != C_APPROVED:
+            amount[0] = 0                   # nothing was taken: nothing to return
+            return C_APPROVED
+        if amount_fen != 0 and amount_fen != orig.amount_fen:
+            return C_REVERSAL_MISMATCH
+        acc = &self._accounts[orig.account_id]
+        m = &self._merchants[orig.merchant_id]
+        if (acc.main_fen - orig.main_delta_fen > C_BALANCE_FEN_MAX
+                or acc.subsidy_fen - orig.subsidy_delta_fen > C_BALANCE_FEN_MAX
+                or m.balance_fen - orig.amount_fen < -C_MERCHANT_BALANCE_FEN_MAX):
+            return C_BALANCE_LIMIT_EXCEEDED
+        md[0] = -orig.main_delta_fen
+        sd[0] = -orig.subsidy_delta_fen
+        amount[0] = orig.amount_fen
+        acc.main_fen += md[0]
+        acc.subsidy_fen += sd[0]
+        m.balance_fen -= orig.amount_fen
+        return C_APPROVED
 
     def inquire(self, int64_t terminal_id, int64_t txn_seq, int64_t card_no,
                 int64_t merchant_id, int64_t now_s):

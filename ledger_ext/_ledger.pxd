@@ -148,6 +148,13 @@ cdef class _Decisions(_Tables):
     @cython.final
     cdef void _count_spend(self, Account* acc, int64_t amount_fen, int64_t now_s) noexcept
     @cython.final
+    cdef Outcome _reverse(self, int64_t terminal_id, int64_t txn_seq, int64_t original_txn_seq,
+                          int64_t card_no, int64_t amount_fen, int64_t now_s, bint looked_up,
+                          Outcome journal_original, bint journal_reversed)
+    @cython.final
+    cdef int64_t _undo(self, Outcome orig, int64_t card_no, int64_t amount_fen, int64_t* amount,
+                       int64_t* md, int64_t* sd) noexcept
+    @cython.final
     cdef Outcome _finish_hold(self, int64_t kind, int64_t terminal_id, int64_t txn_seq,
                               int64_t hold_txn_seq, int64_t amount_fen, int64_t now_s)
 

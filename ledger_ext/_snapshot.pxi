@@ -122,7 +122,8 @@ cdef class Ledger(_Decisions):
                     self._count_spend(acc, amount, o.now_s)
             if merchant_id > 0:
                 self._merchants[merchant_id].balance_fen += mdelta
-        elif kind == K_REVERSAL and code == C_ORIGINAL_NOT_FOUND:
+        elif (kind == K_REVERSAL and code == C_ORIGINAL_NOT_FOUND
+                and ref + WINDOW_SLOTS > term.highest):   # live, an older one left no tombstone
             oslot = ref & (WINDOW_SLOTS - 1)
             term.seqs[oslot] = <uint32_t>ref
             term.flags[oslot] = F_TOMBSTONE

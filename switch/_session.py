@@ -259,8 +259,7 @@ class TerminalSession(asyncio.Protocol):
         if self._timed:
             self._observe_answered(o.txn_seq, kind)
         if code == TXN_SEQ_TOO_OLD:
-            msg: Any = ocp.Error(code, o.txn_seq, "txn_seq (or the original it names) is too "
-                                 "old and not in the journal")
+            msg: Any = ocp.Error(code, o.txn_seq, "txn_seq is too old and not in the journal")
         elif kind == REFUSAL:  # refused, not decided (BUSY, SYSTEM_ERROR, a QR code...)
             msg = ocp.Error(code, o.txn_seq, o.detail or "retry later with the same txn_seq")
         elif kind == PURCHASE:

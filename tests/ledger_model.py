@@ -691,10 +691,46 @@ class LedgerModel:
 
     def reverse(self, terminal_id: int, txn_seq: int, original_txn_seq: int, card_no: int,
                 amount_fen: int, now_s: int) -> Outcome:
+        return self._reverse(terminal_id, txn_seq, original_txn_seq, card_no, amount_fen, now_s,
+                             None)
+
+    def reverse_journaled(self, terminal_id: int, txn_seq: int, original_txn_seq: int,
+                          card_no: int, amount_fen: int, now_s: int,
+                          original: tuple[int, ...] | None,
+                          original_reversed: bool) -> Outcome:
+        """reverse(), told by the journal what the window no longer holds: the original's row
+        (None: not journaled) and whether a reversal of it is journaled. Used only when the
+        original is older than the window (reverse() answered TXN_SEQ_TOO_OLD for it)."""
+        row = None
+        if original is not None:
+            if len(original) != len(JOURNAL_COLUMNS):
+                raise LedgerArgumentError("original is not a journal row")
+            row = Outcome(*original)
+            if (row.terminal_id, row.txn_seq) != (terminal_id, original_txn_seq):
+                raise LedgerArgumentError("original is not the journal row of original_txn_seq")
+            if row.kind == PURCHASE and row.code == APPROVED:
+                self._opened_account(row.account_id)
+                if row.merchant_id not in self.merchants:
+                    raise LedgerArgumentError(f"original merchant {row.merchant_id} not opened")
+        return self._reverse(terminal_id, txn_seq, original_txn_seq, card_no, amount_fen, now_s,
+                             (row, original_reversed))
+
+    def _reverse(self, terminal_id: int, txn_seq: int, original_txn_seq: int, card_no: int,
+                 amount_fen: int, now_s: int,
+                 journal: tuple[Outcome | None, bool] | None) -> Outcome:
+        """Precedence: admission of the reversal's own key; then the original: in the window
+        (reversed or tombstoned: ALREADY_REVERSED, else _decide_reversal); never seen (not below
+        the window): ORIGINAL_NOT_FOUND and a tombstone; older than the window: TXN_SEQ_TOO_OLD
+        (not journaled) unless `journal` says (original row, reversed) : ALREADY_REVERSED if a
+        reversal of it is journaled, ORIGINAL_NOT_FOUND if it is not journaled (no tombstone:
+        it is too old to be admitted), else _decide_reversal."""
         self._check_key(terminal_id, txn_seq)
         self._check_key(terminal_id, original_txn_seq)
         _in_range("card_no", card_no, 1, CARD_NO_MAX)
         _in_range("now_s", now_s, 0, NOW_S_MAX)
+        if original_txn_seq >= txn_seq:
+            raise LedgerArgumentError(
+                f"original_txn_seq {original_txn_seq} is not below txn_seq {txn_seq}")
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
         answer, code = self._admit(terminal, REVERSAL, terminal_id, txn_seq, original_txn_seq,
@@ -704,43 +740,44 @@ class LedgerModel:
         merchant_id = 0
         amount = amount_fen
         main_delta = subsidy_delta = 0
+        original_state, original_slot = self._window(terminal, original_txn_seq)
         if code != APPROVED:
-            pass
-        elif original_txn_seq >= txn_seq:
-            code = REVERSAL_MISMATCH
+            pass                                        # a tombstone: ALREADY_REVERSED
+        elif original_state == "tombstone" or (
+                original_state == "repeat" and original_slot and original_slot.reversed):
+            code = ALREADY_REVERSED                     # an original is reversed at most once
+        elif original_state == "repeat":
+            assert original_slot is not None and original_slot.outcome is not None
+            code, amount, main_delta, subsidy_delta = self._decide_reversal(
+                original_slot.outcome, card_no, amount_fen)
+            original_slot.reversed = code == APPROVED
+            merchant_id = original_slot.outcome.merchant_id
+        elif original_state == "new":
+            code = ORIGINAL_NOT_FOUND
+            terminal.slots[original_txn_seq % TERMINAL_WINDOW_MAX] = Slot(original_txn_seq, None)
+        elif journal is None:
+            return self._emit(REVERSAL, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, original_txn_seq,
+                              card_no, account_id, 0, amount_fen, now_s, journaled=False)
+        elif journal[1]:
+            code = ALREADY_REVERSED
+        elif journal[0] is None:
+            code = ORIGINAL_NOT_FOUND
         else:
-            original_state, original_slot = self._window(terminal, original_txn_seq)
-            if original_state == "tombstone" or (
-                    original_state == "repeat" and original_slot and original_slot.reversed):
-                code = ALREADY_REVERSED                 # an original is reversed at most once
-            elif original_state == "repeat":
-                assert original_slot is not None and original_slot.outcome is not None
-                code, amount, main_delta, subsidy_delta = self._decide_reversal(
-                    original_slot, card_no, amount_fen)
-                merchant_id = original_slot.outcome.merchant_id
-            elif original_state == "too_old":
-                return self._emit(REVERSAL, TXN_SEQ_TOO_OLD, terminal_id, txn_seq,
-                                  original_txn_seq, card_no, account_id, 0, amount_fen, now_s,
-                                  journaled=False)
-            else:
-                code = ORIGINAL_NOT_FOUND
-                terminal.slots[original_txn_seq % TERMINAL_WINDOW_MAX] = Slot(original_txn_seq,
-                                                                             None)
+            code, amount, main_delta, subsidy_delta = self._decide_reversal(
+                journal[0], card_no, amount_fen)
+            merchant_id = journal[0].merchant_id
         outcome = self._emit(REVERSAL, code, terminal_id, txn_seq, original_txn_seq, card_no,
                              account_id, merchant_id, amount if code == APPROVED else amount_fen,
                              now_s, main_delta, subsidy_delta)
         self._store(terminal, txn_seq, outcome)
         return outcome
 
-    def _decide_reversal(self, original_slot: Slot, card_no: int,
+    def _decide_reversal(self, original: Outcome, card_no: int,
                          amount_fen: int) -> tuple[int, int, int, int]:
-        """(code, amount, main_delta, subsidy_delta) for an original found in the window."""
-        original = original_slot.outcome
-        assert original is not None
+        """(code, amount, main_delta, subsidy_delta) for an original found, not yet reversed."""
         if original.kind != PURCHASE or original.card_no != card_no:
             return REVERSAL_MISMATCH, amount_fen, 0, 0
         if original.code != APPROVED:
-            original_slot.reversed = True
             return APPROVED, 0, 0, 0                # nothing was taken: nothing to return
         if amount_fen not in (0, original.amount_fen):
             return REVERSAL_MISMATCH, amount_fen, 0, 0
@@ -754,7 +791,6 @@ class LedgerModel:
         account.main_fen -= original.main_delta_fen
         account.subsidy_fen -= original.subsidy_delta_fen
         merchant.balance_fen -= original.amount_fen
-        original_slot.reversed = True
         return APPROVED, original.amount_fen, -original.main_delta_fen, -original.subsidy_delta_fen
 
     def inquire(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,
@@ -1094,8 +1130,8 @@ class LedgerModel:
                     self._count_spend(account, o.amount_fen, o.now_s)
             if o.merchant_id:
                 self.merchants[o.merchant_id].balance_fen += o.merchant_delta_fen
-        elif o.kind == REVERSAL and o.code == ORIGINAL_NOT_FOUND:
-            assert terminal is not None
+        elif (o.kind == REVERSAL and o.code == ORIGINAL_NOT_FOUND and terminal is not None
+              and o.ref_txn_seq + TERMINAL_WINDOW_MAX > terminal.highest):
             terminal.slots[o.ref_txn_seq % TERMINAL_WINDOW_MAX] = Slot(o.ref_txn_seq, None)
         if terminal is not None:
             self._store(terminal, o.txn_seq, o)

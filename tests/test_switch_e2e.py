@@ -120,6 +120,57 @@ def test_reversal_returns_the_money_and_reversal_before_original_blocks_it(site:
     c.close()
 
 
+def test_a_reversal_never_lets_a_given_up_purchase_be_charged(site: Site) -> None:
+    """Issue 9 item 1: a reversal naming a txn_seq above the terminal's highest was answered
+    REVERSAL_MISMATCH and the late purchase then charged. A never-seen original below the
+    reversal's own txn_seq is ORIGINAL_NOT_FOUND and blocks it; one not below its own names no
+    purchase sent before it and is refused INVALID_FIELD: not journaled, txn_seq not used up."""
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    start = c.request(ocp.BalanceInquiry(1, card["card_no"])).balance_fen
+    early = c.request(ocp.Reversal(20, 12, card["card_no"], 0))    # 12: above the highest (1)
+    assert (early.code, early.amount_fen) == (RC.ORIGINAL_NOT_FOUND, 0)
+    late = c.request(ocp.Purchase(12, card["card_no"], 300, 0))
+    assert (late.code, late.amount_fen) == (RC.ALREADY_REVERSED, 0)
+    for txn_seq, original in ((21, 30), (22, 22)):
+        refused = c.request(ocp.Reversal(txn_seq, original, card["card_no"], 0))
+        assert isinstance(refused, ocp.Error), refused
+        assert (refused.code, refused.txn_seq, refused.detail) == (
+            RC.INVALID_FIELD, txn_seq, "invalid field $.original_txn_seq")
+        assert site.journal(FREE_CANTEEN_TERMINAL, txn_seq) == []
+    assert c.request(ocp.BalanceInquiry(21, card["card_no"])).balance_fen == start  # not used up
+    c.close()
+
+
+def test_a_purchase_older_than_the_window_can_be_reversed(site: Site) -> None:
+    """Issue 9 item 2: the window applies to the reversal's own txn_seq. A terminal back after
+    a long run of other requests reverses an old purchase: the switch decides it from the
+    journal (before, Error TXN_SEQ_TOO_OLD and nothing journaled)."""
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    start = c.request(ocp.BalanceInquiry(1, card["card_no"])).balance_fen
+    assert c.request(ocp.Purchase(2, card["card_no"], 700, 0)).code == RC.APPROVED
+    assert c.request(ocp.BalanceInquiry(258, card["card_no"])).code == RC.APPROVED  # 2's slot
+    assert c.request(ocp.Purchase(600, card["card_no"], 5, 0)).code == RC.APPROVED
+    rev = c.request(ocp.Reversal(601, 2, card["card_no"], 0))
+    assert isinstance(rev, ocp.ReversalResult), rev
+    assert (rev.code, rev.amount_fen, rev.balance_fen) == (RC.APPROVED, 700, start - 5)
+    (row,) = site.journal(FREE_CANTEEN_TERMINAL, 601)
+    assert (row["code"], row["ref_txn_seq"], row["merchant_delta_fen"]) == (0, 2, -700)
+    assert c.request(ocp.Reversal(601, 2, card["card_no"], 0)) == rev       # a repeat
+    assert c.request(ocp.Reversal(602, 2, card["card_no"], 0)).code == RC.ALREADY_REVERSED
+    assert c.request(ocp.Reversal(603, 3, card["card_no"], 0)).code == RC.ORIGINAL_NOT_FOUND
+    c.close()
+    # After a restart (the ledger recovered from the journal) the original stays reversed once.
+    site.stop()
+    site.start()
+    c = site.client(FREE_CANTEEN_TERMINAL, last_txn_seq=603)
+    assert c.request(ocp.Reversal(604, 2, card["card_no"], 0)).code == RC.ALREADY_REVERSED
+    assert c.request(ocp.BalanceInquiry(605, card["card_no"])).balance_fen == start - 5
+    c.close()
+    assert site.audit().conserved
+
+
 def test_bad_mac_closes_the_connection_and_changes_nothing(site: Site) -> None:
     card = site.card()
     c = site.client(FREE_CANTEEN_TERMINAL)
