@@ -102,7 +102,6 @@ cdef class _Decisions(_Tables):
                           bint credit) noexcept:
         cdef Merchant* m = &self._merchants[merchant_id]
         cdef Account* a
-        cdef int64_t bit
         if not m.opened:
             return C_INVALID_MERCHANT
         if card == NULL:
@@ -116,10 +115,8 @@ cdef class _Decisions(_Tables):
             return C_ACCOUNT_CLOSED
         if a.status == S_FROZEN and not credit:
             return C_ACCOUNT_FROZEN
-        if a.tenant_id != m.tenant_id:
-            bit = <int64_t>a.tenant_id * (TENANTS_MAX + 1) + m.tenant_id
-            if self._cross_tenant == NULL or not (self._cross_tenant[bit >> 3] >> (bit & 7)) & 1:
-                return C_CROSS_TENANT_NOT_ALLOWED
+        if not self._serves(a.tenant_id, m.tenant_id):
+            return C_CROSS_TENANT_NOT_ALLOWED
         return C_APPROVED
 
     cdef void _count_spend(self, Account* acc, int64_t amount_fen, int64_t now_s) noexcept:

@@ -125,6 +125,8 @@ cdef class _Tables:
     cdef int _card_grow(self) except -1
     @cython.final
     cdef Account* _opened_account(self, int64_t account_id) except NULL
+    @cython.final
+    cdef bint _serves(self, uint16_t card_tenant_id, uint16_t merchant_tenant_id) noexcept
 
 
 cdef class _Decisions(_Tables):

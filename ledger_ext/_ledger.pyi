@@ -322,6 +322,11 @@ class Ledger:
                            allowed: bool = True) -> None:
         """Let cards of card_tenant_id spend at (and be credited by) merchants of
         merchant_tenant_id; the switch combines both tenants' consent first. Ordered pair."""
+    def cross_tenant_allowed(self, card_tenant_id: int, merchant_tenant_id: int) -> bool:
+        """Whether a merchant of merchant_tenant_id may serve a card of card_tenant_id (the
+        purchase's CROSS_TENANT_NOT_ALLOWED rule): the same tenant, or allowed. False for an id
+        that is no tenant, such as the 0 of an unknown card or merchant. The switch shows a
+        card's balances in a till's answer only when this holds."""
     def configure_class(self, class_id: int, overdraft_fen: int, txn_limit_fen: int,
                         daily_limit_fen: int, meal_count_max: int,
                         meal_amount_max_fen: int) -> None:

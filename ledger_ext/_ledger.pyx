@@ -328,6 +328,21 @@ cdef class _Tables:
         else:
             self._cross_tenant[bit >> 3] &= <uint8_t>~(1 << (bit & 7))
 
+    def cross_tenant_allowed(self, int64_t card_tenant_id, int64_t merchant_tenant_id):
+        """Whether a merchant of merchant_tenant_id may serve a card of card_tenant_id: the
+        same tenant, or allowed (the purchase's cross-tenant rule). False for an id that is no
+        tenant (0: an unknown card or merchant)."""
+        if not (1 <= card_tenant_id <= TENANTS_MAX and 1 <= merchant_tenant_id <= TENANTS_MAX):
+            return False
+        return self._serves(<uint16_t>card_tenant_id, <uint16_t>merchant_tenant_id)
+
+    cdef bint _serves(self, uint16_t card_tenant_id, uint16_t merchant_tenant_id) noexcept:
+        cdef int64_t bit
+        if card_tenant_id == merchant_tenant_id:
+            return True
+        bit = <int64_t>card_tenant_id * (TENANTS_MAX + 1) + merchant_tenant_id
+        return self._cross_tenant != NULL and (self._cross_tenant[bit >> 3] >> (bit & 7)) & 1
+
     def configure_class(self, int64_t class_id, int64_t overdraft_fen, int64_t txn_limit_fen,
                         int64_t daily_limit_fen, int64_t meal_count_max,
                         int64_t meal_amount_max_fen):

@@ -46,8 +46,8 @@ from switch._session import TerminalSession, request_id
 from switch._settings import SwitchSettings
 
 _OLD_ANSWER_SQL = (
-    "SELECT kind, code, txn_seq, amount_fen, main_fen, subsidy_fen FROM journal"
-    " WHERE terminal_id = $1 AND txn_seq = $2"
+    "SELECT kind, code, txn_seq, amount_fen, main_fen, subsidy_fen, tenant_id,"
+    " merchant_tenant_id FROM journal WHERE terminal_id = $1 AND txn_seq = $2"
 )
 _OLD_ROW_SQL = (
     f"SELECT {', '.join(JOURNAL_COLUMNS)} FROM journal WHERE terminal_id = $1 AND txn_seq = $2"

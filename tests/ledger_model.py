@@ -400,6 +400,13 @@ class LedgerModel:
         else:
             self.cross_tenant.discard((card_tenant_id, merchant_tenant_id))
 
+    def cross_tenant_allowed(self, card_tenant_id: int, merchant_tenant_id: int) -> bool:
+        """The same tenant, or allowed; False for an id that is no tenant (0)."""
+        if not (1 <= card_tenant_id <= TENANTS_MAX and 1 <= merchant_tenant_id <= TENANTS_MAX):
+            return False
+        return (card_tenant_id == merchant_tenant_id
+                or (card_tenant_id, merchant_tenant_id) in self.cross_tenant)
+
     def configure_class(self, class_id: int, overdraft_fen: int, txn_limit_fen: int,
                         daily_limit_fen: int, meal_count_max: int,
                         meal_amount_max_fen: int) -> None:
@@ -581,8 +588,7 @@ class LedgerModel:
             return ACCOUNT_CLOSED
         if account.status == FROZEN and not credit:
             return ACCOUNT_FROZEN
-        if (account.tenant_id != merchant.tenant_id
-                and (account.tenant_id, merchant.tenant_id) not in self.cross_tenant):
+        if not self.cross_tenant_allowed(account.tenant_id, merchant.tenant_id):
             return CROSS_TENANT_NOT_ALLOWED
         return APPROVED
 

@@ -149,6 +149,20 @@ def test_cross_tenant_consent_is_ordered(impl: types.ModuleType) -> None:
     assert ledger.purchase(1, 2, CARD, OTHER_SITE, 100, T0).code == 57
 
 
+def test_cross_tenant_allowed_is_the_purchase_rule(impl: types.ModuleType) -> None:
+    """What the switch asks before it shows a card's balances to a till (issue 9 item 5)."""
+    ledger = make(impl)
+    assert ledger.cross_tenant_allowed(1, 1) and not ledger.cross_tenant_allowed(1, 2)
+    ledger.allow_cross_tenant(1, 2)
+    assert ledger.cross_tenant_allowed(1, 2) and not ledger.cross_tenant_allowed(2, 1)
+    assert not ledger.cross_tenant_allowed(0, 1) and not ledger.cross_tenant_allowed(1, 0)
+    assert not ledger.cross_tenant_allowed(1, impl.TENANTS_MAX + 1)
+    ledger.allow_cross_tenant(1, 2, False)
+    o = ledger.inquire(1, 1, CARD, OTHER_SITE, T0)          # same checks as a purchase
+    assert (o.code, o.tenant_id, o.merchant_tenant_id) == (57, 1, 2)
+    assert not ledger.cross_tenant_allowed(o.tenant_id, o.merchant_tenant_id)
+
+
 def test_txn_and_daily_limits_reset_at_local_midnight(impl: types.ModuleType) -> None:
     ledger = make(impl, main=50_000, limits=(0, 3_000, 5_000, 0, 0))
     assert ledger.purchase(1, 1, CARD, CANTEEN, 3_001, at_local(15)).code == 61

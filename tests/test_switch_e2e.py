@@ -11,6 +11,7 @@ import pytest
 
 from protocols import ocp
 from tests.switch_site import (
+    EAST_PARK_TERMINAL,
     FIXED_CANTEEN_TERMINAL,
     FREE_CANTEEN_TERMINAL,
     SUPERMARKET_TERMINAL,
@@ -169,6 +170,42 @@ def test_a_purchase_older_than_the_window_can_be_reversed(site: Site) -> None:
     assert c.request(ocp.BalanceInquiry(605, card["card_no"])).balance_fen == start - 5
     c.close()
     assert site.audit().conserved
+
+
+def test_a_till_sees_no_balance_of_a_card_it_may_not_serve(site: Site) -> None:
+    """Issue 9 item 5: an inquiry (a declined purchase, a reversal) at a till of another tenant
+    without that tenant's consent answered CROSS_TENANT_NOT_ALLOWED with the card's balance."""
+    assert site.stop() == 0
+    (new_id,) = [r["n"] for r in site.fetch("SELECT max(id) + 1 AS n FROM accounts")]
+    site.fetch("INSERT INTO accounts (id, tenant_id, class_id, opening_main_fen)"
+               " VALUES ($1, 2, 2, 900)", new_id)
+    site.fetch("INSERT INTO merchants (id, tenant_id, name, kind, opening_balance_fen)"
+               " VALUES (100, 2, 'migrated balances', 'system', -900)")
+    east_card = 77_000_000 + new_id           # East Park's: no consent to spend on the campus
+    site.fetch("INSERT INTO cards (card_no, account_id) VALUES ($1, $2)", east_card, new_id)
+    site.start()
+    c = site.client(FREE_CANTEEN_TERMINAL)    # a campus (tenant 1) till
+    inquiry = c.request(ocp.BalanceInquiry(1, east_card))
+    assert isinstance(inquiry, ocp.BalanceResult)
+    assert (inquiry.code, inquiry.balance_fen, inquiry.main_fen, inquiry.subsidy_fen) == (
+        RC.CROSS_TENANT_NOT_ALLOWED, 0, 0, 0)
+    purchase = c.request(ocp.Purchase(2, east_card, 100, 0))
+    assert (purchase.code, purchase.balance_fen, purchase.main_fen) == (
+        RC.CROSS_TENANT_NOT_ALLOWED, 0, 0)
+    assert c.request(ocp.Reversal(3, 2, east_card, 0)).balance_fen == 0    # declined original
+    assert c.request(ocp.Reversal(5, 4, east_card, 0)).balance_fen == 0    # ORIGINAL_NOT_FOUND
+    # A repeat read back from the journal (older than the window) shows no more.
+    assert c.request(ocp.BalanceInquiry(600, site.card()["card_no"])).code == RC.APPROVED
+    assert c.request(ocp.BalanceInquiry(1, east_card)) == inquiry
+    c.close()
+    east = site.client(EAST_PARK_TERMINAL)    # its own tenant's till sees it
+    own = east.request(ocp.BalanceInquiry(1, east_card))
+    assert (own.code, own.balance_fen) == (RC.APPROVED, 900)
+    campus_card = site.card()                  # campus cards may spend at East Park: shown
+    shown = east.request(ocp.BalanceInquiry(2, campus_card["card_no"]))
+    assert (shown.code, shown.balance_fen) == (
+        RC.APPROVED, campus_card["main"] + campus_card["subsidy"])
+    east.close()
 
 
 def test_bad_mac_closes_the_connection_and_changes_nothing(site: Site) -> None:
