@@ -7,6 +7,7 @@ cdef class _Decisions(_Tables):
 
     # ----------------------------------------------------------------------------- internals
 
+    @cython.final
     cdef _Terminal _terminal(self, int64_t terminal_id):
         cdef object found = self._terminals.get(terminal_id)
         cdef _Terminal term
@@ -19,6 +20,7 @@ cdef class _Decisions(_Tables):
         self._terminals[terminal_id] = term
         return term
 
+    @cython.final
     cdef Outcome _admit(self, _Terminal term, int64_t kind, int64_t txn_seq, int64_t ref_txn_seq,
                         int64_t card_no, int64_t account_id, int64_t merchant_id,
                         int64_t amount_fen, int64_t now_s, int64_t* code):
@@ -44,6 +46,7 @@ cdef class _Decisions(_Tables):
         code[0] = C_APPROVED
         return None
 
+    @cython.final
     cdef Outcome _emit(self, int64_t kind, int64_t code, int64_t terminal_id, int64_t txn_seq,
                        int64_t ref_txn_seq, int64_t card_no, int64_t account_id,
                        int64_t merchant_id, int64_t amount_fen, int64_t main_delta_fen,
@@ -87,6 +90,7 @@ cdef class _Decisions(_Tables):
         o.now_s = now_s
         return o
 
+    @cython.final
     cdef void _store(self, _Terminal term, int64_t txn_seq, Outcome outcome) noexcept:
         cdef int slot = txn_seq & (WINDOW_SLOTS - 1)
         cdef uint8_t flags = 0
@@ -98,6 +102,7 @@ cdef class _Decisions(_Tables):
         if txn_seq > term.highest:
             term.highest = txn_seq
 
+    @cython.final
     cdef int _status_code(self, int32_t account_id, CardSlot* card, int64_t merchant_id,
                           bint credit) noexcept:
         cdef Merchant* m = &self._merchants[merchant_id]
@@ -119,6 +124,7 @@ cdef class _Decisions(_Tables):
             return C_CROSS_TENANT_NOT_ALLOWED
         return C_APPROVED
 
+    @cython.final
     cdef void _count_spend(self, Account* acc, int64_t amount_fen, int64_t now_s) noexcept:
         cdef Tenant* tenant = &self._tenants[acc.tenant_id]
         cdef int64_t local_s = now_s + tenant.utc_offset_s
@@ -255,6 +261,7 @@ cdef class _Decisions(_Tables):
         return self._reverse(terminal_id, txn_seq, original_txn_seq, card_no, amount_fen, now_s,
                              True, orig, original_reversed)
 
+    @cython.final
     cdef Outcome _reverse(self, int64_t terminal_id, int64_t txn_seq, int64_t original_txn_seq,
                           int64_t card_no, int64_t amount_fen, int64_t now_s, bint looked_up,
                           Outcome journal_original, bint journal_reversed):
@@ -319,6 +326,7 @@ cdef class _Decisions(_Tables):
         self._store(term, txn_seq, o)
         return o
 
+    @cython.final
     cdef int64_t _undo(self, Outcome orig, int64_t card_no, int64_t amount_fen, int64_t* amount,
                        int64_t* md, int64_t* sd) noexcept:
         """The decision on reversing `orig`, found and not yet reversed; APPROVED gives its
@@ -601,6 +609,7 @@ cdef class _Decisions(_Tables):
         self._store(term, txn_seq, o)
         return o
 
+    @cython.final
     cdef Outcome _finish_hold(self, int64_t kind, int64_t terminal_id, int64_t txn_seq,
                               int64_t hold_txn_seq, int64_t amount_fen, int64_t now_s):
         """capture (kind CAPTURE, amount_fen >= 0) or release (kind RELEASE) of one hold."""

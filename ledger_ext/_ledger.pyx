@@ -336,6 +336,7 @@ cdef class _Tables:
             return False
         return self._serves(<uint16_t>card_tenant_id, <uint16_t>merchant_tenant_id)
 
+    @cython.final
     cdef bint _serves(self, uint16_t card_tenant_id, uint16_t merchant_tenant_id) noexcept:
         cdef int64_t bit
         if card_tenant_id == merchant_tenant_id:
@@ -428,6 +429,7 @@ cdef class _Tables:
         a.meal_period = -1
         self._accounts_opened += 1
 
+    @cython.final
     cdef Account* _opened_account(self, int64_t account_id) except NULL:
         if account_id < 1 or account_id > self._accounts_max:
             raise LedgerArgumentError(f"account_id {account_id} out of 1..{self._accounts_max}")
@@ -449,6 +451,7 @@ cdef class _Tables:
 
     # ----------------------------------------------------------------------------- card index
 
+    @cython.final
     cdef CardSlot* _card_find(self, uint64_t card_no) noexcept:
         cdef uint64_t i = _card_hash(card_no) & self._card_mask
         cdef CardSlot* slot
@@ -460,6 +463,7 @@ cdef class _Tables:
                 return NULL
             i = (i + 1) & self._card_mask
 
+    @cython.final
     cdef int _card_grow(self) except -1:
         cdef uint64_t old_capacity = self._card_mask + 1
         cdef uint64_t capacity = old_capacity * 2
