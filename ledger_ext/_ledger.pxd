@@ -1,5 +1,6 @@
 # Declarations of the balance cache: the fixed-width C records and the cdef classes.
-# The layout of these structs is private; the snapshot format is defined in _ledger.pyx.
+# The layout of these structs is private; the snapshot format is defined in _snapshot.pxi.
+cimport cython
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
@@ -96,7 +97,8 @@ cdef class _Hold:
     cdef int64_t expires_s
 
 
-cdef class Ledger:
+# The balance cache is one class built up in three, one file each (see _ledger.pyx).
+cdef class _Tables:
     cdef Account* _accounts
     cdef Merchant* _merchants
     cdef CardSlot* _cards
@@ -117,18 +119,47 @@ cdef class Ledger:
     cdef dict _holds
     cdef uint8_t* _cross_tenant      # bitset over (card tenant, merchant tenant), lazily allocated
 
+    @cython.final
     cdef CardSlot* _card_find(self, uint64_t card_no) noexcept
+    @cython.final
     cdef int _card_grow(self) except -1
+    @cython.final
     cdef Account* _opened_account(self, int64_t account_id) except NULL
+    @cython.final
+    cdef bint _serves(self, uint16_t card_tenant_id, uint16_t merchant_tenant_id) noexcept
+
+
+cdef class _Decisions(_Tables):
+    @cython.final
     cdef _Terminal _terminal(self, int64_t terminal_id)
+    @cython.final
+    cdef Outcome _admit(self, _Terminal term, int64_t kind, int64_t txn_seq, int64_t ref_txn_seq,
+                        int64_t card_no, int64_t account_id, int64_t merchant_id,
+                        int64_t amount_fen, int64_t now_s, int64_t* code)
+    @cython.final
     cdef Outcome _emit(self, int64_t kind, int64_t code, int64_t terminal_id, int64_t txn_seq,
                        int64_t ref_txn_seq, int64_t card_no, int64_t account_id,
                        int64_t merchant_id, int64_t amount_fen, int64_t main_delta_fen,
                        int64_t subsidy_delta_fen, int64_t held_delta_fen, int64_t expires_s,
                        int64_t now_s, bint journaled)
+    @cython.final
     cdef void _store(self, _Terminal term, int64_t txn_seq, Outcome outcome) noexcept
+    @cython.final
     cdef int _status_code(self, int32_t account_id, CardSlot* card, int64_t merchant_id,
                           bint credit) noexcept
+    @cython.final
     cdef void _count_spend(self, Account* acc, int64_t amount_fen, int64_t now_s) noexcept
+    @cython.final
+    cdef Outcome _reverse(self, int64_t terminal_id, int64_t txn_seq, int64_t original_txn_seq,
+                          int64_t card_no, int64_t amount_fen, int64_t now_s, bint looked_up,
+                          Outcome journal_original, bint journal_reversed)
+    @cython.final
+    cdef int64_t _undo(self, Outcome orig, int64_t card_no, int64_t amount_fen, int64_t* amount,
+                       int64_t* md, int64_t* sd) noexcept
+    @cython.final
     cdef Outcome _finish_hold(self, int64_t kind, int64_t terminal_id, int64_t txn_seq,
                               int64_t hold_txn_seq, int64_t amount_fen, int64_t now_s)
+
+
+cdef class Ledger(_Decisions):
+    pass

@@ -322,6 +322,11 @@ class Ledger:
                            allowed: bool = True) -> None:
         """Let cards of card_tenant_id spend at (and be credited by) merchants of
         merchant_tenant_id; the switch combines both tenants' consent first. Ordered pair."""
+    def cross_tenant_allowed(self, card_tenant_id: int, merchant_tenant_id: int) -> bool:
+        """Whether a merchant of merchant_tenant_id may serve a card of card_tenant_id (the
+        purchase's CROSS_TENANT_NOT_ALLOWED rule): the same tenant, or allowed. False for an id
+        that is no tenant, such as the 0 of an unknown card or merchant. The switch shows a
+        card's balances in a till's answer only when this holds."""
     def configure_class(self, class_id: int, overdraft_fen: int, txn_limit_fen: int,
                         daily_limit_fen: int, meal_count_max: int,
                         meal_amount_max_fen: int) -> None:
@@ -376,17 +381,31 @@ class Ledger:
     def reverse(self, terminal_id: int, txn_seq: int, original_txn_seq: int, card_no: int,
                 amount_fen: int, now_s: int) -> Outcome:
         """Reverse the PURCHASE (terminal_id, original_txn_seq); an original of any other kind
-        (CREDIT, DEBIT, an inquiry, a hold...) is REVERSAL_MISMATCH. Precedence: repeat;
-        tombstone; TXN_SEQ_TOO_OLD (this key); original_txn_seq >= txn_seq ->
-        REVERSAL_MISMATCH; original in the window: already reversed (or tombstoned) ->
-        ALREADY_REVERSED, not a PURCHASE or another card -> REVERSAL_MISMATCH, declined ->
+        (CREDIT, DEBIT, an inquiry, a hold...) is REVERSAL_MISMATCH. original_txn_seq must be
+        below txn_seq (LedgerArgumentError otherwise: such a reversal names no purchase sent
+        before it; the protocol refuses it INVALID_FIELD). Precedence: repeat; tombstone;
+        TXN_SEQ_TOO_OLD (this key); original in the window: already reversed (or tombstoned)
+        -> ALREADY_REVERSED, not a PURCHASE or another card -> REVERSAL_MISMATCH, declined ->
         APPROVED with amount 0 (nothing to return; it counts as its reversal), amount_fen not 0
         and not the charged amount -> REVERSAL_MISMATCH, a wallet or the merchant would pass
         its bound -> BALANCE_LIMIT_EXCEEDED, else APPROVED: the money goes back to the wallets
         it came from and the merchant is debited. Limit counters are NOT given back (a
         reversed meal still counts). Account status and card cancellation do not matter.
-        Original older than the window -> TXN_SEQ_TOO_OLD (not journaled); never seen ->
-        ORIGINAL_NOT_FOUND and a tombstone, so the late original declines ALREADY_REVERSED."""
+        Never seen and not below the window (above the highest txn_seq too) ->
+        ORIGINAL_NOT_FOUND and a tombstone, so the late original declines ALREADY_REVERSED
+        (or, once its slot is taken, is TXN_SEQ_TOO_OLD and not journaled): never charged.
+        Original below the window -> TXN_SEQ_TOO_OLD (lsn 0, not journaled): the caller looks
+        the original up in the journal and calls reverse_journaled."""
+    def reverse_journaled(self, terminal_id: int, txn_seq: int, original_txn_seq: int,
+                          card_no: int, amount_fen: int, now_s: int,
+                          original: tuple[int, ...] | None, original_reversed: bool) -> Outcome:
+        """reverse() of an original below the window, told what the journal holds: `original`
+        is its journal row (None: not journaled) and `original_reversed` whether a reversal of
+        it was journaled APPROVED or ORIGINAL_NOT_FOUND. The reversal's own key is admitted
+        again (a repeat or TXN_SEQ_TOO_OLD comes back as from reverse()); then reversed ->
+        ALREADY_REVERSED, not journaled -> ORIGINAL_NOT_FOUND (no tombstone: it can never be
+        admitted), else the rules of an original in the window. An original still in the
+        window is decided from the window (the journal's word is not needed)."""
     def inquire(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,
                 now_s: int) -> Outcome:
         """Balances, or the merchant / card / status / cross-tenant decline of purchase."""

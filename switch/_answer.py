@@ -27,11 +27,15 @@ class Answer(msgspec.Struct, frozen=True):
     """A refusal's Error.detail (empty: "retry later with the same txn_seq")."""
     reason: str = ""
     """A refusal that is a security event: its log reason (e.g. "qr_reused")."""
+    tenant_id: int = 0
+    merchant_tenant_id: int = 0
+    """The card's and the merchant's tenant: whether a till may see the balances."""
 
     @classmethod
     def from_journal(cls, row: Any) -> Answer:
         return cls(row["kind"], row["code"], row["txn_seq"], row["amount_fen"], row["main_fen"],
-                   row["subsidy_fen"])
+                   row["subsidy_fen"], tenant_id=row["tenant_id"],
+                   merchant_tenant_id=row["merchant_tenant_id"])
 
     @classmethod
     def refusal(cls, txn_seq: int, code: int, detail: str = "", reason: str = "") -> Answer:

@@ -19,7 +19,13 @@ from typing import Any
 
 import asyncpg
 
-from ledger_ext import Ledger
+from ledger_ext import (
+    APPROVED,
+    JOURNAL_COLUMNS,
+    ORIGINAL_NOT_FOUND,
+    REVERSAL,
+    Ledger,
+)
 from migrations import MigrationError, check_schema
 from protocols import ocp
 from switch import _metrics as metrics
@@ -50,8 +56,17 @@ from switch._site_lock import SiteLock
 
 JOURNAL_APPLICATION_NAME = "onecard-switch-journal"
 _OLD_ANSWER_SQL = (
-    "SELECT kind, code, txn_seq, amount_fen, main_fen, subsidy_fen FROM journal"
-    " WHERE terminal_id = $1 AND txn_seq = $2"
+    "SELECT kind, code, txn_seq, amount_fen, main_fen, subsidy_fen, tenant_id,"
+    " merchant_tenant_id FROM journal WHERE terminal_id = $1 AND txn_seq = $2"
+)
+_OLD_ROW_SQL = (
+    f"SELECT {', '.join(JOURNAL_COLUMNS)} FROM journal WHERE terminal_id = $1 AND txn_seq = $2"
+)
+# Is a reversal of (terminal_id, original) journaled that took effect (APPROVED) or left a
+# tombstone (ORIGINAL_NOT_FOUND)? Either way the original counts as reversed.
+_REVERSED_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM journal WHERE terminal_id = $1 AND ref_txn_seq = $2"
+    f" AND kind = {REVERSAL} AND code IN ({APPROVED}, {ORIGINAL_NOT_FOUND}))"
 )
 
 # A checkpoint (tens of MB of snapshot at thousands of terminals, their idempotency windows; a
@@ -203,6 +218,10 @@ class Runtime:
                     )
                 if row is not None:
                     answer = Answer.from_journal(row)
+                elif outcome.kind == REVERSAL:
+                    # Not a repeat: its original is older than the window. Decided now.
+                    await self._reverse_from_journal(pool, session, outcome)
+                    continue
                 elif isinstance(outcome, Answer) and outcome.kind == REFUSAL:
                     # Not a repeat after all (a QR purchase whose code may not pay): refused.
                     session.log_refusal(outcome.code, outcome.txn_seq, outcome.detail,
@@ -216,6 +235,31 @@ class Runtime:
             session.answer_nowait(answer)
             session.flush()
             session.resume_if_drained()
+
+    async def _reverse_from_journal(self, pool: asyncpg.Pool, session: TerminalSession,
+                                    outcome: Any) -> None:
+        """Decide a reversal whose original is older than the window from what the journal
+        holds of the original (docs/protocol.md section 9.2). This one worker decides every
+        such reversal, and it first waits until everything decided so far is durable, so the
+        journal shows every earlier reversal of the same original."""
+        tid = session.terminal_id
+        await self.journal.wait_durable(self.ledger.lsn)
+        async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+            original = await pool.fetchrow(_OLD_ROW_SQL, tid, outcome.ref_txn_seq)
+            reversed_ = await pool.fetchval(_REVERSED_SQL, tid, outcome.ref_txn_seq)
+        o = self.ledger.reverse_journaled(
+            tid, outcome.txn_seq, outcome.ref_txn_seq, outcome.card_no, outcome.amount_fen,
+            int(time.time()), None if original is None else tuple(original), reversed_,
+        )
+        if o.lsn and not o.repeat:
+            self.journal.submit(session, o)  # answered once committed, as any decision
+            return
+        if o.repeat:
+            self.journal.answer_when_durable(session, o)
+        else:  # TXN_SEQ_TOO_OLD: its own txn_seq left the window while it waited
+            session.answer_nowait(o)
+        session.flush()
+        session.resume_if_drained()
 
     async def _sweeper(self) -> None:
         idle_max = 3 * self.settings.heartbeat_interval_seconds

@@ -74,6 +74,8 @@ _NOT_PERMITTED_DETAIL = {
     if cls.direction is ocp.Direction.T2S and cls not in ocp.SESSION_MESSAGE_TYPES
 }
 """The detail of Error(NOT_PERMITTED) for each request (docs/protocol.md 4.1)."""
+_TILL_KINDS = frozenset((PURCHASE, REVERSAL, INQUIRY))
+"""Outcome kinds answered to a till, whose balances only a till that may serve the card sees."""
 _RC = ocp.ResponseCode
 _perf = time.perf_counter
 _observe_decode = metrics.request_stage_seconds.labels("decode").observe
@@ -297,24 +299,25 @@ class TerminalSession(asyncio.Protocol):
         code = o.code
         if self._timed:
             self._observe_answered(o.txn_seq, kind)
+        main = o.main_fen
+        subsidy = o.subsidy_fen
+        if (o.tenant_id != o.merchant_tenant_id and kind in _TILL_KINDS
+                and not self._rt.ledger.cross_tenant_allowed(o.tenant_id, o.merchant_tenant_id)):
+            main = subsidy = 0  # a till sees only the cards it may serve (protocol.md 9.3)
         if code == TXN_SEQ_TOO_OLD:
-            msg: Any = ocp.Error(code, o.txn_seq, "txn_seq (or the original it names) is too "
-                                 "old and not in the journal")
+            msg: Any = ocp.Error(code, o.txn_seq, "txn_seq is too old and not in the journal")
         elif kind == REFUSAL:  # refused, not decided (BUSY, SYSTEM_ERROR, a QR code...)
             msg = ocp.Error(code, o.txn_seq, o.detail or "retry later with the same txn_seq")
         elif kind == PURCHASE:
             # amount_fen is what was charged: 0 on a decline (the journal keeps the request's).
             msg = _PurchaseResult(
-                o.txn_seq, code, o.amount_fen if code == 0 else 0, o.main_fen + o.subsidy_fen,
-                o.main_fen, o.subsidy_fen,
+                o.txn_seq, code, o.amount_fen if code == 0 else 0, main + subsidy, main, subsidy
             )
         elif kind == REVERSAL:
             msg = _ReversalResult(o.txn_seq, code, o.amount_fen if code == 0 else 0,
-                                  o.main_fen + o.subsidy_fen)
+                                  main + subsidy)
         elif kind == INQUIRY:
-            msg = _BalanceResult(
-                o.txn_seq, code, o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen
-            )
+            msg = _BalanceResult(o.txn_seq, code, main + subsidy, main, subsidy)
         elif (admin_result := _ADMIN_RESULTS.get(kind)) is not None:
             msg = admin_result(o.txn_seq, code, o.amount_fen if code == 0 else 0,
                                o.main_fen + o.subsidy_fen, o.main_fen, o.subsidy_fen)

@@ -2,15 +2,17 @@
 
 Same public API and the same decisions as the Cython `Ledger`, field for field: the test suite
 runs against both, and a hypothesis state machine runs them side by side and compares every
-`journal_row()`. Where this file and `ledger_ext/_ledger.pyx` disagree, one of them is wrong.
+`journal_row()`. Where this file and `ledger_ext/` (`_decisions.pxi`) disagree, one of them is
+wrong.
 
 Decision rules in one place (precedence top to bottom):
 
 * every call: argument ranges (a `LedgerError` for misuse, never a decline);
-* idempotency on (terminal_id, txn_seq): the window is 256 slots, slot = txn_seq % 256. A slot
-  holding this txn_seq returns its stored outcome as a repeat (nothing changes); a slot holding a
-  tombstone for it (a reversal named it before it arrived) gives ALREADY_REVERSED; otherwise
-  txn_seq <= highest - 256 gives TXN_SEQ_TOO_OLD (lsn 0, not stored, not journaled);
+* admission of the key (terminal_id, txn_seq), one routine for every decision (`_admit`): the
+  window is 256 slots, slot = txn_seq % 256. A slot holding this txn_seq returns its stored
+  outcome as a repeat (nothing changes); a slot holding a tombstone for it (a reversal named it
+  before it arrived) gives ALREADY_REVERSED; otherwise txn_seq <= highest - 256 gives
+  TXN_SEQ_TOO_OLD (lsn 0, not stored, not journaled); otherwise the key is new;
 * then the decision of the operation (see each method); every decision gets the next lsn and is
   stored in the window, declines included.
 """
@@ -398,6 +400,13 @@ class LedgerModel:
         else:
             self.cross_tenant.discard((card_tenant_id, merchant_tenant_id))
 
+    def cross_tenant_allowed(self, card_tenant_id: int, merchant_tenant_id: int) -> bool:
+        """The same tenant, or allowed; False for an id that is no tenant (0)."""
+        if not (1 <= card_tenant_id <= TENANTS_MAX and 1 <= merchant_tenant_id <= TENANTS_MAX):
+            return False
+        return (card_tenant_id == merchant_tenant_id
+                or (card_tenant_id, merchant_tenant_id) in self.cross_tenant)
+
     def configure_class(self, class_id: int, overdraft_fen: int, txn_limit_fen: int,
                         daily_limit_fen: int, meal_count_max: int,
                         meal_amount_max_fen: int) -> None:
@@ -536,6 +545,24 @@ class LedgerModel:
             return "too_old", None
         return "new", None
 
+    def _admit(self, terminal: Terminal, kind: int, terminal_id: int, txn_seq: int,
+               ref_txn_seq: int, card_no: int, account_id: int, merchant_id: int,
+               amount_fen: int, now_s: int) -> tuple[Outcome | None, int]:
+        """Admission of the key (terminal_id, txn_seq), the first step of every decision:
+        (answer, None) for a repeat (its stored outcome) or a key too old (TXN_SEQ_TOO_OLD, not
+        journaled); else (None, the code the decision starts from): ALREADY_REVERSED for a
+        tombstone, APPROVED for a new key. The other arguments describe the request for the
+        TXN_SEQ_TOO_OLD outcome."""
+        state, slot = self._window(terminal, txn_seq)
+        if state == "repeat":
+            assert slot is not None and slot.outcome is not None
+            return replace(slot.outcome, repeat=True), APPROVED
+        if state == "too_old":
+            return self._emit(kind, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, ref_txn_seq, card_no,
+                              account_id, merchant_id, amount_fen, now_s,
+                              journaled=False), TXN_SEQ_TOO_OLD
+        return None, ALREADY_REVERSED if state == "tombstone" else APPROVED
+
     def _store(self, terminal: Terminal, txn_seq: int, outcome: Outcome) -> None:
         index = txn_seq % TERMINAL_WINDOW_MAX
         old = terminal.slots.get(index)
@@ -561,8 +588,7 @@ class LedgerModel:
             return ACCOUNT_CLOSED
         if account.status == FROZEN and not credit:
             return ACCOUNT_FROZEN
-        if (account.tenant_id != merchant.tenant_id
-                and (account.tenant_id, merchant.tenant_id) not in self.cross_tenant):
+        if not self.cross_tenant_allowed(account.tenant_id, merchant.tenant_id):
             return CROSS_TENANT_NOT_ALLOWED
         return APPROVED
 
@@ -610,15 +636,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(PURCHASE, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, merchant_id)
+        answer, code = self._admit(terminal, PURCHASE, terminal_id, txn_seq, 0, card_no,
+                                   account_id, merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, merchant_id)
         from_main = from_subsidy = 0
         charge = amount_fen
         if code == APPROVED:
@@ -674,61 +697,93 @@ class LedgerModel:
 
     def reverse(self, terminal_id: int, txn_seq: int, original_txn_seq: int, card_no: int,
                 amount_fen: int, now_s: int) -> Outcome:
+        return self._reverse(terminal_id, txn_seq, original_txn_seq, card_no, amount_fen, now_s,
+                             None)
+
+    def reverse_journaled(self, terminal_id: int, txn_seq: int, original_txn_seq: int,
+                          card_no: int, amount_fen: int, now_s: int,
+                          original: tuple[int, ...] | None,
+                          original_reversed: bool) -> Outcome:
+        """reverse(), told by the journal what the window no longer holds: the original's row
+        (None: not journaled) and whether a reversal of it is journaled. Used only when the
+        original is older than the window (reverse() answered TXN_SEQ_TOO_OLD for it)."""
+        row = None
+        if original is not None:
+            if len(original) != len(JOURNAL_COLUMNS):
+                raise LedgerArgumentError("original is not a journal row")
+            row = Outcome(*original)
+            if (row.terminal_id, row.txn_seq) != (terminal_id, original_txn_seq):
+                raise LedgerArgumentError("original is not the journal row of original_txn_seq")
+            if row.kind == PURCHASE and row.code == APPROVED:
+                self._opened_account(row.account_id)
+                if row.merchant_id not in self.merchants:
+                    raise LedgerArgumentError(f"original merchant {row.merchant_id} not opened")
+        return self._reverse(terminal_id, txn_seq, original_txn_seq, card_no, amount_fen, now_s,
+                             (row, original_reversed))
+
+    def _reverse(self, terminal_id: int, txn_seq: int, original_txn_seq: int, card_no: int,
+                 amount_fen: int, now_s: int,
+                 journal: tuple[Outcome | None, bool] | None) -> Outcome:
+        """Precedence: admission of the reversal's own key; then the original: in the window
+        (reversed or tombstoned: ALREADY_REVERSED, else _decide_reversal); never seen (not below
+        the window): ORIGINAL_NOT_FOUND and a tombstone; older than the window: TXN_SEQ_TOO_OLD
+        (not journaled) unless `journal` says (original row, reversed) : ALREADY_REVERSED if a
+        reversal of it is journaled, ORIGINAL_NOT_FOUND if it is not journaled (no tombstone:
+        it is too old to be admitted), else _decide_reversal."""
         self._check_key(terminal_id, txn_seq)
         self._check_key(terminal_id, original_txn_seq)
         _in_range("card_no", card_no, 1, CARD_NO_MAX)
         _in_range("now_s", now_s, 0, NOW_S_MAX)
+        if original_txn_seq >= txn_seq:
+            raise LedgerArgumentError(
+                f"original_txn_seq {original_txn_seq} is not below txn_seq {txn_seq}")
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-
-        def too_old() -> Outcome:
-            return self._emit(REVERSAL, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, original_txn_seq,
-                              card_no, account_id, 0, amount_fen, now_s, journaled=False)
-
-        if state == "too_old":
-            return too_old()
+        answer, code = self._admit(terminal, REVERSAL, terminal_id, txn_seq, original_txn_seq,
+                                   card_no, account_id, 0, amount_fen, now_s)
+        if answer is not None:
+            return answer
         merchant_id = 0
         amount = amount_fen
         main_delta = subsidy_delta = 0
-        if state == "tombstone":
+        original_state, original_slot = self._window(terminal, original_txn_seq)
+        if code != APPROVED:
+            pass                                        # a tombstone: ALREADY_REVERSED
+        elif original_state == "tombstone" or (
+                original_state == "repeat" and original_slot and original_slot.reversed):
+            code = ALREADY_REVERSED                     # an original is reversed at most once
+        elif original_state == "repeat":
+            assert original_slot is not None and original_slot.outcome is not None
+            code, amount, main_delta, subsidy_delta = self._decide_reversal(
+                original_slot.outcome, card_no, amount_fen)
+            original_slot.reversed = code == APPROVED
+            merchant_id = original_slot.outcome.merchant_id
+        elif original_state == "new":
+            code = ORIGINAL_NOT_FOUND
+            terminal.slots[original_txn_seq % TERMINAL_WINDOW_MAX] = Slot(original_txn_seq, None)
+        elif journal is None:
+            return self._emit(REVERSAL, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, original_txn_seq,
+                              card_no, account_id, 0, amount_fen, now_s, journaled=False)
+        elif journal[1]:
             code = ALREADY_REVERSED
-        elif original_txn_seq >= txn_seq:
-            code = REVERSAL_MISMATCH
+        elif journal[0] is None:
+            code = ORIGINAL_NOT_FOUND
         else:
-            original_state, original_slot = self._window(terminal, original_txn_seq)
-            if original_state == "tombstone" or (
-                    original_state == "repeat" and original_slot and original_slot.reversed):
-                code = ALREADY_REVERSED                 # an original is reversed at most once
-            elif original_state == "repeat":
-                assert original_slot is not None and original_slot.outcome is not None
-                code, amount, main_delta, subsidy_delta = self._decide_reversal(
-                    original_slot, card_no, amount_fen)
-                merchant_id = original_slot.outcome.merchant_id
-            elif original_state == "too_old":
-                return too_old()
-            else:
-                code = ORIGINAL_NOT_FOUND
-                terminal.slots[original_txn_seq % TERMINAL_WINDOW_MAX] = Slot(original_txn_seq,
-                                                                             None)
+            code, amount, main_delta, subsidy_delta = self._decide_reversal(
+                journal[0], card_no, amount_fen)
+            merchant_id = journal[0].merchant_id
         outcome = self._emit(REVERSAL, code, terminal_id, txn_seq, original_txn_seq, card_no,
                              account_id, merchant_id, amount if code == APPROVED else amount_fen,
                              now_s, main_delta, subsidy_delta)
         self._store(terminal, txn_seq, outcome)
         return outcome
 
-    def _decide_reversal(self, original_slot: Slot, card_no: int,
+    def _decide_reversal(self, original: Outcome, card_no: int,
                          amount_fen: int) -> tuple[int, int, int, int]:
-        """(code, amount, main_delta, subsidy_delta) for an original found in the window."""
-        original = original_slot.outcome
-        assert original is not None
+        """(code, amount, main_delta, subsidy_delta) for an original found, not yet reversed."""
         if original.kind != PURCHASE or original.card_no != card_no:
             return REVERSAL_MISMATCH, amount_fen, 0, 0
         if original.code != APPROVED:
-            original_slot.reversed = True
             return APPROVED, 0, 0, 0                # nothing was taken: nothing to return
         if amount_fen not in (0, original.amount_fen):
             return REVERSAL_MISMATCH, amount_fen, 0, 0
@@ -742,7 +797,6 @@ class LedgerModel:
         account.main_fen -= original.main_delta_fen
         account.subsidy_fen -= original.subsidy_delta_fen
         merchant.balance_fen -= original.amount_fen
-        original_slot.reversed = True
         return APPROVED, original.amount_fen, -original.main_delta_fen, -original.subsidy_delta_fen
 
     def inquire(self, terminal_id: int, txn_seq: int, card_no: int, merchant_id: int,
@@ -753,15 +807,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(INQUIRY, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, merchant_id, 0, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, merchant_id)
+        answer, code = self._admit(terminal, INQUIRY, terminal_id, txn_seq, 0, card_no,
+                                   account_id, merchant_id, 0, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, merchant_id)
         outcome = self._emit(INQUIRY, code, terminal_id, txn_seq, 0, card_no, account_id,
                              merchant_id, 0, now_s)
         self._store(terminal, txn_seq, outcome)
@@ -776,15 +827,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(CREDIT, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, from_merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, from_merchant_id, credit=True)
+        answer, code = self._admit(terminal, CREDIT, terminal_id, txn_seq, 0, card_no,
+                                   account_id, from_merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, from_merchant_id, credit=True)
         main_delta = subsidy_delta = 0
         if code == APPROVED:
             account = self.accounts[account_id]
@@ -825,15 +873,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(DEBIT, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, to_merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, to_merchant_id, credit=True)
+        answer, code = self._admit(terminal, DEBIT, terminal_id, txn_seq, 0, card_no,
+                                   account_id, to_merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, to_merchant_id, credit=True)
         main_delta = subsidy_delta = 0
         if code == APPROVED:
             account = self.accounts[account_id]
@@ -879,15 +924,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(TRANSFER, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, merchant_id, credit=True)
+        answer, code = self._admit(terminal, TRANSFER, terminal_id, txn_seq, 0, card_no,
+                                   account_id, merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, merchant_id, credit=True)
         if code == CROSS_TENANT_NOT_ALLOWED:
             code = APPROVED  # no merchant balance moves: no tenant's consent is needed
         main_delta = subsidy_delta = 0
@@ -927,15 +969,12 @@ class LedgerModel:
         _in_range("now_s", now_s, 0, NOW_S_MAX)
         terminal = self._terminal(terminal_id)
         account_id = self._account_of_card(card_no)
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(HOLD, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, 0, card_no,
-                              account_id, merchant_id, amount_fen, now_s, journaled=False)
-        code = ALREADY_REVERSED if state == "tombstone" else self._status_code(
-            account_id, card_no, merchant_id)
+        answer, code = self._admit(terminal, HOLD, terminal_id, txn_seq, 0, card_no,
+                                   account_id, merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED:
+            code = self._status_code(account_id, card_no, merchant_id)
         amount = amount_fen
         if code == APPROVED:
             account = self.accounts[account_id]
@@ -966,26 +1005,21 @@ class LedgerModel:
         card_no = hold.card_no if hold else 0
         account_id = hold.account_id if hold else 0
         merchant_id = hold.merchant_id if hold else 0
-        state, slot = self._window(terminal, txn_seq)
-        if state == "repeat":
-            assert slot is not None and slot.outcome is not None
-            return replace(slot.outcome, repeat=True)
-        if state == "too_old":
-            return self._emit(kind, TXN_SEQ_TOO_OLD, terminal_id, txn_seq, hold_txn_seq, card_no,
-                              account_id, merchant_id, amount_fen, now_s, journaled=False)
-        if state == "tombstone":
-            code = ALREADY_REVERSED
-        elif hold is None:
+        answer, code = self._admit(terminal, kind, terminal_id, txn_seq, hold_txn_seq, card_no,
+                                   account_id, merchant_id, amount_fen, now_s)
+        if answer is not None:
+            return answer
+        if code == APPROVED and hold is None:
             code = HOLD_NOT_FOUND
-        elif kind == CAPTURE and amount_fen < 0:
-            code = INVALID_AMOUNT
-        elif kind == CAPTURE and amount_fen > hold.amount_fen:
-            code = CAPTURE_EXCEEDS_HOLD
-        elif (kind == CAPTURE and self.merchants[hold.merchant_id].balance_fen + amount_fen
-              > MERCHANT_BALANCE_FEN_MAX):
-            code = BALANCE_LIMIT_EXCEEDED
-        else:
-            code = APPROVED
+        elif code == APPROVED and kind == CAPTURE:
+            assert hold is not None
+            if amount_fen < 0:
+                code = INVALID_AMOUNT
+            elif amount_fen > hold.amount_fen:
+                code = CAPTURE_EXCEEDS_HOLD
+            elif (self.merchants[hold.merchant_id].balance_fen + amount_fen
+                  > MERCHANT_BALANCE_FEN_MAX):
+                code = BALANCE_LIMIT_EXCEEDED
         amount, main_delta, held_delta = amount_fen, 0, 0
         if code == APPROVED:
             assert hold is not None
@@ -1102,8 +1136,8 @@ class LedgerModel:
                     self._count_spend(account, o.amount_fen, o.now_s)
             if o.merchant_id:
                 self.merchants[o.merchant_id].balance_fen += o.merchant_delta_fen
-        elif o.kind == REVERSAL and o.code == ORIGINAL_NOT_FOUND:
-            assert terminal is not None
+        elif (o.kind == REVERSAL and o.code == ORIGINAL_NOT_FOUND and terminal is not None
+              and o.ref_txn_seq + TERMINAL_WINDOW_MAX > terminal.highest):
             terminal.slots[o.ref_txn_seq % TERMINAL_WINDOW_MAX] = Slot(o.ref_txn_seq, None)
         if terminal is not None:
             self._store(terminal, o.txn_seq, o)

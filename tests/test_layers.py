@@ -24,7 +24,7 @@ def test_protocols_and_ledger_import_nothing_of_ours() -> None:
     ours = ("switch", "admin_api", "terminals_sim", "loadtest", "onecard", "migrations")
     for package in ("protocols", "ledger_ext", "migrations"):
         for path in (ROOT / package).rglob("*.py*"):
-            if path.suffix not in (".py", ".pyx", ".pxd"):
+            if path.suffix not in (".py", ".pyx", ".pxd", ".pxi"):
                 continue
             text = path.read_text()
             for name in ours:

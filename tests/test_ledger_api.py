@@ -149,6 +149,20 @@ def test_cross_tenant_consent_is_ordered(impl: types.ModuleType) -> None:
     assert ledger.purchase(1, 2, CARD, OTHER_SITE, 100, T0).code == 57
 
 
+def test_cross_tenant_allowed_is_the_purchase_rule(impl: types.ModuleType) -> None:
+    """What the switch asks before it shows a card's balances to a till (issue 9 item 5)."""
+    ledger = make(impl)
+    assert ledger.cross_tenant_allowed(1, 1) and not ledger.cross_tenant_allowed(1, 2)
+    ledger.allow_cross_tenant(1, 2)
+    assert ledger.cross_tenant_allowed(1, 2) and not ledger.cross_tenant_allowed(2, 1)
+    assert not ledger.cross_tenant_allowed(0, 1) and not ledger.cross_tenant_allowed(1, 0)
+    assert not ledger.cross_tenant_allowed(1, impl.TENANTS_MAX + 1)
+    ledger.allow_cross_tenant(1, 2, False)
+    o = ledger.inquire(1, 1, CARD, OTHER_SITE, T0)          # same checks as a purchase
+    assert (o.code, o.tenant_id, o.merchant_tenant_id) == (57, 1, 2)
+    assert not ledger.cross_tenant_allowed(o.tenant_id, o.merchant_tenant_id)
+
+
 def test_txn_and_daily_limits_reset_at_local_midnight(impl: types.ModuleType) -> None:
     ledger = make(impl, main=50_000, limits=(0, 3_000, 5_000, 0, 0))
     assert ledger.purchase(1, 1, CARD, CANTEEN, 3_001, at_local(15)).code == 61
@@ -366,8 +380,46 @@ def test_reversal_mismatches(impl: types.ModuleType) -> None:
     assert ledger.reverse(1, 3, 1, CARD2, 0, T0).code == impl.REVERSAL_MISMATCH
     ledger.inquire(1, 4, CARD, SHOP, T0)
     assert ledger.reverse(1, 5, 4, CARD, 0, T0).code == impl.REVERSAL_MISMATCH   # not a purchase
-    assert ledger.reverse(1, 6, 6, CARD, 0, T0).code == impl.REVERSAL_MISMATCH   # itself
     assert ledger.reverse(1, 7, 1, CARD, 300, T0).code == 0
+
+
+@pytest.mark.parametrize("original", [8, 9, 500])
+def test_reversal_naming_itself_or_a_later_txn_seq_is_refused(impl: types.ModuleType,
+                                                             original: int) -> None:
+    """It names no purchase sent before it (txn_seqs only grow): the switch refuses it
+    INVALID_FIELD before the ledger, which takes it for misuse; nothing changes, and the
+    purchase later sent with that txn_seq is a new one (issue 9 item 1)."""
+    ledger = make(impl)
+    ledger.purchase(1, 7, CARD, SHOP, 300, T0)
+    lsn, snapshot = ledger.lsn, ledger.snapshot()
+    with pytest.raises(impl.LedgerArgumentError, match="not below txn_seq"):
+        ledger.reverse(1, 8, original, CARD, 0, T0)
+    assert (ledger.lsn, ledger.snapshot()) == (lsn, snapshot)
+    assert ledger.reverse(1, 8, 7, CARD, 0, T0).code == 0              # txn_seq 8 not used up
+
+
+def test_reversal_of_a_never_seen_original_above_the_highest_txn_seq(
+        impl: types.ModuleType) -> None:
+    """Before the fix a reversal naming a txn_seq above the terminal's highest was answered
+    REVERSAL_MISMATCH and the late purchase was then charged (issue 9 item 1)."""
+    ledger = make(impl)
+    ledger.purchase(1, 5, CARD, SHOP, 100, T0)
+    r = ledger.reverse(1, 20, 12, CARD, 0, T0)          # 12: above the highest (5), never seen
+    assert (r.code, r.lsn) == (impl.ORIGINAL_NOT_FOUND, ledger.lsn)
+    late = ledger.purchase(1, 12, CARD, SHOP, 100, T0)
+    assert (late.code, late.main_delta_fen, late.subsidy_delta_fen) == (
+        impl.ALREADY_REVERSED, 0, 0)
+    # Below the window: declined while its tombstone holds the slot; once another txn_seq
+    # takes the slot, TXN_SEQ_TOO_OLD (not in the journal, so the switch refuses it).
+    assert ledger.reverse(1, 400, 300, CARD, 0, T0).code == impl.ORIGINAL_NOT_FOUND
+    ledger.purchase(1, 700, CARD, SHOP, 100, T0)
+    assert ledger.purchase(1, 300, CARD, SHOP, 100, T0).code == impl.ALREADY_REVERSED
+    assert ledger.reverse(1, 701, 301, CARD, 0, T0).code == impl.TXN_SEQ_TOO_OLD
+    assert ledger.reverse(1, 702, 650, CARD, 0, T0).code == impl.ORIGINAL_NOT_FOUND
+    ledger.purchase(1, 1000, CARD, SHOP, 100, T0)
+    ledger.purchase(1, 906, CARD, SHOP, 100, T0)                        # takes 650's slot
+    assert ledger.purchase(1, 650, CARD, SHOP, 100, T0).code == impl.TXN_SEQ_TOO_OLD
+    assert ledger.account(1).subsidy_fen == 2_000 - 400                 # 5, 700, 1000, 906
 
 
 def test_reversal_of_declined_original_is_approved_with_nothing(impl: types.ModuleType) -> None:
@@ -401,6 +453,36 @@ def test_reversal_of_too_old_original(impl: types.ModuleType) -> None:
     r = ledger.reverse(1, 401, 2, CARD, 0, T0)
     assert (r.code, r.lsn) == (impl.TXN_SEQ_TOO_OLD, 0) and ledger.lsn == lsn
     assert ledger.reverse(1, 401, 300, CARD, 0, T0).code == impl.ORIGINAL_NOT_FOUND
+
+
+def test_reversal_of_too_old_original_decided_from_the_journal(impl: types.ModuleType) -> None:
+    """The window applies to the reversal's own txn_seq: an original older than the window is
+    looked up in the journal by the switch and reverse_journaled decides (issue 9 item 2)."""
+    ledger = make(impl)
+    p = ledger.purchase(1, 1, CARD, SHOP, 300, T0)
+    declined = ledger.purchase(1, 2, CARD, SHOP, 99_999, T0)
+    for seq in (257, 258, 600):                                        # 1 and 2 evicted
+        ledger.purchase(1, seq, CARD, SHOP, 100, T0)
+    assert ledger.reverse(1, 601, 1, CARD, 0, T0).code == impl.TXN_SEQ_TOO_OLD
+    subsidy = ledger.account(1).subsidy_fen
+    row = p.journal_row()
+    assert ledger.reverse_journaled(1, 601, 1, CARD2, 0, T0, row, False).code == (
+        impl.REVERSAL_MISMATCH)                                        # another card
+    r = ledger.reverse_journaled(1, 602, 1, CARD, 0, T0, row, False)
+    assert (r.code, r.amount_fen, r.merchant_id, r.ref_txn_seq) == (0, 300, SHOP, 1)
+    assert (r.main_delta_fen, r.subsidy_delta_fen) == (-p.main_delta_fen, -p.subsidy_delta_fen)
+    assert ledger.account(1).subsidy_fen == subsidy + 300
+    assert ledger.reverse_journaled(1, 602, 1, CARD, 0, T0, row, False).repeat
+    assert ledger.reverse_journaled(1, 603, 1, CARD, 0, T0, row, True).code == (
+        impl.ALREADY_REVERSED)
+    assert ledger.reverse_journaled(1, 604, 3, CARD, 0, T0, None, False).code == (
+        impl.ORIGINAL_NOT_FOUND)
+    assert ledger.statistics().tombstones == 0                         # 3 can never be admitted
+    r = ledger.reverse_journaled(1, 605, 2, CARD, 0, T0, declined.journal_row(), False)
+    assert (r.code, r.amount_fen) == (0, 0)                            # nothing was taken
+    with pytest.raises(impl.LedgerArgumentError):
+        ledger.reverse_journaled(1, 606, 5, CARD, 0, T0, row, False)  # not the row of 5
+    assert ledger.total_fen() == 0
 
 
 # ---------------------------------------------------------------------------------- credit

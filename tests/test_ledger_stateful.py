@@ -159,8 +159,21 @@ class LedgerPair(RuleBasedStateMachine):
         amount = {"zero": 0, "same": amount, "other": amount + 1}[amount_choice]
         if original >= seq and data.draw(st.booleans()):
             original = max(1, seq - 1)
+        if original >= seq:     # names no purchase sent before it: refused, nothing changes
+            self.both_or_raise("reverse", terminal, seq, original, card_no, amount, self.now_s)
+            return
         fast, model = self.both("reverse", terminal, seq, original, card_no, amount, self.now_s)
         self.record(fast, model)
+        if (fast.code == ledger_ext.TXN_SEQ_TOO_OLD                       # type: ignore
+                and seq + ledger_ext.TERMINAL_WINDOW_MAX > self.fast.last_txn_seq(terminal)):
+            # The original is older than the window: the switch asks the journal.
+            row = next((r for r in self.journal if (r[3], r[4]) == (terminal, original)), None)
+            undone = any(r[1] == ledger_ext.REVERSAL and (r[3], r[5]) == (terminal, original)
+                         and r[2] in (ledger_ext.APPROVED, ledger_ext.ORIGINAL_NOT_FOUND)
+                         for r in self.journal)
+            fast, model = self.both("reverse_journaled", terminal, seq, original, card_no,
+                                    amount, self.now_s, row, undone)  # type: ignore[arg-type]
+            self.record(fast, model)
 
     @rule(terminal=st.sampled_from(TERMINALS), offset=st.sampled_from([1, 0, -2]),
           card=st.integers(0, ACCOUNTS), merchant=st.sampled_from([1, 3, 7]))

@@ -376,6 +376,8 @@ def test_unknown_tag_before_sign_on_closes() -> None:
         (ocp.Purchase(0, 1, 5), "$.txn_seq", 0),
         (ocp.Purchase(10, 0, 5), "$.card_no", 10),
         (ocp.Reversal(11, 0, 1, 5), "$.original_txn_seq", 11),
+        (ocp.Reversal(13, 13, 1, 0), "$.original_txn_seq", 13),    # itself (section 9.2)
+        (ocp.Reversal(14, 15, 1, 0), "$.original_txn_seq", 14),    # a later txn_seq
         (ocp.BalanceInquiry(12, -5), "$.card_no", 12),
         (ocp.Heartbeat(-1), "$.terminal_time_ms", 0),
         (ocp.Error(RC.INVALID_FIELD, -1), "$.txn_seq", 0),

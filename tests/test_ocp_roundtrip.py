@@ -31,7 +31,12 @@ def _field_strategy(t: mi.Type) -> st.SearchStrategy:
 def message_strategy(cls: type[ocp.Message]) -> st.SearchStrategy[ocp.Message]:
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
-    return st.builds(cls, *[_field_strategy(f.type) for f in info.fields])
+    return st.builds(cls, *[_field_strategy(f.type) for f in info.fields]).filter(_valid)
+
+
+def _valid(msg: ocp.Message) -> bool:
+    """The one rule across fields: a Reversal names an earlier txn_seq (section 9.2)."""
+    return not isinstance(msg, ocp.Reversal) or msg.original_txn_seq < msg.txn_seq
 
 
 def _by_direction(direction: ocp.Direction) -> list[type[ocp.Message]]:

@@ -12,6 +12,7 @@ import pytest
 
 from protocols import ocp
 from tests.switch_site import (
+    EAST_PARK_TERMINAL,
     FIXED_CANTEEN_TERMINAL,
     FREE_CANTEEN_TERMINAL,
     SUPERMARKET_TERMINAL,
@@ -119,6 +120,93 @@ def test_reversal_returns_the_money_and_reversal_before_original_blocks_it(site:
     assert late.code == RC.ALREADY_REVERSED
     assert c.request(ocp.BalanceInquiry(6, card["card_no"])).balance_fen == start
     c.close()
+
+
+def test_a_reversal_never_lets_a_given_up_purchase_be_charged(site: Site) -> None:
+    """Issue 9 item 1: a reversal naming a txn_seq above the terminal's highest was answered
+    REVERSAL_MISMATCH and the late purchase then charged. A never-seen original below the
+    reversal's own txn_seq is ORIGINAL_NOT_FOUND and blocks it; one not below its own names no
+    purchase sent before it and is refused INVALID_FIELD: not journaled, txn_seq not used up."""
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    start = c.request(ocp.BalanceInquiry(1, card["card_no"])).balance_fen
+    early = c.request(ocp.Reversal(20, 12, card["card_no"], 0))    # 12: above the highest (1)
+    assert (early.code, early.amount_fen) == (RC.ORIGINAL_NOT_FOUND, 0)
+    late = c.request(ocp.Purchase(12, card["card_no"], 300, 0))
+    assert (late.code, late.amount_fen) == (RC.ALREADY_REVERSED, 0)
+    for txn_seq, original in ((21, 30), (22, 22)):
+        refused = c.request(ocp.Reversal(txn_seq, original, card["card_no"], 0))
+        assert isinstance(refused, ocp.Error), refused
+        assert (refused.code, refused.txn_seq, refused.detail) == (
+            RC.INVALID_FIELD, txn_seq, "invalid field $.original_txn_seq")
+        assert site.journal(FREE_CANTEEN_TERMINAL, txn_seq) == []
+    assert c.request(ocp.BalanceInquiry(21, card["card_no"])).balance_fen == start  # not used up
+    c.close()
+
+
+def test_a_purchase_older_than_the_window_can_be_reversed(site: Site) -> None:
+    """Issue 9 item 2: the window applies to the reversal's own txn_seq. A terminal back after
+    a long run of other requests reverses an old purchase: the switch decides it from the
+    journal (before, Error TXN_SEQ_TOO_OLD and nothing journaled)."""
+    card = site.card()
+    c = site.client(FREE_CANTEEN_TERMINAL)
+    start = c.request(ocp.BalanceInquiry(1, card["card_no"])).balance_fen
+    assert c.request(ocp.Purchase(2, card["card_no"], 700, 0)).code == RC.APPROVED
+    assert c.request(ocp.BalanceInquiry(258, card["card_no"])).code == RC.APPROVED  # 2's slot
+    assert c.request(ocp.Purchase(600, card["card_no"], 5, 0)).code == RC.APPROVED
+    rev = c.request(ocp.Reversal(601, 2, card["card_no"], 0))
+    assert isinstance(rev, ocp.ReversalResult), rev
+    assert (rev.code, rev.amount_fen, rev.balance_fen) == (RC.APPROVED, 700, start - 5)
+    (row,) = site.journal(FREE_CANTEEN_TERMINAL, 601)
+    assert (row["code"], row["ref_txn_seq"], row["merchant_delta_fen"]) == (0, 2, -700)
+    assert c.request(ocp.Reversal(601, 2, card["card_no"], 0)) == rev       # a repeat
+    assert c.request(ocp.Reversal(602, 2, card["card_no"], 0)).code == RC.ALREADY_REVERSED
+    assert c.request(ocp.Reversal(603, 3, card["card_no"], 0)).code == RC.ORIGINAL_NOT_FOUND
+    c.close()
+    # After a restart (the ledger recovered from the journal) the original stays reversed once.
+    site.stop()
+    site.start()
+    c = site.client(FREE_CANTEEN_TERMINAL, last_txn_seq=603)
+    assert c.request(ocp.Reversal(604, 2, card["card_no"], 0)).code == RC.ALREADY_REVERSED
+    assert c.request(ocp.BalanceInquiry(605, card["card_no"])).balance_fen == start - 5
+    c.close()
+    assert site.audit().conserved
+
+
+def test_a_till_sees_no_balance_of_a_card_it_may_not_serve(site: Site) -> None:
+    """Issue 9 item 5: an inquiry (a declined purchase, a reversal) at a till of another tenant
+    without that tenant's consent answered CROSS_TENANT_NOT_ALLOWED with the card's balance."""
+    assert site.stop() == 0
+    (new_id,) = [r["n"] for r in site.fetch("SELECT max(id) + 1 AS n FROM accounts")]
+    site.fetch("INSERT INTO accounts (id, tenant_id, class_id, opening_main_fen)"
+               " VALUES ($1, 2, 2, 900)", new_id)
+    site.fetch("INSERT INTO merchants (id, tenant_id, name, kind, opening_balance_fen)"
+               " VALUES (100, 2, 'migrated balances', 'system', -900)")
+    east_card = 77_000_000 + new_id           # East Park's: no consent to spend on the campus
+    site.fetch("INSERT INTO cards (card_no, account_id) VALUES ($1, $2)", east_card, new_id)
+    site.start()
+    c = site.client(FREE_CANTEEN_TERMINAL)    # a campus (tenant 1) till
+    inquiry = c.request(ocp.BalanceInquiry(1, east_card))
+    assert isinstance(inquiry, ocp.BalanceResult)
+    assert (inquiry.code, inquiry.balance_fen, inquiry.main_fen, inquiry.subsidy_fen) == (
+        RC.CROSS_TENANT_NOT_ALLOWED, 0, 0, 0)
+    purchase = c.request(ocp.Purchase(2, east_card, 100, 0))
+    assert (purchase.code, purchase.balance_fen, purchase.main_fen) == (
+        RC.CROSS_TENANT_NOT_ALLOWED, 0, 0)
+    assert c.request(ocp.Reversal(3, 2, east_card, 0)).balance_fen == 0    # declined original
+    assert c.request(ocp.Reversal(5, 4, east_card, 0)).balance_fen == 0    # ORIGINAL_NOT_FOUND
+    # A repeat read back from the journal (older than the window) shows no more.
+    assert c.request(ocp.BalanceInquiry(600, site.card()["card_no"])).code == RC.APPROVED
+    assert c.request(ocp.BalanceInquiry(1, east_card)) == inquiry
+    c.close()
+    east = site.client(EAST_PARK_TERMINAL)    # its own tenant's till sees it
+    own = east.request(ocp.BalanceInquiry(1, east_card))
+    assert (own.code, own.balance_fen) == (RC.APPROVED, 900)
+    campus_card = site.card()                  # campus cards may spend at East Park: shown
+    shown = east.request(ocp.BalanceInquiry(2, campus_card["card_no"]))
+    assert (shown.code, shown.balance_fen) == (
+        RC.APPROVED, campus_card["main"] + campus_card["subsidy"])
+    east.close()
 
 
 def test_bad_mac_closes_the_connection_and_changes_nothing(site: Site) -> None:

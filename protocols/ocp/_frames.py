@@ -18,7 +18,13 @@ import msgspec
 from protocols import limits
 from protocols.ocp._errors import InvalidField, MalformedFrame, OcpLocalError, UnknownMessage
 from protocols.ocp._mac import MacKey
-from protocols.ocp._messages import MESSAGE_BY_TAG, TXN_SEQ_FIRST, AnyMessage, Message
+from protocols.ocp._messages import (
+    MESSAGE_BY_TAG,
+    TXN_SEQ_FIRST,
+    AnyMessage,
+    Message,
+    Reversal,
+)
 
 VERSION: Final = 1
 FLAG_MAC: Final = 0x01
@@ -73,11 +79,16 @@ def decode_body(body: bytes | memoryview) -> Message:
     decides whether the state allows that leniency.
     """
     try:
-        return DECODER.decode(body)
+        msg = DECODER.decode(body)
     except msgspec.ValidationError as exc:
         raise _classify(body, str(exc)) from None
     except (msgspec.DecodeError, RecursionError, ValueError, TypeError) as exc:
         raise MalformedFrame(f"body is not valid MessagePack: {exc}") from None
+    if type(msg) is Reversal and msg.original_txn_seq >= msg.txn_seq:
+        # It names no purchase sent before it (each new request gets the next txn_seq).
+        raise InvalidField("Reversal: original_txn_seq must be below txn_seq",
+                           path="$.original_txn_seq", txn_seq=msg.txn_seq)
+    return msg
 
 
 def _classify(
