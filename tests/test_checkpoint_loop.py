@@ -112,5 +112,6 @@ def test_a_47_mb_checkpoint_is_stored_in_pieces_and_restores(db_dsn: str) -> Non
     assert restored.snapshot() == state
     # Storing it holds the loop less than taking the snapshot did: pieces of 1 MB. (As one
     # parameter, asyncpg's copies held it two to three times as long as the snapshot.)
-    # Measured on a loaded 2-core machine: 263 ms before, 56 ms after (scheduling noise).
-    assert held < max(snapshot_seconds, 0.1), (held, snapshot_seconds)
+    # Measured on a loaded 2-core machine: 263 ms before, 56 ms after; 121 ms once under a
+    # load average of 13, so the floor leaves room for scheduling noise, not for one piece.
+    assert held < max(snapshot_seconds, 0.25), (held, snapshot_seconds)
