@@ -580,14 +580,12 @@ async def _execute_locked(state: State, actor: Actor, doc_id: int) -> DocumentOu
             continue
         line_no = line["line_no"]
 
-        async def renew(line_no: int = line_no) -> int:
-            async with pool.acquire() as conn:
-                fresh = await money.next_txn_seq(conn)
-                await conn.execute(
-                    "UPDATE document_lines SET terminal_id = $3, txn_seq = $4"
-                    " WHERE document_id = $1 AND line_no = $2", doc_id, line_no,
-                    money.terminal_id, fresh)
-            return fresh
+        async def renew(old: int, fresh: int, line_no: int = line_no) -> bool:
+            return bool(await pool.fetchval(
+                "UPDATE document_lines SET txn_seq = $5 WHERE document_id = $1"
+                " AND line_no = $2 AND terminal_id = $3 AND txn_seq = $4"
+                " AND result_code IS NULL RETURNING true", doc_id, line_no, money.terminal_id,
+                old, fresh))
 
         try:
             out = await _move(pool, money, kind, line, renew)

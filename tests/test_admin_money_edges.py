@@ -3,11 +3,13 @@ started, another tenant's transfers, and who may approve a revised document."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.admin_site import PASSWORD, AdminSite, Api, site_with_switch
@@ -140,3 +142,55 @@ def test_whoever_revised_a_document_does_not_approve_it(site: AdminSite) -> None
     r = boss.post(f"/documents/{doc['id']}/approve", {})
     assert r.status_code == 403 and "revised or submitted" in r.json()["detail"]
     assert fin.ok("POST", f"/documents/{doc['id']}/approve", {})["status"] == "executed"
+
+
+def test_parallel_repeats_of_a_key_gone_stale_move_the_money_once(site: AdminSite) -> None:
+    """Issue 9 item 7: after TXN_SEQ_TOO_OLD every concurrent repeat renewed the key's txn_seq
+    and moved the money again (ten repeats: six credits). One key moves money at most once,
+    writes one audit row, and every repeat gets the same answer."""
+    root = site.api()
+    person, other = (dict(r) for r in site.fetch(
+        "SELECT p.id FROM people p JOIN accounts a ON a.id = p.account_id JOIN cards c"
+        " ON c.account_id = a.id WHERE a.status = 0 AND c.status = 0 AND a.tenant_id = 1"
+        " ORDER BY p.id LIMIT 2"))
+    assert site.switch is not None
+    port = site.switch.port
+    assert site.stop() == 0
+    key, body = str(uuid.uuid4()), {"amount_fen": 4_321}
+    down = root.http.post(f"/people/{person['id']}/topups", json=body,
+                          headers={"Idempotency-Key": key})
+    assert down.status_code == 503, down.text
+    [stored] = site.fetch("SELECT txn_seq FROM idempotency_keys WHERE key = $1", key)
+    assert stored["txn_seq"] is not None
+    site.start(extra_env={"ONECARD_PORT": str(port)})
+    _until_not_503(root, "POST", f"/people/{other['id']}/topups", {"amount_fen": 1},
+                   {"Idempotency-Key": str(uuid.uuid4())})
+
+    async def top_up(http: httpx.AsyncClient, n: int, k: str, b: Any) -> httpx.Response:
+        return await http.post(f"/people/{n}/topups", json=b, headers={"Idempotency-Key": k})
+
+    async def run() -> list[httpx.Response]:
+        assert site.admin is not None
+        async with httpx.AsyncClient(base_url=site.admin.url, timeout=60, headers={
+                "Authorization": f"Bearer {root.token}"},
+                limits=httpx.Limits(max_connections=32)) as http:
+            # 300 other top-ups: the key's txn_seq is now more than 256 below the newest.
+            for _ in range(30):
+                others = await asyncio.gather(*(
+                    top_up(http, other["id"], str(uuid.uuid4()), {"amount_fen": 1})
+                    for _ in range(10)))
+                assert {r.status_code for r in others} == {201}, others[0].text
+            return list(await asyncio.gather(*(top_up(http, person["id"], key, body)
+                                               for _ in range(10))))
+
+    answers = asyncio.run(run())
+    newest = site.fetch("SELECT max(txn_seq) FROM idempotency_keys")[0][0]
+    assert newest > stored["txn_seq"] + 256
+    moved = [r for r in _admin_rows(site) if r["amount_fen"] == body["amount_fen"]]
+    assert [(r["code"], r["txn_seq"] > stored["txn_seq"]) for r in moved] == [(0, True)], moved
+    assert {r.status_code for r in answers} == {201}, [r.text for r in answers]
+    assert all(r.json() == answers[0].json() for r in answers), "each gets the first answer"
+    assert answers[0].json()["txn_seq"] == moved[0]["txn_seq"]
+    audit = site.fetch("SELECT after FROM audit_log WHERE action = 'money.topup'"
+                       " AND entity_id = $1", str(person["id"]))
+    assert len(audit) == 1, audit
