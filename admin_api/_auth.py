@@ -158,9 +158,14 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LoginLimiter:
-    """Failed log-ins per key (user name, client address) in a sliding window, in memory.
+    """Log-in attempts per key (user name, client address) in a sliding window, in memory.
 
-    Bounded: at most `keys_max` keys are tracked; the least recently failed are forgotten.
+    An attempt is counted when it starts, before its password is checked: `attempt` checks the
+    limit and counts in one step (no await in between), so guesses sent in parallel are
+    counted as they arrive instead of all passing the check while their passwords are being
+    hashed. A success takes its attempt back and clears the user name's count.
+
+    Bounded: at most `keys_max` keys are tracked; the least recently used are forgotten.
     Per process: with several admin API processes the limit is per process (documented).
     """
 
@@ -186,18 +191,17 @@ class LoginLimiter:
     def _max(self, key: str) -> int:
         return self.address_failures_max if key.startswith("ip:") else self.failures_max
 
-    def retry_after(self, keys: list[str]) -> int:
-        """Seconds until a log-in may be tried again (0: now)."""
+    def attempt(self, keys: list[str]) -> int:
+        """0 and the attempt counted against every key; else the seconds until a log-in may
+        be tried again (and nothing counted)."""
         now = time.monotonic()
         wait = 0.0
         for key in keys:
             q = self._recent(key, now)
             if q is not None and len(q) >= self._max(key):
                 wait = max(wait, q[0] + self.window - now)
-        return int(wait) + 1 if wait > 0 else 0
-
-    def failed(self, keys: list[str]) -> None:
-        now = time.monotonic()
+        if wait > 0:
+            return int(wait) + 1
         for key in keys:
             q = self._failures.get(key)
             if q is None:
@@ -206,6 +210,13 @@ class LoginLimiter:
             self._failures.move_to_end(key)
         while len(self._failures) > self.keys_max:
             self._failures.popitem(last=False)
+        return 0
 
-    def succeeded(self, username_key: str) -> None:
-        self._failures.pop(username_key, None)
+    def succeeded(self, keys: list[str]) -> None:
+        """The attempt was right: the first key's (the user name's) count is cleared, the
+        others' attempt is taken back."""
+        self._failures.pop(keys[0], None)
+        for key in keys[1:]:
+            q = self._failures.get(key)
+            if q:
+                q.pop()
