@@ -287,10 +287,11 @@ async def create_user(data: UserIn, actor: Actor, state: State) -> UserOut:
     digest = await hash_password(data.password)
     async with change(pool, actor) as tx:
         row = await tx.conn.fetchrow(
-            "INSERT INTO admin_users (username, node_id, role, password_hash, person_id)"
-            " VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO admin_users (username, node_id, role, password_hash, person_id,"
+            " created_by) VALUES ($1, $2, $3, $4, $5, $6)"
             " RETURNING id, username, role, node_id, person_id, disabled",
             data.username, data.node_id, data.role, digest, data.person_id,
+            actor.user_id or None,
         )
         for pid in data.children:
             await tx.conn.execute("INSERT INTO parent_links VALUES ($1, $2)", row["id"], pid)

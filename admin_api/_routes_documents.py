@@ -433,6 +433,7 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
                 doc["version"], actor.user_id):
             raise Problem(403, "forbidden", "nobody approves a version they revised or "
                           "submitted")
+        await _independent(tx, doc, state.settings.approver_cooling_off_seconds)
         level = doc["approved_levels"] + 1
         await _step(tx, doc, level, "approve", data.comment)
         final = level >= doc["levels"]
@@ -457,6 +458,31 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
     if final:
         return await _execute(state, actor, doc_id)
     return await _out(state.pool, await _doc(state.pool, actor, doc_id))
+
+
+async def _independent(tx: Change, doc: asyncpg.Record, cooling_off_seconds: int) -> None:
+    """403 unless the approver is a second person: a log-in at least the cooling-off period
+    old, not made (directly or through log-ins it made) by the drafter or by anyone who
+    submitted, revised or approved this version."""
+    row = await tx.conn.fetchrow(
+        "WITH RECURSIVE makers(id) AS ("
+        "  SELECT created_by FROM admin_users WHERE id = $1"
+        "  UNION SELECT u.created_by FROM admin_users u JOIN makers m ON u.id = m.id),"
+        " round(id) AS (SELECT $2::int UNION SELECT user_id FROM approval_steps"
+        "  WHERE document_id = $3 AND version = $4)"
+        " SELECT (SELECT u.username FROM makers m JOIN round r ON r.id = m.id"
+        "         JOIN admin_users u ON u.id = m.id LIMIT 1) AS maker,"
+        " (SELECT created_at > now() - make_interval(secs => $5) FROM admin_users"
+        "  WHERE id = $1) AS young",
+        tx.actor.user_id, doc["created_by"], doc["id"], doc["version"],
+        float(cooling_off_seconds))
+    if row["maker"] is not None:
+        raise Problem(403, "forbidden", f"your log-in was made by {row['maker']} (or by a "
+                      "log-in they made), who drafted, submitted, revised or approved this "
+                      "document: a second person approves it")
+    if row["young"]:
+        raise Problem(403, "forbidden", "your log-in is younger than the approver cooling-off "
+                      f"period ({cooling_off_seconds} s): it approves documents once it is older")
 
 
 @post("/documents/{doc_id:int}/reject", opt={"permission": "documents.approve"},
@@ -691,6 +717,10 @@ async def set_policy(data: PolicyIn, actor: Actor, state: State) -> PolicyOut:
             raise Problem(422, "unprocessable", "approval levels are set per tenant: give the "
                           "tenant's node")
         before = await _levels(tx.conn, node["tenant_id"], data.doc_type)
+        if data.levels < before and actor.node_id == data.node_id:
+            raise Problem(403, "forbidden", f"fewer approval levels ({before} to {data.levels}) "
+                          "are set by an admin above the tenant (its agent or the platform); "
+                          "the tenant's own admins may only add levels")
         await tx.conn.execute(
             "INSERT INTO approval_policies VALUES ($1, $2, $3) ON CONFLICT (tenant_id, doc_type)"
             " DO UPDATE SET levels = EXCLUDED.levels", node["tenant_id"], data.doc_type,
