@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -158,3 +159,35 @@ def test_cancellation_with_refund_freezes_refunds_and_closes(doc_site: AdminSite
     till.close()
     assert doc_site.stop() == 0
     assert doc_site.audit().conserved
+
+
+def test_the_transition_table_is_the_schema_s_states_and_steps(db_dsn: str) -> None:
+    """Issue 10 item 11: document states and steps live in one table (TRANSITIONS), which
+    names exactly the states and decisions the schema allows, and reaches every state."""
+    import asyncio
+
+    import asyncpg
+
+    from admin_api._routes_documents import TRANSITIONS, Status, Step
+
+    async def allowed(table: str, column: str) -> set[str]:
+        conn = await asyncpg.connect(db_dsn)
+        try:
+            check = await conn.fetchval(
+                "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.conrelid ="
+                " $1::regclass AND c.contype = 'c' AND pg_get_constraintdef(c.oid) LIKE $2",
+                table, f"%({column} = ANY%")
+        finally:
+            await conn.close()
+        return set(re.findall(r"'(\w+)'::text", check))
+
+    assert asyncio.run(allowed("documents", "status")) == {str(s) for s in Status}
+    assert asyncio.run(allowed("approval_steps", "decision")) == {str(s) for s in Step}
+    reached, todo = {Status.DRAFT}, [Status.DRAFT]
+    while todo:
+        state = todo.pop()
+        for sources, targets in TRANSITIONS.values():
+            if state in sources:
+                todo.extend(targets - reached)
+                reached |= targets
+    assert reached == set(Status)
