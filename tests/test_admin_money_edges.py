@@ -194,3 +194,64 @@ def test_parallel_repeats_of_a_key_gone_stale_move_the_money_once(site: AdminSit
     audit = site.fetch("SELECT after FROM audit_log WHERE action = 'money.topup'"
                        " AND entity_id = $1", str(person["id"]))
     assert len(audit) == 1, audit
+
+
+def test_a_stale_txn_seq_is_renewed_by_one_request_only(site: AdminSite) -> None:
+    """The compare-and-set under the per-key lock (item 7): two requests that both read the
+    same stale txn_seq (two admin API processes, or any interleaving the lock does not
+    cover) and both hear TXN_SEQ_TOO_OLD: the first renews and moves the money, the second
+    finds the stored txn_seq renewed and answers 409; it never draws a third."""
+    import asyncpg
+
+    from admin_api._money import Money
+    from admin_api._problems import Problem
+    from admin_api._settings import AdminSettings
+
+    assert site.admin is not None and site.switch is not None
+    site.admin.stop()  # this test is the admin terminal now
+    site.admin = None
+    card = site.fetch("SELECT c.card_no FROM cards c JOIN accounts a ON a.id = c.account_id"
+                      " WHERE a.status = 0 AND c.status = 0 AND a.tenant_id = 1"
+                      " ORDER BY c.card_no LIMIT 1")[0]["card_no"]
+    cash_desk = site.fetch("SELECT merchant_id FROM system_accounts WHERE tenant_id = 1"
+                           " AND purpose = 'cash_desk'")[0]["merchant_id"]
+    user = site.fetch("SELECT id FROM admin_users WHERE username = 'root'")[0]["id"]
+
+    async def run() -> tuple[list[object], int]:
+        pool = await asyncpg.create_pool(site.dsn, min_size=1, max_size=4)
+        assert pool is not None
+        money = Money(AdminSettings(dsn=site.dsn, master_secret=site.master.hex(),
+                                    switch_port=site.switch.port if site.switch else 0,
+                                    switch_timeout_seconds=10), pool)
+        try:
+            await money.start()
+            stale = await money.next_txn_seq(pool)
+            await pool.execute("INSERT INTO idempotency_keys (user_id, key, request_sha256,"
+                               " terminal_id, txn_seq) VALUES ($1, 'k', '', $2, $3)", user,
+                               money.terminal_id, stale)
+            await pool.execute("SELECT setval('admin_txn_seq', $1)", stale + 300)
+            await money.ask("credit", await money.next_txn_seq(pool), card, 0, 1, cash_desk)
+
+            async def renew(old: int, fresh: int) -> bool:
+                return bool(await pool.fetchval(
+                    "UPDATE idempotency_keys SET txn_seq = $3 WHERE user_id = $1 AND key = 'k'"
+                    " AND txn_seq = $2 RETURNING true", user, old, fresh))
+
+            answers: list[object] = []
+            for _ in range(2):  # both read `stale` before either renewed
+                try:
+                    answers.append(await money.ask("credit", stale, card, 0, 777, cash_desk,
+                                                   renew=renew))
+                except Problem as exc:
+                    answers.append(exc.status)
+            stored = await pool.fetchval("SELECT txn_seq FROM idempotency_keys WHERE key = 'k'")
+            return answers, int(stored)
+        finally:
+            await money.close()
+            await pool.close()
+
+    (first, second), stored = asyncio.run(run())
+    assert getattr(first, "approved", False) and getattr(first, "txn_seq", 0) == stored, first
+    assert second == 409, second
+    moved = [r for r in _admin_rows(site) if r["amount_fen"] == 777]
+    assert [(r["code"], r["txn_seq"]) for r in moved] == [(0, stored)]
