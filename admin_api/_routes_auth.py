@@ -149,8 +149,9 @@ def _require_strong(password: str, username: str, field: str) -> None:
         raise Problem(422, "weak-password", f"{field}: {why}")
 
 
-def _guarded(limiter: LoginLimiter, keys: list[str]) -> None:
-    """Count a password check before it is made (429 past the limit)."""
+def _attempt(limiter: LoginLimiter, keys: list[str]) -> None:
+    """Count a password check before it is made (429 past the limit); the caller then calls
+    `limiter.finished` whatever happens."""
     wait = limiter.attempt(keys)
     if wait:
         raise Problem(429, "too-many-requests",
@@ -165,13 +166,18 @@ async def login(data: LoginIn, request: Request[Any, Any, Any], state: State) ->
     settings: AdminSettings = state.settings
     client = request.client.host if request.client else ""
     keys = ["user:" + data.username.lower(), "ip:" + client]
-    _guarded(state.login_limiter, keys)
-    row = await pool.fetchrow(
-        "SELECT u.id, u.username, u.password_hash, u.role, u.node_id, u.disabled, n.path"
-        " FROM admin_users u JOIN org_nodes n ON n.id = u.node_id WHERE u.username = $1",
-        data.username.lower(),
-    )
-    ok = await verify_password(row["password_hash"] if row else None, data.password)
+    _attempt(state.login_limiter, keys)
+    right = None
+    try:
+        row = await pool.fetchrow(
+            "SELECT u.id, u.username, u.password_hash, u.role, u.node_id, u.disabled, n.path"
+            " FROM admin_users u JOIN org_nodes n ON n.id = u.node_id WHERE u.username = $1",
+            data.username.lower(),
+        )
+        ok = await verify_password(row["password_hash"] if row else None, data.password)
+        right = ok and not row["disabled"]
+    finally:
+        state.login_limiter.finished(keys, right)
     # The audit row of the attempt: never the password, and for a user name that does not
     # exist not what was typed either (often a password typed into the wrong field).
     if row is None:
@@ -181,7 +187,7 @@ async def login(data: LoginIn, request: Request[Any, Any, Any], state: State) ->
     else:
         who = Actor(user_id=row["id"], username=row["username"], role=row["role"],
                     node_id=row["node_id"], node_path=list(row["path"]), client_ip=client)
-    if not ok or row is None or row["disabled"]:
+    if not right:
         reason = ("no such user" if row is None else "wrong password" if not ok
                   else "log-in disabled")
         async with change(pool, who) as tx:
@@ -190,7 +196,6 @@ async def login(data: LoginIn, request: Request[Any, Any, Any], state: State) ->
         state.log.warning("admin.login_failed", user_id=who.user_id or None, reason=reason,
                           client_ip=client)
         raise Problem(401, "not-authenticated", "wrong user name or password")
-    state.login_limiter.succeeded(keys)
     token, digest = new_token()
     async with change(pool, who) as tx:
         await tx.conn.execute(
@@ -214,12 +219,16 @@ async def change_password(data: PasswordChangeIn, request: Request[Any, Any, Any
         raise Problem(409, "conflict", "an API key has no password")
     client = request.client.host if request.client else ""
     keys = ["user:" + actor.username, "ip:" + client]
-    _guarded(state.login_limiter, keys)
-    stored = await state.pool.fetchval("SELECT password_hash FROM admin_users WHERE id = $1",
-                                       actor.user_id)
-    if not await verify_password(stored, data.old_password):
+    _attempt(state.login_limiter, keys)
+    right = None
+    try:
+        stored = await state.pool.fetchval(
+            "SELECT password_hash FROM admin_users WHERE id = $1", actor.user_id)
+        right = await verify_password(stored, data.old_password)
+    finally:
+        state.login_limiter.finished(keys, right)
+    if not right:
         raise Problem(403, "forbidden", "old_password is not your current password")
-    state.login_limiter.succeeded(keys)
     _require_strong(data.new_password, actor.username, "new_password")
     if data.new_password == data.old_password:
         raise Problem(422, "weak-password", "new_password: not the old password")

@@ -320,3 +320,21 @@ def test_a_user_changes_their_own_password_and_their_other_tokens_end(
     r = admin_site.api(None).http.post("/auth/password", json={
         "old_password": "x", "new_password": new}, headers={"X-Api-Key": key["key"]})
     assert r.status_code in (403, 409), r.text
+
+
+def test_the_limiter_counts_attempts_being_checked() -> None:
+    from admin_api._auth import LoginLimiter
+
+    limiter = LoginLimiter(2, 300, address_failures_max=3)
+    a, b = ["user:a", "ip:1"], ["user:b", "ip:1"]
+    assert limiter.attempt(a) == 0 and limiter.attempt(a) == 0
+    assert limiter.attempt(a) == 1, "two of a's attempts are being checked: a moment"
+    limiter.finished(a, None)  # not checked (an error): counts as nothing
+    limiter.finished(a, True)  # right: a's failures are forgotten
+    assert limiter.attempt(a) == 0 and limiter.attempt(b) == 0
+    limiter.finished(a, False)
+    limiter.finished(b, False)
+    assert limiter.attempt(b) == 0
+    assert limiter.attempt(a) == 1, "the address: two failures and one being checked"
+    limiter.finished(b, False)
+    assert limiter.attempt(a) > 250, "the address has three failures: the rest of the window"
