@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from typing import Final
 
 import msgspec
@@ -160,8 +160,15 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
 class LoginLimiter:
     """Failed log-ins per key (user name, client address) in a sliding window, in memory.
 
-    Bounded: at most `keys_max` keys are tracked; the least recently failed are forgotten.
-    Per process: with several admin API processes the limit is per process (documented).
+    An attempt counts when it starts, before its password is checked: `attempt` checks the
+    limit and counts the attempt as pending in one step (no await in between), and the limit
+    holds failures and pending attempts together, so guesses sent in parallel cannot all pass
+    the check while their passwords are being hashed. `finished` turns the pending attempt
+    into a failure, or, for the right password, clears the user name's failures.
+
+    Bounded: at most `keys_max` keys of failures are tracked; the least recently failed are
+    forgotten. Per process: with several admin API processes the limit is per process
+    (documented).
     """
 
     def __init__(self, failures_max: int, window_seconds: float, keys_max: int = 100_000, *,
@@ -171,6 +178,7 @@ class LoginLimiter:
         self.window = window_seconds
         self.keys_max = keys_max
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._pending: Counter[str] = Counter()
 
     def _recent(self, key: str, now: float) -> deque[float] | None:
         q = self._failures.get(key)
@@ -186,17 +194,38 @@ class LoginLimiter:
     def _max(self, key: str) -> int:
         return self.address_failures_max if key.startswith("ip:") else self.failures_max
 
-    def retry_after(self, keys: list[str]) -> int:
-        """Seconds until a log-in may be tried again (0: now)."""
+    def attempt(self, keys: list[str]) -> int:
+        """0: the attempt may check its password, and is pending against every key (call
+        `finished` after the check, always). Else the seconds until a log-in may be tried
+        again: the window's rest when the key's failures fill it, 1 while attempts of the key
+        are being checked."""
         now = time.monotonic()
         wait = 0.0
         for key in keys:
             q = self._recent(key, now)
-            if q is not None and len(q) >= self._max(key):
+            failed = len(q) if q else 0
+            if q and failed >= self._max(key):
                 wait = max(wait, q[0] + self.window - now)
-        return int(wait) + 1 if wait > 0 else 0
+            elif failed + self._pending[key] >= self._max(key):
+                wait = max(wait, 1.0)
+        if wait > 0:
+            return int(wait) + 1 if wait > 1 else 1
+        self._pending.update(keys)
+        return 0
 
-    def failed(self, keys: list[str]) -> None:
+    def finished(self, keys: list[str], ok: bool | None) -> None:
+        """The pending attempt's password was checked: right (`ok`: the first key's, the
+        user name's, failures are forgotten) or wrong (a failure of every key); None: it
+        could not be checked (an error), nothing is counted."""
+        self._pending.subtract(keys)
+        for key in keys:
+            if self._pending[key] <= 0:
+                del self._pending[key]
+        if ok is None:
+            return
+        if ok:
+            self._failures.pop(keys[0], None)
+            return
         now = time.monotonic()
         for key in keys:
             q = self._failures.get(key)
@@ -206,6 +235,3 @@ class LoginLimiter:
             self._failures.move_to_end(key)
         while len(self._failures) > self.keys_max:
             self._failures.popitem(last=False)
-
-    def succeeded(self, username_key: str) -> None:
-        self._failures.pop(username_key, None)

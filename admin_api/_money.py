@@ -6,12 +6,18 @@ like a purchase. This module gives every movement its txn_seq (drawn from `admin
 stored before the switch is asked, so a retry after any failure reuses it and the switch
 answers the original result) and reads the outcome of a txn_seq from the journal when the
 switch no longer remembers it.
+
+A stored txn_seq is replaced only when the switch calls it too old (nothing moved under it,
+nor ever can), and only by compare-and-set: of two requests that both found it too old, one
+stores a fresh txn_seq and asks with it, the other answers 409. So whatever the interleaving,
+and across admin API processes, at most one txn_seq of a movement can ever move money.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final
 
 import asyncpg
@@ -61,6 +67,8 @@ class Money:
         self.terminal_id = 0
         self.why_not = "the admin API has not started its switch client"
         self._sign_on: asyncio.Task[None] | None = None
+        self._held: weakref.WeakValueDictionary[Hashable, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     async def start(self) -> None:
         s = self.settings
@@ -118,7 +126,15 @@ class Money:
             raise Problem(503, "switch-unavailable", self.why_not)
         return self.client
 
-    async def next_txn_seq(self, conn: asyncpg.Connection) -> int:
+    def lock(self, key: Hashable) -> asyncio.Lock:
+        """The lock of one movement in this process (e.g. a log-in's Idempotency-Key): its
+        repeats wait here, holding no database connection, and then read the first answer."""
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = asyncio.Lock()
+        return held
+
+    async def next_txn_seq(self, conn: asyncpg.Connection | asyncpg.Pool) -> int:
         self.require()
         return int(await conn.fetchval("SELECT nextval('admin_txn_seq')"))
 
@@ -135,14 +151,16 @@ class Money:
 
     async def ask(self, kind: str, txn_seq: int, card_no: int, wallet: int, amount_fen: int,
                   merchant_id: int = 0, *, terminal_id: int | None = None,
-                  renew: Callable[[], Awaitable[int]] | None = None) -> Outcome:
+                  renew: Callable[[int, int], Awaitable[bool]] | None = None) -> Outcome:
         """Credit, debit or transfer (kind), exactly once per (terminal, txn_seq): the
         terminal the movement was stored with, which must be this process's unless the
         journal already has it. Raises Problem 503 when the switch cannot answer now (the
         outcome is unknown: a retry reuses txn_seq), 409 when another process started it, 502
         when the switch refused it without deciding it. A txn_seq the switch calls too old
-        (it searched its journal: nothing moved) is replaced by `renew()`, which draws and
-        stores a fresh one, and asked again."""
+        (it searched its journal: nothing moved) is replaced by a fresh one, stored by
+        `renew(old, fresh)` only if the stored txn_seq is still `old` (compare-and-set: it
+        answers whether it stored), and asked again; a request that loses that race answers
+        409 (the winner carries the movement)."""
         client = self.require()
         terminal = terminal_id or self.terminal_id
         known = await self.journaled(txn_seq, terminal)
@@ -169,7 +187,12 @@ class Money:
                               ) from None
             except SwitchRefused as exc:
                 if exc.code == TXN_SEQ_TOO_OLD and renew is not None:
-                    txn_seq = await renew()
+                    fresh = await self.next_txn_seq(self.pool)
+                    if not await renew(txn_seq, fresh):
+                        raise Problem(409, "in-progress", "another request renewed this "
+                                      "movement's txn_seq meanwhile and carries it: repeat the "
+                                      "request in a moment for its answer") from None
+                    txn_seq = fresh
                     continue
                 raise Problem(502, "switch-refused", f"the switch refused the request: {exc}; "
                               "nothing moved") from None

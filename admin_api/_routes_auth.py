@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from msgspec import Meta
 
 from admin_api._auth import (
@@ -23,19 +24,27 @@ from admin_api._auth import (
     token_sha256,
     verify_password,
 )
-from admin_api._problems import Problem
+from admin_api._passwords import PASSWORD_MAX, PASSWORD_MIN, weak
+from admin_api._problems import MEDIA_TYPE, Problem, ProblemBody
 from admin_api._settings import AdminSettings
 from admin_api._store import change, node_path
 from admin_api._types import Id, IdField
 
 Username = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._@-]{2,63}$",
                                description="3-64 characters: a-z, 0-9, . _ @ -")]
-Password = Annotated[str, Meta(min_length=10, max_length=256)]
+Password = Annotated[str, Meta(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX,
+                               description="at least 10 characters, not a common password, "
+                               "not containing the user name")]
 
 
 class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
     username: Annotated[str, Meta(min_length=1, max_length=64)]
     password: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class PasswordChangeIn(msgspec.Struct, forbid_unknown_fields=True):
+    old_password: Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX)]
+    new_password: Password
 
 
 class TokenOut(msgspec.Struct):
@@ -134,37 +143,107 @@ async def _api_key_actor(request: ASGIConnection[Any, Any, Any, Any], pool: asyn
                  api_key_id=row["id"], scopes=tuple(row["scopes"]))
 
 
+def _require_strong(password: str, username: str, field: str) -> None:
+    why = weak(password, username)
+    if why is not None:
+        raise Problem(422, "weak-password", f"{field}: {why}")
+
+
+def _attempt(limiter: LoginLimiter, keys: list[str]) -> None:
+    """Count a password check before it is made (429 past the limit); the caller then calls
+    `limiter.finished` whatever happens."""
+    wait = limiter.attempt(keys)
+    if wait:
+        raise Problem(429, "too-many-requests",
+                      f"too many failed log-ins; try again in {wait} s",
+                      headers={"Retry-After": str(wait)})
+
+
 @post("/auth/login", opt={"permission": PUBLIC}, tags=["auth"], status_code=200,
       summary="Log in: a short-lived access token")
 async def login(data: LoginIn, request: Request[Any, Any, Any], state: State) -> TokenOut:
     pool: asyncpg.Pool = state.pool
     settings: AdminSettings = state.settings
-    limiter: LoginLimiter = state.login_limiter
     client = request.client.host if request.client else ""
     keys = ["user:" + data.username.lower(), "ip:" + client]
-    wait = limiter.retry_after(keys)
-    if wait:
-        raise Problem(429, "too-many-requests",
-                      f"too many failed log-ins; try again in {wait} s",
-                      headers={"Retry-After": str(wait)})
-    row = await pool.fetchrow(
-        "SELECT id, password_hash, role, node_id, disabled FROM admin_users WHERE username = $1",
-        data.username.lower(),
-    )
-    ok = await verify_password(row["password_hash"] if row else None, data.password)
-    if not ok or row is None or row["disabled"]:
-        limiter.failed(keys)
-        state.log.warning("admin.login_failed", username=data.username[:64], client_ip=client)
+    _attempt(state.login_limiter, keys)
+    right = None
+    try:
+        row = await pool.fetchrow(
+            "SELECT u.id, u.username, u.password_hash, u.role, u.node_id, u.disabled, n.path"
+            " FROM admin_users u JOIN org_nodes n ON n.id = u.node_id WHERE u.username = $1",
+            data.username.lower(),
+        )
+        ok = await verify_password(row["password_hash"] if row else None, data.password)
+        right = ok and not row["disabled"]
+    finally:
+        state.login_limiter.finished(keys, right)
+    # The audit row of the attempt: never the password, and for a user name that does not
+    # exist not what was typed either (often a password typed into the wrong field).
+    if row is None:
+        who = Actor(user_id=0, username="(no such user)", role="", client_ip=client,
+                    node_id=0, node_path=[await pool.fetchval(
+                        "SELECT id FROM org_nodes WHERE parent_id IS NULL")])
+    else:
+        who = Actor(user_id=row["id"], username=row["username"], role=row["role"],
+                    node_id=row["node_id"], node_path=list(row["path"]), client_ip=client)
+    if not right:
+        reason = ("no such user" if row is None else "wrong password" if not ok
+                  else "log-in disabled")
+        async with change(pool, who) as tx:
+            tx.audit("auth.login_failed", "user", who.user_id or "", who.node_path,
+                     after={"reason": reason})
+        state.log.warning("admin.login_failed", user_id=who.user_id or None, reason=reason,
+                          client_ip=client)
         raise Problem(401, "not-authenticated", "wrong user name or password")
-    limiter.succeeded(keys[0])
     token, digest = new_token()
-    await pool.execute(
-        "INSERT INTO admin_tokens (token_sha256, user_id, expires_at)"
-        " VALUES ($1, $2, now() + make_interval(secs => $3))",
-        digest, row["id"], float(settings.token_seconds),
-    )
+    async with change(pool, who) as tx:
+        await tx.conn.execute(
+            "INSERT INTO admin_tokens (token_sha256, user_id, expires_at)"
+            " VALUES ($1, $2, now() + make_interval(secs => $3))",
+            digest, row["id"], float(settings.token_seconds),
+        )
+        tx.audit("auth.login", "user", row["id"], who.node_path)
     return TokenOut(access_token=token, token_type="Bearer", expires_in=settings.token_seconds,
                     role=row["role"], node_id=row["node_id"])
+
+
+@post("/auth/password", opt={"permission": "any"}, tags=["auth"], status_code=204,
+      summary="Change your own password (the old one is required); your other tokens end",
+      responses={429: ResponseSpec(ProblemBody, media_type=MEDIA_TYPE, generate_examples=False,
+                                   description="Too many wrong old passwords; Retry-After "
+                                   "says when to try again")})
+async def change_password(data: PasswordChangeIn, request: Request[Any, Any, Any],
+                          state: State, actor: Actor) -> None:
+    if actor.api_key_id is not None:
+        raise Problem(409, "conflict", "an API key has no password")
+    client = request.client.host if request.client else ""
+    keys = ["user:" + actor.username, "ip:" + client]
+    _attempt(state.login_limiter, keys)
+    right = None
+    try:
+        stored = await state.pool.fetchval(
+            "SELECT password_hash FROM admin_users WHERE id = $1", actor.user_id)
+        right = await verify_password(stored, data.old_password)
+    finally:
+        state.login_limiter.finished(keys, right)
+    if not right:
+        raise Problem(403, "forbidden", "old_password is not your current password")
+    _require_strong(data.new_password, actor.username, "new_password")
+    if data.new_password == data.old_password:
+        raise Problem(422, "weak-password", "new_password: not the old password")
+    digest = await hash_password(data.new_password)
+    token = _bearer(request)
+    assert token is not None
+    async with change(state.pool, actor) as tx:
+        await tx.conn.execute("UPDATE admin_users SET password_hash = $2 WHERE id = $1",
+                              actor.user_id, digest)
+        revoked = await tx.conn.fetchval(
+            "WITH r AS (UPDATE admin_tokens SET revoked_at = now() WHERE user_id = $1"
+            " AND revoked_at IS NULL AND token_sha256 <> $2 RETURNING 1) SELECT count(*) FROM r",
+            actor.user_id, token_sha256(token))
+        tx.audit("user.password_change", "user", actor.user_id, actor.node_path,
+                 after={"other_tokens_revoked": revoked})
 
 
 @post("/auth/logout", opt={"permission": "any"}, tags=["auth"], status_code=204,
@@ -213,13 +292,15 @@ async def create_user(data: UserIn, actor: Actor, state: State) -> UserOut:
             "SELECT n.path FROM people p JOIN org_nodes n ON n.id = p.node_id WHERE p.id = $1",
             pid)
         actor.require_node(list(ppath) if ppath else None, f"person {pid}")
+    _require_strong(data.password, data.username, "password")
     digest = await hash_password(data.password)
     async with change(pool, actor) as tx:
         row = await tx.conn.fetchrow(
-            "INSERT INTO admin_users (username, node_id, role, password_hash, person_id)"
-            " VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO admin_users (username, node_id, role, password_hash, person_id,"
+            " created_by) VALUES ($1, $2, $3, $4, $5, $6)"
             " RETURNING id, username, role, node_id, person_id, disabled",
             data.username, data.node_id, data.role, digest, data.person_id,
+            actor.user_id or None,
         )
         for pid in data.children:
             await tx.conn.execute("INSERT INTO parent_links VALUES ($1, $2)", row["id"], pid)
@@ -262,4 +343,4 @@ async def disable_user(user_id: Id, actor: Actor, state: State) -> UserOut:
     return after
 
 
-ROUTES = [login, logout, me, create_user, list_users, disable_user]
+ROUTES = [login, logout, change_password, me, create_user, list_users, disable_user]

@@ -5,7 +5,9 @@ never by whoever drafted it), and executes once, when the last level approves: e
 a movement at the switch under a txn_seq drawn in the approving transaction, so a document that
 could not finish (the switch was down) executes again with the same txn_seqs and nothing moves
 twice. A rejected document can be revised (a new version, approval starts over) and submitted
-again. Every step is recorded (`approval_steps`) and audited.
+again. Every step is recorded (`approval_steps`) and audited. The states (`Status`), the steps
+(`Step`) and which step leads from which state to which (`TRANSITIONS`) are one table below: a
+new kind of document adds rows there, and every state change goes through `_move_to`.
 
 What a line does when executed:
 
@@ -28,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
 import io
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import asyncpg
 import msgspec
@@ -56,6 +59,50 @@ AMOUNT_MAX: Final = 10_000_000
 WALLETS: Final = {"main": 0, "subsidy": 1}
 WALLET_NAMES: Final = {0: "main", 1: "subsidy"}
 Comment = Annotated[str, Meta(max_length=500)]
+
+
+class Status(enum.StrEnum):
+    """A document's state (`documents.status`)."""
+
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXECUTED = "executed"
+    FAILED = "failed"
+
+
+class Step(enum.StrEnum):
+    """What moves a document from one state to another (`approval_steps.decision`)."""
+
+    SUBMIT = "submit"
+    APPROVE = "approve"
+    REJECT = "reject"
+    REVISE = "revise"
+    EXECUTE = "execute"
+
+
+class Transition(NamedTuple):
+    sources: frozenset[Status]
+    """The states the step is taken from (else 409)."""
+    targets: frozenset[Status]
+    """The states it may lead to."""
+
+
+TRANSITIONS: Final[dict[Step, Transition]] = {
+    Step.SUBMIT: Transition(frozenset({Status.DRAFT}), frozenset({Status.SUBMITTED})),
+    # Approved at the last level; submitted (one more level approved) before it.
+    Step.APPROVE: Transition(frozenset({Status.SUBMITTED}),
+                             frozenset({Status.SUBMITTED, Status.APPROVED})),
+    Step.REJECT: Transition(frozenset({Status.SUBMITTED}), frozenset({Status.REJECTED})),
+    Step.REVISE: Transition(frozenset({Status.DRAFT, Status.REJECTED, Status.FAILED}),
+                            frozenset({Status.DRAFT})),
+    Step.EXECUTE: Transition(frozenset({Status.APPROVED}),
+                             frozenset({Status.EXECUTED, Status.FAILED})),
+}
+"""Every state change of a document: a new kind of document adds rows here, not literals."""
+PENDING: Final = [str(s) for s in (Status.DRAFT, Status.SUBMITTED, Status.APPROVED)]
+"""The states in which a document has yet to move money (a cancellation holds its accounts)."""
 
 
 class LineIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -155,14 +202,25 @@ async def _doc(conn: Any, actor: Actor, doc_id: int, *, lock: bool = False) -> a
     return row
 
 
-async def _locked(tx: Change, actor: Actor, doc_id: int, statuses: tuple[str, ...],
-                  why: str = "") -> asyncpg.Record:
-    """The document, locked for a state transition; 409 unless it is in one of `statuses`
+async def _locked(tx: Change, actor: Actor, doc_id: int, step: Step, why: str = ""
+                  ) -> asyncpg.Record:
+    """The document, locked for `step`; 409 unless it is in a state the step is taken from
     (`why` ends the message)."""
     doc = await _doc(tx.conn, actor, doc_id, lock=True)
-    if doc["status"] not in statuses:
+    if doc["status"] not in TRANSITIONS[step].sources:
         raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}{why}")
     return doc
+
+
+async def _move_to(conn: Any, doc: asyncpg.Record, step: Step, to: Status, sets: str = "",
+                   *args: Any) -> None:
+    """Take `step` from the document's state to `to`, which TRANSITIONS must allow; `sets`
+    adds columns to the UPDATE (parameters from $3 on: `args`). Conditional on the state the
+    document was read in, so a step never applies to a document another request moved on."""
+    assert doc["status"] in TRANSITIONS[step].sources and to in TRANSITIONS[step].targets, (
+        step, doc["status"], to)
+    await conn.execute(f"UPDATE documents SET status = $2{sets} WHERE id = $1"
+                       f" AND status = ${len(args) + 3}", doc["id"], to, *args, doc["status"])
 
 
 async def _out(conn: Any, row: asyncpg.Record, *, full: bool = True) -> DocumentOut:
@@ -201,8 +259,8 @@ async def pending_cancellation(conn: Any, account_id: int, *, exclude: int = 0) 
     doc = await conn.fetchval(
         "SELECT d.id FROM documents d JOIN document_lines l ON l.document_id = d.id"
         " JOIN people p ON p.id = l.person_id WHERE p.account_id = $1"
-        " AND d.doc_type = 'cancellation' AND d.status IN ('draft', 'submitted', 'approved')"
-        " AND d.id <> $2 LIMIT 1", account_id, exclude)
+        " AND d.doc_type = 'cancellation' AND d.status = ANY($3::text[])"
+        " AND d.id <> $2 LIMIT 1", account_id, exclude, PENDING)
     return int(doc) if doc is not None else None
 
 
@@ -283,7 +341,7 @@ async def _levels(conn: Any, tenant_id: int, doc_type: str) -> int:
     return int(levels or DEFAULT_LEVELS[doc_type])
 
 
-async def _step(tx: Change, doc: asyncpg.Record, level: int, decision: str, comment: str,
+async def _step(tx: Change, doc: asyncpg.Record, level: int, decision: Step, comment: str,
                 version: int | None = None) -> None:
     await tx.conn.execute(
         "INSERT INTO approval_steps (document_id, version, level, user_id, decision, comment)"
@@ -391,7 +449,7 @@ async def submit_document(doc_id: Id, data: DecisionIn, actor: Actor, state: Sta
                           ) -> DocumentOut:
     _staff(actor)
     async with change(state.pool, actor) as tx:
-        doc = await _locked(tx, actor, doc_id, ("draft",), ", not a draft")
+        doc = await _locked(tx, actor, doc_id, Step.SUBMIT, ", not a draft")
         froze = False
         if doc["doc_type"] == "cancellation":
             froze = bool(await tx.conn.fetchval(
@@ -399,13 +457,12 @@ async def submit_document(doc_id: Id, data: DecisionIn, actor: Actor, state: Sta
                 " ON p.id = l.person_id JOIN accounts a ON a.id = p.account_id"
                 " WHERE l.document_id = $1", doc_id))
             await _set_frozen(tx, doc, True)
-        await tx.conn.execute(
-            "UPDATE documents SET status = 'submitted', submitted_at = now(), failure = '',"
-            " froze_account = $2 WHERE id = $1", doc_id, froze)
-        await _step(tx, doc, 0, "submit", data.comment)
+        await _move_to(tx.conn, doc, Step.SUBMIT, Status.SUBMITTED,
+                       ", submitted_at = now(), failure = '', froze_account = $3", froze)
+        await _step(tx, doc, 0, Step.SUBMIT, data.comment)
         out = await _out(tx.conn, await _doc(tx.conn, actor, doc_id))
         tx.audit("document.submit", "document", doc_id, list(doc["node_path"]),
-                 before={"status": doc["status"]}, after={"status": "submitted"})
+                 before={"status": doc["status"]}, after={"status": Status.SUBMITTED})
         return out
 
 
@@ -418,28 +475,28 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
     _staff(actor)
     money: Money = state.money
     async with change(state.pool, actor) as tx:
-        doc = await _locked(tx, actor, doc_id, ("submitted",),
+        doc = await _locked(tx, actor, doc_id, Step.APPROVE,
                             ": only a submitted document is approved")
         if doc["created_by"] == actor.user_id:
             raise Problem(403, "forbidden", "nobody approves a document they drafted")
         if await tx.conn.fetchval(
                 "SELECT true FROM approval_steps WHERE document_id = $1 AND version = $2"
-                " AND user_id = $3 AND decision = 'approve'", doc_id, doc["version"],
-                actor.user_id):
+                " AND user_id = $3 AND decision = $4", doc_id, doc["version"],
+                actor.user_id, Step.APPROVE):
             raise Problem(403, "forbidden", "each level is approved by a different person")
         if await tx.conn.fetchval(
                 "SELECT true FROM approval_steps WHERE document_id = $1 AND version = $2"
-                " AND user_id = $3 AND decision IN ('submit', 'revise')", doc_id,
-                doc["version"], actor.user_id):
+                " AND user_id = $3 AND decision = ANY($4::text[])", doc_id,
+                doc["version"], actor.user_id, [Step.SUBMIT, Step.REVISE]):
             raise Problem(403, "forbidden", "nobody approves a version they revised or "
                           "submitted")
+        await _independent(tx, doc, state.settings.approver_cooling_off_seconds)
         level = doc["approved_levels"] + 1
-        await _step(tx, doc, level, "approve", data.comment)
+        await _step(tx, doc, level, Step.APPROVE, data.comment)
         final = level >= doc["levels"]
-        await tx.conn.execute(
-            "UPDATE documents SET approved_levels = $2, status = $3,"
-            " decided_at = CASE WHEN $4 THEN now() ELSE decided_at END WHERE id = $1",
-            doc_id, level, "approved" if final else "submitted", final)
+        after = Status.APPROVED if final else Status.SUBMITTED
+        await _move_to(tx.conn, doc, Step.APPROVE, after, ", approved_levels = $3,"
+                       " decided_at = CASE WHEN $4 THEN now() ELSE decided_at END", level, final)
         if final:
             # The txn_seqs of the movements, drawn and stored with the approval.
             money.require()
@@ -452,11 +509,35 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
                     await money.next_txn_seq(tx.conn))
         tx.audit("document.approve", "document", doc_id, list(doc["node_path"]),
                  before={"status": doc["status"], "approved_levels": doc["approved_levels"]},
-                 after={"status": "approved" if final else "submitted",
-                        "approved_levels": level})
+                 after={"status": after, "approved_levels": level})
     if final:
         return await _execute(state, actor, doc_id)
     return await _out(state.pool, await _doc(state.pool, actor, doc_id))
+
+
+async def _independent(tx: Change, doc: asyncpg.Record, cooling_off_seconds: int) -> None:
+    """403 unless the approver is a second person: a log-in at least the cooling-off period
+    old, not made (directly or through log-ins it made) by the drafter or by anyone who
+    submitted, revised or approved this version."""
+    row = await tx.conn.fetchrow(
+        "WITH RECURSIVE makers(id) AS ("
+        "  SELECT created_by FROM admin_users WHERE id = $1"
+        "  UNION SELECT u.created_by FROM admin_users u JOIN makers m ON u.id = m.id),"
+        " round(id) AS (SELECT $2::int UNION SELECT user_id FROM approval_steps"
+        "  WHERE document_id = $3 AND version = $4)"
+        " SELECT (SELECT u.username FROM makers m JOIN round r ON r.id = m.id"
+        "         JOIN admin_users u ON u.id = m.id LIMIT 1) AS maker,"
+        " (SELECT created_at > now() - make_interval(secs => $5) FROM admin_users"
+        "  WHERE id = $1) AS young",
+        tx.actor.user_id, doc["created_by"], doc["id"], doc["version"],
+        float(cooling_off_seconds))
+    if row["maker"] is not None:
+        raise Problem(403, "forbidden", f"your log-in was made by {row['maker']} (or by a "
+                      "log-in they made), who drafted, submitted, revised or approved this "
+                      "document: a second person approves it")
+    if row["young"]:
+        raise Problem(403, "forbidden", "your log-in is younger than the approver cooling-off "
+                      f"period ({cooling_off_seconds} s): it approves documents once it is older")
 
 
 @post("/documents/{doc_id:int}/reject", opt={"permission": "documents.approve"},
@@ -465,16 +546,16 @@ async def reject_document(doc_id: Id, data: DecisionIn, actor: Actor, state: Sta
                           ) -> DocumentOut:
     _staff(actor)
     async with change(state.pool, actor) as tx:
-        doc = await _locked(tx, actor, doc_id, ("submitted",))
+        doc = await _locked(tx, actor, doc_id, Step.REJECT)
         if doc["created_by"] == actor.user_id:
             raise Problem(403, "forbidden", "nobody decides on a document they drafted")
         if doc["froze_account"]:
             await _set_frozen(tx, doc, False)
-        await tx.conn.execute("UPDATE documents SET status = 'rejected', decided_at = now(),"
-                              " froze_account = false WHERE id = $1", doc_id)
-        await _step(tx, doc, doc["approved_levels"] + 1, "reject", data.comment)
+        await _move_to(tx.conn, doc, Step.REJECT, Status.REJECTED,
+                       ", decided_at = now(), froze_account = false")
+        await _step(tx, doc, doc["approved_levels"] + 1, Step.REJECT, data.comment)
         tx.audit("document.reject", "document", doc_id, list(doc["node_path"]),
-                 before={"status": doc["status"]}, after={"status": "rejected",
+                 before={"status": doc["status"]}, after={"status": Status.REJECTED,
                                                           "comment": data.comment})
         return await _out(tx.conn, await _doc(tx.conn, actor, doc_id))
 
@@ -486,8 +567,8 @@ async def revise_document(doc_id: Id, data: ReviseIn, actor: Actor, state: State
                           ) -> DocumentOut:
     _staff(actor)
     async with change(state.pool, actor) as tx:
-        doc = await _locked(tx, actor, doc_id, ("rejected", "draft", "failed"))
-        if doc["status"] == "failed" and await tx.conn.fetchval(
+        doc = await _locked(tx, actor, doc_id, Step.REVISE)
+        if doc["status"] == Status.FAILED and await tx.conn.fetchval(
                 "SELECT true FROM document_lines WHERE document_id = $1 AND result_code = 0",
                 doc_id):
             raise Problem(409, "conflict", "part of this document has moved money: it cannot be "
@@ -497,13 +578,12 @@ async def revise_document(doc_id: Id, data: ReviseIn, actor: Actor, state: State
         if tenant != doc["tenant_id"]:
             raise Problem(422, "unprocessable", "a revision stays in the document's tenant")
         await _write_lines(tx, doc_id, rows)
-        await tx.conn.execute(
-            "UPDATE documents SET status = 'draft', version = version + 1, approved_levels = 0,"
-            " title = $2, reason = $3, total_fen = $4, lines_count = $5, failure = '',"
-            " node_id = $6, node_path = $7 WHERE id = $1",
-            doc_id, data.title, data.reason, sum(abs(r[2]) for r in rows), len(rows), path[-1],
-            path)
-        await _step(tx, doc, 0, "revise", "", version=doc["version"] + 1)
+        await _move_to(
+            tx.conn, doc, Step.REVISE, Status.DRAFT, ", version = version + 1, approved_levels"
+            " = 0, title = $3, reason = $4, total_fen = $5, lines_count = $6, failure = '',"
+            " node_id = $7, node_path = $8", data.title, data.reason,
+            sum(abs(r[2]) for r in rows), len(rows), path[-1], path)
+        await _step(tx, doc, 0, Step.REVISE, "", version=doc["version"] + 1)
         out = await _out(tx.conn, await _doc(tx.conn, actor, doc_id))
         tx.audit("document.revise", "document", doc_id, path, before=before, after=out)
         return out
@@ -516,7 +596,7 @@ async def revise_document(doc_id: Id, data: ReviseIn, actor: Actor, state: State
 async def execute_document(doc_id: Id, actor: Actor, state: State) -> DocumentOut:
     _staff(actor)
     doc = await _doc(state.pool, actor, doc_id)
-    if doc["status"] != "approved":
+    if doc["status"] not in TRANSITIONS[Step.EXECUTE].sources:
         raise Problem(409, "conflict", f"document {doc_id} is {doc['status']}: only an approved "
                       "document that has not finished is executed")
     return await _execute(state, actor, doc_id)
@@ -548,7 +628,7 @@ async def _execute_locked(state: State, actor: Actor, doc_id: int) -> DocumentOu
     money: Money = state.money
     pool = state.pool
     doc = await _doc(pool, actor, doc_id)
-    if doc["status"] != "approved":
+    if doc["status"] not in TRANSITIONS[Step.EXECUTE].sources:
         return await _out(pool, doc)  # another execution finished it meanwhile
     select = ("SELECT l.*, p.account_id, p.tenant_id FROM document_lines l JOIN people p"
               " ON p.id = l.person_id WHERE l.document_id = $1 ORDER BY l.line_no")
@@ -580,14 +660,12 @@ async def _execute_locked(state: State, actor: Actor, doc_id: int) -> DocumentOu
             continue
         line_no = line["line_no"]
 
-        async def renew(line_no: int = line_no) -> int:
-            async with pool.acquire() as conn:
-                fresh = await money.next_txn_seq(conn)
-                await conn.execute(
-                    "UPDATE document_lines SET terminal_id = $3, txn_seq = $4"
-                    " WHERE document_id = $1 AND line_no = $2", doc_id, line_no,
-                    money.terminal_id, fresh)
-            return fresh
+        async def renew(old: int, fresh: int, line_no: int = line_no) -> bool:
+            return bool(await pool.fetchval(
+                "UPDATE document_lines SET txn_seq = $5 WHERE document_id = $1"
+                " AND line_no = $2 AND terminal_id = $3 AND txn_seq = $4"
+                " AND result_code IS NULL RETURNING true", doc_id, line_no, money.terminal_id,
+                old, fresh))
 
         try:
             out = await _move(pool, money, kind, line, renew)
@@ -605,18 +683,16 @@ async def _execute_locked(state: State, actor: Actor, doc_id: int) -> DocumentOu
                                " WHERE document_id = $1", doc_id)
     declined = [r for r in results if r["amount_fen"] != 0 and r["result_code"] != 0]
     async with change(pool, actor) as tx:
-        status = "failed" if declined else "executed"
         failure = (f"{len(declined)} of {len(results)} lines were declined by the switch"
                    if declined else "")
         if kind == "cancellation" and not declined:
             failure = await _close_accounts(tx, doc_id)
-            status = "failed" if failure else "executed"
-        await tx.conn.execute(
-            "UPDATE documents SET status = $2, executed_at = now(), failure = $3"
-            " WHERE id = $1 AND status = 'approved'", doc_id, status, failure)
-        await _step(tx, doc, doc["levels"], "execute", failure)
+        status = Status.FAILED if failure else Status.EXECUTED
+        await _move_to(tx.conn, doc, Step.EXECUTE, status,
+                       ", executed_at = now(), failure = $3", failure)
+        await _step(tx, doc, doc["levels"], Step.EXECUTE, failure)
         tx.audit("document.execute", "document", doc_id, list(doc["node_path"]),
-                 before={"status": "approved"}, after={"status": status, "failure": failure})
+                 before={"status": doc["status"]}, after={"status": status, "failure": failure})
     return await _out(pool, await _doc(pool, actor, doc_id))
 
 
@@ -673,11 +749,11 @@ async def _close_accounts(tx: Change, doc_id: int) -> str:
 
 async def _fail(state: State, actor: Actor, doc: asyncpg.Record, why: str) -> DocumentOut:
     async with change(state.pool, actor) as tx:
-        await tx.conn.execute("UPDATE documents SET status = 'failed', failure = $2"
-                              " WHERE id = $1 AND status = 'approved'", doc["id"], why[:500])
-        await _step(tx, doc, doc["levels"], "execute", why[:500])
+        await _move_to(tx.conn, doc, Step.EXECUTE, Status.FAILED, ", failure = $3", why[:500])
+        await _step(tx, doc, doc["levels"], Step.EXECUTE, why[:500])
         tx.audit("document.fail", "document", doc["id"], list(doc["node_path"]),
-                 before={"status": doc["status"]}, after={"status": "failed", "failure": why})
+                 before={"status": doc["status"]}, after={"status": Status.FAILED,
+                                                          "failure": why})
     return await _out(state.pool, await _doc(state.pool, actor, doc["id"]))
 
 
@@ -693,6 +769,10 @@ async def set_policy(data: PolicyIn, actor: Actor, state: State) -> PolicyOut:
             raise Problem(422, "unprocessable", "approval levels are set per tenant: give the "
                           "tenant's node")
         before = await _levels(tx.conn, node["tenant_id"], data.doc_type)
+        if data.levels < before and actor.node_id == data.node_id:
+            raise Problem(403, "forbidden", f"fewer approval levels ({before} to {data.levels}) "
+                          "are set by an admin above the tenant (its agent or the platform); "
+                          "the tenant's own admins may only add levels")
         await tx.conn.execute(
             "INSERT INTO approval_policies VALUES ($1, $2, $3) ON CONFLICT (tenant_id, doc_type)"
             " DO UPDATE SET levels = EXCLUDED.levels", node["tenant_id"], data.doc_type,

@@ -71,11 +71,26 @@ def _sha(body: bytes, path: str) -> bytes:
 async def _idempotent(request: Request[Any, Any, Any], state: State, actor: Actor, key: str,
                       run: Any) -> Response[Any]:
     """Run `run(movement) -> (status, body, audit)` once per (log-in, key). `movement` knows
-    the stored (terminal, txn_seq) and can renew the txn_seq (stored before it is used)."""
+    the stored (terminal, txn_seq) and can renew the txn_seq (compare-and-set, stored before
+    it is used). Repeats of the key wait for the one in progress in this process and get its
+    answer; the answer and its one audit row are stored by whichever request stores first."""
     if actor.user_id <= 0:
         raise Problem(403, "forbidden", "money requests need a log-in, not an API key")
     money: Money = state.money
     digest = _sha(await request.body(), request.url.path)
+    async with money.lock((actor.user_id, key)):
+        return await _once(state, actor, key, digest, run)
+
+
+def _replay(row: Any) -> Response[Any]:
+    return Response(msgspec.json.decode(row["response"]), status_code=row["status_code"],
+                    media_type=MEDIA_TYPE if row["status_code"] >= 400 else None,
+                    headers={"Idempotent-Replay": "true"})
+
+
+async def _once(state: State, actor: Actor, key: str, digest: bytes, run: Any
+                ) -> Response[Any]:
+    money: Money = state.money
     async with state.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT request_sha256, status_code, response::text, terminal_id, txn_seq"
@@ -86,10 +101,7 @@ async def _idempotent(request: Request[Any, Any, Any], state: State, actor: Acto
                 raise Problem(422, "idempotency-key-reused", "this Idempotency-Key was used for "
                               "another request; use a new key for a new request")
             if row["response"] is not None:
-                return Response(msgspec.json.decode(row["response"]),
-                                status_code=row["status_code"],
-                                media_type=MEDIA_TYPE if row["status_code"] >= 400 else None,
-                                headers={"Idempotent-Replay": "true"})
+                return _replay(row)
             terminal, txn_seq = row["terminal_id"], row["txn_seq"]
         else:
             terminal, txn_seq = money.terminal_id, await money.next_txn_seq(conn)
@@ -98,21 +110,24 @@ async def _idempotent(request: Request[Any, Any, Any], state: State, actor: Acto
                 " VALUES ($1, $2, $3, $4, $5)", actor.user_id, key, digest, money.terminal_id,
                 txn_seq)
 
-    async def renew() -> int:
-        async with state.pool.acquire() as conn:
-            fresh = await money.next_txn_seq(conn)
-            await conn.execute(
-                "UPDATE idempotency_keys SET terminal_id = $3, txn_seq = $4"
-                " WHERE user_id = $1 AND key = $2", actor.user_id, key, money.terminal_id, fresh)
-        return fresh
+    async def renew(old: int, fresh: int) -> bool:
+        return bool(await state.pool.fetchval(
+            "UPDATE idempotency_keys SET txn_seq = $5 WHERE user_id = $1 AND key = $2"
+            " AND terminal_id = $3 AND txn_seq = $4 AND response IS NULL RETURNING true",
+            actor.user_id, key, money.terminal_id, old, fresh))
 
     status, body, audit = await run(Movement(terminal, txn_seq, renew))
     async with change(state.pool, actor) as tx:
-        await tx.conn.execute(
+        stored = await tx.conn.fetchval(
             "UPDATE idempotency_keys SET status_code = $3, response = $4::jsonb"
-            " WHERE user_id = $1 AND key = $2", actor.user_id, key, status,
-            msgspec.json.encode(body).decode())
-        tx.audit(*audit[:4], after=audit[4])
+            " WHERE user_id = $1 AND key = $2 AND response IS NULL RETURNING true",
+            actor.user_id, key, status, msgspec.json.encode(body).decode())
+        if stored:
+            tx.audit(*audit[:4], after=audit[4])
+    if not stored:  # another process answered this key from the journal first
+        return _replay(await state.pool.fetchrow(
+            "SELECT status_code, response::text FROM idempotency_keys WHERE user_id = $1"
+            " AND key = $2", actor.user_id, key))
     return Response(body, status_code=status, media_type=MEDIA_TYPE if status >= 400 else None)
 
 

@@ -53,6 +53,10 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # A cardholder's phone QR code (GET /self/people/{id}/qr) is valid this long; it needs
     # master_secret (its key is derived from it).
     qr_seconds: Annotated[int, Meta(ge=10, le=300)] = 60
+    # A log-in approves documents only once it is this old (24 h): log-ins made to approve
+    # a document of their maker's are refused anyway; this gives everyone else a day to see
+    # a new log-in in the audit trail before it can approve. 0 turns the wait off.
+    approver_cooling_off_seconds: Annotated[int, Meta(ge=0, le=30 * 86_400)] = 86_400
     pool_max: Annotated[int, Meta(ge=1, le=200)] = 10
     # Cards past their valid_until are cancelled (and refused by the switches) this often.
     expiry_check_seconds: Annotated[float, Meta(ge=0.1, le=86_400)] = 300.0

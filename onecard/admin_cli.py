@@ -180,15 +180,16 @@ def _meal_windows(text: str) -> tuple[MealWindow, ...]:
 def cmd_admin_init(args: argparse.Namespace) -> int:
     from admin_api import Problem
     from admin_api._bootstrap import TenantPlan, bootstrap
+    from admin_api._passwords import weak
 
     dsn = args.dsn or os.environ.get("ONECARD_DSN")
     if not dsn:
         print("onecard admin-init: give --dsn or set ONECARD_DSN", file=sys.stderr)
         return 2
     password = _password(args)
-    if len(password) < 10:
-        print("onecard admin-init: the password must have at least 10 characters",
-              file=sys.stderr)
+    why = weak(password, args.username)
+    if why is not None:
+        print(f"onecard admin-init: the password is refused: {why}", file=sys.stderr)
         return 2
 
     tenant = (TenantPlan(args.tenant, args.utc_offset, args.meal_windows) if args.tenant

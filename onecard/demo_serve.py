@@ -94,7 +94,9 @@ async def _serve(options: DemoOptions) -> None:
             env = {**svc.switch_env, "ONECARD_PORT": str(free_port()),
                    "ONECARD_METRICS_PORT": str(free_port())}
             switch = SwitchProcess(dsn, master.hex(), extra_env=env).start()
+            # The demo's log-ins were made a moment ago: no cooling-off before they approve.
             admin = AdminProcess(dsn, master.hex(), extra_env={
+                "ONECARD_ADMIN_APPROVER_COOLING_OFF_SECONDS": "0",
                 "ONECARD_ADMIN_SWITCH_PORT": str(switch.port),
                 "ONECARD_ADMIN_PORT": str(options.admin_port or free_port())}).start()
             print("")

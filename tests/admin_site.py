@@ -73,6 +73,8 @@ class AdminSite(Site):
     def start_admin(self, **env: str) -> AdminProcess:
         # The site's master secret (ONECARD_MASTER_SECRET): the API issues terminal keys, and
         # derives its own admin terminal's key to reach the switch (when one runs).
+        # Log-ins made by a test approve at once (tests of the cooling-off period set it).
+        env = {"ONECARD_ADMIN_APPROVER_COOLING_OFF_SECONDS": "0", **env}
         if self.switch is not None:
             env = {"ONECARD_ADMIN_SWITCH_PORT": str(self.switch.port), **env}
         self.admin = AdminProcess(self.dsn, self.master.hex(), extra_env=env).start()

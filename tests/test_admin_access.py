@@ -115,6 +115,7 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
     values = {"node_id": w["node"]["id"], "parent_id": w["node"]["id"], "kind": "department",
               "name": "x", "class_id": 2, "card_no": new_card_no(), "username": "intruder",
               "password": PASSWORD, "role": "card_office",
+              "old_password": "not the password", "new_password": "a new long passphrase",
               "new_card": {"card_no": new_card_no()}, "template_id": "t-1", "windows": []}
     values.update(scopes=["events.read"], person_ids=[w["person"]["id"]], people=[
         {"external_id": "CANARY-2", "name": "x", "node_id": w["node"]["id"], "class_id": 2}])
