@@ -20,7 +20,6 @@ import datetime as dt
 import io
 import re
 import zipfile
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -227,8 +226,10 @@ def check_unpacked(data: bytes) -> None:
                     # with zipfile too, will never see more.
                     while f.read(1024 * 1024):
                         pass
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
-            zlib.error) as exc:
+    except Problem:
+        raise
+    except Exception as exc:  # a damaged zip: BadZipFile, zlib.error, EOFError, RuntimeError
+        # (encrypted), NotImplementedError (an unknown compression), lzma and bz2 errors...
         raise ImportRejected(0, [RowError(0, "", f"not an XLSX workbook: {exc}")]) from None
 
 
