@@ -9,6 +9,7 @@ CSV cell is never a formula. X-Forwarded-For is believed only from the proxies c
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from collections.abc import Iterator
@@ -217,3 +218,15 @@ def test_trusted_proxies_must_be_addresses_or_networks() -> None:
     assert s.trusted_proxy_list == ["10.0.0.5", "192.168.0.0/24"]
     with pytest.raises(SettingsError, match=r"trusted_proxies: 'proxy\.example' is neither"):
         load_settings(env={**env, "ONECARD_ADMIN_TRUSTED_PROXIES": "10.0.0.5,proxy.example"})
+
+
+def test_numbers_in_text_are_ascii_digits(site: AdminSite) -> None:
+    """str.isdigit() takes '²' (which int() refuses: a 500) and '٣' (which int() reads as 3):
+    a cursor of such digits is not one this API gave out."""
+    root = site.api()
+    for lsn in ("²", "٣", "1" * 30):
+        cursor = base64.urlsafe_b64encode(f"1:{lsn}:0".encode()).decode().rstrip("=")
+        r = root.get("/integration/events", params={"cursor": cursor})
+        assert r.status_code == 400 and r.json()["errors"][0]["field"] == "cursor", (lsn, r.text)
+    good = base64.urlsafe_b64encode(b"1:0:0").decode().rstrip("=")
+    assert root.get("/integration/events", params={"cursor": good}).status_code == 200
