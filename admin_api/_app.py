@@ -50,6 +50,7 @@ from admin_api import (
     _routes_reports,
 )
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
+from admin_api._bodies import JsonBodyRequest
 from admin_api._docs import assets_router, swagger_plugin
 from admin_api._expiry import run_expiry
 from admin_api._money import Money
@@ -170,6 +171,7 @@ _PROBLEMS = {
     403: "The log-in's role may not do this",
     404: "No such object in the log-in's part of the organisation",
     409: "The change conflicts with the state of the data (e.g. a card already issued)",
+    415: "The body is not sent as application/json",
     422: "The request is well-formed but breaks a rule (e.g. an eighth level)",
     429: "Too many failed log-ins; Retry-After says when to try again",
     502: "The switch refused or failed the request",
@@ -182,6 +184,8 @@ def document_problems(handlers: list[Any]) -> None:
     for handler in handlers:
         permission = handler.opt.get("permission")
         codes = [400, 401, 429] if permission == PUBLIC else [400, 401, 403, 404, 409, 422]
+        if handler.parsed_data_field is not None:
+            codes.append(415)
         if handler.opt.get("switch"):
             codes += [502, 503]
         specs = {code: ResponseSpec(ProblemBody, description=_PROBLEMS[code],
@@ -255,6 +259,7 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
         dependencies={"actor": Provide(provide_actor)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[request_middleware(metrics)],
+        request_class=JsonBodyRequest,
         lifespan=[lifespan],
         openapi_config=openapi_config(),
         state=State({"settings": settings, "metrics": metrics, "log": log,

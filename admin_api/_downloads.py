@@ -72,13 +72,23 @@ def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
 
 def _xlsx(title: str, header: list[str], rows: list[list[Any]]) -> bytes:
     from openpyxl import Workbook
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    def cell(value: Any) -> Any:
+        # A spreadsheet's numbers are doubles: integers past 2**53 (long card numbers) as text.
+        if isinstance(value, int) and abs(value) >= 2**53:
+            return str(value)
+        # XML has no control characters but tab, LF and CR: the others (in a title, a name)
+        # are shown as U+FFFD, the replacement character, rather than fail the download.
+        if isinstance(value, str):
+            return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+        return value
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet(title[:31])
     ws.append(header)
     for row in rows:
-        # A spreadsheet's numbers are doubles: integers past 2**53 (long card numbers) as text.
-        ws.append([str(v) if isinstance(v, int) and abs(v) >= 2**53 else v for v in row])
+        ws.append([cell(v) for v in row])
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()

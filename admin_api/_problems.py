@@ -142,9 +142,10 @@ def handle_postgres(request: Request[Any, Any, Any], exc: Exception) -> Response
         return problem_response(503, "retry", "the change met another one at the same moment "
                                 "and was undone; repeat it", request.url.path,
                                 headers={"Retry-After": "1"})
-    if isinstance(exc, asyncpg.DataError):
-        return problem_response(400, "invalid-request", "a value does not fit its field: "
-                                + str(exc).split("\n")[0][:200], request.url.path)
+    if isinstance(exc, asyncpg.DataError):  # the driver's text names our SQL, not the field
+        log.info("admin.data_error", path=request.url.path, error=str(exc).split("\n")[0][:200])
+        return problem_response(400, "invalid-request", "a value of the request does not fit "
+                                "its field", request.url.path)
     if isinstance(exc, asyncpg.UniqueViolationError):
         return problem_response(409, "conflict", "that already exists: "
                                 + (getattr(exc, "constraint_name", "") or "a unique key"),

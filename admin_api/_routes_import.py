@@ -21,6 +21,7 @@ import io
 import re
 import zipfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -35,16 +36,33 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from admin_api._auth import Actor
 from admin_api._problems import MEDIA_TYPE, PROBLEM_BASE, Problem, ProblemBody
-from admin_api._routes_people import ACCOUNTS_MAX, CARD_NO_MAX, CardOut, PersonOut
+from admin_api._routes_people import (
+    ACCOUNTS_MAX,
+    CARD_NO_MAX,
+    CardOut,
+    PersonOut,
+    card_taken,
+    chip_taken,
+)
 from admin_api._store import Change, change, next_id
+from admin_api._types import is_ascii_number
 from protocols.changes import AccountOpened, CardBound
 
 IMPORT_ROWS_MAX: Final = 50_000
 """Data rows of one file (the header not counted)."""
 IMPORT_BODY_MAX: Final = 16 * 1024 * 1024
 """Bytes of one upload: 50,000 rows of every column fit in about 8 MiB of CSV."""
-XLSX_UNPACKED_MAX: Final = 256 * 1024 * 1024
-"""Bytes of an XLSX file's parts once unpacked (a zip bomb is refused before it is read)."""
+LINES_MAX: Final = 1_048_576
+"""Lines of a file, blank ones included (a worksheet's rows in Excel)."""
+XLSX_UNPACKED_MAX: Final = 64 * 1024 * 1024
+"""Bytes of an XLSX file's parts once unpacked, declared and actual (checked before openpyxl
+reads it: a zip bomb is refused unread). 50,000 rows of every column are about 31 MiB."""
+XLSX_PART_MAX: Final = 16 * 1024 * 1024
+"""Bytes of one part other than a worksheet (the shared strings: openpyxl holds them all)."""
+XLSX_PARTS_MAX: Final = 1000
+"""Parts (zip members) of one XLSX file."""
+XLSX_COLUMNS_MAX: Final = 32
+"""Columns of a worksheet that are read; cells to their right are not."""
 ERRORS_SHOWN_MAX: Final = 1000
 """Errors listed in a 422 answer; `error_count` counts them all."""
 
@@ -55,8 +73,11 @@ REQUIRED: Final = ("name", "node", "class")
 ALIASES: Final = {"node_id": "node", "class_id": "class"}
 CARD_COLUMNS: Final = ("printed_no", "chip_uid", "card_type", "valid_until")
 CARD_TYPES: Final = ("standard", "special_shaped", "electronic_student_id", "temporary")
-_CHIP_UID = re.compile(r"^[0-9A-F]{8,20}$")
-_DIGITS = re.compile(r"^[0-9]{1,18}$")
+_CHIP_UID = re.compile(r"[0-9A-F]{8,20}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onecard-import")
+"""Reads uploaded files, one at a time (so one file's memory at a time), and not in the
+default executor: that one hashes passwords, and a log-in must not wait for a workbook."""
 
 
 # -- the answers -------------------------------------------------------------------------------
@@ -146,8 +167,12 @@ def _cells_to_sheet(lines: Iterable[Iterable[Any]]) -> Sheet:
         header.pop()
     rows: list[tuple[int, list[Any]]] = []
     for n, cells in numbered:  # the same counter: row numbers go on after the header's
+        if n > LINES_MAX:
+            raise Problem(413, "too-large", f"at most {LINES_MAX} lines per file (blank ones "
+                          "included)")
         values = list(cells)
-        if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+        if values.count(None) == len(values) or all(
+                v is None or (isinstance(v, str) and not v.strip()) for v in values):
             continue
         if len(rows) >= IMPORT_ROWS_MAX:
             raise Problem(413, "too-large", f"at most {IMPORT_ROWS_MAX} rows per file; split it")
@@ -173,18 +198,47 @@ def read_csv(data: bytes) -> Sheet:
         raise ImportRejected(0, [RowError(0, "", f"not a CSV file: {exc}")]) from None
 
 
-def read_xlsx(data: bytes) -> Sheet:
-    """The first worksheet; formulas count with their cached values."""
-    import openpyxl
+def _too_large(what: str, limit: int) -> Problem:
+    return Problem(413, "too-large", f"{what}; at most {limit} bytes (an XLSX file of "
+                   f"{IMPORT_ROWS_MAX} people unpacks to about 31 MiB)")
 
+
+def check_unpacked(data: bytes) -> None:
+    """The zip's parts within their limits, as declared and as they really unpack (each is
+    unpacked here, without keeping it), before openpyxl reads any of them."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
-            unpacked = sum(info.file_size for info in z.infolist())
-    except zipfile.BadZipFile:
-        raise ImportRejected(0, [RowError(0, "", "not an XLSX workbook")]) from None
-    if unpacked > XLSX_UNPACKED_MAX:
-        raise Problem(413, "too-large", f"the workbook unpacks to {unpacked} bytes; at most "
-                      f"{XLSX_UNPACKED_MAX}")
+            parts = z.infolist()
+            if len(parts) > XLSX_PARTS_MAX:
+                raise Problem(413, "too-large", f"the workbook has {len(parts)} parts; at most "
+                              f"{XLSX_PARTS_MAX}")
+            declared = sum(part.file_size for part in parts)
+            if declared > XLSX_UNPACKED_MAX:
+                raise _too_large(f"the workbook unpacks to {declared} bytes", XLSX_UNPACKED_MAX)
+            for part in parts:
+                limit = (XLSX_UNPACKED_MAX if part.filename.startswith("xl/worksheets/")
+                         else XLSX_PART_MAX)
+                if part.file_size > limit:
+                    raise _too_large(f"{part.filename} unpacks to {part.file_size} bytes", limit)
+                with z.open(part) as f:
+                    # zipfile unpacks at most the declared size, a MiB at a time, and at the
+                    # end the CRC says whether that was the whole part: openpyxl, which reads
+                    # with zipfile too, will never see more.
+                    while f.read(1024 * 1024):
+                        pass
+    except Problem:
+        raise
+    except Exception as exc:  # a damaged zip: BadZipFile, zlib.error, EOFError, RuntimeError
+        # (encrypted), NotImplementedError (an unknown compression), lzma and bz2 errors...
+        raise ImportRejected(0, [RowError(0, "", f"not an XLSX workbook: {exc}")]) from None
+
+
+def read_xlsx(data: bytes) -> Sheet:
+    """The first worksheet, its first XLSX_COLUMNS_MAX columns; formulas count with their cached
+    values."""
+    import openpyxl
+
+    check_unpacked(data)
     try:
         wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many kinds on a damaged file
@@ -193,7 +247,9 @@ def read_xlsx(data: bytes) -> Sheet:
     try:
         if not wb.worksheets:
             raise ImportRejected(0, [RowError(0, "", "the workbook has no worksheet")])
-        return _cells_to_sheet(wb.worksheets[0].iter_rows(values_only=True))
+        sheet = wb.worksheets[0]
+        sheet.reset_dimensions()  # a declared XFD1048576 would pad every row to 16,384 cells
+        return _cells_to_sheet(sheet.iter_rows(max_col=XLSX_COLUMNS_MAX, values_only=True))
     finally:
         wb.close()
 
@@ -289,7 +345,7 @@ class Directory:
         return cls(actor, nodes, names, classes)
 
     def node(self, ref: str) -> tuple[asyncpg.Record | None, str]:
-        if _DIGITS.match(ref):
+        if is_ascii_number(ref):
             found = self.nodes.get(int(ref))
             return found, "" if found else f"no node {ref} in your part of the organisation"
         ids = self.by_path.get(_path_key(ref.split("/")), set())
@@ -301,7 +357,7 @@ class Directory:
         return self.nodes[next(iter(ids))], ""
 
     def class_id(self, ref: str) -> tuple[int | None, str]:
-        if _DIGITS.match(ref):
+        if is_ascii_number(ref):
             return (int(ref), "") if int(ref) in self.classes else (
                 None, f"no identity class {ref}")
         ids = self.class_by_name.get(ref.strip().casefold(), set())
@@ -334,8 +390,13 @@ def check_header(header: list[str]) -> tuple[list[str], list[RowError]]:
 
 
 def check_row(row: _Row, directory: Directory) -> NewPerson | None:
-    """The row's own fields, its node and class; None when it has an error (in row.errors)."""
+    """The row's own fields, its node and class; None when it has an error (in row.errors).
+    What the database would refuse is refused here, so a dry run answers as the import would."""
     c = row.cells
+    for column, text in c.items():
+        if control := _CONTROL.search(text):
+            row.error(column, f"a control character (U+{ord(control.group()):04X}) is not "
+                      "allowed")
     name = c.get("name", "")
     if not name:
         row.error("name", "a name is required")
@@ -384,7 +445,7 @@ def _check_card(row: _Row) -> NewCard | None:
                 row.error(column, "a card field without a card_no")
         return None
     card = NewCard(card_no=0)
-    if not raw.isdigit() or len(raw) > 19:
+    if not is_ascii_number(raw, 19):
         hint = (" (a spreadsheet keeps only 15 digits of a number: store card numbers as text)"
                 if re.match(r"^[0-9.]+(e\+?[0-9]+)?$", raw, re.I) else "")
         row.error("card_no", f"not a card number: {raw!r}{hint}")
@@ -397,7 +458,7 @@ def _check_card(row: _Row) -> NewCard | None:
         row.error("printed_no", "at most 32 characters")
     chip = c.get("chip_uid", "").upper()
     if chip:
-        if not _CHIP_UID.match(chip):
+        if not _CHIP_UID.fullmatch(chip):
             row.error("chip_uid", "8 to 20 hex digits")
         card.chip_uid = chip
     card_type = c.get("card_type", "") or "standard"
@@ -450,11 +511,10 @@ async def check_unused(conn: asyncpg.Connection | asyncpg.Pool, people: list[New
                                    "this tenant"))
     for card_no, row in card_first.items():
         if card_no in taken_cards:
-            errors.append(RowError(row, "card_no", f"card {card_no} has been issued before (a "
-                                   "card number is never reused)"))
+            errors.append(RowError(row, "card_no", card_taken(card_no)))
     for chip, row in chip_first.items():
         if chip in taken_chips:
-            errors.append(RowError(row, "chip_uid", f"chip UID {chip} is on another card"))
+            errors.append(RowError(row, "chip_uid", chip_taken(chip)))
     return errors
 
 
@@ -602,7 +662,7 @@ async def import_people(request: Request[Any, Any, Any], actor: Actor, state: St
     data = await _upload(request)
     if not data.strip():
         raise ImportRejected(0, [RowError(0, "", "the file is empty")])
-    sheet = await asyncio.to_thread(read_sheet, data)
+    sheet = await asyncio.get_running_loop().run_in_executor(_READER, read_sheet, data)
     if dry_run:
         async with state.pool.acquire() as conn:
             people = await check_sheet(conn, actor, sheet)

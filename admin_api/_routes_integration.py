@@ -40,6 +40,7 @@ from admin_api._routes_import import NewPerson, create_people_tx
 from admin_api._routes_people import ExternalId, Name, PersonOut, person_out
 from admin_api._routes_queries import CODE_NAMES, KIND_NAMES
 from admin_api._store import change
+from admin_api._types import is_ascii_number
 
 SCOPES: Final = tuple(sorted(PERMISSIONS[INTEGRATION_ROLE]))
 Scope = Annotated[str, Meta(pattern="^(" + "|".join(s.replace(".", r"\.") for s in SCOPES)
@@ -209,7 +210,7 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, lsn, audit_id = raw.split(":")
-        if version != "1" or not lsn.isdigit() or not audit_id.isdigit():
+        if version != "1" or not is_ascii_number(lsn) or not is_ascii_number(audit_id):
             raise ValueError(raw)
         return int(lsn), int(audit_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):

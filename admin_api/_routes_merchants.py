@@ -29,6 +29,7 @@ from msgspec import Meta
 from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._store import change, next_id, subtree_root
+from admin_api._types import AfterId, Id, IdField, Limit, OptionalId
 from protocols import ocp
 from protocols.changes import (
     MerchantConfigured,
@@ -39,7 +40,6 @@ from protocols.changes import (
 from protocols.limits import AMOUNT_FEN_MAX, MERCHANT_ID_MAX, TERMINAL_ID_MAX
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
-PageSize = Annotated[int, Parameter(ge=1, le=1000)]
 Fen = Annotated[int, Meta(ge=0, le=AMOUNT_FEN_MAX)]
 FeeRate = Annotated[int, Meta(ge=0, le=10_000)]
 """Basis points of the amount: 60 is 0.6 %."""
@@ -63,7 +63,7 @@ _NO_STORE = CacheControlHeader(no_store=True)
 
 
 class MerchantIn(msgspec.Struct, forbid_unknown_fields=True):
-    node_id: Annotated[int, Meta(ge=1)]
+    node_id: IdField
     """The tenant node or department the merchant belongs to."""
     name: Name
     kind: MerchantKind = "canteen"
@@ -277,10 +277,10 @@ async def create_merchant(data: MerchantIn, actor: Actor, state: State) -> Merch
 
 @get("/merchants", opt={"permission": "merchants.read"}, tags=["merchants"],
      summary="Merchants of your subtree (or of one node's subtree), by id, paged")
-async def list_merchants(actor: Actor, state: State, node_id: int | None = None,
+async def list_merchants(actor: Actor, state: State, node_id: OptionalId = None,
                          kind: MerchantKind | None = None,
                          q: Annotated[str | None, Parameter(max_length=100)] = None,
-                         after: int = 0, limit: PageSize = 100) -> MerchantPage:
+                         after: AfterId = 0, limit: Limit = 100) -> MerchantPage:
     scope = await subtree_root(state.pool, actor, node_id)
     rows = await state.pool.fetch(
         _MERCHANT_SELECT + " WHERE $1 = ANY(coalesce(n.path, tn.path)) AND m.id > $2"
@@ -293,14 +293,14 @@ async def list_merchants(actor: Actor, state: State, node_id: int | None = None,
 
 @get("/merchants/{merchant_id:int}", opt={"permission": "merchants.read"}, tags=["merchants"],
      summary="One merchant")
-async def get_merchant(merchant_id: int, actor: Actor, state: State) -> MerchantOut:
+async def get_merchant(merchant_id: Id, actor: Actor, state: State) -> MerchantOut:
     return merchant_out(await merchant_in_scope(state.pool, actor, merchant_id))
 
 
 @patch("/merchants/{merchant_id:int}", opt={"permission": "merchants.write"},
        tags=["merchants"], summary="Change a merchant's name, kind, price, spend order, fee or "
        "settlement cycle")
-async def update_merchant(merchant_id: int, data: MerchantPatch, actor: Actor, state: State
+async def update_merchant(merchant_id: Id, data: MerchantPatch, actor: Actor, state: State
                           ) -> MerchantOut:
     async with change(state.pool, actor) as tx:
         row = await merchant_in_scope(tx.conn, actor, merchant_id, lock=True)
@@ -362,7 +362,7 @@ def _not_own_terminal(state: State, terminal_id: int) -> None:
 @post("/merchants/{merchant_id:int}/terminals", opt={"permission": "merchants.write"},
       tags=["terminals"], cache_control=_NO_STORE,
       summary="Register a terminal at a merchant; the answer holds its key, shown this once")
-async def register_terminal(merchant_id: int, data: TerminalIn, actor: Actor, state: State
+async def register_terminal(merchant_id: Id, data: TerminalIn, actor: Actor, state: State
                             ) -> TerminalKey:
     async with change(state.pool, actor) as tx:
         merchant = await merchant_in_scope(tx.conn, actor, merchant_id, lock=True)
@@ -387,8 +387,8 @@ async def register_terminal(merchant_id: int, data: TerminalIn, actor: Actor, st
 
 @get("/merchants/{merchant_id:int}/terminals", opt={"permission": "merchants.read"},
      tags=["terminals"], summary="A merchant's terminals, by id, paged (never their keys)")
-async def list_terminals(merchant_id: int, actor: Actor, state: State, after: int = 0,
-                         limit: PageSize = 100) -> TerminalPage:
+async def list_terminals(merchant_id: Id, actor: Actor, state: State, after: AfterId = 0,
+                         limit: Limit = 100) -> TerminalPage:
     await merchant_in_scope(state.pool, actor, merchant_id)
     rows = await state.pool.fetch(
         "SELECT * FROM terminals WHERE merchant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
@@ -399,7 +399,7 @@ async def list_terminals(merchant_id: int, actor: Actor, state: State, after: in
 
 @get("/terminals/{terminal_id:int}", opt={"permission": "merchants.read"}, tags=["terminals"],
      summary="One terminal (never its key)")
-async def get_terminal(terminal_id: int, actor: Actor, state: State) -> TerminalOut:
+async def get_terminal(terminal_id: Id, actor: Actor, state: State) -> TerminalOut:
     return terminal_out(await terminal_in_scope(state.pool, actor, terminal_id))
 
 
@@ -423,20 +423,20 @@ async def _set_status(state: State, actor: Actor, terminal_id: int, status: int,
 @post("/terminals/{terminal_id:int}/disable", opt={"permission": "merchants.write"},
       tags=["terminals"], status_code=200,
       summary="Disable a terminal: its session ends and it cannot sign on (within a second)")
-async def disable_terminal(terminal_id: int, actor: Actor, state: State) -> TerminalOut:
+async def disable_terminal(terminal_id: Id, actor: Actor, state: State) -> TerminalOut:
     return await _set_status(state, actor, terminal_id, 1, "terminal.disable")
 
 
 @post("/terminals/{terminal_id:int}/enable", opt={"permission": "merchants.write"},
       tags=["terminals"], status_code=200, summary="Enable a disabled terminal again")
-async def enable_terminal(terminal_id: int, actor: Actor, state: State) -> TerminalOut:
+async def enable_terminal(terminal_id: Id, actor: Actor, state: State) -> TerminalOut:
     return await _set_status(state, actor, terminal_id, 0, "terminal.enable")
 
 
 @post("/terminals/{terminal_id:int}/rekey", opt={"permission": "merchants.write"},
       tags=["terminals"], status_code=200, cache_control=_NO_STORE,
       summary="Issue a terminal a new key (key_version + 1); the old key stops working at once")
-async def rekey_terminal(terminal_id: int, actor: Actor, state: State) -> TerminalKey:
+async def rekey_terminal(terminal_id: Id, actor: Actor, state: State) -> TerminalKey:
     async with change(state.pool, actor) as tx:
         row = await terminal_in_scope(tx.conn, actor, terminal_id, lock=True)
         _not_own_terminal(state, terminal_id)
@@ -488,7 +488,7 @@ async def insert_meal_windows(conn: Any, tenant_id: int, windows: list[MealWindo
 @get("/tenants/{tenant_id:int}/meal-windows", opt={"permission": "merchants.read"},
      tags=["merchants"], summary="A tenant's meal windows (local time), which meal limits and "
      "reports use")
-async def get_meal_windows(tenant_id: int, actor: Actor, state: State) -> MealWindowsOut:
+async def get_meal_windows(tenant_id: Id, actor: Actor, state: State) -> MealWindowsOut:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id, inside_ok=True)
     return MealWindowsOut(tenant_id=tenant_id, utc_offset_s=tenant["utc_offset_s"],
                           windows=await meal_windows_of(state.pool, tenant_id))
@@ -496,7 +496,7 @@ async def get_meal_windows(tenant_id: int, actor: Actor, state: State) -> MealWi
 
 @put("/tenants/{tenant_id:int}/meal-windows", opt={"permission": "merchants.write"},
      tags=["merchants"], summary="Replace a tenant's meal windows (at most 8, not overlapping)")
-async def set_meal_windows(tenant_id: int, data: MealWindowsIn, actor: Actor, state: State
+async def set_meal_windows(tenant_id: Id, data: MealWindowsIn, actor: Actor, state: State
                            ) -> MealWindowsOut:
     windows = checked_meal_windows(data.windows)
     async with change(state.pool, actor) as tx:

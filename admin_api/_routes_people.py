@@ -21,7 +21,7 @@ from msgspec import Meta
 from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._store import Change, change, next_id, node_path, subtree_root
-from admin_api._types import BIG_MAX, AfterId, CardNoParam, Id, IdField, Limit
+from admin_api._types import BIG_MAX, AfterId, CardNoParam, Id, IdField, Limit, OptionalId
 from protocols.changes import (
     AccountClassChanged,
     AccountOpened,
@@ -220,7 +220,7 @@ async def create_person(data: PersonIn, actor: Actor, state: State) -> PersonOut
 
 @get("/people", opt={"permission": "people.read"}, tags=["people"],
      summary="People of your subtree (or of one node's subtree), by id, paged")
-async def list_people(actor: Actor, state: State, node_id: Id | None = None,
+async def list_people(actor: Actor, state: State, node_id: OptionalId = None,
                       q: Annotated[str | None, Parameter(max_length=100)] = None,
                       after: AfterId = 0, limit: Limit = 100) -> PersonPage:
     scope = await subtree_root(state.pool, actor, node_id)
@@ -285,10 +285,24 @@ async def issue_card(person_id: Id, data: CardIn, actor: Actor, state: State) ->
         return await _bind_card(tx, person, data, "card.issue")
 
 
+def card_taken(card_no: int) -> str:
+    """The one answer to a card number in use anywhere: the switch knows a card by its number
+    alone, so a number is used once on the site, and which tenant has it is not said."""
+    return (f"card number {card_no} is taken (a card number is used once on the site and never "
+            "reused)")
+
+
+def chip_taken(chip_uid: str) -> str:
+    """As `card_taken`, for a chip UID."""
+    return f"chip UID {chip_uid} is taken (a chip UID is on one card of the site)"
+
+
 async def _bind_card(tx: Change, person: asyncpg.Record, data: CardIn, action: str) -> CardOut:
     if await tx.conn.fetchval("SELECT true FROM cards WHERE card_no = $1", data.card_no):
-        raise Problem(409, "conflict", f"card {data.card_no} has been issued before (a card "
-                      "number is never reused)")
+        raise Problem(409, "conflict", card_taken(data.card_no))
+    if data.chip_uid is not None and await tx.conn.fetchval(
+            "SELECT true FROM cards WHERE chip_uid = $1", data.chip_uid):
+        raise Problem(409, "conflict", chip_taken(data.chip_uid))
     await tx.conn.execute(
         "INSERT INTO cards (card_no, account_id, printed_no, chip_uid, card_type, valid_until)"
         " VALUES ($1, $2, $3, $4, $5, $6)",

@@ -34,9 +34,9 @@ from admin_api._routes_merchants import (
     terminal_in_scope,
 )
 from admin_api._routes_queries import CODE_NAMES, KIND_NAMES
+from admin_api._types import INT32_MAX, After, Id, Limit, OptionalId
 from protocols import ocp
 
-PageSize = Annotated[int, Parameter(ge=1, le=1000)]
 Period = Literal["day", "month"]
 DAYS_MAX = 400
 """Longest day range of one report (a year and a month)."""
@@ -335,9 +335,9 @@ _FORMAT = Annotated[Format, Parameter(description=(
      summary="A merchant's transactions by day, meal and result (JSON, CSV, "
      "XLSX)")
 async def merchant_transactions(
-        merchant_id: int, actor: Actor, state: State, from_day: _DAY = None,
+        merchant_id: Id, actor: Actor, state: State, from_day: _DAY = None,
         to_day: _TO_DAY = None, meal: _MEAL = None, result: _RESULT = None, kind: _KIND = None,
-        inquiries: bool = False, after_lsn: int = 0, limit: PageSize = 200,
+        inquiries: bool = False, after_lsn: After = 0, limit: Limit = 200,
         format: _FORMAT = "json") -> Response[TxnPage]:
     merchant = await merchant_in_scope(state.pool, actor, merchant_id)
     tenant = _tenant_of(merchant)
@@ -351,9 +351,9 @@ async def merchant_transactions(
      summary="A terminal's transactions by day, meal and result (JSON, CSV, "
      "XLSX)")
 async def terminal_transactions(
-        terminal_id: int, actor: Actor, state: State, from_day: _DAY = None,
+        terminal_id: Id, actor: Actor, state: State, from_day: _DAY = None,
         to_day: _TO_DAY = None, meal: _MEAL = None, result: _RESULT = None, kind: _KIND = None,
-        inquiries: bool = False, after_lsn: int = 0, limit: PageSize = 200,
+        inquiries: bool = False, after_lsn: After = 0, limit: Limit = 200,
         format: _FORMAT = "json") -> Response[TxnPage]:
     terminal = await terminal_in_scope(state.pool, actor, terminal_id)
     tenant = _tenant_of(terminal)
@@ -370,12 +370,12 @@ async def terminal_transactions(
      summary="Declined and exception transactions at a tenant's merchants: "
      "illegal card, insufficient funds, limit exceeded, other (JSON, CSV, XLSX)")
 async def tenant_exceptions(
-        tenant_id: int, actor: Actor, state: State, from_day: _DAY = None,
+        tenant_id: Id, actor: Actor, state: State, from_day: _DAY = None,
         to_day: _TO_DAY = None, meal: _MEAL = None,
         result: Annotated[str | None, Parameter(max_length=200, description=(
             "As for transactions; default `declined` (every decline)"))] = None,
-        merchant_id: int | None = None, terminal_id: int | None = None,
-        after_lsn: int = 0, limit: PageSize = 200,
+        merchant_id: OptionalId = None, terminal_id: OptionalId = None,
+        after_lsn: After = 0, limit: Limit = 200,
         format: _FORMAT = "json") -> Response[TxnPage]:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
     codes = _codes(result or "declined")
@@ -443,7 +443,8 @@ async def _summary(pool: asyncpg.Pool, name: str, tenant: Any, scope: str,
 _PERIOD = Annotated[Period, Parameter(description="day: one row per local day; month: per "
                                       "local month")]
 _BY_MEAL = Annotated[bool, Parameter(description="Also by meal window")]
-_AFTER_ROWS = Annotated[int, Parameter(ge=0, description="Rows already read (`next_after`)")]
+_AFTER_ROWS = Annotated[int, Parameter(ge=0, le=INT32_MAX,
+                                        description="Rows already read (`next_after`)")]
 _SUMMARY_FORMAT = Annotated[Format, Parameter(description="json (a page), or a csv / xlsx "
                                               "download of every row")]
 
@@ -452,10 +453,10 @@ _SUMMARY_FORMAT = Annotated[Format, Parameter(description="json (a page), or a c
      tags=["reports"], operation_class=DownloadOperation,
      summary="A merchant's daily or monthly summary: counts and sums by kind "
      "and result (JSON, CSV, XLSX)")
-async def merchant_summary(merchant_id: int, actor: Actor, state: State,
+async def merchant_summary(merchant_id: Id, actor: Actor, state: State,
                            period: _PERIOD = "day", from_day: _DAY = None,
                            to_day: _TO_DAY = None, by_meal: _BY_MEAL = False,
-                           after: _AFTER_ROWS = 0, limit: PageSize = 1000,
+                           after: _AFTER_ROWS = 0, limit: Limit = 1000,
                            format: _SUMMARY_FORMAT = "json") -> Response[Summary]:
     merchant = await merchant_in_scope(state.pool, actor, merchant_id)
     tenant = _tenant_of(merchant)
@@ -468,12 +469,12 @@ async def merchant_summary(merchant_id: int, actor: Actor, state: State,
      operation_class=DownloadOperation,
      summary="A tenant's daily or monthly summary of its merchants: counts and sums by kind "
      "and result (JSON, CSV, XLSX)")
-async def tenant_summary(tenant_id: int, actor: Actor, state: State, period: _PERIOD = "day",
+async def tenant_summary(tenant_id: Id, actor: Actor, state: State, period: _PERIOD = "day",
                          from_day: _DAY = None, to_day: _TO_DAY = None,
                          by_meal: _BY_MEAL = False,
                          by_merchant: Annotated[bool, Parameter(
                              description="Also by merchant")] = False,
-                         after: _AFTER_ROWS = 0, limit: PageSize = 1000,
+                         after: _AFTER_ROWS = 0, limit: Limit = 1000,
                          format: _SUMMARY_FORMAT = "json") -> Response[Summary]:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
     return await _summary(state.pool, f"tenant-{tenant_id}-summary", tenant,

@@ -6,6 +6,7 @@ A wrong setting raises SettingsError naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -58,8 +59,26 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # a new log-in in the audit trail before it can approve. 0 turns the wait off.
     approver_cooling_off_seconds: Annotated[int, Meta(ge=0, le=30 * 86_400)] = 86_400
     pool_max: Annotated[int, Meta(ge=1, le=200)] = 10
+    # The reverse proxies in front of the API whose X-Forwarded-For (and -Proto) is believed:
+    # comma-separated addresses or networks ("10.0.0.5, 192.168.0.0/24"), or "*" for any peer.
+    # Empty (the default): none; the client's address (log-in limits, the audit log) is then
+    # the TCP peer's, and a forwarded header is ignored, whoever sends it.
+    trusted_proxies: str = ""
     # Cards past their valid_until are cancelled (and refused by the switches) this often.
     expiry_check_seconds: Annotated[float, Meta(ge=0.1, le=86_400)] = 300.0
+
+    def __post_init__(self) -> None:
+        for entry in self.trusted_proxy_list:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if entry != "*":
+                    raise ValueError(f"trusted_proxies: {entry!r} is neither an address nor a "
+                                     f"network (env {ENV_PREFIX}TRUSTED_PROXIES)") from None
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     def __repr__(self) -> str:
         def show(name: str) -> str:

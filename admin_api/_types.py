@@ -14,6 +14,8 @@ BIG_MAX: Final = 10**18
 unlike 2^63-1 it survives the OpenAPI document's JSON numbers (doubles) exactly."""
 
 Id = Annotated[int, Parameter(ge=1, le=INT32_MAX, description="an id (1 .. 2^31-1)")]
+OptionalId = Annotated[int | None, Parameter(ge=1, le=INT32_MAX, description="an id (1 .. 2^31-1)")]
+"""An optional id (`Id | None` would lose its bounds: Litestar checks none inside a union)."""
 ClassIdParam = Annotated[int, Parameter(ge=1, le=255, description="an identity class id")]
 CardNoParam = Annotated[int, Parameter(ge=1, le=BIG_MAX, description="a card number")]
 AfterId = Annotated[int, Parameter(ge=0, le=INT32_MAX,
@@ -24,3 +26,9 @@ Limit = Annotated[int, Parameter(ge=1, le=1000, description="items per page (1..
 
 IdField = Annotated[int, Meta(ge=1, le=INT32_MAX)]
 """An id in a request body."""
+
+
+def is_ascii_number(text: str, digits_max: int = 18) -> bool:
+    """1 to `digits_max` ASCII digits: what int() of a request's text may be given
+    (str.isdigit() also takes "²" and "٣", which int() then refuses or reads as 3)."""
+    return 0 < len(text) <= digits_max and text.isascii() and text.isdigit()

@@ -81,9 +81,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
     asyncio.run(check_database())
     listener = _listen(settings.host, settings.port)
     app = create_app(settings)
+    # X-Forwarded-For only from the proxies named in `trusted_proxies` (uvicorn's own default
+    # would believe any local process).
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
                             http="h11", lifespan="on", access_log=False, log_level="warning",
-                            server_header=False)
+                            server_header=False, proxy_headers=bool(settings.trusted_proxy_list),
+                            forwarded_allow_ips=settings.trusted_proxy_list or None)
     server = uvicorn.Server(config)
     ready_file = args.ready_file
 

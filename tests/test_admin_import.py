@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import struct
 import time
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -436,3 +438,153 @@ def test_bulk_class_is_all_or_nothing(site: AdminSite) -> None:
     assert site.api("campus.cashier").post("/people/bulk/class", {
         "person_ids": ids, "class_id": 1}).status_code == 403
     assert counts(site) == before and _classes(site, ids) == [(3, 3)] * 3
+
+
+# -- bad files: bounded, refused clearly, nothing written ------------------------------------------
+
+_SHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+
+
+def _with_parts(data: bytes, parts: dict[str, bytes | int]) -> bytes:
+    """The workbook with `parts` replaced or added (shared strings declared, so that openpyxl
+    reads them); an int is a shared strings part of one string that many bytes long, written
+    a MiB at a time (a zip bomb: it compresses about 1000:1)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            content = src.read(info)
+            if info.filename == "[Content_Types].xml" and "xl/sharedStrings.xml" in parts:
+                content = content.replace(b"</Types>", b'<Override PartName="/xl/sharedStrings'
+                                          b'.xml" ContentType="application/vnd.openxmlformats-'
+                                          b'officedocument.spreadsheetml.sharedStrings+xml"/>'
+                                          b"</Types>")
+            if info.filename not in parts:
+                z.writestr(info, content)
+        for name, part in parts.items():
+            if isinstance(part, bytes):
+                z.writestr(name, part)
+                continue
+            with z.open(name, "w", force_zip64=True) as f:
+                f.write(f'<sst xmlns="{_SHEET_NS}"><si><t>'.encode())
+                for _ in range(part >> 20):
+                    f.write(b"A" * (1 << 20))
+                f.write(b"</t></si></sst>")
+    return out.getvalue()
+
+
+def _declaring(data: bytes, name: str, size: int) -> bytes:
+    """The zip with `name`'s central directory entry claiming it unpacks to `size` bytes."""
+    patched = bytearray(data)
+    at = patched.find(b"PK\x01\x02")
+    while at >= 0:
+        name_length = struct.unpack_from("<H", patched, at + 28)[0]
+        if patched[at + 46:at + 46 + name_length] == name.encode():
+            struct.pack_into("<I", patched, at + 24, size)
+        at = patched.find(b"PK\x01\x02", at + 4)
+    return bytes(patched)
+
+
+def _sheet(rows: str) -> bytes:
+    """A worksheet that declares the whole grid as used (XFD1048576)."""
+    return (f'<worksheet xmlns="{_SHEET_NS}"><dimension ref="A1:XFD1048576"/><sheetData>{rows}'
+            "</sheetData></worksheet>").encode()
+
+
+def _cell(ref: str, text: object) -> str:
+    return f'<c r="{ref}" t="inlineStr"><is><t>{text}</t></is></c>'
+
+
+def test_zip_bombs_and_huge_grids_are_refused_quickly_and_write_nothing(site: AdminSite
+                                                                        ) -> None:
+    office = site.api("campus.office")
+    base = to_xlsx([["name", "node", "class"], ["Ann", "Demo Campus", "student"]])
+    before = counts(site)
+
+    # 250 MiB of shared strings in 250 KiB: refused from the sizes the zip declares, unread.
+    bomb = _with_parts(base, {"xl/sharedStrings.xml": 250 << 20})
+    assert len(bomb) < 1 << 20
+    started = time.monotonic()
+    r = upload(office, bomb, "bomb.xlsx", dry_run="true")
+    assert r.status_code == 413 and "unpacks to" in r.json()["detail"], r.text
+    assert time.monotonic() - started < 10
+    # The same part claiming to unpack to 1,000 bytes: unpacking stops there and the CRC fails.
+    liar = _declaring(_with_parts(base, {"xl/sharedStrings.xml": 100 << 20}),
+                      "xl/sharedStrings.xml", 1000)
+    started = time.monotonic()
+    r = upload(office, liar, "liar.xlsx")
+    assert r.status_code == 422 and "CRC" in r.json()["errors"][0]["message"], r.text
+    assert time.monotonic() - started < 10
+
+    # A declared XFD1048576 grid and a row at the very bottom: rows are read 32 cells wide
+    # (a cell far right is not read), and the blank rows between cost little.
+    rows = (f'<row r="1">{_cell("A1", "name")}{_cell("B1", "node")}{_cell("C1", "class")}</row>'
+            f'<row r="2">{_cell("A2", "Ann")}{_cell("B2", "Demo Campus")}{_cell("C2", "2")}'
+            f'{_cell("XFD2", "far right")}</row>')
+    started = time.monotonic()
+    r = upload(office, _with_parts(base, {"xl/worksheets/sheet1.xml": _sheet(
+        rows + f'<row r="1048576">{_cell("A1048576", "Bottom")}</row>')}), "grid.xlsx",
+        dry_run="true")
+    assert r.status_code == 422, r.text
+    assert {(e["row"], e["column"]) for e in r.json()["errors"]} == {
+        (1048576, "node"), (1048576, "class")}
+    # One row further is past any spreadsheet: refused.
+    r = upload(office, _with_parts(base, {"xl/worksheets/sheet1.xml": _sheet(
+        rows + f'<row r="1048577">{_cell("A1048577", "Below")}</row>')}), "grid.xlsx")
+    assert r.status_code == 413 and "1048576 lines" in r.json()["detail"], r.text
+    assert time.monotonic() - started < 30
+    assert counts(site) == before
+
+
+def test_unicode_digits_control_characters_and_taken_numbers(site: AdminSite) -> None:
+    """`²` is a digit to str.isdigit() (and then not a number to int()): a row error, never a
+    500. A NUL that PostgreSQL would refuse is refused by the check itself, so the dry run
+    answers as the import does. A card number or chip UID that is taken is refused with the
+    same words whichever tenant has it."""
+    office = site.api("campus.office")
+    root = site.api()
+    ours = root.ok("POST", "/people", {"node_id": site.tenant_node(1), "name": "Ours",
+                                       "class_id": 2})
+    theirs = root.ok("POST", "/people", {"node_id": site.tenant_node(2), "name": "Theirs",
+                                         "class_id": 2})
+    our_card, their_card = new_card_no(), new_card_no()
+    root.ok("POST", f"/people/{ours['id']}/cards", {"card_no": our_card, "chip_uid": "0A0A0A0A"})
+    root.ok("POST", f"/people/{theirs['id']}/cards", {"card_no": their_card,
+                                                      "chip_uid": "0B0B0B0B"})
+    data = to_csv([
+        HEADER,
+        ["", "Square", "Demo Campus", "student", "", "²", "", "", "", ""],  # row 2
+        ["", "Arabic", "Demo Campus", "student", "", "٣٤٥", "", "", "", ""],  # 3
+        ["", "Nul\x00Name", "Demo Campus", "student", "", "", "", "", "", ""],  # 4
+        ["", "Bell", "Demo Campus", "student", "", new_card_no(), "P\x07", "", "", ""],  # 5
+        ["", "Ours", "Demo Campus", "student", "", our_card, "", "", "", ""],  # 6
+        ["", "Theirs", "Demo Campus", "student", "", their_card, "", "", "", ""],  # 7
+        ["", "Our Chip", "Demo Campus", "student", "", new_card_no(), "", "0a0a0a0a", "",
+         ""],  # 8
+        ["", "Their Chip", "Demo Campus", "student", "", new_card_no(), "", "0b0b0b0b", "",
+         ""],  # 9
+        ["", "Superscript Node", "²", "student", "", "", "", "", "", ""],  # 10
+    ])
+    before = counts(site)
+    answers = [upload(office, data, dry_run="true"), upload(office, data)]
+    for r in answers:
+        assert r.status_code == 422, r.text
+    dry, real = (r.json()["errors"] for r in answers)
+    assert dry == real, "the dry run answers as the import"
+    messages = {(e["row"], e["column"]): e["message"] for e in real}
+    assert set(messages) == {(2, "card_no"), (3, "card_no"), (4, "name"), (5, "printed_no"),
+                             (6, "card_no"), (7, "card_no"), (8, "chip_uid"), (9, "chip_uid"),
+                             (10, "node")}, real
+    assert messages[(4, "name")] == "a control character (U+0000) is not allowed"
+    assert messages[(5, "printed_no")] == "a control character (U+0007) is not allowed"
+    assert messages[(6, "card_no")].replace(str(our_card), "N") == \
+        messages[(7, "card_no")].replace(str(their_card), "N")
+    assert messages[(8, "chip_uid")].replace("0A0A0A0A", "X") == \
+        messages[(9, "chip_uid")].replace("0B0B0B0B", "X")
+    assert counts(site) == before
+    # Issuing one card by hand says the same words (409), for a chip UID too.
+    r = root.post(f"/people/{ours['id']}/cards", {"card_no": their_card})
+    assert r.status_code == 409 and r.json()["detail"] == messages[(7, "card_no")]
+    r = root.post(f"/people/{ours['id']}/cards", {"card_no": new_card_no(),
+                                                  "chip_uid": "0B0B0B0B"})
+    assert r.status_code == 409 and r.json()["detail"] == messages[(9, "chip_uid")]
