@@ -4,8 +4,9 @@ One run measures, on the same server and with the same generator:
   1. saturation: N terminals in a closed loop (one request outstanding each), purchases only;
   2. latency under load: an open loop at half the saturation rate, latency from each request's
      scheduled send time (p50, p99, p99.9);
-  3. the conventional design behind the same protocol (one SQL transaction per purchase through
-     an asyncpg pool) at its best pool size among 8, 16, 32, 64;
+  3. the conventional design behind the same protocol (onecard/conventional.py: one task and one
+     SQL transaction per purchase through an asyncpg pool) at its best pool size among 8, 16,
+     32, 64;
   4. the conventional design's ceiling with no protocol at all: the same SQL transaction driven
      by pgbench at its best client count among 8, 16, 32, 64;
 and the generator's own CPU share. Figures go to stdout and, with --json, to a file.
@@ -25,11 +26,11 @@ import asyncpg
 import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
+from onecard.conventional import SETUP_SQL, ConventionalProcess
 from onecard.harness import SwitchProcess, free_port, fresh_database, run_fast
 from onecard.seed import CANTEEN_FREE, SeedPlan, seed_site
 from onecard.status import Samples, scrape, switch_figures
 from protocols import ocp
-from switch._conventional import SETUP_SQL
 
 BENCH_DATABASE = "onecard_bench"
 POOL_SIZES = (8, 16, 32, 64)
@@ -168,23 +169,19 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
 
 async def _run_conventional(dsn: str, master: bytes, terminals: list[int], cards: list[int],
                             pool_size: int, run: int) -> float:
-    switch = SwitchProcess(
-        dsn, master.hex(),
-        extra_env={"ONECARD_LOG_LEVEL": "warning",
-                   "ONECARD_CONVENTIONAL_POOL_SIZE": str(pool_size)},
-    ).start()
+    server = ConventionalProcess(dsn, master.hex(), args=["--pool-size", str(pool_size)]).start()
     try:
         # Each run starts its terminals' counters afresh above every earlier run's, since
         # conv_journal keeps (terminal_id, txn_seq) unique like the journal.
         specs = [TerminalSpec(t, ocp.derive_terminal_key(master, t, 1),
                               last_txn_seq=(run + 1) * 100_000_000)
                  for t in terminals]
-        gen = LoadGenerator(switch.host, switch.port, specs, CardPool(cards=cards))
+        gen = LoadGenerator(server.host, server.port, specs, CardPool(cards=cards))
         await gen.connect()
         rep = await gen.closed_loop(COMPARISON_SECONDS, depth=1, warmup_seconds=1.0)
         gen.close()
     finally:
-        switch.stop()
+        server.stop()
     return rep.approved_tps
 
 

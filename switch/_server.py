@@ -27,7 +27,6 @@ from switch import limits
 from switch._answer import REFUSAL, Answer
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
-from switch._conventional import ConventionalHandler
 from switch._errors import JournalError, RecoveryError
 from switch._journal import Journal
 from switch._logging import get_logger
@@ -79,7 +78,6 @@ class Runtime:
         self._stop_event = asyncio.Event()
         self._closing_after_answers: set[TerminalSession] = set()
         self.rows_at_last_checkpoint = 0
-        self.conventional: ConventionalHandler | None = None
         # Phone QR codes: the site's QR key and the codes that have paid. Per process, kept
         # across recoveries; codes issued before this moment are not accepted (switch/_qr.py).
         self.qr = QrGate(settings.master_secret_bytes, int(time.time()))
@@ -341,10 +339,6 @@ class Runtime:
             self.journal.durable_lsn = self.ledger.lsn
             self.rows_at_last_checkpoint = 0
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
-            if settings.conventional_pool_size:
-                self.conventional = await ConventionalHandler.create(
-                    settings.dsn, settings.conventional_pool_size
-                )
             # After a recovery, listen where terminals already know to find us (port 0 means
             # "pick one" only the first time).
             port = self.address[1] if self.address is not None else settings.port
@@ -379,10 +373,6 @@ class Runtime:
                 session.close()
             if hasattr(self, "journal"):
                 self.journal.close()
-            if self.conventional is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.conventional.close(), 5)
-                self.conventional = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pool.close(), 5)
             with contextlib.suppress(Exception):
