@@ -108,7 +108,7 @@ class MachineLoad(msgspec.Struct, frozen=True):
                 f"and the bench {self.own_cpu_pct:.0f} % of a core over {self.seconds:.0f} s")
 
 
-def load_between(a: Sample, b: Sample) -> MachineLoad:
+def load_between(a: Sample, b: Sample, cpus: int = os.cpu_count() or 1) -> MachineLoad:
     """The load from sample `a` to sample `b`. A process of the bench counts from `a` (or from
     its start, if it started after `a`) to `b`; one that ended between them is not seen, and its
     CPU counts as other load (so take windows while the bench's processes run: `combine`
@@ -126,8 +126,11 @@ def load_between(a: Sample, b: Sample) -> MachineLoad:
     steal_pct = 100 * (b.ticks.steal - a.ticks.steal) / total
     busy_seconds = (b.ticks.busy - a.ticks.busy) / _CLK_TCK
     other = max(0.0, busy_seconds - own)
-    return MachineLoad(round(wall, 1), round(steal_pct, 1), round(100 * other / wall, 1),
-                       round(100 * own / wall, 1))
+    # Shares of the window as the kernel counted it (every CPU's ticks), so that they stay
+    # within 100 % per CPU whatever the sampling's own delay.
+    elapsed = total / _CLK_TCK / cpus
+    return MachineLoad(round(wall, 1), round(steal_pct, 1), round(100 * other / elapsed, 1),
+                       round(100 * own / elapsed, 1))
 
 
 def combine(loads: Sequence[MachineLoad]) -> MachineLoad:

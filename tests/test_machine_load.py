@@ -68,24 +68,24 @@ def _sample(at: float, busy_ticks: int, steal_ticks: int, total_ticks: int,
 def test_load_between_two_samples() -> None:
     a = _sample(100.0, 0, 0, 0, [_proc(10, 1, cpu=5.0), _proc(11, 10, cpu=1.0, started=2.0)],
                 {10, 11})
-    b = _sample(102.0, 4 * TCK, TCK // 2, 4 * TCK + 4 * TCK,
+    b = _sample(102.0, 3 * TCK, TCK // 4, 4 * TCK,  # 2 CPUs for 2 s: 3 s busy
                 [_proc(10, 1, cpu=6.0),                  # 1 s in the window
                  _proc(11, 10, cpu=0.5, started=3.0),    # pid 11 reused: all 0.5 s count
                  _proc(13, 10, cpu=0.5, started=101.0)], # started in the window: all of it
                 {10, 11, 13})
-    load = load_between(a, b)
-    # 4 s busy in 2 s wall, 2 s of it the bench's: other processes 1 core, the bench 1 core.
-    assert load == MachineLoad(seconds=2.0, steal_pct=6.2, other_cpu_pct=100.0,
+    load = load_between(a, b, cpus=2)
+    # 3 s busy in 2 s, 2 s of it the bench's: other processes half a core, the bench one core.
+    assert load == MachineLoad(seconds=2.0, steal_pct=6.2, other_cpu_pct=50.0,
                                own_cpu_pct=100.0)
-    assert load.busy() == ["CPU steal 6 % > 5 %", "other processes 100 % of a core > 25 %"]
+    assert load.busy() == ["CPU steal 6 % > 5 %", "other processes 50 % of a core > 25 %"]
     quiet = MachineLoad(seconds=2.0, steal_pct=0.4, other_cpu_pct=BUSY_OTHER_CPU_PCT,
                         own_cpu_pct=180.0)
     assert quiet.busy() == []
     # Two windows as one, weighted by their seconds.
-    assert combine([load, MachineLoad(6.0, 0.0, 20.0, 40.0)]) == MachineLoad(
-        8.0, 1.6, 40.0, 55.0)
+    assert combine([load, MachineLoad(6.0, 0.0, 50.0, 40.0)]) == MachineLoad(
+        8.0, 1.6, 50.0, 55.0)
     # No /proc/stat (not Linux): the bench's own CPU only, never busy.
-    no_stat = load_between(msgspec.structs.replace(a, ticks=None), b)
+    no_stat = load_between(msgspec.structs.replace(a, ticks=None), b, cpus=2)
     assert (no_stat.other_cpu_pct, no_stat.steal_pct, no_stat.busy()) == (0.0, 0.0, [])
 
 
@@ -132,7 +132,7 @@ def test_a_real_sample_tells_the_bench_from_other_processes() -> None:
 def test_the_warning_is_printed_beside_the_figures(busy: bool,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     a = _sample(0.0, 0, 0, 0, [], set())
-    b = _sample(1.0, TCK if busy else 0, 0, 2 * TCK, [], set())
+    b = _sample(1.0, TCK if busy else 0, 0, os.cpu_count() * TCK, [], set())
     loads: dict[str, MachineLoad] = {}
     bench._report_load("open_loop", [(a, b)], loads)
     out = capsys.readouterr().out
