@@ -135,12 +135,14 @@ async def _prepare(admin_dsn: str, options: BenchOptions) -> tuple[str, list[int
 
 def _report_load(name: str, windows: list[tuple[Sample, Sample]],
                  loads: dict[str, MachineLoad]) -> None:
-    """Keep the load over the windows; warn, beside the figures just printed, when it was
-    busy."""
+    """Keep the load over the windows and print it beside the figures just printed, with a
+    warning when the machine was busy."""
     load = loads[name] = combine([load_between(a, b) for a, b in windows])
+    line = f"  machine {LOAD_WINDOWS[name]}: {load.describe()}"
     if load.busy():
-        print(f"  WARNING: busy machine {LOAD_WINDOWS[name]} ({'; '.join(load.busy())}): "
-              "these figures measure the machine as much as the switch", flush=True)
+        line += (f"\n  WARNING: busy machine {LOAD_WINDOWS[name]} ({'; '.join(load.busy())}): "
+                 "these figures measure the machine as much as the switch")
+    print(line, flush=True)
 
 
 async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards: list[int],
@@ -259,10 +261,7 @@ async def _bench(options: BenchOptions) -> BenchResult:
     meter = LoadMeter(markers=[BENCH_DATABASE])
     quiet_start = meter.sample()
     await asyncio.sleep(QUIET_CHECK_SECONDS)
-    quiet_end = meter.sample()
-    print(f"machine before the run: {load_between(quiet_start, quiet_end).describe()}",
-          flush=True)
-    _report_load("before", [(quiet_start, quiet_end)], loads)
+    _report_load("before", [(quiet_start, meter.sample())], loads)
     if options.dsn:
         admin_dsn = options.dsn
     else:
