@@ -5,11 +5,15 @@ monkey-patches the standard library for gevent, so `import loadtest` never impor
 The locust-free parts (log-ins, the users file, request names) are in `loadtest.admin_plan`.
 
 Every user logs in once at start (`POST /auth/login`; again only when its token is about to
-expire, or after a 401), thinks `--admin-think-min-seconds`..`--admin-think-max-seconds`
-between tasks, and logs out at stop. Until a log-in has worked once its users try it one at a
-time, and one the API refuses (a wrong password, a disabled or locked-out name) is not tried
-again: the others stop with `NoLogin`, since every failed try counts towards the API's lock-out
-of that name (`login_failures_max`), the real staff's included. What each does, by weight:
+expire, or after a 401), thinks `--admin-think-min-seconds`..`--admin-think-max-seconds` between
+tasks, and logs out at stop. It starts with two rounds of its tasks, back to back in the order
+declared, the first taking every variant (a CSV download, a top-up repeated with the same key)
+and the second none, and then picks its tasks by weight and its variants by their shares: so
+even a short run makes every kind of request. Until a log-in has worked once its users try it
+one at a time, and one the API refuses (a wrong password, a disabled or locked-out name) is not
+tried again: the others stop with `NoLogin`, since every failed try counts towards the API's
+lock-out of that name (`login_failures_max`), the real staff's included. What each does, by
+weight:
 
 - `CardOfficeUser` (a card office clerk): looks a person up by name and opens them (5),
   reads a statement (4) and a balance (4), lists a person's cards and sometimes a card's
@@ -209,6 +213,8 @@ class AdminApiUser(FastHttpUser):
         self.login: Login | None = None
         self._token = ""
         self._token_until = 0.0
+        self._forced_variant: bool | None = None
+        """In the first two rounds: whether every request takes its variant."""
 
     def wait_time(self) -> float:
         low = _opt(self.environment, "admin_think_min_seconds", 1.0)
@@ -229,6 +235,24 @@ class AdminApiUser(FastHttpUser):
             raise StopUser()
         if not self._log_in():
             raise StopUser()
+        self.prepare()
+        # Back to back, with no pause: a pause is where locust may stop a user, and a graceful
+        # stop (--stop-timeout) lets the two rounds finish.
+        for forced in (True, False):
+            self._forced_variant = forced
+            for each_task in dict.fromkeys(self.tasks):  # declared order, once each
+                each_task(self)  # type: ignore[operator]
+        self._forced_variant = None
+
+    def prepare(self) -> None:
+        """What the role reads before its first task (ids to work on); StopUser if nothing."""
+
+    def takes_variant(self, share_option: str, default: float) -> bool:
+        """Whether this request takes its variant: always in the first round, never in the
+        second, then the option's share of the time."""
+        if self._forced_variant is not None:
+            return self._forced_variant
+        return random.random() < _opt(self.environment, share_option, default)
 
     def on_stop(self) -> None:
         if self._token:
@@ -368,8 +392,7 @@ class CardOfficeUser(AdminApiUser):
     role = "card_office"
     weight = 3
 
-    def on_start(self) -> None:
-        super().on_start()
+    def prepare(self) -> None:
         self._people = self.people()
         self._enrol_at = self.discovered("enrol", self._enrol_targets)
         self._own_cards: dict[int, bool] = {}  # card_no -> reported lost
@@ -446,8 +469,7 @@ class CashierUser(AdminApiUser):
     role = "cashier"
     weight = 3
 
-    def on_start(self) -> None:
-        super().on_start()
+    def prepare(self) -> None:
         self._people = self.people()
         self._amounts = topup_amounts(_opt(self.environment, "admin_topup_min_fen", 1000),
                                       _opt(self.environment, "admin_topup_max_fen", 20000))
@@ -469,8 +491,7 @@ class CashierUser(AdminApiUser):
             retries += 1
             first = self.call("POST", route, body=body, headers={"Idempotency-Key": key},
                               expect=(201,), variant="same key", person_id=person_id)
-        if not first.ok or random.random() >= _opt(self.environment, "admin_same_key_share",
-                                                    0.1):
+        if not first.ok or not self.takes_variant("admin_same_key_share", 0.1):
             return
 
         def is_replay(again: Answer) -> str | None:
@@ -495,8 +516,7 @@ class CardholderUser(AdminApiUser):
     role = "cardholder"
     weight = 8
 
-    def on_start(self) -> None:
-        super().on_start()
+    def prepare(self) -> None:
         me = self.call("GET", "/self/people")
         self._mine = [p["id"] for p in me.data] if me.ok else []
         if not self._mine:
@@ -523,8 +543,7 @@ class AuditorUser(AdminApiUser):
     role = "auditor"
     weight = 1
 
-    def on_start(self) -> None:
-        super().on_start()
+    def prepare(self) -> None:
         self._after = 0
         self._people_seen: list[str] = []
 
@@ -557,8 +576,7 @@ class ReportsUser(AdminApiUser):
     role = "reports"
     weight = 1
 
-    def on_start(self) -> None:
-        super().on_start()
+    def prepare(self) -> None:
         merchants = self.discovered("merchants", self._merchants)
         if not merchants:
             self._fail("GET /merchants", NothingToWorkOn(f"{self.login} sees no merchant"))
@@ -583,7 +601,7 @@ class ReportsUser(AdminApiUser):
                              tenant_id=t).status == 200]
 
     def _format(self) -> tuple[dict[str, str], str]:
-        if random.random() < _opt(self.environment, "admin_csv_share", 0.2):
+        if self.takes_variant("admin_csv_share", 0.2):
             return {"format": "csv"}, "csv"
         return {}, ""
 

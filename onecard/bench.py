@@ -4,17 +4,22 @@ One run measures, on the same server and with the same generator:
   1. saturation: N terminals in a closed loop (one request outstanding each), purchases only;
   2. latency under load: an open loop at half the saturation rate, latency from each request's
      scheduled send time (p50, p99, p99.9);
-  3. the conventional design behind the same protocol (one SQL transaction per purchase through
-     an asyncpg pool) at its best pool size among 8, 16, 32, 64;
   2b. declines: the saturation loop again with DECLINE_SHARE of purchases on unknown cards
      (each decline is a journaled, durable answer like an approval);
+  3. the conventional design behind the same protocol (onecard/conventional.py: one task and one
+     SQL transaction per purchase through an asyncpg pool) at its best pool size among 8, 16,
+     32, 64;
   4. the conventional design's ceiling with no protocol at all: the same SQL transaction driven
      by pgbench at its best client count among 8, 16, 32, 64;
-and the generator's own CPU share. Figures go to stdout and, with --json, to a file.
+and the generator's own CPU share; and how busy the machine was apart from the bench (CPU steal,
+other processes' CPU: onecard/machine_load.py) before the run and during each phase, with a
+warning beside figures taken on a busy machine. A short summary goes to stdout and, with --json,
+every figure to a file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -27,17 +32,24 @@ import asyncpg
 import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
+from onecard.conventional import SETUP_SQL, ConventionalProcess
 from onecard.harness import SwitchProcess, free_port, fresh_database, run_fast
+from onecard.machine_load import LoadMeter, MachineLoad, Sample, combine, load_between
 from onecard.seed import CANTEEN_FREE, SeedPlan, seed_site
 from onecard.status import Samples, scrape, switch_figures
 from protocols import ocp
-from switch._conventional import SETUP_SQL
 
 BENCH_DATABASE = "onecard_bench"
 POOL_SIZES = (8, 16, 32, 64)
 COMPARISON_SECONDS = 8.0
 # The decline-heavy phase: this share of purchases names a card nobody issued.
 DECLINE_SHARE = 0.2
+QUIET_CHECK_SECONDS = 2.0
+"""How long the machine's load is sampled before the run starts."""
+LOAD_WINDOWS = {"before": "before the run", "saturation": "during saturation",
+                "open_loop": "during the open loop",
+                "conventional": "during the conventional design's runs"}
+"""The windows whose machine load the bench keeps (BenchResult.machine_load)."""
 
 PGBENCH_SCRIPT = """\\set aid random(1, {accounts})
 \\set amt random(100, 1500)
@@ -97,6 +109,11 @@ class BenchResult(msgspec.Struct):
     synchronous_commit: str
     postgres: str
     cpus: int
+    # The machine apart from the bench (onecard/machine_load.py), by window: "before" the run,
+    # "saturation", "open_loop", "conventional" (its measured windows, every pool size).
+    machine_load: dict[str, MachineLoad]
+    busy_machine: dict[str, list[str]]
+    """The windows whose figures were taken on a busy machine, and why."""
 
 
 async def _settings(conn: asyncpg.Connection) -> tuple[str, str, str]:
@@ -129,8 +146,21 @@ async def _prepare(admin_dsn: str, options: BenchOptions) -> tuple[str, list[int
     return dsn, seed.cards, seed.terminals
 
 
+def _report_load(name: str, windows: list[tuple[Sample, Sample]],
+                 loads: dict[str, MachineLoad]) -> None:
+    """Keep the load over the windows and print it beside the figures just printed, with a
+    warning when the machine was busy."""
+    load = loads[name] = combine([load_between(a, b) for a, b in windows])
+    line = f"  machine {LOAD_WINDOWS[name]}: {load.describe()}"
+    if load.busy():
+        line += (f"\n  WARNING: busy machine {LOAD_WINDOWS[name]} ({'; '.join(load.busy())}): "
+                 "these figures measure the machine as much as the switch")
+    print(line, flush=True)
+
+
 async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards: list[int],
-                            options: BenchOptions) -> dict[str, object]:
+                            options: BenchOptions, meter: LoadMeter,
+                            loads: dict[str, MachineLoad]) -> dict[str, object]:
     metrics_url = f"http://127.0.0.1:{free_port()}"
     switch = SwitchProcess(dsn, master.hex(), extra_env={
         "ONECARD_LOG_LEVEL": "warning", "ONECARD_METRICS_PORT": metrics_url.rsplit(":", 1)[1],
@@ -144,10 +174,15 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
         print(f"  {len(specs)} terminals signed on; saturation for {options.seconds:g} s ...",
               flush=True)
         cpu: list[float] = []
+        marks: list[Sample] = []
+
+        def mark() -> None:
+            cpu.append(switch.cpu_seconds())
+            marks.append(meter.sample())
+
         sat = await gen.closed_loop(
             options.seconds, depth=1, warmup_seconds=2.0,
-            on_measure_start=lambda: cpu.append(switch.cpu_seconds()),
-            on_measure_end=lambda: cpu.append(switch.cpu_seconds()),
+            on_measure_start=mark, on_measure_end=mark,
         )
         scrapes.append(scrape(metrics_url))
         switch_cpu_pct = 100.0 * (cpu[1] - cpu[0]) / sat.seconds
@@ -156,13 +191,17 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
               f"(p50 {sat.p50_ms:.1f} ms, p99 {sat.p99_ms:.1f} ms, generator CPU "
               f"{sat.generator_cpu_pct:.0f} %, switch CPU {switch_cpu_pct:.0f} % = "
               f"{cpu_us:.1f} µs per purchase)", flush=True)
+        _report_load("saturation", [(marks[0], marks[1])], loads)
         rate = max(1.0, sat.approved_tps / 2)
         print(f"  open loop at {rate:,.0f}/s for {options.seconds:g} s ...", flush=True)
+        open_start = meter.sample()
         opn = await gen.open_loop(options.seconds, rate)
+        open_end = meter.sample()
         scrapes.append(scrape(metrics_url))
         inside = switch_figures(scrapes[1], scrapes[2])
         print(f"  open loop: p50 {opn.p50_ms:.2f} ms, p99 {opn.p99_ms:.2f} ms, "
               f"p99.9 {opn.p999_ms:.2f} ms", flush=True)
+        _report_load("open_loop", [(open_start, open_end)], loads)
         print("  the switch's own metrics over the open loop: "
               + ", ".join(f"{k} {v:g}" for k, v in inside.items()), flush=True)
         gen.pool = CardPool(cards=cards, unknown_card_share=DECLINE_SHARE)
@@ -197,24 +236,27 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
 
 
 async def _run_conventional(dsn: str, master: bytes, terminals: list[int], cards: list[int],
-                            pool_size: int, run: int) -> float:
-    switch = SwitchProcess(
-        dsn, master.hex(),
-        extra_env={"ONECARD_LOG_LEVEL": "warning",
-                   "ONECARD_CONVENTIONAL_POOL_SIZE": str(pool_size)},
-    ).start()
+                            pool_size: int, run: int, meter: LoadMeter,
+                            windows: list[tuple[Sample, Sample]]) -> float:
+    """Purchases/s at this pool size; the machine's load over the measured window is added to
+    `windows` (sampled while the server and its PostgreSQL backends run)."""
+    server = ConventionalProcess(dsn, master.hex(), args=["--pool-size", str(pool_size)]).start()
     try:
         # Each run starts its terminals' counters afresh above every earlier run's, since
         # conv_journal keeps (terminal_id, txn_seq) unique like the journal.
         specs = [TerminalSpec(t, ocp.derive_terminal_key(master, t, 1),
                               last_txn_seq=(run + 1) * 100_000_000)
                  for t in terminals]
-        gen = LoadGenerator(switch.host, switch.port, specs, CardPool(cards=cards))
+        gen = LoadGenerator(server.host, server.port, specs, CardPool(cards=cards))
         await gen.connect()
-        rep = await gen.closed_loop(COMPARISON_SECONDS, depth=1, warmup_seconds=1.0)
+        marks: list[Sample] = []
+        rep = await gen.closed_loop(COMPARISON_SECONDS, depth=1, warmup_seconds=1.0,
+                                    on_measure_start=lambda: marks.append(meter.sample()),
+                                    on_measure_end=lambda: marks.append(meter.sample()))
+        windows.append((marks[0], marks[1]))
         gen.close()
     finally:
-        switch.stop()
+        server.stop()
     return rep.approved_tps
 
 
@@ -245,6 +287,11 @@ def _run_pgbench(pgbench: str, dsn: str, clients: int, accounts: int) -> float:
 async def _bench(options: BenchOptions) -> BenchResult:
     private = None
     bin_dir = None
+    loads: dict[str, MachineLoad] = {}
+    meter = LoadMeter(markers=[BENCH_DATABASE])
+    quiet_start = meter.sample()
+    await asyncio.sleep(QUIET_CHECK_SECONDS)
+    _report_load("before", [(quiet_start, meter.sample())], loads)
     if options.dsn:
         admin_dsn = options.dsn
     else:
@@ -254,6 +301,7 @@ async def _bench(options: BenchOptions) -> BenchResult:
             Path(tempfile.mkdtemp(prefix="onecard-bench-pg-")) / "pgdata", delete=True
         )
         admin_dsn, bin_dir = private.dsn, private.bin_dir
+        meter.markers.append(private.data_dir)
     try:
         dsn, cards, terminals = await _prepare(admin_dsn, options)
         conn = await asyncpg.connect(dsn)
@@ -264,14 +312,17 @@ async def _bench(options: BenchOptions) -> BenchResult:
         print(f"PostgreSQL: {version.split(',')[0]}; fsync={fsync}, "
               f"synchronous_commit={sync_commit}", flush=True)
         master = os.urandom(32)
-        phase = await _run_switch_phase(dsn, master, terminals, cards, options)
+        phase = await _run_switch_phase(dsn, master, terminals, cards, options, meter, loads)
         conv: dict[str, float] = {}
         pgb: dict[str, float] = {}
         if not options.skip_conventional:
+            windows: list[tuple[Sample, Sample]] = []
             for run, size in enumerate(POOL_SIZES):
-                conv[str(size)] = await _run_conventional(dsn, master, terminals, cards, size, run)
+                conv[str(size)] = await _run_conventional(dsn, master, terminals, cards, size, run,
+                                                          meter, windows)
                 print(f"  conventional, pool {size}: {conv[str(size)]:,.0f} purchases/s",
                       flush=True)
+            _report_load("conventional", windows, loads)
             pgbench = _pgbench_binary(bin_dir)
             if pgbench is None:
                 print("  pgbench not found: skipping the pgbench ceiling", flush=True)
@@ -321,15 +372,41 @@ async def _bench(options: BenchOptions) -> BenchResult:
         synchronous_commit=sync_commit,
         postgres=version.split(",")[0],
         cpus=os.cpu_count() or 0,
+        machine_load=loads,
+        busy_machine={name: load.busy() for name, load in loads.items() if load.busy()},
     )
+
+
+def summary(r: BenchResult, json_path: str | None) -> str:
+    """The run in a few lines: the headline figures, and whether the machine was busy."""
+    lines = [
+        f"durable: {r.durable_tps:,.0f} purchases/s (saturation p99 {r.saturation_p99_ms:.1f} ms)"
+        f"; open loop at {r.offered_tps:,.0f}/s: p50 {r.p50_ms:.2f}, p99 {r.p99_ms:.2f}, "
+        f"p99.9 {r.p999_ms:.2f} ms",
+        f"switch CPU {r.switch_cpu_pct:.0f} % of a core ({r.switch_cpu_us_per_purchase:.1f} µs "
+        f"per purchase), generator {r.generator_cpu_pct:.0f} %; "
+        f"{r.switch_journal_rows_per_commit:.0f} journal rows per commit",
+    ]
+    if r.conventional_tps:
+        lines.append(f"conventional {r.conventional_tps:,.0f}/s: ratio {r.ratio:g}x"
+                     + (f"; pgbench {r.pgbench_tps:,.0f} tps: ratio {r.ratio_pgbench:g}x"
+                        if r.pgbench_tps else ""))
+    if r.busy_machine:
+        lines.append("WARNING: figures taken on a busy machine: " + "; ".join(
+            f"{LOAD_WINDOWS[name]}: {', '.join(why)}" for name, why in r.busy_machine.items()))
+    else:
+        lines.append("machine: quiet before and during the run (no steal or other load above "
+                     "the limits)")
+    lines.append(f"every figure: {json_path}" if json_path else
+                 "every figure (timelines, the machine's load by phase): --json PATH")
+    return "\n".join(lines)
 
 
 def run_bench(options: BenchOptions) -> int:
     started = time.perf_counter()
     result = run_fast(_bench(options))
-    brief = {k: v for k, v in msgspec.to_builtins(result).items() if "timeline" not in k}
-    print(msgspec.json.format(msgspec.json.encode(brief)).decode())
     if options.json_path:
         Path(options.json_path).write_bytes(msgspec.json.format(msgspec.json.encode(result)))
+    print(summary(result, options.json_path))
     print(f"bench finished in {time.perf_counter() - started:.0f} s")
     return 0

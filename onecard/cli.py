@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -50,6 +49,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_switch(args: argparse.Namespace) -> int:
+    from onecard.harness import write_ready_file
     from switch import ConfigError, load_settings, run_switch
 
     overrides = {
@@ -68,10 +68,7 @@ def _cmd_switch(args: argparse.Namespace) -> int:
 
     def on_ready(address: tuple[str, int]) -> None:
         if ready_file:
-            tmp = ready_file + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump({"host": address[0], "port": address[1], "pid": os.getpid()}, f)
-            os.replace(tmp, ready_file)
+            write_ready_file(ready_file, address)
 
     run_switch(settings, on_ready)
     return 0

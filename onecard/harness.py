@@ -38,6 +38,13 @@ def run_fast(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
+def write_ready_file(path: str, address: tuple[str, int]) -> None:
+    """{host, port, pid} as JSON at `path`, whole or not at all: what SwitchProcess waits for."""
+    with open(path + ".tmp", "w") as f:
+        json.dump({"host": address[0], "port": address[1], "pid": os.getpid()}, f)
+    os.replace(path + ".tmp", path)
+
+
 def with_database(dsn: str, database: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + database))
@@ -62,6 +69,9 @@ async def fresh_database(admin_dsn: str, name: str) -> str:
 
 class SwitchProcess:
     """`onecard switch` as a child process on a free port."""
+
+    module = "onecard"
+    """What runs: `python -m <module> <command> --ready-file PATH <args>`."""
 
     def __init__(self, dsn: str, master_secret_hex: str, *, extra_env: dict[str, str] | None = None,
                  log_path: Path | None = None, args: list[str] | None = None,
@@ -97,23 +107,24 @@ class SwitchProcess:
         env.update(self.extra_env)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onecard", *command, "--ready-file", self.ready_file,
+            [sys.executable, "-m", self.module, *command, "--ready-file", self.ready_file,
              *self.args],
             env=env,
             stdout=self._log,
             stderr=self._log,
             start_new_session=self.own_session,
         )
+        name = " ".join([self.module, *command])
         deadline = time.monotonic() + ready_deadline_seconds
         while not os.path.exists(self.ready_file):
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"{command[0]} exited with {self.proc.returncode} before it was ready:\n"
+                    f"{name} exited with {self.proc.returncode} before it was ready:\n"
                     + self.log_tail()
                 )
             if time.monotonic() > deadline:
                 self.kill()
-                raise TimeoutError(f"{command[0]} not ready in time:\n" + self.log_tail())
+                raise TimeoutError(f"{name} not ready in time:\n" + self.log_tail())
             time.sleep(0.05)
         with open(self.ready_file) as f:
             info = json.load(f)

@@ -1,9 +1,9 @@
 """An answer that did not come straight from the ledger, shaped for `answer_nowait`.
 
-Three paths answer without a fresh Outcome: a repeat read back from the journal, a request
+Two paths answer without a fresh Outcome: a repeat read back from the journal, and a request
 refused without a decision (BUSY or SYSTEM_ERROR: retry with the same txn_seq; or a QR code
-that may not pay, unless the journal holds the request), and the conventional benchmark
-baseline. `answer_nowait` reads only these fields.
+that may not pay, unless the journal holds the request). `answer_nowait` reads only these
+fields.
 """
 
 from __future__ import annotations

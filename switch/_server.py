@@ -33,7 +33,6 @@ from switch import limits
 from switch._answer import REFUSAL, Answer
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
-from switch._conventional import ConventionalHandler
 from switch._errors import (
     DATABASE_FAILURES,
     JournalError,
@@ -145,7 +144,6 @@ class Runtime:
         # Declines by response code since the last requests.declined line.
         self._declines: dict[int, int] = {}
         self.loop_lag_max = 0.0
-        self.conventional: ConventionalHandler | None = None
         # Phone QR codes: the site's QR key and the codes that have paid. Per process, kept
         # across recoveries; codes issued before this moment are not accepted (switch/_qr.py).
         self.qr = QrGate(settings.master_secret_bytes, int(time.time()))
@@ -489,10 +487,6 @@ class Runtime:
             self.journal.durable_lsn = self.ledger.lsn
             self.rows_at_last_checkpoint = 0
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
-            if settings.conventional_pool_size:
-                self.conventional = await ConventionalHandler.create(
-                    settings.dsn, settings.conventional_pool_size
-                )
             try:
                 await server.start_serving()
             except OSError as exc:
@@ -523,10 +517,6 @@ class Runtime:
                 session.close()
             if hasattr(self, "journal"):
                 self.journal.close()
-            if self.conventional is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.conventional.close(), 5)
-                self.conventional = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pool.close(), 5)
             with contextlib.suppress(Exception):

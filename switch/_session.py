@@ -197,7 +197,6 @@ class TerminalSession(asyncio.Protocol):
         merchant_id = self.merchant_id
         permitted = self._permitted
         outstanding = self._outstanding
-        conventional = rt.conventional
         countdown = self._countdown
         t0 = t1 = 0.0
         while True:
@@ -234,11 +233,6 @@ class TerminalSession(asyncio.Protocol):
                              reason="not_permitted")
                 continue
             if t is _Purchase:
-                if conventional is not None:
-                    outstanding += 1
-                    self._outstanding = outstanding
-                    conventional.submit(self, tid, merchant_id, ev)
-                    continue
                 o = ledger.purchase(tid, ev.txn_seq, ev.card_no, merchant_id, ev.amount_fen, now_s)
             elif t is _Reversal:
                 o = ledger.reverse(

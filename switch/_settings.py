@@ -72,9 +72,6 @@ class SwitchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     # them all, at a cost of about 1 us each.
     latency_sample_every: Annotated[int, Meta(ge=1, le=1_000_000)] = limits.LATENCY_SAMPLE_EVERY
     log_level: Annotated[str, Meta(pattern="^(debug|info|warning|error)$")] = "info"
-    # Benchmark baseline only: > 0 answers purchases the conventional way (one SQL transaction
-    # per purchase through a pool of this size) instead of through the balance cache.
-    conventional_pool_size: Annotated[int, Meta(ge=0, le=256)] = 0
     # The change feed (docs/architecture.md, "Change feed"): admin-side changes reach this
     # switch's balance cache through a Redis Stream, with PostgreSQL's outbox as the truth.
     redis_url: Annotated[str, Meta(pattern=_REDIS_URL_PATTERN)] = "redis://127.0.0.1:6379/0"

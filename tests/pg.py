@@ -33,6 +33,10 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+DROP_CONNECTIONS = 8
+"""Connections that drop the run's databases at its end, each taking the next."""
+
+
 class TestServer:
     """A PostgreSQL server for the test run, and the databases made on it."""
 
@@ -76,16 +80,24 @@ class TestServer:
         return with_database(self.admin_dsn, name)
 
     def close(self) -> None:
-        async def drop() -> None:
-            conn = await asyncpg.connect(self.admin_dsn)
-            try:
-                for name in reversed(self.databases):
-                    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            finally:
-                await conn.close()
+        # Several at a time: each DROP DATABASE waits for a checkpoint, and concurrent ones
+        # share it (one at a time, the ~500 databases of a run took two minutes on a busy
+        # machine; DROP_CONNECTIONS at a time, seconds).
+        async def drop_all() -> None:
+            names = list(self.databases)  # pop() takes the newest first, the template last
+
+            async def drop() -> None:
+                conn = await asyncpg.connect(self.admin_dsn)
+                try:
+                    while names:
+                        await conn.execute(f"DROP DATABASE IF EXISTS {names.pop()} WITH (FORCE)")
+                finally:
+                    await conn.close()
+
+            await asyncio.gather(*(drop() for _ in range(min(DROP_CONNECTIONS, len(names)))))
 
         try:
-            asyncio.run(drop())
+            asyncio.run(drop_all())
         finally:
             if self._private is not None:
                 self._private.stop()

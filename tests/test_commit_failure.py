@@ -42,6 +42,9 @@ def test_a_failed_commit_drops_connections_then_recovers_exactly_once(db_dsn: st
     try:
         gen = asyncio.run(_drive(site))
         in_flight = gen.unanswered()
+        # The batch whose commit failed was never answered: without requests in flight this
+        # test would show nothing about them.
+        assert in_flight, "no request was in flight when the commit failed"
         # The switch listens again after recovering from PostgreSQL; every request that was in
         # flight is retried with its txn_seq and lands in the journal exactly once.
         deadline = time.monotonic() + 60

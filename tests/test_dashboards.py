@@ -1,5 +1,6 @@
 """The Grafana dashboards shipped in ops/ query only what the switch and the admin API
-export."""
+export, and name no datasource of their own: they import into any Grafana (the DS_PROMETHEUS
+input) and work provisioned (the DS_PROMETHEUS datasource variable)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from switch import _metrics
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "ops" / "grafana" / "dashboards").glob("*.json"))
 DATASOURCE_UID = "onecard-prometheus"
+"""The provisioned datasource (ops/grafana/provisioning/datasources/onecard.yml)."""
+DATASOURCE_REF = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 
 
 def _exported_names() -> set[str]:
@@ -79,7 +82,36 @@ def test_every_query_names_an_exported_metric_and_known_labels(path: Path) -> No
                     f"{title}: {label}=~{value} matches no {label}")
             else:
                 assert value in admin_known[label], f"{title}: {label}={value}"
-        assert panel["datasource"]["uid"] == DATASOURCE_UID, title  # type: ignore[index]
+        assert panel["datasource"] == DATASOURCE_REF, title
+
+
+def _datasource_refs(node: object) -> list[object]:
+    """Every `datasource` value anywhere in a dashboard (panels, targets, variables)."""
+    if isinstance(node, dict):
+        own = [node["datasource"]] if "datasource" in node else []
+        return own + [r for v in node.values() for r in _datasource_refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _datasource_refs(v)]
+    return []
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_importable_anywhere_and_provisioned_here(path: Path) -> None:
+    text = path.read_text()
+    dashboard = json.loads(text)
+    # Import (Dashboards > New > Import) asks for the Prometheus datasource and puts its uid
+    # wherever ${DS_PROMETHEUS} is written.
+    (ds_input,) = dashboard["__inputs"]
+    assert {k: ds_input[k] for k in ("name", "type", "pluginId")} == {
+        "name": "DS_PROMETHEUS", "type": "datasource", "pluginId": "prometheus"}
+    # Provisioning does not read __inputs: there ${DS_PROMETHEUS} is the dashboard's datasource
+    # variable, which starts at the default Prometheus (the provisioned one).
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert (variable["name"], variable["query"], variable["current"]) == (
+        "DS_PROMETHEUS", "prometheus", {})
+    refs = _datasource_refs(dashboard["panels"])
+    assert refs and all(ref == DATASOURCE_REF for ref in refs), refs
+    assert DATASOURCE_UID not in text  # no datasource uid is hard-wired
 
 
 def test_the_scrape_config_and_provisioning_agree() -> None:
@@ -88,7 +120,9 @@ def test_the_scrape_config_and_provisioning_agree() -> None:
     # The admin API on its default port (admin_api/_settings.py), its metrics at /metrics.
     assert "job_name: onecard-admin" in prometheus and '"127.0.0.1:8080"' in prometheus
     datasource = (ROOT / "ops" / "grafana" / "provisioning" / "datasources" / "onecard.yml")
-    assert f"uid: {DATASOURCE_UID}" in datasource.read_text()
+    text = datasource.read_text()
+    assert f"uid: {DATASOURCE_UID}" in text and "type: prometheus" in text
+    assert "isDefault: true" in text  # what the dashboards' DS_PROMETHEUS variable starts at
 
 
 def test_every_panel_is_explained_in_the_operations_guide() -> None:

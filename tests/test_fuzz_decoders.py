@@ -26,6 +26,7 @@ import ledger_ext
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_ocp_decoder_survives_coverage_guided_fuzzing() -> None:
     if importlib.util.find_spec("atheris") is None:
         if os.environ.get("CI"):
@@ -40,6 +41,7 @@ def test_ocp_decoder_survives_coverage_guided_fuzzing() -> None:
     assert "Done 30000 runs" in out.stderr
 
 
+@pytest.mark.slow
 def test_qr_decoder_survives_coverage_guided_fuzzing() -> None:
     if importlib.util.find_spec("atheris") is None:
         if os.environ.get("CI"):

@@ -9,13 +9,10 @@ live one byte for byte, and the next decision on both agrees.
 
 from __future__ import annotations
 
+import hypothesis.strategies as st
 import pytest
-
-ledger_ext = pytest.importorskip("ledger_ext")
-
-import hypothesis.strategies as st  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-from hypothesis.stateful import (  # noqa: E402
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
@@ -23,7 +20,9 @@ from hypothesis.stateful import (  # noqa: E402
     rule,
 )
 
-from tests import ledger_model  # noqa: E402
+# A plain import: an extension that was not built fails this module, it does not skip it.
+import ledger_ext
+from tests import ledger_model
 
 ACCOUNTS = 8
 MERCHANTS_MAX = 8
@@ -401,7 +400,18 @@ def _fields(struct: object) -> tuple[object, ...]:
     return tuple(getattr(struct, f) for f in struct.__struct_fields__)  # type: ignore
 
 
-LedgerPair.TestCase.settings = settings(
-    max_examples=400, stateful_step_count=100, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-test_ledger_pair = LedgerPair.TestCase
+SETTINGS = settings(stateful_step_count=100, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+class TestLedgerPair(LedgerPair.TestCase):
+    """The default suite's campaign: 50 sequences of up to 100 steps."""
+
+    settings = settings(SETTINGS, max_examples=50)
+
+
+@pytest.mark.slow
+class TestLedgerPairLong(LedgerPair.TestCase):
+    """The long campaign (`python -m pytest -m slow`): 400 sequences."""
+
+    settings = settings(SETTINGS, max_examples=400)

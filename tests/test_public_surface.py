@@ -1,0 +1,70 @@
+"""Every package's public surface, pinned: a name added to or dropped from an `__all__` fails
+here until this list says so too (protocols.ocp's own list is pinned in test_ocp_docs.py).
+`onecard` is the application shell and has no `__all__`: its surface is its commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import pytest
+
+from onecard.cli import build_parser
+
+SURFACE = {
+    "protocols": ["ocp"],
+    "ledger_ext": [
+        "ACCOUNTS_MAX", "ACCOUNT_CLOSED", "ACCOUNT_FROZEN", "ACTIVE", "ALREADY_REVERSED",
+        "AMOUNT_FEN_MAX", "APPROVED", "BALANCE_FEN_MAX", "BALANCE_LIMIT_EXCEEDED", "CAPTURE",
+        "CAPTURE_EXCEEDS_HOLD", "CARDS_PER_ACCOUNT_MAX", "CARD_CANCELLED", "CARD_LOST",
+        "CARD_NO_MAX", "CLASSES_MAX", "CLOSED", "CREDIT", "CROSS_TENANT_NOT_ALLOWED",
+        "DAILY_LIMIT_EXCEEDED", "DEBIT", "EXPIRY", "FIXED", "FREE", "FROZEN", "HOLD",
+        "HOLDS_LIMIT_EXCEEDED", "HOLDS_MAX", "HOLD_NOT_FOUND", "INQUIRY", "INSUFFICIENT_FUNDS",
+        "INVALID_AMOUNT", "INVALID_MERCHANT", "JOURNAL_COLUMNS", "LOST", "MAIN", "MAIN_FIRST",
+        "MAIN_ONLY", "MEAL_AMOUNT_LIMIT_EXCEEDED", "MEAL_COUNT_LIMIT_EXCEEDED",
+        "MEAL_WINDOWS_MAX", "MERCHANTS_MAX", "MERCHANT_BALANCE_FEN_MAX", "NOW_S_MAX",
+        "ORIGINAL_NOT_FOUND", "PURCHASE", "RELEASE", "REVERSAL", "REVERSAL_MISMATCH",
+        "SNAPSHOT_VERSION", "SUBSIDY", "SUBSIDY_FIRST", "TENANTS_MAX", "TERMINALS_MAX",
+        "TERMINAL_ID_MAX", "TERMINAL_WINDOW_MAX", "TRANSFER", "TXN_LIMIT_EXCEEDED",
+        "TXN_SEQ_MAX", "TXN_SEQ_TOO_OLD", "UNKNOWN_CARD", "UTC_OFFSET_S_MAX", "AccountState",
+        "AccountStatus", "Code", "Kind", "Ledger", "LedgerArgumentError", "LedgerCapacityError",
+        "LedgerError", "LedgerStateError", "LedgerStatistics", "MerchantMode", "MerchantState",
+        "Outcome", "ReplayError", "SnapshotError", "SpendOrder", "Wallet",
+    ],
+    "switch": [
+        "ConfigError", "Journal", "JournalError", "RecoveryError", "RecoveryReport", "Runtime",
+        "SwitchError", "SwitchSettings", "load_settings", "recover", "run_switch",
+    ],
+    "admin_api": [
+        "PERMISSIONS", "ROLES", "ROUTES", "VERSION", "Actor", "AdminSettings", "Problem",
+        "SettingsError", "create_app", "hash_password", "load_settings",
+    ],
+    "terminals_sim": [
+        "CARD_STATES", "SIM_CPU_LIMIT_PCT", "SUPPORTED_KINDS", "Amount", "Faults", "FenRange",
+        "IdentityClass", "LatencySummary", "MealWindow", "Merchant", "Phase", "PhaseSummary",
+        "Population", "PosBehaviour", "RunSettings", "Scenario", "ScenarioError", "SimError",
+        "Simulation", "Site", "SiteTerminal", "Statistics", "Summary", "TerminalGroup",
+        "UnsupportedTerminalKind", "Visit", "check_supported", "decode_scenario",
+        "load_scenario", "render_summary", "scenario_names", "with_seconds",
+    ],
+    "loadtest": ["CardPool", "GeneratorReport", "LoadGenerator", "TerminalSpec"],
+}
+
+COMMANDS = ["admin", "admin-init", "bench", "demo", "migrate", "openapi", "sim", "status", "switch"]
+
+
+@pytest.mark.parametrize("package", sorted(SURFACE))
+def test_all_is_pinned(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(SURFACE[package])
+    assert len(set(module.__all__)) == len(module.__all__), "a name is listed twice"
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert missing == []
+
+
+def test_onecard_surface_is_its_commands() -> None:
+    import onecard
+
+    assert not hasattr(onecard, "__all__")
+    (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == COMMANDS
