@@ -386,6 +386,8 @@ def summary(r: BenchResult, json_path: str | None) -> str:
         f"switch CPU {r.switch_cpu_pct:.0f} % of a core ({r.switch_cpu_us_per_purchase:.1f} µs "
         f"per purchase), generator {r.generator_cpu_pct:.0f} %; "
         f"{r.switch_journal_rows_per_commit:.0f} journal rows per commit",
+        f"declines phase: {r.durable_tps_declines:,.0f} answers/s, {r.declines_ratio:.2f} of "
+        f"durable; event-loop lag at most {r.loop_lag_max_ms:.1f} ms",
     ]
     if r.conventional_tps:
         lines.append(f"conventional {r.conventional_tps:,.0f}/s: ratio {r.ratio:g}x"

@@ -149,7 +149,7 @@ def test_the_warning_is_printed_beside_the_figures(busy: bool,
 def _result(**changes: object) -> bench.BenchResult:
     figures: dict[str, object] = {f: 0 for f in bench.BenchResult.__struct_fields__}
     for name in ("conventional_by_pool", "pgbench_by_clients", "switch_metrics_open_loop",
-                 "machine_load", "busy_machine"):
+                 "machine_load", "busy_machine", "loop_lag_ms"):
         figures[name] = {}
     figures.update(saturation_timeline=[], open_loop_timeline=[], fsync="on",
                    synchronous_commit="on", postgres="PostgreSQL 15")

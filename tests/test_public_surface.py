@@ -33,7 +33,8 @@ SURFACE = {
     ],
     "switch": [
         "ConfigError", "Journal", "JournalError", "RecoveryError", "RecoveryReport", "Runtime",
-        "SwitchError", "SwitchSettings", "load_settings", "recover", "run_switch",
+        "SiteLockLost", "StartupError", "SwitchError", "SwitchSettings", "listen_failure",
+        "load_settings", "recover", "redacted_url", "run_switch",
     ],
     "admin_api": [
         "PERMISSIONS", "ROLES", "ROUTES", "VERSION", "Actor", "AdminSettings", "Problem",
