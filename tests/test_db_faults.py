@@ -95,8 +95,11 @@ def _wait_serving(site: Site, terminal_id: int, last_txn_seq: int) -> OcpClient:
 def test_terminated_pool_connections_are_survived_without_dropping_terminals(
         db_dsn: str) -> None:
     site = Site(db_dsn, SeedPlan(accounts=2_000, terminals=21, with_limits=False))
-    # A checkpoint every ~100 rows: the kills land in checkpoints as well as in look-ups.
-    site.start(extra_env={"ONECARD_CHECKPOINT_ROWS": "100"})
+    # A checkpoint every ~100 rows: the kills land in checkpoints as well as in look-ups. The
+    # change feed reads the outbox each time a stream read ends empty: every 50 ms, so the kills
+    # land in those reads too (at the default 0.5 s they sometimes missed them all).
+    site.start(extra_env={"ONECARD_CHECKPOINT_ROWS": "100",
+                          "ONECARD_CHANGEFEED_POLL_SECONDS": "0.05"})
     *loaded, lookup_terminal = site.seed.terminals
     stop = threading.Event()
     lookup_codes: list[int] = []
