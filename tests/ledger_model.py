@@ -22,8 +22,9 @@ from __future__ import annotations
 import enum
 import pickle
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import msgspec
 
@@ -258,6 +259,12 @@ class Outcome:
 
     def journal_row(self) -> tuple[int, ...]:
         return tuple(getattr(self, name) for name in JOURNAL_COLUMNS)
+
+    @classmethod
+    def from_row(cls, row: Sequence[int]) -> Outcome:
+        """The outcome a journal row (JOURNAL_COLUMNS order) records."""
+        fields: dict[str, Any] = dict(zip(JOURNAL_COLUMNS, row, strict=True))
+        return cls(**fields)
 
 
 @dataclass
@@ -711,7 +718,7 @@ class LedgerModel:
         if original is not None:
             if len(original) != len(JOURNAL_COLUMNS):
                 raise LedgerArgumentError("original is not a journal row")
-            row = Outcome(*original)
+            row = Outcome.from_row(original)
             if (row.terminal_id, row.txn_seq) != (terminal_id, original_txn_seq):
                 raise LedgerArgumentError("original is not the journal row of original_txn_seq")
             if row.kind == PURCHASE and row.code == APPROVED:
@@ -1075,7 +1082,7 @@ class LedgerModel:
             raise ReplayError("journal row has the wrong number of fields")
         if not all(type(v) is int for v in row):
             raise ReplayError("journal row has a non-int field")
-        o = Outcome(*row)
+        o = Outcome.from_row(row)
         if o.lsn <= self._lsn:
             raise ReplayError(f"row lsn {o.lsn} is not after {self._lsn}")
         if not PURCHASE <= o.kind <= TRANSFER:
@@ -1201,7 +1208,7 @@ class LedgerModel:
         for tid, (highest, slots) in state["terminals"].items():
             terminal = Terminal(highest)
             for k, (seq, was_reversed, row) in slots.items():
-                terminal.slots[k] = Slot(seq, None if row is None else Outcome(*row),
+                terminal.slots[k] = Slot(seq, None if row is None else Outcome.from_row(row),
                                          was_reversed)
             self.terminals[tid] = terminal
         self.holds_by_key = {(h[0], h[1]): Hold(*h) for h in state["holds"]}
