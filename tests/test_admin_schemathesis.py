@@ -4,7 +4,8 @@ The OpenAPI document is the contract; schemathesis generates requests from it (v
 invalid: the examples, coverage and fuzzing phases, plus stateful sequences) and checks every
 answer: never a server error, only documented status codes and content types, bodies that match
 their schemas, invalid data refused, auth enforced. Deterministic: a fixed seed and a fixed
-number of examples per operation: 5 in the default suite, 25 in the long campaign (marked slow:
+number of examples per operation: 5 in the default suite (without the coverage phase, which
+alone took three and a half minutes), 25 with every phase in the long campaign (marked slow:
 `python -m pytest -m slow`).
 
 Two checks are left out, on purpose:
@@ -39,10 +40,13 @@ def admin_site(db_dsn: str) -> Iterator[AdminSite]:
         s.close()
 
 
-@pytest.mark.parametrize("examples", [
-    pytest.param(5, id="short"), pytest.param(25, id="long", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("examples", "phases"), [
+    # The coverage phase (every boundary of every field of every route) took 212 of the short
+    # run's 238 s on 2026-12-02, whatever the number of examples: the slow campaign runs it.
+    pytest.param(5, "examples,fuzzing,stateful", id="short"),
+    pytest.param(25, "examples,coverage,fuzzing,stateful", id="long", marks=pytest.mark.slow)])
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-        admin_site: AdminSite, examples: int, tmp_path: Path) -> None:
+        admin_site: AdminSite, examples: int, phases: str, tmp_path: Path) -> None:
     api = admin_site.api()
     assert admin_site.admin is not None
     url = admin_site.admin.url
@@ -56,7 +60,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
          f"{url}/docs/openapi.json",
          "--checks", "all",
          "--exclude-checks", "positive_data_acceptance,allow_header_conformance",
-         "--phases", "examples,coverage,fuzzing,stateful",
+         "--phases", phases,
          "--max-examples", str(examples), "--seed", "20261129",
          "--workers", "1",
          # Log-out would end the token the run uses; log-in is rate limited on purpose.
