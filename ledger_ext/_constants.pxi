@@ -145,6 +145,19 @@ JOURNAL_COLUMNS = (
     "subsidy_delta_fen", "merchant_delta_fen", "held_delta_fen", "main_fen", "subsidy_fen",
     "expires_s", "now_s",
 )
+# The width in bytes of each journal column in PostgreSQL (bigint 8, integer 4, smallint 2):
+# the binary COPY record of `Outcome.copy_record()` and migrations/sql/0001_initial.sql agree
+# on it (tests/test_journal_copy.py checks the table's types against it).
+JOURNAL_COLUMN_WIDTHS = (8, 2, 2, 4, 8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8)
+JOURNAL_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)   # signature, flags 0, no extension
+JOURNAL_COPY_TRAILER = b"\xff\xff"                            # field count -1: end of data
+
+cdef enum:
+    COPY_RECORD_BYTES = 210   # field count (2) + 20 x length (4) + the widths (128)
+cdef int _COPY_WIDTHS[20]
+_COPY_WIDTHS[:] = JOURNAL_COLUMN_WIDTHS
+assert len(JOURNAL_COLUMN_WIDTHS) == len(JOURNAL_COLUMNS) == 20
+assert 2 + 4 * 20 + sum(JOURNAL_COLUMN_WIDTHS) == COPY_RECORD_BYTES
 
 SNAPSHOT_MAGIC = b"OCLG"
 SNAPSHOT_VERSION = 1

@@ -54,6 +54,12 @@ UTC_OFFSET_S_MAX: Final[int]          # 14 h
 SNAPSHOT_VERSION: Final[int]
 JOURNAL_COLUMNS: Final[tuple[str, ...]]
 """The 20 column names of `Outcome.journal_row()`, in order (use them for COPY)."""
+JOURNAL_COLUMN_WIDTHS: Final[tuple[int, ...]]
+"""Each journal column's width in bytes in PostgreSQL (bigint 8, integer 4, smallint 2)."""
+JOURNAL_COPY_HEADER: Final[bytes]
+"""The header of PostgreSQL's binary COPY format (signature, flags 0, no extension)."""
+JOURNAL_COPY_TRAILER: Final[bytes]
+"""The end of binary COPY data (a field count of -1)."""
 
 class Code(enum.IntEnum):
     """Decision codes; the numbers are the protocol's response codes."""
@@ -290,6 +296,8 @@ class Outcome:
         """main_fen + subsidy_fen."""
     def journal_row(self) -> tuple[int, ...]:
         """The 20 values named by JOURNAL_COLUMNS, in that order; `replay` takes it back."""
+    def copy_record(self) -> bytes:
+        """The journal row as one tuple of PostgreSQL's binary COPY format (210 bytes)."""
     def __eq__(self, other: object) -> bool: ...
 
 @final

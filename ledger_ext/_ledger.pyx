@@ -164,6 +164,39 @@ cdef class Outcome:
                 self.subsidy_delta_fen, self.merchant_delta_fen, self.held_delta_fen,
                 self.main_fen, self.subsidy_fen, self.expires_s, self.now_s)
 
+    def copy_record(self):
+        """The journal row as one tuple of PostgreSQL's binary COPY format (JOURNAL_COLUMNS,
+        widths JOURNAL_COLUMN_WIDTHS): made when the request is decided, so a group commit
+        only joins bytes and sends them (issue 14: encoding hundreds of rows at commit time
+        held the loop while answers waited)."""
+        cdef int64_t row[20]
+        cdef char buf[COPY_RECORD_BYTES]
+        cdef Py_ssize_t pos = 2
+        cdef int i, w
+        cdef uint64_t v
+        row[:] = [self.lsn, self.kind, self.code, self.terminal_id, self.txn_seq,
+                  self.ref_txn_seq, self.card_no, self.account_id, self.merchant_id,
+                  self.tenant_id, self.merchant_tenant_id, self.amount_fen,
+                  self.main_delta_fen, self.subsidy_delta_fen, self.merchant_delta_fen,
+                  self.held_delta_fen, self.main_fen, self.subsidy_fen, self.expires_s,
+                  self.now_s]
+        buf[0] = 0
+        buf[1] = 20
+        for i in range(20):
+            w = _COPY_WIDTHS[i]
+            buf[pos] = 0
+            buf[pos + 1] = 0
+            buf[pos + 2] = 0
+            buf[pos + 3] = <char>w
+            pos += 4
+            v = <uint64_t>row[i]
+            while w:  # big-endian, two's complement in the column's width
+                w -= 1
+                buf[pos + w] = <char>(v & 0xff)
+                v >>= 8
+            pos += _COPY_WIDTHS[i]
+        return PyBytes_FromStringAndSize(buf, COPY_RECORD_BYTES)
+
     def __eq__(self, other):
         if not isinstance(other, Outcome):
             return NotImplemented

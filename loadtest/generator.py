@@ -68,6 +68,10 @@ class GeneratorReport(msgspec.Struct):
     offered_tps: float = 0.0
     # One entry per second of the measured window: answers, p50/p99/max latency (ms).
     timeline: list[dict[str, float]] = msgspec.field(default_factory=list)
+    # Open loop: how late the generator itself wrote each request after its scheduled time
+    # (its own loop and scheduling, part of every latency it reports), p50 and p99 in ms.
+    send_lag_p50_ms: float = 0.0
+    send_lag_p99_ms: float = 0.0
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -368,19 +372,28 @@ class LoadGenerator:
         cpu0 = time.process_time()
         i = 0
         end = start + seconds
+        lags: list[float] = []
         while True:
             now = time.perf_counter()
             if now >= end:
                 break
             due = min(int((now - start) * rate) + 1, int(seconds * rate))
             while i < due:
-                terms[i % n].send_request(scheduled=start + i * interval)
+                scheduled = start + i * interval
+                terms[i % n].send_request(scheduled=scheduled)
+                lags.append(now - scheduled)
                 i += 1
-            await asyncio.sleep(0.0005)
+            # One tick a millisecond: uvloop rounds a shorter timer down to 0 and the
+            # generator would spin, taking a core from the switch and PostgreSQL (issue 14).
+            await asyncio.sleep(0.001)
         await self.wait_quiet()
         wall = time.perf_counter() - start
         cpu = time.process_time() - cpu0
-        return self._report("open", wall, cpu, offered=i / seconds)
+        report = self._report("open", wall, cpu, offered=i / seconds)
+        lags.sort()
+        report.send_lag_p50_ms = round(percentile(lags, 0.5) * 1000, 3)
+        report.send_lag_p99_ms = round(percentile(lags, 0.99) * 1000, 3)
+        return report
 
 
 _CODE_NAMES = {int(c): c.name for c in ocp.ResponseCode}

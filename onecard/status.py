@@ -157,10 +157,13 @@ def switch_figures(before: Samples, after: Samples) -> dict[str, float]:
             out[key + "_p99_ms"] = round(quantile(0.99, buckets) * 1000, 3)
 
     q("end_to_end", histogram_between(before, after, "onecard_request_duration_seconds"))
-    for stage in ("decode", "authorize", "commit_wait"):
+    for stage in ("decode", "authorize", "commit_wait", "commit_queue", "commit", "answer"):
         q(stage, histogram_between(before, after, "onecard_request_stage_duration_seconds",
                                    stage=stage))
     q("group_commit", histogram_between(before, after, "onecard_journal_commit_duration_seconds"))
+    for stage in ("prepare", "postgres", "release"):
+        q("group_commit_" + stage, histogram_between(
+            before, after, "onecard_journal_commit_stage_duration_seconds", stage=stage))
     lag = histogram_between(before, after, "onecard_event_loop_lag_seconds")
     q("loop_lag", lag)
     if lag and lag[-1][1] > 0:
@@ -174,4 +177,10 @@ def switch_figures(before: Samples, after: Samples) -> dict[str, float]:
         out["rows_per_commit"] = round(
             (after.get(key_sum, 0.0) - before.get(key_sum, 0.0)) / commits, 1)
         out["group_commits"] = commits
+        key_sum = ("onecard_journal_batch_bytes_sum", ())
+        key_count = ("onecard_journal_batch_bytes_count", ())
+        n = after.get(key_count, 0.0) - before.get(key_count, 0.0)
+        if n:
+            out["bytes_per_commit"] = round(
+                (after.get(key_sum, 0.0) - before.get(key_sum, 0.0)) / n)
     return out

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ledger_ext import JOURNAL_COLUMNS
+from ledger_ext import JOURNAL_COLUMNS, JOURNAL_COPY_HEADER, JOURNAL_COPY_TRAILER
 from switch import limits
 from switch._errors import JournalError
 
@@ -38,13 +38,21 @@ class Answerable(Protocol):
 
 
 class JournalStatistics:
-    __slots__ = ("batches", "commit_seconds_total", "last_batch_rows", "rows")
+    __slots__ = ("batches", "commit_seconds_total", "last_batch_bytes", "last_batch_rows",
+                 "last_postgres_seconds", "last_prepare_seconds", "last_release_seconds", "rows")
 
     def __init__(self) -> None:
         self.batches = 0
         self.rows = 0
         self.last_batch_rows = 0
+        self.last_batch_bytes = 0
         self.commit_seconds_total = 0.0
+        # The last commit's stages (issue 14): joining the batch's COPY data (the switch's
+        # own code), COPY sent -> PostgreSQL's answer (its COMMIT and WAL flush, plus the time
+        # this loop took to notice), and releasing the answers (the switch's own code again).
+        self.last_prepare_seconds = 0.0
+        self.last_postgres_seconds = 0.0
+        self.last_release_seconds = 0.0
 
 
 class Journal:
@@ -64,7 +72,8 @@ class Journal:
         self._batch_max = batch_max
         self._window_seconds = window_seconds
         self._on_commit = on_commit
-        self._rows: list[tuple] = []
+        self._rows: list[bytes] = []      # binary COPY records, made when decided
+        self._lsns: list[int] = []        # their lsns, to split a batch at batch_max
         self._replies: list[tuple[Answerable, Outcome]] = []
         self._wakeup = asyncio.Event()
         self._committed = asyncio.Event()
@@ -73,12 +82,17 @@ class Journal:
         self._in_flight = False
         self.durable_lsn = 0
         self.stats = JournalStatistics()
+        # perf_counter() when the batch being committed (or last committed) was sent, and
+        # when PostgreSQL answered it: sampled requests split their commit wait with them.
+        self.batch_sent_at = 0.0
+        self.batch_acked_at = 0.0
 
     # -- hot path -------------------------------------------------------------------------
 
     def submit(self, session: Answerable, outcome: Outcome) -> None:
         """Journal a new outcome; answer `session` once it is committed."""
-        self._rows.append(outcome.journal_row())
+        self._rows.append(outcome.copy_record())
+        self._lsns.append(outcome.lsn)
         self._replies.append((session, outcome))
         self._wakeup.set()
 
@@ -113,25 +127,35 @@ class Journal:
 
     async def run(self) -> None:
         conn = self._conn
-        copy = conn.copy_records_to_table
+        copy = conn.copy_to_table
         columns = list(JOURNAL_COLUMNS)
         stats = self.stats
+        perf = time.perf_counter
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             if self._window_seconds:
                 await asyncio.sleep(self._window_seconds)
-            rows, replies = self._take_batch()
+            started = perf()
+            rows, last_lsn, replies = self._take_batch()
             self._in_flight = True
-            started = time.perf_counter()
+            nbytes = 0
+            sent = acked = started
             if rows:
+                data = b"".join((JOURNAL_COPY_HEADER, b"".join(rows), JOURNAL_COPY_TRAILER))
+                nbytes = len(data)
+                sent = self.batch_sent_at = perf()
                 try:
                     # One round trip: a COPY outside a transaction block is its own atomic
                     # transaction, and PostgreSQL answers it only after COMMIT (with
                     # synchronous_commit on, after the WAL flush). BEGIN/COPY/COMMIT would
-                    # cost three round trips for the same guarantee.
+                    # cost three round trips for the same guarantee. The rows are binary
+                    # COPY records made when each request was decided (Outcome.copy_record),
+                    # so the commit itself only joins and sends bytes.
                     async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
-                        await copy("journal", records=rows, columns=columns)
+                        # (a memoryview: asyncpg would take bytes for a file name)
+                        await copy("journal", source=memoryview(data), columns=columns,
+                                   format="binary")
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -140,35 +164,41 @@ class Journal:
                     raise JournalError(
                         f"group commit of {len(rows)} rows failed: {type(exc).__name__}: {exc}"
                     ) from exc
-                self.durable_lsn = rows[-1][0]
+                acked = self.batch_acked_at = perf()
+                self.durable_lsn = last_lsn
                 stats.batches += 1
                 stats.rows += len(rows)
                 stats.last_batch_rows = len(rows)
-            commit_seconds = time.perf_counter() - started
+            stats.last_batch_bytes = nbytes
+            stats.last_prepare_seconds = sent - started
+            stats.last_postgres_seconds = acked - sent
+            commit_seconds = acked - started
             stats.commit_seconds_total += commit_seconds
             if commit_seconds > self._slow_seconds and self._log is not None:
                 self._log.warning("journal.slow_commit", rows=len(rows),
                                   seconds=round(commit_seconds, 4))
             self._release(replies)
+            stats.last_release_seconds = perf() - acked
             if self._on_commit is not None:
                 self._on_commit(replies, len(rows), commit_seconds)
             self._in_flight = False
             committed, self._committed = self._committed, asyncio.Event()
             committed.set()
 
-    def _take_batch(self) -> tuple[list[tuple], list[tuple[Answerable, Outcome]]]:
-        """The rows of the next commit, at most batch_max, and the answers they make durable.
-        Rows left over (submitted past a session's own checks) go in the next commit."""
-        rows, replies = self._rows, self._replies
+    def _take_batch(self) -> tuple[list[bytes], int, list[tuple[Answerable, Outcome]]]:
+        """The rows of the next commit, at most batch_max, the lsn of the last, and the
+        answers they make durable. Rows left over (submitted past a session's own checks) go
+        in the next commit."""
+        rows, lsns, replies = self._rows, self._lsns, self._replies
         if len(rows) <= self._batch_max:
-            self._rows, self._replies = [], []
-            return rows, replies
-        self._rows = rows[self._batch_max:]
-        rows = rows[:self._batch_max]
-        last = rows[-1][0]
+            self._rows, self._lsns, self._replies = [], [], []
+            return rows, (lsns[-1] if lsns else self.durable_lsn), replies
+        n = self._batch_max
+        self._rows, self._lsns = rows[n:], lsns[n:]
+        last = lsns[n - 1]
         self._replies = [r for r in replies if r[1].lsn > last]
         self._wakeup.set()
-        return rows, [r for r in replies if r[1].lsn <= last]
+        return rows[:n], last, [r for r in replies if r[1].lsn <= last]
 
     def _release(self, replies: list[tuple[Answerable, Outcome]]) -> None:
         touched: dict[Answerable, None] = {}

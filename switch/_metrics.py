@@ -46,18 +46,23 @@ journal_commit_seconds = Histogram(
 )
 # Latency of sampled requests (one in `latency_sample_every`, a setting): timing every request
 # would cost more than a purchase's whole decision. Stages, each from the switch's clock:
-#   decode       frame bytes -> message (MAC check included)
-#   authorize    the decision in the balance cache
-#   commit_wait  decided -> its group commit returned and the answer is written
+#   decode        frame bytes -> message (MAC check included)
+#   authorize     the decision in the balance cache
+#   commit_wait   decided -> its group commit returned and the answer is written; the sum of
+#     commit_queue  decided -> its batch's COPY sent (waiting for the commit before it)
+#     commit        COPY sent -> PostgreSQL answered (COMMIT and WAL flush, and the loop
+#                   noticing)
+#     answer        PostgreSQL answered -> this answer written to its connection
 # and end to end: the chunk of bytes arrived -> the answer is written.
 _LATENCY_BUCKETS = (
-    0.000002, 0.000005, 0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002,
-    0.005, 0.01, 0.015, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    0.000002, 0.000005, 0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.0015,
+    0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )
-STAGES = ("decode", "authorize", "commit_wait")
+STAGES = ("decode", "authorize", "commit_wait", "commit_queue", "commit", "answer")
 request_stage_seconds = Histogram(
     "onecard_request_stage_duration_seconds",
-    "Time a sampled request spent in each stage of the switch (decode, authorize, commit_wait).",
+    "Time a sampled request spent in each stage of the switch (decode, authorize, commit_wait "
+    "= commit_queue + commit + answer).",
     ["stage"],
     buckets=_LATENCY_BUCKETS,
 )
@@ -65,6 +70,22 @@ request_seconds = Histogram(
     "onecard_request_duration_seconds",
     "Sampled requests: bytes arrived at the switch -> answer written, by message type.",
     ["type"],
+    buckets=_LATENCY_BUCKETS,
+)
+journal_batch_bytes = Histogram(
+    "onecard_journal_batch_bytes",
+    "Bytes of binary COPY data per group commit.",
+    buckets=(256, 1024, 4096, 16384, 65536, 131072, 262144, 524288, 1048576, 2097152, 4194304),
+)
+# Where one group commit's time goes (issue 14): the switch's own code before the COPY is sent
+# (joining the batch's records), COPY sent -> PostgreSQL's answer, and releasing the answers
+# (building and writing them) after it.
+COMMIT_STAGES = ("prepare", "postgres", "release")
+journal_commit_stage_seconds = Histogram(
+    "onecard_journal_commit_stage_duration_seconds",
+    "Time of each stage of a group commit: prepare (switch), postgres (COPY sent -> answered), "
+    "release (switch: answers built and written).",
+    ["stage"],
     buckets=_LATENCY_BUCKETS,
 )
 journal_rows_total = Counter("onecard_journal_rows_total", "Journal rows committed.")

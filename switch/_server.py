@@ -110,6 +110,10 @@ IDLE_TIMEOUT = int(ocp.ResponseCode.IDLE_TIMEOUT)
 
 # What ends one round of serve_once short of a stop: each is then logged and retried, or turned
 # into the one line of a permanent failure (Runtime._after_failure).
+_observe_prepare = metrics.journal_commit_stage_seconds.labels("prepare").observe
+_observe_postgres = metrics.journal_commit_stage_seconds.labels("postgres").observe
+_observe_release = metrics.journal_commit_stage_seconds.labels("release").observe
+
 _SERVE_FAILURES: tuple[type[Exception], ...] = (
     JournalError, SiteLockLost, RecoveryError, StartupError, MigrationError, *DATABASE_FAILURES)
 
@@ -380,8 +384,13 @@ class Runtime:
 
     def _on_commit(self, replies: list[tuple[Any, Any]], rows: int, seconds: float) -> None:
         if rows:
+            stats = self.journal.stats
             metrics.journal_batch_rows.observe(rows)
+            metrics.journal_batch_bytes.observe(stats.last_batch_bytes)
             metrics.journal_commit_seconds.observe(seconds)
+            _observe_prepare(stats.last_prepare_seconds)
+            _observe_postgres(stats.last_postgres_seconds)
+            _observe_release(stats.last_release_seconds)
             metrics.journal_rows_total.inc(rows)
         counts: dict[tuple[int, int], int] = {}
         declines = self._declines

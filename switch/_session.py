@@ -81,6 +81,9 @@ _perf = time.perf_counter
 _observe_decode = metrics.request_stage_seconds.labels("decode").observe
 _observe_authorize = metrics.request_stage_seconds.labels("authorize").observe
 _observe_commit_wait = metrics.request_stage_seconds.labels("commit_wait").observe
+_observe_commit_queue = metrics.request_stage_seconds.labels("commit_queue").observe
+_observe_commit = metrics.request_stage_seconds.labels("commit").observe
+_observe_answer = metrics.request_stage_seconds.labels("answer").observe
 _observe_paused = metrics.paused_outstanding_requests.observe
 
 
@@ -104,6 +107,7 @@ class TerminalSession(asyncio.Protocol):
         "_rt",
         "_timed",
         "_transport",
+        "_written",
         "closed",
         "last_seen",
         "log",
@@ -127,6 +131,7 @@ class TerminalSession(asyncio.Protocol):
         # txn_seq -> (bytes arrived, decided), both time.perf_counter().
         self._countdown = runtime.settings.latency_sample_every
         self._timed: dict[int, tuple[float, float]] = {}
+        self._written: list[tuple[float, float, int]] = []  # timed answers not yet written
         self._kind_gauge: Any = None
         self.terminal_id = 0
         self.merchant_id = 0
@@ -321,23 +326,37 @@ class TerminalSession(asyncio.Protocol):
 
     def _observe_answered(self, txn_seq: int, kind: int) -> None:
         times = self._timed.pop(txn_seq, None)
-        if times is not None:
-            now = _perf()
-            _observe_commit_wait(now - times[1])
+        if times is not None:  # observed when written (flush): (arrived, decided, kind)
+            self._written.append((times[0], times[1], kind))
+
+    def _observe_written(self) -> None:
+        now = _perf()
+        journal = self._rt.journal
+        sent, acked = journal.batch_sent_at, journal.batch_acked_at
+        for arrived, decided, kind in self._written:
+            _observe_commit_wait(now - decided)
+            if decided <= sent:  # answered by the batch just committed (else a repeat's)
+                _observe_commit_queue(sent - decided)
+                _observe_commit(acked - sent)
+                _observe_answer(now - acked)
             metrics.request_seconds.labels(metrics.REQUEST_TYPES.get(kind, "other")).observe(
-                now - times[0]
+                now - arrived
             )
+        self._written.clear()
 
     def flush(self) -> None:
         out = self._out
         if not out or self.closed:
             out.clear()
+            self._written.clear()
             return
         transport = self._transport
         assert transport is not None
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()  # before write: write may call pause_writing, which aborts
         transport.write(data)
+        if self._written:
+            self._observe_written()
 
     def resume_reading(self) -> None:
         if self._paused and not self.closed and not self._rt.stopping:
