@@ -54,6 +54,9 @@ class SwitchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     )
     checkpoint_interval_seconds: Annotated[float, Meta(gt=0, le=_DAY_SECONDS)] = 60.0
     checkpoint_rows: Annotated[int, Meta(ge=1)] = 2_000_000
+    # Take a checkpoint's snapshot in a forked child, the event loop serving on (issue 14);
+    # false: in-process, holding the loop for the snapshot (tens to hundreds of ms).
+    checkpoint_fork: bool = True
     drain_deadline_seconds: Annotated[float, Meta(gt=0, le=_DAY_SECONDS)] = (
         limits.DRAIN_DEADLINE_SECONDS
     )
