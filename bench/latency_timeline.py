@@ -45,7 +45,7 @@ async def _journal_backends(dsn: str) -> list[int]:
     try:
         return [r["pid"] for r in await conn.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND query ILIKE 'COPY %journal%'")]
+            " AND application_name = 'onecard-switch-journal'")]
     finally:
         await conn.close()
 

@@ -20,9 +20,11 @@ every figure to a file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -35,6 +37,7 @@ from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.conventional import SETUP_SQL, ConventionalProcess
 from onecard.harness import SwitchProcess, free_port, fresh_database, run_fast
 from onecard.machine_load import LoadMeter, MachineLoad, Sample, combine, load_between
+from onecard.probes import Sampler, fsync_probe
 from onecard.seed import CANTEEN_FREE, SeedPlan, seed_site
 from onecard.status import Samples, scrape, switch_figures
 from protocols import ocp
@@ -109,6 +112,19 @@ class BenchResult(msgspec.Struct):
     synchronous_commit: str
     postgres: str
     cpus: int
+    # The cores this run could use (its CPU affinity): the switch, PostgreSQL and the generator
+    # share them.
+    cores: int
+    # The disk's own flush latency, to set beside the commit latency (issue 14): 8 KiB written
+    # and fdatasync'ed in a loop for 2 s in PostgreSQL's data directory (onecard/probes.py).
+    fsync_p99_ms: float
+    fsync_probe: dict[str, float | int | str]
+    # Where the open loop's time went, medians over its seconds (onecard/probes.py): each
+    # process's ms per second on a core and runnable but waiting for one (switch, generator,
+    # the journal's PostgreSQL backend), WAL flushes per second and their ms (the ms only where
+    # track_wal_io_timing is on: the private server sets it), and how late the generator itself
+    # wrote its requests (p50, p99).
+    open_loop_where: dict[str, float]
     # The machine apart from the bench (onecard/machine_load.py), by window: "before" the run,
     # "saturation", "open_loop", "conventional" (its measured windows, every pool size).
     machine_load: dict[str, MachineLoad]
@@ -144,6 +160,17 @@ async def _prepare(admin_dsn: str, options: BenchOptions) -> tuple[str, list[int
     finally:
         await conn.close()
     return dsn, seed.cards, seed.terminals
+
+
+def _medians(rows: list[dict[str, object]]) -> dict[str, float]:
+    """The median of each numeric key over the sampler's per-second rows."""
+    keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float)} - {"t"})
+    out = {}
+    for k in keys:
+        values = [float(r[k]) for r in rows if isinstance(r.get(k), int | float)]  # type: ignore[arg-type]
+        if values:
+            out[k] = round(statistics.median(values), 2)
+    return out
 
 
 def _report_load(name: str, windows: list[tuple[Sample, Sample]],
@@ -195,8 +222,13 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
         rate = max(1.0, sat.approved_tps / 2)
         print(f"  open loop at {rate:,.0f}/s for {options.seconds:g} s ...", flush=True)
         open_start = meter.sample()
+        assert switch.proc is not None
+        sampler = Sampler(dsn, {"switch": switch.proc.pid, "generator": os.getpid()}).start()
         opn = await gen.open_loop(options.seconds, rate)
         open_end = meter.sample()
+        where = _medians(sampler.stop()[1:])
+        where["generator_send_lag_p50_ms"] = opn.send_lag_p50_ms
+        where["generator_send_lag_p99_ms"] = opn.send_lag_p99_ms
         scrapes.append(scrape(metrics_url))
         inside = switch_figures(scrapes[1], scrapes[2])
         print(f"  open loop: p50 {opn.p50_ms:.2f} ms, p99 {opn.p99_ms:.2f} ms, "
@@ -204,6 +236,8 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
         _report_load("open_loop", [(open_start, open_end)], loads)
         print("  the switch's own metrics over the open loop: "
               + ", ".join(f"{k} {v:g}" for k, v in inside.items()), flush=True)
+        print("  where the open loop's time went (medians per second): "
+              + ", ".join(f"{k} {v:g}" for k, v in where.items()), flush=True)
         gen.pool = CardPool(cards=cards, unknown_card_share=DECLINE_SHARE)
         print(f"  declines: saturation with {DECLINE_SHARE:.0%} unknown cards for "
               f"{options.seconds:g} s ...", flush=True)
@@ -232,7 +266,7 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
     return {"sat": sat, "open": opn, "dec": dec,
             "rows_per_commit": rows / batches if batches else 0.0,
             "switch_cpu_pct": switch_cpu_pct, "cpu_us": cpu_us, "inside": inside,
-            "lag": lag, "lag_max": lag_max}
+            "lag": lag, "lag_max": lag_max, "where": where}
 
 
 async def _run_conventional(dsn: str, master: bytes, terminals: list[int], cards: list[int],
@@ -285,6 +319,7 @@ def _run_pgbench(pgbench: str, dsn: str, clients: int, accounts: int) -> float:
 
 
 async def _bench(options: BenchOptions) -> BenchResult:
+    cores = len(os.sched_getaffinity(0))
     private = None
     bin_dir = None
     loads: dict[str, MachineLoad] = {}
@@ -307,10 +342,21 @@ async def _bench(options: BenchOptions) -> BenchResult:
         conn = await asyncpg.connect(dsn)
         try:
             fsync, sync_commit, version = await _settings(conn)
+            data_dir = private.data_dir if private is not None else None
+            if private is not None:  # WAL write and flush times for open_loop_where
+                await conn.execute("ALTER SYSTEM SET track_wal_io_timing = on")
+                await conn.execute("SELECT pg_reload_conf()")
+            else:
+                with contextlib.suppress(asyncpg.PostgresError):
+                    data_dir = await conn.fetchval("SHOW data_directory")
         finally:
             await conn.close()
         print(f"PostgreSQL: {version.split(',')[0]}; fsync={fsync}, "
               f"synchronous_commit={sync_commit}", flush=True)
+        probe = fsync_probe(data_dir if data_dir and os.access(data_dir, os.W_OK) else None)
+        print(f"fsync probe: p50 {probe['p50_ms']} ms, p99 {probe['p99_ms']} ms, p99.9 "
+              f"{probe['p999_ms']} ms ({probe['calls']:,} flushes of 8 KiB in 2 s, "
+              f"{probe['directory']}); {cores} cores", flush=True)
         master = os.urandom(32)
         phase = await _run_switch_phase(dsn, master, terminals, cards, options, meter, loads)
         conv: dict[str, float] = {}
@@ -372,6 +418,10 @@ async def _bench(options: BenchOptions) -> BenchResult:
         synchronous_commit=sync_commit,
         postgres=version.split(",")[0],
         cpus=os.cpu_count() or 0,
+        cores=cores,
+        fsync_p99_ms=float(probe["p99_ms"]),
+        fsync_probe=probe,
+        open_loop_where=phase["where"],  # type: ignore[arg-type]
         machine_load=loads,
         busy_machine={name: load.busy() for name, load in loads.items() if load.busy()},
     )
@@ -380,6 +430,7 @@ async def _bench(options: BenchOptions) -> BenchResult:
 def summary(r: BenchResult, json_path: str | None) -> str:
     """The run in a few lines: the headline figures, and whether the machine was busy."""
     lines = [
+        f"{r.cores} cores; the disk's fsync p99 {r.fsync_p99_ms:g} ms (probe)",
         f"durable: {r.durable_tps:,.0f} purchases/s (saturation p99 {r.saturation_p99_ms:.1f} ms)"
         f"; open loop at {r.offered_tps:,.0f}/s: p50 {r.p50_ms:.2f}, p99 {r.p99_ms:.2f}, "
         f"p99.9 {r.p999_ms:.2f} ms",

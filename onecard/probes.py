@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import queue
 import statistics
 import tempfile
 import time
@@ -27,7 +28,7 @@ FSYNC_WRITE_BYTES = 8192
 
 
 def fsync_probe(directory: str | os.PathLike[str] | None = None, seconds: float = 2.0,
-                ) -> dict[str, float]:
+                ) -> dict[str, float | int | str]:
     """Write 8 KiB at the start of a scratch file and fdatasync it, again and again for
     `seconds`: the flush latency of the disk holding `directory` (p50, p99, p99.9, max in ms)."""
     block = os.urandom(FSYNC_WRITE_BYTES)
@@ -81,8 +82,10 @@ _WAL_SQL = ("SELECT wal_bytes::bigint, wal_write, wal_sync, wal_write_time, wal_
 _WAL_SQL_18 = ("SELECT (SELECT wal_bytes::bigint FROM pg_stat_wal), sum(writes)::bigint,"
                " sum(fsyncs)::bigint, sum(write_time), sum(fsync_time)"
                " FROM pg_stat_io WHERE object = 'wal'")
+# The journal's connection names itself (switch/_server.py, JOURNAL_APPLICATION_NAME).
 _JOURNAL_BACKEND_SQL = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND query ILIKE 'COPY %journal%' ORDER BY backend_start LIMIT 1")
+                        " AND application_name = 'onecard-switch-journal'"
+                        " ORDER BY backend_start DESC LIMIT 1")
 _WAIT_SQL = "SELECT state, wait_event_type, wait_event FROM pg_stat_activity WHERE pid = $1"
 
 
@@ -172,22 +175,35 @@ class Sampler:
                                  args=(dsn, pids, self._stop, self._out, metrics_url))
 
     def start(self) -> Sampler:
+        self._rows: list[dict[str, Any]] = []
+        self._done = False
         self._proc.start()
         return self
 
+    def _pull(self, timeout: float) -> bool:
+        """Move one row from the child into _rows; False when nothing came or it ended."""
+        try:
+            row = self._out.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        if row is None:
+            self._done = True
+            return False
+        self._rows.append(row)
+        return True
+
+    def wait_rows(self, n: int, deadline_seconds: float = 60.0) -> list[dict[str, Any]]:
+        """Wait until `n` rows have come (or the deadline passes); the rows so far."""
+        deadline = time.monotonic() + deadline_seconds
+        while len(self._rows) < n and not self._done and time.monotonic() < deadline:
+            self._pull(timeout=0.5)
+        return list(self._rows)
+
     def stop(self) -> list[dict[str, Any]]:
         self._stop.set()
-        rows: list[dict[str, Any]] = []
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                row = self._out.get(timeout=1.0)
-            except Exception:  # queue.Empty
-                if not self._proc.is_alive():
-                    break
-                continue
-            if row is None:
+        while not self._done and time.monotonic() < deadline:
+            if not self._pull(timeout=1.0) and not self._proc.is_alive():
                 break
-            rows.append(row)
         self._proc.join(timeout=10)
-        return rows
+        return self._rows
