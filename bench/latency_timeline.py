@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -183,8 +184,20 @@ def main() -> int:
     total = sum(waits.values()) or 1
     print("journal backend, sampled every 10 ms: " + ", ".join(
         f"{k} {100 * v / total:.0f} %" for k, v in sorted(waits.items(), key=lambda kv: -kv[1])))
+    samples = [w for r in result["seconds"]  # type: ignore[attr-defined]
+               for w in r.get("journal_wait_samples", [])]
     for s in result["slow_commits"]:  # type: ignore[attr-defined]
-        print(f"slow commit at {s['timestamp']}: {s['rows']} rows, {s['seconds'] * 1000:.1f} ms")
+        # What the journal's backend was doing while this commit was under way (10 ms samples).
+        end = datetime.fromisoformat(s["timestamp"].replace("Z", "+00:00")).timestamp()
+        during: dict[str, int] = {}
+        for t, event in samples:
+            if end - s["seconds"] - 0.01 <= t <= end:
+                during[event] = during.get(event, 0) + 1
+        s["journal_waits_during"] = during
+        print(f"slow commit at {s['timestamp']}: {s['rows']} rows, {s['seconds'] * 1000:.1f} ms;"
+              " the journal backend meanwhile: "
+              + (", ".join(f"{k} x{v}" for k, v in sorted(during.items(), key=lambda kv: -kv[1]))
+                 or "not sampled"))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

@@ -112,6 +112,7 @@ async def _sample_loop(dsn: str, pids: dict[str, int], stop: Any, out: Any,
         t0 = time.perf_counter()
         next_second = t0 + 1.0
         waits: dict[str, int] = {}
+        timed_waits: list[tuple[float, str]] = []
         while not stop.is_set():
             if journal_pid is None:
                 journal_pid = await conn.fetchval(_JOURNAL_BACKEND_SQL)
@@ -122,6 +123,8 @@ async def _sample_loop(dsn: str, pids: dict[str, int], stop: Any, out: Any,
                 if r is not None:
                     key = (r["wait_event"] or ("CPU" if r["state"] == "active" else "idle"))
                     waits[key] = waits.get(key, 0) + 1
+                    if key not in ("ClientRead", "idle"):  # while a commit is under way
+                        timed_waits.append((round(time.time(), 3), key))
             now = time.perf_counter()
             if now >= next_second:
                 next_second += 1.0
@@ -141,7 +144,8 @@ async def _sample_loop(dsn: str, pids: dict[str, int], stop: Any, out: Any,
                     row["wal_sync_ms"] = round((wal[4] or 0) - (last_wal[4] or 0), 1)
                 last_wal = wal
                 row["journal_waits"] = waits
-                waits = {}
+                row["journal_wait_samples"] = timed_waits  # (unix time, wait event)
+                waits, timed_waits = {}, []
                 if metrics_url and last_scrape is not None:
                     with contextlib.suppress(OSError):
                         now_scrape = scrape(metrics_url)
