@@ -430,7 +430,6 @@ async def _bench(options: BenchOptions) -> BenchResult:
 def summary(r: BenchResult, json_path: str | None) -> str:
     """The run in a few lines: the headline figures, and whether the machine was busy."""
     lines = [
-        f"{r.cores} cores; the disk's fsync p99 {r.fsync_p99_ms:g} ms (probe)",
         f"durable: {r.durable_tps:,.0f} purchases/s (saturation p99 {r.saturation_p99_ms:.1f} ms)"
         f"; open loop at {r.offered_tps:,.0f}/s: p50 {r.p50_ms:.2f}, p99 {r.p99_ms:.2f}, "
         f"p99.9 {r.p999_ms:.2f} ms",
@@ -450,6 +449,7 @@ def summary(r: BenchResult, json_path: str | None) -> str:
     else:
         lines.append("machine: quiet before and during the run (no steal or other load above "
                      "the limits)")
+    lines[-1] += f"; {r.cores} cores, the disk's fsync p99 {r.fsync_p99_ms:g} ms (probe)"
     lines.append(f"every figure: {json_path}" if json_path else
                  "every figure (timelines, the machine's load by phase): --json PATH")
     return "\n".join(lines)

@@ -149,7 +149,8 @@ def test_the_warning_is_printed_beside_the_figures(busy: bool,
 def _result(**changes: object) -> bench.BenchResult:
     figures: dict[str, object] = {f: 0 for f in bench.BenchResult.__struct_fields__}
     for name in ("conventional_by_pool", "pgbench_by_clients", "switch_metrics_open_loop",
-                 "machine_load", "busy_machine", "loop_lag_ms"):
+                 "machine_load", "busy_machine", "loop_lag_ms", "fsync_probe",
+                 "open_loop_where"):
         figures[name] = {}
     figures.update(saturation_timeline=[], open_loop_timeline=[], fsync="on",
                    synchronous_commit="on", postgres="PostgreSQL 15")
@@ -166,5 +167,6 @@ def test_the_summary_is_short_and_warns_of_a_busy_machine() -> None:
     assert ("WARNING: figures taken on a busy machine: during saturation: other processes 180 % "
             "of a core > 25 %") in text
     assert text.endswith("every figure: bench.json")
-    quiet = bench.summary(_result(), None)
+    quiet = bench.summary(_result(cores=2, fsync_p99_ms=0.25), None)
     assert "WARNING" not in quiet and "machine: quiet" in quiet
+    assert "2 cores, the disk's fsync p99 0.25 ms" in quiet  # issue 14: beside the figures
