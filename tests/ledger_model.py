@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import pickle
+import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -166,6 +167,11 @@ JOURNAL_COLUMNS = (
     "subsidy_delta_fen", "merchant_delta_fen", "held_delta_fen", "main_fen", "subsidy_fen",
     "expires_s", "now_s",
 )
+# Binary COPY of a journal row (Outcome.copy_record): each column's width in PostgreSQL.
+JOURNAL_COLUMN_WIDTHS = (8, 2, 2, 4, 8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8)
+JOURNAL_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+JOURNAL_COPY_TRAILER = b"\xff\xff"
+_COPY_FORMATS = {8: "q", 4: "i", 2: "h"}
 
 
 class LedgerError(Exception):
@@ -259,6 +265,13 @@ class Outcome:
 
     def journal_row(self) -> tuple[int, ...]:
         return tuple(getattr(self, name) for name in JOURNAL_COLUMNS)
+
+    def copy_record(self) -> bytes:
+        """The journal row as one tuple of PostgreSQL's binary COPY format."""
+        parts = [struct.pack("!h", len(JOURNAL_COLUMNS))]
+        for value, width in zip(self.journal_row(), JOURNAL_COLUMN_WIDTHS, strict=True):
+            parts.append(struct.pack(f"!i{_COPY_FORMATS[width]}", width, value))
+        return b"".join(parts)
 
     @classmethod
     def from_row(cls, row: Sequence[int]) -> Outcome:
