@@ -17,6 +17,11 @@ What a line does when executed:
 | adjustment | person, wallet, amount != 0 | + credit from / - debit to the adjustments account |
 | subsidy_batch | person, amount > 0 | credit the subsidy wallet from the subsidy fund |
 | cancellation | person (two lines: main, subsidy) | balances refunded, then account closed |
+| reconciliation | person, amount != 0 (or no line: a write-off) | + credit from / - debit to the bank clearing account |
+
+A reconciliation document is drafted and submitted by `POST /reconciliation-exceptions/{id}/
+resolve` (admin_api/finance), never through `POST /documents`, and is not revised (a rejected
+one is replaced by resolving the exception again).
 
 A cancellation's main balance is paid out at the cash desk (a negative one is collected there),
 its subsidy goes back to the subsidy fund; then the account is closed and its cards cancelled.
@@ -53,7 +58,10 @@ from admin_api._types import AfterId, Id, IdField, Limit
 from protocols.changes import AccountStatusChanged, CardCancelled
 
 DocType = Literal["refund", "adjustment", "subsidy_batch", "cancellation"]
-DEFAULT_LEVELS: Final = {"refund": 1, "adjustment": 2, "subsidy_batch": 2, "cancellation": 2}
+PolicyDocType = Literal["refund", "adjustment", "subsidy_batch", "cancellation",
+                        "reconciliation"]
+DEFAULT_LEVELS: Final = {"refund": 1, "adjustment": 2, "subsidy_batch": 2, "cancellation": 2,
+                         "reconciliation": 2}
 LINES_MAX: Final = 10_000
 AMOUNT_MAX: Final = 10_000_000
 WALLETS: Final = {"main": 0, "subsidy": 1}
@@ -134,7 +142,7 @@ class DecisionIn(msgspec.Struct, forbid_unknown_fields=True):
 class PolicyIn(msgspec.Struct, forbid_unknown_fields=True):
     node_id: IdField
     """The tenant's node."""
-    doc_type: DocType
+    doc_type: PolicyDocType
     levels: Annotated[int, Meta(ge=1, le=5)]
 
 
@@ -568,6 +576,9 @@ async def revise_document(doc_id: Id, data: ReviseIn, actor: Actor, state: State
     _staff(actor)
     async with change(state.pool, actor) as tx:
         doc = await _locked(tx, actor, doc_id, Step.REVISE)
+        if doc["doc_type"] == "reconciliation":
+            raise Problem(409, "conflict", "a reconciliation document is not revised: resolve "
+                          "its exception again (POST /reconciliation-exceptions/{id}/resolve)")
         if doc["status"] == Status.FAILED and await tx.conn.fetchval(
                 "SELECT true FROM document_lines WHERE document_id = $1 AND result_code = 0",
                 doc_id):
@@ -708,6 +719,11 @@ async def _move(pool: asyncpg.Pool, money: Money, kind: str, line: asyncpg.Recor
     if kind == "subsidy_batch":
         return await money.ask("credit", seq, card, 1, amount,
                                await system_account(pool, tenant, "subsidy_fund"), **where)
+    if kind == "reconciliation":
+        account = await system_account(pool, tenant, "bank_clearing")
+        if amount > 0:
+            return await money.ask("credit", seq, card, 0, amount, account, **where)
+        return await money.ask("debit", seq, card, 0, -amount, account, **where)
     if kind == "adjustment":
         account = await system_account(pool, tenant, "adjustments")
         if amount > 0:
