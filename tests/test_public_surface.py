@@ -40,6 +40,11 @@ SURFACE = {
         "PERMISSIONS", "ROLES", "ROUTES", "VERSION", "Actor", "AdminSettings", "Problem",
         "SettingsError", "create_app", "hash_password", "load_settings",
     ],
+    "admin_api.finance": [
+        "HEADER", "ROUTES", "BankFile", "BankFileError", "FileResult", "ReconcileConflict",
+        "ReconcileRefused", "VoucherLine", "day_vouchers", "ensure_bank_clearing",
+        "read_bank_file", "reconcile", "write_bank_file",
+    ],
     "terminals_sim": [
         "CARD_STATES", "SIM_CPU_LIMIT_PCT", "SUPPORTED_KINDS", "Amount", "Faults", "FenRange",
         "IdentityClass", "LatencySummary", "MealWindow", "Merchant", "Phase", "PhaseSummary",
@@ -51,7 +56,8 @@ SURFACE = {
     "loadtest": ["CardPool", "GeneratorReport", "LoadGenerator", "TerminalSpec"],
 }
 
-COMMANDS = ["admin", "admin-init", "bench", "demo", "migrate", "openapi", "sim", "status", "switch"]
+COMMANDS = ["admin", "admin-init", "bench", "demo", "migrate", "openapi", "reconcile", "sim",
+            "status", "switch"]
 
 
 @pytest.mark.parametrize("package", sorted(SURFACE))

@@ -17,6 +17,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import RequestBody
 from litestar.params import Parameter
 from msgspec import Meta
 
@@ -69,7 +70,7 @@ def bank_file_problem(exc: BankFileError) -> Problem:
 class _BankFileOperation(_ImportOperation):
     def __post_init__(self) -> None:
         super().__post_init__()
-        assert self.request_body is not None
+        assert isinstance(self.request_body, RequestBody)
         self.request_body.description = (
             "The bank's daily top-up file (docs/bank-link.md): UTF-8, LF line ends, the header "
             f"line `{HEADER}`, one line per approved top-up; at most {BANK_FILE_LINES_MAX} "

@@ -9,7 +9,7 @@ on the three ledger accounts every journal row moves:
 | --- | --- |
 | `wallet.main.t<T>` | the main wallets of tenant T's cardholders |
 | `wallet.subsidy.t<T>` | their subsidy wallets |
-| `merchant.<id>` | the merchant account (a canteen, a shop, or a system account: cash desk, subsidy fund, adjustments, bank clearing) |
+| `merchant.<id>` | a merchant: a canteen, a shop, or a system account (e.g. bank clearing) |
 
 A balance that falls is a debit, one that rises a credit (every balance is money the site
 holds for someone: a cardholder, a merchant; a system account's is the mirror of what it paid
@@ -75,8 +75,8 @@ async def day_vouchers(conn: Any, tenant_id: int, utc_offset_s: int, day: dt.dat
             continue  # inquiries, and movements that cancel out within the group
         number += 1
         kind = KIND_NAMES.get(r["kind"], str(r["kind"]))
-        reference = (f"{kind} merchant {r['merchant_id']} cards of tenant {r['card_tenant']}: "
-                     f"{r['n']} rows, lsn {r['lsn_lo']}-{r['lsn_hi']}")
+        reference = (f"{kind} at merchant {r['merchant_id']} by cards of tenant "
+                     f"{r['card_tenant']}; {r['n']} rows; lsn {r['lsn_lo']}-{r['lsn_hi']}")
         for n, (account, name, delta) in enumerate(postings, start=1):
             lines.append(VoucherLine(
                 business_date=day, voucher_no=f"{day:%Y%m%d}-{number:04d}", line_no=n,
