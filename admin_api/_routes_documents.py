@@ -17,7 +17,7 @@ What a line does when executed:
 | adjustment | person, wallet, amount != 0 | + credit from / - debit to the adjustments account |
 | subsidy_batch | person, amount > 0 | credit the subsidy wallet from the subsidy fund |
 | cancellation | person (two lines: main, subsidy) | balances refunded, then account closed |
-| reconciliation | person, amount != 0 (none: write-off) | + credit from / - debit to bank clearing |
+| reconciliation | person, amount != 0 (none: write-off) | + credit from / - debit to clearing |
 
 A reconciliation document is drafted and submitted by `POST /reconciliation-exceptions/{id}/
 resolve` (admin_api/finance), never through `POST /documents`, and is not revised (a rejected
