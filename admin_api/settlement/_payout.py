@@ -19,6 +19,7 @@ the target. A merchant whose due nets are 0 or less in all is carried forward.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Final
 
 import asyncpg
@@ -35,6 +36,10 @@ from protocols.limits import AMOUNT_FEN_MAX
 TRANSIT_CARD_BASE: Final = 990_000_000_000_000_000
 """The transit card of tenant T is TRANSIT_CARD_BASE + T (no person holds it)."""
 ACCOUNTS_MAX: Final = 1 << 21
+_NOT_YET_KNOWN: Final = frozenset({12, 14})
+"""INVALID_MERCHANT, UNKNOWN_CARD: the switch has not learned a new account from the feed."""
+_NOT_YET_KNOWN_TRIES: Final = 25
+_NOT_YET_KNOWN_WAIT_SECONDS: Final = 0.2
 MERCHANTS_MAX: Final = 32_768
 
 
@@ -192,14 +197,28 @@ async def execute_payouts(state: State, actor: Actor, doc_id: int) -> str:
                 " AND result_code IS NULL RETURNING true", doc_id, line_no, money.terminal_id,
                 old, fresh))
 
-        try:
-            out = await money.ask("credit" if line["leg"] == 1 else "debit", line["txn_seq"],
-                                  card, 0, line["amount_fen"], line["counter_merchant_id"],
-                                  terminal_id=line["terminal_id"], renew=renew)
-        except Problem as exc:
-            raise Problem(exc.status, exc.slug, f"settlement document {doc_id} is approved and "
-                          f"its payouts will be made once: {exc.detail.split(';')[0]}; POST "
-                          f"/documents/{doc_id}/execute again later") from None
+        seq = line["txn_seq"]
+        for _ in range(_NOT_YET_KNOWN_TRIES):
+            try:
+                out = await money.ask("credit" if line["leg"] == 1 else "debit", seq, card, 0,
+                                      line["amount_fen"], line["counter_merchant_id"],
+                                      terminal_id=line["terminal_id"], renew=renew)
+            except Problem as exc:
+                raise Problem(exc.status, exc.slug, f"settlement document {doc_id} is approved "
+                              f"and its payouts will be made once: "
+                              f"{exc.detail.split(';')[0]}; POST /documents/{doc_id}/execute "
+                              "again later") from None
+            if out.code not in _NOT_YET_KNOWN:
+                break
+            # The switch has not applied the change feed's new transit card or account yet
+            # (made when the confirmation was requested). A decline moved nothing: ask again
+            # under a fresh txn_seq, stored compare-and-set like a renewal.
+            fresh = await money.next_txn_seq(pool)
+            if not await renew(out.txn_seq, fresh):
+                raise Problem(409, "in-progress", f"another request carries settlement "
+                              f"document {doc_id}'s payouts: look again in a moment")
+            seq = fresh
+            await asyncio.sleep(_NOT_YET_KNOWN_WAIT_SECONDS)
         await _record(state, actor, doc_id, line_no, out)
         if not out.approved:
             return _declined(line, out.result)
