@@ -48,6 +48,7 @@ from admin_api import (
     _routes_people,
     _routes_queries,
     _routes_reports,
+    settlement,
 )
 from admin_api import finance as _finance
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
@@ -163,6 +164,7 @@ ROUTES = [
     *_routes_documents.ROUTES,
     *_routes_import.ROUTES, *_routes_bulk.ROUTES, *_routes_integration.ROUTES,
     *_finance.ROUTES,
+    *settlement.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 

@@ -112,8 +112,8 @@ def _fill(path: str, w: dict[str, Any]) -> str:
     values = {"person_id": w["person"]["id"], "card_no": w["card_no"],
               "node_id": w["node"]["id"], "user_id": w["user"]["id"], "class_id": 2,
               "merchant_id": w["merchant"]["id"], "terminal_id": w["terminal"]["id"],
-              "tenant_id": 1, "doc_id": w["document"]["id"], "business_date": "2020-01-01",
-              "exception_id": w["exception_id"]}
+              "tenant_id": 1, "doc_id": w["document"]["id"], "day": "2026-01-01",
+              "business_date": "2020-01-01", "exception_id": w["exception_id"]}
     values["key_id"] = w["key"]["id"]  # tenant 1's API key
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
@@ -131,7 +131,7 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
         {"external_id": "CANARY-2", "name": "x", "node_id": w["node"]["id"], "class_id": 2}])
     values.update(doc_type="refund", title="x", lines=[{"person_id": w["person"]["id"],
                                                         "amount_fen": 100}],
-                  amount_fen=100, from_wallet="main", comment="", levels=1,
+                  amount_fen=100, from_wallet="main", comment="", levels=1, cutover="22:00",
                   action="write_off")
     if "template_id" in op["fields"]:
         values["kind"] = "face"

@@ -54,10 +54,16 @@ SURFACE = {
         "load_scenario", "render_summary", "scenario_names", "with_seconds",
     ],
     "loadtest": ["CardPool", "GeneratorReport", "LoadGenerator", "TerminalSpec"],
+    "admin_api.settlement": [
+        "ROUTES", "Bank", "ClearingPair", "Flow", "MerchantFigures", "Settlement", "Subsidy",
+        "Totals", "WalletFloat", "business_day_of", "compute_settlement", "day_bounds",
+        "day_state", "decode", "due_on", "encode", "execute_payouts", "fee_of", "on_approved",
+        "sha256",
+    ],
 }
 
-COMMANDS = ["admin", "admin-init", "bench", "demo", "migrate", "openapi", "reconcile", "sim",
-            "status", "switch"]
+COMMANDS = ["admin", "admin-init", "bench", "demo", "migrate", "openapi", "reconcile", "settle",
+            "sim", "status", "switch"]
 
 
 @pytest.mark.parametrize("package", sorted(SURFACE))

@@ -11,8 +11,8 @@ credit of it (the row of the top-up's (terminal, txn_seq), approved):
 | the RRN | not credited (no top-up, declined, unknown, reversed) | bank_only |
 | — | credited that day | ours_only |
 
-"That day" is the tenant's local day of the top-up's creation (`tenants.utc_offset_s`); the
-business day of the settlement module replaces it once there is one (docs/finance.md).
+"That day" is the tenant's business day (admin_api/settlement: from one cutover to the next)
+that holds the top-up's creation.
 
 Each difference becomes one `reconciliation_exceptions` row (one per RRN, ever) for finance
 to resolve by a document (`resolve`): credit the wallet from the bank clearing account,
@@ -29,10 +29,11 @@ import asyncpg
 import msgspec
 
 from admin_api.finance._bankfile import BankFile
+from admin_api.settlement import day_bounds
 
 Kind = Literal["ours_only", "bank_only", "amount_differs"]
 KINDS: Final = ("ours_only", "bank_only", "amount_differs")
-_IMPORT_LOCK: Final = 0x0CA2D011
+_IMPORT_LOCK: Final = 0x0CA2D013
 """Advisory lock class of a tenant's bank file import (the second key is the tenant)."""
 BANK_CLEARING_NAME: Final = "bank clearing"
 
@@ -75,11 +76,14 @@ def file_result(r: Any, repeated: bool = False) -> FileResult:
                       imported_at=r["imported_at"], repeated=repeated)
 
 
-def day_bounds(utc_offset_s: int, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """The UTC instants of the tenant's local midnight starting `day` and the next."""
-    offset = dt.timedelta(seconds=utc_offset_s)
-    start = dt.datetime.combine(day, dt.time(), dt.UTC) - offset
-    return start, start + dt.timedelta(days=1)
+async def business_day(conn: Any, tenant_id: int, day: dt.date
+                       ) -> tuple[dt.datetime, dt.datetime] | None:
+    """[start, end) in UTC of the tenant's business day `day` (None: no such tenant)."""
+    t = await conn.fetchrow("SELECT utc_offset_s, cutover_s FROM tenants WHERE id = $1",
+                            tenant_id)
+    if t is None:
+        return None
+    return day_bounds(day, t["utc_offset_s"], t["cutover_s"])
 
 
 _MATCH: Final = """
@@ -113,11 +117,11 @@ async def reconcile(conn: asyncpg.Connection, tenant_id: int, node_path: list[in
     answers its first import (`repeated`); another file for a day already imported raises
     ReconcileConflict; a day that has not ended yet raises ReconcileRefused."""
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _IMPORT_LOCK, tenant_id)
-    tenant = await conn.fetchrow("SELECT utc_offset_s FROM tenants WHERE id = $1", tenant_id)
-    if tenant is None:
-        raise ReconcileRefused(f"no tenant {tenant_id}")
     day = bank_file.business_date
-    start, end = day_bounds(tenant["utc_offset_s"], day)
+    bounds = await business_day(conn, tenant_id, day)
+    if bounds is None:
+        raise ReconcileRefused(f"no tenant {tenant_id}")
+    start, end = bounds
     known = await conn.fetchrow("SELECT * FROM bank_files WHERE tenant_id = $1"
                                 " AND business_date = $2", tenant_id, day)
     if known is not None:
@@ -127,8 +131,8 @@ async def reconcile(conn: asyncpg.Connection, tenant_id: int, node_path: list[in
                                 f"(file {known['id']}, {known['lines_count']} lines) and this "
                                 "is another file: nothing was changed")
     if await conn.fetchval("SELECT now() < $1", end):
-        raise ReconcileRefused(f"{day} has not ended yet in tenant {tenant_id}'s local time: "
-                               "a day is reconciled after it is over")
+        raise ReconcileRefused(f"business day {day} of tenant {tenant_id} has not ended yet "
+                               "(its cutover): a day is reconciled after it is over")
     file_id = await conn.fetchval(
         "INSERT INTO bank_files (tenant_id, business_date, file_sha256, lines_count, total_fen,"
         " matched, ours_only, bank_only, amount_differs, imported_by)"

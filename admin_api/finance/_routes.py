@@ -48,7 +48,7 @@ from admin_api.finance._reconcile import (
     FileResult,
     ReconcileConflict,
     ReconcileRefused,
-    day_bounds,
+    business_day,
     file_result,
     reconcile,
 )
@@ -345,16 +345,20 @@ _ToDayParam = Annotated[dt.date | None, Parameter(description="Last local day, i
 _DAYS_MAX: Final = 400
 
 
-def _days(utc_offset_s: int, from_day: dt.date | None, to_day: dt.date | None
-          ) -> tuple[dt.date, dt.date, dt.datetime, dt.datetime]:
-    today = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=utc_offset_s)).date()
+async def _days(conn: Any, tenant: Any, from_day: dt.date | None, to_day: dt.date | None
+                ) -> tuple[dt.date, dt.date, dt.datetime, dt.datetime]:
+    """Business days from_day..to_day (default: yesterday's local date) and their UTC span."""
+    today = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=tenant["utc_offset_s"])).date()
     first = from_day or today - dt.timedelta(days=1)
     last = to_day or first
     if first > last:
         raise Problem(422, "unprocessable", "from_day is after to_day")
     if first.year < 1970 or last.year > 9998 or (last - first).days >= _DAYS_MAX:
         raise Problem(422, "unprocessable", f"days from 1970 to 9998, at most {_DAYS_MAX}")
-    return first, last, day_bounds(utc_offset_s, first)[0], day_bounds(utc_offset_s, last)[1]
+    a = await business_day(conn, tenant["id"], first)
+    b = await business_day(conn, tenant["id"], last)
+    assert a is not None and b is not None
+    return first, last, a[0], b[1]
 
 
 @get("/tenants/{tenant_id:int}/bank-topups", opt={"permission": "finance.read"},
@@ -366,7 +370,7 @@ async def list_topups(tenant_id: Id, actor: Actor, state: State, from_day: _DayP
                       after: Annotated[int, Parameter(ge=0, le=10**18)] = 0,
                       limit: Limit = 100, format: Format = "json") -> Response[TopupPage]:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
-    first, last, start, end = _days(tenant["utc_offset_s"], from_day, to_day)
+    first, last, start, end = await _days(state.pool, tenant, from_day, to_day)
     export = format != "json"
     rows = await state.pool.fetch(
         "SELECT t.*, coalesce(j.amount_fen, 0) AS credited_fen, j.code FROM bank_topups t"
@@ -409,7 +413,7 @@ class VoucherPage(msgspec.Struct):
 async def _vouchers(pool: asyncpg.Pool, tenant: Any, day: dt.date) -> list[VoucherLine]:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                         readonly=True):
-        lines = await day_vouchers(conn, tenant["id"], tenant["utc_offset_s"], day)
+        lines = await day_vouchers(conn, tenant["id"], day)
     if len(lines) > VOUCHER_LINES_MAX:
         raise Problem(422, "unprocessable", f"more than {VOUCHER_LINES_MAX} voucher lines")
     return lines
@@ -455,10 +459,10 @@ PUBLISHED_LINES_MAX: Final = 20_000
 async def publish_vouchers(tenant_id: Id, business_date: dt.date, actor: Actor, state: State
                            ) -> Published:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
-    if business_date >= (dt.datetime.now(dt.UTC)
-                         + dt.timedelta(seconds=tenant["utc_offset_s"])).date():
-        raise Problem(422, "unprocessable", f"{business_date} has not ended yet in the tenant's "
-                      "local time: a day's vouchers are published after it")
+    bounds = await business_day(state.pool, tenant_id, business_date)
+    if bounds is None or dt.datetime.now(dt.UTC) < bounds[1]:
+        raise Problem(422, "unprocessable", f"business day {business_date} has not ended yet "
+                      "(its cutover): a day's vouchers are published after it")
     lines = await _vouchers(state.pool, tenant, business_date)
     if len(lines) > PUBLISHED_LINES_MAX:
         raise Problem(422, "unprocessable", f"{len(lines)} voucher lines, more than one event "
@@ -467,7 +471,7 @@ async def publish_vouchers(tenant_id: Id, business_date: dt.date, actor: Actor, 
     entity_id = f"{tenant_id}/{business_date}"
     path = list(tenant["path"])
     async with change(state.pool, actor) as tx:
-        await tx.conn.execute("SELECT pg_advisory_xact_lock($1, $2)", 0x0CA2D012, tenant_id)
+        await tx.conn.execute("SELECT pg_advisory_xact_lock($1, $2)", 0x0CA2D014, tenant_id)
         last = await tx.conn.fetchrow(
             "SELECT id, after FROM audit_log WHERE entity = 'voucher_batch' AND entity_id = $1"
             " ORDER BY id DESC LIMIT 1", entity_id)

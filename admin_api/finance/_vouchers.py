@@ -1,9 +1,10 @@
 """Journal vouchers (记账凭证) of a day's postings, for the finance system (账务接口).
 
 A tenant's day is the approved journal rows at its merchants (system accounts included) that
-committed in its local day. They are grouped by (merchant, kind, the card's tenant): one
-voucher each, in that order, numbered `YYYYMMDD-NNNN`. A voucher's lines are the group's sums
-on the three ledger accounts every journal row moves:
+committed in its business day (admin_api/settlement: from one cutover to the next). They are
+grouped by (merchant, kind, the card's tenant): one voucher each, in that order, numbered
+`YYYYMMDD-NNNN`. A voucher's lines are the group's sums on the three ledger accounts every
+journal row moves:
 
 | account | what |
 | --- | --- |
@@ -26,7 +27,7 @@ from typing import Any, Final
 import msgspec
 
 from admin_api._routes_queries import KIND_NAMES
-from admin_api.finance._reconcile import day_bounds
+from admin_api.finance._reconcile import business_day
 
 VOUCHER_LINES_MAX: Final = 300_000
 """Lines of one day's vouchers (three per voucher at most)."""
@@ -59,9 +60,11 @@ ORDER BY 1, 3, 4
 """
 
 
-async def day_vouchers(conn: Any, tenant_id: int, utc_offset_s: int, day: dt.date
-                       ) -> list[VoucherLine]:
-    start, end = day_bounds(utc_offset_s, day)
+async def day_vouchers(conn: Any, tenant_id: int, day: dt.date) -> list[VoucherLine]:
+    bounds = await business_day(conn, tenant_id, day)
+    if bounds is None:
+        return []
+    start, end = bounds
     lines: list[VoucherLine] = []
     number = 0
     for r in await conn.fetch(_SQL, tenant_id, start, end):

@@ -1,4 +1,4 @@
--- OneCard schema, version 11: finance. The bank's daily top-up file and its reconciliation
+-- OneCard schema, version 12: finance. The bank's daily top-up file and its reconciliation
 -- with our top-ups (docs/finance.md), and the document type that resolves a difference.
 --
 -- Shared with the branch that adds bank top-ups (issue 11, section 2): `bank_topups` and the
@@ -25,21 +25,39 @@ CREATE TABLE IF NOT EXISTS bank_topups (
 );
 CREATE INDEX IF NOT EXISTS bank_topups_tenant_created ON bank_topups (tenant_id, created_at);
 
-ALTER TABLE system_accounts
-    DROP CONSTRAINT IF EXISTS system_accounts_purpose_check,
-    ADD CONSTRAINT system_accounts_purpose_check CHECK (purpose IN (
-        'cash_desk', 'subsidy_fund', 'adjustments', 'bank_clearing'));
+-- Widen a CHECK of the form `col IN (...)` by one value, keeping whatever other migrations
+-- (other branches) added: idempotent, never narrows (the settlement migration's function).
+CREATE OR REPLACE FUNCTION pg_temp.widen_check(tbl regclass, cname text, col text, val text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    def text;
+    vals text[];
+BEGIN
+    SELECT pg_get_constraintdef(oid) INTO def FROM pg_constraint
+        WHERE conrelid = tbl AND conname = cname;
+    IF def IS NULL THEN
+        RAISE EXCEPTION 'no constraint % on %', cname, tbl;
+    END IF;
+    IF position(quote_literal(val) IN def) > 0 THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(m[1] ORDER BY n) INTO vals
+        FROM regexp_matches(def, '''([a-z_]+)''', 'g') WITH ORDINALITY AS t(m, n);
+    vals := vals || val;
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', tbl, cname);
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%I IN (%s))', tbl, cname, col,
+                   (SELECT string_agg(quote_literal(v), ', ') FROM unnest(vals) AS v));
+END
+$$;
 
+SELECT pg_temp.widen_check('system_accounts', 'system_accounts_purpose_check', 'purpose',
+                           'bank_clearing');
 -- A difference with the bank is resolved by a document of type 'reconciliation': one line
 -- (credit from, or debit to, the tenant's bank clearing account) or none (a write-off).
-ALTER TABLE documents
-    DROP CONSTRAINT documents_doc_type_check,
-    ADD CONSTRAINT documents_doc_type_check CHECK (doc_type IN (
-        'refund', 'adjustment', 'subsidy_batch', 'cancellation', 'reconciliation'));
-ALTER TABLE approval_policies
-    DROP CONSTRAINT approval_policies_doc_type_check,
-    ADD CONSTRAINT approval_policies_doc_type_check CHECK (doc_type IN (
-        'refund', 'adjustment', 'subsidy_batch', 'cancellation', 'reconciliation'));
+SELECT pg_temp.widen_check('documents', 'documents_doc_type_check', 'doc_type',
+                           'reconciliation');
+SELECT pg_temp.widen_check('approval_policies', 'approval_policies_doc_type_check', 'doc_type',
+                           'reconciliation');
 
 -- One bank file per tenant and business day, as imported (its SHA-256: the same file again
 -- answers the first import; another file for the day is refused). The counts are the result
