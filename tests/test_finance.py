@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from admin_api._downloads import yuan
 from admin_api._switch_client import SwitchClient
 from admin_api.finance import (
     HEADER,
@@ -31,6 +32,8 @@ from onecard import cli
 from onecard.harness import free_port
 from protocols import ocp
 from tests.admin_site import PASSWORD, AdminSite, Api
+from tests.ocp_client import OcpClient
+from tests.switch_site import FREE_CANTEEN_TERMINAL
 
 DAY = dt.date(2026, 11, 30)
 
@@ -115,9 +118,24 @@ async def _credits(site: AdminSite, clearing: int, plan: list[tuple[str, int, in
                 made[rrn] = {"account_id": account, "card_no": card, "txn_seq": seq}
         finally:
             await client.close()
-        # The credits were yesterday's postings (the vouchers below read that day).
-        await conn.execute("UPDATE journal SET committed_at = $1 WHERE terminal_id = $2",
-                           noon, terminal["id"])
+        # Three purchases at the free canteen (merchant 4, fee 1 %) of cards not topped up.
+        await conn.execute("UPDATE merchants SET fee_rate_bp = 100 WHERE id = 4")
+        pos = OcpClient(site.switch.host, site.switch.port, FREE_CANTEEN_TERMINAL,
+                        site.key(FREE_CANTEEN_TERMINAL))
+        try:
+            pos.sign_on()
+            for n, amount in enumerate((1000, 2000, 1500), start=1):
+                card = await conn.fetchval(
+                    "SELECT c.card_no FROM cards c JOIN accounts a ON a.id = c.account_id"
+                    " WHERE a.tenant_id = 1 AND a.status = 0 AND c.status = 0"
+                    " AND a.opening_main_fen >= 5000 AND a.id > 10 ORDER BY a.id OFFSET $1"
+                    " LIMIT 1", n)
+                answer = await asyncio.to_thread(pos.request, ocp.Purchase(n, card, amount))
+                assert answer.code == 0, answer
+        finally:
+            pos.sock.close()
+        # All of it was yesterday's (the vouchers and the settlement below read that day).
+        await conn.execute("UPDATE journal SET committed_at = $1", noon)
         return made
     finally:
         await conn.close()
@@ -317,16 +335,29 @@ def test_vouchers_balance_and_reach_the_events_feed(fin: dict[str, Any]) -> None
     lsns = site.fetch("SELECT min(lsn) AS lo, max(lsn) AS hi FROM journal WHERE kind = 8"
                       " AND committed_at < now() - interval '1 hour'")[0]
     ref += f"{lsns['lo']}-{lsns['hi']}"
+    # The purchases' voucher: what the wallets lost (subsidy first), the canteen gained.
+    p = site.fetch("SELECT -sum(main_delta_fen) AS main, -sum(subsidy_delta_fen) AS sub,"
+                   " min(lsn) AS lo, max(lsn) AS hi FROM journal WHERE kind = 1")[0]
+    canteen = site.fetch("SELECT name FROM merchants WHERE id = 4")[0]["name"]
+    pref = f"purchase at merchant 4 by cards of tenant 1; 3 rows; lsn {p['lo']}-{p['hi']}"
+    purchase = [f"wallet.main.t1,main wallets of tenant 1,{p['main']},{yuan(p['main'])},0,0.00",
+                f"wallet.subsidy.t1,subsidy wallets of tenant 1,{p['sub']},{yuan(p['sub'])},0,"
+                "0.00", f"merchant.4,{canteen},0,0.00,4500,45.00"]
+    purchase = [x for x in purchase if ",0,0.00,0,0.00" not in x]
+    assert p["main"] + p["sub"] == 4500
     assert text == (
         "business_date,voucher_no,line_no,account,account_name,debit_fen,debit_yuan,"
         "credit_fen,credit_yuan,reference\r\n"
-        f"{day},{ymd}-0001,1,wallet.main.t1,main wallets of tenant 1,0,0.00,9000,90.00,"
+        + "".join(f"{day},{ymd}-0001,{n},{x},{pref}\r\n" for n, x in enumerate(purchase, 1))
+        + f"{day},{ymd}-0002,1,wallet.main.t1,main wallets of tenant 1,0,0.00,9000,90.00,"
         f"{ref}\r\n"
-        f"{day},{ymd}-0001,2,merchant.{clearing},{name},9000,90.00,0,0.00,{ref}\r\n")
+        f"{day},{ymd}-0002,2,merchant.{clearing},{name},9000,90.00,0,0.00,{ref}\r\n")
     page = api.ok("GET", f"/tenants/1/vouchers/{day}")
-    assert page["debit_fen"] == page["credit_fen"] == 9000 and len(page["items"]) == 2
+    assert page["debit_fen"] == page["credit_fen"] == 13500
+    assert len(page["items"]) == len(purchase) + 2
     published = api.ok("POST", f"/tenants/1/vouchers/{day}/publish")
-    assert (published["vouchers"], published["lines"], published["repeated"]) == (1, 2, False)
+    assert (published["vouchers"], published["lines"], published["repeated"]) == (
+        2, len(purchase) + 2, False)
     assert api.ok("POST", f"/tenants/1/vouchers/{day}/publish")["repeated"]
     # An integrator's key at the tenant sees them on the events feed, once.
     root = site.api()
@@ -393,3 +424,46 @@ def test_the_cli_imports_and_refuses(fin: dict[str, Any], tmp_path: Any,
     assert "imported before" in capsys.readouterr().out
     good.write_bytes(write_bank_file(day, [("Q2", 1, 6, "t", 1200, "")]))
     assert cli.main([*args, "--file", str(good)]) == 3
+
+
+def test_settlement_clearing_and_float_reports(fin: dict[str, Any]) -> None:
+    api, day = fin["api"]["fin.b"], fin["day"]
+    page = api.ok("GET", f"/tenants/1/finance/settlement?from_day={day}")
+    rows = {r["merchant_id"]: r for r in page["items"]}
+    assert {k: rows[4][k] for k in ("period", "count", "gross_fen", "fee_fen", "net_fen")} == {
+        "period": str(day), "count": 3, "gross_fen": 4500, "fee_fen": 45, "net_fen": 4455}
+    assert rows[None]["merchant_name"] == "(tenant total)" and rows[None]["net_fen"] == 4455
+    month = api.ok("GET", f"/tenants/1/finance/settlement?period=month&from_day={day}")
+    assert [(r["period"], r["merchant_id"], r["net_fen"]) for r in month["items"]] == [
+        (day.strftime("%Y-%m"), 4, 4455), (day.strftime("%Y-%m"), None, 4455)]
+    text = api.get(f"/tenants/1/finance/settlement?from_day={day}&format=csv").content
+    lines = text.decode("utf-8-sig").splitlines()
+    assert lines[0] == ("period,merchant_id,merchant_name,count,gross_fen,gross_yuan,"
+                        "reversal_count,reversals_fen,reversals_yuan,sales_fen,sales_yuan,"
+                        "fee_fen,fee_yuan,net_fen,net_yuan")
+    canteen = fin["site"].fetch("SELECT name FROM merchants WHERE id = 4")[0]["name"]
+    assert lines[1] == (f"{day},4,{canteen},3,4500,45.00,0,0,0.00,4500,45.00,45,0.45,4455,"
+                        "44.55")
+    from openpyxl import load_workbook
+
+    sheet = load_workbook(io.BytesIO(api.get(
+        f"/tenants/1/finance/float?from_day={day}&format=xlsx").content)).active
+    header, row = list(sheet.values)
+    f = dict(zip(header, row, strict=True))
+    assert f["bank_topups_fen"] == 9000 and f["balanced"] is True
+    assert f["close_total_fen"] - f["open_total_fen"] == 9000 - 4500
+    clearing = api.ok("GET", f"/tenants/1/finance/clearing?from_day={day}")
+    assert clearing["items"] == []  # no card of another park spent here that day
+    assert api.get(f"/tenants/1/finance/settlement?from_day={day}&to_day="
+                   f"{day + dt.timedelta(days=70)}").status_code == 422
+
+
+def test_a_merchant_statement_is_a_pdf_with_its_figures(fin: dict[str, Any]) -> None:
+    api, day = fin["api"]["fin.a"], fin["day"]
+    r = api.get(f"/merchants/4/settlement-statement?from_day={day}")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    assert r.content.startswith(b"%PDF") and r.content.count(b"/Type /Page\n") == 1
+    assert (f"merchant_id=4 from={day} to={day} count=3 gross_fen=4500 reversals_fen=0 "
+            f"fee_fen=45 net_fen=4455").encode() in r.content
+    assert fin["api"]["east.fin"].get("/merchants/4/settlement-statement").status_code == 404
+    assert fin["api"]["till"].get("/merchants/4/settlement-statement").status_code == 403

@@ -33,7 +33,8 @@ APPROVED: Final = "00"
 
 _RRN: Final = re.compile(r"[0-9A-Za-z]{1,12}")
 _DIGITS: Final = re.compile(r"[0-9]{1,10}")
-_TOKEN: Final = re.compile(r"[0-9A-Za-z*_.-]{1,64}")
+_TOKEN: Final = re.compile(r"[\x21-\x7e]{1,64}")
+"""Field 102 as the bank sends it: printable ASCII, no space (and no comma: the separator)."""
 _AUTH: Final = re.compile(r"[0-9A-Za-z ]{0,6}")
 _DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -132,7 +133,7 @@ def read_bank_file(data: bytes, business_date: dt.date) -> BankFile:
         if not (_DIGITS.fullmatch(terminal) and 1 <= int(terminal) <= 2**31 - 1):
             bad(f"terminal_id {terminal[:20]!r} is not a terminal number")
         if not _TOKEN.fullmatch(token):
-            bad("card_token is not 1 to 64 letters, digits or * _ . -")
+            bad("card_token is not 1 to 64 printable ASCII characters without spaces")
         if not (_DIGITS.fullmatch(amount) and 1 <= int(amount) <= AMOUNT_FEN_MAX):
             bad(f"amount_fen {amount[:20]!r} is not a whole number of fen from 1 to "
                 f"{AMOUNT_FEN_MAX}")

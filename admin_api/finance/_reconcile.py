@@ -78,7 +78,10 @@ def file_result(r: Any, repeated: bool = False) -> FileResult:
 
 async def business_day(conn: Any, tenant_id: int, day: dt.date
                        ) -> tuple[dt.datetime, dt.datetime] | None:
-    """[start, end) in UTC of the tenant's business day `day` (None: no such tenant)."""
+    """[start, end) in UTC of the tenant's business day `day` (None: no such tenant, or a day
+    outside 1970..9998)."""
+    if not dt.date(1970, 1, 2) <= day <= dt.date(9998, 12, 31):
+        return None
     t = await conn.fetchrow("SELECT utc_offset_s, cutover_s FROM tenants WHERE id = $1",
                             tenant_id)
     if t is None:
@@ -120,7 +123,8 @@ async def reconcile(conn: asyncpg.Connection, tenant_id: int, node_path: list[in
     day = bank_file.business_date
     bounds = await business_day(conn, tenant_id, day)
     if bounds is None:
-        raise ReconcileRefused(f"no tenant {tenant_id}")
+        raise ReconcileRefused(f"no tenant {tenant_id}, or {day} is not a business day (1970 to "
+                               "9998)")
     start, end = bounds
     known = await conn.fetchrow("SELECT * FROM bank_files WHERE tenant_id = $1"
                                 " AND business_date = $2", tenant_id, day)

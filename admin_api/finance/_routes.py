@@ -52,6 +52,7 @@ from admin_api.finance._reconcile import (
     file_result,
     reconcile,
 )
+from admin_api.finance._reports import ROUTES as REPORT_ROUTES
 from admin_api.finance._vouchers import VOUCHER_LINES_MAX, VoucherLine, day_vouchers
 
 EXPORT_ROWS_MAX: Final = 100_000
@@ -491,4 +492,4 @@ async def publish_vouchers(tenant_id: Id, business_date: dt.date, actor: Actor, 
 
 
 ROUTES = [import_bank_file, list_bank_files, list_exceptions, resolve_exception, list_topups,
-          get_vouchers, publish_vouchers]
+          get_vouchers, publish_vouchers, *REPORT_ROUTES]
