@@ -24,6 +24,8 @@ import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.audit import AuditReport, audit_conservation
+from onecard.demo_finance import DemoReconciliation, reconcile_day
+from onecard.demo_finance import render as render_reconciliation
 from onecard.demo_settle import DemoSettlement, set_cutover, settle_day
 from onecard.demo_settle import render as render_settlement
 from onecard.harness import SwitchProcess, fresh_database, run_fast
@@ -73,6 +75,7 @@ class DemoSummary(msgspec.Struct):
     """The bank side: settlement_balanced (the day's settlement equals the journal's sums and
     nets to zero)."""
     settlement: DemoSettlement | None = None
+    reconciliation: DemoReconciliation | None = None
 
 
 def configured_redis_url(given: str | None = None) -> str:
@@ -200,6 +203,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
             settlement = await settle_day(conn, cutover)
         finally:
             await conn.close()
+        reconciliation = await reconcile_day(dsn, settlement.business_day)
     approved = sum(r["n"] for r in rows if r["code"] == 0)
     declined_by: dict[str, int] = {}
     for r in rows:
@@ -225,8 +229,10 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         wall_seconds=round(time.perf_counter() - wall0, 1),
         postgres=where,
         redis=redis_where,
-        bank={"settlement_balanced": settlement.settlement_balanced},
+        bank={"settlement_balanced": settlement.settlement_balanced,
+              "reconciliation_exceptions": reconciliation.exceptions},
         settlement=settlement,
+        reconciliation=reconciliation,
     )
 
 
@@ -263,6 +269,8 @@ def render(summary: DemoSummary) -> str:
         f"    CONSERVED: {'yes' if s.conserved else 'NO'} — {c.reason}",
         "",
         *([*render_settlement(s.settlement), ""] if s.settlement is not None else []),
+        *([*render_reconciliation(s.reconciliation), ""] if s.reconciliation is not None
+          else []),
         f"  ({s.wall_seconds:.1f} s in all, {s.postgres}, change feed through {s.redis})",
     ]
     return "\n".join(lines)
