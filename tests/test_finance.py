@@ -336,7 +336,8 @@ def test_vouchers_balance_and_reach_the_events_feed(fin: dict[str, Any]) -> None
                       " AND committed_at < now() - interval '1 hour'")[0]
     ref += f"{lsns['lo']}-{lsns['hi']}"
     # The purchases' voucher: what the wallets lost (subsidy first), the canteen gained.
-    p = site.fetch("SELECT -sum(main_delta_fen) AS main, -sum(subsidy_delta_fen) AS sub,"
+    p = site.fetch("SELECT -sum(main_delta_fen)::bigint AS main,"
+                   " -sum(subsidy_delta_fen)::bigint AS sub,"
                    " min(lsn) AS lo, max(lsn) AS hi FROM journal WHERE kind = 1")[0]
     canteen = site.fetch("SELECT name FROM merchants WHERE id = 4")[0]["name"]
     pref = f"purchase at merchant 4 by cards of tenant 1; 3 rows; lsn {p['lo']}-{p['hi']}"

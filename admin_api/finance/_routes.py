@@ -354,11 +354,11 @@ async def _days(conn: Any, tenant: Any, from_day: dt.date | None, to_day: dt.dat
     last = to_day or first
     if first > last:
         raise Problem(422, "unprocessable", "from_day is after to_day")
-    if first.year < 1970 or last.year > 9998 or (last - first).days >= _DAYS_MAX:
-        raise Problem(422, "unprocessable", f"days from 1970 to 9998, at most {_DAYS_MAX}")
     a = await business_day(conn, tenant["id"], first)
     b = await business_day(conn, tenant["id"], last)
-    assert a is not None and b is not None
+    if a is None or b is None or (last - first).days >= _DAYS_MAX:
+        raise Problem(422, "unprocessable", f"days from 1970-01-02 to 9998-12-31, at most "
+                      f"{_DAYS_MAX}")
     return first, last, a[0], b[1]
 
 
