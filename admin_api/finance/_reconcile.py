@@ -90,28 +90,26 @@ async def business_day(conn: Any, tenant_id: int, day: dt.date
 
 
 _MATCH: Final = """
-WITH bank AS (
-    SELECT l.rrn, l.amount_fen FROM bank_file_lines l WHERE l.file_id = $1
-), ours AS (
-    SELECT t.id, t.rrn, t.state, t.account_id, t.card_no, t.created_at,
-           j.amount_fen AS credited_fen
-    FROM bank_topups t
-    LEFT JOIN journal j ON j.terminal_id = t.terminal_id AND j.txn_seq = t.txn_seq
-                       AND j.code = 0 AND j.kind = 8
-    WHERE t.tenant_id = $2
-)
-SELECT b.rrn, b.amount_fen AS bank_fen, o.id AS topup_id, o.state, o.account_id, o.card_no,
-       coalesce(o.credited_fen, 0) AS our_fen,
-       CASE WHEN o.credited_fen IS NULL THEN 'bank_only'
-            WHEN o.credited_fen <> b.amount_fen THEN 'amount_differs'
+SELECT b.rrn, b.amount_fen AS bank_fen, t.id AS topup_id, t.state, t.account_id, t.card_no,
+       coalesce(j.amount_fen, 0) AS our_fen,
+       CASE WHEN j.amount_fen IS NULL THEN 'bank_only'
+            WHEN j.amount_fen <> b.amount_fen THEN 'amount_differs'
             ELSE 'matched' END AS outcome
-FROM bank b LEFT JOIN ours o ON o.rrn = b.rrn
+FROM bank_file_lines b
+LEFT JOIN bank_topups t ON t.rrn = b.rrn AND t.tenant_id = $2
+LEFT JOIN journal j ON j.terminal_id = t.terminal_id AND j.txn_seq = t.txn_seq
+                   AND j.code = 0 AND j.kind = 8
+WHERE b.file_id = $1
 UNION ALL
-SELECT o.rrn, 0, o.id, o.state, o.account_id, o.card_no, o.credited_fen, 'ours_only'
-FROM ours o
-WHERE o.credited_fen IS NOT NULL AND o.created_at >= $3 AND o.created_at < $4
-  AND NOT EXISTS (SELECT 1 FROM bank b WHERE b.rrn = o.rrn)
+SELECT t.rrn, 0, t.id, t.state, t.account_id, t.card_no, j.amount_fen, 'ours_only'
+FROM bank_topups t
+JOIN journal j ON j.terminal_id = t.terminal_id AND j.txn_seq = t.txn_seq
+              AND j.code = 0 AND j.kind = 8
+WHERE t.tenant_id = $2 AND t.created_at >= $3 AND t.created_at < $4
+  AND NOT EXISTS (SELECT 1 FROM bank_file_lines b WHERE b.file_id = $1 AND b.rrn = t.rrn)
 """
+"""Each side by its index: the bank's lines by RRN (bank_topups.rrn is unique), ours by
+(tenant, created_at); never the whole history of top-ups."""
 
 
 async def reconcile(conn: asyncpg.Connection, tenant_id: int, node_path: list[int],
