@@ -142,7 +142,7 @@ async def _credits(site: AdminSite, clearing: int, plan: list[tuple[str, int, in
 
 
 PLAN = [("R1", 5000, "approved"), ("R2", 3000, "approved"), ("R3", 2000, "reversed"),
-        ("R4", 1000, "approved")]
+        ("R4", 1000, "approved"), ("R5", 800, "unknown")]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def fin(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]]:
     site.start(extra_env={"ONECARD_PORT": str(free_port())})
     accounts = [r["account_id"] for r in site.fetch(
         "SELECT p.account_id FROM people p JOIN cards c ON c.account_id = p.account_id"
-        " WHERE p.tenant_id = 1 AND c.status = 0 ORDER BY p.id LIMIT 4")]
+        " WHERE p.tenant_id = 1 AND c.status = 0 ORDER BY p.id LIMIT 5")]
     plan = [(rrn, accounts[n], amount, state) for n, (rrn, amount, state) in enumerate(PLAN)]
     made = asyncio.run(_credits(site, clearing_id, plan))
     site.start_admin(ONECARD_ADMIN_SWITCH_TIMEOUT_SECONDS="5")
@@ -183,11 +183,13 @@ def fin(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]]:
 
 
 def _bank_file(day: dt.date) -> bytes:
-    # R1 as ours; R2 with another amount; R3 approved by the bank though we reversed it (the
-    # answer lost in transit); R9 nobody here knows; R4 (ours) missing.
+    # R1 as ours; R2 with another amount; R3 approved by the bank though we reversed it, R5
+    # though we never heard its answer (both lost in transit); R9 nobody here knows; R4 (ours)
+    # missing.
     return write_bank_file(day, [("R1", 1, 6, "tok-a", 5000, "AUTH01"),
                                  ("R2", 2, 6, "tok-b", 3500, "AUTH02"),
                                  ("R3", 3, 6, "tok-c", 2000, "AUTH03"),
+                                 ("R5", 5, 6, "tok-e", 800, "AUTH05"),
                                  ("R9", 9, 6, "tok-z", 700, "AUTH09")])
 
 
@@ -238,7 +240,7 @@ def test_a_lost_answer_is_found_and_resolved_once(fin: dict[str, Any]) -> None:
     assert r.status_code == 200, r.text
     result = r.json()
     assert (result["lines_count"], result["matched"], result["ours_only"], result["bank_only"],
-            result["amount_differs"], result["repeated"]) == (4, 1, 1, 2, 1, False)
+            result["amount_differs"], result["repeated"]) == (5, 1, 1, 3, 1, False)
     # The same file again: its first result; another file for the day: refused.
     again = _upload(a, day, _bank_file(day)).json()
     assert again["repeated"] and again["id"] == result["id"]
@@ -247,8 +249,9 @@ def test_a_lost_answer_is_found_and_resolved_once(fin: dict[str, Any]) -> None:
     found = _exceptions(a)
     assert {k: (e["kind"], e["expected_fen"], e["status"]) for k, e in found.items()} == {
         "R2": ("amount_differs", 500, "open"), "R3": ("bank_only", 2000, "open"),
-        "R4": ("ours_only", -1000, "open"), "R9": ("bank_only", 700, "open")}
-    assert found["R3"]["topup_state"] == "reversed"
+        "R4": ("ours_only", -1000, "open"), "R9": ("bank_only", 700, "open"),
+        "R5": ("bank_only", 800, "open")}
+    assert (found["R3"]["topup_state"], found["R5"]["topup_state"]) == ("reversed", "unknown")
 
     # The lost answer: credit it. Drafted and submitted by one, approved by two others.
     lost = found["R3"]
@@ -300,9 +303,10 @@ def test_a_lost_answer_is_found_and_resolved_once(fin: dict[str, Any]) -> None:
     assert boss.ok("POST", f"/documents/{d9}/approve", {})["status"] == "executed"
     assert site.fetch("SELECT count(*) AS n FROM journal")[0]["n"] == total["n"]  # nothing moved
     statuses = {k: e["status"] for k, e in _exceptions(a).items()}
-    assert statuses == {"R2": "open", "R3": "resolved", "R4": "resolved", "R9": "resolved"}
+    assert statuses == {"R2": "open", "R3": "resolved", "R4": "resolved", "R9": "resolved",
+                        "R5": "open"}
     assert [e["rrn"] for e in a.ok(
-        "GET", "/tenants/1/reconciliation-exceptions?status=open")["items"]] == ["R2"]
+        "GET", "/tenants/1/reconciliation-exceptions?status=open")["items"]] == ["R2", "R5"]
     audit = {r["action"] for r in site.fetch("SELECT action FROM audit_log")}
     assert {"bank_file.import", "reconciliation.resolve", "document.approve"} <= audit
 
@@ -312,6 +316,7 @@ def test_a_lost_answer_is_found_and_resolved_once(fin: dict[str, Any]) -> None:
     assert [(x["rrn"], x["kind"], x["expected_fen"], x["expected_yuan"], x["status"])
             for x in rows_csv] == [("R2", "amount_differs", "500", "5.00", "open"),
                                    ("R3", "bank_only", "2000", "20.00", "resolved"),
+                                   ("R5", "bank_only", "800", "8.00", "open"),
                                    ("R9", "bank_only", "700", "7.00", "resolved"),
                                    ("R4", "ours_only", "-1000", "-10.00", "resolved")]
     from openpyxl import load_workbook
@@ -320,7 +325,7 @@ def test_a_lost_answer_is_found_and_resolved_once(fin: dict[str, Any]) -> None:
     sheet = load_workbook(io.BytesIO(xlsx.content)).active
     values = list(sheet.values)
     assert values[0][:5] == ("id", "tenant_id", "business_date", "kind", "rrn")
-    assert [v[4] for v in values[1:]] == ["R2", "R3", "R9", "R4"]
+    assert [v[4] for v in values[1:]] == ["R2", "R3", "R5", "R9", "R4"]
 
 
 def test_vouchers_balance_and_reach_the_events_feed(fin: dict[str, Any]) -> None:
@@ -398,12 +403,13 @@ def test_bank_topups_list_and_download(fin: dict[str, Any]) -> None:
     page = api.ok("GET", f"/tenants/1/bank-topups?from_day={day}")
     assert [(t["rrn"], t["state"], t["credited_fen"]) for t in page["items"]] == [
         ("R1", "approved", 5000), ("R2", "approved", 3000), ("R3", "reversed", 0),
-        ("R4", "approved", 1000)]
+        ("R4", "approved", 1000), ("R5", "unknown", 0)]
     reversed_only = api.ok("GET", f"/tenants/1/bank-topups?from_day={day}&topup_state=reversed")
     assert [t["rrn"] for t in reversed_only["items"]] == ["R3"]
     text = api.get(f"/tenants/1/bank-topups?from_day={day}&format=csv").content.decode(
         "utf-8-sig")
-    assert [r["rrn"] for r in csv.DictReader(io.StringIO(text))] == ["R1", "R2", "R3", "R4"]
+    assert [r["rrn"] for r in csv.DictReader(io.StringIO(text))] == ["R1", "R2", "R3", "R4",
+                                                                      "R5"]
 
 
 def test_the_cli_imports_and_refuses(fin: dict[str, Any], tmp_path: Any,
