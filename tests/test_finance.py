@@ -223,6 +223,11 @@ def test_bad_files_change_nothing(fin: dict[str, Any]) -> None:
         body = r.json()
         assert body["type"].endswith("bad-bank-file") and body["errors"][0]["field"] == where
         assert "nothing was changed" in body["detail"]
+    no_file = api.http.post(f"/tenants/1/bank-files/{day}", files={"other": ("a", b"x")})
+    assert no_file.status_code == 422 and "form field" in no_file.json()["detail"]
+    as_body = api.http.post(f"/tenants/1/bank-files/{day}", content=good.replace(b"R2", b"R1"),
+                            headers={"Content-Type": "text/csv"})
+    assert as_body.status_code == 422 and as_body.json()["errors"][0]["field"] == "line 3"
     too_big = _upload(api, day, b"x" * (BANK_FILE_BYTES_MAX + 1))
     assert too_big.status_code == 413
     # A day that has not ended is not reconciled.

@@ -32,7 +32,7 @@ from admin_api._routes_documents import (
     _move_to,
     _step,
 )
-from admin_api._routes_import import _ImportOperation, _upload
+from admin_api._routes_import import ImportRejected, _ImportOperation, _upload
 from admin_api._routes_merchants import tenant_in_scope
 from admin_api._routes_queries import CODE_NAMES
 from admin_api._store import change
@@ -98,7 +98,11 @@ async def import_bank_file(tenant_id: Id, business_date: dt.date,
                            request: Request[Any, Any, Any], actor: Actor,
                            state: State) -> FileResult:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
-    data = await _upload(request)
+    try:
+        data = await _upload(request)
+    except ImportRejected:  # a multipart form without its "file" field
+        raise Problem(422, "bad-bank-file", "send the bank file in the form field \"file\" "
+                      "(or as a text/csv body); nothing was changed") from None
     try:
         bank_file = read_bank_file(data, business_date)
     except BankFileError as exc:
