@@ -48,7 +48,9 @@ from admin_api import (
     _routes_people,
     _routes_queries,
     _routes_reports,
+    settlement,
 )
+from admin_api import finance as _finance
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
 from admin_api._bodies import JsonBodyRequest
 from admin_api._docs import assets_router, swagger_plugin
@@ -161,6 +163,8 @@ ROUTES = [
     *_routes_merchants.ROUTES, *_routes_reports.ROUTES, *_routes_money.ROUTES,
     *_routes_documents.ROUTES,
     *_routes_import.ROUTES, *_routes_bulk.ROUTES, *_routes_integration.ROUTES,
+    *_finance.ROUTES,
+    *settlement.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 

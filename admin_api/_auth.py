@@ -37,6 +37,8 @@ _ALL_STAFF: Final = frozenset({
     "cards.read", "cards.write", "money.counter", "merchants.read", "merchants.write",
     "reports.read", "audit.read", "documents.read", "documents.write", "documents.approve",
     "events.read", "people.sync", "api_keys.read", "api_keys.write",
+    "finance.read", "finance.write",
+    "settlement.read", "settlement.confirm",
 })
 PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "platform_admin": _ALL_STAFF,
@@ -48,11 +50,13 @@ PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "cashier": frozenset({"org.read", "people.read", "cards.read", "money.counter"}),
     "finance": frozenset({
         "org.read", "people.read", "cards.read", "merchants.read", "reports.read",
-        "documents.read", "documents.approve",
+        "documents.read", "documents.approve", "settlement.read", "settlement.confirm",
+        "finance.read", "finance.write",
     }),
     "auditor": frozenset({
         "org.read", "users.read", "people.read", "cards.read", "merchants.read",
         "reports.read", "audit.read", "documents.read", "events.read", "api_keys.read",
+        "settlement.read", "finance.read",
     }),
     "merchant_viewer": frozenset({"merchants.read", "reports.read"}),
     "cardholder": frozenset({"self"}),

@@ -17,6 +17,11 @@ What a line does when executed:
 | adjustment | person, wallet, amount != 0 | + credit from / - debit to the adjustments account |
 | subsidy_batch | person, amount > 0 | credit the subsidy wallet from the subsidy fund |
 | cancellation | person (two lines: main, subsidy) | balances refunded, then account closed |
+| reconciliation | person, amount != 0 (none: write-off) | + credit from / - debit to clearing |
+
+A reconciliation document is drafted and submitted by `POST /reconciliation-exceptions/{id}/
+resolve` (admin_api/finance), never through `POST /documents`, and is not revised (a rejected
+one is replaced by resolving the exception again).
 
 A cancellation's main balance is paid out at the cash desk (a negative one is collected there),
 its subsidy goes back to the subsidy fund; then the account is closed and its cards cancelled.
@@ -50,10 +55,16 @@ from admin_api._routes_people import person_in_scope
 from admin_api._routes_queries import balance_of
 from admin_api._store import Change, change, node_path
 from admin_api._types import AfterId, Id, IdField, Limit
+from admin_api.settlement import execute_payouts, on_approved
 from protocols.changes import AccountStatusChanged, CardCancelled
 
 DocType = Literal["refund", "adjustment", "subsidy_batch", "cancellation"]
-DEFAULT_LEVELS: Final = {"refund": 1, "adjustment": 2, "subsidy_batch": 2, "cancellation": 2}
+PolicyDocType = Literal["refund", "adjustment", "subsidy_batch", "cancellation",
+                        "reconciliation"]
+DEFAULT_LEVELS: Final = {"refund": 1, "adjustment": 2, "subsidy_batch": 2, "cancellation": 2,
+                         "settlement": 1, "reconciliation": 2}
+"""A 'settlement' document has no lines: it is requested by POST
+/tenants/{id}/settlements/{day}/confirm and pays out through admin_api/settlement."""
 LINES_MAX: Final = 10_000
 AMOUNT_MAX: Final = 10_000_000
 WALLETS: Final = {"main": 0, "subsidy": 1}
@@ -134,7 +145,7 @@ class DecisionIn(msgspec.Struct, forbid_unknown_fields=True):
 class PolicyIn(msgspec.Struct, forbid_unknown_fields=True):
     node_id: IdField
     """The tenant's node."""
-    doc_type: DocType
+    doc_type: PolicyDocType
     levels: Annotated[int, Meta(ge=1, le=5)]
 
 
@@ -500,6 +511,8 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
         if final:
             # The txn_seqs of the movements, drawn and stored with the approval.
             money.require()
+            if doc["doc_type"] == "settlement":
+                await on_approved(tx, money, doc)
             count = await tx.conn.fetchval(
                 "SELECT count(*) FROM document_lines WHERE document_id = $1", doc_id)
             for n in range(1, count + 1):
@@ -568,6 +581,12 @@ async def revise_document(doc_id: Id, data: ReviseIn, actor: Actor, state: State
     _staff(actor)
     async with change(state.pool, actor) as tx:
         doc = await _locked(tx, actor, doc_id, Step.REVISE)
+        if doc["doc_type"] == "reconciliation":
+            raise Problem(409, "conflict", "a reconciliation document is not revised: resolve "
+                          "its exception again (POST /reconciliation-exceptions/{id}/resolve)")
+        if doc["doc_type"] == "settlement":
+            raise Problem(409, "conflict", "a settlement document is not revised: request the "
+                          "day's confirmation again (POST /tenants/{id}/settlements/{day}/confirm)")
         if doc["status"] == Status.FAILED and await tx.conn.fetchval(
                 "SELECT true FROM document_lines WHERE document_id = $1 AND result_code = 0",
                 doc_id):
@@ -630,6 +649,10 @@ async def _execute_locked(state: State, actor: Actor, doc_id: int) -> DocumentOu
     doc = await _doc(pool, actor, doc_id)
     if doc["status"] not in TRANSITIONS[Step.EXECUTE].sources:
         return await _out(pool, doc)  # another execution finished it meanwhile
+    if doc["doc_type"] == "settlement":
+        failure = await execute_payouts(state, actor, doc_id)
+        if failure:
+            return await _fail(state, actor, doc, failure)
     select = ("SELECT l.*, p.account_id, p.tenant_id FROM document_lines l JOIN people p"
               " ON p.id = l.person_id WHERE l.document_id = $1 ORDER BY l.line_no")
     # First what the journal already has (an answer lost to a timeout, a crash): recorded,
@@ -708,6 +731,11 @@ async def _move(pool: asyncpg.Pool, money: Money, kind: str, line: asyncpg.Recor
     if kind == "subsidy_batch":
         return await money.ask("credit", seq, card, 1, amount,
                                await system_account(pool, tenant, "subsidy_fund"), **where)
+    if kind == "reconciliation":
+        account = await system_account(pool, tenant, "bank_clearing")
+        if amount > 0:
+            return await money.ask("credit", seq, card, 0, amount, account, **where)
+        return await money.ask("debit", seq, card, 0, -amount, account, **where)
     if kind == "adjustment":
         account = await system_account(pool, tenant, "adjustments")
         if amount > 0:

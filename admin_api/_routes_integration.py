@@ -51,8 +51,9 @@ KeyId = Annotated[int, Parameter(ge=1, le=2**31 - 1, description="an API key's i
 EVENTS_SCAN_MAX: Final = 100_000
 """Positions of each source one events request looks through (a quiet subtree of a busy site
 still answers quickly; its cursor moves on past what it does not see)."""
-EVENT_ENTITIES: Final = ("person", "card", "org_node")
-"""Audit entities on the events stream (log-ins and API keys are not)."""
+EVENT_ENTITIES: Final = ("person", "card", "org_node", "voucher_batch")
+"""Audit entities on the events stream (log-ins and API keys are not). voucher_batch: a
+day's journal vouchers, published for the finance system (docs/finance.md)."""
 SYNC_MAX: Final = 1000
 """People in one sync request."""
 

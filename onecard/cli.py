@@ -11,6 +11,8 @@
     onecard admin    [--config FILE] [...]   run the admin HTTP API
     onecard admin-init [--dsn DSN]           the platform node, its first admin, adopt accounts
     onecard openapi  [--output PATH]         the admin API's OpenAPI document, nothing started
+    onecard settle   --tenant T --date D [--json PATH]   a business day's settlement
+    onecard reconcile --tenant T --date D --file F   import the bank's top-up file, match it
 """
 
 from __future__ import annotations
@@ -209,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     from onecard.admin_cli import add_parsers
 
     add_parsers(sub)
+
+    from onecard.settle import add_parser as add_settle_parser
+
+    add_settle_parser(sub)
+
+    from onecard.finance_cli import add_parsers as add_finance_parsers
+
+    add_finance_parsers(sub)
 
     p = sub.add_parser("bench", help="measure durable purchases per second and latency")
     p.add_argument("--terminals", type=int, default=1000)

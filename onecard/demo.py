@@ -24,6 +24,10 @@ import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.audit import AuditReport, audit_conservation
+from onecard.demo_finance import DemoReconciliation, reconcile_day
+from onecard.demo_finance import render as render_reconciliation
+from onecard.demo_settle import DemoSettlement, set_cutover, settle_day
+from onecard.demo_settle import render as render_settlement
 from onecard.harness import SwitchProcess, fresh_database, run_fast
 from onecard.privateredis import redis_answers, remove_keys, start_private_redis
 from onecard.seed import SeedPlan, seed_site
@@ -67,6 +71,11 @@ class DemoSummary(msgspec.Struct):
     wall_seconds: float
     postgres: str
     redis: str = ""
+    bank: dict[str, bool | int] = {}
+    """The bank side: settlement_balanced (the day's settlement equals the journal's sums and
+    nets to zero)."""
+    settlement: DemoSettlement | None = None
+    reconciliation: DemoReconciliation | None = None
 
 
 def configured_redis_url(given: str | None = None) -> str:
@@ -173,6 +182,12 @@ async def _demo(options: DemoOptions) -> DemoSummary:
                             unknown_card_share=0.01, reversal_share=0.01, inquiry_share=0.03)
             gen = LoadGenerator(switch.host, switch.port, specs, pool)
             await gen.connect()
+            # The business day ends in the middle of the burst; the switch does not pause.
+            cutover_conn = await asyncpg.connect(dsn)
+            try:
+                cutover = await set_cutover(cutover_conn, options.seconds / 2)
+            finally:
+                await cutover_conn.close()
             report = await gen.closed_loop(options.seconds, depth=1)
             gen.close()
         finally:
@@ -185,8 +200,10 @@ async def _demo(options: DemoOptions) -> DemoSummary:
             rows = await conn.fetch(
                 "SELECT kind, code, count(*) AS n FROM journal GROUP BY kind, code"
             )
+            settlement = await settle_day(conn, cutover)
         finally:
             await conn.close()
+        reconciliation = await reconcile_day(dsn, settlement.business_day)
     approved = sum(r["n"] for r in rows if r["code"] == 0)
     declined_by: dict[str, int] = {}
     for r in rows:
@@ -212,6 +229,10 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         wall_seconds=round(time.perf_counter() - wall0, 1),
         postgres=where,
         redis=redis_where,
+        bank={"settlement_balanced": settlement.settlement_balanced,
+              "reconciliation_exceptions": reconciliation.exceptions},
+        settlement=settlement,
+        reconciliation=reconciliation,
     )
 
 
@@ -247,6 +268,9 @@ def render(summary: DemoSummary) -> str:
         f"    requests journaled twice                      {c.duplicate_requests}",
         f"    CONSERVED: {'yes' if s.conserved else 'NO'} — {c.reason}",
         "",
+        *([*render_settlement(s.settlement), ""] if s.settlement is not None else []),
+        *([*render_reconciliation(s.reconciliation), ""] if s.reconciliation is not None
+          else []),
         f"  ({s.wall_seconds:.1f} s in all, {s.postgres}, change feed through {s.redis})",
     ]
     return "\n".join(lines)
@@ -259,4 +283,5 @@ def run_demo(options: DemoOptions) -> int:
         out = msgspec.to_builtins(summary)
         Path(options.json_path).write_bytes(msgspec.json.format(msgspec.json.encode(out)))
         print(f"  summary written to {options.json_path}")
-    return 0 if summary.conserved else 1
+    balanced = summary.settlement is None or summary.settlement.settlement_balanced
+    return 0 if summary.conserved and balanced else 1

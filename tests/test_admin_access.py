@@ -53,6 +53,15 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
                                               "class_id": 2})
     key = root.ok("POST", "/api-keys", {"node_id": campus, "name": "Campus HR",
                                         "scopes": list(SCOPES)})
+    # A reconciliation exception of tenant 1 (a bank line nobody here knows).
+    exception_id = site.fetch(
+        "WITH f AS (INSERT INTO bank_files (tenant_id, business_date, file_sha256, lines_count,"
+        " total_fen, matched, ours_only, bank_only, amount_differs, imported_by) VALUES"
+        " (1, '2020-01-02', '\\x00', 1, 700, 0, 0, 1, 0, 'walk') RETURNING id)"
+        " INSERT INTO reconciliation_exceptions (file_id, tenant_id, node_path, business_date,"
+        " kind, rrn, bank_amount_fen, our_amount_fen) SELECT f.id, 1, n.path, '2020-01-02',"
+        " 'bank_only', 'WALK1', 700, 0 FROM f, org_nodes n WHERE n.id = $1 RETURNING id",
+        campus)[0]["id"]
     callers: dict[str, Api] = {}
     for role in ROLES:
         body: dict[str, Any] = {"username": f"east.{role.replace('_', '-')}",
@@ -74,7 +83,7 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
         yield {"key": key["api_key"], "key_secret": key["key"],
                "site": site, "callers": callers, "person": person, "card_no": card_no,
                "node": dept, "user": target_user, "merchant": merchant, "terminal": terminal,
-               "document": document,
+               "document": document, "exception_id": exception_id,
                "canaries": [CANARY_NAME, CANARY_NODE, str(card_no), CANARY_MERCHANT,
                             CANARY_TERMINAL]}
     finally:
@@ -103,7 +112,8 @@ def _fill(path: str, w: dict[str, Any]) -> str:
     values = {"person_id": w["person"]["id"], "card_no": w["card_no"],
               "node_id": w["node"]["id"], "user_id": w["user"]["id"], "class_id": 2,
               "merchant_id": w["merchant"]["id"], "terminal_id": w["terminal"]["id"],
-              "tenant_id": 1, "doc_id": w["document"]["id"]}
+              "tenant_id": 1, "doc_id": w["document"]["id"], "day": "2026-01-01",
+              "business_date": "2020-01-01", "exception_id": w["exception_id"]}
     values["key_id"] = w["key"]["id"]  # tenant 1's API key
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
@@ -121,7 +131,8 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
         {"external_id": "CANARY-2", "name": "x", "node_id": w["node"]["id"], "class_id": 2}])
     values.update(doc_type="refund", title="x", lines=[{"person_id": w["person"]["id"],
                                                         "amount_fen": 100}],
-                  amount_fen=100, from_wallet="main", comment="", levels=1)
+                  amount_fen=100, from_wallet="main", comment="", levels=1, cutover="22:00",
+                  action="write_off")
     if "template_id" in op["fields"]:
         values["kind"] = "face"
     if "settlement_cycle" in op["fields"]:
@@ -180,6 +191,9 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     assert root.ok("GET", f"/merchants/{walk_site['merchant']['id']}") == walk_site["merchant"]
     assert root.ok("GET", f"/terminals/{walk_site['terminal']['id']}") == walk_site["terminal"]
     assert root.ok("GET", "/tenants/1/meal-windows") == windows_before
+    assert site.fetch("SELECT document_id FROM reconciliation_exceptions WHERE id = $1",
+                      walk_site["exception_id"])[0]["document_id"] is None
+    assert site.fetch("SELECT count(*) AS n FROM bank_files")[0]["n"] == 1
     # Nobody foreign opened, changed, registered or re-keyed anything of a merchant's.
     assert site.fetch(merchant_audit)[0]["n"] == merchants_before
     outbox_after = site.fetch("SELECT count(*) AS n FROM change_outbox")[0]["n"]

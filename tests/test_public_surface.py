@@ -40,6 +40,11 @@ SURFACE = {
         "PERMISSIONS", "ROLES", "ROUTES", "VERSION", "Actor", "AdminSettings", "Problem",
         "SettingsError", "create_app", "hash_password", "load_settings",
     ],
+    "admin_api.finance": [
+        "HEADER", "ROUTES", "BankFile", "BankFileError", "FileResult", "ReconcileConflict",
+        "ReconcileRefused", "VoucherLine", "day_vouchers", "ensure_bank_clearing",
+        "read_bank_file", "reconcile", "write_bank_file",
+    ],
     "terminals_sim": [
         "CARD_STATES", "SIM_CPU_LIMIT_PCT", "SUPPORTED_KINDS", "Amount", "Faults", "FenRange",
         "IdentityClass", "LatencySummary", "MealWindow", "Merchant", "Phase", "PhaseSummary",
@@ -49,9 +54,16 @@ SURFACE = {
         "load_scenario", "render_summary", "scenario_names", "with_seconds",
     ],
     "loadtest": ["CardPool", "GeneratorReport", "LoadGenerator", "TerminalSpec"],
+    "admin_api.settlement": [
+        "ROUTES", "Bank", "ClearingPair", "Flow", "MerchantFigures", "Settlement", "Subsidy",
+        "Totals", "WalletFloat", "business_day_of", "compute_settlement", "day_bounds",
+        "day_state", "decode", "due_on", "encode", "execute_payouts", "fee_of", "on_approved",
+        "sha256",
+    ],
 }
 
-COMMANDS = ["admin", "admin-init", "bench", "demo", "migrate", "openapi", "sim", "status", "switch"]
+COMMANDS = ["admin", "admin-init", "bench", "demo", "migrate", "openapi", "reconcile", "settle",
+            "sim", "status", "switch"]
 
 
 @pytest.mark.parametrize("package", sorted(SURFACE))
