@@ -419,3 +419,32 @@ def test_a_payout_cut_short_by_the_switch_resumes_and_moves_money_once(
     merchant = site.fetch("SELECT coalesce(sum(merchant_delta_fen), 0) AS b FROM journal"
                           " WHERE merchant_id = 4")[0]["b"]
     assert merchant == 0  # everything it sold that day was paid out, nothing more
+
+
+def test_a_rejected_confirmation_is_asked_again_and_nothing_is_paid_meanwhile(
+        day_site: AdminSite) -> None:
+    site = day_site
+    root = site.api()
+    for name in ("fin.f", "fin.g"):
+        root.ok("POST", "/users", {"username": name, "password": PASSWORD, "role": "finance",
+                                   "node_id": site.tenant_node(1)}, 201)
+    fin_f, fin_g = site.api("fin.f"), site.api("fin.g")
+    day, _ = _end_the_day_soon(site, root)
+    first = _wait_for("the day to close", lambda: (
+        lambda r: r.json() if r.status_code == 200 else None)(
+        fin_f.post(f"/tenants/1/settlements/{day}/confirm", {"comment": "first"})))
+    assert fin_g.ok("POST", f"/documents/{first['document_id']}/reject",
+                    {"comment": "not yet"})["status"] == "rejected"
+    r = root.post(f"/documents/{first['document_id']}/revise",
+                   {"title": "x", "lines": [{"person_id": 1, "amount_fen": 1}]})
+    assert r.status_code == 409, r.text
+    assert fin_f.ok("GET", f"/tenants/1/settlements/{day}")["status"] == "pending"
+    second = fin_g.ok("POST", f"/tenants/1/settlements/{day}/confirm", {"comment": "again"})
+    assert second["document_id"] != first["document_id"]
+    assert second["settlement"] == first["settlement"]
+    assert site.fetch("SELECT count(*) AS n FROM settlement_payouts")[0]["n"] == 0
+    done = fin_f.ok("POST", f"/documents/{second['document_id']}/approve", {})
+    assert done["status"] == "executed", done  # a quiet day: nothing to pay
+    actions = [r["action"] for r in site.fetch(
+        "SELECT action FROM audit_log WHERE entity = 'settlement' ORDER BY id")]
+    assert actions == ["settlement.request", "settlement.request", "settlement.confirm"]
