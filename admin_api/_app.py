@@ -49,6 +49,7 @@ from admin_api import (
     _routes_queries,
     _routes_reports,
 )
+from admin_api import access as _access
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
 from admin_api._bodies import JsonBodyRequest
 from admin_api._docs import assets_router, swagger_plugin
@@ -161,6 +162,7 @@ ROUTES = [
     *_routes_merchants.ROUTES, *_routes_reports.ROUTES, *_routes_money.ROUTES,
     *_routes_documents.ROUTES,
     *_routes_import.ROUTES, *_routes_bulk.ROUTES, *_routes_integration.ROUTES,
+    *_access.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 
@@ -244,11 +246,14 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
         metrics.switch_connected.set_function(app.state.money.connected)
         expiry = asyncio.create_task(run_expiry(app.state.pool, settings.expiry_check_seconds),
                                      name="card-expiry")
+        access_tasks = asyncio.create_task(_access.run_access_tasks(
+            app.state.pool, settings.access_check_seconds), name="access-tasks")
         try:
             await app.state.money.start()
             yield
         finally:
             expiry.cancel()
+            access_tasks.cancel()
             await app.state.money.close()
             if own:
                 await app.state.pool.close()

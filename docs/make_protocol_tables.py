@@ -61,6 +61,11 @@ def _type_text(t: mi.Type) -> str:
         return f"bin, at most {t.max_length} bytes"
     if isinstance(t, mi.StrType):
         return f"str (UTF-8), at most {t.max_length} code points"
+    if isinstance(t, mi.ListType):
+        least = f"at least {t.min_length}, " if t.min_length else ""
+        return f"array ({least}at most {t.max_length}) of {_type_text(t.item_type)}"
+    if isinstance(t, mi.StructType):
+        return "[" + "; ".join(f"{f.name}: {_type_text(f.type)}" for f in t.fields) + "]"
     raise AssertionError(t)
 
 

@@ -11,6 +11,7 @@
     onecard admin    [--config FILE] [...]   run the admin HTTP API
     onecard admin-init [--dsn DSN]           the platform node, its first admin, adopt accounts
     onecard openapi  [--output PATH]         the admin API's OpenAPI document, nothing started
+    onecard adms     [--dsn DSN] [--port N]  serve the ZKTeco ADMS (iclock) push protocol
 """
 
 from __future__ import annotations

@@ -108,6 +108,10 @@ def test_all_is_pinned() -> None:
             "UnexpectedMessage", "UnknownMessage", "UnsupportedVersion", "Way", "decode_frame",
             "derive_session_keys", "derive_terminal_key", "encode_frame", "hkdf_expand",
             "hkdf_extract",
+            # Offline access lists and upload (tags 96-111).
+            "AccessEntry", "AccessListDelta", "AccessListRequest", "AccessListSnapshot",
+            "OFFLINE_ACCESS_MESSAGE_TYPES", "OfflineRecord", "OfflineTimeZone", "OfflineUpload",
+            "OfflineUploadResult", "TimeZoneInterval",
         ]
     )
     for name in ocp.__all__:
@@ -132,6 +136,7 @@ def test_response_code_numbers_are_pinned() -> None:
         "UNEXPECTED_MESSAGE": 91, "NOT_PERMITTED": 92, "QR_INVALID": 93, "QR_EXPIRED": 94,
         "QR_USED": 95, "SYSTEM_ERROR": 96, "BUSY": 97,
         "SHUTTING_DOWN": 98, "SESSION_REPLACED": 99, "IDLE_TIMEOUT": 100,
+        "SNAPSHOT_STALE": 110,
     }
 
 

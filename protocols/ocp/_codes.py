@@ -58,6 +58,8 @@ class ResponseCode(enum.IntEnum):
     SHUTTING_DOWN = 98
     SESSION_REPLACED = 99
     IDLE_TIMEOUT = 100
+    # Offline access lists (docs/protocol.md 4.5).
+    SNAPSHOT_STALE = 110
 
 
 class CodeKind(enum.StrEnum):
@@ -274,6 +276,15 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         "Sign on again and resend unanswered requests with the same txn_seq; send a Heartbeat "
         "whenever nothing else was sent for heartbeat_interval_s.",
         closes=True, sender="switch",
+    ),
+    _R.SNAPSHOT_STALE: _protocol(
+        "AccessListRequest: have_version is not a version the switch can send deltas from "
+        "(older than the oldest it keeps for this door, or newer than its current one, e.g. "
+        "from before a restart of the switch); OfflineUpload: snapshot_version is newer than "
+        "any version the switch issued. Nothing is sent, journaled or changed.",
+        "Ask for the whole list (AccessListRequest with have_version 0); an upload is not "
+        "retried with that version. The connection stays open.",
+        closes=False, sender="switch",
     ),
 }
 

@@ -258,6 +258,124 @@ class TransferResult(_AdminResult, tag=133, frozen=True):
     pass
 
 
+# --- Offline access lists and offline upload (tags 96-111) -----------------------------------
+# A door terminal keeps the list of credentials that may pass it, with the rules it needs to
+# decide alone, as a versioned snapshot plus deltas (docs/protocol.md 4.5). Offline it decides
+# from that list, numbers each decision with its own record counter and uploads them when it
+# is back; the switch journals each record once.
+
+AccessListVersion = Annotated[int, Meta(ge=0, le=limits.ACCESS_LIST_VERSION_MAX)]
+TimeZoneId = Annotated[int, Meta(ge=0, le=limits.TERMINAL_ID_MAX)]
+EpochSeconds = Annotated[int, Meta(ge=0, le=limits.EPOCH_SECONDS_MAX)]
+RecordNo = Annotated[int, Meta(ge=1, le=limits.TXN_SEQ_MAX)]
+
+
+class AccessEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One credential that may pass the door: within time zone `time_zone_id` (0: at any
+    time), between valid_from_s and valid_until_s (Unix seconds, 0: unbounded), to the floors
+    of the mask `floors` (elevators; 0: every floor)."""
+
+    card_no: CardNo
+    time_zone_id: TimeZoneId = 0
+    valid_from_s: EpochSeconds = 0
+    valid_until_s: EpochSeconds = 0
+    floors: Annotated[int, Meta(ge=0, le=limits.CARD_NO_MAX)] = 0
+
+
+class TimeZoneInterval(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """[start_minute, end_minute) of the local day `day` (0 Monday .. 6 Sunday, 7 holiday)."""
+
+    day: Annotated[int, Meta(ge=0, le=7)]
+    start_minute: Annotated[int, Meta(ge=0, le=1439)]
+    end_minute: Annotated[int, Meta(ge=1, le=1440)]
+
+
+class OfflineTimeZone(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    time_zone_id: Annotated[int, Meta(ge=1, le=limits.TERMINAL_ID_MAX)]
+    intervals: Annotated[list[TimeZoneInterval], Meta(max_length=limits.INTERVALS_MAX)]
+
+
+class OfflineRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One decision the door took alone. record_no is the door's own counter (1, 2, ...,
+    never reused): the switch journals each (terminal, record_no) once. code: 0 opened, else
+    the deny reason (section 9)."""
+
+    record_no: RecordNo
+    time_ms: TimeMs
+    reader_no: Annotated[int, Meta(ge=1, le=16)]
+    direction: Annotated[int, Meta(ge=0, le=1)]
+    card_no: CardNo
+    code: Code
+
+
+class AccessListRequest(Message, tag=96, frozen=True):
+    """Door only. txn_seq (from the terminal's counter, not journaled) pairs the answer or an
+    Error with the request. Ask for the door's access list: have_version 0 for a whole snapshot, else
+    the version held, answered with the deltas since (or nothing new), or refused
+    SNAPSHOT_STALE when the switch cannot bridge from it (then ask with 0)."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    have_version: AccessListVersion
+
+
+class AccessListSnapshot(Message, tag=97, frozen=True):
+    """One part of a whole list, `part` of `parts` (0-based), entries in card_no order. The
+    rules (local time, holidays, time zones, the door's offline mode) are in part 0; the
+    list is complete, and replaces the held one, when every part of `version` arrived."""
+
+    direction = Direction.S2T
+    version: Annotated[int, Meta(ge=1, le=limits.ACCESS_LIST_VERSION_MAX)]
+    part: Annotated[int, Meta(ge=0, le=limits.ACCESS_LIST_PARTS_MAX - 1)]
+    parts: Annotated[int, Meta(ge=1, le=limits.ACCESS_LIST_PARTS_MAX)]
+    entries: Annotated[list[AccessEntry], Meta(max_length=limits.ACCESS_ENTRIES_PER_FRAME_MAX)]
+    utc_offset_s: Annotated[int, Meta(ge=-50_400, le=50_400)] = 28_800
+    offline_mode: Annotated[int, Meta(ge=0, le=2)] = 0
+    """0 card (decide from the list), 1 free passage, 2 locked."""
+    holidays: Annotated[list[Annotated[int, Meta(ge=0, le=100_000)]],
+                        Meta(max_length=limits.HOLIDAYS_MAX)] = []
+    """Local dates, as days since 1970-01-01, on which day 7's intervals apply."""
+    time_zones: Annotated[list[OfflineTimeZone], Meta(max_length=limits.TIME_ZONES_MAX)] = []
+
+
+class AccessListDelta(Message, tag=98, frozen=True):
+    """The changes from from_version to to_version: entries added or changed (replace the
+    entry of that card_no), and card numbers removed. from_version == to_version with no
+    changes: the held list is current. Also sent unasked while the session is open, when
+    the list changes. Rules changes come as a whole snapshot."""
+
+    direction = Direction.S2T
+    from_version: AccessListVersion
+    to_version: Annotated[int, Meta(ge=1, le=limits.ACCESS_LIST_VERSION_MAX)]
+    upserts: Annotated[list[AccessEntry], Meta(max_length=limits.ACCESS_ENTRIES_PER_FRAME_MAX)]
+    removals: Annotated[list[CardNo], Meta(max_length=limits.ACCESS_ENTRIES_PER_FRAME_MAX)]
+
+
+class OfflineUpload(Message, tag=99, frozen=True):
+    """Door only. Decisions the door took while offline, under its list `snapshot_version`,
+    in record_no order. Answered OfflineUploadResult; a record already journaled is counted
+    as a duplicate, not journaled again."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    snapshot_version: Annotated[int, Meta(ge=1, le=limits.ACCESS_LIST_VERSION_MAX)]
+    records: Annotated[list[OfflineRecord],
+                       Meta(min_length=1, max_length=limits.OFFLINE_RECORDS_PER_UPLOAD_MAX)]
+
+
+class OfflineUploadResult(Message, tag=100, frozen=True):
+    """APPROVED: every record of the upload is journaled, `accepted` now and `duplicates`
+    before (replays); last_record_no is the highest record_no the switch holds of this door,
+    so the door may forget records up to it."""
+
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    accepted: Annotated[int, Meta(ge=0, le=limits.OFFLINE_RECORDS_PER_UPLOAD_MAX)]
+    duplicates: Annotated[int, Meta(ge=0, le=limits.OFFLINE_RECORDS_PER_UPLOAD_MAX)]
+    last_record_no: TxnSeqOrZero
+
+
 # --- Errors (tag 31) -------------------------------------------------------------------------
 
 
@@ -292,6 +410,11 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
     DebitResult,
     Transfer,
     TransferResult,
+    AccessListRequest,
+    AccessListSnapshot,
+    AccessListDelta,
+    OfflineUpload,
+    OfflineUploadResult,
 ]
 
 MESSAGE_TYPES: Final[tuple[type[Message], ...]] = AnyMessage.__args__  # type: ignore[attr-defined]
@@ -306,7 +429,7 @@ RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
     (48, 63, "attendance"),
     (64, 79, "water sessions and two-phase holds (authorize, capture, release)"),
     (80, 95, "offline record upload"),
-    (96, 111, "blacklist and parameter download"),
+    (101, 111, "offline access lists and upload (future)"),
     (112, 127, "kiosk top-up"),
     (134, 143, "privileged (admin) terminal (future)"),
 )
@@ -314,7 +437,7 @@ RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
 
 REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
     {Purchase, Reversal, BalanceInquiry, QrPurchase, Heartbeat, SignOff, Credit, Debit,
-     Transfer}
+     Transfer, AccessListRequest, OfflineUpload}
 )
 """Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
 
@@ -323,10 +446,15 @@ SESSION_MESSAGE_TYPES: Final[frozenset[type[Message]]] = frozenset(
 )
 """What a terminal of any kind may send: sign-on, heartbeats, sign-off and errors."""
 
+OFFLINE_ACCESS_MESSAGE_TYPES: Final[frozenset[type[Message]]] = frozenset(
+    {AccessListRequest, OfflineUpload}
+)
+"""What a door terminal sends to keep deciding while offline (tags 96-111)."""
+
 TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
     TerminalKind.POS: SESSION_MESSAGE_TYPES | {Purchase, Reversal, BalanceInquiry, QrPurchase},
     TerminalKind.KIOSK: SESSION_MESSAGE_TYPES | {BalanceInquiry},
-    TerminalKind.DOOR: SESSION_MESSAGE_TYPES,
+    TerminalKind.DOOR: SESSION_MESSAGE_TYPES | OFFLINE_ACCESS_MESSAGE_TYPES,
     TerminalKind.ATTENDANCE: SESSION_MESSAGE_TYPES,
     TerminalKind.WATER: SESSION_MESSAGE_TYPES | {BalanceInquiry},
     TerminalKind.ADMIN: SESSION_MESSAGE_TYPES | {BalanceInquiry, Credit, Debit, Transfer},

@@ -63,6 +63,10 @@ _REQUESTS = ("Purchase", "Reversal", "BalanceInquiry", "QrPurchase", "Heartbeat"
              "Debit", "Transfer")
 _ANSWERS = ("PurchaseResult", "ReversalResult", "BalanceResult", "HeartbeatAck", "CreditResult",
             "DebitResult", "TransferResult")
+# Offline access lists and upload (tags 96-111): a door asks for its list and uploads what it
+# decided alone; deltas may also come unasked while the session is open.
+_REQUESTS += ("AccessListRequest", "OfflineUpload")
+_ANSWERS += ("AccessListSnapshot", "AccessListDelta", "OfflineUploadResult")
 _ERRORS = ("Error", ERROR_CLOSING)
 
 
