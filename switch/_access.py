@@ -250,7 +250,7 @@ class AccessEngine:
         self.qr_gate = qr_gate
         self._pin_key = pin_key
         # State the rules act on.
-        self.apb: dict[tuple[int, int], tuple[int, int]] = {}  # (account, area) -> (dir, s)
+        self.apb: dict[tuple[int, int], tuple[int, int]] = {}  # (account, area) -> (dir, ms)
         self.open_until_ms: dict[int, int] = {}  # door -> open until (ms); sensors too
         self.multi: dict[int, tuple[int, set[int]]] = {}  # door -> (first s, accounts)
         self.held_open_until_s: dict[int, int] = {}  # first-card doors held open
@@ -385,10 +385,10 @@ class AccessEngine:
         if door.apb:
             last = self.apb.get((account_id, door.area_id))
             if last is not None:
-                last_dir, last_s = last
+                last_dir, last_ms = last
                 if (door.apb == APB_HARD and last_dir == direction) or (
                         door.apb == APB_TIMED and direction == 0 and last_dir == 0
-                        and now_s - last_s < door.apb_seconds):
+                        and now_ms - last_ms < door.apb_seconds * 1000):
                     self._alarms += 1
                     return Decision(_RC.APB_VIOLATION, account_id=account_id,
                                     grant_id=grant_id, alarm="apb_violation")
@@ -438,7 +438,7 @@ class AccessEngine:
         if door.apb:
             if len(self.apb) >= APB_ENTRIES_MAX:
                 self.apb.clear()
-            self.apb[(account_id, door.area_id)] = (direction, now_ms // 1000)
+            self.apb[(account_id, door.area_id)] = (direction, now_ms)
         if door.interlocked or door.door_id in self.open_until_ms:
             self.open_until_ms[door.door_id] = now_ms + door.open_ms
         return Decision(0, door.open_ms, floors if door.elevator else 0, account_id, grant_id)
@@ -702,9 +702,9 @@ async def load_access(engine: AccessEngine, conn: asyncpg.Connection) -> None:
     # Anti-passback positions: each person's last pass per area, of the last day.
     for r in await conn.fetch(
         "SELECT DISTINCT ON (account_id, area_id) account_id, area_id, direction,"
-        " (decided_ms / 1000) AS s FROM access_decisions"
+        " decided_ms FROM access_decisions"
         " WHERE code = 0 AND area_id <> 0 AND account_id <> 0"
         " AND committed_at > now() - make_interval(secs => $1)"
         " ORDER BY account_id, area_id, id DESC", APB_RESTORE_SECONDS,
     ):
-        engine.apb[(r["account_id"], r["area_id"])] = (r["direction"], r["s"])
+        engine.apb[(r["account_id"], r["area_id"])] = (r["direction"], r["decided_ms"])

@@ -79,19 +79,20 @@ class AccessBatch:
         if self.events:
             await conn.copy_records_to_table("access_door_events", records=self.events,
                                              columns=EVENT_COLUMNS)
-            await self._door_states(conn)
-        if self.alarms:
-            cols = list(zip(*self.alarms, strict=True))
+        if self.alarms:  # before the events' clearing: an alarm raised and ended in one batch
+            cols = [list(c) for c in zip(*self.alarms, strict=True)]
             for r in await conn.fetch(_INSERT_ALARMS, *cols):
                 self.published.append((r["id"], r["tenant_id"], r["kind"], r["door_id"] or 0,
                                        "open"))
+        if self.events:
+            await self._door_states(conn)
 
     async def _door_states(self, conn: asyncpg.Connection) -> None:
         doors: list[int] = []
         kinds: list[str] = []
         seqs: list[int] = []
         states: dict[int, dict[str, Any]] = {}
-        for terminal_id, txn_seq, tenant_id, door_id, event, _at in self.events:
+        for _terminal_id, txn_seq, tenant_id, door_id, event, _at in self.events:
             for kind in EVENT_CLEARS.get(event, ()):
                 doors.append(door_id)
                 kinds.append(kind)
@@ -107,7 +108,6 @@ class AccessBatch:
                 st["lock_fault"] = True
             elif event == 9:
                 st["lock_fault"] = False
-            del terminal_id
         if doors:
             for r in await conn.fetch(_CLEAR_ALARMS, doors, kinds, seqs):
                 self.published.append((r["id"], r["tenant_id"], r["kind"], r["door_id"] or 0,
@@ -126,7 +126,8 @@ class AccessBatch:
                 st.get("lock_fault"))
         await conn.execute(
             "UPDATE access_door_states s SET alarm = EXISTS (SELECT 1 FROM access_alarms a"
-            " WHERE a.door_id = s.door_id AND a.state = 'open')"
+            " WHERE a.door_id = s.door_id AND a.cleared_at IS NULL AND a.kind IN"
+            " ('forced_open', 'held_open', 'tamper', 'lock_fault'))"
             " WHERE s.door_id = ANY($1::int[])", list(states))
 
 

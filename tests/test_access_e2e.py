@@ -189,14 +189,14 @@ def test_an_authorized_entry_is_durable_before_the_answer(site, door) -> None:  
 
 
 def test_time_zones_and_holidays(site, door) -> None:  # type: ignore[no-untyped-def]
-    s, ids = site
+    _s, ids = site
     assert ask(door, R_PLAIN, ids["student0"]).code == RC.OUTSIDE_TIME_ZONE
     assert ask(door, R_PLAIN, ids["student1"]).code == RC.HOLIDAY
     assert ask(door, R_PLAIN, ids["student2"]).code == RC.NO_PERMISSION
 
 
 def test_most_specific_level_wins_and_deny_beats_allow(site, door) -> None:  # type: ignore[no-untyped-def]
-    s, ids = site
+    _s, ids = site
     # Back door: Science (department) denied; class staff allowed (less specific: not asked);
     # staff1 allowed by a person grant (more specific).
     assert ask(door, R_FORCED, ids["staff0"]).code == RC.NO_PERMISSION
@@ -238,7 +238,7 @@ def test_hard_anti_passback(site, door) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_timed_anti_passback_releases(site, door) -> None:  # type: ignore[no-untyped-def]
-    s, ids = site
+    _s, ids = site
     card = ids["staff5"]
     assert ask(door, R_TIMED, card).code == RC.APPROVED
     assert ask(door, R_TIMED, card).code == RC.APB_VIOLATION
@@ -250,7 +250,7 @@ def test_timed_anti_passback_releases(site, door) -> None:  # type: ignore[no-un
 
 
 def test_interlock_holds_the_second_door(site, door) -> None:  # type: ignore[no-untyped-def]
-    s, ids = site
+    _s, ids = site
     assert ask(door, R_LOCK_A, ids["staff0"]).code == RC.APPROVED
     assert ask(door, R_LOCK_B, ids["staff1"]).code == RC.INTERLOCK
     ack = door.request(ocp.DoorEvent(next(_seq) + 1000, R_LOCK_A, ocp.DoorEventCode.CLOSED))
@@ -260,14 +260,14 @@ def test_interlock_holds_the_second_door(site, door) -> None:  # type: ignore[no
 
 
 def test_two_person_door(site, door) -> None:  # type: ignore[no-untyped-def]
-    s, ids = site
+    _s, ids = site
     assert ask(door, R_MULTI, ids["staff0"]).code == RC.MULTI_CARD_PENDING
     assert ask(door, R_MULTI, ids["staff0"]).code == RC.MULTI_CARD_PENDING  # the same person
     assert ask(door, R_MULTI, ids["staff1"]).code == RC.APPROVED
 
 
 def test_office_mode_holds_the_door_open(site, door) -> None:  # type: ignore[no-untyped-def]
-    s, ids = site
+    _s, ids = site
     assert ask(door, R_OFFICE, ids["student2"]).code == RC.APPROVED  # no grant needed
     assert ask(door, R_OFFICE, ids["lost"]).code == RC.CARD_LOST  # never a lost card
 
@@ -286,7 +286,7 @@ def test_security_mode_pin_and_duress(site, door) -> None:  # type: ignore[no-un
 
 
 def test_elevator_floors(site, door) -> None:  # type: ignore[no-untyped-def]
-    s, ids = site
+    _s, ids = site
     answer = ask(door, R_LIFT, ids["staff0"])
     assert (answer.code, answer.floor_mask) == (RC.APPROVED, 0b110)
     assert ask(door, R_LIFT, ids["staff0"], floor=1).code == RC.APPROVED
@@ -294,7 +294,7 @@ def test_elevator_floors(site, door) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_forced_open_alarm_cleared_by_closing(site, door) -> None:  # type: ignore[no-untyped-def]
-    s, ids = site
+    s, _ids = site
     forced = door.request(ocp.DoorEvent(next(_seq) + 1000, R_PLAIN,
                                         ocp.DoorEventCode.FORCED_OPEN))
     assert forced == ocp.DoorEventAck(forced.txn_seq, 0)
