@@ -60,7 +60,10 @@ def _type_text(t: mi.Type) -> str:
             return f"bin, exactly {t.min_length} bytes"
         return f"bin, at most {t.max_length} bytes"
     if isinstance(t, mi.StrType):
-        return f"str (UTF-8), at most {t.max_length} code points"
+        pattern = f", matching `{t.pattern}`" if t.pattern else ""
+        return f"str (UTF-8), at most {t.max_length} code points{pattern}"
+    if isinstance(t, mi.BoolType):
+        return "bool (MessagePack true / false)"
     if isinstance(t, mi.ListType):
         least = f"at least {t.min_length}, " if t.min_length else ""
         return f"array ({least}at most {t.max_length}) of {_type_text(t.item_type)}"
@@ -512,6 +515,42 @@ def render_corner_vectors() -> str:
     return "\n\n".join(out)
 
 
+def render_access_vectors() -> str:
+    """Appendix A.7: door access. The terminal of A.2 (keys of A.1) registered as a door
+    controller (kind 3), each frame in place of its sign-off: an AccessRequest by card opened,
+    one by face template with a PIN denied, an elevator request, a DoorEvent and its ack; and
+    the till's AccessRequest refused NOT_PERMITTED."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+    k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
+    rc = ocp.ResponseCode
+    frames: list[tuple[str, str, ocp.Message]] = [
+        ("access/01-card-at-reader-1", "t2s",
+         ocp.AccessRequest(50, 1, 0, int(ocp.CredentialKindCode.CARD), VECTOR_CARD,
+                           terminal_time_ms=1700000200000)),
+        ("access/02-open", "s2t", ocp.AccessResult(50, rc.APPROVED, 3000, 0)),
+        ("access/03-face-and-pin-at-reader-2", "t2s",
+         ocp.AccessRequest(51, 2, 1, int(ocp.CredentialKindCode.FACE), 0, "face-000042",
+                           "1234")),
+        ("access/04-denied-outside-time-zone", "s2t",
+         ocp.AccessResult(51, rc.OUTSIDE_TIME_ZONE, 0, 0)),
+        ("access/05-elevator-floor-5", "t2s",
+         ocp.AccessRequest(52, 3, 0, int(ocp.CredentialKindCode.CARD), VECTOR_CARD, floor=5)),
+        ("access/06-floors-1-to-5", "s2t", ocp.AccessResult(52, rc.APPROVED, 5000, 0b111110)),
+        ("access/07-door-forced-open", "t2s",
+         ocp.DoorEvent(53, 1, int(ocp.DoorEventCode.FORCED_OPEN), 1700000260000)),
+        ("access/08-event-journaled", "s2t", ocp.DoorEventAck(53, 0)),
+        ("access/09-access-request-from-a-till", "t2s",
+         ocp.AccessRequest(54, 1, 0, int(ocp.CredentialKindCode.CARD), VECTOR_CARD)),
+        ("access/10-not-permitted", "s2t", ocp.Error(
+            rc.NOT_PERMITTED, 54, "AccessRequest is accepted from door terminals (kind 3) only")),
+        ("access/11-unknown-reader", "s2t", ocp.Error(
+            rc.UNKNOWN_READER, 50, "terminal 1001 has no reader 1")),
+    ]
+    return "\n\n".join(_frame_block(name, direction, msg, 8 if direction == "t2s" else 7,
+                                    k_t2s if direction == "t2s" else k_s2t)
+                       for name, direction, msg in frames)
+
+
 VECTOR_QR_NONCE = bytes(range(0xE0, 0xE8))
 VECTOR_QR_ISSUED_S = 1_700_000_000
 VECTOR_QR_EXPIRES_S = 1_700_000_060
@@ -622,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         print(render_qr_vectors())
         print("\n<!-- A.6 -->\n")
         print(render_corner_vectors())
+        print("\n<!-- A.7 -->\n")
+        print(render_access_vectors())
         return 0
     text = DOC.read_text(encoding="utf-8")
     new = render(text)

@@ -12,6 +12,7 @@ shared Redis keeps nothing of a demo and two demos never read each other's chang
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -23,6 +24,7 @@ import asyncpg
 import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
+from onecard.access_demo import AccessFigures, access_figures, door_scenario, seed_doors
 from onecard.audit import AuditReport, audit_conservation
 from onecard.harness import SwitchProcess, fresh_database, run_fast
 from onecard.privateredis import redis_answers, remove_keys, start_private_redis
@@ -38,6 +40,7 @@ class DemoOptions(msgspec.Struct):
     seconds: float = 5.0
     accounts: int = 20_000
     terminals: int = 200
+    doors: int = 40
     json_path: str | None = None
     data_dir: str | None = None
     dsn: str | None = None
@@ -67,6 +70,9 @@ class DemoSummary(msgspec.Struct):
     wall_seconds: float
     postgres: str
     redis: str = ""
+    access: AccessFigures | None = None
+    """Doors beside the purchases (docs/access.md): decisions, alarms, records journaled."""
+    access_scenario: list[str] = msgspec.field(default_factory=list)
 
 
 def configured_redis_url(given: str | None = None) -> str:
@@ -153,6 +159,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
                 accounts=options.accounts, terminals=options.terminals,
                 main_fen_max=150_000, subsidy_fen_max=30_000,
             ))
+            door_tids = await seed_doors(conn, options.doors)
         finally:
             await conn.close()
         print(f"seeded a demo campus: {seed.accounts:,} cardholders, {len(seed.terminals)} POS "
@@ -173,8 +180,21 @@ async def _demo(options: DemoOptions) -> DemoSummary:
                             unknown_card_share=0.01, reversal_share=0.01, inquiry_share=0.03)
             gen = LoadGenerator(switch.host, switch.port, specs, pool)
             await gen.connect()
-            report = await gen.closed_loop(options.seconds, depth=1)
+            # Door controllers beside the tills: cards at random readers (the first card is
+            # kept out for the scenario's anti-passback).
+            doors = LoadGenerator(switch.host, switch.port, [
+                TerminalSpec(tid, ocp.derive_terminal_key(master, tid, 1), door_readers=2)
+                for tid in door_tids], CardPool(cards=seed.cards[1:] + seed.lost_cards[:5]))
+            await doors.connect()
+            report, _ = await asyncio.gather(gen.closed_loop(options.seconds, depth=1),
+                                             doors.closed_loop(options.seconds, depth=1))
             gen.close()
+            doors.close()
+            scenario = await door_scenario(
+                switch.host, switch.port, door_tids[0],
+                ocp.derive_terminal_key(master, door_tids[0], 1),
+                lost_card=seed.lost_cards[0], card=seed.cards[0])
+            door_answers = doors.answered + 4
         finally:
             code = switch.stop()
         if code != 0:
@@ -182,6 +202,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         conn = await asyncpg.connect(dsn)
         try:
             audit = await audit_conservation(conn)
+            access = await access_figures(conn, door_answers)
             rows = await conn.fetch(
                 "SELECT kind, code, count(*) AS n FROM journal GROUP BY kind, code"
             )
@@ -212,6 +233,8 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         wall_seconds=round(time.perf_counter() - wall0, 1),
         postgres=where,
         redis=redis_where,
+        access=access,
+        access_scenario=scenario,
     )
 
 
@@ -237,6 +260,21 @@ def render(summary: DemoSummary) -> str:
         f"p99.9 {s.p999_ms:.2f} ms",
         f"  load generator CPU        {s.generator_cpu_pct:.0f} % of one core",
         "",
+    ]
+    if s.access is not None:
+        a = s.access
+        lines += [
+            f"  doors                     {a.doors} doors: {a.decisions:,} access decisions, "
+            f"{a.opened:,} opened, {a.denied:,} denied "
+            f"({', '.join(f'{k} {v:,}' for k, v in a.denied_by_reason.items())})",
+            f"  access records journaled  {a.records_journaled:,} "
+            f"({'= decisions' if a.records_journaled == a.decisions else 'NOT = decisions'}); "
+            f"alarms raised {a.alarms_raised:,}, open {a.alarms_open:,} "
+            f"({', '.join(f'{k} {v}' for k, v in a.alarms_by_kind.items())})",
+        ]
+        lines += [f"      {line}" for line in s.access_scenario]
+    lines += [
+        "",
         "  Conservation, computed from the database:",
         f"    checkpoint at lsn {c.checkpoint_lsn:,}; journal rows {c.journal_rows:,}",
         f"    accounts where balance != opening + journal   {c.accounts_mismatched} of "
@@ -259,4 +297,6 @@ def run_demo(options: DemoOptions) -> int:
         out = msgspec.to_builtins(summary)
         Path(options.json_path).write_bytes(msgspec.json.format(msgspec.json.encode(out)))
         print(f"  summary written to {options.json_path}")
-    return 0 if summary.conserved else 1
+    access_ok = summary.access is None or (
+        summary.access.records_journaled == summary.access.decisions)
+    return 0 if summary.conserved and access_ok else 1

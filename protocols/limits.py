@@ -69,6 +69,18 @@ QR_LIFETIME_SECONDS_MAX: Final = 300
 QR_CLOCK_SKEW_SECONDS: Final = 10
 """Clock difference allowed between the issuer of a QR code and the switch, either way."""
 
+# Door access (docs/protocol.md, "Door access"; docs/access.md).
+READER_NO_MAX: Final = 16
+"""Readers of one door terminal (a controller with up to 16 readers: reader_no 1..16)."""
+CREDENTIAL_CHARS_MAX: Final = 128
+"""Longest `AccessRequest.credential` (a face or fingerprint template id, or a QR text)."""
+PIN_CHARS_MAX: Final = 12
+"""Longest PIN typed at a door (digits)."""
+FLOOR_NO_MAX: Final = 62
+"""Elevator floors are bits 0..62 of a floor mask (an int64 on the wire and in PostgreSQL)."""
+OPEN_MS_MAX: Final = 60_000
+"""Longest lock release a door is told."""
+
 # Offline access lists and upload (docs/protocol.md, "Offline operation").
 ACCESS_LIST_VERSION_MAX: Final = 2**53 - 1
 """Largest access list version (the switch's, increasing; exact as a JSON number too)."""

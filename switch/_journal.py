@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger_ext import JOURNAL_COLUMNS
 from switch import limits
+from switch._access_journal import AccessBatch
 from switch._errors import JournalError
 
 if TYPE_CHECKING:
@@ -73,6 +74,22 @@ class Journal:
         self._in_flight = False
         self.durable_lsn = 0
         self.stats = JournalStatistics()
+        # ACCESS (issue 12, docs/access.md): access rows and their answers, committed with
+        # the money rows of the same batch (switch/_access_journal.py).
+        self._access = AccessBatch()
+        self._access_replies: list[tuple[Answerable, Any]] = []
+        self.on_access_commit: Callable[[AccessBatch], None] | None = None
+
+    def submit_access(self, session: Answerable, answer: Any) -> None:
+        """ACCESS: answer `session` with `answer` after the next commit, which carries the
+        access rows added to `access_batch` before this call."""
+        self._access_replies.append((session, answer))
+        self._wakeup.set()
+
+    @property
+    def access_batch(self) -> AccessBatch:
+        """ACCESS: the access rows of the next commit."""
+        return self._access
 
     # -- hot path -------------------------------------------------------------------------
 
@@ -93,7 +110,7 @@ class Journal:
 
     @property
     def congested(self) -> bool:
-        return len(self._rows) >= self._batch_max
+        return len(self._rows) + len(self._access) >= self._batch_max
 
     def pause_until_commit(self, session: Answerable) -> None:
         """Remember a session that stopped reading because the open batch is full."""
@@ -122,16 +139,29 @@ class Journal:
             if self._window_seconds:
                 await asyncio.sleep(self._window_seconds)
             rows, replies = self._take_batch()
+            # ACCESS: every access row submitted so far goes with this batch.
+            access, self._access = self._access, AccessBatch()
+            if self._access_replies:
+                replies = replies + self._access_replies
+                self._access_replies = []
             self._in_flight = True
             started = time.perf_counter()
-            if rows:
+            if rows or access:
                 try:
                     # One round trip: a COPY outside a transaction block is its own atomic
                     # transaction, and PostgreSQL answers it only after COMMIT (with
                     # synchronous_commit on, after the WAL flush). BEGIN/COPY/COMMIT would
                     # cost three round trips for the same guarantee.
                     async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
-                        await copy("journal", records=rows, columns=columns)
+                        if not access:
+                            await copy("journal", records=rows, columns=columns)
+                        elif not rows and access.single_copy:  # ACCESS: decisions alone
+                            await access.write(conn)
+                        else:  # ACCESS: money and access rows in one transaction
+                            async with conn.transaction():
+                                if rows:
+                                    await copy("journal", records=rows, columns=columns)
+                                await access.write(conn)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -140,7 +170,8 @@ class Journal:
                     raise JournalError(
                         f"group commit of {len(rows)} rows failed: {type(exc).__name__}: {exc}"
                     ) from exc
-                self.durable_lsn = rows[-1][0]
+                if rows:
+                    self.durable_lsn = rows[-1][0]
                 stats.batches += 1
                 stats.rows += len(rows)
                 stats.last_batch_rows = len(rows)
@@ -150,6 +181,8 @@ class Journal:
                 self._log.warning("journal.slow_commit", rows=len(rows),
                                   seconds=round(commit_seconds, 4))
             self._release(replies)
+            if access and self.on_access_commit is not None:  # ACCESS: alarms to the stream
+                self.on_access_commit(access)
             if self._on_commit is not None:
                 self._on_commit(replies, len(rows), commit_seconds)
             self._in_flight = False
@@ -184,7 +217,7 @@ class Journal:
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is committed and answered."""
-        while self._rows or self._replies or self._in_flight:
+        while self._rows or self._replies or self._access_replies or self._in_flight:
             if self._closed:
                 raise JournalError("journal closed while draining")
             await self._committed.wait()

@@ -19,13 +19,15 @@ from typing import Final
 
 from protocols import limits, ocp
 
-OPENED: Final = 0
-NO_PERMISSION: Final = 1
-"""Deny codes of offline records; the same numbers as the switch's access deny reasons
-(docs/access.md): no entry for the credential at this door."""
-OUTSIDE_TIME_ZONE: Final = 2
-"""The entry's time zone (or validity window) does not cover now."""
-DOOR_LOCKED: Final = 3
+# The codes of offline records: the switch's own access deny reasons (docs/access.md).
+OPENED: Final = int(ocp.ResponseCode.APPROVED)
+NO_PERMISSION: Final = int(ocp.ResponseCode.NO_PERMISSION)
+"""No entry for the credential at this door (or its time zone is not in the list)."""
+OUTSIDE_TIME_ZONE: Final = int(ocp.ResponseCode.OUTSIDE_TIME_ZONE)
+"""The entry's time zone or validity window does not cover now."""
+HOLIDAY: Final = int(ocp.ResponseCode.HOLIDAY)
+"""Today is a holiday of the list and the time zone has no holiday interval now."""
+DOOR_LOCKED: Final = int(ocp.ResponseCode.DOOR_LOCKED)
 """The door's offline mode is locked."""
 RECORDS_HELD_MAX: Final = 100_000
 """Records a door keeps while offline; past it the oldest is dropped (and counted)."""
@@ -106,7 +108,7 @@ class OfflineDoor:
         day = 7 if day_no in self.holidays else weekday
         if any(i.day == day and i.start_minute <= minute < i.end_minute for i in intervals):
             return OPENED
-        return OUTSIDE_TIME_ZONE
+        return HOLIDAY if day == 7 else OUTSIDE_TIME_ZONE
 
     def decide(self, card_no: int, *, now_ms: int, reader_no: int = 1, direction: int = 0
                ) -> ocp.OfflineRecord:

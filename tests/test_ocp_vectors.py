@@ -40,7 +40,7 @@ KEYS = {"k_t2s": bytes.fromhex(KDF["k_t2s"]), "k_s2t": bytes.fromhex(KDF["k_s2t"
         "admin_k_s2t": bytes.fromhex(ADMIN_KDF["k_s2t"])}
 FRAMES = [v for v in VECTORS if v["name"].startswith(
     ("session/", "refused/", "admin-session/", "admin-refused/", "qr-session/", "kind-refused/",
-     "reuse/", "closing/"))]
+     "reuse/", "closing/", "access/"))]
 QR_CHECKS = [v for v in VECTORS if v["name"].startswith("qr-check/")]
 INVALID = [v for v in VECTORS if v["name"].startswith(("invalid/", "admin-invalid/"))]
 
@@ -81,6 +81,17 @@ def test_vector_inventory() -> None:
     rc = ocp.ResponseCode
     assert {m["code"] for m in corner if m["type"] == "Error"} == {
         rc.NOT_PERMITTED, rc.SESSION_REPLACED, rc.IDLE_TIMEOUT, rc.SHUTTING_DOWN}
+
+
+def test_access_vectors_cover_every_access_message() -> None:
+    """Appendix A.7: every door access message, both ways, and the refusals of a till and of
+    an unknown reader."""
+    access = [json.loads(v["message"]) for v in FRAMES if v["name"].startswith("access/")]
+    assert {m["type"] for m in access} >= {"AccessRequest", "AccessResult", "DoorEvent",
+                                          "DoorEventAck"}
+    rc = ocp.ResponseCode
+    assert {m["code"] for m in access if m["type"] == "Error"} == {rc.NOT_PERMITTED,
+                                                                   rc.UNKNOWN_READER}
 
 
 def test_admin_session_keys_vector() -> None:

@@ -58,6 +58,18 @@ HeartbeatSeconds = Annotated[int, Meta(ge=1, le=limits.HEARTBEAT_INTERVAL_SECOND
 Firmware = Annotated[str, Meta(max_length=limits.FIRMWARE_CHARS_MAX)]
 Detail = Annotated[str, Meta(max_length=limits.DETAIL_CHARS_MAX)]
 QrText = Annotated[str, Meta(min_length=1, max_length=limits.QR_CHARS_MAX)]
+ReaderNo = Annotated[int, Meta(ge=1, le=limits.READER_NO_MAX)]
+PassDirection = Annotated[int, Meta(ge=0, le=1)]
+"""0 in, 1 out."""
+CredentialKind = Annotated[int, Meta(ge=1, le=4)]
+"""1 card, 2 face template id, 3 fingerprint template id, 4 QR code."""
+CardNoOrZero = Annotated[int, Meta(ge=0, le=limits.CARD_NO_MAX)]
+CredentialText = Annotated[str, Meta(max_length=limits.CREDENTIAL_CHARS_MAX)]
+Pin = Annotated[str, Meta(max_length=limits.PIN_CHARS_MAX, pattern="^[0-9]*$")]
+FloorAsked = Annotated[int, Meta(ge=-1, le=limits.FLOOR_NO_MAX)]
+FloorMask = Annotated[int, Meta(ge=0, le=2**(limits.FLOOR_NO_MAX + 1) - 1)]
+OpenMs = Annotated[int, Meta(ge=0, le=limits.OPEN_MS_MAX)]
+DoorEventKind = Annotated[int, Meta(ge=1, le=9)]
 
 
 class Message(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -188,6 +200,82 @@ class QrPurchase(Message, tag=22, frozen=True):
     qr: QrText
     amount_fen: AmountFen
     terminal_time_ms: TimeMs = 0
+
+
+# --- Door access (tags 32-47) ----------------------------------------------------------------
+# Sent by door terminals (kind 3) only (TERMINAL_KIND_MESSAGES). Decided in the switch from its
+# access rules, journaled in the group commit like purchases, answered after the commit
+# (section 4.5; docs/access.md).
+
+
+class CredentialKindCode(enum.IntEnum):
+    CARD = 1
+    FACE = 2
+    FINGERPRINT = 3
+    QR = 4
+
+
+class DoorEventCode(enum.IntEnum):
+    OPENED = 1
+    CLOSED = 2
+    HELD_OPEN = 3
+    FORCED_OPEN = 4
+    TAMPER = 5
+    DURESS = 6
+    LOCK_FAULT = 7
+    TAMPER_CLEARED = 8
+    LOCK_OK = 9
+
+
+class AccessRequest(Message, tag=32, frozen=True):
+    """May this credential pass this reader's door? credential_kind 1 card (card_no), 2 face or
+    3 fingerprint (credential: the template id), 4 QR code (credential: the scanned text).
+    direction 0 in, 1 out (used where the reader is registered for both). pin: what was typed
+    ("" none); duress: the terminal's duress flag. floor: the elevator floor asked (-1: none,
+    answer with every permitted floor). Answered with AccessResult."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    reader_no: ReaderNo
+    pass_direction: PassDirection
+    credential_kind: CredentialKind
+    card_no: CardNoOrZero = 0
+    credential: CredentialText = ""
+    pin: Pin = ""
+    duress: bool = False
+    floor: FloorAsked = -1
+    terminal_time_ms: TimeMs = 0
+
+
+class AccessResult(Message, tag=33, frozen=True):
+    """code 0: open the door for open_ms (an elevator: enable the floors of floor_mask, bit n =
+    floor n). Any other code: stay shut; the code is the deny reason (section 9)."""
+
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    open_ms: OpenMs = 0
+    floor_mask: FloorMask = 0
+
+
+class DoorEvent(Message, tag=34, frozen=True):
+    """What the door of reader reader_no did (DoorEventCode): opened, closed, held open too
+    long, forced open, tamper, duress, lock fault, tamper cleared, lock ok. Journaled; may raise
+    or clear an alarm. Answered with DoorEventAck."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    reader_no: ReaderNo
+    event: DoorEventKind
+    terminal_time_ms: TimeMs = 0
+
+
+class DoorEventAck(Message, tag=35, frozen=True):
+    """code 0: the event is journaled; the terminal may forget it."""
+
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
 
 
 # --- Privileged (admin) terminal (tags 128-143) -------------------------------------------
@@ -410,6 +498,10 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
     DebitResult,
     Transfer,
     TransferResult,
+    AccessRequest,
+    AccessResult,
+    DoorEvent,
+    DoorEventAck,
     AccessListRequest,
     AccessListSnapshot,
     AccessListDelta,
@@ -425,7 +517,7 @@ MESSAGE_BY_TAG: Final[dict[int, type[Message]]] = {
 RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
     (8, 15, "session management (future)"),
     (23, 30, "card payments (future)"),
-    (32, 47, "door access"),
+    (36, 47, "door access (future)"),
     (48, 63, "attendance"),
     (64, 79, "water sessions and two-phase holds (authorize, capture, release)"),
     (80, 95, "offline record upload"),
@@ -437,7 +529,7 @@ RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
 
 REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
     {Purchase, Reversal, BalanceInquiry, QrPurchase, Heartbeat, SignOff, Credit, Debit,
-     Transfer, AccessListRequest, OfflineUpload}
+     Transfer, AccessRequest, DoorEvent, AccessListRequest, OfflineUpload}
 )
 """Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
 
@@ -454,7 +546,8 @@ OFFLINE_ACCESS_MESSAGE_TYPES: Final[frozenset[type[Message]]] = frozenset(
 TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
     TerminalKind.POS: SESSION_MESSAGE_TYPES | {Purchase, Reversal, BalanceInquiry, QrPurchase},
     TerminalKind.KIOSK: SESSION_MESSAGE_TYPES | {BalanceInquiry},
-    TerminalKind.DOOR: SESSION_MESSAGE_TYPES | OFFLINE_ACCESS_MESSAGE_TYPES,
+    TerminalKind.DOOR: SESSION_MESSAGE_TYPES | {AccessRequest, DoorEvent}
+    | OFFLINE_ACCESS_MESSAGE_TYPES,
     TerminalKind.ATTENDANCE: SESSION_MESSAGE_TYPES,
     TerminalKind.WATER: SESSION_MESSAGE_TYPES | {BalanceInquiry},
     TerminalKind.ADMIN: SESSION_MESSAGE_TYPES | {BalanceInquiry, Credit, Debit, Transfer},
@@ -462,8 +555,8 @@ TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
 """The messages a terminal of each kind may send (docs/protocol.md 4.1). The kind is the
 terminal's registration, never SignOnConfirm.terminal_kind. A switch refuses any other message
 with Error(NOT_PERMITTED): not decided, not journaled, txn_seq not used up, session kept. Door,
-attendance and water messages (tags 32-79) and kiosk top-up (112-127) join their kinds' sets
-when they are assigned."""
+attendance and water messages (tags 48-79) and kiosk top-up (112-127) join their kinds' sets
+when they are assigned; door access (32-35) is the door kind's alone."""
 
 TXN_SEQ_FIRST: Final[frozenset[type[Message]]] = frozenset(
     cls for cls in MESSAGE_TYPES if cls.__struct_fields__[:1] == ("txn_seq",)

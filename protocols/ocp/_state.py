@@ -60,9 +60,9 @@ SIGN_ON_DECLINED: Final = "SignOnResult(declined)"
 _T, _S = Role.TERMINAL, Role.SWITCH
 _SEND, _RECV = Way.SEND, Way.RECEIVE
 _REQUESTS = ("Purchase", "Reversal", "BalanceInquiry", "QrPurchase", "Heartbeat", "Credit",
-             "Debit", "Transfer")
+             "Debit", "Transfer", "AccessRequest", "DoorEvent")
 _ANSWERS = ("PurchaseResult", "ReversalResult", "BalanceResult", "HeartbeatAck", "CreditResult",
-            "DebitResult", "TransferResult")
+            "DebitResult", "TransferResult", "AccessResult", "DoorEventAck")
 # Offline access lists and upload (tags 96-111): a door asks for its list and uploads what it
 # decided alone; deltas may also come unasked while the session is open.
 _REQUESTS += ("AccessListRequest", "OfflineUpload")

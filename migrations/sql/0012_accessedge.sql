@@ -1,7 +1,7 @@
 -- OneCard schema: the edges of access control that the admin API owns (issue 12, sections 4-6).
 -- Visitor passes, guard patrol (routes, checkpoints, schedules, rounds and their records), and
 -- the ZKTeco ADMS ("iclock") push devices with their command queue and the records they
--- uploaded. Doors, grants, decision records and alarms are the access schema's (0011_access).
+-- uploaded. Doors, grants, decision records and alarms are the access schema's (the migration before this one).
 -- Two log-in roles join: `security_desk` (alarms, lockdown, door states, patrol) and
 -- `reception` (visitor passes).
 
@@ -55,7 +55,7 @@ CREATE INDEX patrol_routes_node ON patrol_routes (node_id);
 CREATE TABLE patrol_checkpoints (
     route_id     integer  NOT NULL REFERENCES patrol_routes (id),
     seq          smallint NOT NULL CHECK (seq BETWEEN 1 AND 64),
-    door_id      integer  NOT NULL,
+    door_id      integer  NOT NULL REFERENCES doors (id),
     offset_s     integer  NOT NULL CHECK (offset_s BETWEEN 0 AND 86400),
     tolerance_s  integer  NOT NULL CHECK (tolerance_s BETWEEN 1 AND 3600),
     PRIMARY KEY (route_id, seq)
@@ -95,7 +95,7 @@ CREATE INDEX patrol_rounds_open ON patrol_rounds (ends_at) WHERE status = 'open'
 CREATE TABLE patrol_records (
     round_id   bigint   NOT NULL REFERENCES patrol_rounds (id),
     seq        smallint NOT NULL,
-    door_id    integer  NOT NULL,
+    door_id    integer  NOT NULL REFERENCES doors (id),
     due_at     timestamptz NOT NULL,
     read_at    timestamptz,
     status     text     NOT NULL CHECK (status IN ('on_time', 'late', 'missed')),
@@ -112,7 +112,7 @@ CREATE TABLE adms_devices (
     tenant_id      integer  NOT NULL REFERENCES tenants (id),
     node_id        integer  NOT NULL REFERENCES org_nodes (id),
     terminal_id    integer  REFERENCES terminals (id),
-    door_id        integer,
+    door_id        integer  REFERENCES doors (id),
     name           text     NOT NULL DEFAULT '' CHECK (length(name) <= 200),
     enabled        boolean  NOT NULL DEFAULT true,
     attlog_stamp   bigint   NOT NULL DEFAULT 0,
