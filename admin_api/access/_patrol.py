@@ -24,6 +24,7 @@ from admin_api._routes_people import person_in_scope
 from admin_api._store import change, node_path, subtree_root
 from admin_api._types import Id, IdField, OptionalId
 from admin_api.access._doors import doors_in_scope
+from admin_api.access._visitors import period
 
 ROUND_SECONDS_MAX = 86_400
 
@@ -237,9 +238,12 @@ async def start_round(route_id: Id, data: RoundIn, actor: Actor, state: State) -
 
 @get("/patrol/routes/{route_id:int}/rounds", opt={"permission": "patrol.read"},
      tags=["patrol"], summary="A route's rounds in a period, with each checkpoint's record")
-async def list_rounds(route_id: Id, actor: Actor, state: State, since: dt.datetime,
-                      until: dt.datetime) -> list[RoundOut]:
+async def list_rounds(route_id: Id, actor: Actor, state: State,
+                      since: dt.datetime | None = None, until: dt.datetime | None = None
+                      ) -> list[RoundOut]:
+    """Default period: the last 7 days."""
     await _route_in_scope(state.pool, actor, route_id)
+    since, until = period(since, until)
     if since.tzinfo is None or until.tzinfo is None or until <= since:
         raise Problem(422, "unprocessable", "since and until need a time zone, until after since")
     rounds = await state.pool.fetch(
@@ -259,8 +263,11 @@ async def list_rounds(route_id: Id, actor: Actor, state: State, since: dt.dateti
 
 @get("/patrol/report", opt={"permission": "patrol.read"}, tags=["patrol"],
      summary="Patrol report per guard and route: rounds and checkpoints on time, late, missed")
-async def patrol_report(actor: Actor, state: State, since: dt.datetime, until: dt.datetime,
-                        node_id: OptionalId = None) -> list[PatrolReportRow]:
+async def patrol_report(actor: Actor, state: State, since: dt.datetime | None = None,
+                        until: dt.datetime | None = None, node_id: OptionalId = None
+                        ) -> list[PatrolReportRow]:
+    """Default period: the last 7 days."""
+    since, until = period(since, until)
     if since.tzinfo is None or until.tzinfo is None or until <= since:
         raise Problem(422, "unprocessable", "since and until need a time zone, until after since")
     scope = await subtree_root(state.pool, actor, node_id)

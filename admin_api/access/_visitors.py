@@ -89,6 +89,13 @@ _SELECT = (
 )
 
 
+def period(since: dt.datetime | None, until: dt.datetime | None
+           ) -> tuple[dt.datetime, dt.datetime]:
+    """A report's period: `until` defaults to now, `since` to 7 days before `until`."""
+    until = until or dt.datetime.now(dt.UTC)
+    return since or until - dt.timedelta(days=7), until
+
+
 def qr_text(card_no: int) -> str:
     return f"OCV1:{card_no}"
 
@@ -219,8 +226,11 @@ async def list_passes(actor: Actor, state: State, node_id: OptionalId = None,
 
 @get("/visitors/report", opt={"permission": "visitors.read"}, tags=["visitors"],
      summary="Visits in a period: each pass with its host and its entries and refusals")
-async def visit_report(actor: Actor, state: State, since: dt.datetime, until: dt.datetime,
-                       node_id: OptionalId = None) -> list[VisitReport]:
+async def visit_report(actor: Actor, state: State, since: dt.datetime | None = None,
+                       until: dt.datetime | None = None, node_id: OptionalId = None
+                       ) -> list[VisitReport]:
+    """Default period: the last 7 days."""
+    since, until = period(since, until)
     if since.tzinfo is None or until.tzinfo is None or until <= since:
         raise Problem(422, "unprocessable", "since and until need a time zone, until after since")
     if (until - since).days > 366:
