@@ -16,8 +16,8 @@ import pytest
 
 from onecard.harness import AdmsProcess
 from protocols import adms
-from tests.adms_device import AdmsDevice
 from tests.admin_site import AdminSite, Api, new_card_no
+from tests.adms_device import AdmsDevice
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,8 @@ SURFACE = {
     "loadtest": ["CardPool", "GeneratorReport", "LoadGenerator", "TerminalSpec"],
 }
 
-COMMANDS = ["admin", "admin-init", "adms", "bench", "demo", "migrate", "openapi", "sim", "status", "switch"]
+COMMANDS = ["admin", "admin-init", "adms", "bench", "demo", "migrate", "openapi", "sim", "status",
+            "switch"]
 
 
 @pytest.mark.parametrize("package", sorted(SURFACE))

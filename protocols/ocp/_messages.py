@@ -397,10 +397,10 @@ class OfflineRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class AccessListRequest(Message, tag=96, frozen=True):
-    """Door only. txn_seq (from the terminal's counter, not journaled) pairs the answer or an
-    Error with the request. Ask for the door's access list: have_version 0 for a whole snapshot, else
-    the version held, answered with the deltas since (or nothing new), or refused
-    SNAPSHOT_STALE when the switch cannot bridge from it (then ask with 0)."""
+    """Door only. Ask for the door's access list: have_version 0 for a whole snapshot, else the
+    version held, answered with the deltas since (or nothing new), or refused SNAPSHOT_STALE
+    when the switch cannot bridge from it (then ask with 0). txn_seq (from the terminal's
+    counter; not journaled) pairs an Error with the request."""
 
     direction = Direction.T2S
     txn_seq: TxnSeq
