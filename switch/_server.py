@@ -49,6 +49,7 @@ from switch._errors import (
 from switch._journal import Journal
 from switch._logging import get_logger, log_loop_exception
 from switch._masterdata import MasterData, TerminalInfo
+from switch._offline import OfflineLists
 from switch._outbox import stream_key
 from switch._qr import QrGate
 from switch._recovery import recover
@@ -144,6 +145,7 @@ class Runtime:
             limits.OLD_LOOKUP_QUEUE_MAX
         )
         self._stop_event = asyncio.Event()
+        self.offline = OfflineLists(lambda: self.access)  # OFFLINE (switch/_offline.py)
         self._closing_after_answers: set[TerminalSession] = set()
         self.rows_at_last_checkpoint = 0
         # Declines by response code since the last requests.declined line.
@@ -508,6 +510,7 @@ class Runtime:
                 tg.create_task(self.journal.run(), name="journal")
                 tg.create_task(self._checkpointer(pool), name="checkpointer")
                 tg.create_task(self._old_lookup_worker(pool), name="old-lookups")
+                tg.create_task(self.offline.run(pool), name="offline-lists")  # OFFLINE
                 tg.create_task(self._sweeper(), name="sweeper")
                 tg.create_task(self._loop_lag_probe(), name="loop-lag")
                 tg.create_task(self._wait_stop(server, pool), name="stop")

@@ -53,6 +53,7 @@ _Debit = ocp.Debit
 _Transfer = ocp.Transfer
 _AccessRequest = ocp.AccessRequest
 _DoorEvent = ocp.DoorEvent
+_OFFLINE_REQUESTS = frozenset({ocp.AccessListRequest, ocp.OfflineUpload})  # switch/_offline.py
 _ADMIN_REQUESTS = frozenset({_Credit, _Debit, _Transfer})
 _ADMIN_RESULTS: dict[int, type[ocp.CreditResult | ocp.DebitResult | ocp.TransferResult]] = {
     CREDIT: ocp.CreditResult,
@@ -257,6 +258,13 @@ class TerminalSession(asyncio.Protocol):
                 self._access_request(ev, t is _DoorEvent)
                 outstanding = self._outstanding
                 continue
+            elif t in _OFFLINE_REQUESTS:  # OFFLINE: served by a worker (switch/_offline.py)
+                if rt.offline.submit(self, ev):
+                    self._outstanding += 1
+                    outstanding = self._outstanding
+                else:
+                    self._refuse(_RC.BUSY, ev.txn_seq, "offline requests are queued full")
+                continue
             else:
                 self._control(ev)
                 if self.closed:
@@ -329,6 +337,16 @@ class TerminalSession(asyncio.Protocol):
         else:  # an outcome kind this connection cannot have asked for
             msg = ocp.Error(_RC.SYSTEM_ERROR, o.txn_seq, "unexpected outcome kind")
         self._out.append(self._conn.send(msg))
+
+    def send_offline(self, txn_seq: int, messages: list[ocp.Message]) -> None:
+        """OFFLINE: the worker's answer to an AccessListRequest or OfflineUpload: every part
+        of a snapshot (or delta), the last one as the request's answer."""
+        if not self.closed:
+            for msg in messages[:-1]:
+                self._out.append(self._conn.send(msg))
+        self.answer_nowait(AccessAnswer(txn_seq, messages[-1]))
+        self.flush()
+        self.resume_if_drained()
 
     def _observe_answered(self, txn_seq: int, kind: int) -> None:
         times = self._timed.pop(txn_seq, None)

@@ -58,9 +58,9 @@ async def many_in_scope(conn: Any, actor: Actor, table: str, ids: list[int],
     for i in dict.fromkeys(ids):
         row = rows.get(i)
         actor.require_node(list(row["path"]) if row else None, f"{what} {i}")
+        assert row is not None
         if tenant_id is not None and row["tenant_id"] != tenant_id:
             raise Problem(422, "unprocessable", f"{what} {i} belongs to another tenant")
-        assert row is not None
         out.append(row)
     return out
 

@@ -546,8 +546,8 @@ OFFLINE_ACCESS_MESSAGE_TYPES: Final[frozenset[type[Message]]] = frozenset(
 TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
     TerminalKind.POS: SESSION_MESSAGE_TYPES | {Purchase, Reversal, BalanceInquiry, QrPurchase},
     TerminalKind.KIOSK: SESSION_MESSAGE_TYPES | {BalanceInquiry},
-    TerminalKind.DOOR: SESSION_MESSAGE_TYPES | {AccessRequest, DoorEvent}
-    | OFFLINE_ACCESS_MESSAGE_TYPES,
+    TerminalKind.DOOR: SESSION_MESSAGE_TYPES | OFFLINE_ACCESS_MESSAGE_TYPES
+    | frozenset({AccessRequest, DoorEvent}),
     TerminalKind.ATTENDANCE: SESSION_MESSAGE_TYPES,
     TerminalKind.WATER: SESSION_MESSAGE_TYPES | {BalanceInquiry},
     TerminalKind.ADMIN: SESSION_MESSAGE_TYPES | {BalanceInquiry, Credit, Debit, Transfer},
