@@ -551,6 +551,43 @@ def render_access_vectors() -> str:
                        for name, direction, msg in frames)
 
 
+def render_offline_vectors() -> str:
+    """Appendix A.8: offline operation. The door controller of A.7, each frame in place of its
+    sign-off: a whole list asked for and sent, a delta from its version, an upload of two
+    records and its answer, the replay's answer, a stale version refused, and a till's upload
+    refused NOT_PERMITTED."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+    k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
+    rc = ocp.ResponseCode
+    version = 1_700_000_300_000
+    workdays = ocp.OfflineTimeZone(1, [ocp.TimeZoneInterval(d, 420, 1200) for d in range(5)]
+                                   + [ocp.TimeZoneInterval(7, 540, 720)])
+    records = [ocp.OfflineRecord(1, 1_700_000_400_000, 1, 0, VECTOR_CARD, rc.APPROVED),
+               ocp.OfflineRecord(2, 1_700_000_460_000, 1, 0, VECTOR_CARD + 1, rc.NO_PERMISSION)]
+    frames: list[tuple[str, str, ocp.Message]] = [
+        ("offline/01-list-request", "t2s", ocp.AccessListRequest(60, 0)),
+        ("offline/02-snapshot", "s2t", ocp.AccessListSnapshot(
+            version, 0, 1, [ocp.AccessEntry(VECTOR_CARD, 1),
+                            ocp.AccessEntry(VECTOR_CARD + 2, 0, 1_700_000_000, 1_700_086_400)],
+            28_800, 0, [19_723], [workdays])),
+        ("offline/03-delta-request", "t2s", ocp.AccessListRequest(61, version)),
+        ("offline/04-delta", "s2t", ocp.AccessListDelta(
+            version, version + 1, [ocp.AccessEntry(VECTOR_CARD + 3)], [VECTOR_CARD + 2])),
+        ("offline/05-upload", "t2s", ocp.OfflineUpload(62, version + 1, records)),
+        ("offline/06-journaled", "s2t", ocp.OfflineUploadResult(62, rc.APPROVED, 2, 0, 2)),
+        ("offline/07-replayed-upload-answer", "s2t",
+         ocp.OfflineUploadResult(63, rc.APPROVED, 0, 2, 2)),
+        ("offline/08-stale-version", "s2t", ocp.Error(
+            rc.SNAPSHOT_STALE, 64,
+            "cannot send deltas from that version: ask with have_version 0")),
+        ("offline/09-upload-from-a-till", "s2t", ocp.Error(
+            rc.NOT_PERMITTED, 65, "OfflineUpload is accepted from door terminals (kind 3) only")),
+    ]
+    return "\n\n".join(_frame_block(name, direction, msg, 8 if direction == "t2s" else 7,
+                                    k_t2s if direction == "t2s" else k_s2t)
+                       for name, direction, msg in frames)
+
+
 VECTOR_QR_NONCE = bytes(range(0xE0, 0xE8))
 VECTOR_QR_ISSUED_S = 1_700_000_000
 VECTOR_QR_EXPIRES_S = 1_700_000_060
@@ -663,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render_corner_vectors())
         print("\n<!-- A.7 -->\n")
         print(render_access_vectors())
+        print(render_offline_vectors())
         return 0
     text = DOC.read_text(encoding="utf-8")
     new = render(text)

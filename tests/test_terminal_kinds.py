@@ -36,6 +36,8 @@ DETAIL = {
     ocp.Transfer: "Transfer is accepted from admin terminals (kind 6) only",
     ocp.AccessRequest: "AccessRequest is accepted from door terminals (kind 3) only",
     ocp.DoorEvent: "DoorEvent is accepted from door terminals (kind 3) only",
+    ocp.AccessListRequest: "AccessListRequest is accepted from door terminals (kind 3) only",
+    ocp.OfflineUpload: "OfflineUpload is accepted from door terminals (kind 3) only",
 }
 
 
@@ -65,6 +67,8 @@ def _request(cls: type[ocp.Message], txn_seq: int, card_no: int) -> ocp.Message:
         ocp.Transfer: (txn_seq, card_no, 0, 100),
         ocp.AccessRequest: (txn_seq, 1, 0, 1, card_no),
         ocp.DoorEvent: (txn_seq, 1, int(ocp.DoorEventCode.CLOSED)),
+        ocp.AccessListRequest: (txn_seq, 0),
+        ocp.OfflineUpload: (txn_seq, 1, [ocp.OfflineRecord(1, 1, 1, 0, card_no, 0)]),
     }[cls]
     return cls(*fields)
 

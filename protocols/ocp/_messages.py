@@ -429,8 +429,8 @@ class AccessListSnapshot(Message, tag=97, frozen=True):
 class AccessListDelta(Message, tag=98, frozen=True):
     """The changes from from_version to to_version: entries added or changed (replace the
     entry of that card_no), and card numbers removed. from_version == to_version with no
-    changes: the held list is current. Also sent unasked while the session is open, when
-    the list changes. Rules changes come as a whole snapshot."""
+    changes: the held list is current. A switch MAY also send it unasked. Rules changes come
+    as a whole snapshot."""
 
     direction = Direction.S2T
     from_version: AccessListVersion
