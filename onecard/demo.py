@@ -30,6 +30,7 @@ from onecard.harness import SwitchProcess, fresh_database, run_fast
 from onecard.privateredis import redis_answers, remove_keys, start_private_redis
 from onecard.seed import SeedPlan, seed_site
 from protocols import ocp
+from switch._access_journal import ALARMS_STREAM_PREFIX
 from switch._outbox import STREAM_KEY_PREFIX
 from switch._settings import SwitchSettings, redacted_url
 
@@ -141,7 +142,7 @@ def services(options: DemoOptions) -> Iterator[Services]:
         if private_redis is not None:
             private_redis.stop()
         elif redis_url:
-            remove_keys(redis_url, [stream])
+            remove_keys(redis_url, [stream, ALARMS_STREAM_PREFIX + DEMO_DATABASE])
         if private is not None:
             private.stop()
 

@@ -648,6 +648,7 @@ async def load_people(engine: AccessEngine, conn: asyncpg.Connection,
                       account_ids: Iterable[int] | None = None,
                       person_ids: Iterable[int] | None = None) -> None:
     """Everyone's (None, None), or some accounts' or people's org path, PINs and templates."""
+    args: tuple[list[int], ...]
     if account_ids is None and person_ids is None:
         where, args = "", ()
     elif account_ids is not None:

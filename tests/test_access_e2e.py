@@ -14,10 +14,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
+from onecard.demo import configured_redis_url
 from onecard.seed import CANTEEN_FREE
 from protocols import ocp
 from switch._access import hash_pin
+from switch._access_journal import ALARMS_STREAM_PREFIX
 from tests.switch_site import Site
 
 RC = ocp.ResponseCode
@@ -209,6 +212,25 @@ def test_lost_card_raises_an_illegal_card_alarm(site, door) -> None:  # type: ig
     assert answer.code == RC.CARD_LOST
     raised = [a for a in alarms(s, "illegal_card") if a["txn_seq"] == answer.txn_seq]
     assert len(raised) == 1 and raised[0]["state"] == "open" and raised[0]["door_id"] == 1
+
+
+def test_alarms_are_pushed_live_on_a_stream(site, door) -> None:  # type: ignore[no-untyped-def]
+    """The console follows `onecard:access:alarms:<database>` (docs/access.md)."""
+    s, ids = site
+    client = redis.Redis.from_url(configured_redis_url())
+    key = ALARMS_STREAM_PREFIX + s.dsn.rsplit("/", 1)[1]
+    try:
+        answer = ask(door, R_PLAIN, ids["lost"])
+        [alarm] = [a for a in alarms(s, "illegal_card") if a["txn_seq"] == answer.txn_seq]
+        deadline = time.monotonic() + 10
+        while not any(int(f[b"id"]) == alarm["id"] for _, f in client.xrange(key)):
+            assert time.monotonic() < deadline, "the alarm never reached the stream"
+            time.sleep(0.05)
+        [(_, fields)] = [e for e in client.xrange(key) if int(e[1][b"id"]) == alarm["id"]]
+        assert fields[b"kind"] == b"illegal_card" and fields[b"state"] == b"open"
+        assert int(fields[b"door_id"]) == 1 and int(fields[b"tenant_id"]) == 1
+    finally:
+        client.close()
 
 
 def test_bad_input_changes_nothing(site, door) -> None:  # type: ignore[no-untyped-def]
