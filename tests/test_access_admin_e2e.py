@@ -336,3 +336,33 @@ def test_bad_input_is_refused_and_changes_nothing(edge: dict[str, Any]) -> None:
         assert r.headers["content-type"].startswith("application/problem+json")
     assert site.fetch("SELECT count(*) AS n FROM audit_log")[0]["n"] == audit_before
     assert site.fetch("SELECT count(*) AS n FROM visitor_passes")[0]["n"] == passes_before
+
+
+def test_pins_set_in_the_api_work_at_a_security_door(edge: dict[str, Any],
+                                                     door: OcpClient) -> None:
+    site: AdminSite = edge["site"]
+    root: Api = edge["root"]
+    p, card_no = person(edge, "Pin Holder")
+    roof = edge["doors"][2]["id"]
+    group = root.ok("POST", "/access/door-groups", {"node_id": edge["campus"], "name": "Roof",
+                                                    "door_ids": [roof]})
+    root.ok("POST", "/access/grants", {"door_group_id": group["id"], "person_id": p["id"]})
+    assert root.ok("POST", f"/access/doors/{roof}/mode", {"mode": "security"})["mode"] == \
+        "security"
+    assert root.post(f"/access/people/{p['id']}/pins",
+                     {"pin": "2468", "duress_pin": "2468"}).status_code == 422
+    root.ok("POST", f"/access/people/{p['id']}/pins", {"pin": "2468", "duress_pin": "1357"})
+
+    def with_pin(pin: str) -> int:
+        answer = door.request(ocp.AccessRequest(next(_seq), 3, 0, 1, card_no, "", pin))
+        assert isinstance(answer, ocp.AccessResult), answer
+        return answer.code
+
+    wait_for(lambda: with_pin("2468") == RC.APPROVED, what="the PIN at the door")
+    assert with_pin("") == RC.PIN_REQUIRED
+    assert with_pin("1111") == RC.PIN_WRONG
+    assert with_pin("1357") == RC.APPROVED  # duress: opens alike, raises a silent alarm
+    wait_for(lambda: site.fetch("SELECT 1 FROM access_alarms WHERE kind = 'duress'"
+                                " AND door_id = $1", roof), what="the duress alarm")
+    audit = site.fetch("SELECT after::text AS a FROM audit_log WHERE action = 'access.set_pins'")
+    assert audit and not any("2468" in r["a"] or "1357" in r["a"] for r in audit)

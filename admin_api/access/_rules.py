@@ -19,7 +19,7 @@ from litestar import get, post
 from litestar.datastructures import State
 from msgspec import Meta
 
-from admin_api._auth import Actor
+from admin_api._auth import Actor, hash_password
 from admin_api._problems import Problem
 from admin_api._routes_people import person_in_scope
 from admin_api._store import change, node_path, subtree_root
@@ -587,7 +587,47 @@ async def list_overrides(actor: Actor, state: State) -> list[OverrideOut]:
     return [OverrideOut(r["tenant_id"], r["person_id"], r["granted_at"]) for r in rows]
 
 
+# --- PINs -----------------------------------------------------------------------------------------
+
+
+Pin = Annotated[str, Meta(pattern=r"^[0-9]{4,12}$")]
+
+
+class PinsIn(msgspec.Struct, forbid_unknown_fields=True):
+    pin: Pin
+    """What the person types at a security-mode door (4 to 12 digits)."""
+    duress_pin: Pin | None = None
+    """Opens like the PIN and raises a silent duress alarm; must differ from the PIN."""
+
+
+class PinsOut(msgspec.Struct):
+    person_id: int
+    pin_set: bool
+    duress_pin_set: bool
+
+
+@post("/access/people/{person_id:int}/pins", opt={"permission": "access.write"},
+      tags=["access"], status_code=200,
+      summary="Set a person's door PIN and duress PIN (stored as argon2id hashes only)")
+async def set_pins(person_id: Id, data: PinsIn, actor: Actor, state: State) -> PinsOut:
+    if data.duress_pin is not None and data.duress_pin == data.pin:
+        raise Problem(422, "unprocessable", "the duress PIN must differ from the PIN")
+    pin_hash = await hash_password(data.pin)
+    duress_hash = None if data.duress_pin is None else await hash_password(data.duress_pin)
+    async with change(state.pool, actor) as tx:
+        person = await person_in_scope(tx.conn, actor, person_id)
+        await tx.conn.execute(
+            "INSERT INTO access_person_pins (person_id, pin_hash, duress_pin_hash)"
+            " VALUES ($1, $2, $3) ON CONFLICT (person_id) DO UPDATE SET"
+            " pin_hash = EXCLUDED.pin_hash, duress_pin_hash = EXCLUDED.duress_pin_hash,"
+            " updated_at = now()", person_id, pin_hash, duress_hash)
+        out = PinsOut(person_id, True, duress_hash is not None)
+        tx.audit("access.set_pins", "person", person_id, list(person["path"]), after=out)
+        changed(tx, person["tenant_id"], [person_id])
+    return out
+
+
 ROUTES = [create_door_group, set_group_doors, list_door_groups, create_time_zone,
           update_time_zone, list_time_zones, create_calendar, set_holidays, list_calendars,
           create_grant, revoke_grant, list_grants, start_lockdown, end_lockdown, list_lockdowns,
-          add_override, remove_override, list_overrides]
+          add_override, remove_override, list_overrides, set_pins]
