@@ -92,6 +92,7 @@ def _access_objects(site: AdminSite, root: Api, campus: int, merchant_id: int,
     area = root.ok("POST", "/access/areas", {"node_id": campus, "name": "Canary Hall"})
     door = root.ok("POST", "/access/doors", {"node_id": campus, "name": CANARY_DOOR,
                                              "area_id": area["id"]})
+    door2 = root.ok("POST", "/access/doors", {"node_id": campus, "name": "Canary back door"})
     door_terminal = root.ok("POST", f"/merchants/{merchant_id}/terminals",
                             {"kind": "door", "name": "Canary door controller"})["terminal"]
     root.ok("POST", "/access/readers", {"terminal_id": door_terminal["id"], "reader_no": 1,
@@ -117,8 +118,8 @@ def _access_objects(site: AdminSite, root: Api, campus: int, merchant_id: int,
     alarm_id = site.fetch("INSERT INTO access_alarms (tenant_id, kind, door_id, detail)"
                           " VALUES (1, 'forced_open', $1, 'canary') RETURNING id",
                           door["id"])[0]["id"]
-    return {"area": area, "door": door, "group": group, "calendar": calendar, "tz": tz,
-            "grant": grant, "lockdown": lockdown, "visitor": visitor, "route": route,
+    return {"area": area, "door": door, "door2": door2, "group": group, "calendar": calendar,
+            "tz": tz, "grant": grant, "lockdown": lockdown, "visitor": visitor, "route": route,
             "alarm_id": alarm_id, "door_terminal": door_terminal, "host": host}
 
 
@@ -171,7 +172,7 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
                   amount_fen=100, from_wallet="main", comment="", levels=1)
     a = w["access"]
     door_id = a["door"]["id"]
-    values.update(door_ids=[door_id], door_id=door_id, area_id=a["area"]["id"],
+    values.update(door_ids=[door_id, a["door2"]["id"]], door_id=door_id, area_id=a["area"]["id"],
                   door_group_id=a["group"]["id"], terminal_id=a["door_terminal"]["id"],
                   reader_no=2, floors=[], intervals=[], holidays=[], note="x",
                   person_id=w["person"]["id"], host_person_id=w["person"]["id"],

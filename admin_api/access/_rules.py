@@ -587,6 +587,60 @@ async def list_overrides(actor: Actor, state: State) -> list[OverrideOut]:
     return [OverrideOut(r["tenant_id"], r["person_id"], r["granted_at"]) for r in rows]
 
 
+# --- Interlocks (互锁) ---------------------------------------------------------------------------
+
+
+class InterlockIn(msgspec.Struct, forbid_unknown_fields=True):
+    node_id: IdField
+    name: Name
+    door_ids: Annotated[list[IdField], Meta(min_length=2, max_length=8)]
+    """A door of the interlock opens only while every other one is closed."""
+
+
+class InterlockOut(msgspec.Struct):
+    id: int
+    tenant_id: int
+    node_id: int | None
+    name: str
+    door_ids: list[int]
+
+
+async def _interlock_out(conn: Any, r: asyncpg.Record) -> InterlockOut:
+    doors = await conn.fetch("SELECT door_id FROM access_interlock_doors WHERE interlock_id = $1"
+                             " ORDER BY door_id", r["id"])
+    return InterlockOut(id=r["id"], tenant_id=r["tenant_id"], node_id=r["node_id"],
+                        name=r["name"], door_ids=[d["door_id"] for d in doors])
+
+
+@post("/access/interlocks", opt={"permission": "access.write"}, tags=["access"],
+      summary="Interlock doors (an airlock): each opens only while the others are closed")
+async def create_interlock(data: InterlockIn, actor: Actor, state: State) -> InterlockOut:
+    if len(set(data.door_ids)) != len(data.door_ids):
+        raise Problem(422, "unprocessable", "a door appears twice")
+    async with change(state.pool, actor) as tx:
+        node = await node_for_write(tx.conn, actor, data.node_id)
+        await many_in_scope(tx.conn, actor, "doors", data.door_ids, node["tenant_id"])
+        row = await tx.conn.fetchrow(
+            "INSERT INTO access_interlocks (tenant_id, node_id, name) VALUES ($1, $2, $3)"
+            " RETURNING *", node["tenant_id"], data.node_id, data.name)
+        await tx.conn.executemany(
+            "INSERT INTO access_interlock_doors (interlock_id, door_id) VALUES ($1, $2)",
+            [(row["id"], d) for d in data.door_ids])
+        out = await _interlock_out(tx.conn, row)
+        tx.audit("access.create_interlock", "access_interlock", out.id, list(node["path"]),
+                 after=out)
+        changed(tx, node["tenant_id"])
+    return out
+
+
+@get("/access/interlocks", opt={"permission": "access.read"}, tags=["access"],
+     summary="Interlocks of your subtree")
+async def list_interlocks(actor: Actor, state: State, node_id: OptionalId = None
+                          ) -> list[InterlockOut]:
+    return [await _interlock_out(state.pool, r)
+            for r in await _list(state, actor, "access_interlocks", node_id)]
+
+
 # --- PINs -----------------------------------------------------------------------------------------
 
 
@@ -630,4 +684,5 @@ async def set_pins(person_id: Id, data: PinsIn, actor: Actor, state: State) -> P
 ROUTES = [create_door_group, set_group_doors, list_door_groups, create_time_zone,
           update_time_zone, list_time_zones, create_calendar, set_holidays, list_calendars,
           create_grant, revoke_grant, list_grants, start_lockdown, end_lockdown, list_lockdowns,
-          add_override, remove_override, list_overrides, set_pins]
+          add_override, remove_override, list_overrides, create_interlock, list_interlocks,
+          set_pins]
