@@ -110,7 +110,8 @@ class Journal:
 
     @property
     def congested(self) -> bool:
-        return len(self._rows) + len(self._access) >= self._batch_max
+        # ACCESS: one reply per access row (repeats aside), and len() of a list is cheap here.
+        return len(self._rows) + len(self._access_replies) >= self._batch_max
 
     def pause_until_commit(self, session: Answerable) -> None:
         """Remember a session that stopped reading because the open batch is full."""

@@ -327,8 +327,8 @@ def test_forced_open_alarm_cleared_by_closing(site, door) -> None:  # type: igno
     door.request(ocp.DoorEvent(next(_seq) + 1000, R_PLAIN, ocp.DoorEventCode.CLOSED))
     [alarm] = [a for a in alarms(s, "forced_open") if a["txn_seq"] == forced.txn_seq]
     assert alarm["state"] == "cleared"
-    state = s.fetch("SELECT state, alarm FROM access_door_states WHERE door_id = 1")[0]
-    assert (state["state"], state["alarm"]) == ("closed", False)
+    state = s.fetch("SELECT state, alarm, online FROM access_door_states WHERE door_id = 1")[0]
+    assert (state["state"], state["alarm"], state["online"]) == ("closed", False, True)
 
 
 def _change(s: Site, sql: str, *args: object) -> None:
