@@ -146,34 +146,10 @@ class AccessBatch:
             " WHERE s.door_id = ANY($1::int[])", list(states))
 
 
-class _NoAnswer:
-    """What a sign-on or a session's end hands the journal: nothing to answer (the journal's
-    Answerable), only rows for the next commit."""
-
-    def answer_nowait(self, answer: Any) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-class _Nothing:
-    kind = -1
-    code = txn_seq = terminal_id = lsn = amount_fen = 0
-    repeat = True
-
-
-_NO_ANSWER = _NoAnswer()
-_NOTHING = _Nothing()
-
-
 def door_online(journal: Any, terminal_id: int, online: bool) -> None:
     """Record in the next commit that a door terminal signed on (True) or went away."""
     journal.access_batch.online.append((terminal_id, online))
-    journal.submit_access(_NO_ANSWER, _NOTHING)
+    journal.wake_access()
 
 
 class AlarmPublisher:

@@ -91,6 +91,10 @@ class Journal:
         """ACCESS: the access rows of the next commit."""
         return self._access
 
+    def wake_access(self) -> None:
+        """ACCESS: commit the access rows added without an answer (a door's sign-on)."""
+        self._wakeup.set()
+
     # -- hot path -------------------------------------------------------------------------
 
     def submit(self, session: Answerable, outcome: Outcome) -> None:
