@@ -381,6 +381,8 @@ class LoadGenerator:
         self._reset()
         terms = [t for t in self.terms if not t.closed]
         n = len(terms)
+        if not n:
+            raise ConnectionError("open loop: the switch has closed every terminal's connection")
         interval = 1.0 / rate
         start = time.perf_counter()
         cpu0 = time.process_time()

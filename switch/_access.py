@@ -164,10 +164,11 @@ class AccessAnswer:
     kind = -1  # ACCESS_ANSWER: not a ledger outcome kind
     terminal_id = lsn = amount_fen = 0
 
-    def __init__(self, txn_seq: int, message: ocp.Message, repeat: bool = False) -> None:
+    def __init__(self, txn_seq: int, message: ocp.Message, code: int,
+                 repeat: bool = False) -> None:
         self.txn_seq = txn_seq
         self.message = message
-        self.code: int = getattr(message, "code", 0)
+        self.code = code
         self.repeat = repeat
 
 
@@ -255,7 +256,7 @@ class AccessEngine:
         self.multi: dict[int, tuple[int, set[int]]] = {}  # door -> (first s, accounts)
         self.held_open_until_s: dict[int, int] = {}  # first-card doors held open
         # Exactly once: per door terminal, recent answers by txn_seq, and the highest decided.
-        self.answers: dict[int, dict[int, ocp.Message]] = {}
+        self.answers: dict[int, dict[int, ocp.AccessResult | ocp.DoorEventAck]] = {}
         self.last_txn_seq: dict[int, int] = {}
         self._decisions = self._opened = self._alarms = self._events = self._reloads = 0
 
@@ -276,11 +277,13 @@ class AccessEngine:
 
     # -- exactly once ---------------------------------------------------------------------
 
-    def repeat_of(self, terminal_id: int, txn_seq: int) -> ocp.Message | None:
+    def repeat_of(self, terminal_id: int, txn_seq: int
+                  ) -> ocp.AccessResult | ocp.DoorEventAck | None:
         answers = self.answers.get(terminal_id)
         return None if answers is None else answers.get(txn_seq)
 
-    def remember(self, terminal_id: int, txn_seq: int, answer: ocp.Message) -> None:
+    def remember(self, terminal_id: int, txn_seq: int,
+                 answer: ocp.AccessResult | ocp.DoorEventAck) -> None:
         answers = self.answers.get(terminal_id)
         if answers is None:
             answers = self.answers[terminal_id] = {}
@@ -696,7 +699,7 @@ async def load_access(engine: AccessEngine, conn: asyncpg.Connection) -> None:
         "  FROM access_door_events WHERE source = 0) e WHERE txn_seq > top - $1",
         ANSWERS_KEPT // 2,
     ):
-        answer: ocp.Message = (
+        answer: ocp.AccessResult | ocp.DoorEventAck = (
             ocp.DoorEventAck(r["txn_seq"], 0) if r["event"]
             else ocp.AccessResult(r["txn_seq"], r["code"], r["open_ms"], r["floors"]))
         engine.remember(r["terminal_id"], r["txn_seq"], answer)

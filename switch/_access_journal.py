@@ -48,20 +48,32 @@ RETURNING a.id, a.tenant_id, a.kind, a.door_id
 """
 
 
+_ONLINE = """
+INSERT INTO access_door_states AS s (door_id, tenant_id, online)
+SELECT DISTINCT ON (r.door_id) r.door_id, r.tenant_id, o.online
+FROM unnest($1::int[], $2::bool[]) WITH ORDINALITY AS o(terminal_id, online, n)
+JOIN access_readers r ON r.terminal_id = o.terminal_id
+ORDER BY r.door_id, o.n DESC
+ON CONFLICT (door_id) DO UPDATE SET online = excluded.online, changed_at = now()
+"""
+
+
 class AccessBatch:
     """The access rows of one commit."""
 
-    __slots__ = ("alarms", "decisions", "events", "published")
+    __slots__ = ("alarms", "decisions", "events", "online", "published")
 
     def __init__(self) -> None:
         self.decisions: list[tuple] = []
         self.events: list[tuple] = []
+        # (terminal_id, signed on?): door terminals that signed on or whose session ended.
+        self.online: list[tuple[int, bool]] = []
         # (tenant, kind, door, area, account, card_no, terminal, source, txn_seq, detail)
         self.alarms: list[tuple] = []
         self.published: list[tuple[int, int, str, int, str]] = []
 
     def __bool__(self) -> bool:
-        return bool(self.decisions or self.events or self.alarms)
+        return bool(self.decisions or self.events or self.alarms or self.online)
 
     def __len__(self) -> int:
         return len(self.decisions) + len(self.events)
@@ -69,7 +81,7 @@ class AccessBatch:
     @property
     def single_copy(self) -> bool:
         """Decisions only: one COPY is the whole, atomic, write."""
-        return not self.events and not self.alarms
+        return not self.events and not self.alarms and not self.online
 
     async def write(self, conn: asyncpg.Connection) -> None:
         """Inside the group commit's transaction (or alone, when `single_copy`)."""
@@ -86,6 +98,9 @@ class AccessBatch:
                                        "open"))
         if self.events:
             await self._door_states(conn)
+        if self.online:
+            await conn.execute(_ONLINE, [t for t, _ in self.online],
+                               [up for _, up in self.online])
 
     async def _door_states(self, conn: asyncpg.Connection) -> None:
         doors: list[int] = []
@@ -129,6 +144,12 @@ class AccessBatch:
             " WHERE a.door_id = s.door_id AND a.cleared_at IS NULL AND a.kind IN"
             " ('forced_open', 'held_open', 'tamper', 'lock_fault'))"
             " WHERE s.door_id = ANY($1::int[])", list(states))
+
+
+def door_online(journal: Any, terminal_id: int, online: bool) -> None:
+    """Record in the next commit that a door terminal signed on (True) or went away."""
+    journal.access_batch.online.append((terminal_id, online))
+    journal.wake_access()
 
 
 class AlarmPublisher:

@@ -91,6 +91,10 @@ class Journal:
         """ACCESS: the access rows of the next commit."""
         return self._access
 
+    def wake_access(self) -> None:
+        """ACCESS: commit the access rows added without an answer (a door's sign-on)."""
+        self._wakeup.set()
+
     # -- hot path -------------------------------------------------------------------------
 
     def submit(self, session: Answerable, outcome: Outcome) -> None:
@@ -110,7 +114,8 @@ class Journal:
 
     @property
     def congested(self) -> bool:
-        return len(self._rows) + len(self._access) >= self._batch_max
+        # ACCESS: one reply per access row (repeats aside), and len() of a list is cheap here.
+        return len(self._rows) + len(self._access_replies) >= self._batch_max
 
     def pause_until_commit(self, session: Answerable) -> None:
         """Remember a session that stopped reading because the open batch is full."""

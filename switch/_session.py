@@ -32,6 +32,7 @@ from switch import (
 )
 from switch import _metrics as metrics
 from switch._access import ACCESS_ANSWER, EVENT_RAISES, AccessAnswer
+from switch._access_journal import door_online
 from switch._answer import REFUSAL, Answer
 
 if TYPE_CHECKING:
@@ -168,6 +169,8 @@ class TerminalSession(asyncio.Protocol):
         if self.terminal_id and rt.sessions.get(self.terminal_id) is self:
             del rt.sessions[self.terminal_id]
             self._kind_gauge.dec()
+            if _DoorEvent in self._permitted and not rt.stopping:  # ACCESS: door offline
+                door_online(rt.journal, self.terminal_id, False)
             self.log.info("ocp.session_closed", terminal_id=self.terminal_id, peer=self.peer)
 
     def pause_writing(self) -> None:
@@ -448,7 +451,7 @@ class TerminalSession(asyncio.Protocol):
         prior = engine.repeat_of(tid, seq)
         if prior is not None:  # a repeat: its original answer, once that is durable
             self._outstanding += 1
-            journal.submit_access(self, AccessAnswer(seq, prior, repeat=True))
+            journal.submit_access(self, AccessAnswer(seq, prior, prior.code, repeat=True))
             return
         if seq <= engine.last_txn_seq.get(tid, 0) - ocp_limits.TXN_SEQ_WINDOW:
             self._refuse(_RC.TXN_SEQ_TOO_OLD, seq, "txn_seq is too old and not in the journal")
@@ -471,6 +474,7 @@ class TerminalSession(asyncio.Protocol):
                 batch.alarms.append((door.tenant_id, alarm, door.door_id, door.area_id or None,
                                      None, None, tid, 0, seq, ""))
             answer = ocp.DoorEventAck(seq, 0)
+            code = 0
         else:
             d = engine.decide(reader, ev, now_ms)
             direction = reader.direction if reader.direction < 2 else ev.pass_direction
@@ -483,10 +487,11 @@ class TerminalSession(asyncio.Protocol):
                 batch.alarms.append((door.tenant_id, d.alarm, door.door_id,
                                      door.area_id or None, d.account_id or None,
                                      ev.card_no or None, tid, 0, seq, ""))
-            answer = ocp.AccessResult(seq, d.code, d.open_ms, d.floors)
+            code = d.code
+            answer = ocp.AccessResult(seq, code, d.open_ms, d.floors)
         engine.remember(tid, seq, answer)
         self._outstanding += 1
-        journal.submit_access(self, AccessAnswer(seq, answer))
+        journal.submit_access(self, AccessAnswer(seq, answer, code))
 
     # -- phone QR codes ----------------------------------------------------------------------
 
@@ -587,6 +592,8 @@ class TerminalSession(asyncio.Protocol):
             old._kind_gauge.dec()
             old.end(_RC.SESSION_REPLACED, "terminal signed on again on another connection")
         rt.sessions[info.terminal_id] = self
+        if info.kind == ocp.TerminalKind.DOOR:  # ACCESS: its doors are online
+            door_online(rt.journal, info.terminal_id, True)
         self._kind_gauge = metrics.terminals_connected.labels(
             metrics.TERMINAL_KINDS.get(info.kind, "other")
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
 import time
 from collections.abc import Iterator
 
@@ -18,7 +19,8 @@ import redis
 
 from onecard.demo import configured_redis_url
 from onecard.seed import CANTEEN_FREE
-from protocols import ocp
+from protocols import limits as ocp_limits
+from protocols import ocp, qr
 from switch._access import hash_pin
 from switch._access_journal import ALARMS_STREAM_PREFIX
 from tests.switch_site import Site
@@ -132,6 +134,9 @@ def _configure(site: Site) -> dict[str, int]:
     site.fetch("INSERT INTO access_grants (subject, person_id, node_id, class_id, door_group_id,"
                " time_zone_id, floors, effect, tenant_id) SELECT s, p, n, c, g, z, f, e, 1 FROM"
                " (VALUES " + ", ".join(grants) + ") AS v(s, p, n, c, g, z, f, e)")
+    site.fetch("INSERT INTO credentials (person_id, kind, template_id) VALUES ($1, 'face',"
+               " 'face-0001'), ($2, 'fingerprint', 'fp-0001')", ids["person_staff0"],
+               ids["person_student2"])
     # PINs of staff2; staff3 holds a lockdown override pass.
     site.fetch("INSERT INTO access_person_pins (person_id, pin_hash, duress_pin_hash)"
                " VALUES ($1, $2, $3)", ids["person_staff2"], hash_pin(PIN), hash_pin(DURESS_PIN))
@@ -233,6 +238,29 @@ def test_alarms_are_pushed_live_on_a_stream(site, door) -> None:  # type: ignore
         client.close()
 
 
+def test_face_fingerprint_and_qr_credentials(site, door) -> None:  # type: ignore[no-untyped-def]
+    s, ids = site
+
+    def show(kind: int, credential: str) -> ocp.AccessResult:
+        seq = next(_seq) + 1000
+        answer = door.request(ocp.AccessRequest(seq, R_PLAIN, 0, kind, 0, credential))
+        assert isinstance(answer, ocp.AccessResult) and answer.txn_seq == seq, answer
+        return answer
+
+    K = ocp.CredentialKindCode
+    face = show(K.FACE, "face-0001")
+    assert face.code == RC.APPROVED
+    row = record(s, face.txn_seq)[0]
+    assert (row["credential_kind"], row["credential"], row["card_no"]) == (2, "face-0001", 0)
+    assert show(K.FINGERPRINT, "fp-0001").code == RC.NO_PERMISSION  # student2: no grant
+    assert show(K.FACE, "fp-0001").code == RC.UNKNOWN_CARD  # a fingerprint id is no face
+    now = int(time.time())
+    code = qr.issue(qr.derive_qr_key(s.master), ids["staff1"], now + 60,
+                    os.urandom(ocp_limits.QR_NONCE_BYTES), issued_s=now)
+    assert show(K.QR, code).code == RC.APPROVED
+    assert show(K.QR, code[:-2] + "AA").code == RC.UNKNOWN_CARD  # forged
+
+
 def test_bad_input_changes_nothing(site, door) -> None:  # type: ignore[no-untyped-def]
     s, ids = site
     seq = next(_seq) + 1000
@@ -327,8 +355,8 @@ def test_forced_open_alarm_cleared_by_closing(site, door) -> None:  # type: igno
     door.request(ocp.DoorEvent(next(_seq) + 1000, R_PLAIN, ocp.DoorEventCode.CLOSED))
     [alarm] = [a for a in alarms(s, "forced_open") if a["txn_seq"] == forced.txn_seq]
     assert alarm["state"] == "cleared"
-    state = s.fetch("SELECT state, alarm FROM access_door_states WHERE door_id = 1")[0]
-    assert (state["state"], state["alarm"]) == ("closed", False)
+    state = s.fetch("SELECT state, alarm, online FROM access_door_states WHERE door_id = 1")[0]
+    assert (state["state"], state["alarm"], state["online"]) == ("closed", False, True)
 
 
 def _change(s: Site, sql: str, *args: object) -> None:
