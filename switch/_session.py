@@ -347,7 +347,8 @@ class TerminalSession(asyncio.Protocol):
         if not self.closed:
             for msg in messages[:-1]:
                 self._out.append(self._conn.send(msg))
-        self.answer_nowait(AccessAnswer(txn_seq, messages[-1]))
+        last = messages[-1]
+        self.answer_nowait(AccessAnswer(txn_seq, last, getattr(last, "code", 0)))
         self.flush()
         self.resume_if_drained()
 
