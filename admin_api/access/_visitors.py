@@ -25,8 +25,13 @@ from admin_api._problems import Problem
 from admin_api._routes_people import PersonIn, create_person_tx, person_in_scope
 from admin_api._store import Change, change, subtree_root
 from admin_api._types import AfterId, Id, IdField, Limit, OptionalId
-from admin_api.access._doors import doors_in_scope, grant_person_doors, revoke_person_grants
-from protocols.changes import AccountStatusChanged, CardBound, CardCancelled
+from admin_api.access._doors import (
+    credential_usage,
+    doors_in_scope,
+    grant_person_doors,
+    revoke_person_grants,
+)
+from protocols.changes import CardBound, CardCancelled
 
 PASS_SECONDS_MAX = 31 * 86_400
 """The longest visitor pass: a month (a contractor's)."""
@@ -179,9 +184,9 @@ async def end_pass_tx(tx: Change, row: asyncpg.Record, status: str) -> VisitorOu
         " WHERE card_no = $1 AND status = 0 RETURNING account_id", row["card_no"],
         f"visitor pass {status}")
     if account_id is not None:
+        # The card only: the visitor's account stays as it is (a counter top-up on it, however
+        # unlikely, is refunded the usual way, not lost here).
         tx.event(CardCancelled(row["card_no"], account_id))
-        await tx.conn.execute("UPDATE accounts SET status = 3 WHERE id = $1", account_id)
-        tx.event(AccountStatusChanged(account_id, 3))
     await revoke_person_grants(tx, row["visitor_person_id"])
     out = visitor_out(ended)
     tx.audit(f"visitor.{'revoke' if status == 'revoked' else 'expire'}", "visitor_pass",
@@ -241,7 +246,7 @@ async def visit_report(actor: Actor, state: State, since: dt.datetime | None = N
         + " JOIN people h ON h.id = v.host_person_id"
         " WHERE $1 = ANY(n.path) AND v.valid_from < $3 AND v.valid_until > $2"
         " ORDER BY v.id LIMIT 10000", scope, since, until)
-    usage = await _usage(state.pool, [r["card_no"] for r in rows], since, until)
+    usage = await credential_usage(state.pool, [r["card_no"] for r in rows], since, until)
     out = []
     for r in rows:
         entries, denied, first, last = usage.get(r["card_no"], (0, 0, None, None))
@@ -249,14 +254,6 @@ async def visit_report(actor: Actor, state: State, since: dt.datetime | None = N
                                entries=entries, denied=denied, first_entry_at=first,
                                last_entry_at=last))
     return out
-
-
-async def _usage(pool: asyncpg.Pool, card_nos: list[int], since: dt.datetime,
-                 until: dt.datetime) -> dict[int, tuple[int, int, dt.datetime | None,
-                                                        dt.datetime | None]]:
-    from admin_api.access._doors import credential_usage
-
-    return await credential_usage(pool, card_nos, since, until)
 
 
 ROUTES = [issue_pass, list_passes, visit_report, get_pass, revoke_pass]
