@@ -366,3 +366,29 @@ def test_pins_set_in_the_api_work_at_a_security_door(edge: dict[str, Any],
                                 " AND door_id = $1", roof), what="the duress alarm")
     audit = site.fetch("SELECT after::text AS a FROM audit_log WHERE action = 'access.set_pins'")
     assert audit and not any("2468" in r["a"] or "1357" in r["a"] for r in audit)
+
+
+def test_a_schedule_makes_its_round_once(edge: dict[str, Any]) -> None:
+    site: AdminSite = edge["site"]
+    root: Api = edge["root"]
+    guard, _ = person(edge, "Guard Niu")
+    route = root.ok("POST", "/patrol/routes", {
+        "node_id": edge["campus"], "name": "Scheduled round",
+        "checkpoints": [{"door_id": edge["doors"][0]["id"], "offset_s": 3600}]})
+    local = dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)  # tenant 1 is UTC+8
+    schedule = root.ok("POST", f"/patrol/routes/{route['id']}/schedules", {
+        "guard_person_id": guard["id"], "weekdays": 127,
+        "start_minute": local.hour * 60 + local.minute})
+
+    def rounds() -> list[Any]:
+        return site.fetch("SELECT starts_at, status FROM patrol_rounds WHERE schedule_id = $1",
+                          schedule["id"])
+
+    made = wait_for(rounds, what="the scheduled round")
+    start_utc = (local.replace(second=0, microsecond=0) - dt.timedelta(hours=8))
+    assert [(r["starts_at"], r["status"]) for r in made] == [(start_utc, "open")]
+    # Made once (a unique key: the checker runs every 0.2 s, in any number of processes),
+    # and nothing judged before its checkpoint is due.
+    assert len(rounds()) == 1
+    assert site.fetch("SELECT 1 FROM patrol_records r JOIN patrol_rounds o ON o.id = r.round_id"
+                      " WHERE o.schedule_id = $1", schedule["id"]) == []
