@@ -51,6 +51,7 @@ from admin_api import (
     settlement,
 )
 from admin_api import finance as _finance
+from admin_api import access as _access
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
 from admin_api._bodies import JsonBodyRequest
 from admin_api._docs import assets_router, swagger_plugin
@@ -165,6 +166,7 @@ ROUTES = [
     *_routes_import.ROUTES, *_routes_bulk.ROUTES, *_routes_integration.ROUTES,
     *_finance.ROUTES,
     *settlement.ROUTES,
+    *_access.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 
@@ -248,11 +250,14 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
         metrics.switch_connected.set_function(app.state.money.connected)
         expiry = asyncio.create_task(run_expiry(app.state.pool, settings.expiry_check_seconds),
                                      name="card-expiry")
+        access_tasks = asyncio.create_task(_access.run_access_tasks(
+            app.state.pool, settings.access_check_seconds), name="access-tasks")
         try:
             await app.state.money.start()
             yield
         finally:
             expiry.cancel()
+            access_tasks.cancel()
             await app.state.money.close()
             if own:
                 await app.state.pool.close()

@@ -24,7 +24,7 @@ from admin_api._problems import Problem
 
 ROLES: Final = (
     "platform_admin", "tenant_admin", "card_office", "cashier", "finance", "auditor",
-    "merchant_viewer", "cardholder", "parent",
+    "merchant_viewer", "cardholder", "parent", "security_desk", "reception",
 )
 STAFF_ROLES: Final = frozenset(ROLES) - {"cardholder", "parent"}
 INTEGRATION_ROLE: Final = "integration"
@@ -39,6 +39,8 @@ _ALL_STAFF: Final = frozenset({
     "events.read", "people.sync", "api_keys.read", "api_keys.write",
     "finance.read", "finance.write",
     "settlement.read", "settlement.confirm",
+    *("access.read", "access.write", "access.lockdown", "alarms.ack", "visitors.read",
+      "visitors.write", "patrol.read", "patrol.write"),
 })
 PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "platform_admin": _ALL_STAFF,
@@ -57,8 +59,18 @@ PERMISSIONS: Final[dict[str, frozenset[str]]] = {
         "org.read", "users.read", "people.read", "cards.read", "merchants.read",
         "reports.read", "audit.read", "documents.read", "events.read", "api_keys.read",
         "settlement.read", "finance.read",
+        "access.read", "visitors.read", "patrol.read",
     }),
     "merchant_viewer": frozenset({"merchants.read", "reports.read"}),
+    # Access control (admin_api/access/, docs/access-admin.md): the security desk watches
+    # doors and alarms, acknowledges them, locks a site down and reads patrols; reception
+    # issues and ends visitor passes.
+    "security_desk": frozenset({
+        "org.read", "people.read", "cards.read", "access.read", "access.lockdown", "alarms.ack",
+        "visitors.read", "patrol.read",
+    }),
+    "reception": frozenset({"org.read", "people.read", "access.read", "visitors.read",
+                            "visitors.write"}),
     "cardholder": frozenset({"self"}),
     "parent": frozenset({"self"}),
     INTEGRATION_ROLE: frozenset({"events.read", "people.sync", "people.read", "cards.read",

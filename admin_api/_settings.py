@@ -66,6 +66,8 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     trusted_proxies: str = ""
     # Cards past their valid_until are cancelled (and refused by the switches) this often.
     expiry_check_seconds: Annotated[float, Meta(ge=0.1, le=86_400)] = 300.0
+    # Visitor passes end and patrol checkpoints are judged this often (admin_api/access/).
+    access_check_seconds: Annotated[float, Meta(ge=0.1, le=3600)] = 5.0
 
     def __post_init__(self) -> None:
         for entry in self.trusted_proxy_list:

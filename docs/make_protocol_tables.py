@@ -60,7 +60,15 @@ def _type_text(t: mi.Type) -> str:
             return f"bin, exactly {t.min_length} bytes"
         return f"bin, at most {t.max_length} bytes"
     if isinstance(t, mi.StrType):
-        return f"str (UTF-8), at most {t.max_length} code points"
+        pattern = f", matching `{t.pattern}`" if t.pattern else ""
+        return f"str (UTF-8), at most {t.max_length} code points{pattern}"
+    if isinstance(t, mi.BoolType):
+        return "bool (MessagePack true / false)"
+    if isinstance(t, mi.ListType):
+        least = f"at least {t.min_length}, " if t.min_length else ""
+        return f"array ({least}at most {t.max_length}) of {_type_text(t.item_type)}"
+    if isinstance(t, mi.StructType):
+        return "[" + "; ".join(f"{f.name}: {_type_text(f.type)}" for f in t.fields) + "]"
     raise AssertionError(t)
 
 
@@ -507,6 +515,79 @@ def render_corner_vectors() -> str:
     return "\n\n".join(out)
 
 
+def render_access_vectors() -> str:
+    """Appendix A.7: door access. The terminal of A.2 (keys of A.1) registered as a door
+    controller (kind 3), each frame in place of its sign-off: an AccessRequest by card opened,
+    one by face template with a PIN denied, an elevator request, a DoorEvent and its ack; and
+    the till's AccessRequest refused NOT_PERMITTED."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+    k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
+    rc = ocp.ResponseCode
+    frames: list[tuple[str, str, ocp.Message]] = [
+        ("access/01-card-at-reader-1", "t2s",
+         ocp.AccessRequest(50, 1, 0, int(ocp.CredentialKindCode.CARD), VECTOR_CARD,
+                           terminal_time_ms=1700000200000)),
+        ("access/02-open", "s2t", ocp.AccessResult(50, rc.APPROVED, 3000, 0)),
+        ("access/03-face-and-pin-at-reader-2", "t2s",
+         ocp.AccessRequest(51, 2, 1, int(ocp.CredentialKindCode.FACE), 0, "face-000042",
+                           "1234")),
+        ("access/04-denied-outside-time-zone", "s2t",
+         ocp.AccessResult(51, rc.OUTSIDE_TIME_ZONE, 0, 0)),
+        ("access/05-elevator-floor-5", "t2s",
+         ocp.AccessRequest(52, 3, 0, int(ocp.CredentialKindCode.CARD), VECTOR_CARD, floor=5)),
+        ("access/06-floors-1-to-5", "s2t", ocp.AccessResult(52, rc.APPROVED, 5000, 0b111110)),
+        ("access/07-door-forced-open", "t2s",
+         ocp.DoorEvent(53, 1, int(ocp.DoorEventCode.FORCED_OPEN), 1700000260000)),
+        ("access/08-event-journaled", "s2t", ocp.DoorEventAck(53, 0)),
+        ("access/09-access-request-from-a-till", "t2s",
+         ocp.AccessRequest(54, 1, 0, int(ocp.CredentialKindCode.CARD), VECTOR_CARD)),
+        ("access/10-not-permitted", "s2t", ocp.Error(
+            rc.NOT_PERMITTED, 54, "AccessRequest is accepted from door terminals (kind 3) only")),
+        ("access/11-unknown-reader", "s2t", ocp.Error(
+            rc.UNKNOWN_READER, 50, "terminal 1001 has no reader 1")),
+    ]
+    return "\n\n".join(_frame_block(name, direction, msg, 8 if direction == "t2s" else 7,
+                                    k_t2s if direction == "t2s" else k_s2t)
+                       for name, direction, msg in frames)
+
+
+def render_offline_vectors() -> str:
+    """Appendix A.8: offline operation. The door controller of A.7, each frame in place of its
+    sign-off: a whole list asked for and sent, a delta from its version, an upload of two
+    records and its answer, the replay's answer, a stale version refused, and a till's upload
+    refused NOT_PERMITTED."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+    k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
+    rc = ocp.ResponseCode
+    version = 1_700_000_300_000
+    workdays = ocp.OfflineTimeZone(1, [ocp.TimeZoneInterval(d, 420, 1200) for d in range(5)]
+                                   + [ocp.TimeZoneInterval(7, 540, 720)])
+    records = [ocp.OfflineRecord(1, 1_700_000_400_000, 1, 0, VECTOR_CARD, rc.APPROVED),
+               ocp.OfflineRecord(2, 1_700_000_460_000, 1, 0, VECTOR_CARD + 1, rc.NO_PERMISSION)]
+    frames: list[tuple[str, str, ocp.Message]] = [
+        ("offline/01-list-request", "t2s", ocp.AccessListRequest(60, 0)),
+        ("offline/02-snapshot", "s2t", ocp.AccessListSnapshot(
+            version, 0, 1, [ocp.AccessEntry(VECTOR_CARD, 1),
+                            ocp.AccessEntry(VECTOR_CARD + 2, 0, 1_700_000_000, 1_700_086_400)],
+            28_800, 0, [19_723], [workdays])),
+        ("offline/03-delta-request", "t2s", ocp.AccessListRequest(61, version)),
+        ("offline/04-delta", "s2t", ocp.AccessListDelta(
+            version, version + 1, [ocp.AccessEntry(VECTOR_CARD + 3)], [VECTOR_CARD + 2])),
+        ("offline/05-upload", "t2s", ocp.OfflineUpload(62, version + 1, records)),
+        ("offline/06-journaled", "s2t", ocp.OfflineUploadResult(62, rc.APPROVED, 2, 0, 2)),
+        ("offline/07-replayed-upload-answer", "s2t",
+         ocp.OfflineUploadResult(63, rc.APPROVED, 0, 2, 2)),
+        ("offline/08-stale-version", "s2t", ocp.Error(
+            rc.SNAPSHOT_STALE, 64,
+            "cannot send deltas from that version: ask with have_version 0")),
+        ("offline/09-upload-from-a-till", "s2t", ocp.Error(
+            rc.NOT_PERMITTED, 65, "OfflineUpload is accepted from door terminals (kind 3) only")),
+    ]
+    return "\n\n".join(_frame_block(name, direction, msg, 8 if direction == "t2s" else 7,
+                                    k_t2s if direction == "t2s" else k_s2t)
+                       for name, direction, msg in frames)
+
+
 VECTOR_QR_NONCE = bytes(range(0xE0, 0xE8))
 VECTOR_QR_ISSUED_S = 1_700_000_000
 VECTOR_QR_EXPIRES_S = 1_700_000_060
@@ -617,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
         print(render_qr_vectors())
         print("\n<!-- A.6 -->\n")
         print(render_corner_vectors())
+        print("\n<!-- A.7 -->\n")
+        print(render_access_vectors())
+        print(render_offline_vectors())
         return 0
     text = DOC.read_text(encoding="utf-8")
     new = render(text)

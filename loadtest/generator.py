@@ -32,6 +32,9 @@ class TerminalSpec(msgspec.Struct, frozen=True):
     last_txn_seq: int = 0
     # A fixed-price till (set meal) sends amount 0: the switch charges the merchant's price.
     fixed_price: bool = False
+    # A door controller (kind 3) with this many readers sends AccessRequests (a card at a
+    # random reader) instead of purchases (docs/access.md).
+    door_readers: int = 0
 
 
 class CardPool(msgspec.Struct):
@@ -72,6 +75,8 @@ class GeneratorReport(msgspec.Struct):
     # (its own loop and scheduling, part of every latency it reports), p50 and p99 in ms.
     send_lag_p50_ms: float = 0.0
     send_lag_p99_ms: float = 0.0
+    # Per answer type: {"purchase": {"p50_ms": .., "p99_ms": .., "n": ..}, "access": ..}.
+    by_type_latency: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -125,7 +130,8 @@ class _Terminal(asyncio.Protocol):
             if ev is ocp.NEED_DATA or ev is ocp.CLOSED:
                 break
             t = type(ev)
-            if t is ocp.PurchaseResult or t is ocp.ReversalResult or t is ocp.BalanceResult:
+            if (t is ocp.PurchaseResult or t is ocp.AccessResult or t is ocp.ReversalResult
+                    or t is ocp.BalanceResult):
                 gen._answered(self, ev, now)
             elif t is ocp.SignOnChallenge:
                 assert self.transport is not None
@@ -152,9 +158,12 @@ class _Terminal(asyncio.Protocol):
         self.txn_seq += 1
         seq = self.txn_seq
         roll = rnd.random()
-        if pool.reversal_share and self.approved_purchases and roll < pool.reversal_share:
+        if self.spec.door_readers:
+            msg: Any = ocp.AccessRequest(seq, 1 + int(roll * self.spec.door_readers), 0, 1,
+                                         rnd.choice(pool.cards))
+        elif pool.reversal_share and self.approved_purchases and roll < pool.reversal_share:
             orig, card, amount = self.approved_purchases.pop()
-            msg: Any = ocp.Reversal(seq, orig, card, amount)
+            msg = ocp.Reversal(seq, orig, card, amount)
             self.kind_of[seq] = "reversal"
         elif pool.inquiry_share and roll < pool.reversal_share + pool.inquiry_share:
             msg = ocp.BalanceInquiry(seq, rnd.choice(pool.cards))
@@ -202,6 +211,8 @@ class LoadGenerator:
         self.by_type: Counter[str] = Counter()
         self.latencies: list[float] = []
         self.sent_times: list[float] = []  # when each answered request was (to be) sent
+        # Latencies by answer type ("purchase", "access"...), for mixed loads.
+        self.type_latencies: dict[str, list[float]] = {}
         self._closed_loop = False
         self._recording = True
 
@@ -251,7 +262,9 @@ class LoadGenerator:
         if self._recording:
             self.latencies.append(now - sent)
             self.sent_times.append(sent)
-            self.by_type[_KIND_OF_ANSWER.get(type(ev), "error")] += 1
+            kind = _KIND_OF_ANSWER.get(type(ev), "error")
+            self.by_type[kind] += 1
+            self.type_latencies.setdefault(kind, []).append(now - sent)
             self.codes[_CODE_NAMES.get(code) or str(code)] += 1
             if code == APPROVED:
                 self.approved += 1
@@ -309,6 +322,11 @@ class LoadGenerator:
             errors=self.errors,
             offered_tps=round(offered, 1),
             timeline=self._timeline(),
+            by_type_latency={
+                kind: {"n": len(v), "p50_ms": round(percentile(v, 0.5) * ms, 3),
+                       "p99_ms": round(percentile(v, 0.99) * ms, 3)}
+                for kind, v in ((k, sorted(v)) for k, v in self.type_latencies.items())
+            },
         )
 
     async def wait_quiet(self, deadline_seconds: float = 30.0) -> None:
@@ -367,6 +385,8 @@ class LoadGenerator:
         self._reset()
         terms = [t for t in self.terms if not t.closed]
         n = len(terms)
+        if not n:
+            raise ConnectionError("open loop: the switch has closed every terminal's connection")
         interval = 1.0 / rate
         start = time.perf_counter()
         cpu0 = time.process_time()
@@ -399,4 +419,5 @@ class LoadGenerator:
 _CODE_NAMES = {int(c): c.name for c in ocp.ResponseCode}
 _KIND_OF_ANSWER: dict[type, str] = {
     ocp.PurchaseResult: "purchase", ocp.ReversalResult: "reversal", ocp.BalanceResult: "inquiry",
+    ocp.AccessResult: "access",
 }

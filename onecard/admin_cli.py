@@ -46,6 +46,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    f"${PASSWORD_ENV}, else ask)")
     p.set_defaults(func=cmd_admin_init)
 
+    p = sub.add_parser("adms", help="serve the ZKTeco ADMS (iclock) push protocol to the "
+                       "site's own attendance and door terminals (docs/adms.md)")
+    p.add_argument("--dsn", help="PostgreSQL DSN (default: $ONECARD_DSN)")
+    p.add_argument("--host", default=os.environ.get("ONECARD_ADMS_HOST", "127.0.0.1"),
+                   help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("ONECARD_ADMS_PORT", "8081")),
+                   help="listen port (default 8081, the devices' usual; 0 picks a free one)")
+    p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_adms)
+
     p = sub.add_parser("openapi", help="print the admin API's OpenAPI document (JSON)")
     p.add_argument("--output", help="write it to this file instead")
     p.set_defaults(func=cmd_openapi)
@@ -104,6 +114,45 @@ def cmd_admin(args: argparse.Namespace) -> int:
                 Path(tmp).write_text(json.dumps({"host": host, "port": port,  # noqa: ASYNC240
                                                  "pid": os.getpid()}))
                 os.replace(tmp, ready_file)
+        await task
+
+    asyncio.run(serve())
+    return 0 if server.started else 1
+
+
+def cmd_adms(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from admin_api.adms import create_adms_app
+
+    dsn = args.dsn or os.environ.get("ONECARD_DSN")
+    if not dsn:
+        print("onecard adms: no database: give --dsn or set ONECARD_DSN", file=sys.stderr)
+        return 2
+
+    async def check_database() -> None:
+        await (await _migrated_connection(dsn)).close()
+
+    asyncio.run(check_database())
+    listener = _listen(args.host, args.port)
+    config = uvicorn.Config(create_adms_app(dsn), host=args.host, port=args.port, loop="uvloop",
+                            http="h11", lifespan="on", access_log=False, log_level="warning",
+                            server_header=False)
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve(sockets=[listener]))
+        while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
+            await asyncio.sleep(0.05)
+        if server.started:
+            host, port = server.servers[0].sockets[0].getsockname()[:2]
+            print(f"onecard adms: serving /iclock on http://{host}:{port}", file=sys.stderr,
+                  flush=True)
+            if args.ready_file:
+                tmp = args.ready_file + ".tmp"
+                Path(tmp).write_text(json.dumps({"host": host, "port": port,  # noqa: ASYNC240
+                                                 "pid": os.getpid()}))
+                os.replace(tmp, args.ready_file)
         await task
 
     asyncio.run(serve())

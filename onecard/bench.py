@@ -29,11 +29,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
+from onecard.access_demo import READERS_PER_DOOR, seed_doors
 from onecard.conventional import SETUP_SQL, ConventionalProcess
 from onecard.harness import SwitchProcess, free_port, fresh_database, run_fast
 from onecard.machine_load import LoadMeter, MachineLoad, Sample, combine, load_between
@@ -51,7 +53,9 @@ QUIET_CHECK_SECONDS = 2.0
 """How long the machine's load is sampled before the run starts."""
 LOAD_WINDOWS = {"before": "before the run", "saturation": "during saturation",
                 "open_loop": "during the open loop",
-                "conventional": "during the conventional design's runs"}
+                "conventional": "during the conventional design's runs",
+                "doors": "during door saturation", "doors_open_loop": "during the doors' open loop",
+                "mixed": "during the mixed open loop"}
 """The windows whose machine load the bench keeps (BenchResult.machine_load)."""
 
 PGBENCH_SCRIPT = """\\set aid random(1, {accounts})
@@ -71,6 +75,7 @@ class BenchOptions(msgspec.Struct):
     dsn: str | None = None
     accounts: int = 100_000
     skip_conventional: bool = False
+    skip_doors: bool = False
 
 
 class BenchResult(msgspec.Struct):
@@ -130,6 +135,24 @@ class BenchResult(msgspec.Struct):
     machine_load: dict[str, MachineLoad]
     busy_machine: dict[str, list[str]]
     """The windows whose figures were taken on a busy machine, and why."""
+    # Doors (docs/access.md): access decisions per second at saturation over the same number
+    # of terminals (door controllers, a card at one of two readers), and the open loop at half
+    # that rate; then a mixed open loop, half tills and half doors at the purchases' open-loop
+    # rate, with each type's latency (purchases not slower per request than alone).
+    door_tps: float = 0.0
+    door_saturation_p99_ms: float = 0.0
+    door_offered_tps: float = 0.0
+    door_p50_ms: float = 0.0
+    door_p99_ms: float = 0.0
+    door_p999_ms: float = 0.0
+    door_switch_cpu_us_per_decision: float = 0.0
+    door_records_per_commit: float = 0.0
+    mixed_offered_tps: float = 0.0
+    mixed_purchase_p50_ms: float = 0.0
+    mixed_purchase_p99_ms: float = 0.0
+    mixed_access_p50_ms: float = 0.0
+    mixed_access_p99_ms: float = 0.0
+    door_open_loop_timeline: list[dict[str, float]] = msgspec.field(default_factory=list)
 
 
 async def _settings(conn: asyncpg.Connection) -> tuple[str, str, str]:
@@ -269,6 +292,77 @@ async def _run_switch_phase(dsn: str, master: bytes, terminals: list[int], cards
             "lag": lag, "lag_max": lag_max, "where": where}
 
 
+async def _run_door_phase(dsn: str, master: bytes, terminals: list[int], cards: list[int],
+                          options: BenchOptions, purchase_rate: float, meter: LoadMeter,
+                          loads: dict[str, MachineLoad]) -> dict[str, Any]:
+    """Door decisions at saturation and in an open loop at half that rate, then a mixed open
+    loop (docs/access.md; BenchResult.door_*)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        doors = await seed_doors(conn, len(terminals), apb=False)
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    switch = SwitchProcess(dsn, master.hex(), extra_env={"ONECARD_LOG_LEVEL": "warning"}).start()
+    try:
+        door_specs = [TerminalSpec(t, ocp.derive_terminal_key(master, t, 1),
+                                   door_readers=READERS_PER_DOOR) for t in doors]
+        gen = LoadGenerator(switch.host, switch.port, door_specs, CardPool(cards=cards))
+        await gen.connect()
+        print(f"  {len(door_specs)} door controllers signed on; door saturation for "
+              f"{options.seconds:g} s ...", flush=True)
+        cpu: list[float] = []
+        marks: list[Sample] = []
+
+        def mark() -> None:
+            cpu.append(switch.cpu_seconds())
+            marks.append(meter.sample())
+
+        sat = await gen.closed_loop(options.seconds, depth=1, warmup_seconds=2.0,
+                                    on_measure_start=mark, on_measure_end=mark)
+        cpu_us = 1e6 * (cpu[1] - cpu[0]) / max(1, sat.answered)
+        print(f"  doors: {sat.tps:,.0f} durable decisions/s (p99 {sat.p99_ms:.1f} ms, switch "
+              f"{cpu_us:.1f} µs per decision)", flush=True)
+        _report_load("doors", [(marks[0], marks[1])], loads)
+        rate = max(1.0, sat.tps / 2)
+        print(f"  doors open loop at {rate:,.0f}/s for {options.seconds:g} s ...", flush=True)
+        a = meter.sample()
+        opn = await gen.open_loop(options.seconds, rate)
+        _report_load("doors_open_loop", [(a, meter.sample())], loads)
+        print(f"  doors open loop: p50 {opn.p50_ms:.2f} ms, p99 {opn.p99_ms:.2f} ms, "
+              f"p99.9 {opn.p999_ms:.2f} ms", flush=True)
+        gen.close()
+        # Mixed: half the terminals tills, half doors, interleaved, at the purchases' rate.
+        half = len(terminals) // 2
+        mixed_specs: list[TerminalSpec] = []
+        for pos, door in zip(terminals[:half], door_specs[:half], strict=True):
+            mixed_specs += [TerminalSpec(pos, ocp.derive_terminal_key(master, pos, 1)), door]
+        mixed = LoadGenerator(switch.host, switch.port, mixed_specs, CardPool(cards=cards))
+        await mixed.connect()
+        print(f"  mixed open loop (tills and doors) at {purchase_rate:,.0f}/s for "
+              f"{options.seconds:g} s ...", flush=True)
+        a = meter.sample()
+        mix = await mixed.open_loop(options.seconds, purchase_rate)
+        _report_load("mixed", [(a, meter.sample())], loads)
+        mixed.close()
+        lat = mix.by_type_latency
+        print(f"  mixed: purchases p50 {lat.get('purchase', {}).get('p50_ms', 0):.2f} / p99 "
+              f"{lat.get('purchase', {}).get('p99_ms', 0):.2f} ms, doors p50 "
+              f"{lat.get('access', {}).get('p50_ms', 0):.2f} / p99 "
+              f"{lat.get('access', {}).get('p99_ms', 0):.2f} ms", flush=True)
+    finally:
+        switch.stop()
+    conn = await asyncpg.connect(dsn)
+    try:
+        batches = await conn.fetchval(
+            "SELECT count(DISTINCT committed_at) FROM access_decisions")
+        rows = await conn.fetchval("SELECT count(*) FROM access_decisions")
+    finally:
+        await conn.close()
+    return {"sat": sat, "open": opn, "mix": mix, "cpu_us": cpu_us,
+            "per_commit": rows / batches if batches else 0.0}
+
+
 async def _run_conventional(dsn: str, master: bytes, terminals: list[int], cards: list[int],
                             pool_size: int, run: int, meter: LoadMeter,
                             windows: list[tuple[Sample, Sample]]) -> float:
@@ -359,6 +453,11 @@ async def _bench(options: BenchOptions) -> BenchResult:
               f"{probe['directory']}); {cores} cores", flush=True)
         master = os.urandom(32)
         phase = await _run_switch_phase(dsn, master, terminals, cards, options, meter, loads)
+        doors: dict[str, Any] = {}
+        if not options.skip_doors:
+            doors = await _run_door_phase(dsn, master, terminals, cards, options,
+                                          phase["open"].offered_tps,  # type: ignore[attr-defined]
+                                          meter, loads)
         conv: dict[str, float] = {}
         pgb: dict[str, float] = {}
         if not options.skip_conventional:
@@ -424,7 +523,28 @@ async def _bench(options: BenchOptions) -> BenchResult:
         open_loop_where=phase["where"],  # type: ignore[arg-type]
         machine_load=loads,
         busy_machine={name: load.busy() for name, load in loads.items() if load.busy()},
+        **_door_fields(doors),
     )
+
+
+def _door_fields(doors: dict[str, Any]) -> dict[str, Any]:
+    if not doors:
+        return {}
+    sat, opn, mix = doors["sat"], doors["open"], doors["mix"]
+    lat = mix.by_type_latency
+    return {
+        "door_tps": sat.tps, "door_saturation_p99_ms": sat.p99_ms,
+        "door_offered_tps": opn.offered_tps, "door_p50_ms": opn.p50_ms,
+        "door_p99_ms": opn.p99_ms, "door_p999_ms": opn.p999_ms,
+        "door_switch_cpu_us_per_decision": round(doors["cpu_us"], 2),
+        "door_records_per_commit": round(doors["per_commit"], 1),
+        "mixed_offered_tps": mix.offered_tps,
+        "mixed_purchase_p50_ms": lat.get("purchase", {}).get("p50_ms", 0.0),
+        "mixed_purchase_p99_ms": lat.get("purchase", {}).get("p99_ms", 0.0),
+        "mixed_access_p50_ms": lat.get("access", {}).get("p50_ms", 0.0),
+        "mixed_access_p99_ms": lat.get("access", {}).get("p99_ms", 0.0),
+        "door_open_loop_timeline": opn.timeline,
+    }
 
 
 def summary(r: BenchResult, json_path: str | None) -> str:
@@ -439,6 +559,12 @@ def summary(r: BenchResult, json_path: str | None) -> str:
         f"declines phase: {r.durable_tps_declines:,.0f} answers/s, {r.declines_ratio:.2f} of "
         f"durable; event-loop lag at most {r.loop_lag_max_ms:.1f} ms",
     ]
+    if r.door_tps:
+        lines.append(f"doors: {r.door_tps:,.0f} decisions/s; open loop at "
+                     f"{r.door_offered_tps:,.0f}/s: p50 {r.door_p50_ms:.2f}, p99 "
+                     f"{r.door_p99_ms:.2f} ms; mixed at {r.mixed_offered_tps:,.0f}/s: purchases "
+                     f"p99 {r.mixed_purchase_p99_ms:.2f} ms (alone {r.p99_ms:.2f}), doors p99 "
+                     f"{r.mixed_access_p99_ms:.2f} ms")
     if r.conventional_tps:
         lines.append(f"conventional {r.conventional_tps:,.0f}/s: ratio {r.ratio:g}x"
                      + (f"; pgbench {r.pgbench_tps:,.0f} tps: ratio {r.ratio_pgbench:g}x"

@@ -13,6 +13,7 @@
     onecard openapi  [--output PATH]         the admin API's OpenAPI document, nothing started
     onecard settle   --tenant T --date D [--json PATH]   a business day's settlement
     onecard reconcile --tenant T --date D --file F   import the bank's top-up file, match it
+    onecard adms     [--dsn DSN] [--port N]  serve the ZKTeco ADMS (iclock) push protocol
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         accounts=args.accounts,
         terminals=args.terminals,
+        doors=args.doors,
         json_path=args.json,
         data_dir=args.data_dir,
         dsn=_dsn_or_env(args.dsn),
@@ -107,6 +109,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         dsn=_dsn_or_env(args.dsn),
         accounts=args.accounts,
         skip_conventional=args.skip_conventional,
+        skip_doors=args.skip_doors,
     )
     return run_bench(options)
 
@@ -171,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=5.0, help="length of the purchase burst")
     p.add_argument("--accounts", type=int, default=20_000)
     p.add_argument("--terminals", type=int, default=200)
+    p.add_argument("--doors", type=int, default=40,
+                   help="door controllers running beside the tills (docs/access.md)")
     p.add_argument("--data-dir", help="private PostgreSQL data directory (default ~/.onecard)")
     p.add_argument("--dsn", help="use this PostgreSQL server instead of a private one")
     p.add_argument("--redis-url", help="the Redis of the change feed (default: "
@@ -228,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsn", help="PostgreSQL server (default: $ONECARD_DSN, else private)")
     p.add_argument("--skip-conventional", action="store_true",
                    help="skip the conventional-design and pgbench comparisons")
+    p.add_argument("--skip-doors", action="store_true",
+                   help="skip the door phases (door_tps, door_p99_ms, the mixed open loop)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -12,6 +12,7 @@ shared Redis keeps nothing of a demo and two demos never read each other's chang
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -23,6 +24,7 @@ import asyncpg
 import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
+from onecard.access_demo import AccessFigures, access_figures, door_scenario, seed_doors
 from onecard.audit import AuditReport, audit_conservation
 from onecard.demo_finance import DemoReconciliation, reconcile_day
 from onecard.demo_finance import render as render_reconciliation
@@ -32,6 +34,7 @@ from onecard.harness import SwitchProcess, fresh_database, run_fast
 from onecard.privateredis import redis_answers, remove_keys, start_private_redis
 from onecard.seed import SeedPlan, seed_site
 from protocols import ocp
+from switch._access_journal import ALARMS_STREAM_PREFIX
 from switch._outbox import STREAM_KEY_PREFIX
 from switch._settings import SwitchSettings, redacted_url
 
@@ -42,6 +45,7 @@ class DemoOptions(msgspec.Struct):
     seconds: float = 5.0
     accounts: int = 20_000
     terminals: int = 200
+    doors: int = 40
     json_path: str | None = None
     data_dir: str | None = None
     dsn: str | None = None
@@ -76,6 +80,9 @@ class DemoSummary(msgspec.Struct):
     nets to zero)."""
     settlement: DemoSettlement | None = None
     reconciliation: DemoReconciliation | None = None
+    access: AccessFigures | None = None
+    """Doors beside the purchases (docs/access.md): decisions, alarms, records journaled."""
+    access_scenario: list[str] = msgspec.field(default_factory=list)
 
 
 def configured_redis_url(given: str | None = None) -> str:
@@ -144,7 +151,7 @@ def services(options: DemoOptions) -> Iterator[Services]:
         if private_redis is not None:
             private_redis.stop()
         elif redis_url:
-            remove_keys(redis_url, [stream])
+            remove_keys(redis_url, [stream, ALARMS_STREAM_PREFIX + DEMO_DATABASE])
         if private is not None:
             private.stop()
 
@@ -162,6 +169,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
                 accounts=options.accounts, terminals=options.terminals,
                 main_fen_max=150_000, subsidy_fen_max=30_000,
             ))
+            door_tids = await seed_doors(conn, options.doors)
         finally:
             await conn.close()
         print(f"seeded a demo campus: {seed.accounts:,} cardholders, {len(seed.terminals)} POS "
@@ -188,8 +196,21 @@ async def _demo(options: DemoOptions) -> DemoSummary:
                 cutover = await set_cutover(cutover_conn, options.seconds / 2)
             finally:
                 await cutover_conn.close()
-            report = await gen.closed_loop(options.seconds, depth=1)
+            # Door controllers beside the tills: cards at random readers (the first card is
+            # kept out for the scenario's anti-passback).
+            doors = LoadGenerator(switch.host, switch.port, [
+                TerminalSpec(tid, ocp.derive_terminal_key(master, tid, 1), door_readers=2)
+                for tid in door_tids], CardPool(cards=seed.cards[1:] + seed.lost_cards[:5]))
+            await doors.connect()
+            report, _ = await asyncio.gather(gen.closed_loop(options.seconds, depth=1),
+                                             doors.closed_loop(options.seconds, depth=1))
             gen.close()
+            doors.close()
+            scenario = await door_scenario(
+                switch.host, switch.port, door_tids[0],
+                ocp.derive_terminal_key(master, door_tids[0], 1),
+                lost_card=seed.lost_cards[0], card=seed.cards[0])
+            door_answers = doors.answered + 4
         finally:
             code = switch.stop()
         if code != 0:
@@ -197,6 +218,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         conn = await asyncpg.connect(dsn)
         try:
             audit = await audit_conservation(conn)
+            access = await access_figures(conn, door_answers)
             rows = await conn.fetch(
                 "SELECT kind, code, count(*) AS n FROM journal GROUP BY kind, code"
             )
@@ -233,6 +255,8 @@ async def _demo(options: DemoOptions) -> DemoSummary:
               "reconciliation_exceptions": reconciliation.exceptions},
         settlement=settlement,
         reconciliation=reconciliation,
+        access=access,
+        access_scenario=scenario,
     )
 
 
@@ -257,6 +281,21 @@ def render(summary: DemoSummary) -> str:
         f"  latency                   p50 {s.p50_ms:.2f} ms   p99 {s.p99_ms:.2f} ms   "
         f"p99.9 {s.p999_ms:.2f} ms",
         f"  load generator CPU        {s.generator_cpu_pct:.0f} % of one core",
+        "",
+    ]
+    if s.access is not None:
+        a = s.access
+        lines += [
+            f"  doors                     {a.doors} doors: {a.decisions:,} access decisions, "
+            f"{a.opened:,} opened, {a.denied:,} denied "
+            f"({', '.join(f'{k} {v:,}' for k, v in a.denied_by_reason.items())})",
+            f"  access records journaled  {a.records_journaled:,} "
+            f"({'= decisions' if a.records_journaled == a.decisions else 'NOT = decisions'}); "
+            f"alarms raised {a.alarms_raised:,}, open {a.alarms_open:,} "
+            f"({', '.join(f'{k} {v}' for k, v in a.alarms_by_kind.items())})",
+        ]
+        lines += [f"      {line}" for line in s.access_scenario]
+    lines += [
         "",
         "  Conservation, computed from the database:",
         f"    checkpoint at lsn {c.checkpoint_lsn:,}; journal rows {c.journal_rows:,}",
@@ -284,4 +323,6 @@ def run_demo(options: DemoOptions) -> int:
         Path(options.json_path).write_bytes(msgspec.json.format(msgspec.json.encode(out)))
         print(f"  summary written to {options.json_path}")
     balanced = summary.settlement is None or summary.settlement.settlement_balanced
-    return 0 if summary.conserved and balanced else 1
+    access_ok = summary.access is None or (
+        summary.access.records_journaled == summary.access.decisions)
+    return 0 if summary.conserved and balanced and access_ok else 1

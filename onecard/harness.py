@@ -182,3 +182,16 @@ class AdminProcess(SwitchProcess):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+class AdmsProcess(SwitchProcess):
+    """`onecard adms` (the ZKTeco ADMS push edge) as a child process on a free port."""
+
+    def start(self, ready_deadline_seconds: float = 60.0) -> AdmsProcess:
+        self.extra_env = {"ONECARD_ADMS_PORT": "0", "ONECARD_ADMS_HOST": "127.0.0.1",
+                          **self.extra_env}
+        return self._start(["adms"], ready_deadline_seconds)  # type: ignore[return-value]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"

@@ -132,10 +132,19 @@ class CrossTenantChanged(msgspec.Struct, frozen=True):
     allowed: bool
 
 
+class AccessChanged(msgspec.Struct, frozen=True):
+    """An access rule of the tenant changed (doors, readers, areas, door groups, time zones,
+    holidays, grants, modes, interlocks, lockdowns, override holders: docs/access.md). Every
+    switch reloads the tenant's rules; `people` names persons whose PINs changed."""
+
+    tenant_id: _TenantId
+    people: Annotated[list[_Id32], Meta(max_length=1000)] = []
+
+
 ChangeEvent = (
     AccountOpened | AccountStatusChanged | CardBound | CardCancelled | TerminalUpserted
     | MerchantOpened | ClassConfigured | TenantConfigured | CrossTenantChanged
-    | AccountClassChanged | MerchantConfigured
+    | AccountClassChanged | MerchantConfigured | AccessChanged
 )
 
 # The closed set of kinds; the CHECK on change_outbox.kind lists the same names.
@@ -152,6 +161,8 @@ EVENT_TYPES: dict[str, type[ChangeEvent]] = {
     # Added by migrations/sql/0007_change_kinds.sql.
     "account_class_changed": AccountClassChanged,
     "merchant_configured": MerchantConfigured,
+    # Added by migrations/sql/0013_access.sql.
+    "access_changed": AccessChanged,
 }
 EVENT_KINDS = tuple(EVENT_TYPES)
 KIND_OF: dict[type[ChangeEvent], str] = {t: k for k, t in EVENT_TYPES.items()}

@@ -69,6 +69,37 @@ QR_LIFETIME_SECONDS_MAX: Final = 300
 QR_CLOCK_SKEW_SECONDS: Final = 10
 """Clock difference allowed between the issuer of a QR code and the switch, either way."""
 
+# Door access (docs/protocol.md, "Door access"; docs/access.md).
+READER_NO_MAX: Final = 16
+"""Readers of one door terminal (a controller with up to 16 readers: reader_no 1..16)."""
+CREDENTIAL_CHARS_MAX: Final = 128
+"""Longest `AccessRequest.credential` (a face or fingerprint template id, or a QR text)."""
+PIN_CHARS_MAX: Final = 12
+"""Longest PIN typed at a door (digits)."""
+FLOOR_NO_MAX: Final = 62
+"""Elevator floors are bits 0..62 of a floor mask (an int64 on the wire and in PostgreSQL)."""
+OPEN_MS_MAX: Final = 60_000
+"""Longest lock release a door is told."""
+
+# Offline access lists and upload (docs/protocol.md, "Offline operation").
+ACCESS_LIST_VERSION_MAX: Final = 2**53 - 1
+"""Largest access list version (the switch's, increasing; exact as a JSON number too)."""
+ACCESS_ENTRIES_PER_FRAME_MAX: Final = 256
+"""Entries (or removals) in one AccessListSnapshot part or AccessListDelta (an entry takes at
+most 34 bytes)."""
+ACCESS_LIST_PARTS_MAX: Final = 1024
+"""Parts of one snapshot: a door's list holds at most 262_144 credentials."""
+OFFLINE_RECORDS_PER_UPLOAD_MAX: Final = 256
+"""Records in one OfflineUpload (at most 40 bytes each)."""
+INTERVALS_MAX: Final = 32
+"""Intervals of one time zone in a snapshot."""
+TIME_ZONES_MAX: Final = 16
+"""Time zones in a snapshot (the ones its entries name)."""
+HOLIDAYS_MAX: Final = 366
+"""Holiday dates in a snapshot."""
+EPOCH_SECONDS_MAX: Final = 2**32 - 1
+"""Largest Unix time in seconds an access entry may carry (year 2106)."""
+
 # Relations.
 assert FRAME_LENGTH_MIN <= FRAME_LENGTH_MAX
 assert FRAME_LENGTH_MAX < 2**32, "the length prefix is a uint32"
@@ -87,3 +118,8 @@ assert NONCE_BYTES >= 16
 assert 0 < TXN_SEQ_WINDOW < TXN_SEQ_MAX
 assert 0 < QR_CLOCK_SKEW_SECONDS < QR_LIFETIME_SECONDS_MAX < 2**16
 assert QR_MAC_BYTES >= 8 and QR_NONCE_BYTES >= 8
+assert (ACCESS_ENTRIES_PER_FRAME_MAX * 34 + TIME_ZONES_MAX * (INTERVALS_MAX * 8 + 8)
+        + HOLIDAYS_MAX * 5 + 64 < FRAME_LENGTH_MAX - HEADER_BYTES - MAC_BYTES), \
+    "the largest snapshot part fits a frame"
+assert OFFLINE_RECORDS_PER_UPLOAD_MAX * 40 + 64 < FRAME_LENGTH_MAX - HEADER_BYTES - MAC_BYTES, \
+    "the largest upload fits a frame"

@@ -29,13 +29,23 @@ from redis.exceptions import RedisError
 
 from switch import _metrics as metrics
 from switch import limits
-from switch._change_events import ChangeEventError, apply_event, decode_event, parse_entry
+from switch._access import load_card_validity, load_people, load_tenant_rules
+from switch._change_events import (
+    AccessChanged,
+    AccountOpened,
+    CardBound,
+    ChangeEventError,
+    apply_event,
+    decode_event,
+    parse_entry,
+)
 from switch._errors import DATABASE_FAILURES
 from switch._outbox import fetch_after, raise_if_cancelled, redis_client
 from switch._settings import redacted_url
 
 if TYPE_CHECKING:
     from ledger_ext import Ledger
+    from switch._access import AccessEngine
     from switch._masterdata import MasterData
 
 _REDIS_FAILURES = (OSError, RedisError, TimeoutError)
@@ -58,6 +68,7 @@ class ChangeFeed:
         log: Any,
         retire_terminal: Callable[[int], None],
         poll_seconds: float = limits.CHANGEFEED_POLL_SECONDS,
+        access: AccessEngine | None = None,
     ) -> None:
         self.ledger = ledger
         self.master = master
@@ -72,6 +83,13 @@ class ChangeFeed:
         self._redis_up: bool | None = None
         self._stream_retry_at = 0.0
         metrics.changefeed_applied_id.set(applied)
+        # ACCESS: tenants whose access rules, and accounts / people / cards whose access data,
+        # changed: reloaded from PostgreSQL after each batch of events (switch/_access.py).
+        self._access = access
+        self._access_tenants: set[int] = set()
+        self._access_accounts: set[int] = set()
+        self._access_people: set[int] = set()
+        self._access_cards: set[int] = set()
 
     async def run(self) -> None:
         client = redis_client(self._redis_url)
@@ -146,6 +164,7 @@ class ChangeFeed:
                 self._stream_retry_at = time.monotonic() + limits.CHANGEFEED_REDIS_RETRY_SECONDS
                 return
         self._log_applied(first, "stream")
+        await self.reload_access()
 
     def _set_redis_up(self, up: bool, exc: BaseException | None = None) -> None:
         if up == self._redis_up:
@@ -179,6 +198,7 @@ class ChangeFeed:
             self.log.warning("changefeed.database_unavailable", error=str(exc) or
                              type(exc).__name__)
         self._log_applied(first, "database")
+        await self.reload_access()
 
     # -- applying --------------------------------------------------------------------------
 
@@ -197,9 +217,49 @@ class ChangeFeed:
             metrics.changefeed_events_total.labels(source).inc()
             if terminal_id:
                 self._retire_terminal(terminal_id)
+            if self._access is not None:  # ACCESS
+                if isinstance(event, AccessChanged):
+                    self._access_tenants.add(event.tenant_id)
+                    self._access_people.update(event.people)
+                elif isinstance(event, AccountOpened):
+                    self._access_accounts.add(event.account_id)
+                elif isinstance(event, CardBound):
+                    self._access_cards.add(event.card_no)
         self.applied = outbox_id
         metrics.changefeed_applied_id.set(outbox_id)
         metrics.changefeed_lag_seconds.observe(max(0.0, time.time() - created_us / 1e6))
+
+    async def reload_access(self) -> None:
+        """ACCESS: reload what the events applied since the last call changed, from
+        PostgreSQL, each tenant's rules whole (docs/access.md, "Keeping the switch current").
+        A failed read is retried after the next event or poll."""
+        engine = self._access
+        if engine is None or not (self._access_tenants or self._access_accounts
+                                  or self._access_people or self._access_cards):
+            return
+        tenants, accounts = self._access_tenants, self._access_accounts
+        people, cards = self._access_people, self._access_cards
+        try:
+            async with asyncio.timeout(limits.CHANGEFEED_QUERY_DEADLINE_SECONDS):
+                async with self._pool.acquire() as conn, conn.transaction(
+                        isolation="repeatable_read", readonly=True):
+                    rules = [await load_tenant_rules(conn, t) for t in sorted(tenants)]
+                    if accounts:
+                        await load_people(engine, conn, account_ids=accounts)
+                    if people:
+                        await load_people(engine, conn, person_ids=people)
+                    if cards:
+                        await load_card_validity(engine, conn, cards)
+        except DATABASE_FAILURES as exc:
+            self.log.warning("changefeed.access_reload_failed", error=str(exc) or
+                             type(exc).__name__)
+            return
+        for r in rules:
+            engine.install(r)
+        self._access_tenants, self._access_accounts = set(), set()
+        self._access_people, self._access_cards = set(), set()
+        self.log.info("access.reloaded", tenants=sorted(tenants), accounts=len(accounts),
+                      people=len(people), cards=len(cards))
 
     def _log_applied(self, first: int, source: str) -> None:
         if self.applied != first:

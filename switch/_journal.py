@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger_ext import JOURNAL_COLUMNS, JOURNAL_COPY_HEADER, JOURNAL_COPY_TRAILER
 from switch import limits
+from switch._access_journal import AccessBatch
 from switch._errors import JournalError
 
 if TYPE_CHECKING:
@@ -86,6 +87,26 @@ class Journal:
         # when PostgreSQL answered it: sampled requests split their commit wait with them.
         self.batch_sent_at = 0.0
         self.batch_acked_at = 0.0
+        # ACCESS (issue 12, docs/access.md): access rows and their answers, committed with
+        # the money rows of the same batch (switch/_access_journal.py).
+        self._access = AccessBatch()
+        self._access_replies: list[tuple[Answerable, Any]] = []
+        self.on_access_commit: Callable[[AccessBatch], None] | None = None
+
+    def submit_access(self, session: Answerable, answer: Any) -> None:
+        """ACCESS: answer `session` with `answer` after the next commit, which carries the
+        access rows added to `access_batch` before this call."""
+        self._access_replies.append((session, answer))
+        self._wakeup.set()
+
+    @property
+    def access_batch(self) -> AccessBatch:
+        """ACCESS: the access rows of the next commit."""
+        return self._access
+
+    def wake_access(self) -> None:
+        """ACCESS: commit the access rows added without an answer (a door's sign-on)."""
+        self._wakeup.set()
 
     # -- hot path -------------------------------------------------------------------------
 
@@ -107,7 +128,8 @@ class Journal:
 
     @property
     def congested(self) -> bool:
-        return len(self._rows) >= self._batch_max
+        # ACCESS: one reply per access row (repeats aside), and len() of a list is cheap here.
+        return len(self._rows) + len(self._access_replies) >= self._batch_max
 
     def pause_until_commit(self, session: Answerable) -> None:
         """Remember a session that stopped reading because the open batch is full."""
@@ -138,12 +160,17 @@ class Journal:
                 await asyncio.sleep(self._window_seconds)
             started = perf()
             rows, last_lsn, replies = self._take_batch()
+            # ACCESS: every access row submitted so far goes with this batch.
+            access, self._access = self._access, AccessBatch()
+            if self._access_replies:
+                replies = replies + self._access_replies
+                self._access_replies = []
             self._in_flight = True
             nbytes = 0
             sent = acked = started
-            if rows:
+            if rows or access:
                 data = b"".join((JOURNAL_COPY_HEADER, b"".join(rows), JOURNAL_COPY_TRAILER))
-                nbytes = len(data)
+                nbytes = len(data) if rows else 0
                 sent = self.batch_sent_at = perf()
                 try:
                     # One round trip: a COPY outside a transaction block is its own atomic
@@ -154,8 +181,17 @@ class Journal:
                     # so the commit itself only joins and sends bytes.
                     async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
                         # (a memoryview: asyncpg would take bytes for a file name)
-                        await copy("journal", source=memoryview(data), columns=columns,
-                                   format="binary")
+                        if not access:
+                            await copy("journal", source=memoryview(data), columns=columns,
+                                       format="binary")
+                        elif not rows and access.single_copy:  # ACCESS: decisions alone
+                            await access.write(conn)
+                        else:  # ACCESS: money and access rows in one transaction
+                            async with conn.transaction():
+                                if rows:
+                                    await copy("journal", source=memoryview(data),
+                                               columns=columns, format="binary")
+                                await access.write(conn)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -165,7 +201,8 @@ class Journal:
                         f"group commit of {len(rows)} rows failed: {type(exc).__name__}: {exc}"
                     ) from exc
                 acked = self.batch_acked_at = perf()
-                self.durable_lsn = last_lsn
+                if rows:
+                    self.durable_lsn = last_lsn
                 stats.batches += 1
                 stats.rows += len(rows)
                 stats.last_batch_rows = len(rows)
@@ -179,6 +216,8 @@ class Journal:
                                   seconds=round(commit_seconds, 4))
             self._release(replies)
             stats.last_release_seconds = perf() - acked
+            if access and self.on_access_commit is not None:  # ACCESS: alarms to the stream
+                self.on_access_commit(access)
             if self._on_commit is not None:
                 self._on_commit(replies, len(rows), commit_seconds)
             self._in_flight = False
@@ -214,7 +253,7 @@ class Journal:
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is committed and answered."""
-        while self._rows or self._replies or self._in_flight:
+        while self._rows or self._replies or self._access_replies or self._in_flight:
             if self._closed:
                 raise JournalError("journal closed while draining")
             await self._committed.wait()

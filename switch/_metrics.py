@@ -13,7 +13,8 @@ from switch import limits
 
 REQUEST_TYPES = {1: "purchase", 2: "reversal", 3: "inquiry", 4: "hold", 5: "capture",
                  6: "release", 7: "expiry", 8: "credit", 9: "debit",
-                 10: "transfer"}
+                 10: "transfer", -1: "access"}
+"""Outcome kinds; -1 is an access decision or door event (switch/_access.py ACCESS_ANSWER)."""
 CODE_NAMES = {int(code): code.name.lower() for code in ResponseCode}
 
 requests_total = Counter(

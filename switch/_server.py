@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -30,6 +32,8 @@ from migrations import MigrationError, check_schema
 from protocols import ocp
 from switch import _metrics as metrics
 from switch import _snapshot, limits
+from switch._access import AccessEngine, load_access
+from switch._access_journal import ALARMS_STREAM_PREFIX, AlarmPublisher
 from switch._answer import REFUSAL, Answer
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
@@ -45,6 +49,7 @@ from switch._errors import (
 from switch._journal import Journal
 from switch._logging import get_logger, log_loop_exception
 from switch._masterdata import MasterData, TerminalInfo
+from switch._offline import OfflineLists
 from switch._outbox import stream_key
 from switch._qr import QrGate
 from switch._recovery import recover
@@ -124,6 +129,7 @@ class Runtime:
     ledger: Ledger
     master: MasterData
     journal: Journal
+    access: AccessEngine
 
     def __init__(self, settings: SwitchSettings) -> None:
         self.settings = settings
@@ -143,6 +149,7 @@ class Runtime:
             limits.OLD_LOOKUP_QUEUE_MAX
         )
         self._stop_event = asyncio.Event()
+        self.offline = OfflineLists(lambda: self.access)  # OFFLINE (switch/_offline.py)
         self._closing_after_answers: set[TerminalSession] = set()
         self.rows_at_last_checkpoint = 0
         # Declines by response code since the last requests.declined line.
@@ -505,6 +512,7 @@ class Runtime:
                 slow_seconds=settings.commit_slow_seconds,
             )
             self.journal.durable_lsn = self.ledger.lsn
+            await self._load_access(journal_conn)  # ACCESS (docs/access.md)
             self.rows_at_last_checkpoint = 0
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
             try:
@@ -522,6 +530,7 @@ class Runtime:
                 tg.create_task(self.journal.run(), name="journal")
                 tg.create_task(self._checkpointer(pool), name="checkpointer")
                 tg.create_task(self._old_lookup_worker(pool), name="old-lookups")
+                tg.create_task(self.offline.run(pool), name="offline-lists")  # OFFLINE
                 tg.create_task(self._sweeper(), name="sweeper")
                 tg.create_task(self._loop_lag_probe(), name="loop-lag")
                 tg.create_task(self._wait_stop(server, pool), name="stop")
@@ -555,16 +564,34 @@ class Runtime:
         feed = ChangeFeed(
             self.ledger, self.master, pool, applied=applied, redis_url=settings.redis_url,
             key=key, mac_key=mac_key, log=self.log, retire_terminal=self.retire_terminal,
-            poll_seconds=settings.changefeed_poll_seconds,
+            poll_seconds=settings.changefeed_poll_seconds, access=self.access,
         )
         tasks: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("change-feed", feed.run)
         ]
+        # ACCESS: alarms raised and cleared, live on a stream the console follows.
+        publisher = AlarmPublisher(settings.redis_url, ALARMS_STREAM_PREFIX + database, self.log)
+        self.journal.on_access_commit = publisher.committed
+        tasks.append(("access-alarms", publisher.run))
         if settings.changefeed_relay:
             relay = OutboxRelay(settings.dsn, settings.redis_url, key, mac_key, self.log,
                                 poll_seconds=settings.changefeed_poll_seconds)
             tasks.append(("outbox-relay", relay.run))
         return tasks
+
+    async def _load_access(self, conn: asyncpg.Connection) -> None:
+        """ACCESS: the access rules, people and recent door answers, read after the recovery
+        snapshot (a change in between is in this read and comes again from the change feed:
+        reloading is idempotent)."""
+        pin_key = hmac.new(self.settings.master_secret_bytes, b"onecard access pins v1",
+                           hashlib.sha256).digest()
+        engine = AccessEngine(self.ledger, pin_key, self.qr)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await load_access(engine, conn)
+        self.access = engine
+        stats = engine.statistics()
+        self.log.info("access.loaded", tenants=stats.tenants, doors=stats.doors,
+                      readers=len(engine.readers), people=len(engine.people))
 
     async def _end_other_journal_backends(self, conn: asyncpg.Connection) -> None:
         """Another journal backend on this database (ours, before a failed commit, or that of

@@ -24,12 +24,15 @@ from ledger_ext import (
     TRANSFER,
     TXN_SEQ_TOO_OLD,
 )
+from protocols import limits as ocp_limits
 from protocols import ocp, qr
 from switch import (
     _codes,  # noqa: F401  (asserts ledger and wire codes agree)
     limits,
 )
 from switch import _metrics as metrics
+from switch._access import ACCESS_ANSWER, EVENT_RAISES, AccessAnswer
+from switch._access_journal import door_online
 from switch._answer import REFUSAL, Answer
 
 if TYPE_CHECKING:
@@ -49,6 +52,9 @@ _BalanceResult = ocp.BalanceResult
 _Credit = ocp.Credit
 _Debit = ocp.Debit
 _Transfer = ocp.Transfer
+_AccessRequest = ocp.AccessRequest
+_DoorEvent = ocp.DoorEvent
+_OFFLINE_REQUESTS = frozenset({ocp.AccessListRequest, ocp.OfflineUpload})  # switch/_offline.py
 _ADMIN_REQUESTS = frozenset({_Credit, _Debit, _Transfer})
 _ADMIN_RESULTS: dict[int, type[ocp.CreditResult | ocp.DebitResult | ocp.TransferResult]] = {
     CREDIT: ocp.CreditResult,
@@ -168,6 +174,8 @@ class TerminalSession(asyncio.Protocol):
         if self.terminal_id and rt.sessions.get(self.terminal_id) is self:
             del rt.sessions[self.terminal_id]
             self._kind_gauge.dec()
+            if _DoorEvent in self._permitted and not rt.stopping:  # ACCESS: door offline
+                door_online(rt.journal, self.terminal_id, False)
             self.log.info("ocp.session_closed", terminal_id=self.terminal_id, peer=self.peer)
 
     def pause_writing(self) -> None:
@@ -254,6 +262,17 @@ class TerminalSession(asyncio.Protocol):
                 o = self._admin_request(ev, now_s)
                 if o is None:  # refused before the ledger: nothing decided, nothing journaled
                     continue
+            elif t is _AccessRequest or t is _DoorEvent:  # ACCESS: answered after the commit
+                self._access_request(ev, t is _DoorEvent)
+                outstanding = self._outstanding
+                continue
+            elif t in _OFFLINE_REQUESTS:  # OFFLINE: served by a worker (switch/_offline.py)
+                if rt.offline.submit(self, ev):
+                    self._outstanding += 1
+                    outstanding = self._outstanding
+                else:
+                    self._refuse(_RC.BUSY, ev.txn_seq, "offline requests are queued full")
+                continue
             else:
                 self._control(ev)
                 if self.closed:
@@ -295,6 +314,9 @@ class TerminalSession(asyncio.Protocol):
         if self.closed:
             return
         kind = o.kind
+        if kind == ACCESS_ANSWER:  # ACCESS: AccessResult or DoorEventAck, built at decision
+            self._out.append(self._conn.send(o.message))
+            return
         code = o.code
         if self._timed:
             self._observe_answered(o.txn_seq, kind)
@@ -323,6 +345,17 @@ class TerminalSession(asyncio.Protocol):
         else:  # an outcome kind this connection cannot have asked for
             msg = ocp.Error(_RC.SYSTEM_ERROR, o.txn_seq, "unexpected outcome kind")
         self._out.append(self._conn.send(msg))
+
+    def send_offline(self, txn_seq: int, messages: list[ocp.Message]) -> None:
+        """OFFLINE: the worker's answer to an AccessListRequest or OfflineUpload: every part
+        of a snapshot (or delta), the last one as the request's answer."""
+        if not self.closed:
+            for msg in messages[:-1]:
+                self._out.append(self._conn.send(msg))
+        last = messages[-1]
+        self.answer_nowait(AccessAnswer(txn_seq, last, getattr(last, "code", 0)))
+        self.flush()
+        self.resume_if_drained()
 
     def _observe_answered(self, txn_seq: int, kind: int) -> None:
         times = self._timed.pop(txn_seq, None)
@@ -425,6 +458,61 @@ class TerminalSession(asyncio.Protocol):
         return decide(self.terminal_id, ev.txn_seq, ev.card_no, merchant_id, ev.wallet,
                       ev.amount_fen, now_s)
 
+    # -- door access (ACCESS: docs/access.md) -------------------------------------------------
+
+    def _access_request(self, ev: Any, is_event: bool) -> None:
+        """Decide an AccessRequest (or take a DoorEvent) from the access rules in memory, add
+        its rows to the next group commit and answer after it (docs/protocol.md 4.5)."""
+        rt = self._rt
+        engine = rt.access
+        journal = rt.journal
+        tid = self.terminal_id
+        seq = ev.txn_seq
+        prior = engine.repeat_of(tid, seq)
+        if prior is not None:  # a repeat: its original answer, once that is durable
+            self._outstanding += 1
+            journal.submit_access(self, AccessAnswer(seq, prior, prior.code, repeat=True))
+            return
+        if seq <= engine.last_txn_seq.get(tid, 0) - ocp_limits.TXN_SEQ_WINDOW:
+            self._refuse(_RC.TXN_SEQ_TOO_OLD, seq, "txn_seq is too old and not in the journal")
+            return
+        reader = engine.readers.get((tid, ev.reader_no))
+        if reader is None:
+            self._refuse(_RC.UNKNOWN_READER, seq,
+                         f"terminal {tid} has no reader {ev.reader_no}")
+            return
+        now_ms = int(time.time() * 1000)
+        batch = journal.access_batch
+        door = reader.door
+        answer: Any
+        if is_event:
+            engine.door_event(door, ev.event, now_ms)
+            batch.events.append((tid, seq, door.tenant_id, door.door_id, ev.event,
+                                 ev.terminal_time_ms or now_ms))
+            alarm = EVENT_RAISES.get(ev.event)
+            if alarm is not None:
+                batch.alarms.append((door.tenant_id, alarm, door.door_id, door.area_id or None,
+                                     None, None, tid, 0, seq, ""))
+            answer = ocp.DoorEventAck(seq, 0)
+            code = 0
+        else:
+            d = engine.decide(reader, ev, now_ms)
+            direction = reader.direction if reader.direction < 2 else ev.pass_direction
+            kind = ev.credential_kind
+            batch.decisions.append((
+                tid, seq, door.tenant_id, door.door_id, door.area_id, ev.reader_no, direction,
+                kind, ev.card_no if kind == 1 else 0, ev.credential if kind in (2, 3) else "",
+                d.account_id, d.code, d.open_ms, d.floors, d.duress, d.grant_id, now_ms))
+            if d.alarm:
+                batch.alarms.append((door.tenant_id, d.alarm, door.door_id,
+                                     door.area_id or None, d.account_id or None,
+                                     ev.card_no or None, tid, 0, seq, ""))
+            code = d.code
+            answer = ocp.AccessResult(seq, code, d.open_ms, d.floors)
+        engine.remember(tid, seq, answer)
+        self._outstanding += 1
+        journal.submit_access(self, AccessAnswer(seq, answer, code))
+
     # -- phone QR codes ----------------------------------------------------------------------
 
     def _qr_purchase(self, ev: Any, now_s: int) -> Any:
@@ -524,11 +612,14 @@ class TerminalSession(asyncio.Protocol):
             old._kind_gauge.dec()
             old.end(_RC.SESSION_REPLACED, "terminal signed on again on another connection")
         rt.sessions[info.terminal_id] = self
+        if info.kind == ocp.TerminalKind.DOOR:  # ACCESS: its doors are online
+            door_online(rt.journal, info.terminal_id, True)
         self._kind_gauge = metrics.terminals_connected.labels(
             metrics.TERMINAL_KINDS.get(info.kind, "other")
         )
         self._kind_gauge.inc()
-        last = rt.ledger.last_txn_seq(info.terminal_id)
+        last = max(rt.ledger.last_txn_seq(info.terminal_id),
+                   rt.access.last_txn_seq.get(info.terminal_id, 0))  # ACCESS
         self._out.append(
             self._conn.send(
                 ocp.SignOnResult(

@@ -13,6 +13,7 @@ clear message until the switch speaks to them. The bank host simulator comes wit
 Everything public is re-exported here; the modules starting with `_` are private.
 """
 
+from terminals_sim._door_offline import OfflineDoor
 from terminals_sim._errors import ScenarioError, SimError, UnsupportedTerminalKind
 from terminals_sim._run import Simulation
 from terminals_sim._scenario import (
@@ -57,6 +58,7 @@ __all__ = [
     "LatencySummary",
     "MealWindow",
     "Merchant",
+    "OfflineDoor",
     "Phase",
     "PhaseSummary",
     "Population",

@@ -9,6 +9,7 @@ import pytest
 from migrations import apply_migrations
 from onecard.demo import configured_redis_url
 from onecard.privateredis import remove_keys
+from switch._access_journal import ALARMS_STREAM_PREFIX
 from switch._outbox import STREAM_KEY_PREFIX
 from tests.pg import TestServer
 from tests.switch_site import Site
@@ -29,7 +30,8 @@ def pg_server() -> Iterator[TestServer]:
 def remove_streams(databases: list[str]) -> None:
     """Delete the change-feed streams the switches of this run made in the system Redis: one
     per test database (`onecard:changes:<database>`, names unique to the run)."""
-    remove_keys(configured_redis_url(), [STREAM_KEY_PREFIX + name for name in databases])
+    remove_keys(configured_redis_url(), [STREAM_KEY_PREFIX + name for name in databases]
+                + [ALARMS_STREAM_PREFIX + name for name in databases])
 
 
 @pytest.fixture(scope="session")

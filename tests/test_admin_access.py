@@ -8,6 +8,7 @@ the canaries (the person's name, the card's number, the node's name).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,8 @@ CANARY_NAME = "Canary Zhang"
 CANARY_NODE = "Canary Department"
 CANARY_MERCHANT = "Canary Canteen"
 CANARY_TERMINAL = "Canary POS"
+CANARY_DOOR = "Canary Door"
+CANARY_VISITOR = "Canary Visitor"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,7 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
                        {"kind": "pos", "name": CANARY_TERMINAL})["terminal"]
     east_person = root.ok("POST", "/people", {"node_id": east, "name": "East Person",
                                               "class_id": 2})
+    access = _access_objects(site, root, campus, merchant["id"], person["id"])
     key = root.ok("POST", "/api-keys", {"node_id": campus, "name": "Campus HR",
                                         "scopes": list(SCOPES)})
     # A reconciliation exception of tenant 1 (a bank line nobody here knows).
@@ -83,11 +87,49 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
         yield {"key": key["api_key"], "key_secret": key["key"],
                "site": site, "callers": callers, "person": person, "card_no": card_no,
                "node": dept, "user": target_user, "merchant": merchant, "terminal": terminal,
-               "document": document, "exception_id": exception_id,
+               "document": document, "exception_id": exception_id, "access": access,
                "canaries": [CANARY_NAME, CANARY_NODE, str(card_no), CANARY_MERCHANT,
-                            CANARY_TERMINAL]}
+                            CANARY_TERMINAL, CANARY_DOOR, CANARY_VISITOR]}
     finally:
         site.close()
+
+
+def _access_objects(site: AdminSite, root: Api, campus: int, merchant_id: int,
+                    person_id: int) -> dict[str, Any]:
+    """Tenant 1's access objects, at its own node (the canary department's count of changes
+    stays the set-up's five): one of each kind a route names."""
+    area = root.ok("POST", "/access/areas", {"node_id": campus, "name": "Canary Hall"})
+    door = root.ok("POST", "/access/doors", {"node_id": campus, "name": CANARY_DOOR,
+                                             "area_id": area["id"]})
+    door2 = root.ok("POST", "/access/doors", {"node_id": campus, "name": "Canary back door"})
+    door_terminal = root.ok("POST", f"/merchants/{merchant_id}/terminals",
+                            {"kind": "door", "name": "Canary door controller"})["terminal"]
+    root.ok("POST", "/access/readers", {"terminal_id": door_terminal["id"], "reader_no": 1,
+                                        "door_id": door["id"]})
+    group = root.ok("POST", "/access/door-groups", {"node_id": campus, "name": "Canary group",
+                                                    "door_ids": [door["id"]]})
+    calendar = root.ok("POST", "/access/holiday-calendars", {"node_id": campus,
+                                                              "name": "Canary holidays"})
+    tz = root.ok("POST", "/access/time-zones", {
+        "node_id": campus, "name": "Canary hours", "holiday_calendar_id": calendar["id"],
+        "intervals": [{"day": 0, "start_minute": 480, "end_minute": 1080}]})
+    grant = root.ok("POST", "/access/grants", {"door_group_id": group["id"],
+                                               "person_id": person_id})
+    lockdown = root.ok("POST", "/access/lockdowns", {"node_id": campus, "area_id": area["id"],
+                                                     "reason": "canary drill"})
+    host = root.ok("POST", "/people", {"node_id": campus, "name": "Canary Host", "class_id": 2})
+    visitor = root.ok("POST", "/visitors", {
+        "host_person_id": host["id"], "name": CANARY_VISITOR, "door_ids": [door["id"]],
+        "valid_until": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=4)).isoformat()})
+    route = root.ok("POST", "/patrol/routes", {"node_id": campus, "name": "Canary round",
+                                               "checkpoints": [{"door_id": door["id"],
+                                                                "offset_s": 0}]})
+    alarm_id = site.fetch("INSERT INTO access_alarms (tenant_id, kind, door_id, detail)"
+                          " VALUES (1, 'forced_open', $1, 'canary') RETURNING id",
+                          door["id"])[0]["id"]
+    return {"area": area, "door": door, "door2": door2, "group": group, "calendar": calendar,
+            "tz": tz, "grant": grant, "lockdown": lockdown, "visitor": visitor, "route": route,
+            "alarm_id": alarm_id, "door_terminal": door_terminal, "host": host}
 
 
 def _routes(site: AdminSite) -> list[tuple[str, str, dict[str, Any]]]:
@@ -115,6 +157,12 @@ def _fill(path: str, w: dict[str, Any]) -> str:
               "tenant_id": 1, "doc_id": w["document"]["id"], "day": "2026-01-01",
               "business_date": "2020-01-01", "exception_id": w["exception_id"]}
     values["key_id"] = w["key"]["id"]  # tenant 1's API key
+    a = w["access"]
+    values.update(area_id=a["area"]["id"], door_id=a["door"]["id"], group_id=a["group"]["id"],
+                  time_zone_id=a["tz"]["id"], calendar_id=a["calendar"]["id"],
+                  grant_id=a["grant"]["id"], lockdown_id=a["lockdown"]["id"],
+                  alarm_id=a["alarm_id"], visitor_id=a["visitor"]["id"],
+                  route_id=a["route"]["id"])
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
 
@@ -133,6 +181,21 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
                                                         "amount_fen": 100}],
                   amount_fen=100, from_wallet="main", comment="", levels=1, cutover="22:00",
                   action="write_off")
+    a = w["access"]
+    door_id = a["door"]["id"]
+    values.update(door_ids=[door_id, a["door2"]["id"]], door_id=door_id, area_id=a["area"]["id"],
+                  door_group_id=a["group"]["id"], terminal_id=a["door_terminal"]["id"],
+                  reader_no=2, floors=[], intervals=[], holidays=[], note="x",
+                  person_id=w["person"]["id"], host_person_id=w["person"]["id"],
+                  guard_person_id=w["person"]["id"], serial_no="WALK0001", pin="4321",
+                  checkpoints=[{"door_id": door_id, "offset_s": 0}])
+    if "host_person_id" in op["fields"]:  # a visitor pass: a time, not a card's date
+        values["valid_until"] = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    if "door_group_id" in op["fields"]:  # a grant: floors is a mask, and one subject
+        values.pop("floors")
+        values.pop("class_id")
+    if "mode_time_zone_id" in op["fields"]:  # a door's, or its mode
+        values.update(kind="door", mode="normal")
     if "template_id" in op["fields"]:
         values["kind"] = "face"
     if "settlement_cycle" in op["fields"]:
@@ -194,6 +257,19 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     assert site.fetch("SELECT document_id FROM reconciliation_exceptions WHERE id = $1",
                       walk_site["exception_id"])[0]["document_id"] is None
     assert site.fetch("SELECT count(*) AS n FROM bank_files")[0]["n"] == 1
+    # Nor any access object of tenant 1.
+    a = walk_site["access"]
+    assert root.ok("GET", f"/access/doors/{a['door']['id']}") == a["door"]
+    assert root.ok("GET", f"/visitors/{a['visitor']['id']}")["status"] == "active"
+    assert [g["id"] for g in root.ok("GET", f"/access/grants?person_id={walk_site['person']['id']}")
+            ] == [a["grant"]["id"]]
+    [lockdown] = [x for x in root.ok("GET", "/access/lockdowns") if x["id"] == a["lockdown"]["id"]]
+    assert lockdown["ended_at"] is None
+    alarm = site.fetch("SELECT state, note FROM access_alarms WHERE id = $1", a["alarm_id"])[0]
+    assert (alarm["state"], alarm["note"]) == ("open", "")
+    assert root.ok("GET", f"/patrol/routes/{a['route']['id']}") == a["route"]
+    assert not site.fetch("SELECT 1 FROM adms_devices WHERE serial_no = 'WALK0001'"
+                          " AND tenant_id = 1")
     # Nobody foreign opened, changed, registered or re-keyed anything of a merchant's.
     assert site.fetch(merchant_audit)[0]["n"] == merchants_before
     outbox_after = site.fetch("SELECT count(*) AS n FROM change_outbox")[0]["n"]

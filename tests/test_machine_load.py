@@ -152,7 +152,8 @@ def _result(**changes: object) -> bench.BenchResult:
                  "machine_load", "busy_machine", "loop_lag_ms", "fsync_probe",
                  "open_loop_where"):
         figures[name] = {}
-    figures.update(saturation_timeline=[], open_loop_timeline=[], fsync="on",
+    figures.update(saturation_timeline=[], open_loop_timeline=[], door_open_loop_timeline=[],
+                   fsync="on",
                    synchronous_commit="on", postgres="PostgreSQL 15")
     figures.update(durable_tps=3300.0, switch_cpu_pct=14.0, conventional_tps=4000.0, ratio=0.83)
     figures.update(changes)

@@ -499,7 +499,7 @@ def test_closing_error_from_peer_closes() -> None:
     assert pair.s2t(ocp.Error(RC.SHUTTING_DOWN)) == [ocp.Error(RC.SHUTTING_DOWN), ocp.CLOSED]
     assert pair.switch.state is S.CLOSED and pair.terminal.state is S.CLOSED
     pair = signed_on_pair()
-    unknown_code = ocp.Error(77)
+    unknown_code = ocp.Error(next(c for c in range(1, 256) if c not in set(RC)))
     assert pair.t2s(unknown_code) == [unknown_code, ocp.CLOSED]
     assert pair.switch.state is S.CLOSED, "unknown codes are treated as closing"
 

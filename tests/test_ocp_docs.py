@@ -96,6 +96,8 @@ def test_all_is_pinned() -> None:
             "CLOSED", "CODE_INFO", "FLAG_MAC", "MESSAGE_TYPES", "NEED_DATA",
             "PURCHASE_CHECK_PRECEDENCE", "RESERVED_TAG_RANGES", "SESSION_MESSAGE_TYPES",
             "TERMINAL_KIND_MESSAGES", "TRANSITIONS", "VERSION",
+            "AccessRequest", "AccessResult", "CredentialKindCode", "DoorEvent", "DoorEventAck",
+            "DoorEventCode",
             "BadMac", "BalanceInquiry", "BalanceResult", "CodeInfo", "CodeKind", "Connection",
             "Credit", "CreditResult", "Debit", "DebitResult", "Direction", "Error",
             "FrameTooLarge", "Heartbeat", "HeartbeatAck", "InvalidField",
@@ -108,6 +110,10 @@ def test_all_is_pinned() -> None:
             "UnexpectedMessage", "UnknownMessage", "UnsupportedVersion", "Way", "decode_frame",
             "derive_session_keys", "derive_terminal_key", "encode_frame", "hkdf_expand",
             "hkdf_extract",
+            # Offline access lists and upload (tags 96-111).
+            "AccessEntry", "AccessListDelta", "AccessListRequest", "AccessListSnapshot",
+            "OFFLINE_ACCESS_MESSAGE_TYPES", "OfflineRecord", "OfflineTimeZone", "OfflineUpload",
+            "OfflineUploadResult", "TimeZoneInterval",
         ]
     )
     for name in ocp.__all__:
@@ -132,6 +138,12 @@ def test_response_code_numbers_are_pinned() -> None:
         "UNEXPECTED_MESSAGE": 91, "NOT_PERMITTED": 92, "QR_INVALID": 93, "QR_EXPIRED": 94,
         "QR_USED": 95, "SYSTEM_ERROR": 96, "BUSY": 97,
         "SHUTTING_DOWN": 98, "SESSION_REPLACED": 99, "IDLE_TIMEOUT": 100,
+        # Access deny reasons (docs/access.md) and the unknown reader.
+        "CARD_EXPIRED": 66, "NO_PERMISSION": 67, "OUTSIDE_TIME_ZONE": 68, "HOLIDAY": 69,
+        "DOOR_LOCKED": 70, "LOCKDOWN": 71, "APB_VIOLATION": 72, "INTERLOCK": 73,
+        "PIN_REQUIRED": 74, "PIN_WRONG": 75, "MULTI_CARD_PENDING": 76,
+        "FLOOR_NOT_PERMITTED": 77, "UNKNOWN_READER": 101,
+        "SNAPSHOT_STALE": 110,
     }
 
 

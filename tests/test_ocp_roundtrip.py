@@ -24,7 +24,17 @@ def _field_strategy(t: mi.Type) -> st.SearchStrategy:
     if isinstance(t, mi.BytesType):
         return st.binary(min_size=t.min_length or 0, max_size=t.max_length or 64)
     if isinstance(t, mi.StrType):
+        if t.pattern == "^[0-9]*$":  # a PIN
+            return st.text(alphabet="0123456789", max_size=t.max_length or 64)
+        assert t.pattern is None, t
         return st.text(min_size=t.min_length or 0, max_size=t.max_length or 64)
+    if isinstance(t, mi.BoolType):
+        return st.booleans()
+    if isinstance(t, mi.ListType):  # offline lists: short ones (the limits are frame tests')
+        return st.lists(_field_strategy(t.item_type), min_size=t.min_length or 0,
+                        max_size=min(t.max_length or 3, 3))
+    if isinstance(t, mi.StructType):
+        return st.builds(t.cls, *[_field_strategy(f.type) for f in t.fields])
     raise AssertionError(f"no strategy for {t}")
 
 
@@ -44,9 +54,12 @@ def _by_direction(direction: ocp.Direction) -> list[type[ocp.Message]]:
 
 
 T2S_SESSION = [ocp.Purchase, ocp.Reversal, ocp.BalanceInquiry, ocp.QrPurchase, ocp.Heartbeat,
-               ocp.Credit, ocp.Debit, ocp.Transfer]
+               ocp.Credit, ocp.Debit, ocp.Transfer, ocp.AccessRequest, ocp.DoorEvent,
+               ocp.AccessListRequest, ocp.OfflineUpload]
 S2T_SESSION = [ocp.PurchaseResult, ocp.ReversalResult, ocp.BalanceResult, ocp.HeartbeatAck,
-               ocp.CreditResult, ocp.DebitResult, ocp.TransferResult]
+               ocp.CreditResult, ocp.DebitResult, ocp.TransferResult, ocp.AccessResult,
+               ocp.DoorEventAck, ocp.AccessListSnapshot, ocp.AccessListDelta,
+               ocp.OfflineUploadResult]
 NON_CLOSING_CODES = [c for c, i in ocp.CODE_INFO.items() if not i.closes_connection and c >= 80]
 
 any_request = st.one_of(*[message_strategy(c) for c in T2S_SESSION])

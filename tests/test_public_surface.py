@@ -47,7 +47,8 @@ SURFACE = {
     ],
     "terminals_sim": [
         "CARD_STATES", "SIM_CPU_LIMIT_PCT", "SUPPORTED_KINDS", "Amount", "Faults", "FenRange",
-        "IdentityClass", "LatencySummary", "MealWindow", "Merchant", "Phase", "PhaseSummary",
+        "IdentityClass", "LatencySummary", "MealWindow", "Merchant", "OfflineDoor", "Phase",
+        "PhaseSummary",
         "Population", "PosBehaviour", "RunSettings", "Scenario", "ScenarioError", "SimError",
         "Simulation", "Site", "SiteTerminal", "Statistics", "Summary", "TerminalGroup",
         "UnsupportedTerminalKind", "Visit", "check_supported", "decode_scenario",
@@ -62,8 +63,8 @@ SURFACE = {
     ],
 }
 
-COMMANDS = ["admin", "admin-init", "bench", "demo", "migrate", "openapi", "reconcile", "settle",
-            "sim", "status", "switch"]
+COMMANDS = ["admin", "admin-init", "adms", "bench", "demo", "migrate", "openapi", "reconcile",
+            "settle", "sim", "status", "switch"]
 
 
 @pytest.mark.parametrize("package", sorted(SURFACE))

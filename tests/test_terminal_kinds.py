@@ -34,6 +34,10 @@ DETAIL = {
     ocp.Credit: "Credit is accepted from admin terminals (kind 6) only",
     ocp.Debit: "Debit is accepted from admin terminals (kind 6) only",
     ocp.Transfer: "Transfer is accepted from admin terminals (kind 6) only",
+    ocp.AccessRequest: "AccessRequest is accepted from door terminals (kind 3) only",
+    ocp.DoorEvent: "DoorEvent is accepted from door terminals (kind 3) only",
+    ocp.AccessListRequest: "AccessListRequest is accepted from door terminals (kind 3) only",
+    ocp.OfflineUpload: "OfflineUpload is accepted from door terminals (kind 3) only",
 }
 
 
@@ -61,6 +65,10 @@ def _request(cls: type[ocp.Message], txn_seq: int, card_no: int) -> ocp.Message:
         ocp.Credit: (txn_seq, card_no, 0, 100, CASH_DESK_MERCHANT),
         ocp.Debit: (txn_seq, card_no, 0, 100, CASH_DESK_MERCHANT),
         ocp.Transfer: (txn_seq, card_no, 0, 100),
+        ocp.AccessRequest: (txn_seq, 1, 0, 1, card_no),
+        ocp.DoorEvent: (txn_seq, 1, int(ocp.DoorEventCode.CLOSED)),
+        ocp.AccessListRequest: (txn_seq, 0),
+        ocp.OfflineUpload: (txn_seq, 1, [ocp.OfflineRecord(1, 1, 1, 0, card_no, 0)]),
     }[cls]
     return cls(*fields)
 

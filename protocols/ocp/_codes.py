@@ -36,6 +36,19 @@ class ResponseCode(enum.IntEnum):
     MEAL_AMOUNT_LIMIT_EXCEEDED = 63
     MEAL_COUNT_LIMIT_EXCEEDED = 64
     BALANCE_LIMIT_EXCEEDED = 65
+    # Access deny reasons (AccessResult.code; docs/access.md, "The decision, step by step").
+    CARD_EXPIRED = 66
+    NO_PERMISSION = 67
+    OUTSIDE_TIME_ZONE = 68
+    HOLIDAY = 69
+    DOOR_LOCKED = 70
+    LOCKDOWN = 71
+    APB_VIOLATION = 72
+    INTERLOCK = 73
+    PIN_REQUIRED = 74
+    PIN_WRONG = 75
+    MULTI_CARD_PENDING = 76
+    FLOOR_NOT_PERMITTED = 77
     # Protocol and system errors: sent in an Error message, never journaled.
     TXN_SEQ_TOO_OLD = 80
     INVALID_FIELD = 81
@@ -58,6 +71,9 @@ class ResponseCode(enum.IntEnum):
     SHUTTING_DOWN = 98
     SESSION_REPLACED = 99
     IDLE_TIMEOUT = 100
+    UNKNOWN_READER = 101
+    # Offline access lists (docs/protocol.md 4.6).
+    SNAPSHOT_STALE = 110
 
 
 class CodeKind(enum.StrEnum):
@@ -157,6 +173,43 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     _R.MEAL_AMOUNT_LIMIT_EXCEEDED: _decline("The card's per-meal amount limit would be exceeded."),
     _R.MEAL_COUNT_LIMIT_EXCEEDED: _decline("The card's per-meal purchase count is used up."),
     _R.BALANCE_LIMIT_EXCEEDED: _decline("A credit would take the balance above its maximum."),
+    _R.CARD_EXPIRED: _decline(
+        "Access: the card is past its valid_until date. Raises an illegal_card alarm (as do "
+        "CARD_LOST, CARD_CANCELLED, ACCOUNT_FROZEN and ACCOUNT_CLOSED at a door)."
+    ),
+    _R.NO_PERMISSION: _decline(
+        "Access: no grant lets this person through this door now, or the most specific level "
+        "of grants that applies holds a deny (docs/access.md)."
+    ),
+    _R.OUTSIDE_TIME_ZONE: _decline(
+        "Access: a grant would let the person through, but not at this time of the week."
+    ),
+    _R.HOLIDAY: _decline(
+        "Access: a grant would let the person through on a working day; today is a holiday of "
+        "its calendar."
+    ),
+    _R.DOOR_LOCKED: _decline("Access: the door is in locked (forbidden) mode."),
+    _R.LOCKDOWN: _decline(
+        "Access: an emergency lockdown covers the door; only override pass holders pass."
+    ),
+    _R.APB_VIOLATION: _decline(
+        "Access: anti-passback of the door's area: entering again without having left (hard), "
+        "or within the area's time (timed). Raises an apb_violation alarm."
+    ),
+    _R.INTERLOCK: _decline("Access: another door of the door's interlock is open."),
+    _R.PIN_REQUIRED: _decline(
+        "Access: the door is in security mode and the request carries no PIN.",
+        "Ask for the PIN and send a new AccessRequest (new txn_seq) with it.",
+    ),
+    _R.PIN_WRONG: _decline("Access: the PIN is not the person's."),
+    _R.MULTI_CARD_PENDING: _decline(
+        "Access: a multi-card door counted this person; it opens when enough different "
+        "permitted people have shown a credential within the door's window.",
+        "Show 'waiting for the next card'; the next person's request may open the door.",
+    ),
+    _R.FLOOR_NOT_PERMITTED: _decline(
+        "Access: the elevator floor asked for is not among the person's permitted floors."
+    ),
     _R.TXN_SEQ_TOO_OLD: _protocol(
         "The txn_seq is TXN_SEQ_WINDOW (256) or more below the highest txn_seq seen from this "
         "terminal and is not in the journal; the switch cannot tell whether it is a repeat.",
@@ -274,6 +327,22 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         "Sign on again and resend unanswered requests with the same txn_seq; send a Heartbeat "
         "whenever nothing else was sent for heartbeat_interval_s.",
         closes=True, sender="switch",
+    ),
+    _R.UNKNOWN_READER: _protocol(
+        "AccessRequest or DoorEvent: the terminal has no reader with this reader_no (it is not "
+        "registered for a door). Not decided, not journaled, txn_seq not used up.",
+        "Register the reader (admin API), or fix the terminal's configuration. The connection "
+        "stays open.",
+        closes=False, sender="switch",
+    ),
+    _R.SNAPSHOT_STALE: _protocol(
+        "AccessListRequest: have_version is not a version the switch can send deltas from "
+        "(older than the oldest it keeps for this door, or newer than its current one, e.g. "
+        "from before a restart of the switch); OfflineUpload: snapshot_version is newer than "
+        "any version the switch issued. Nothing is sent, journaled or changed.",
+        "Ask for the whole list (AccessListRequest with have_version 0); an upload is not "
+        "retried with that version. The connection stays open.",
+        closes=False, sender="switch",
     ),
 }
 

@@ -58,6 +58,18 @@ HeartbeatSeconds = Annotated[int, Meta(ge=1, le=limits.HEARTBEAT_INTERVAL_SECOND
 Firmware = Annotated[str, Meta(max_length=limits.FIRMWARE_CHARS_MAX)]
 Detail = Annotated[str, Meta(max_length=limits.DETAIL_CHARS_MAX)]
 QrText = Annotated[str, Meta(min_length=1, max_length=limits.QR_CHARS_MAX)]
+ReaderNo = Annotated[int, Meta(ge=1, le=limits.READER_NO_MAX)]
+PassDirection = Annotated[int, Meta(ge=0, le=1)]
+"""0 in, 1 out."""
+CredentialKind = Annotated[int, Meta(ge=1, le=4)]
+"""1 card, 2 face template id, 3 fingerprint template id, 4 QR code."""
+CardNoOrZero = Annotated[int, Meta(ge=0, le=limits.CARD_NO_MAX)]
+CredentialText = Annotated[str, Meta(max_length=limits.CREDENTIAL_CHARS_MAX)]
+Pin = Annotated[str, Meta(max_length=limits.PIN_CHARS_MAX, pattern="^[0-9]*$")]
+FloorAsked = Annotated[int, Meta(ge=-1, le=limits.FLOOR_NO_MAX)]
+FloorMask = Annotated[int, Meta(ge=0, le=2**(limits.FLOOR_NO_MAX + 1) - 1)]
+OpenMs = Annotated[int, Meta(ge=0, le=limits.OPEN_MS_MAX)]
+DoorEventKind = Annotated[int, Meta(ge=1, le=9)]
 
 
 class Message(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -190,6 +202,82 @@ class QrPurchase(Message, tag=22, frozen=True):
     terminal_time_ms: TimeMs = 0
 
 
+# --- Door access (tags 32-47) ----------------------------------------------------------------
+# Sent by door terminals (kind 3) only (TERMINAL_KIND_MESSAGES). Decided in the switch from its
+# access rules, journaled in the group commit like purchases, answered after the commit
+# (section 4.5; docs/access.md).
+
+
+class CredentialKindCode(enum.IntEnum):
+    CARD = 1
+    FACE = 2
+    FINGERPRINT = 3
+    QR = 4
+
+
+class DoorEventCode(enum.IntEnum):
+    OPENED = 1
+    CLOSED = 2
+    HELD_OPEN = 3
+    FORCED_OPEN = 4
+    TAMPER = 5
+    DURESS = 6
+    LOCK_FAULT = 7
+    TAMPER_CLEARED = 8
+    LOCK_OK = 9
+
+
+class AccessRequest(Message, tag=32, frozen=True):
+    """May this credential pass this reader's door? credential_kind 1 card (card_no), 2 face or
+    3 fingerprint (credential: the template id), 4 QR code (credential: the scanned text).
+    direction 0 in, 1 out (used where the reader is registered for both). pin: what was typed
+    ("" none); duress: the terminal's duress flag. floor: the elevator floor asked (-1: none,
+    answer with every permitted floor). Answered with AccessResult."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    reader_no: ReaderNo
+    pass_direction: PassDirection
+    credential_kind: CredentialKind
+    card_no: CardNoOrZero = 0
+    credential: CredentialText = ""
+    pin: Pin = ""
+    duress: bool = False
+    floor: FloorAsked = -1
+    terminal_time_ms: TimeMs = 0
+
+
+class AccessResult(Message, tag=33, frozen=True):
+    """code 0: open the door for open_ms (an elevator: enable the floors of floor_mask, bit n =
+    floor n). Any other code: stay shut; the code is the deny reason (section 9)."""
+
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    open_ms: OpenMs = 0
+    floor_mask: FloorMask = 0
+
+
+class DoorEvent(Message, tag=34, frozen=True):
+    """What the door of reader reader_no did (DoorEventCode): opened, closed, held open too
+    long, forced open, tamper, duress, lock fault, tamper cleared, lock ok. Journaled; may raise
+    or clear an alarm. Answered with DoorEventAck."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    reader_no: ReaderNo
+    event: DoorEventKind
+    terminal_time_ms: TimeMs = 0
+
+
+class DoorEventAck(Message, tag=35, frozen=True):
+    """code 0: the event is journaled; the terminal may forget it."""
+
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+
+
 # --- Privileged (admin) terminal (tags 128-143) -------------------------------------------
 # Accepted only from a terminal registered with kind ADMIN (6) (TERMINAL_KIND_MESSAGES); any
 # other terminal is refused NOT_PERMITTED. The switch decides, journals and answers them like
@@ -258,6 +346,124 @@ class TransferResult(_AdminResult, tag=133, frozen=True):
     pass
 
 
+# --- Offline access lists and offline upload (tags 96-111) -----------------------------------
+# A door terminal keeps the list of credentials that may pass it, with the rules it needs to
+# decide alone, as a versioned snapshot plus deltas (docs/protocol.md 4.5). Offline it decides
+# from that list, numbers each decision with its own record counter and uploads them when it
+# is back; the switch journals each record once.
+
+AccessListVersion = Annotated[int, Meta(ge=0, le=limits.ACCESS_LIST_VERSION_MAX)]
+TimeZoneId = Annotated[int, Meta(ge=0, le=limits.TERMINAL_ID_MAX)]
+EpochSeconds = Annotated[int, Meta(ge=0, le=limits.EPOCH_SECONDS_MAX)]
+RecordNo = Annotated[int, Meta(ge=1, le=limits.TXN_SEQ_MAX)]
+
+
+class AccessEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One credential that may pass the door: within time zone `time_zone_id` (0: at any
+    time), between valid_from_s and valid_until_s (Unix seconds, 0: unbounded), to the floors
+    of the mask `floors` (elevators; 0: every floor)."""
+
+    card_no: CardNo
+    time_zone_id: TimeZoneId = 0
+    valid_from_s: EpochSeconds = 0
+    valid_until_s: EpochSeconds = 0
+    floors: Annotated[int, Meta(ge=0, le=limits.CARD_NO_MAX)] = 0
+
+
+class TimeZoneInterval(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """[start_minute, end_minute) of the local day `day` (0 Monday .. 6 Sunday, 7 holiday)."""
+
+    day: Annotated[int, Meta(ge=0, le=7)]
+    start_minute: Annotated[int, Meta(ge=0, le=1439)]
+    end_minute: Annotated[int, Meta(ge=1, le=1440)]
+
+
+class OfflineTimeZone(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    time_zone_id: Annotated[int, Meta(ge=1, le=limits.TERMINAL_ID_MAX)]
+    intervals: Annotated[list[TimeZoneInterval], Meta(max_length=limits.INTERVALS_MAX)]
+
+
+class OfflineRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One decision the door took alone. record_no is the door's own counter (1, 2, ...,
+    never reused): the switch journals each (terminal, record_no) once. code: 0 opened, else
+    the deny reason (section 9)."""
+
+    record_no: RecordNo
+    time_ms: TimeMs
+    reader_no: Annotated[int, Meta(ge=1, le=16)]
+    direction: Annotated[int, Meta(ge=0, le=1)]
+    card_no: CardNo
+    code: Code
+
+
+class AccessListRequest(Message, tag=96, frozen=True):
+    """Door only. Ask for the door's access list: have_version 0 for a whole snapshot, else the
+    version held, answered with the deltas since (or nothing new), or refused SNAPSHOT_STALE
+    when the switch cannot bridge from it (then ask with 0). txn_seq (from the terminal's
+    counter; not journaled) pairs an Error with the request."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    have_version: AccessListVersion
+
+
+class AccessListSnapshot(Message, tag=97, frozen=True):
+    """One part of a whole list, `part` of `parts` (0-based), entries in card_no order. The
+    rules (local time, holidays, time zones, the door's offline mode) are in part 0; the
+    list is complete, and replaces the held one, when every part of `version` arrived."""
+
+    direction = Direction.S2T
+    version: Annotated[int, Meta(ge=1, le=limits.ACCESS_LIST_VERSION_MAX)]
+    part: Annotated[int, Meta(ge=0, le=limits.ACCESS_LIST_PARTS_MAX - 1)]
+    parts: Annotated[int, Meta(ge=1, le=limits.ACCESS_LIST_PARTS_MAX)]
+    entries: Annotated[list[AccessEntry], Meta(max_length=limits.ACCESS_ENTRIES_PER_FRAME_MAX)]
+    utc_offset_s: Annotated[int, Meta(ge=-50_400, le=50_400)] = 28_800
+    offline_mode: Annotated[int, Meta(ge=0, le=2)] = 0
+    """0 card (decide from the list), 1 free passage, 2 locked."""
+    holidays: Annotated[list[Annotated[int, Meta(ge=0, le=100_000)]],
+                        Meta(max_length=limits.HOLIDAYS_MAX)] = []
+    """Local dates, as days since 1970-01-01, on which day 7's intervals apply."""
+    time_zones: Annotated[list[OfflineTimeZone], Meta(max_length=limits.TIME_ZONES_MAX)] = []
+
+
+class AccessListDelta(Message, tag=98, frozen=True):
+    """The changes from from_version to to_version: entries added or changed (replace the
+    entry of that card_no), and card numbers removed. from_version == to_version with no
+    changes: the held list is current. A switch MAY also send it unasked. Rules changes come
+    as a whole snapshot."""
+
+    direction = Direction.S2T
+    from_version: AccessListVersion
+    to_version: Annotated[int, Meta(ge=1, le=limits.ACCESS_LIST_VERSION_MAX)]
+    upserts: Annotated[list[AccessEntry], Meta(max_length=limits.ACCESS_ENTRIES_PER_FRAME_MAX)]
+    removals: Annotated[list[CardNo], Meta(max_length=limits.ACCESS_ENTRIES_PER_FRAME_MAX)]
+
+
+class OfflineUpload(Message, tag=99, frozen=True):
+    """Door only. Decisions the door took while offline, under its list `snapshot_version`,
+    in record_no order. Answered OfflineUploadResult; a record already journaled is counted
+    as a duplicate, not journaled again."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    snapshot_version: Annotated[int, Meta(ge=1, le=limits.ACCESS_LIST_VERSION_MAX)]
+    records: Annotated[list[OfflineRecord],
+                       Meta(min_length=1, max_length=limits.OFFLINE_RECORDS_PER_UPLOAD_MAX)]
+
+
+class OfflineUploadResult(Message, tag=100, frozen=True):
+    """APPROVED: every record of the upload is journaled, `accepted` now and `duplicates`
+    before (replays); last_record_no is the highest record_no the switch holds of this door,
+    so the door may forget records up to it."""
+
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    accepted: Annotated[int, Meta(ge=0, le=limits.OFFLINE_RECORDS_PER_UPLOAD_MAX)]
+    duplicates: Annotated[int, Meta(ge=0, le=limits.OFFLINE_RECORDS_PER_UPLOAD_MAX)]
+    last_record_no: TxnSeqOrZero
+
+
 # --- Errors (tag 31) -------------------------------------------------------------------------
 
 
@@ -292,6 +498,15 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
     DebitResult,
     Transfer,
     TransferResult,
+    AccessRequest,
+    AccessResult,
+    DoorEvent,
+    DoorEventAck,
+    AccessListRequest,
+    AccessListSnapshot,
+    AccessListDelta,
+    OfflineUpload,
+    OfflineUploadResult,
 ]
 
 MESSAGE_TYPES: Final[tuple[type[Message], ...]] = AnyMessage.__args__  # type: ignore[attr-defined]
@@ -302,11 +517,11 @@ MESSAGE_BY_TAG: Final[dict[int, type[Message]]] = {
 RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
     (8, 15, "session management (future)"),
     (23, 30, "card payments (future)"),
-    (32, 47, "door access"),
+    (36, 47, "door access (future)"),
     (48, 63, "attendance"),
     (64, 79, "water sessions and two-phase holds (authorize, capture, release)"),
     (80, 95, "offline record upload"),
-    (96, 111, "blacklist and parameter download"),
+    (101, 111, "offline access lists and upload (future)"),
     (112, 127, "kiosk top-up"),
     (134, 143, "privileged (admin) terminal (future)"),
 )
@@ -314,7 +529,7 @@ RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
 
 REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
     {Purchase, Reversal, BalanceInquiry, QrPurchase, Heartbeat, SignOff, Credit, Debit,
-     Transfer}
+     Transfer, AccessRequest, DoorEvent, AccessListRequest, OfflineUpload}
 )
 """Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
 
@@ -323,10 +538,16 @@ SESSION_MESSAGE_TYPES: Final[frozenset[type[Message]]] = frozenset(
 )
 """What a terminal of any kind may send: sign-on, heartbeats, sign-off and errors."""
 
+OFFLINE_ACCESS_MESSAGE_TYPES: Final[frozenset[type[Message]]] = frozenset(
+    {AccessListRequest, OfflineUpload}
+)
+"""What a door terminal sends to keep deciding while offline (tags 96-111)."""
+
 TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
     TerminalKind.POS: SESSION_MESSAGE_TYPES | {Purchase, Reversal, BalanceInquiry, QrPurchase},
     TerminalKind.KIOSK: SESSION_MESSAGE_TYPES | {BalanceInquiry},
-    TerminalKind.DOOR: SESSION_MESSAGE_TYPES,
+    TerminalKind.DOOR: SESSION_MESSAGE_TYPES | OFFLINE_ACCESS_MESSAGE_TYPES
+    | frozenset({AccessRequest, DoorEvent}),
     TerminalKind.ATTENDANCE: SESSION_MESSAGE_TYPES,
     TerminalKind.WATER: SESSION_MESSAGE_TYPES | {BalanceInquiry},
     TerminalKind.ADMIN: SESSION_MESSAGE_TYPES | {BalanceInquiry, Credit, Debit, Transfer},
@@ -334,8 +555,8 @@ TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
 """The messages a terminal of each kind may send (docs/protocol.md 4.1). The kind is the
 terminal's registration, never SignOnConfirm.terminal_kind. A switch refuses any other message
 with Error(NOT_PERMITTED): not decided, not journaled, txn_seq not used up, session kept. Door,
-attendance and water messages (tags 32-79) and kiosk top-up (112-127) join their kinds' sets
-when they are assigned."""
+attendance and water messages (tags 48-79) and kiosk top-up (112-127) join their kinds' sets
+when they are assigned; door access (32-35) is the door kind's alone."""
 
 TXN_SEQ_FIRST: Final[frozenset[type[Message]]] = frozenset(
     cls for cls in MESSAGE_TYPES if cls.__struct_fields__[:1] == ("txn_seq",)

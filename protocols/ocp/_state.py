@@ -59,10 +59,16 @@ SIGN_ON_DECLINED: Final = "SignOnResult(declined)"
 
 _T, _S = Role.TERMINAL, Role.SWITCH
 _SEND, _RECV = Way.SEND, Way.RECEIVE
-_REQUESTS = ("Purchase", "Reversal", "BalanceInquiry", "QrPurchase", "Heartbeat", "Credit",
-             "Debit", "Transfer")
-_ANSWERS = ("PurchaseResult", "ReversalResult", "BalanceResult", "HeartbeatAck", "CreditResult",
-            "DebitResult", "TransferResult")
+_REQUESTS: tuple[str, ...] = (
+    "Purchase", "Reversal", "BalanceInquiry", "QrPurchase", "Heartbeat", "Credit", "Debit",
+    "Transfer", "AccessRequest", "DoorEvent")
+_ANSWERS: tuple[str, ...] = (
+    "PurchaseResult", "ReversalResult", "BalanceResult", "HeartbeatAck", "CreditResult",
+    "DebitResult", "TransferResult", "AccessResult", "DoorEventAck")
+# Offline access lists and upload (tags 96-111): a door asks for its list and uploads what it
+# decided alone.
+_REQUESTS += ("AccessListRequest", "OfflineUpload")
+_ANSWERS += ("AccessListSnapshot", "AccessListDelta", "OfflineUploadResult")
 _ERRORS = ("Error", ERROR_CLOSING)
 
 

@@ -1,0 +1,294 @@
+"""The /iclock/* endpoints (docs/adms.md): registration, record upload, command poll, replies.
+
+Every request names its device by `SN`; a serial number that no operator registered (POST
+/adms/devices on the admin API), or a disabled one, is refused 403 with nothing stored.
+Uploads are idempotent: a record is one row per (device, PIN, local time), so a device that
+resends a batch (it does, after a lost answer) changes nothing the second time. Users go down
+as commands: the people of the device's node subtree holding an active card, compared with
+what the device was told before (adms_device_users), the difference queued.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import asyncpg
+import msgspec
+import structlog
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+
+from protocols import adms
+
+USERS_PER_DEVICE_MAX: Final = 50_000
+COMMANDS_PER_RECONCILE_MAX: Final = 5_000
+RECONCILE_EVERY_SECONDS: Final = 5.0
+"""A device polls every few seconds; its users are compared at most this often."""
+TEXT: Final = "text/plain"
+_CREDENTIAL_KIND: Final = {1: 3, 15: 2, 4: 1, 0: 1}
+"""ADMS verify mode -> access credential kind: fingerprint 3, face 2, card (and the rest) 1."""
+
+log = structlog.get_logger("onecard.adms")
+
+
+class AdmsStatistics(msgspec.Struct, frozen=True):
+    requests: int
+    refused: int
+    """Unknown or disabled serial numbers, and malformed bodies."""
+    records_new: int
+    records_repeated: int
+    commands_sent: int
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.requests = self.refused = self.records_new = self.records_repeated = 0
+        self.commands_sent = 0
+
+    def statistics(self) -> AdmsStatistics:
+        return AdmsStatistics(self.requests, self.refused, self.records_new,
+                              self.records_repeated, self.commands_sent)
+
+
+def _text(body: str, status: int = 200) -> Response[str]:
+    return Response(body, status_code=status, media_type=TEXT)
+
+
+async def _device(request: Request[Any, Any, Any], state: State) -> asyncpg.Record | Response[str]:
+    """The registered, enabled device the request names, or the refusal to answer."""
+    counters: _Counters = state.counters
+    counters.requests += 1
+    serial_no = request.query_params.get("SN")
+    if not adms.valid_serial(serial_no):
+        counters.refused += 1
+        return _text("ERROR: SN missing or malformed", 400)
+    row = await state.pool.fetchrow(
+        "SELECT d.serial_no, d.tenant_id, d.node_id, d.terminal_id, d.door_id, d.enabled,"
+        " d.attlog_stamp,"
+        " d.operlog_stamp, d.synced_at, t.utc_offset_s FROM adms_devices d"
+        " JOIN tenants t ON t.id = d.tenant_id WHERE d.serial_no = $1", serial_no)
+    if row is None or not row["enabled"]:
+        counters.refused += 1
+        log.warning("adms.device_refused", serial_no=serial_no,
+                    reason="unknown" if row is None else "disabled")
+        return _text("ERROR: unknown device", 403)
+    return row
+
+
+async def reconcile_users(pool: asyncpg.Pool, serial_no: str) -> int:
+    """Queue the commands that make the device hold exactly the people it should; how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        device = await conn.fetchrow(
+            "SELECT node_id FROM adms_devices WHERE serial_no = $1 FOR UPDATE", serial_no)
+        if device is None:
+            return 0
+        wanted = {
+            str(r["id"]): (r["name"], r["card_no"]) for r in await conn.fetch(
+                "SELECT p.id, p.name, min(c.card_no) AS card_no FROM people p"
+                " JOIN org_nodes n ON n.id = p.node_id JOIN accounts a ON a.id = p.account_id"
+                " JOIN cards c ON c.account_id = p.account_id AND c.status = 0"
+                " WHERE $1 = ANY(n.path) AND a.status = 0 GROUP BY p.id, p.name"
+                " ORDER BY p.id LIMIT $2", device["node_id"], USERS_PER_DEVICE_MAX)}
+        held = {r["pin"]: (r["name"], r["card_no"]) for r in await conn.fetch(
+            "SELECT pin, name, card_no FROM adms_device_users WHERE serial_no = $1", serial_no)}
+        commands: list[str] = []
+        upserts, deletes = [], []
+        for pin, (name, card_no) in wanted.items():
+            if held.get(pin) != (name, card_no):
+                commands.append(adms.user_update(pin=pin, name=name, card_no=card_no))
+                upserts.append((serial_no, pin, card_no, name))
+            if len(commands) >= COMMANDS_PER_RECONCILE_MAX:
+                break
+        for pin in held.keys() - wanted.keys():
+            if len(commands) >= COMMANDS_PER_RECONCILE_MAX:
+                break
+            commands.append(adms.user_delete(pin=pin))
+            deletes.append(pin)
+        if upserts:
+            await conn.executemany(
+                "INSERT INTO adms_device_users (serial_no, pin, card_no, name)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (serial_no, pin)"
+                " DO UPDATE SET card_no = EXCLUDED.card_no, name = EXCLUDED.name", upserts)
+        if deletes:
+            await conn.execute("DELETE FROM adms_device_users WHERE serial_no = $1"
+                               " AND pin = ANY($2::text[])", serial_no, deletes)
+        if commands:
+            await conn.executemany(
+                "INSERT INTO adms_commands (serial_no, command) VALUES ($1, $2)",
+                [(serial_no, c) for c in commands])
+        await conn.execute("UPDATE adms_devices SET synced_at = now() WHERE serial_no = $1",
+                           serial_no)
+        return len(commands)
+
+
+async def _reconcile_if_due(state: State, device: asyncpg.Record) -> None:
+    synced = device["synced_at"]
+    if synced is None or (dt.datetime.now(dt.UTC) - synced).total_seconds() >= \
+            state.reconcile_seconds:
+        n = await reconcile_users(state.pool, device["serial_no"])
+        if n:
+            log.info("adms.users_queued", serial_no=device["serial_no"], commands=n)
+
+
+@get("/iclock/cdata", media_type=TEXT)
+async def register(request: Request[Any, Any, Any], state: State) -> Response[str]:
+    """The device's first contact after power-on: it learns where to resume (the stamps)."""
+    device = await _device(request, state)
+    if isinstance(device, Response):
+        return device
+    firmware = (request.query_params.get("pushver") or "")[:32]
+    await state.pool.execute(
+        "UPDATE adms_devices SET last_seen_at = now(), firmware = $2 WHERE serial_no = $1",
+        device["serial_no"], firmware)
+    await _reconcile_if_due(state, device)
+    return _text(adms.format_options(device["serial_no"], attlog_stamp=device["attlog_stamp"],
+                                     operlog_stamp=device["operlog_stamp"],
+                                     utc_offset_s=device["utc_offset_s"]))
+
+
+async def _body(request: Request[Any, Any, Any]) -> str:
+    raw = await request.body()
+    if len(raw) > adms.BODY_BYTES_MAX:
+        raise adms.AdmsError(f"body above {adms.BODY_BYTES_MAX} bytes")
+    return raw.decode("utf-8", errors="replace")
+
+
+def _stamp(request: Request[Any, Any, Any]) -> int:
+    text = request.query_params.get("Stamp") or "0"
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else 0
+
+
+async def _store_attlog(state: State, device: asyncpg.Record, records: list[adms.AttRecord],
+                        stamp: int) -> int:
+    """Insert the records (each once); the number new."""
+    offset = dt.timedelta(seconds=device["utc_offset_s"])
+    pins = sorted({int(r.pin) for r in records if r.pin.isdigit() and len(r.pin) <= 9})
+    async with state.pool.acquire() as conn, conn.transaction():
+        # A PIN names a person of the device's own subtree, or nobody: another tenant's
+        # person id is never mapped.
+        people = {str(r["id"]): r["account_id"] for r in await conn.fetch(
+            "SELECT p.id, p.account_id FROM people p JOIN org_nodes n ON n.id = p.node_id"
+            " WHERE p.id = ANY($1::integer[]) AND $2 = ANY(n.path)", pins, device["node_id"])}
+        rows = await conn.fetch(
+            "INSERT INTO adms_records (serial_no, pin, local_time, at, status, verify, person_id)"
+            " SELECT $1, r.pin, r.local_time, r.local_time AT TIME ZONE 'UTC' - $2::interval,"
+            " r.status, r.verify, r.person_id"
+            " FROM unnest($3::text[], $4::timestamp[], $5::smallint[], $6::smallint[],"
+            " $7::integer[]) AS r(pin, local_time, status, verify, person_id)"
+            " ON CONFLICT (serial_no, pin, local_time) DO NOTHING"
+            " RETURNING id, pin, at, status, verify",
+            device["serial_no"], offset, [r.pin for r in records],
+            [r.local_time for r in records], [max(-32768, min(32767, r.status)) for r in records],
+            [max(-32768, min(32767, r.verify)) for r in records],
+            [int(r.pin) if r.pin in people else None for r in records])
+        if rows and device["door_id"] is not None and device["terminal_id"] is not None:
+            # The device opened the door itself: each new record is an access record of its
+            # door (source 2), once, in this transaction (docs/adms.md).
+            await conn.executemany(
+                "INSERT INTO access_decisions (terminal_id, source, txn_seq, tenant_id, door_id,"
+                " area_id, reader_no, direction, credential_kind, credential, account_id, code,"
+                " decided_ms, committed_at) SELECT $1, 2, $2, $3, d.id, coalesce(d.area_id, 0),"
+                " 1, $4, $5, $6, $7, 0, $8, now() FROM doors d WHERE d.id = $9"
+                " ON CONFLICT ON CONSTRAINT access_decision_once DO NOTHING",
+                [(device["terminal_id"], r["id"], device["tenant_id"],
+                  1 if r["status"] == 1 else 0, _CREDENTIAL_KIND.get(r["verify"], 1),
+                  f"adms:{r['pin']}", people.get(r["pin"], 0),
+                  int(r["at"].timestamp() * 1000), device["door_id"]) for r in rows])
+        await conn.execute(
+            "UPDATE adms_devices SET attlog_stamp = greatest(attlog_stamp, $2),"
+            " last_seen_at = now() WHERE serial_no = $1", device["serial_no"], stamp)
+    return len(rows)
+
+
+@post("/iclock/cdata", media_type=TEXT, status_code=200)
+async def upload(request: Request[Any, Any, Any], state: State) -> Response[str]:
+    """Records pushed by the device: `table=ATTLOG` is stored; OPERLOG is acknowledged only."""
+    device = await _device(request, state)
+    if isinstance(device, Response):
+        return device
+    counters: _Counters = state.counters
+    table = request.query_params.get("table", "")
+    try:
+        body = await _body(request)
+        if table == "ATTLOG":
+            records = adms.parse_attlog(body)
+        else:
+            lines = [ln for ln in body.splitlines() if ln.strip()]
+            return _text(f"OK: {len(lines)}")
+    except adms.AdmsError as exc:
+        counters.refused += 1
+        log.warning("adms.upload_refused", serial_no=device["serial_no"], error=str(exc))
+        return _text(f"ERROR: {exc}", 400)
+    new = await _store_attlog(state, device, records, _stamp(request)) if records else 0
+    counters.records_new += new
+    counters.records_repeated += len(records) - new
+    return _text(f"OK: {len(records)}")
+
+
+@get("/iclock/getrequest", media_type=TEXT)
+async def poll(request: Request[Any, Any, Any], state: State) -> Response[str]:
+    """The device's poll: commands waiting for it (user sync), oldest first, or "OK"."""
+    device = await _device(request, state)
+    if isinstance(device, Response):
+        return device
+    await _reconcile_if_due(state, device)
+    rows = await state.pool.fetch(
+        "UPDATE adms_commands SET status = 'sent', sent_at = now() WHERE id IN ("
+        " SELECT id FROM adms_commands WHERE serial_no = $1 AND status = 'pending'"
+        " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id, command",
+        device["serial_no"], adms.COMMANDS_PER_POLL_MAX)
+    await state.pool.execute("UPDATE adms_devices SET last_seen_at = now() WHERE serial_no = $1",
+                             device["serial_no"])
+    commands = sorted((r["id"], r["command"]) for r in rows)
+    state.counters.commands_sent += len(commands)
+    return _text(adms.format_commands(commands))
+
+
+@post("/iclock/devicecmd", media_type=TEXT, status_code=200)
+async def command_replies(request: Request[Any, Any, Any], state: State) -> Response[str]:
+    """The device's answers to commands: each marked done with its return code."""
+    device = await _device(request, state)
+    if isinstance(device, Response):
+        return device
+    try:
+        replies = adms.parse_devicecmd(await _body(request))
+    except adms.AdmsError as exc:
+        state.counters.refused += 1
+        return _text(f"ERROR: {exc}", 400)
+    if replies:
+        await state.pool.executemany(
+            "UPDATE adms_commands SET status = 'done', return_code = $3, done_at = now()"
+            " WHERE id = $1 AND serial_no = $2 AND status <> 'done'",
+            [(r.command_id, device["serial_no"], r.return_code) for r in replies])
+    return _text("OK")
+
+
+@get("/iclock/statistics", media_type="application/json", include_in_schema=False)
+async def statistics(state: State) -> AdmsStatistics:
+    return state.counters.statistics()
+
+
+def create_adms_app(dsn: str, *, pool: asyncpg.Pool | None = None,
+                    reconcile_seconds: float = RECONCILE_EVERY_SECONDS) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own = pool is None
+        app.state.pool = pool or await asyncpg.create_pool(
+            dsn, min_size=1, max_size=4, server_settings={"application_name": "onecard-adms"})
+        try:
+            yield
+        finally:
+            if own:
+                await app.state.pool.close()
+
+    return Litestar(
+        route_handlers=[register, upload, poll, command_replies, statistics],
+        lifespan=[lifespan],
+        state=State({"counters": _Counters(), "reconcile_seconds": reconcile_seconds}),
+        request_max_body_size=adms.BODY_BYTES_MAX,
+        openapi_config=None,
+        debug=False,
+    )
