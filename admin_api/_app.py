@@ -50,8 +50,8 @@ from admin_api import (
     _routes_reports,
     settlement,
 )
-from admin_api import finance as _finance
 from admin_api import access as _access
+from admin_api import finance as _finance
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
 from admin_api._bodies import JsonBodyRequest
 from admin_api._docs import assets_router, swagger_plugin
