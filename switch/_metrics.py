@@ -149,3 +149,14 @@ changefeed_relay_up = Gauge(
 )
 for _source in CHANGEFEED_SOURCES:
     changefeed_events_total.labels(_source)
+
+# Kiosk top-ups (switch/_topup.py). outcome: approved, declined (by the bank), unknown (no
+# answer: reversal advice stored), credit_failed (approved, not creditable: reversed),
+# refused (declined by the switch's own checks: PIN, caps, no bound card, link down).
+topups_total = Counter("onecard_topups_total", "Kiosk top-ups decided, by outcome.", ["outcome"])
+topup_pin_failures_total = Counter("onecard_topup_pin_failures_total",
+                                   "Top-ups with a wrong or unreadable cardholder PIN.")
+bank_advices_pending = Gauge("onecard_bank_advices_pending",
+                             "Reversal advices stored and not yet acknowledged by the bank.")
+bank_advices_sent_total = Counter("onecard_bank_advices_sent_total",
+                                  "Reversal advices sent to the bank (first sends and repeats).")

@@ -52,6 +52,7 @@ from switch._relay import OutboxRelay
 from switch._session import TerminalSession, request_id
 from switch._settings import SwitchSettings, redacted_url
 from switch._site_lock import SiteLock
+from switch._topup import TopupService, make_bank_link
 
 JOURNAL_APPLICATION_NAME = "onecard-switch-journal"
 _OLD_ANSWER_SQL = (
@@ -147,6 +148,9 @@ class Runtime:
         # Phone QR codes: the site's QR key and the codes that have paid. Per process, kept
         # across recoveries; codes issued before this moment are not accepted (switch/_qr.py).
         self.qr = QrGate(settings.master_secret_bytes, int(time.time()))
+        # The bank link (kept across recoveries) and the kiosk top-ups (switch/_topup.py).
+        self.bank_link, self._bank_factories = make_bank_link(settings, self.log)
+        self.topups: TopupService
 
     # -- used by sessions ------------------------------------------------------------------
 
@@ -487,6 +491,8 @@ class Runtime:
             self.journal.durable_lsn = self.ledger.lsn
             self.rows_at_last_checkpoint = 0
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
+            self.topups = TopupService(self, self.bank_link, *self._bank_factories)
+            await self.topups.recover(pool)
             try:
                 await server.start_serving()
             except OSError as exc:
@@ -508,6 +514,11 @@ class Runtime:
                 tg.create_task(self._site_lock.wait_lost(), name="site-lock")
                 for name, task in feed_tasks:
                     tg.create_task(task(), name=name)
+                tg.create_task(self.topups.run_workers(pool), name="topups")
+                tg.create_task(self.topups.run_advices(pool), name="bank-advices")
+                link_run = getattr(self.bank_link, "run", None)
+                if link_run is not None:
+                    tg.create_task(link_run(), name="bank-link")
         finally:
             self.ready = False
             if self.phase == "serving":

@@ -49,6 +49,7 @@ _BalanceResult = ocp.BalanceResult
 _Credit = ocp.Credit
 _Debit = ocp.Debit
 _Transfer = ocp.Transfer
+_Topup = ocp.Topup
 _ADMIN_REQUESTS = frozenset({_Credit, _Debit, _Transfer})
 _ADMIN_RESULTS: dict[int, type[ocp.CreditResult | ocp.DebitResult | ocp.TransferResult]] = {
     CREDIT: ocp.CreditResult,
@@ -249,6 +250,9 @@ class TerminalSession(asyncio.Protocol):
                 o = self._admin_request(ev, now_s)
                 if o is None:  # refused before the ledger: nothing decided, nothing journaled
                     continue
+            elif t is _Topup:  # a kiosk's bank top-up: decided off this path (switch/_topup.py)
+                rt.topups.submit_nowait(self, ev)
+                continue
             else:
                 self._control(ev)
                 if self.closed:
@@ -405,6 +409,23 @@ class TerminalSession(asyncio.Protocol):
         decide = ledger.credit if t is _Credit else ledger.debit
         return decide(self.terminal_id, ev.txn_seq, ev.card_no, merchant_id, ev.wallet,
                       ev.amount_fen, now_s)
+
+    # -- kiosk top-ups (switch/_topup.py) ---------------------------------------------------
+
+    @property
+    def pin_key(self) -> bytes:
+        return self._conn.pin_key
+
+    def refuse_topup(self, code: int, txn_seq: int, detail: str) -> None:
+        self._refuse(code, txn_seq, detail)
+
+    def send_topup_answer(self, msg: ocp.Message) -> None:
+        """Write a top-up's answer now (it was decided by a top-up worker, not a commit)."""
+        if self.closed:
+            return  # the kiosk asks again with the same txn_seq and gets the stored answer
+        with contextlib.suppress(ocp.OcpLocalError):
+            self._out.append(self._conn.send(msg))
+        self.flush()
 
     # -- phone QR codes ----------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ _DAY_SECONDS = 86_400.0
 # A value that fails its pattern is explained, not shown (master_secret is a secret).
 _PATTERN_DETAILS = {
     "master_secret": "must be 32 to 64 bytes of hex",
+    "bank_card_key": "must be 32 bytes of hex",
     "dsn": "must be a postgresql:// (or postgres://) URI",
     "redis_url": "must be a redis://, rediss:// or unix:// URL",
 }
@@ -87,9 +88,25 @@ class SwitchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
         limits.CHANGEFEED_POLL_SECONDS
     )
 
+    # Kiosk top-up (switch/_topup.py, docs/operations.md "Bank top-up"). Workers carry that
+    # many top-ups at once; each waits at most topup_deadline_seconds for the bank (then
+    # "unknown, not credited" and a reversal advice).
+    topup_workers: Annotated[int, Meta(ge=1, le=1024)] = 64
+    topup_deadline_seconds: Annotated[float, Meta(gt=0, le=120)] = 15.0
+    # Wrong PINs in a row before a cardholder's PIN is locked.
+    pin_tries_max: Annotated[int, Meta(ge=1, le=20)] = 5
+    # Reversal advices: first repeat after bank_advice_backoff_seconds, doubling; after
+    # bank_advice_tries_max tries the advice becomes a bank_exception document.
+    bank_advice_tries_max: Annotated[int, Meta(ge=1, le=1000)] = 20
+    bank_advice_backoff_seconds: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    bank_advice_poll_seconds: Annotated[float, Meta(gt=0, le=60)] = 1.0
+    # The key sealing bound bank card numbers (hex, 32 bytes); "" derives it from
+    # master_secret (protocols/bank_card.py). The admin API must use the same.
+    bank_card_key: Annotated[str, Meta(pattern=r"^([0-9a-fA-F]{2}){32}$|^$")] = ""
+
     def __repr__(self) -> str:
         def show(name: str) -> str:
-            if name == "master_secret":
+            if name in ("master_secret", "bank_card_key"):
                 return "<secret>"
             if name == "redis_url":
                 return repr(redacted_url(self.redis_url))

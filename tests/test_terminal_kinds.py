@@ -34,6 +34,7 @@ DETAIL = {
     ocp.Credit: "Credit is accepted from admin terminals (kind 6) only",
     ocp.Debit: "Debit is accepted from admin terminals (kind 6) only",
     ocp.Transfer: "Transfer is accepted from admin terminals (kind 6) only",
+    ocp.Topup: "Topup is accepted from kiosk terminals (kind 2) only",
 }
 
 
@@ -61,6 +62,7 @@ def _request(cls: type[ocp.Message], txn_seq: int, card_no: int) -> ocp.Message:
         ocp.Credit: (txn_seq, card_no, 0, 100, CASH_DESK_MERCHANT),
         ocp.Debit: (txn_seq, card_no, 0, 100, CASH_DESK_MERCHANT),
         ocp.Transfer: (txn_seq, card_no, 0, 100),
+        ocp.Topup: (txn_seq, card_no, 100, bytes(40), 0),
     }[cls]
     return cls(*fields)
 
@@ -104,9 +106,11 @@ def test_each_kind_may_send_only_its_own_messages(site: Site, kind: ocp.Terminal
     assert client.next_message() is ocp.CLOSED
     client.close()
     assert site.fetch("SELECT 1 FROM journal WHERE card_no = $1", refused_card["card_no"]) == []
-    # A refused txn_seq is not used up: the switch reports only the decided ones.
+    # A refused txn_seq is not used up: the switch reports only the decided ones (a top-up
+    # that credited nothing is no decision of the balance cache: section 4.5).
     decided = [m.txn_seq for m in requests
-               if type(m) in permitted and not isinstance(answers[m.txn_seq], ocp.Error)]
+               if type(m) in permitted and not isinstance(answers[m.txn_seq], ocp.Error)
+               and not isinstance(m, ocp.Topup)]
     again = site.client(tid)
     assert again.sign_on_result.last_txn_seq == max(decided, default=base)
     again.close()

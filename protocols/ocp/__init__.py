@@ -69,9 +69,13 @@ from protocols.ocp._messages import (
     SignOnConfirm,
     SignOnResult,
     TerminalKind,
+    Topup,
+    TopupOutcome,
+    TopupResult,
     Transfer,
     TransferResult,
 )
+from protocols.ocp._pin import PinBlockInvalid, derive_pin_key, open_pin, seal_pin
 from protocols.ocp._state import TRANSITIONS, Role, State, Way
 
 
@@ -128,6 +132,7 @@ __all__ = [
     "OcpError",
     "OcpLocalError",
     "OcpRemoteError",
+    "PinBlockInvalid",
     "Purchase",
     "PurchaseResult",
     "QrPurchase",
@@ -145,6 +150,9 @@ __all__ = [
     "State",
     "Statistics",
     "TerminalKind",
+    "Topup",
+    "TopupOutcome",
+    "TopupResult",
     "Transfer",
     "TransferResult",
     "UnexpectedMessage",
@@ -152,9 +160,12 @@ __all__ = [
     "UnsupportedVersion",
     "Way",
     "decode_frame",
+    "derive_pin_key",
     "derive_session_keys",
     "derive_terminal_key",
     "encode_frame",
     "hkdf_expand",
     "hkdf_extract",
+    "open_pin",
+    "seal_pin",
 ]
