@@ -48,6 +48,7 @@ from admin_api import (
     _routes_people,
     _routes_queries,
     _routes_reports,
+    bank,
 )
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
 from admin_api._bodies import JsonBodyRequest
@@ -161,6 +162,7 @@ ROUTES = [
     *_routes_merchants.ROUTES, *_routes_reports.ROUTES, *_routes_money.ROUTES,
     *_routes_documents.ROUTES,
     *_routes_import.ROUTES, *_routes_bulk.ROUTES, *_routes_integration.ROUTES,
+    *bank.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 
