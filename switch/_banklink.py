@@ -310,7 +310,7 @@ class BankLink:
                 self.log.warning("bank.write_failed", message=label, error=str(exc))
                 return None
             async with asyncio.timeout(self.config.response_timeout_seconds):
-                return await future  # type: ignore[no-any-return]
+                return await future
         except TimeoutError:
             metrics.bank_timeouts_total.labels(label).inc()
             self.log.warning("bank.timeout", message=label, terminal_id=key[1], stan=key[2])
@@ -408,6 +408,11 @@ class BankLink:
                 except* (_LinkDown, OSError) as group:
                     self.log.warning("bank.link_down", connection=slot.index,
                                      error=str(group.exceptions[0]))
+                except* Exception as group:
+                    # A bug here must not end the switch's TaskGroup (purchases go on): log
+                    # it, drop the connection, reconnect.
+                    self.log.error("bank.link_failed", connection=slot.index,
+                                   exc_info=group.exceptions[0])
                 finally:
                     self._down(slot)
             metrics.bank_reconnects_total.inc()

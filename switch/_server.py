@@ -31,6 +31,7 @@ from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
 from switch._answer import REFUSAL, Answer
+from switch._banklink import BankLink, BankLinkConfig
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
 from switch._errors import (
@@ -138,6 +139,9 @@ class Runtime:
         self._old_lookups: asyncio.Queue[tuple[TerminalSession, Any, int]] = asyncio.Queue(
             limits.OLD_LOOKUP_QUEUE_MAX
         )
+        # The bank link (docs/bank-link.md) when configured: its connections run in the
+        # supervisor's TaskGroup; nothing on the purchase path waits on it.
+        self.bank: BankLink | None = bank_link(settings, self.log)
         self._stop_event = asyncio.Event()
         self._closing_after_answers: set[TerminalSession] = set()
         self.rows_at_last_checkpoint = 0
@@ -193,6 +197,9 @@ class Runtime:
     def readiness(self) -> dict[str, object]:
         """What /readyz reports (read from another thread: plain attribute reads only)."""
         state: dict[str, object] = {"ready": self.ready, "phase": self.phase}
+        # Top-ups need the bank; purchases never do, so this is beside "ready", not in it.
+        state["topups_available"] = self.ready and self.bank is not None and self.bank.available
+        state["bank"] = "disabled" if self.bank is None else self.bank.state()
         if self.ready:
             state["terminals"] = len(self.sessions)
             state["lsn"] = self.ledger.lsn
@@ -508,6 +515,8 @@ class Runtime:
                 tg.create_task(self._site_lock.wait_lost(), name="site-lock")
                 for name, task in feed_tasks:
                     tg.create_task(task(), name=name)
+                if self.bank is not None:
+                    tg.create_task(self.bank.run(), name="bank-link")
         finally:
             self.ready = False
             if self.phase == "serving":
@@ -622,6 +631,20 @@ class Runtime:
         elif failure is not None:
             self.log.error("switch.database_unavailable", error=str(failure),
                            retry_in_seconds=retry_in_seconds)
+
+
+def bank_link(settings: SwitchSettings, log: Any) -> BankLink | None:
+    """The bank link the settings ask for, or None (bank_host unset)."""
+    if not settings.bank_host or settings.bank_kek is None:
+        return None
+    config = BankLinkConfig(
+        host=settings.bank_host, port=settings.bank_port,
+        kek=bytes.fromhex(settings.bank_kek), connections=settings.bank_connections,
+        response_timeout_seconds=settings.bank_response_timeout_seconds,
+        echo_interval_seconds=settings.bank_echo_interval_seconds,
+        key_exchange_interval_seconds=settings.bank_key_exchange_interval_seconds,
+    )
+    return BankLink(config, log=log)
 
 
 def run_switch(settings: SwitchSettings,

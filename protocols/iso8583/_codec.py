@@ -105,7 +105,7 @@ def _fields_of(msg: Message) -> tuple[str, dict[str, Any]]:
             "41": _n(msg.terminal_id, 8), "42": _n(msg.tenant_id, 15), "49": CURRENCY_CNY,
             "102": msg.card_token, "103": msg.account_ref,
         }
-        if type(msg) is TopupRequest:
+        if isinstance(msg, TopupRequest):
             return "0200", f
         f["90"] = original_data("0200", msg.stan, msg.local_datetime)
         return ("0421" if msg.repeat else "0420"), f
