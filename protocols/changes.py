@@ -173,7 +173,7 @@ EVENT_TYPES: dict[str, type[ChangeEvent]] = {
     # Added by migrations/sql/0007_change_kinds.sql.
     "account_class_changed": AccountClassChanged,
     "merchant_configured": MerchantConfigured,
-    # Added by migrations/sql/0011_topup.sql.
+    # Added by migrations/sql/0012_topup.sql.
     "bank_card_changed": BankCardChanged,
     "bank_settings_changed": BankSettingsChanged,
 }

@@ -31,6 +31,7 @@ from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
 from switch._answer import REFUSAL, Answer
+from switch._banklink import BankLink, BankLinkConfig
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
 from switch._errors import (
@@ -52,7 +53,7 @@ from switch._relay import OutboxRelay
 from switch._session import TerminalSession, request_id
 from switch._settings import SwitchSettings, redacted_url
 from switch._site_lock import SiteLock
-from switch._topup import TopupService, make_bank_link
+from switch._topup import NoBankLink, TopupService, topup_adapters
 
 JOURNAL_APPLICATION_NAME = "onecard-switch-journal"
 _OLD_ANSWER_SQL = (
@@ -139,6 +140,9 @@ class Runtime:
         self._old_lookups: asyncio.Queue[tuple[TerminalSession, Any, int]] = asyncio.Queue(
             limits.OLD_LOOKUP_QUEUE_MAX
         )
+        # The bank link (docs/bank-link.md) when configured: its connections run in the
+        # supervisor's TaskGroup; nothing on the purchase path waits on it.
+        self.bank: BankLink | None = bank_link(settings, self.log)
         self._stop_event = asyncio.Event()
         self._closing_after_answers: set[TerminalSession] = set()
         self.rows_at_last_checkpoint = 0
@@ -149,7 +153,7 @@ class Runtime:
         # across recoveries; codes issued before this moment are not accepted (switch/_qr.py).
         self.qr = QrGate(settings.master_secret_bytes, int(time.time()))
         # The bank link (kept across recoveries) and the kiosk top-ups (switch/_topup.py).
-        self.bank_link, self._bank_factories = make_bank_link(settings, self.log)
+        self._bank_factories = topup_adapters(settings)
         self.topups: TopupService
 
     # -- used by sessions ------------------------------------------------------------------
@@ -197,6 +201,9 @@ class Runtime:
     def readiness(self) -> dict[str, object]:
         """What /readyz reports (read from another thread: plain attribute reads only)."""
         state: dict[str, object] = {"ready": self.ready, "phase": self.phase}
+        # Top-ups need the bank; purchases never do, so this is beside "ready", not in it.
+        state["topups_available"] = self.ready and self.bank is not None and self.bank.available
+        state["bank"] = "disabled" if self.bank is None else self.bank.state()
         if self.ready:
             state["terminals"] = len(self.sessions)
             state["lsn"] = self.ledger.lsn
@@ -491,7 +498,7 @@ class Runtime:
             self.journal.durable_lsn = self.ledger.lsn
             self.rows_at_last_checkpoint = 0
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
-            self.topups = TopupService(self, self.bank_link, *self._bank_factories)
+            self.topups = TopupService(self, self.bank or NoBankLink(), *self._bank_factories)
             await self.topups.recover(pool)
             try:
                 await server.start_serving()
@@ -516,9 +523,8 @@ class Runtime:
                     tg.create_task(task(), name=name)
                 tg.create_task(self.topups.run_workers(pool), name="topups")
                 tg.create_task(self.topups.run_advices(pool), name="bank-advices")
-                link_run = getattr(self.bank_link, "run", None)
-                if link_run is not None:
-                    tg.create_task(link_run(), name="bank-link")
+                if self.bank is not None:
+                    tg.create_task(self.bank.run(), name="bank-link")
         finally:
             self.ready = False
             if self.phase == "serving":
@@ -633,6 +639,20 @@ class Runtime:
         elif failure is not None:
             self.log.error("switch.database_unavailable", error=str(failure),
                            retry_in_seconds=retry_in_seconds)
+
+
+def bank_link(settings: SwitchSettings, log: Any) -> BankLink | None:
+    """The bank link the settings ask for, or None (bank_host unset)."""
+    if not settings.bank_host or settings.bank_kek is None:
+        return None
+    config = BankLinkConfig(
+        host=settings.bank_host, port=settings.bank_port,
+        kek=bytes.fromhex(settings.bank_kek), connections=settings.bank_connections,
+        response_timeout_seconds=settings.bank_response_timeout_seconds,
+        echo_interval_seconds=settings.bank_echo_interval_seconds,
+        key_exchange_interval_seconds=settings.bank_key_exchange_interval_seconds,
+    )
+    return BankLink(config, log=log)
 
 
 def run_switch(settings: SwitchSettings,

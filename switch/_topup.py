@@ -45,6 +45,7 @@ from ledger_ext import APPROVED, CREDIT, TXN_SEQ_TOO_OLD
 from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
+from switch._banklink import allocate_stan_rrn
 from switch._errors import DATABASE_FAILURES
 
 if TYPE_CHECKING:
@@ -94,8 +95,10 @@ class TopupRecord:
     stan: int
     rrn: str
     pan: str
-    """The bank card's number (decrypted for the bank) or the bank's token: never logged."""
+    """The bank's token for the bound card (card_token of the 0200): never logged."""
     pan_masked: str
+    created_s: float
+    """When the top-up was recorded (the 0200's local date and time, the advice's too)."""
 
 
 class PinVerifier:
@@ -206,7 +209,8 @@ ON CONFLICT (topup_id) DO NOTHING
 """
 _DUE_SQL = """
 SELECT v.id AS advice_id, v.tries, v.reason, t.id AS topup_id, t.tenant_id, t.terminal_id,
-       t.txn_seq, t.card_no, t.account_id, t.amount_fen, t.stan, t.rrn, b.pan_masked,
+       t.txn_seq, t.card_no, t.account_id, t.amount_fen, t.stan, t.rrn, t.created_at,
+       b.pan_masked,
        b.pan_encrypted, b.bank_token
 FROM bank_advices v JOIN bank_topups t ON t.id = v.topup_id
 JOIN bank_cards b ON b.id = t.bank_card_id
@@ -367,9 +371,10 @@ class TopupService:
     async def _record(self, pool: asyncpg.Pool, c: Any, tid: int, seq: int, card_no: int,
                       amount_fen: int, *, auto: bool) -> TopupRecord | None:
         """Draw STAN/RRN and commit the 'sent' row: None if (tid, seq) is recorded already."""
-        async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS), pool.acquire() as conn, \
-                conn.transaction():
-            stan, rrn = await self._allocate(conn)
+        async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS), pool.acquire() as conn:
+            # Drawn in a statement of its own: the day's STAN counter row is not held locked
+            # through our insert's commit (a STAN left unused is harmless).
+            stan, rrn = await allocate_stan_rrn(conn)
             topup_id = await conn.fetchval(_INSERT_SQL, c["tenant_id"], tid, seq,
                                            c["account_id"], card_no, c["bank_card_id"],
                                            amount_fen, auto, stan, rrn)
@@ -377,14 +382,7 @@ class TopupService:
             return None
         pan = self._open_pan(c["account_id"], c["pan_encrypted"], c["bank_token"])
         return TopupRecord(topup_id, c["tenant_id"], tid, seq, card_no, c["account_id"],
-                           amount_fen, stan, rrn, pan, c["pan_masked"])
-
-    async def _allocate(self, conn: asyncpg.Connection) -> tuple[int, str]:
-        allocate = getattr(self.link, "allocate_stan_rrn", None)
-        if allocate is None:
-            raise RuntimeError("the bank link draws no STAN/RRN")
-        stan, rrn = await allocate(conn)
-        return int(stan), str(rrn)
+                           amount_fen, stan, rrn, pan, c["pan_masked"], time.time())
 
     async def _ask_bank(self, pool: asyncpg.Pool, rec: TopupRecord, clearing: int
                         ) -> ocp.Message:
@@ -516,7 +514,7 @@ class TopupService:
                 due = await self._fetch(pool, _DUE_SQL, limits.ADVICE_BATCH_MAX)
                 pending = await self._fetchval(
                     pool, "SELECT count(*) FROM bank_advices WHERE state = 'pending'")
-                metrics.bank_advices_pending.set(pending or 0)
+                metrics.bank_pending_advices.set(pending or 0)
             except DATABASE_FAILURES as exc:
                 self._rt.log.warning("topup.advices_unreadable", error=str(exc))
                 continue
@@ -531,7 +529,7 @@ class TopupService:
         rec = TopupRecord(r["topup_id"], r["tenant_id"], r["terminal_id"], r["txn_seq"],
                           r["card_no"], r["account_id"], r["amount_fen"], r["stan"], r["rrn"],
                           self._open_pan(r["account_id"], r["pan_encrypted"], r["bank_token"]),
-                          r["pan_masked"])
+                          r["pan_masked"], r["created_at"].timestamp())
         error = ""
         try:
             async with asyncio.timeout(s.topup_deadline_seconds):
@@ -628,8 +626,10 @@ def _local_day_start(now_s: float, utc_offset_s: int) -> Any:
     return dt.datetime.fromtimestamp(start, dt.UTC)
 
 
+
 class NoBankLink:
-    """No bank configured: every top-up declines TOPUP_NOT_AVAILABLE; advices wait."""
+    """No bank configured (bank_host unset): every top-up declines TOPUP_NOT_AVAILABLE;
+    stored advices wait for a link."""
 
     available = False
 
@@ -639,22 +639,33 @@ class NoBankLink:
     async def send_reversal_advice(self, advice: Any, *, repeat: bool) -> bool:
         return False
 
-    async def allocate_stan_rrn(self, conn: Any) -> tuple[int, str]:
-        raise ConnectionError("no bank link")
 
+def topup_adapters(settings: Any) -> tuple[Callable[[TopupRecord], Any],
+                                          Callable[[TopupRecord], Any],
+                                          Callable[[int, bytes | None, str | None], str]]:
+    """What TopupService needs besides the link: the 0200 of a top-up, the 0420 of its
+    reversal (docs/bank-link.md) and the bank's name for a bound card (its token)."""
+    import datetime as dt
 
-def make_bank_link(settings: Any, log: Any) -> tuple[Any, tuple[Any, Any, Any]]:
-    """The bank link of these settings and the three adapters TopupService needs: the bank's
-    request of a top-up, the advice of a reversal, and opening a bound card's number."""
+    from protocols import iso8583
     from protocols.bank_card import bank_card_key
     from protocols.bank_card import open_pan as _open
 
     key = bank_card_key(settings.master_secret_bytes, settings.bank_card_key)
 
+    def request(rec: TopupRecord) -> Any:
+        return iso8583.TopupRequest(
+            terminal_id=rec.terminal_id, stan=rec.stan, rrn=rec.rrn,
+            amount_fen=rec.amount_fen, card_token=rec.pan, account_ref=str(rec.account_id),
+            local_datetime=dt.datetime.fromtimestamp(rec.created_s).replace(microsecond=0),
+            tenant_id=rec.tenant_id)
+
+    def advice(rec: TopupRecord) -> Any:
+        return iso8583.ReversalAdvice.of(request(rec))
+
     def open_pan(account_id: int, sealed: bytes | None, token: str | None) -> str:
-        return token if sealed is None else _open(key, account_id, sealed)
+        if token:
+            return token
+        return _open(key, account_id, sealed or b"")
 
-    def identity(rec: TopupRecord) -> TopupRecord:
-        return rec
-
-    return NoBankLink(), (identity, identity, open_pan)
+    return request, advice, open_pan

@@ -1,4 +1,4 @@
--- OneCard schema, version 11: bank top-up at the self-service kiosk (圈存).
+-- OneCard schema, version 12: bank top-up at the self-service kiosk (圈存).
 --
 -- A cardholder binds a bank card (salary card) in advance and sets a query/spending PIN; at a
 -- kiosk they put their campus card down, type the PIN and an amount; the switch asks the bank

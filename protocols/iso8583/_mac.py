@@ -1,0 +1,90 @@
+"""MAC and key handling (docs/bank-link.md, "MAC and keys").
+
+- MAC: AES-CMAC (NIST SP 800-38B, RFC 4493) under the current 32-byte MAC key, over the packed
+  message from the first byte of the MTI to the last byte before field 128 (bit 128 is set in
+  the bitmap that is MAC'd); field 128 holds its leftmost MAC_BYTES bytes.
+- Keys travel only wrapped: AES key wrap (RFC 3394) under the 32-byte key-encryption key (KEK)
+  that both sides hold out of band. Unwrapping checks the RFC's integrity value.
+- A key has a generation (field 53). `MacKeys` holds the current one and the one before, so an
+  answer MAC'd under the key replaced a moment ago still verifies.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.cmac import CMAC
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+from protocols.iso8583 import limits
+from protocols.iso8583._errors import BadKey, Iso8583LocalError
+
+KEYS_KEPT = 2
+
+
+def cmac(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
+    """The leftmost MAC_BYTES bytes of AES-CMAC(key, data)."""
+    c = CMAC(algorithms.AES(key))
+    c.update(bytes(data))
+    return c.finalize()[: limits.MAC_BYTES]
+
+
+def wrap_key(kek: bytes, key: bytes) -> bytes:
+    """`key` wrapped under `kek` (RFC 3394)."""
+    if len(kek) != limits.KEK_BYTES or len(key) != limits.MAC_KEY_BYTES:
+        raise Iso8583LocalError("the KEK and the MAC key are 32 bytes each")
+    return aes_key_wrap(kek, key)
+
+
+def unwrap_key(kek: bytes, wrapped: bytes) -> bytes:
+    """The key inside `wrapped`; BadKey when it was not wrapped under `kek` or is damaged."""
+    if len(wrapped) != limits.WRAPPED_KEY_BYTES:
+        raise BadKey(f"a wrapped key is {limits.WRAPPED_KEY_BYTES} bytes, not {len(wrapped)}")
+    try:
+        return aes_key_unwrap(kek, wrapped)
+    except (InvalidUnwrap, ValueError):
+        raise BadKey("the wrapped key does not unwrap under the KEK") from None
+
+
+class MacKeys:
+    """The MAC keys of one bank link, by generation: the current one (used to send) and the
+    one before it. Shared by every connection of the link."""
+
+    __slots__ = ("_keys", "current")
+
+    def __init__(self) -> None:
+        self._keys: dict[int, bytes] = {}
+        self.current: int | None = None
+
+    def install(self, generation: int, key: bytes) -> None:
+        """Make `key` the current key (sending from now on); keep the previous one."""
+        if len(key) != limits.MAC_KEY_BYTES or not 0 <= generation <= limits.KEY_GENERATION_MAX:
+            raise Iso8583LocalError("a MAC key is 32 bytes, its generation n16")
+        self._keys[generation] = bytes(key)
+        self.current = generation
+        for old in sorted(self._keys)[:-KEYS_KEPT]:
+            if old != generation:
+                del self._keys[old]
+
+    def clear(self) -> None:
+        self._keys.clear()
+        self.current = None
+
+    def key(self, generation: int) -> bytes | None:
+        return self._keys.get(generation)
+
+    def __contains__(self, generation: object) -> bool:
+        return generation in self._keys
+
+    def sign(self, data: bytes | bytearray) -> tuple[int, bytes]:
+        if self.current is None:
+            raise Iso8583LocalError("no MAC key yet (key exchange first)")
+        return self.current, cmac(self._keys[self.current], data)
+
+    def verify(self, generation: int, data: bytes | bytearray, mac: bytes) -> bool:
+        key = self._keys.get(generation)
+        return key is not None and hmac.compare_digest(cmac(key, data), mac)
+
+    def __repr__(self) -> str:  # never the keys themselves
+        return f"MacKeys(generations={sorted(self._keys)}, current={self.current})"
