@@ -60,9 +60,9 @@ SIGN_ON_DECLINED: Final = "SignOnResult(declined)"
 _T, _S = Role.TERMINAL, Role.SWITCH
 _SEND, _RECV = Way.SEND, Way.RECEIVE
 _REQUESTS = ("Purchase", "Reversal", "BalanceInquiry", "QrPurchase", "Heartbeat", "Credit",
-             "Debit", "Transfer")
+             "Debit", "Transfer", "Topup")
 _ANSWERS = ("PurchaseResult", "ReversalResult", "BalanceResult", "HeartbeatAck", "CreditResult",
-            "DebitResult", "TransferResult")
+            "DebitResult", "TransferResult", "TopupResult")
 _ERRORS = ("Error", ERROR_CLOSING)
 
 
