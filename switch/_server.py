@@ -415,6 +415,9 @@ class Runtime:
             metrics.requests_total.labels(
                 metrics.REQUEST_TYPES.get(kind, "other"), metrics.CODE_NAMES.get(code, "other")
             ).inc(n)
+        auto = self.master.auto_topups
+        if auto:  # automatic top-ups (自动圈存), after the answers went out
+            self.topups.after_commit(replies, auto)
         closing = self._closing_after_answers
         if closing:
             for session in [s for s in closing if s._outstanding == 0]:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
-from ledger_ext import APPROVED, CREDIT, TXN_SEQ_TOO_OLD
+from ledger_ext import APPROVED, CREDIT, PURCHASE, TXN_SEQ_TOO_OLD
 from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
@@ -52,6 +52,10 @@ if TYPE_CHECKING:
     from switch._server import Runtime
     from switch._session import TerminalSession
 
+AUTO_TOPUP_TERMINAL = 99_999_999
+"""The terminal id of automatic top-ups (自动圈存) in the journal and bank_topups: reserved, never
+registered, so no kiosk can send as it. The bank link's field 41 holds 8 digits, so it is the
+largest id a bank request can carry (docs/bank-link.md)."""
 _RC = ocp.ResponseCode
 _OUT = ocp.TopupOutcome
 MAIN_WALLET = 0
@@ -241,6 +245,7 @@ class TopupService:
         self._account_locks: dict[int, asyncio.Lock] = {}
         self._pins = PinVerifier()
         self._advices_wakeup = asyncio.Event()
+        self._auto_asked: set[tuple[int, int]] = set()
         self.pool: asyncpg.Pool | None = None
 
     # -- hot path (a session's data_received) ------------------------------------------------
@@ -259,6 +264,28 @@ class TopupService:
             return
         self._inflight[key] = [session]
 
+    def after_commit(self, replies: list[tuple[Any, Any]], auto: dict[int, tuple[int, int]]
+                     ) -> None:
+        """Automatic top-up (自动圈存): called after a batch's answers went out (the purchase
+        never waits), with the accounts that chose it. A purchase that left the balance
+        below the threshold queues one top-up of the account, at most one a day."""
+        for _, o in replies:
+            if o.kind != PURCHASE or o.code != APPROVED or o.repeat:
+                continue
+            chosen = auto.get(o.account_id)
+            if chosen is None or o.main_fen + o.subsidy_fen >= chosen[0]:
+                continue
+            day = _local_day_start(time.time(), 0).date()  # per UTC day in memory; the
+            key = (o.account_id, day.toordinal())          # database keeps the local day
+            if key in self._auto_asked:
+                continue
+            if len(self._auto_asked) >= limits.TOPUP_QUEUE_MAX * 16:
+                self._auto_asked.clear()
+            self._auto_asked.add(key)
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait((AUTO_TOPUP_TERMINAL, (o.account_id, o.card_no,
+                                                              chosen[1]), b""))
+
     # -- workers ------------------------------------------------------------------------------
 
     async def run_workers(self, pool: asyncpg.Pool) -> None:
@@ -270,6 +297,13 @@ class TopupService:
     async def _worker(self, pool: asyncpg.Pool) -> None:
         while True:
             tid, ev, pin_key = await self._queue.get()
+            if tid == AUTO_TOPUP_TERMINAL:
+                try:
+                    await self._auto_topup(pool, *ev)
+                except DATABASE_FAILURES as exc:
+                    self._rt.log.warning("topup.auto_failed", account_id=ev[0],
+                                         error=str(exc) or type(exc).__name__)
+                continue
             key = (tid, ev.txn_seq)
             try:
                 msg = await self._decide(pool, tid, ev, pin_key)
@@ -336,6 +370,46 @@ class TopupService:
             assert row is not None
             return await self._stored_answer(pool, row)
         return await self._ask_bank(pool, rec, c["clearing"])
+
+    async def _auto_topup(self, pool: asyncpg.Pool, account_id: int, card_no: int,
+                          amount_fen: int) -> None:
+        """One automatic top-up: the cardholder authorised it when choosing it (no PIN); the
+        tenant's switch and caps apply as at a kiosk; once per account and local day."""
+        log = self._rt.log
+        async with self._account_locks.setdefault(account_id, asyncio.Lock()):
+            c = await self._fetchrow(pool, _CONTEXT_SQL, account_id)
+            if (c is None or c["status"] == 3 or not c["enabled"] or c["clearing"] is None
+                    or c["bank_card_id"] is None or not self.link.available):
+                log.info("topup.auto_skipped", account_id=account_id)
+                return
+            day_start = _local_day_start(time.time(), c["utc_offset_s"])
+            first = await self._fetchval(
+                pool, "INSERT INTO bank_auto_topups (account_id, local_day) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING true", account_id,
+                (day_start + _dt_offset(c["utc_offset_s"])).date())
+            if not first:
+                return  # today's automatic top-up happened already (or another switch's)
+            sums = await self._fetchrow(pool, _DAY_SUMS_SQL, account_id, card_no, day_start)
+            assert sums is not None
+            if ((c["single_max_fen"] and amount_fen > c["single_max_fen"])
+                    or (c["daily_card_max_fen"] and sums["card_fen"] + amount_fen
+                        > c["daily_card_max_fen"])
+                    or (c["daily_account_max_fen"] and sums["account_fen"] + amount_fen
+                        > c["daily_account_max_fen"])):
+                log.info("topup.auto_over_cap", account_id=account_id, amount_fen=amount_fen)
+                return
+            seq = await self._fetchval(pool, "SELECT nextval('bank_auto_txn_seq')")
+            rec = await self._record(pool, c, AUTO_TOPUP_TERMINAL, seq, card_no, amount_fen,
+                                     auto=True)
+            if rec is None:
+                return
+            await self._execute(pool, "UPDATE bank_auto_topups SET topup_id = $3"
+                                " WHERE account_id = $1 AND local_day = $2", account_id,
+                                (day_start + _dt_offset(c["utc_offset_s"])).date(),
+                                rec.topup_id)
+            answer = await self._ask_bank(pool, rec, c["clearing"])
+        log.info("topup.auto", account_id=account_id, topup_id=rec.topup_id,
+                 code=int(getattr(answer, "code", -1)))
 
     async def _check_pin(self, pool: asyncpg.Pool, c: Any, tid: int, ev: ocp.Topup,
                          pin_key: bytes) -> int:
@@ -615,6 +689,12 @@ def ocp_limits_window() -> int:
     from protocols import limits as wire
 
     return wire.TXN_SEQ_WINDOW
+
+
+def _dt_offset(utc_offset_s: int) -> Any:
+    import datetime as dt
+
+    return dt.timedelta(seconds=utc_offset_s)
 
 
 def _local_day_start(now_s: float, utc_offset_s: int) -> Any:

@@ -332,6 +332,46 @@ def test_dead_bank_link_costs_purchases_nothing(pg_server: Any, migrated_templat
         sim.stop()
 
 
+def test_automatic_topup_once_a_day_never_delaying_the_purchase(site: Site,
+                                                                bank: BankHostThread) -> None:
+    card, account, _ = bound_card(site)
+    # The cardholder chose 自动圈存 (the admin API does this; here its row and its change event):
+    # below 1,000,000.00 yuan (always), top up 20.00.
+    site.fetch("UPDATE bank_cards SET auto_threshold_fen = 100000000, auto_amount_fen = 2000"
+               " WHERE account_id = $1 AND unbound_at IS NULL", account)
+    site.fetch("SELECT outbox_append('bank_card_changed', $1::jsonb)",
+               f'{{"account_id": {account}, "bound": true, "pan_masked": "622202******0000",'
+               f' "auto_threshold_fen": 100000000, "auto_amount_fen": 2000}}')
+    pos = site.client(FREE_CANTEEN_TERMINAL)
+    seq = pos.sign_on_result.last_txn_seq
+
+    def auto_rows() -> list[Any]:
+        return site.fetch("SELECT * FROM bank_topups WHERE account_id = $1 AND auto",
+                          account)
+
+    def buy_and_look() -> list[Any]:
+        nonlocal seq
+        seq += 1
+        started = time.monotonic()
+        assert pos.request(ocp.Purchase(seq, card, 10, 0)).code == 0
+        assert time.monotonic() - started < 1.0  # the purchase's own answer never waits
+        return [r for r in auto_rows() if r["state"] == "approved"]
+
+    try:
+        [row] = until(buy_and_look, "an automatic top-up after a purchase below the threshold")
+    except AssertionError:
+        assert site.switch is not None
+        print(site.switch.log_tail(60))
+        raise
+    for _ in range(5):  # more purchases below the threshold: no second one today
+        buy_and_look()
+    pos.close()
+    assert len(auto_rows()) == 1
+    [j] = site.journal(row["terminal_id"], row["txn_seq"])
+    assert (j["kind"], j["code"], j["merchant_id"], j["amount_fen"]) == (8, 0, BANK_CLEARING,
+                                                                         2000)
+
+
 def test_books_balance_after_all_of_it(site: Site, bank: BankHostThread) -> None:
     """Last of the module: every top-up above, credited or not, left the books conserved;
     the bank clearing account paid exactly what was credited; nothing is left pending."""

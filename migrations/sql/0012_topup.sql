@@ -125,7 +125,10 @@ CREATE TABLE bank_advices (
 );
 CREATE INDEX bank_advices_due ON bank_advices (next_at) WHERE state = 'pending';
 
--- Automatic top-ups: at most one per account and local day (the key makes it so).
+-- Automatic top-ups: at most one per account and local day (the key makes it so). They are
+-- journaled as requests of the reserved terminal id 99999999 (no kiosk asked), each with
+-- its own txn_seq from this sequence.
+CREATE SEQUENCE bank_auto_txn_seq AS bigint MINVALUE 1 MAXVALUE 4294967295 NO CYCLE;
 CREATE TABLE bank_auto_topups (
     account_id  integer NOT NULL REFERENCES accounts (id),
     local_day   date    NOT NULL,
