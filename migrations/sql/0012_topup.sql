@@ -51,7 +51,8 @@ CREATE TABLE cardholder_pins (
 
 -- Bank cards bound to a person's account. Only the masked number is ever shown or logged;
 -- the full number is kept encrypted (AES-256-GCM under the configured bank-card key, the
--- account id as associated data) or as the bank's token. At most one bound card per account
+-- account id as associated data; NULL when the bank gave only its token). What the switch
+-- sends to the bank is the bank's token (docs/bank-link.md: never a full card number). At most one bound card per account
 -- (快速圈存 uses it without the card being shown). Unbinding keeps the row (unbound_at).
 -- Automatic top-up (自动圈存): when a purchase leaves the balance below auto_threshold_fen,
 -- auto_amount_fen is topped up from this card, at most once per local day.
@@ -62,12 +63,11 @@ CREATE TABLE bank_cards (
     person_id          integer REFERENCES people (id),
     pan_masked         text    NOT NULL CHECK (pan_masked ~ '^[0-9]{6}\*+[0-9]{4}$'),
     pan_encrypted      bytea,
-    bank_token         text    CHECK (bank_token IS NULL OR length(bank_token) BETWEEN 1 AND 64),
+    bank_token         text    NOT NULL CHECK (length(bank_token) BETWEEN 1 AND 64),
     auto_threshold_fen bigint  NOT NULL DEFAULT 0 CHECK (auto_threshold_fen >= 0),
     auto_amount_fen    bigint  NOT NULL DEFAULT 0 CHECK (auto_amount_fen >= 0),
     bound_at           timestamptz NOT NULL DEFAULT now(),
-    unbound_at         timestamptz,
-    CHECK ((pan_encrypted IS NULL) <> (bank_token IS NULL))
+    unbound_at         timestamptz
 );
 CREATE UNIQUE INDEX bank_cards_one_bound ON bank_cards (account_id) WHERE unbound_at IS NULL;
 
