@@ -12,6 +12,7 @@ shared Redis keeps nothing of a demo and two demos never read each other's chang
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -25,11 +26,13 @@ import msgspec
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.audit import AuditReport, audit_conservation
 from onecard.harness import SwitchProcess, fresh_database, run_fast
+from onecard.kiosks import BankSummary, KioskClient, bank_summary
 from onecard.privateredis import redis_answers, remove_keys, start_private_redis
-from onecard.seed import SeedPlan, seed_site
+from onecard.seed import CARD_NO_BASE, DEMO_PIN, SeedPlan, SeedResult, demo_pan, seed_site
 from protocols import ocp
 from switch._outbox import STREAM_KEY_PREFIX
 from switch._settings import SwitchSettings, redacted_url
+from terminals_sim.bank_host import BankHostThread
 
 DEMO_DATABASE = "onecard_demo"
 
@@ -67,6 +70,8 @@ class DemoSummary(msgspec.Struct):
     wall_seconds: float
     postgres: str
     redis: str = ""
+    bank: BankSummary | None = None
+    """Kiosk top-ups against the bank simulator (onecard/kiosks.py), from the database."""
 
 
 def configured_redis_url(given: str | None = None) -> str:
@@ -158,7 +163,10 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         print(f"seeded a demo campus: {seed.accounts:,} cardholders, {len(seed.terminals)} POS "
               f"terminals, 2 parks, 7 merchant accounts", flush=True)
         master = os.urandom(32)
-        switch = SwitchProcess(dsn, master.hex(), extra_env=svc.switch_env).start()
+        bank = BankHostThread(DEMO_BANK_KEK, default_balance_fen=10_000_000,
+                              late_seconds=DEMO_BANK_LATE_SECONDS).start()
+        switch = SwitchProcess(dsn, master.hex(), extra_env={
+            **svc.switch_env, **demo_bank_env(bank.port)}).start()
         print(f"switch listening on {switch.host}:{switch.port}; {options.seconds:g} s of "
               "purchases ...", flush=True)
         try:
@@ -173,15 +181,20 @@ async def _demo(options: DemoOptions) -> DemoSummary:
                             unknown_card_share=0.01, reversal_share=0.01, inquiry_share=0.03)
             gen = LoadGenerator(switch.host, switch.port, specs, pool)
             await gen.connect()
-            report = await gen.closed_loop(options.seconds, depth=1)
+            report, _ = await asyncio.gather(
+                gen.closed_loop(options.seconds, depth=1),
+                kiosk_topups(switch.host, switch.port, master, seed, bank))
             gen.close()
+            await wait_reversals_done(dsn)
         finally:
             code = switch.stop()
+            bank.stop()
         if code != 0:
             raise RuntimeError(f"switch exited with {code}:\n{switch.log_tail()}")
         conn = await asyncpg.connect(dsn)
         try:
             audit = await audit_conservation(conn)
+            bank_figures = await bank_summary(conn)
             rows = await conn.fetch(
                 "SELECT kind, code, count(*) AS n FROM journal GROUP BY kind, code"
             )
@@ -212,6 +225,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         wall_seconds=round(time.perf_counter() - wall0, 1),
         postgres=where,
         redis=redis_where,
+        bank=bank_figures,
     )
 
 
@@ -247,9 +261,73 @@ def render(summary: DemoSummary) -> str:
         f"    requests journaled twice                      {c.duplicate_requests}",
         f"    CONSERVED: {'yes' if s.conserved else 'NO'} — {c.reason}",
         "",
+        *_bank_lines(s.bank),
         f"  ({s.wall_seconds:.1f} s in all, {s.postgres}, change feed through {s.redis})",
     ]
     return "\n".join(lines)
+
+
+DEMO_BANK_KEK = bytes(range(0x60, 0x80))
+DEMO_BANK_LATE_SECONDS = 2.0
+DEMO_KIOSK_TOPUPS = 20
+
+
+def demo_bank_env(port: int) -> dict[str, str]:
+    """The switch's bank settings for the demo's simulator: a 1 s answer deadline, so the
+    timed-out top-up (answered 2 s late) is over quickly; advices repeated after 0.2 s."""
+    return {"ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(port),
+            "ONECARD_BANK_KEK": DEMO_BANK_KEK.hex(),
+            "ONECARD_BANK_RESPONSE_TIMEOUT_SECONDS": "1",
+            "ONECARD_BANK_ADVICE_BACKOFF_SECONDS": "0.2",
+            "ONECARD_BANK_ADVICE_POLL_SECONDS": "0.2"}
+
+
+async def kiosk_topups(host: str, port: int, master: bytes, seed: SeedResult,
+                       bank: BankHostThread) -> None:
+    """Beside the purchases: a kiosk tops up bound cards (DEMO_PIN); one card's bank
+    declines (not enough money), one answers after the switch's deadline (not credited,
+    then reversed by an advice)."""
+    cards = seed.bank_card_cards
+    if len(cards) < 3 or not seed.kiosks:
+        return
+    account_of = {c: (c - CARD_NO_BASE) // 10 for c in cards}
+    declined, late = cards[0], cards[1]
+    bank.host.set_behaviour("decline", card=demo_pan(account_of[declined]), field39="51")
+    bank.host.set_behaviour("late", card=demo_pan(account_of[late]))
+    kiosk = KioskClient(seed.kiosks[0], ocp.derive_terminal_key(master, seed.kiosks[0], 1))
+    async with asyncio.timeout(120):
+        await kiosk.connect(host, port)
+        await kiosk.topup(declined, 5_000, DEMO_PIN)
+        await kiosk.topup(late, 5_000, DEMO_PIN)
+        for n in range(DEMO_KIOSK_TOPUPS):
+            await kiosk.topup(cards[2 + n % (len(cards) - 2)], 2_000 + 100 * n, DEMO_PIN)
+    kiosk.close()
+
+
+async def wait_reversals_done(dsn: str) -> None:
+    """Until the bank acknowledged every reversal advice (the demo's end shows none pending)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with asyncio.timeout(60):
+            while await conn.fetchval("SELECT count(*) FROM bank_advices"  # noqa: ASYNC110
+                                      " WHERE state = 'pending'"):
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        pass  # the summary says how many are pending
+    finally:
+        await conn.close()
+
+
+def _bank_lines(b: BankSummary | None) -> list[str]:
+    if b is None:
+        return []
+    return [
+        "  Bank top-up (圈存) at a kiosk, against the bank simulator:",
+        f"    approved {b.topups_approved} ({b.credited_fen / 100:,.2f} yuan credited), "
+        f"declined {b.topups_declined}, unknown (not credited) {b.topups_unknown}",
+        f"    reversal advices acknowledged {b.reversals_sent}, pending {b.reversals_pending}",
+        "",
+    ]
 
 
 def run_demo(options: DemoOptions) -> int:

@@ -122,6 +122,8 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
     values.update(doc_type="refund", title="x", lines=[{"person_id": w["person"]["id"],
                                                         "amount_fen": 100}],
                   amount_fen=100, from_wallet="main", comment="", levels=1)
+    values.update(pin="135790", pan="6222021234567890128", bank_token="WALK",
+                  auto_threshold_fen=1_000, auto_amount_fen=2_000, enabled=False)
     if "template_id" in op["fields"]:
         values["kind"] = "face"
     if "settlement_cycle" in op["fields"]:
