@@ -104,6 +104,8 @@ class SwitchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     # "unknown, not credited" and a reversal advice).
     topup_workers: Annotated[int, Meta(ge=1, le=1024)] = 64
     topup_deadline_seconds: Annotated[float, Meta(gt=0, le=120)] = 15.0
+    # PostgreSQL connections of the top-up workers (a pool of their own).
+    topup_pool_max: Annotated[int, Meta(ge=1, le=64)] = 16
     # Wrong PINs in a row before a cardholder's PIN is locked.
     pin_tries_max: Annotated[int, Meta(ge=1, le=20)] = 5
     # Reversal advices: first repeat after bank_advice_backoff_seconds, doubling; after

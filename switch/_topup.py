@@ -45,7 +45,6 @@ from ledger_ext import APPROVED, CREDIT, PURCHASE, TXN_SEQ_TOO_OLD
 from protocols import ocp
 from switch import _metrics as metrics
 from switch import limits
-from switch._banklink import allocate_stan_rrn
 from switch._errors import DATABASE_FAILURES
 
 if TYPE_CHECKING:
@@ -152,6 +151,55 @@ def hash_pin(pin: str) -> str:
     return PasswordHasher().hash(pin)
 
 
+class StanRrnBlocks:
+    """STANs and RRNs for bank requests, drawn from the bank link's counters (migration 0011:
+    bank_stan_days, bank_rrn_seq) a block at a time. One draw per top-up would hold the day's
+    counter row locked until each commit: every top-up of the site would wait for the one
+    before it to reach the disk (measured: 139 top-ups/s). A block's STANs belong to the UTC
+    day it was drawn on and are dropped when the day changes; numbers left unused by a
+    restart are gaps, which the spec allows (unique, not dense)."""
+
+    def __init__(self, size: int) -> None:
+        import collections
+
+        self._size = size
+        self._day: Any = None
+        self._next = 0
+        self._end = -1
+        self._rrns: collections.deque[str] = collections.deque()
+        self._lock = asyncio.Lock()
+
+    def _ready(self, today: Any) -> bool:
+        return self._day == today and self._next <= self._end and bool(self._rrns)
+
+    async def draw(self, pool: asyncpg.Pool) -> tuple[int, str]:
+        import datetime as dt
+
+        while True:
+            today = dt.datetime.now(dt.UTC).date()
+            if self._ready(today):
+                stan = self._next
+                self._next += 1
+                return stan, self._rrns.popleft()
+            async with self._lock:
+                if not self._ready(today):
+                    await self._refill(pool, today)
+
+    async def _refill(self, pool: asyncpg.Pool, today: Any) -> None:
+        n = self._size
+        async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS), pool.acquire() as conn:
+            last = await conn.fetchval(
+                "INSERT INTO bank_stan_days (day, last_stan) VALUES ($1, $2)"
+                " ON CONFLICT ON CONSTRAINT bank_stan_days_pkey"
+                " DO UPDATE SET last_stan = bank_stan_days.last_stan + $2"
+                " RETURNING last_stan", today, n)
+            rrns = await conn.fetch("SELECT lpad(nextval('bank_rrn_seq')::text, 12, '0') AS r"
+                                    " FROM generate_series(1, $1)", n)
+        self._day, self._next, self._end = today, int(last) - n + 1, int(last)
+        self._rrns.clear()
+        self._rrns.extend(r["r"] for r in rrns)
+
+
 class _Durable:
     """Answerable for the journal: resolves a future when the credit row is committed."""
 
@@ -246,6 +294,7 @@ class TopupService:
         self._pins = PinVerifier()
         self._advices_wakeup = asyncio.Event()
         self._auto_asked: set[tuple[int, int]] = set()
+        self._numbers = StanRrnBlocks(limits.STAN_BLOCK_MAX)
         self.pool: asyncpg.Pool | None = None
 
     # -- hot path (a session's data_received) ------------------------------------------------
@@ -289,10 +338,20 @@ class TopupService:
     # -- workers ------------------------------------------------------------------------------
 
     async def run_workers(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        async with asyncio.TaskGroup() as tg:
-            for n in range(self._settings.topup_workers):
-                tg.create_task(self._worker(pool), name=f"topup-{n}")
+        """The workers, on a pool of their own (topup_pool_max connections): a top-up waits
+        on several commits, and the switch's small pool serves its other tasks."""
+        s = self._settings
+        own = await asyncpg.create_pool(
+            s.dsn, min_size=1, max_size=s.topup_pool_max,
+            server_settings={"application_name": "onecard-switch-topups"})
+        self.pool = own
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for n in range(s.topup_workers):
+                    tg.create_task(self._worker(own), name=f"topup-{n}")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(own.close(), 5)
 
     async def _worker(self, pool: asyncpg.Pool) -> None:
         while True:
@@ -445,10 +504,8 @@ class TopupService:
     async def _record(self, pool: asyncpg.Pool, c: Any, tid: int, seq: int, card_no: int,
                       amount_fen: int, *, auto: bool) -> TopupRecord | None:
         """Draw STAN/RRN and commit the 'sent' row: None if (tid, seq) is recorded already."""
+        stan, rrn = await self._numbers.draw(pool)
         async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS), pool.acquire() as conn:
-            # Drawn in a statement of its own: the day's STAN counter row is not held locked
-            # through our insert's commit (a STAN left unused is harmless).
-            stan, rrn = await allocate_stan_rrn(conn)
             topup_id = await conn.fetchval(_INSERT_SQL, c["tenant_id"], tid, seq,
                                            c["account_id"], card_no, c["bank_card_id"],
                                            amount_fen, auto, stan, rrn)

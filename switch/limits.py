@@ -83,3 +83,5 @@ PIN_CACHE_ENTRIES_MAX = 1_000_000
 # Reversal advices sent in one round of the repeater, and the longest wait between tries.
 ADVICE_BATCH_MAX = 100
 ADVICE_BACKOFF_SECONDS_MAX = 600.0
+# STANs and RRNs a switch reserves at once for bank top-ups (switch/_topup.py StanRrnBlocks).
+STAN_BLOCK_MAX = 1000
