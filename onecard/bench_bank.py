@@ -75,7 +75,10 @@ async def run_bank_phases(dsn: str, master: bytes, terminals: list[int], cards: 
         await conn.close()
     bank = BankHostThread(DEMO_BANK_KEK, default_balance_fen=10**15).start()
     switch = SwitchProcess(dsn, master.hex(), extra_env={
-        "ONECARD_LOG_LEVEL": "warning", **demo_bank_env(bank.port)}).start()
+        "ONECARD_LOG_LEVEL": "warning", **demo_bank_env(bank.port),
+        # As many top-ups in flight as kiosks, on enough connections to share the commits.
+        "ONECARD_TOPUP_WORKERS": str(max(1, min(1024, len(kiosks)))),
+        "ONECARD_TOPUP_POOL_MAX": "32"}).start()
     try:
         clients = [KioskClient(k, ocp.derive_terminal_key(master, k, 1)) for k in kiosks]
         async with asyncio.timeout(120):
