@@ -200,6 +200,95 @@ class StanRrnBlocks:
         self._rrns.extend(r["r"] for r in rrns)
 
 
+_BATCH_INSERT_SQL = """
+INSERT INTO bank_topups (tenant_id, terminal_id, txn_seq, account_id, card_no, bank_card_id,
+                         amount_fen, auto, stan, rrn)
+SELECT * FROM unnest($1::int[], $2::int[], $3::bigint[], $4::int[], $5::bigint[], $6::int[],
+                     $7::bigint[], $8::bool[], $9::int[], $10::text[])
+ON CONFLICT (terminal_id, txn_seq) DO NOTHING
+RETURNING id, terminal_id, txn_seq
+"""
+_BATCH_APPROVED_SQL = """
+UPDATE bank_topups t SET state = 'approved', code = 0, field39 = u.field39, lsn = u.lsn,
+       updated_at = now()
+FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u (id, field39, lsn)
+WHERE t.id = u.id
+"""
+
+
+class TopupWriter:
+    """Group commit for the two writes every top-up makes: the 'sent' row before the bank is
+    asked, and 'approved' once credited. Whatever the workers hand in while one statement
+    commits goes into the next (one INSERT ... unnest, one UPDATE ... unnest), so a commit's
+    fsync is shared by every top-up of the batch, as the journal shares one among purchases.
+    Each caller's future resolves once its row is committed."""
+
+    def __init__(self) -> None:
+        self._inserts: list[tuple[tuple[Any, ...], asyncio.Future[int | None]]] = []
+        self._approvals: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+
+    async def record(self, row: tuple[Any, ...]) -> int | None:
+        """The new row's id, or None if (terminal_id, txn_seq) was recorded already."""
+        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._inserts.append((row, fut))
+        self._wakeup.set()
+        return await fut
+
+    async def approved(self, topup_id: int, field39: str, lsn: int) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._approvals.append(((topup_id, field39, lsn), fut))
+        self._wakeup.set()
+        await fut
+
+    async def run(self, pool: asyncpg.Pool) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            inserts, self._inserts = self._inserts[:limits.TOPUP_BATCH_MAX], \
+                self._inserts[limits.TOPUP_BATCH_MAX:]
+            approvals, self._approvals = self._approvals[:limits.TOPUP_BATCH_MAX], \
+                self._approvals[limits.TOPUP_BATCH_MAX:]
+            if self._inserts or self._approvals:
+                self._wakeup.set()
+            await asyncio.gather(self._insert(pool, inserts), self._approve(pool, approvals))
+
+    async def _insert(self, pool: asyncpg.Pool,
+                      batch: list[tuple[tuple[Any, ...], asyncio.Future[int | None]]]) -> None:
+        if not batch:
+            return
+        try:
+            columns = list(zip(*(row for row, _ in batch), strict=True))
+            async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                got = await pool.fetch(_BATCH_INSERT_SQL, *columns)
+        except Exception as exc:  # each caller gets the failure
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        ids = {(r["terminal_id"], r["txn_seq"]): r["id"] for r in got}
+        for row, fut in batch:
+            if not fut.done():
+                fut.set_result(ids.get((row[1], row[2])))
+
+    async def _approve(self, pool: asyncpg.Pool,
+                       batch: list[tuple[tuple[Any, ...], asyncio.Future[None]]]) -> None:
+        if not batch:
+            return
+        try:
+            columns = list(zip(*(row for row, _ in batch), strict=True))
+            async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                await pool.execute(_BATCH_APPROVED_SQL, *columns)
+        except Exception as exc:  # each caller gets the failure
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
+
+
 class _Durable:
     """Answerable for the journal: resolves a future when the credit row is committed."""
 
@@ -243,13 +332,6 @@ SELECT coalesce(sum(amount_fen) FILTER (WHERE card_no = $2), 0) AS card_fen,
        coalesce(sum(amount_fen), 0) AS account_fen
 FROM bank_topups
 WHERE account_id = $1 AND state <> 'declined' AND created_at >= $3
-"""
-_INSERT_SQL = """
-INSERT INTO bank_topups (tenant_id, terminal_id, txn_seq, account_id, card_no, bank_card_id,
-                         amount_fen, auto, stan, rrn)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (terminal_id, txn_seq) DO NOTHING
-RETURNING id
 """
 _ROW_SQL = "SELECT * FROM bank_topups WHERE terminal_id = $1 AND txn_seq = $2"
 _BALANCES_SQL = "SELECT main_fen, subsidy_fen FROM journal WHERE lsn = $1"
@@ -295,6 +377,7 @@ class TopupService:
         self._advices_wakeup = asyncio.Event()
         self._auto_asked: set[tuple[int, int]] = set()
         self._numbers = StanRrnBlocks(limits.STAN_BLOCK_MAX)
+        self._writer = TopupWriter()
         self.pool: asyncpg.Pool | None = None
 
     # -- hot path (a session's data_received) ------------------------------------------------
@@ -347,6 +430,7 @@ class TopupService:
         self.pool = own
         try:
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._writer.run(own), name="topup-writer")
                 for n in range(s.topup_workers):
                     tg.create_task(self._worker(own), name=f"topup-{n}")
         finally:
@@ -505,10 +589,8 @@ class TopupService:
                       amount_fen: int, *, auto: bool) -> TopupRecord | None:
         """Draw STAN/RRN and commit the 'sent' row: None if (tid, seq) is recorded already."""
         stan, rrn = await self._numbers.draw(pool)
-        async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS), pool.acquire() as conn:
-            topup_id = await conn.fetchval(_INSERT_SQL, c["tenant_id"], tid, seq,
-                                           c["account_id"], card_no, c["bank_card_id"],
-                                           amount_fen, auto, stan, rrn)
+        topup_id = await self._writer.record((c["tenant_id"], tid, seq, c["account_id"], card_no,
+                                              c["bank_card_id"], amount_fen, auto, stan, rrn))
         if topup_id is None:
             return None
         pan = self._open_pan(c["account_id"], c["pan_encrypted"], c["bank_token"])
@@ -564,9 +646,7 @@ class TopupService:
         elif o.repeat:
             await rt.journal.wait_durable(o.lsn)
         if o.code == APPROVED and o.kind == CREDIT and o.lsn:
-            await self._execute(pool, "UPDATE bank_topups SET state = 'approved', code = 0,"
-                                " field39 = $2, lsn = $3, updated_at = now() WHERE id = $1",
-                                rec.topup_id, field39, o.lsn)
+            await self._writer.approved(rec.topup_id, field39, o.lsn)
             metrics.topups_total.labels("approved").inc()
             return self._result(rec.txn_seq, APPROVED, _OUT.APPROVED, o.amount_fen, o.main_fen,
                                 o.subsidy_fen, field39)

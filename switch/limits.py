@@ -85,3 +85,5 @@ ADVICE_BATCH_MAX = 100
 ADVICE_BACKOFF_SECONDS_MAX = 600.0
 # STANs and RRNs a switch reserves at once for bank top-ups (switch/_topup.py StanRrnBlocks).
 STAN_BLOCK_MAX = 1000
+# Top-up rows written in one statement by the top-up writer (switch/_topup.py TopupWriter).
+TOPUP_BATCH_MAX = 1000
