@@ -626,7 +626,12 @@ class TopupService:
                      txn_seq=rec.txn_seq, code=int(code), field39=field39,
                      card=rec.pan_masked)
             return self._result(rec.txn_seq, code, _OUT.DECLINED, bank_code=field39)
-        if reason not in ("timeout", "link_down", "unparseable"):
+        # The link's reasons (switch/_banklink.py BankAnswer.reason) in the advice's words.
+        if "match" in reason or "field 39" in reason:
+            reason = "unparseable"
+        elif "link" in reason or "connection" in reason:
+            reason = "link_down"
+        elif reason not in ("timeout", "link_down", "unparseable"):
             reason = "timeout"
         await self._store_advice(pool, rec.topup_id, _RC.BANK_NO_ANSWER, field39, reason)
         metrics.topups_total.labels("unknown").inc()
