@@ -372,6 +372,36 @@ def test_automatic_topup_once_a_day_never_delaying_the_purchase(site: Site,
                                                                          2000)
 
 
+def test_an_advice_never_acknowledged_becomes_a_document(pg_server: Any,
+                                                        migrated_template: str) -> None:
+    from tests.admin_site import AdminSite
+
+    sim = BankHostThread(KEK, default_balance_fen=10_000_000).start()
+    s = AdminSite(pg_server.new_database(template=migrated_template))
+    s.start(extra_env={**switch_env(sim), "ONECARD_BANK_ADVICE_TRIES_MAX": "2"})
+    try:
+        until(lambda: sim.host.signed_on_connections >= 1, "signed on")
+        card = s.seed.bank_card_cards[0]
+        sim.host.set_behaviour("silent")
+        sim.host.set_advice_action("silent")
+        kiosk = Kiosk(s)
+        msg = kiosk.topup_msg(card, 1_500)
+        assert kiosk.client.request(msg).outcome == OUT.UNKNOWN
+        kiosk.close()
+        t = until(lambda: (r := topup_row(s, KIOSK, msg.txn_seq)) is not None
+                  and r["state"] == "exception" and r, "handed to a person")
+        [advice] = s.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
+        assert (advice["state"], advice["tries"]) == ("exception", 2)
+        [doc] = s.fetch("SELECT * FROM documents WHERE id = $1", advice["document_id"])
+        assert (doc["doc_type"], doc["status"], doc["bank_topup_id"], doc["total_fen"]) == (
+            "bank_exception", "submitted", t["id"], 1_500)
+        assert t["rrn"] in doc["title"]
+        assert s.journal(KIOSK, msg.txn_seq) == []
+    finally:
+        s.stop()
+        sim.stop()
+
+
 def test_books_balance_after_all_of_it(site: Site, bank: BankHostThread) -> None:
     """Last of the module: every top-up above, credited or not, left the books conserved;
     the bank clearing account paid exactly what was credited; nothing is left pending."""
