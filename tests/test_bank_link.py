@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -29,6 +33,7 @@ from switch._banklink import (
 )
 from terminals_sim.bank_host import BankHostThread
 
+ROOT = Path(__file__).resolve().parent.parent
 KEK = bytes(range(0x40, 0x60))
 DEADLINE = 20.0
 _stan = iter(range(1, 999_999))
@@ -299,3 +304,54 @@ async def _stan_and_rrn(db_dsn: str) -> None:
             await allocate_stan_rrn(conn)
     finally:
         await conn.close()
+
+
+@linked
+async def test_delay_per_card_and_the_daily_file(bank: BankHostThread, link: BankLink) -> None:
+    host = bank.host
+    host.set_behaviour("delay", card="TOK-2", delay_seconds=0.1)  # within the 0.3 s timeout
+    slow = _req(card="TOK-2", amount_fen=1_000)
+    fast = _req(card="TOK-1", amount_fen=2_000)
+    answers = await asyncio.gather(link.authorize_topup(slow), link.authorize_topup(fast))
+    assert [a.outcome for a in answers] == ["approved", "approved"]
+    host.set_behaviour("delay", card="TOK-2", delay_seconds=0.6)  # past it
+    assert (await link.authorize_topup(_req(card="TOK-2", amount_fen=1_000))).outcome == (
+        "unknown")
+    reversed_one = _req(amount_fen=3_000)
+    assert (await link.authorize_topup(reversed_one)).outcome == "approved"
+    assert await link.send_reversal_advice(ReversalAdvice.of(reversed_one), repeat=False)
+    path = Path(tempfile.mkdtemp()) / "topups.csv"
+    lines = host.write_daily_file(path, host.business_date)
+    text = path.read_bytes().decode("utf-8")
+    rows = text.split("\n")
+    assert rows[0] == ("business_date,rrn,stan,terminal_id,card_token,amount_fen,field39,"
+                       "auth_code") and rows[-1] == "" and "\r" not in text
+    assert lines == 3 == len(rows) - 2  # slow, fast, the late one; not the reversed one
+    assert reversed_one.rrn not in text
+    assert f"{fast.rrn},{fast.stan:06d},5001,TOK-1,2000,00," in text
+
+
+def test_onecard_bank_sim_serves_the_spec() -> None:
+    """`onecard bank-sim` on its own: a client signs on, exchanges a key, tops up."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onecard", "bank-sim", "--port", "0", "--kek", KEK.hex()],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(line.rsplit(":", 1)[1])
+        asyncio.run(_sign_on_and_top_up(port))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _sign_on_and_top_up(port: int) -> None:
+    link = BankLink(BankLinkConfig(host="127.0.0.1", port=port, kek=KEK))
+    await link.start()
+    try:
+        async with asyncio.timeout(DEADLINE):
+            await link.wait_available()
+        assert (await link.authorize_topup(_req(card="ANY"))).outcome == "approved"
+    finally:
+        await link.close()
