@@ -157,13 +157,15 @@ class _Pending:
 class _Slot:
     """One connection of the pool."""
 
-    __slots__ = ("conn", "index", "signed_on", "writer")
+    __slots__ = ("conn", "index", "out", "signed_on", "writer")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.conn: iso8583.Connection | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.signed_on = False
+        self.out = bytearray()
+        """Frames written in this turn of the event loop: one socket write per turn."""
 
 
 _Key = tuple[str, int, int]
@@ -323,13 +325,24 @@ class BankLink:
             self._pending.pop(key, None)
 
     def _write(self, slot: _Slot, msg: iso8583.Message) -> None:
+        """Queue `msg` on `slot`; the frames queued in one turn of the loop go out in one
+        write (a syscall per top-up cost more than its encoding)."""
         writer, conn = slot.writer, slot.conn
         if writer is None or conn is None or writer.is_closing():
             raise _LinkDown("connection closed")
-        writer.write(conn.send(msg, now=_utcnow()))
         if writer.transport.get_write_buffer_size() > WRITE_BUFFER_BYTES_MAX:
             writer.transport.abort()
             raise _LinkDown("the bank does not read")
+        if not slot.out:
+            asyncio.get_running_loop().call_soon(self._flush, slot, writer)
+        slot.out += conn.send(msg, now=_utcnow())
+
+    @staticmethod
+    def _flush(slot: _Slot, writer: asyncio.StreamWriter) -> None:
+        data = bytes(slot.out)
+        slot.out.clear()
+        if slot.writer is writer and not writer.is_closing():
+            writer.write(data)
 
     def _remember(self, key: _Key, what: str) -> None:
         self._recent[key] = what
@@ -437,6 +450,7 @@ class BankLink:
 
     def _down(self, slot: _Slot) -> None:
         slot.signed_on = False
+        slot.out.clear()
         if slot.writer is not None:
             slot.writer.transport.abort()
         slot.writer = slot.conn = None

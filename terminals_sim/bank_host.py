@@ -64,6 +64,8 @@ class _Peer:
     conn: iso8583.Connection
     signed_on: bool = False
     send_lock: trio.Lock = field(default_factory=trio.Lock)
+    outbox: bytearray | None = None
+    """While a received chunk is being drained: answers to write when it is done."""
 
 
 class BankHost:
@@ -215,23 +217,34 @@ class BankHost:
             await stream.aclose()
 
     async def _drain(self, peer: _Peer, nursery: trio.Nursery) -> bool:
-        """Take every whole message buffered; False when the connection is to be closed."""
-        while True:
-            try:
-                ev = peer.conn.next_event()
-            except iso8583.Iso8583RemoteError as exc:
-                self.bad_input.append(exc.reason)
-                if exc.closes_connection:
+        """Take every whole message buffered; False when the connection is to be closed.
+        Immediate answers to top-ups are written together, once the buffer is drained."""
+        peer.outbox = bytearray()
+        try:
+            while True:
+                try:
+                    ev = peer.conn.next_event()
+                except iso8583.Iso8583RemoteError as exc:
+                    self.bad_input.append(exc.reason)
+                    if exc.closes_connection:
+                        return False
+                    continue
+                if ev is iso8583.NEED_DATA:
+                    return True
+                if ev is iso8583.CLOSED:
                     return False
-                continue
-            if ev is iso8583.NEED_DATA:
-                return True
-            if ev is iso8583.CLOSED:
-                return False
-            assert not isinstance(ev, iso8583.Signal)
-            self.received.append(ev)
-            if not await self._on_message(peer, ev, nursery):
-                return False
+                assert not isinstance(ev, iso8583.Signal)
+                self.received.append(ev)
+                if not await self._on_message(peer, ev, nursery):
+                    return False
+        finally:
+            data, peer.outbox = bytes(peer.outbox), None
+            if data:
+                try:
+                    async with peer.send_lock:
+                        await peer.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
 
     async def _answer(self, peer: _Peer, msg: iso8583.Message, *, delay: float = 0.0,
                       times: int = 1) -> None:
@@ -300,7 +313,10 @@ class BankHost:
         delay = {"delay": behaviour.delay_seconds,
                  "late": behaviour.delay_seconds or self.late_seconds}.get(action, 0.0)
         times = 2 if action == "twice" else 1
-        nursery.start_soon(self._answer_later, peer, answer, delay, times)
+        if delay == 0 and peer.outbox is not None:
+            peer.outbox += iso8583.encode_frame(answer, now=_now(), keys=self.keys) * times
+        else:
+            nursery.start_soon(self._answer_later, peer, answer, delay, times)
         return True
 
     async def _answer_later(self, peer: _Peer, answer: iso8583.Message, delay: float,
