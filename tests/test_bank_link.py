@@ -355,3 +355,33 @@ async def _sign_on_and_top_up(port: int) -> None:
         assert (await link.authorize_topup(_req(card="ANY"))).outcome == "approved"
     finally:
         await link.close()
+
+
+def test_close_signs_off(bank: BankHostThread) -> None:
+    async def main() -> None:
+        link = BankLink(BankLinkConfig(host="127.0.0.1", port=bank.port, kek=KEK,
+                                       connections=2))
+        await link.start()
+        async with asyncio.timeout(DEADLINE):
+            await link.wait_available()
+        await _until(lambda: bank.host.signed_on_connections == 2)
+        await link.close()
+        assert not link.available
+
+    asyncio.run(main())
+    codes = [m.code for m in bank.host.received_of(iso8583.NetworkRequest)]
+    assert codes.count(iso8583.NetworkCode.SIGN_OFF) == 2
+
+
+@linked
+async def test_bank_refusing_connections_then_back(bank: BankHostThread, link: BankLink
+                                                   ) -> None:
+    host = bank.host
+    host.refuse_connections = True
+    bank.call(host.restart)
+    await _until(lambda: not link.available)
+    answer = await link.authorize_topup(_req())
+    assert (answer.outcome, answer.sent) == ("declined", False)  # nothing sent: no reversal
+    host.refuse_connections = False
+    await _until(lambda: link.available)
+    assert (await link.authorize_topup(_req())).outcome == "approved"
