@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from onecard.status import render_status
 from protocols import iso8583, ocp
 from terminals_sim.bank_host import BankHostThread
 from tests.switch_site import FREE_CANTEEN_TERMINAL, Site, free_port
@@ -45,6 +46,8 @@ def test_switch_signs_on_and_readyz_reports_topups(db_dsn: str) -> None:
     })
     try:
         _until(lambda: _readyz(base)[1].get("topups_available") is True)
+        ready, text = render_status(base)
+        assert ready and "bank link             UP: 1 connection(s)" in text
         assert bank.host.signed_on_connections == 1 and bank.host.keys.current is not None
         assert any(m.code is iso8583.NetworkCode.KEY_EXCHANGE
                    for m in bank.host.received_of(iso8583.NetworkRequest))
