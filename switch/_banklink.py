@@ -377,6 +377,9 @@ class BankLink:
                 return
             key = os.urandom(iso8583.limits.MAC_KEY_BYTES)
             generation = max(self._generation + 1, int(time.time()))
+            # The bank MACs its answers under the new key as soon as it has it, maybe before
+            # its 0810 reaches us: accept that key from now on, send under it after the 0810.
+            self.keys.install(generation, key, current=False)
             answer = await self._network(
                 slot, iso8583.NetworkCode.KEY_EXCHANGE, key_generation=generation,
                 wrapped_key=iso8583.wrap_key(self.config.kek, key))

@@ -69,7 +69,8 @@ def bank() -> Iterator[BankHostThread]:
 Body = Callable[[BankHostThread, BankLink], Awaitable[None]]
 
 
-def linked(body: Body | None = None, *, timeout: float = 2.0) -> Any:
+def linked(body: Body | None = None, *, timeout: float = 2.0,
+           key_interval: float = 3600.0) -> Any:
     """A test of `body` against a started link (two connections) to the `bank` fixture, with
     this response timeout: generous by default, so a loaded machine does not turn an approval
     into a timeout; short only where a test waits for timeouts (their answers come later)."""
@@ -79,6 +80,7 @@ def linked(body: Body | None = None, *, timeout: float = 2.0) -> Any:
             async def main() -> None:
                 cfg = BankLinkConfig(host="127.0.0.1", port=bank.port, kek=KEK, connections=2,
                                      response_timeout_seconds=timeout,
+                                     key_exchange_interval_seconds=key_interval,
                                      echo_interval_seconds=0.2, reconnect_min_seconds=0.05,
                                      reconnect_max_seconds=0.2)
                 link = BankLink(cfg)
@@ -194,6 +196,23 @@ async def test_key_exchange_rotates_the_mac_key(bank: BankHostThread, link: Bank
     await link._exchange_key(link._pick())  # what the rotation timer does
     assert link.keys.current != first and bank.host.keys.current == link.keys.current
     assert (await link.authorize_topup(_req())).outcome == "approved"
+
+
+@linked(key_interval=0.05)
+async def test_top_ups_go_on_while_the_key_rotates(bank: BankHostThread, link: BankLink
+                                                   ) -> None:
+    """Answers MAC'd under a key the bank has just installed, before its 0810 reaches the
+    switch, still verify: the switch accepts the new key from the moment it announces it."""
+    generations = {link.keys.current}
+    bad_mac = _metric("onecard_bank_bad_messages_total", reason="bad_mac")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while loop.time() < deadline or len(generations) < 4:
+        answers = await asyncio.gather(*(link.authorize_topup(_req(amount_fen=1))
+                                         for _ in range(20)))
+        assert {a.outcome for a in answers} == {"approved"}
+        generations.add(link.keys.current)
+    assert _metric("onecard_bank_bad_messages_total", reason="bad_mac") == bad_mac
 
 
 @linked

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from protocols.iso8583 import limits
 from protocols.iso8583._errors import BadKey, Iso8583LocalError
 
-KEYS_KEPT = 2
+KEYS_KEPT = 3
+"""The current key, the one before it, and one announced but not yet current."""
 
 
 def cmac(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
@@ -59,15 +60,18 @@ class MacKeys:
         self._contexts: dict[int, CMAC] = {}
         self.current: int | None = None
 
-    def install(self, generation: int, key: bytes) -> None:
-        """Make `key` the current key (sending from now on); keep the previous one."""
+    def install(self, generation: int, key: bytes, *, current: bool = True) -> None:
+        """Make `key` the current key (sending from now on), keeping the previous one; with
+        `current=False`, only accept messages MAC'd under it (a key announced in a key
+        exchange whose answer has not arrived: the peer may already use it)."""
         if len(key) != limits.MAC_KEY_BYTES or not 0 <= generation <= limits.KEY_GENERATION_MAX:
             raise Iso8583LocalError("a MAC key is 32 bytes, its generation n16")
         self._keys[generation] = bytes(key)
         self._contexts[generation] = CMAC(algorithms.AES(key))
-        self.current = generation
+        if current:
+            self.current = generation
         for old in sorted(self._keys)[:-KEYS_KEPT]:
-            if old != generation:
+            if old not in (generation, self.current):
                 del self._keys[old], self._contexts[old]
 
     def clear(self) -> None:
