@@ -22,6 +22,7 @@ with its reason; `write_daily_file()` writes the bank's daily top-up file (docs/
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import threading
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,9 @@ ADVICE_ACTIONS: Final = ("ack", "silent", "drop")
 DAILY_FILE_HEADER: Final = ("business_date,rrn,stan,terminal_id,card_token,amount_fen,field39,"
                             "auth_code")
 RECEIVE_BYTES: Final = 65536
+RECORDED_MAX: Final = 100_000
+"""Messages, bad-input reasons and advices kept for inspection (the newest); top-ups are kept
+by RRN for the daily file and for reversals."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +88,14 @@ class BankHost:
         self.per_card: dict[str, Behaviour] = {}
         self.advice_action = "ack"
         self.refuse_connections = False
-        self.received: list[iso8583.Message] = []
-        self.bad_input: list[str] = []
+        self.received: collections.deque[iso8583.Message] = collections.deque(
+            maxlen=RECORDED_MAX)
+        self.bad_input: collections.deque[str] = collections.deque(maxlen=RECORDED_MAX)
         """The reason of every message refused (Iso8583RemoteError.reason)."""
         self.topups: dict[str, TopupRecord] = {}
         """By RRN."""
-        self.advices: list[iso8583.ReversalAdvice] = []
+        self.advices: collections.deque[iso8583.ReversalAdvice] = collections.deque(
+            maxlen=RECORDED_MAX)
         self.advice_tombstones: set[str] = set()
         """RRNs reversed before any top-up was seen: a late 0200 with one is declined (94)."""
         self.connections_accepted = 0
@@ -124,7 +130,13 @@ class BankHost:
         return sum(1 for p in self._peers if p.signed_on)
 
     def received_of(self, cls: type[Any]) -> list[Any]:
-        return [m for m in list(self.received) if type(m) is cls]
+        """The messages of one type received so far (safe from another thread)."""
+        while True:
+            try:
+                messages = list(self.received)
+            except RuntimeError:  # appended to meanwhile by the simulator's thread
+                continue
+            return [m for m in messages if type(m) is cls]
 
     # -- control that touches sockets (call inside trio: BankHostThread.call) --------------
 
