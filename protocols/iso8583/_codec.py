@@ -223,6 +223,8 @@ def decode_message(data: bytes, keys: MacKeys | None = None) -> Message:
         raise UnknownMti(f"unknown MTI {head!r}")
     if data[4] & 0x80 and len(data) > 12 and data[12] & 0x80:
         raise MalformedMessage(f"{mti}: a tertiary bitmap (bit 65) is not used", mti=mti)
+    if data[4] & 0x80 and len(data) >= 20 and not any(data[12:20]):
+        raise MalformedMessage(f"{mti}: an empty secondary bitmap", mti=mti)
     try:
         doc, _ = iso8583.decode(data, SPEC)
     except iso8583.DecodeError as exc:
