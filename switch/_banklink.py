@@ -204,14 +204,20 @@ class BankLink:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self.run(), name="bank-link")
 
-    async def close(self) -> None:
-        """Sign every connection off (0800/002, each waiting at most the response timeout),
-        then close them."""
+    async def sign_off(self) -> None:
+        """Sign every connection off (0800/002, each waiting at most the response timeout):
+        nothing new is sent on them; the connections stay open until close() or the end of
+        run()."""
         for slot in [s for s in self._slots if s.signed_on]:
             slot.signed_on = False  # nothing new on it
             answer = await self._network(slot, iso8583.NetworkCode.SIGN_OFF)
             self.log.info("bank.signed_off", connection=slot.index,
                           answered=answer is not None)
+        self._gauges()
+
+    async def close(self) -> None:
+        """Sign off, then close every connection and stop."""
+        await self.sign_off()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -72,3 +72,17 @@ def test_switch_without_bank_settings_reports_disabled(db_dsn: str) -> None:
         assert code == 200 and state["bank"] == "disabled" and state["topups_available"] is False
     finally:
         site.stop()
+
+
+def test_a_stopping_switch_signs_off(db_dsn: str) -> None:
+    bank = BankHostThread(KEK).start()
+    site = Site(db_dsn)
+    site.start(extra_env={"ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(bank.port),
+                          "ONECARD_BANK_KEK": KEK.hex(), "ONECARD_BANK_CONNECTIONS": "2"})
+    try:
+        _until(lambda: bank.host.signed_on_connections == 2)
+        assert site.stop() == 0
+        codes = [m.code for m in bank.host.received_of(iso8583.NetworkRequest)]
+        assert codes.count(iso8583.NetworkCode.SIGN_OFF) == 2
+    finally:
+        bank.stop()
