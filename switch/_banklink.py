@@ -259,7 +259,8 @@ class BankLink:
         outcome: Outcome = "approved" if info.outcome == "approved" else "declined"
         return BankAnswer(outcome=outcome, field39=answer.field39,
                           response_code=int(FIELD39_RESPONSE_CODES[answer.field39]),
-                          auth_code=answer.auth_code, reason=answer.reason or info.meaning)
+                          auth_code=answer.auth_code,
+                          reason=answer.reason or ("" if outcome == "approved" else info.meaning))
 
     async def send_reversal_advice(self, advice: ReversalAdvice, *, repeat: bool) -> bool:
         """Send the 0420 (or 0421 when `repeat`); True when the bank acknowledged it (0430
