@@ -77,6 +77,7 @@ FIELD39_RESPONSE_CODES: Final[dict[str, ResponseCode]] = {
     "43": _R.CARD_LOST,
     "51": _R.INSUFFICIENT_FUNDS,
     "54": _R.CARD_CANCELLED,
+    "55": _R.NOT_PERMITTED,
     "57": _R.NOT_PERMITTED,
     "61": _R.TXN_LIMIT_EXCEEDED,
     "63": _R.SYSTEM_ERROR,
