@@ -392,7 +392,7 @@ def test_close_signs_off(bank: BankHostThread) -> None:
         await link.start()
         async with asyncio.timeout(DEADLINE):
             await link.wait_available()
-        await _until(lambda: bank.host.signed_on_connections == 2)
+        await _until(lambda: link.state()["connections"] == 2)  # as the link sees it
         await link.close()
         assert not link.available
 

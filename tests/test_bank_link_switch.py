@@ -27,6 +27,11 @@ def _readyz(base: str) -> tuple[int, dict[str, object]]:
         return exc.code, json.loads(exc.read())
 
 
+def _bank_connections(base: str) -> object:
+    bank = _readyz(base)[1].get("bank")
+    return bank.get("connections") if isinstance(bank, dict) else None
+
+
 def _until(cond: Callable[[], bool]) -> None:
     deadline = time.monotonic() + DEADLINE
     while not cond():
@@ -76,11 +81,14 @@ def test_switch_without_bank_settings_reports_disabled(db_dsn: str) -> None:
 
 def test_a_stopping_switch_signs_off(db_dsn: str) -> None:
     bank = BankHostThread(KEK).start()
+    port = free_port()
     site = Site(db_dsn)
     site.start(extra_env={"ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(bank.port),
-                          "ONECARD_BANK_KEK": KEK.hex(), "ONECARD_BANK_CONNECTIONS": "2"})
+                          "ONECARD_BANK_KEK": KEK.hex(), "ONECARD_BANK_CONNECTIONS": "2",
+                          "ONECARD_METRICS_PORT": str(port)})
     try:
-        _until(lambda: bank.host.signed_on_connections == 2)
+        # Signed on as the switch sees it (after the key exchange), not only as the bank does.
+        _until(lambda: _bank_connections(f"http://127.0.0.1:{port}") == 2)
         assert site.stop() == 0
         codes = [m.code for m in bank.host.received_of(iso8583.NetworkRequest)]
         assert codes.count(iso8583.NetworkCode.SIGN_OFF) == 2
