@@ -77,6 +77,7 @@ FIELD39_RESPONSE_CODES: Final[dict[str, ResponseCode]] = {
     "43": _R.CARD_LOST,
     "51": _R.INSUFFICIENT_FUNDS,
     "54": _R.CARD_CANCELLED,
+    "55": _R.NOT_PERMITTED,
     "57": _R.NOT_PERMITTED,
     "61": _R.TXN_LIMIT_EXCEEDED,
     "63": _R.SYSTEM_ERROR,
@@ -157,13 +158,15 @@ class _Pending:
 class _Slot:
     """One connection of the pool."""
 
-    __slots__ = ("conn", "index", "signed_on", "writer")
+    __slots__ = ("conn", "index", "out", "signed_on", "writer")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.conn: iso8583.Connection | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.signed_on = False
+        self.out = bytearray()
+        """Frames written in this turn of the event loop: one socket write per turn."""
 
 
 _Key = tuple[str, int, int]
@@ -202,7 +205,20 @@ class BankLink:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self.run(), name="bank-link")
 
+    async def sign_off(self) -> None:
+        """Sign every connection off (0800/002, each waiting at most the response timeout):
+        nothing new is sent on them; the connections stay open until close() or the end of
+        run()."""
+        for slot in [s for s in self._slots if s.signed_on]:
+            slot.signed_on = False  # nothing new on it
+            answer = await self._network(slot, iso8583.NetworkCode.SIGN_OFF)
+            self.log.info("bank.signed_off", connection=slot.index,
+                          answered=answer is not None)
+        self._gauges()
+
     async def close(self) -> None:
+        """Sign off, then close every connection and stop."""
+        await self.sign_off()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -244,7 +260,8 @@ class BankLink:
         outcome: Outcome = "approved" if info.outcome == "approved" else "declined"
         return BankAnswer(outcome=outcome, field39=answer.field39,
                           response_code=int(FIELD39_RESPONSE_CODES[answer.field39]),
-                          auth_code=answer.auth_code, reason=answer.reason or info.meaning)
+                          auth_code=answer.auth_code,
+                          reason=answer.reason or ("" if outcome == "approved" else info.meaning))
 
     async def send_reversal_advice(self, advice: ReversalAdvice, *, repeat: bool) -> bool:
         """Send the 0420 (or 0421 when `repeat`); True when the bank acknowledged it (0430
@@ -323,13 +340,24 @@ class BankLink:
             self._pending.pop(key, None)
 
     def _write(self, slot: _Slot, msg: iso8583.Message) -> None:
+        """Queue `msg` on `slot`; the frames queued in one turn of the loop go out in one
+        write (a syscall per top-up cost more than its encoding)."""
         writer, conn = slot.writer, slot.conn
         if writer is None or conn is None or writer.is_closing():
             raise _LinkDown("connection closed")
-        writer.write(conn.send(msg, now=_utcnow()))
         if writer.transport.get_write_buffer_size() > WRITE_BUFFER_BYTES_MAX:
             writer.transport.abort()
             raise _LinkDown("the bank does not read")
+        if not slot.out:
+            asyncio.get_running_loop().call_soon(self._flush, slot, writer)
+        slot.out += conn.send(msg, now=_utcnow())
+
+    @staticmethod
+    def _flush(slot: _Slot, writer: asyncio.StreamWriter) -> None:
+        data = bytes(slot.out)
+        slot.out.clear()
+        if slot.writer is writer and not writer.is_closing():
+            writer.write(data)
 
     def _remember(self, key: _Key, what: str) -> None:
         self._recent[key] = what
@@ -357,6 +385,9 @@ class BankLink:
                 return
             key = os.urandom(iso8583.limits.MAC_KEY_BYTES)
             generation = max(self._generation + 1, int(time.time()))
+            # The bank MACs its answers under the new key as soon as it has it, maybe before
+            # its 0810 reaches us: accept that key from now on, send under it after the 0810.
+            self.keys.install(generation, key, current=False)
             answer = await self._network(
                 slot, iso8583.NetworkCode.KEY_EXCHANGE, key_generation=generation,
                 wrapped_key=iso8583.wrap_key(self.config.kek, key))
@@ -437,6 +468,7 @@ class BankLink:
 
     def _down(self, slot: _Slot) -> None:
         slot.signed_on = False
+        slot.out.clear()
         if slot.writer is not None:
             slot.writer.transport.abort()
         slot.writer = slot.conn = None

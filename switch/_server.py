@@ -441,6 +441,8 @@ class Runtime:
                         await self.write_checkpoint(pool)
         except TimeoutError:
             self.log.error("switch.drain_deadline", pending_rows=self.journal.pending_rows)
+        if self.bank is not None:  # after the drain: top-ups in flight had their answers
+            await self.bank.sign_off()
         for session in list(self.connections):
             session.end(SHUTTING_DOWN, "switch is shutting down")
         self._log_declines()

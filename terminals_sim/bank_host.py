@@ -22,6 +22,7 @@ with its reason; `write_daily_file()` writes the bank's daily top-up file (docs/
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import threading
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,9 @@ ADVICE_ACTIONS: Final = ("ack", "silent", "drop")
 DAILY_FILE_HEADER: Final = ("business_date,rrn,stan,terminal_id,card_token,amount_fen,field39,"
                             "auth_code")
 RECEIVE_BYTES: Final = 65536
+RECORDED_MAX: Final = 100_000
+"""Messages, bad-input reasons and advices kept for inspection (the newest); top-ups are kept
+by RRN for the daily file and for reversals."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class _Peer:
     conn: iso8583.Connection
     signed_on: bool = False
     send_lock: trio.Lock = field(default_factory=trio.Lock)
+    outbox: bytearray | None = None
+    """While a received chunk is being drained: answers to write when it is done."""
 
 
 class BankHost:
@@ -82,12 +88,14 @@ class BankHost:
         self.per_card: dict[str, Behaviour] = {}
         self.advice_action = "ack"
         self.refuse_connections = False
-        self.received: list[iso8583.Message] = []
-        self.bad_input: list[str] = []
+        self.received: collections.deque[iso8583.Message] = collections.deque(
+            maxlen=RECORDED_MAX)
+        self.bad_input: collections.deque[str] = collections.deque(maxlen=RECORDED_MAX)
         """The reason of every message refused (Iso8583RemoteError.reason)."""
         self.topups: dict[str, TopupRecord] = {}
         """By RRN."""
-        self.advices: list[iso8583.ReversalAdvice] = []
+        self.advices: collections.deque[iso8583.ReversalAdvice] = collections.deque(
+            maxlen=RECORDED_MAX)
         self.advice_tombstones: set[str] = set()
         """RRNs reversed before any top-up was seen: a late 0200 with one is declined (94)."""
         self.connections_accepted = 0
@@ -122,7 +130,13 @@ class BankHost:
         return sum(1 for p in self._peers if p.signed_on)
 
     def received_of(self, cls: type[Any]) -> list[Any]:
-        return [m for m in list(self.received) if type(m) is cls]
+        """The messages of one type received so far (safe from another thread)."""
+        while True:
+            try:
+                messages = list(self.received)
+            except RuntimeError:  # appended to meanwhile by the simulator's thread
+                continue
+            return [m for m in messages if type(m) is cls]
 
     # -- control that touches sockets (call inside trio: BankHostThread.call) --------------
 
@@ -215,23 +229,34 @@ class BankHost:
             await stream.aclose()
 
     async def _drain(self, peer: _Peer, nursery: trio.Nursery) -> bool:
-        """Take every whole message buffered; False when the connection is to be closed."""
-        while True:
-            try:
-                ev = peer.conn.next_event()
-            except iso8583.Iso8583RemoteError as exc:
-                self.bad_input.append(exc.reason)
-                if exc.closes_connection:
+        """Take every whole message buffered; False when the connection is to be closed.
+        Immediate answers to top-ups are written together, once the buffer is drained."""
+        peer.outbox = bytearray()
+        try:
+            while True:
+                try:
+                    ev = peer.conn.next_event()
+                except iso8583.Iso8583RemoteError as exc:
+                    self.bad_input.append(exc.reason)
+                    if exc.closes_connection:
+                        return False
+                    continue
+                if ev is iso8583.NEED_DATA:
+                    return True
+                if ev is iso8583.CLOSED:
                     return False
-                continue
-            if ev is iso8583.NEED_DATA:
-                return True
-            if ev is iso8583.CLOSED:
-                return False
-            assert not isinstance(ev, iso8583.Signal)
-            self.received.append(ev)
-            if not await self._on_message(peer, ev, nursery):
-                return False
+                assert not isinstance(ev, iso8583.Signal)
+                self.received.append(ev)
+                if not await self._on_message(peer, ev, nursery):
+                    return False
+        finally:
+            data, peer.outbox = bytes(peer.outbox), None
+            if data:
+                try:
+                    async with peer.send_lock:
+                        await peer.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
 
     async def _answer(self, peer: _Peer, msg: iso8583.Message, *, delay: float = 0.0,
                       times: int = 1) -> None:
@@ -300,7 +325,10 @@ class BankHost:
         delay = {"delay": behaviour.delay_seconds,
                  "late": behaviour.delay_seconds or self.late_seconds}.get(action, 0.0)
         times = 2 if action == "twice" else 1
-        nursery.start_soon(self._answer_later, peer, answer, delay, times)
+        if delay == 0 and peer.outbox is not None:
+            peer.outbox += iso8583.encode_frame(answer, now=_now(), keys=self.keys) * times
+        else:
+            nursery.start_soon(self._answer_later, peer, answer, delay, times)
         return True
 
     async def _answer_later(self, peer: _Peer, answer: iso8583.Message, delay: float,

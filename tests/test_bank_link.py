@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -29,6 +34,7 @@ from switch._banklink import (
 )
 from terminals_sim.bank_host import BankHostThread
 
+ROOT = Path(__file__).resolve().parent.parent
 KEK = bytes(range(0x40, 0x60))
 DEADLINE = 20.0
 _stan = iter(range(1, 999_999))
@@ -56,33 +62,43 @@ async def _until(cond: Callable[[], bool]) -> None:
 @pytest.fixture
 def bank() -> Iterator[BankHostThread]:
     with BankHostThread(KEK, balances={"TOK-1": 1_000_000, "TOK-2": 5_000},
-                        late_seconds=0.6) as sim:
+                        late_seconds=0.8) as sim:
         yield sim
 
 
-def linked(body: Callable[[BankHostThread, BankLink], Awaitable[None]]
-           ) -> Callable[[BankHostThread], None]:
-    """A test of `body` against a started link (two connections) to the `bank` fixture."""
+Body = Callable[[BankHostThread, BankLink], Awaitable[None]]
 
-    def test(bank: BankHostThread) -> None:
-        async def main() -> None:
-            cfg = BankLinkConfig(host="127.0.0.1", port=bank.port, kek=KEK, connections=2,
-                                 response_timeout_seconds=0.3, echo_interval_seconds=0.2,
-                                 reconnect_min_seconds=0.05, reconnect_max_seconds=0.2)
-            link = BankLink(cfg)
-            await link.start()
-            try:
-                async with asyncio.timeout(DEADLINE):
-                    await link.wait_available()
-                await body(bank, link)
-            finally:
-                await link.close()
 
-        asyncio.run(main())
+def linked(body: Body | None = None, *, timeout: float = 2.0,
+           key_interval: float = 3600.0) -> Any:
+    """A test of `body` against a started link (two connections) to the `bank` fixture, with
+    this response timeout: generous by default, so a loaded machine does not turn an approval
+    into a timeout; short only where a test waits for timeouts (their answers come later)."""
 
-    test.__name__ = test.__qualname__ = body.__name__
-    test.__doc__ = body.__doc__
-    return test
+    def wrap(body: Body) -> Callable[[BankHostThread], None]:
+        def test(bank: BankHostThread) -> None:
+            async def main() -> None:
+                cfg = BankLinkConfig(host="127.0.0.1", port=bank.port, kek=KEK, connections=2,
+                                     response_timeout_seconds=timeout,
+                                     key_exchange_interval_seconds=key_interval,
+                                     echo_interval_seconds=0.2, reconnect_min_seconds=0.05,
+                                     reconnect_max_seconds=0.2)
+                link = BankLink(cfg)
+                await link.start()
+                try:
+                    async with asyncio.timeout(DEADLINE):
+                        await link.wait_available()
+                    await body(bank, link)
+                finally:
+                    await link.close()
+
+            asyncio.run(main())
+
+        test.__name__ = test.__qualname__ = body.__name__
+        test.__doc__ = body.__doc__
+        return test
+
+    return wrap if body is None else wrap(body)
 
 
 @linked
@@ -115,7 +131,7 @@ async def test_approve_and_decline(bank: BankHostThread, link: BankLink) -> None
     assert bank.host.balances["TOK-1"] == 1_000_000 - 10_000
 
 
-@linked
+@linked(timeout=0.3)
 async def test_timeout_then_late_answer_is_dropped(bank: BankHostThread, link: BankLink
                                                    ) -> None:
     late_before = _metric("onecard_bank_unmatched_answers_total", reason="late")
@@ -156,7 +172,7 @@ async def test_drop_then_reconnect_and_reversal_acknowledged(bank: BankHostThrea
     assert host.advices[-1].repeat is True and host.balances["TOK-1"] == 1_000_000
 
 
-@linked
+@linked(timeout=0.5)
 async def test_advice_pending_across_a_bank_restart(bank: BankHostThread, link: BankLink
                                                     ) -> None:
     host = bank.host
@@ -180,6 +196,23 @@ async def test_key_exchange_rotates_the_mac_key(bank: BankHostThread, link: Bank
     await link._exchange_key(link._pick())  # what the rotation timer does
     assert link.keys.current != first and bank.host.keys.current == link.keys.current
     assert (await link.authorize_topup(_req())).outcome == "approved"
+
+
+@linked(key_interval=0.05)
+async def test_top_ups_go_on_while_the_key_rotates(bank: BankHostThread, link: BankLink
+                                                   ) -> None:
+    """Answers MAC'd under a key the bank has just installed, before its 0810 reaches the
+    switch, still verify: the switch accepts the new key from the moment it announces it."""
+    generations = {link.keys.current}
+    bad_mac = _metric("onecard_bank_bad_messages_total", reason="bad_mac")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while loop.time() < deadline or len(generations) < 4:
+        answers = await asyncio.gather(*(link.authorize_topup(_req(amount_fen=1))
+                                         for _ in range(20)))
+        assert {a.outcome for a in answers} == {"approved"}
+        generations.add(link.keys.current)
+    assert _metric("onecard_bank_bad_messages_total", reason="bad_mac") == bad_mac
 
 
 @linked
@@ -299,3 +332,84 @@ async def _stan_and_rrn(db_dsn: str) -> None:
             await allocate_stan_rrn(conn)
     finally:
         await conn.close()
+
+
+@linked
+async def test_delay_per_card_and_the_daily_file(bank: BankHostThread, link: BankLink) -> None:
+    host = bank.host
+    host.set_behaviour("delay", card="TOK-2", delay_seconds=0.1)  # within the 2 s timeout
+    slow = _req(card="TOK-2", amount_fen=1_000)
+    fast = _req(card="TOK-1", amount_fen=2_000)
+    answers = await asyncio.gather(link.authorize_topup(slow), link.authorize_topup(fast))
+    assert [a.outcome for a in answers] == ["approved", "approved"]
+    host.set_behaviour("delay", card="TOK-2", delay_seconds=2.5)  # past it
+    assert (await link.authorize_topup(_req(card="TOK-2", amount_fen=1_000))).outcome == (
+        "unknown")
+    reversed_one = _req(amount_fen=3_000)
+    assert (await link.authorize_topup(reversed_one)).outcome == "approved"
+    assert await link.send_reversal_advice(ReversalAdvice.of(reversed_one), repeat=False)
+    path = Path(tempfile.mkdtemp()) / "topups.csv"
+    lines = host.write_daily_file(path, host.business_date)
+    text = path.read_bytes().decode("utf-8")
+    rows = text.split("\n")
+    assert rows[0] == ("business_date,rrn,stan,terminal_id,card_token,amount_fen,field39,"
+                       "auth_code") and rows[-1] == "" and "\r" not in text
+    assert lines == 3 == len(rows) - 2  # slow, fast, the late one; not the reversed one
+    assert reversed_one.rrn not in text
+    assert f"{fast.rrn},{fast.stan:06d},5001,TOK-1,2000,00," in text
+
+
+def test_onecard_bank_sim_serves_the_spec() -> None:
+    """`onecard bank-sim` on its own: a client signs on, exchanges a key, tops up."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onecard", "bank-sim", "--port", "0", "--kek", KEK.hex()],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(line.rsplit(":", 1)[1])
+        asyncio.run(_sign_on_and_top_up(port))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _sign_on_and_top_up(port: int) -> None:
+    link = BankLink(BankLinkConfig(host="127.0.0.1", port=port, kek=KEK))
+    await link.start()
+    try:
+        async with asyncio.timeout(DEADLINE):
+            await link.wait_available()
+        assert (await link.authorize_topup(_req(card="ANY"))).outcome == "approved"
+    finally:
+        await link.close()
+
+
+def test_close_signs_off(bank: BankHostThread) -> None:
+    async def main() -> None:
+        link = BankLink(BankLinkConfig(host="127.0.0.1", port=bank.port, kek=KEK,
+                                       connections=2))
+        await link.start()
+        async with asyncio.timeout(DEADLINE):
+            await link.wait_available()
+        await _until(lambda: link.state()["connections"] == 2)  # as the link sees it
+        await link.close()
+        assert not link.available
+
+    asyncio.run(main())
+    codes = [m.code for m in bank.host.received_of(iso8583.NetworkRequest)]
+    assert codes.count(iso8583.NetworkCode.SIGN_OFF) == 2
+
+
+@linked
+async def test_bank_refusing_connections_then_back(bank: BankHostThread, link: BankLink
+                                                   ) -> None:
+    host = bank.host
+    host.refuse_connections = True
+    bank.call(host.restart)
+    await _until(lambda: not link.available)
+    answer = await link.authorize_topup(_req())
+    assert (answer.outcome, answer.sent) == ("declined", False)  # nothing sent: no reversal
+    host.refuse_connections = False
+    await _until(lambda: link.available)
+    assert (await link.authorize_topup(_req())).outcome == "approved"

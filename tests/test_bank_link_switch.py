@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from onecard.status import render_status
 from protocols import iso8583, ocp
 from terminals_sim.bank_host import BankHostThread
 from tests.switch_site import FREE_CANTEEN_TERMINAL, Site, free_port
@@ -24,6 +25,11 @@ def _readyz(base: str) -> tuple[int, dict[str, object]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def _bank_connections(base: str) -> object:
+    bank = _readyz(base)[1].get("bank")
+    return bank.get("connections") if isinstance(bank, dict) else None
 
 
 def _until(cond: Callable[[], bool]) -> None:
@@ -45,6 +51,8 @@ def test_switch_signs_on_and_readyz_reports_topups(db_dsn: str) -> None:
     })
     try:
         _until(lambda: _readyz(base)[1].get("topups_available") is True)
+        ready, text = render_status(base)
+        assert ready and "bank link             UP: 1 connection(s)" in text
         assert bank.host.signed_on_connections == 1 and bank.host.keys.current is not None
         assert any(m.code is iso8583.NetworkCode.KEY_EXCHANGE
                    for m in bank.host.received_of(iso8583.NetworkRequest))
@@ -69,3 +77,20 @@ def test_switch_without_bank_settings_reports_disabled(db_dsn: str) -> None:
         assert code == 200 and state["bank"] == "disabled" and state["topups_available"] is False
     finally:
         site.stop()
+
+
+def test_a_stopping_switch_signs_off(db_dsn: str) -> None:
+    bank = BankHostThread(KEK).start()
+    port = free_port()
+    site = Site(db_dsn)
+    site.start(extra_env={"ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(bank.port),
+                          "ONECARD_BANK_KEK": KEK.hex(), "ONECARD_BANK_CONNECTIONS": "2",
+                          "ONECARD_METRICS_PORT": str(port)})
+    try:
+        # Signed on as the switch sees it (after the key exchange), not only as the bank does.
+        _until(lambda: _bank_connections(f"http://127.0.0.1:{port}") == 2)
+        assert site.stop() == 0
+        codes = [m.code for m in bank.host.received_of(iso8583.NetworkRequest)]
+        assert codes.count(iso8583.NetworkCode.SIGN_OFF) == 2
+    finally:
+        bank.stop()

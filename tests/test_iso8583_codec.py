@@ -155,3 +155,13 @@ def test_random_streams_only_raise_remote_errors(data: bytes) -> None:
         if ev is iso8583.CLOSED:
             return
         assert not isinstance(ev, iso8583.Signal)
+
+
+def test_an_empty_secondary_bitmap_is_malformed() -> None:
+    sign_on = iso8583.encode_message(
+        iso8583.NetworkRequest(code=iso8583.NetworkCode.SIGN_ON, stan=1), now=NOW)
+    # Same fields, but field 70 (the only one past 64) dropped: a secondary bitmap of zeros.
+    empty = bytearray(sign_on[:-3])
+    empty[12:20] = bytes(8)
+    err = _refused(bytes(empty))
+    assert err.reason == "malformed" and "secondary" in err.message

@@ -8,6 +8,7 @@ present, then the fields in order. The decoder raises only Iso8583RemoteError su
 from __future__ import annotations
 
 import datetime as dt
+import re
 import struct
 from typing import Any, Final
 
@@ -43,7 +44,6 @@ LENGTH: Final = struct.Struct(">H")
 assert LENGTH.size == limits.LENGTH_FIELD_BYTES
 _MAC_PLACEHOLDER: Final = "00" * limits.MAC_BYTES
 """pyiso8583 takes and gives binary fields as hex strings."""
-_ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 # -- values <-> field strings ---------------------------------------------------------------
@@ -58,18 +58,18 @@ def _n(value: int, width: int) -> str:
 def _yymmdd(date: dt.date) -> str:
     if not 2000 <= date.year <= 2099:
         raise Iso8583LocalError(f"{date} is outside 2000..2099")
-    return date.strftime("%y%m%d")
+    return f"{date.year - 2000:02d}{date.month:02d}{date.day:02d}"
 
 
 def _yymmddhhmmss(value: dt.datetime) -> str:
-    return _yymmdd(value.date()) + value.strftime("%H%M%S")
+    return _yymmdd(value) + f"{value.hour:02d}{value.minute:02d}{value.second:02d}"
 
 
 def transmission_time(now: dt.datetime) -> str:
     """Field 7: MMDDhhmmss of `now` in UTC (a naive `now` is taken as UTC)."""
     if now.tzinfo is not None:
         now = now.astimezone(dt.UTC)
-    return now.strftime("%m%d%H%M%S")
+    return f"{now.month:02d}{now.day:02d}{now.hour:02d}{now.minute:02d}{now.second:02d}"
 
 
 def original_data(mti: str, stan: int, local_datetime: dt.datetime) -> str:
@@ -162,23 +162,30 @@ def encode_frame(msg: Message, *, now: dt.datetime, keys: MacKeys | None = None)
 
 # -- bytes -> message -----------------------------------------------------------------------
 
-def _check_format(number: int, value: str | bytes, mti: str) -> None:
-    spec = FIELD_BY_NUMBER[number]
-    if spec.format == "b":
-        return
-    assert isinstance(value, str)
-    raw = value.encode("ascii")
-    if spec.length == "fixed" and len(raw) != spec.max_len:
-        raise MalformedMessage(f"{mti} field {number}: {len(raw)} characters, not "
-                               f"{spec.max_len}", mti=mti)
-    if spec.format == "n":
-        ok = raw.isdigit()
-    elif spec.format == "an":
-        ok = all(c in _ALNUM for c in raw)
-    else:
-        ok = all(0x20 <= c <= 0x7E for c in raw)
-    if not ok:
-        raise MalformedMessage(f"{mti} field {number}: not {spec.format}", mti=mti)
+_NOT_ANS = re.compile(r"[^\x20-\x7e]")
+_NOT_AN = re.compile(r"[^0-9A-Za-z]")
+_NOT_N = re.compile(r"[^0-9]")
+_NOT = {"n": _NOT_N, "an": _NOT_AN, "ans": _NOT_ANS}
+_FORMAT_CHECKS: Final = {
+    str(f.number): (f.number, _NOT[f.format], f.max_len if f.length == "fixed" else -1,
+                    f.format)
+    for f in FIELD_BY_NUMBER.values() if f.format != "b"
+}
+"""Field key -> (number, a regex finding a character the format refuses, the fixed length or
+-1, the format), for the fields that are text."""
+
+
+def _check_formats(doc: dict[str, Any], mti: str) -> None:
+    for key, value in doc.items():
+        check = _FORMAT_CHECKS.get(key)
+        if check is None:
+            continue
+        number, refused, length, fmt = check
+        if length >= 0 and len(value) != length:
+            raise MalformedMessage(f"{mti} field {number}: {len(value)} characters, not "
+                                   f"{length}", mti=mti)
+        if refused.search(value) is not None:
+            raise MalformedMessage(f"{mti} field {number}: not {fmt}", mti=mti)
 
 
 def _date(value: str, mti: str, number: int) -> dt.date:
@@ -216,6 +223,8 @@ def decode_message(data: bytes, keys: MacKeys | None = None) -> Message:
         raise UnknownMti(f"unknown MTI {head!r}")
     if data[4] & 0x80 and len(data) > 12 and data[12] & 0x80:
         raise MalformedMessage(f"{mti}: a tertiary bitmap (bit 65) is not used", mti=mti)
+    if data[4] & 0x80 and len(data) >= 20 and not any(data[12:20]):
+        raise MalformedMessage(f"{mti}: an empty secondary bitmap", mti=mti)
     try:
         doc, _ = iso8583.decode(data, SPEC)
     except iso8583.DecodeError as exc:
@@ -231,8 +240,7 @@ def decode_message(data: bytes, keys: MacKeys | None = None) -> Message:
         raise MalformedMessage(f"{mti}: fields {sorted(missing)} missing", mti=mti)
     if extra := present - required - optional:
         raise MalformedMessage(f"{mti}: fields {sorted(extra)} not allowed", mti=mti)
-    for number in present:
-        _check_format(number, doc[str(number)], mti)
+    _check_formats(doc, mti)
     _check_transmission_time(doc["7"], mti)
     if mti in MAC_MTIS:
         generation = int(doc["53"])

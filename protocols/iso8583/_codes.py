@@ -33,6 +33,7 @@ FIELD39_TABLE: Final[tuple[Field39Info, ...]] = (
     Field39Info("43", "declined", "Stolen card."),
     Field39Info("51", "declined", "Insufficient funds in the bank account."),
     Field39Info("54", "declined", "Expired card."),
+    Field39Info("55", "declined", "Incorrect PIN (a bank that checks one of its own)."),
     Field39Info("57", "declined", "Transaction not permitted to the cardholder (card not bound "
                 "for top-ups)."),
     Field39Info("61", "declined", "Exceeds the bank's amount limit."),

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from protocols.iso8583 import limits
 from protocols.iso8583._errors import BadKey, Iso8583LocalError
 
-KEYS_KEPT = 2
+KEYS_KEPT = 3
+"""The current key, the one before it, and one announced but not yet current."""
 
 
 def cmac(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
@@ -49,27 +50,39 @@ def unwrap_key(kek: bytes, wrapped: bytes) -> bytes:
 
 class MacKeys:
     """The MAC keys of one bank link, by generation: the current one (used to send) and the
-    one before it. Shared by every connection of the link."""
+    one before it. Shared by every connection of the link. Each key's CMAC context is keyed
+    once and copied per message (the AES key schedule is not redone per MAC)."""
 
-    __slots__ = ("_keys", "current")
+    __slots__ = ("_contexts", "_keys", "current")
 
     def __init__(self) -> None:
         self._keys: dict[int, bytes] = {}
+        self._contexts: dict[int, CMAC] = {}
         self.current: int | None = None
 
-    def install(self, generation: int, key: bytes) -> None:
-        """Make `key` the current key (sending from now on); keep the previous one."""
+    def install(self, generation: int, key: bytes, *, current: bool = True) -> None:
+        """Make `key` the current key (sending from now on), keeping the previous one; with
+        `current=False`, only accept messages MAC'd under it (a key announced in a key
+        exchange whose answer has not arrived: the peer may already use it)."""
         if len(key) != limits.MAC_KEY_BYTES or not 0 <= generation <= limits.KEY_GENERATION_MAX:
             raise Iso8583LocalError("a MAC key is 32 bytes, its generation n16")
         self._keys[generation] = bytes(key)
-        self.current = generation
+        self._contexts[generation] = CMAC(algorithms.AES(key))
+        if current:
+            self.current = generation
         for old in sorted(self._keys)[:-KEYS_KEPT]:
-            if old != generation:
-                del self._keys[old]
+            if old not in (generation, self.current):
+                del self._keys[old], self._contexts[old]
 
     def clear(self) -> None:
         self._keys.clear()
+        self._contexts.clear()
         self.current = None
+
+    def _mac(self, generation: int, data: bytes | bytearray) -> bytes:
+        c = self._contexts[generation].copy()
+        c.update(bytes(data))
+        return c.finalize()[: limits.MAC_BYTES]
 
     def key(self, generation: int) -> bytes | None:
         return self._keys.get(generation)
@@ -80,11 +93,12 @@ class MacKeys:
     def sign(self, data: bytes | bytearray) -> tuple[int, bytes]:
         if self.current is None:
             raise Iso8583LocalError("no MAC key yet (key exchange first)")
-        return self.current, cmac(self._keys[self.current], data)
+        return self.current, self._mac(self.current, data)
 
     def verify(self, generation: int, data: bytes | bytearray, mac: bytes) -> bool:
-        key = self._keys.get(generation)
-        return key is not None and hmac.compare_digest(cmac(key, data), mac)
+        if generation not in self._contexts:
+            return False
+        return hmac.compare_digest(self._mac(generation, data), mac)
 
     def __repr__(self) -> str:  # never the keys themselves
         return f"MacKeys(generations={sorted(self._keys)}, current={self.current})"
