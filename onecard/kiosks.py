@@ -37,14 +37,14 @@ async def bank_summary(conn: asyncpg.Connection) -> BankSummary:
         "SELECT count(*) FILTER (WHERE state = 'approved') AS approved,"
         " count(*) FILTER (WHERE state = 'declined') AS declined,"
         " count(*) FILTER (WHERE code = 68) AS unknown,"
-        " coalesce(sum(amount_fen) FILTER (WHERE state = 'approved'), 0) AS credited"
+        " coalesce(sum(amount_fen) FILTER (WHERE state = 'approved'), 0)::bigint AS credited"
         " FROM bank_topups")
     advices = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE state = 'acknowledged') AS sent,"
         " count(*) FILTER (WHERE state = 'pending') AS pending FROM bank_advices")
     assert row is not None and advices is not None
     return BankSummary(row["approved"], row["declined"], row["unknown"], advices["sent"],
-                       advices["pending"], row["credited"])
+                       advices["pending"], int(row["credited"]))
 
 
 class KioskClient:
