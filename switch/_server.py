@@ -435,6 +435,7 @@ class Runtime:
                 session._transport.pause_reading()
         try:
             async with asyncio.timeout(self.settings.drain_deadline_seconds):
+                await self.topups.drain()  # top-ups at the bank get their answer first
                 await self.journal.drain()
                 if self.journal.stats.rows > self.rows_at_last_checkpoint:
                     with contextlib.suppress(*DATABASE_FAILURES):  # logged; replayed at start

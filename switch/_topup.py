@@ -376,6 +376,8 @@ class TopupService:
         self._pins = PinVerifier()
         self._advices_wakeup = asyncio.Event()
         self._auto_asked: set[tuple[int, int]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._numbers = StanRrnBlocks(limits.STAN_BLOCK_MAX)
         self._writer = TopupWriter()
         self.pool: asyncpg.Pool | None = None
@@ -390,6 +392,7 @@ class TopupService:
             return
         try:
             self._queue.put_nowait((session.terminal_id, ev, session.pin_key))
+            self._idle.clear()
         except asyncio.QueueFull:
             session.refuse_topup(_RC.BUSY, ev.txn_seq, "too many top-ups in progress: retry "
                                  "later with the same txn_seq")
@@ -417,6 +420,12 @@ class TopupService:
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait((AUTO_TOPUP_TERMINAL, (o.account_id, o.card_no,
                                                               chosen[1]), b""))
+
+    async def drain(self) -> None:
+        """Wait until every kiosk top-up taken in has its answer (at a graceful stop: the
+        sessions no longer read, so none comes in). The caller sets the deadline; one cut
+        short is settled at the next start (recover)."""
+        await self._idle.wait()
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -457,6 +466,8 @@ class TopupService:
                                 "txn_seq")
             for session in self._inflight.pop(key, ()):
                 session.send_topup_answer(msg)
+            if not self._inflight:
+                self._idle.set()
 
     async def _decide(self, pool: asyncpg.Pool, tid: int, ev: ocp.Topup, pin_key: bytes
                       ) -> ocp.Message:

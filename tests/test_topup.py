@@ -372,6 +372,26 @@ def test_automatic_topup_once_a_day_never_delaying_the_purchase(site: Site,
                                                                          2000)
 
 
+def test_a_graceful_stop_answers_the_topup_at_the_bank(site: Site,
+                                                      bank: BankHostThread) -> None:
+    card, _, token = bound_card(site)
+    bank.host.set_behaviour("delay", card=token, delay_seconds=0.5)
+    kiosk = Kiosk(site)
+    msg = kiosk.topup_msg(card, 1_200)
+    try:
+        kiosk.client.send(msg)
+        until(lambda: topup_row(site, KIOSK, msg.txn_seq) is not None, "at the bank")
+        assert site.stop() == 0  # SIGTERM: drains
+        answer = kiosk.client.next_message()
+        assert isinstance(answer, ocp.TopupResult) and answer.code == RC.APPROVED, answer
+        assert topup_row(site, KIOSK, msg.txn_seq)["state"] == "approved"
+    finally:
+        bank.host.per_card.pop(token, None)
+        kiosk.close()
+        site.start(extra_env=switch_env(bank))
+        until(lambda: bank.host.signed_on_connections >= 1, "signed on again")
+
+
 def test_an_advice_never_acknowledged_becomes_a_document(pg_server: Any,
                                                         migrated_template: str) -> None:
     from tests.admin_site import AdminSite
