@@ -49,6 +49,7 @@ from admin_api import (
     _routes_queries,
     _routes_reports,
     settlement,
+    bank,
 )
 from admin_api import access as _access
 from admin_api import finance as _finance
@@ -167,6 +168,7 @@ ROUTES = [
     *_finance.ROUTES,
     *settlement.ROUTES,
     *_access.ROUTES,
+    *bank.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 

@@ -30,7 +30,7 @@ from admin_api._switch_client import SwitchClient, SwitchError, SwitchRefused, S
 from protocols import ocp
 
 ADMIN_TERMINAL_KIND: Final = 6
-PURPOSES: Final = ("cash_desk", "subsidy_fund", "adjustments")
+PURPOSES: Final = ("cash_desk", "subsidy_fund", "adjustments", "bank_clearing")
 CODE_NAMES: Final = {int(c): c.name for c in ocp.ResponseCode}
 APPROVED: Final = int(ocp.ResponseCode.APPROVED)
 TXN_SEQ_TOO_OLD: Final = int(ocp.ResponseCode.TXN_SEQ_TOO_OLD)
@@ -227,6 +227,7 @@ async def card_of(conn: Any, account_id: int) -> int:
 
 
 _PURPOSE_NAMES: Final = {"cash_desk": "card office cash desk", "subsidy_fund": "subsidy fund",
+                         "bank_clearing": "bank clearing",
                          "adjustments": "manual adjustments"}
 MERCHANTS_MAX: Final = 32_768
 

@@ -202,7 +202,8 @@ class DocumentPage(msgspec.Struct):
 
 
 _DOC_SELECT = (
-    "SELECT d.*, u.username AS creator FROM documents d JOIN admin_users u ON u.id = d.created_by"
+    "SELECT d.*, coalesce(u.username, 'switch') AS creator FROM documents d"
+    " LEFT JOIN admin_users u ON u.id = d.created_by"
 )
 
 

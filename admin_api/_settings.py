@@ -54,6 +54,9 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # A cardholder's phone QR code (GET /self/people/{id}/qr) is valid this long; it needs
     # master_secret (its key is derived from it).
     qr_seconds: Annotated[int, Meta(ge=10, le=300)] = 60
+    # The key sealing bound bank card numbers (hex, 32 bytes; the switch's `bank_card_key`);
+    # empty: derived from master_secret (protocols/bank_card.py). Never logged.
+    bank_card_key: Annotated[str, Meta(pattern=r"^([0-9a-fA-F]{2}){32}$|^$")] = ""
     # A log-in approves documents only once it is this old (24 h): log-ins made to approve
     # a document of their maker's are refused anyway; this gives everyone else a day to see
     # a new log-in in the audit trail before it can approve. 0 turns the wait off.
@@ -98,7 +101,7 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
         return bytes.fromhex(self.master_secret)
 
 
-_SECRETS = ("switch_terminal_key", "master_secret")
+_SECRETS = ("switch_terminal_key", "master_secret", "bank_card_key")
 
 
 def _redacted(dsn: str) -> str:

@@ -43,9 +43,9 @@ WITH g AS (SELECT g, $3::timestamptz + (g * interval '0.3 second') AS ts,
            expires_s, now_s, committed_at)
        SELECT g, 8, 0, 9000, g, 0, 8800000000 + a * 10, a, $2, 1, 1, amt, amt, 0, -amt, 0, 0,
               0, 0, extract(epoch FROM ts)::bigint, ts FROM g)
-INSERT INTO bank_topups (tenant_id, terminal_id, txn_seq, account_id, card_no, amount_fen,
-                         stan, rrn, state, lsn, created_at)
-SELECT 1, 9000, g, a, 8800000000 + a * 10, amt, 1 + g % 999999, lpad(g::text, 12, '0'),
+INSERT INTO bank_topups (tenant_id, terminal_id, txn_seq, account_id, card_no, bank_card_id,
+                         amount_fen, stan, rrn, state, lsn, created_at)
+SELECT 1, 9000, g, a, 8800000000 + a * 10, $4, amt, 1 + g % 999999, lpad(g::text, 12, '0'),
        'approved', g, ts FROM g
 """
 
@@ -55,14 +55,19 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     conn = await asyncpg.connect(dsn)
     try:
         await seed_site(conn, SeedPlan(accounts=10_000, terminals=10, with_limits=False))
-        await conn.execute("INSERT INTO merchants (id, tenant_id, name, kind) VALUES"
-                           " (90, 1, 'bank clearing', 'system')")
-        await conn.execute("INSERT INTO system_accounts VALUES (1, 'bank_clearing', 90)")
+        # The seed opens each tenant's bank clearing account (0012_topup.sql); a top-up names a
+        # bound bank card, here one for all (the matching reads RRNs, not cards).
+        clearing = await conn.fetchval("SELECT merchant_id FROM system_accounts"
+                                       " WHERE tenant_id = 1 AND purpose = 'bank_clearing'")
+        bank_card = await conn.fetchval(
+            "INSERT INTO bank_cards (tenant_id, account_id, pan_masked, bank_token)"
+            " VALUES (1, 1, '622202******0128', 'TOK-1') RETURNING id")
         t = await conn.fetchrow("SELECT utc_offset_s, cutover_s FROM tenants WHERE id = 1")
         now = await conn.fetchval("SELECT now()")
         day = (now + dt.timedelta(seconds=t["utc_offset_s"])).date() - dt.timedelta(days=2)
         start, _ = day_bounds(day, t["utc_offset_s"], t["cutover_s"])
-        await conn.execute(_TOPUPS_SQL, args.lines, 90, start + dt.timedelta(minutes=1))
+        await conn.execute(_TOPUPS_SQL, args.lines, clearing, start + dt.timedelta(minutes=1),
+                           bank_card)
         await conn.execute("VACUUM ANALYZE journal")
         await conn.execute("VACUUM ANALYZE bank_topups")
         rows = await conn.fetch("SELECT rrn, stan, terminal_id, amount_fen FROM bank_topups"

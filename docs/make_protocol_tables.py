@@ -586,6 +586,51 @@ def render_offline_vectors() -> str:
     return "\n\n".join(_frame_block(name, direction, msg, 8 if direction == "t2s" else 7,
                                     k_t2s if direction == "t2s" else k_s2t)
                        for name, direction, msg in frames)
+VECTOR_PIN_NONCE = bytes(range(0x70, 0x7C))
+VECTOR_PIN = "123456"
+
+
+def render_kiosk_vectors() -> str:
+    """Appendix A.9: the keys of A.1 as a kiosk's session (same terminal key and nonces): its
+    PIN key, a sealed PIN block, a Topup and each kind of TopupResult, and the refusal of a
+    Topup from the POS terminal of A.2."""
+    key = ocp.derive_terminal_key(VECTOR_MASTER_SECRET, VECTOR_TERMINAL_ID, VECTOR_KEY_VERSION)
+    k_t2s, k_s2t = ocp.derive_session_keys(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
+    k_pin = ocp.derive_pin_key(key, VECTOR_TERMINAL_NONCE, VECTOR_SWITCH_NONCE)
+    block = ocp.seal_pin(k_pin, VECTOR_PIN, terminal_id=VECTOR_TERMINAL_ID, txn_seq=50,
+                         card_no=VECTOR_CARD, amount_fen=20_000, nonce=VECTOR_PIN_NONCE)
+    rc, out_ = ocp.ResponseCode, ocp.TopupOutcome
+    out = [
+        _block([("name", "kdf/pin-key"), ("terminal_key", key.hex()),
+                ("terminal_nonce", VECTOR_TERMINAL_NONCE.hex()),
+                ("switch_nonce", VECTOR_SWITCH_NONCE.hex()), ("k_pin", k_pin.hex())]),
+        _block([("name", "pin/block"), ("k_pin", k_pin.hex()),
+                ("terminal_id", VECTOR_TERMINAL_ID), ("txn_seq", 50),
+                ("card_no", VECTOR_CARD), ("amount_fen", 20_000), ("pin", VECTOR_PIN),
+                ("nonce", VECTOR_PIN_NONCE.hex()),
+                ("aad", (VECTOR_TERMINAL_ID.to_bytes(4, "big") + (50).to_bytes(4, "big")
+                         + VECTOR_CARD.to_bytes(8, "big") + (20_000).to_bytes(8, "big")).hex()),
+                ("pin_block", block.hex())]),
+    ]
+    frames: list[tuple[str, str, ocp.Message]] = [
+        ("kiosk/01-topup", "t2s", ocp.Topup(50, VECTOR_CARD, 20_000, block,
+                                            1_700_000_005_000)),
+        ("kiosk/02-approved", "s2t", ocp.TopupResult(50, 0, out_.APPROVED, 20_000, 30_000,
+                                                     29_000, 1_000, "00")),
+        ("kiosk/03-declined-by-the-bank", "s2t", ocp.TopupResult(
+            50, rc.BANK_INSUFFICIENT_FUNDS, out_.DECLINED, 0, 0, 0, 0, "51")),
+        ("kiosk/04-wrong-pin", "s2t", ocp.TopupResult(50, rc.PIN_INCORRECT, out_.DECLINED,
+                                                      0, 0, 0, 0)),
+        ("kiosk/05-unknown-not-credited", "s2t", ocp.TopupResult(
+            50, rc.BANK_NO_ANSWER, out_.UNKNOWN, 0, 0, 0, 0)),
+        ("kiosk/06-topup-from-a-pos", "t2s", ocp.Topup(51, VECTOR_CARD, 20_000, block)),
+        ("kiosk/07-not-permitted", "s2t", ocp.Error(
+            rc.NOT_PERMITTED, 51, "Topup is accepted from kiosk terminals (kind 2) only")),
+    ]
+    out += [_frame_block(name, direction, msg, 8 if direction == "t2s" else 7,
+                         k_t2s if direction == "t2s" else k_s2t)
+            for name, direction, msg in frames]
+    return "\n\n".join(out)
 
 
 VECTOR_QR_NONCE = bytes(range(0xE0, 0xE8))
@@ -700,7 +745,10 @@ def main(argv: list[str] | None = None) -> int:
         print(render_corner_vectors())
         print("\n<!-- A.7 -->\n")
         print(render_access_vectors())
+        print("\n<!-- A.8 -->\n")
         print(render_offline_vectors())
+        print("\n<!-- A.9 -->\n")
+        print(render_kiosk_vectors())
         return 0
     text = DOC.read_text(encoding="utf-8")
     new = render(text)

@@ -36,6 +36,7 @@ import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.access_demo import READERS_PER_DOOR, seed_doors
+from onecard.bench_bank import BankBench, run_bank_phases
 from onecard.conventional import SETUP_SQL, ConventionalProcess
 from onecard.harness import SwitchProcess, free_port, fresh_database, run_fast
 from onecard.machine_load import LoadMeter, MachineLoad, Sample, combine, load_between
@@ -66,6 +67,11 @@ UPDATE conv_balances SET main_fen = main_fen - :amt WHERE account_id = :aid AND 
 INSERT INTO conv_journal (lsn, kind, code, terminal_id, txn_seq, ref_txn_seq, card_no, account_id, merchant_id, tenant_id, merchant_tenant_id, amount_fen, main_delta_fen, subsidy_delta_fen, merchant_delta_fen, held_delta_fen, main_fen, subsidy_fen, expires_s, now_s) VALUES (nextval('conv_lsn'), 1, 0, 0, currval('conv_lsn'), 0, :aid, :aid, {merchant}, 1, 1, :amt, :neg, 0, :amt, 0, 0, 0, 0, 0);
 END;
 """
+
+
+# Kiosks and bound bank cards of the bench site (the kiosk top-up phase).
+BENCH_KIOSKS = 32
+BENCH_BANK_CARDS = 256
 
 
 class BenchOptions(msgspec.Struct):
@@ -153,6 +159,14 @@ class BenchResult(msgspec.Struct):
     mixed_access_p50_ms: float = 0.0
     mixed_access_p99_ms: float = 0.0
     door_open_loop_timeline: list[dict[str, float]] = msgspec.field(default_factory=list)
+    # Kiosk top-ups against the instant bank simulator, and purchases with the bank link down
+    # and reversal advices pending (onecard/bench_bank.py; targets: topup_tps >= 5,000,
+    # durable_tps_bank_down within 10 % of durable_tps).
+    topup_tps: float = 0.0
+    topup_p99_ms: float = 0.0
+    durable_tps_bank_down: float = 0.0
+    bank_down_ratio: float = 0.0
+    bank: BankBench | None = None
 
 
 async def _settings(conn: asyncpg.Connection) -> tuple[str, str, str]:
@@ -170,7 +184,8 @@ async def _prepare(admin_dsn: str, options: BenchOptions) -> tuple[str, list[int
         # Big balances and no limits: the benchmark measures throughput, not declines.
         plan = SeedPlan(accounts=options.accounts, terminals=options.terminals, lost_share=0,
                         frozen_share=0, closed_share=0, replaced_share=0,
-                        main_fen_max=100_000_000, subsidy_fen_max=0, with_limits=False)
+                        main_fen_max=100_000_000, subsidy_fen_max=0, with_limits=False,
+                        kiosks=BENCH_KIOSKS, bank_cards=BENCH_BANK_CARDS)
         seed = await seed_site(conn, plan)
         # Every terminal sells at the same free-amount canteen: one hot merchant account, the
         # hardest case for a ledger (every purchase credits it).
@@ -458,6 +473,7 @@ async def _bench(options: BenchOptions) -> BenchResult:
             doors = await _run_door_phase(dsn, master, terminals, cards, options,
                                           phase["open"].offered_tps,  # type: ignore[attr-defined]
                                           meter, loads)
+        bank = await run_bank_phases(dsn, master, terminals, cards, options.seconds)
         conv: dict[str, float] = {}
         pgb: dict[str, float] = {}
         if not options.skip_conventional:
@@ -524,6 +540,11 @@ async def _bench(options: BenchOptions) -> BenchResult:
         machine_load=loads,
         busy_machine={name: load.busy() for name, load in loads.items() if load.busy()},
         **_door_fields(doors),
+        topup_tps=bank.topup_tps,
+        topup_p99_ms=bank.topup_p99_ms,
+        durable_tps_bank_down=bank.durable_tps_bank_down,
+        bank_down_ratio=round(bank.durable_tps_bank_down / durable, 3) if durable else 0.0,
+        bank=bank,
     )
 
 
@@ -558,6 +579,8 @@ def summary(r: BenchResult, json_path: str | None) -> str:
         f"{r.switch_journal_rows_per_commit:.0f} journal rows per commit",
         f"declines phase: {r.durable_tps_declines:,.0f} answers/s, {r.declines_ratio:.2f} of "
         f"durable; event-loop lag at most {r.loop_lag_max_ms:.1f} ms",
+        f"kiosk top-ups: {r.topup_tps:,.0f}/s (p99 {r.topup_p99_ms:.1f} ms); bank down: "
+        f"{r.durable_tps_bank_down:,.0f} purchases/s, {r.bank_down_ratio:.2f} of durable",
     ]
     if r.door_tps:
         lines.append(f"doors: {r.door_tps:,.0f} decisions/s; open loop at "

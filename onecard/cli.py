@@ -14,12 +14,14 @@
     onecard settle   --tenant T --date D [--json PATH]   a business day's settlement
     onecard reconcile --tenant T --date D --file F   import the bank's top-up file, match it
     onecard adms     [--dsn DSN] [--port N]  serve the ZKTeco ADMS (iclock) push protocol
+    onecard bank-sim --port N [--kek HEX]    the bank host simulator (docs/bank-link.md)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -145,6 +147,28 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if ready else 1
 
 
+def _cmd_bank_sim(args: argparse.Namespace) -> int:
+    from terminals_sim.bank_host import run_bank_host
+
+    kek_hex = args.kek or os.environ.get("ONECARD_BANK_KEK")
+    try:
+        kek = bytes.fromhex(kek_hex or "")
+    except ValueError:
+        kek = b""
+    if len(kek) != 32:
+        print("onecard bank-sim: give --kek (or ONECARD_BANK_KEK) as 32 bytes of hex",
+              file=sys.stderr)
+        return 2
+
+    def on_ready(port: int) -> None:
+        print(f"bank host simulator on {args.host}:{port}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_bank_host(args.port, kek, host=args.host,
+                      default_balance_fen=args.default_balance_fen, on_ready=on_ready)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecard", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     from onecard.finance_cli import add_parsers as add_finance_parsers
 
     add_finance_parsers(sub)
+    p = sub.add_parser("bank-sim", help="the bank host simulator (ISO 8583, docs/bank-link.md)")
+    p.add_argument("--port", type=int, default=8583, help="listening port (0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--kek", help="the key-encryption key, 32 bytes of hex (default: "
+                   "$ONECARD_BANK_KEK)")
+    p.add_argument("--default-balance-fen", type=int, default=10_000_000,
+                   help="the bank balance of a card token seen for the first time")
+    p.set_defaults(func=_cmd_bank_sim)
 
     p = sub.add_parser("bench", help="measure durable purchases per second and latency")
     p.add_argument("--terminals", type=int, default=1000)

@@ -31,12 +31,14 @@ from onecard.demo_finance import render as render_reconciliation
 from onecard.demo_settle import DemoSettlement, set_cutover, settle_day
 from onecard.demo_settle import render as render_settlement
 from onecard.harness import SwitchProcess, fresh_database, run_fast
+from onecard.kiosks import BankSummary, KioskClient, bank_summary
 from onecard.privateredis import redis_answers, remove_keys, start_private_redis
-from onecard.seed import SeedPlan, seed_site
+from onecard.seed import CARD_NO_BASE, DEMO_PIN, SeedPlan, SeedResult, demo_pan, seed_site
 from protocols import ocp
 from switch._access_journal import ALARMS_STREAM_PREFIX
 from switch._outbox import STREAM_KEY_PREFIX
 from switch._settings import SwitchSettings, redacted_url
+from terminals_sim.bank_host import BankHostThread
 
 DEMO_DATABASE = "onecard_demo"
 
@@ -75,14 +77,13 @@ class DemoSummary(msgspec.Struct):
     wall_seconds: float
     postgres: str
     redis: str = ""
-    bank: dict[str, bool | int] = {}
-    """The bank side: settlement_balanced (the day's settlement equals the journal's sums and
-    nets to zero)."""
     settlement: DemoSettlement | None = None
     reconciliation: DemoReconciliation | None = None
     access: AccessFigures | None = None
     """Doors beside the purchases (docs/access.md): decisions, alarms, records journaled."""
     access_scenario: list[str] = msgspec.field(default_factory=list)
+    bank: BankSummary | None = None
+    """Kiosk top-ups against the bank simulator (onecard/kiosks.py), from the database."""
 
 
 def configured_redis_url(given: str | None = None) -> str:
@@ -175,7 +176,10 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         print(f"seeded a demo campus: {seed.accounts:,} cardholders, {len(seed.terminals)} POS "
               f"terminals, 2 parks, 7 merchant accounts", flush=True)
         master = os.urandom(32)
-        switch = SwitchProcess(dsn, master.hex(), extra_env=svc.switch_env).start()
+        bank = BankHostThread(DEMO_BANK_KEK, default_balance_fen=10_000_000,
+                              late_seconds=DEMO_BANK_LATE_SECONDS).start()
+        switch = SwitchProcess(dsn, master.hex(), extra_env={
+            **svc.switch_env, **demo_bank_env(bank.port)}).start()
         print(f"switch listening on {switch.host}:{switch.port}; {options.seconds:g} s of "
               "purchases ...", flush=True)
         try:
@@ -202,8 +206,11 @@ async def _demo(options: DemoOptions) -> DemoSummary:
                 TerminalSpec(tid, ocp.derive_terminal_key(master, tid, 1), door_readers=2)
                 for tid in door_tids], CardPool(cards=seed.cards[1:] + seed.lost_cards[:5]))
             await doors.connect()
-            report, _ = await asyncio.gather(gen.closed_loop(options.seconds, depth=1),
-                                             doors.closed_loop(options.seconds, depth=1))
+            # ... and kiosks topping up from the bank simulator (onecard/kiosks.py).
+            report, _, _ = await asyncio.gather(
+                gen.closed_loop(options.seconds, depth=1),
+                doors.closed_loop(options.seconds, depth=1),
+                kiosk_topups(switch.host, switch.port, master, seed, bank))
             gen.close()
             doors.close()
             scenario = await door_scenario(
@@ -211,14 +218,17 @@ async def _demo(options: DemoOptions) -> DemoSummary:
                 ocp.derive_terminal_key(master, door_tids[0], 1),
                 lost_card=seed.lost_cards[0], card=seed.cards[0])
             door_answers = doors.answered + 4
+            await wait_reversals_done(dsn)
         finally:
             code = switch.stop()
+            bank.stop()
         if code != 0:
             raise RuntimeError(f"switch exited with {code}:\n{switch.log_tail()}")
         conn = await asyncpg.connect(dsn)
         try:
             audit = await audit_conservation(conn)
             access = await access_figures(conn, door_answers)
+            bank_figures = await bank_summary(conn)
             rows = await conn.fetch(
                 "SELECT kind, code, count(*) AS n FROM journal GROUP BY kind, code"
             )
@@ -251,8 +261,9 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         wall_seconds=round(time.perf_counter() - wall0, 1),
         postgres=where,
         redis=redis_where,
-        bank={"settlement_balanced": settlement.settlement_balanced,
-              "reconciliation_exceptions": reconciliation.exceptions},
+        bank=msgspec.structs.replace(
+            bank_figures, settlement_balanced=settlement.settlement_balanced,
+            reconciliation_exceptions=reconciliation.exceptions),
         settlement=settlement,
         reconciliation=reconciliation,
         access=access,
@@ -310,9 +321,73 @@ def render(summary: DemoSummary) -> str:
         *([*render_settlement(s.settlement), ""] if s.settlement is not None else []),
         *([*render_reconciliation(s.reconciliation), ""] if s.reconciliation is not None
           else []),
+        *_bank_lines(s.bank),
         f"  ({s.wall_seconds:.1f} s in all, {s.postgres}, change feed through {s.redis})",
     ]
     return "\n".join(lines)
+
+
+DEMO_BANK_KEK = bytes(range(0x60, 0x80))
+DEMO_BANK_LATE_SECONDS = 2.0
+DEMO_KIOSK_TOPUPS = 20
+
+
+def demo_bank_env(port: int) -> dict[str, str]:
+    """The switch's bank settings for the demo's simulator: a 1 s answer deadline, so the
+    timed-out top-up (answered 2 s late) is over quickly; advices repeated after 0.2 s."""
+    return {"ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(port),
+            "ONECARD_BANK_KEK": DEMO_BANK_KEK.hex(),
+            "ONECARD_BANK_RESPONSE_TIMEOUT_SECONDS": "1",
+            "ONECARD_BANK_ADVICE_BACKOFF_SECONDS": "0.2",
+            "ONECARD_BANK_ADVICE_POLL_SECONDS": "0.2"}
+
+
+async def kiosk_topups(host: str, port: int, master: bytes, seed: SeedResult,
+                       bank: BankHostThread) -> None:
+    """Beside the purchases: a kiosk tops up bound cards (DEMO_PIN); one card's bank
+    declines (not enough money), one answers after the switch's deadline (not credited,
+    then reversed by an advice)."""
+    cards = seed.bank_card_cards
+    if len(cards) < 3 or not seed.kiosks:
+        return
+    account_of = {c: (c - CARD_NO_BASE) // 10 for c in cards}
+    declined, late = cards[0], cards[1]
+    bank.host.set_behaviour("decline", card=demo_pan(account_of[declined]), field39="51")
+    bank.host.set_behaviour("late", card=demo_pan(account_of[late]))
+    kiosk = KioskClient(seed.kiosks[0], ocp.derive_terminal_key(master, seed.kiosks[0], 1))
+    async with asyncio.timeout(120):
+        await kiosk.connect(host, port)
+        await kiosk.topup(declined, 5_000, DEMO_PIN)
+        await kiosk.topup(late, 5_000, DEMO_PIN)
+        for n in range(DEMO_KIOSK_TOPUPS):
+            await kiosk.topup(cards[2 + n % (len(cards) - 2)], 2_000 + 100 * n, DEMO_PIN)
+    kiosk.close()
+
+
+async def wait_reversals_done(dsn: str) -> None:
+    """Until the bank acknowledged every reversal advice (the demo's end shows none pending)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with asyncio.timeout(60):
+            while await conn.fetchval("SELECT count(*) FROM bank_advices"  # noqa: ASYNC110
+                                      " WHERE state = 'pending'"):
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        pass  # the summary says how many are pending
+    finally:
+        await conn.close()
+
+
+def _bank_lines(b: BankSummary | None) -> list[str]:
+    if b is None:
+        return []
+    return [
+        "  Bank top-up (圈存) at a kiosk, against the bank simulator:",
+        f"    approved {b.topups_approved} ({b.credited_fen / 100:,.2f} yuan credited), "
+        f"declined {b.topups_declined}, unknown (not credited) {b.topups_unknown}",
+        f"    reversal advices acknowledged {b.reversals_sent}, pending {b.reversals_pending}",
+        "",
+    ]
 
 
 def run_demo(options: DemoOptions) -> int:

@@ -19,7 +19,15 @@ CANTEEN_FREE = 4  # weighed / free-amount till
 SUPERMARKET = 5  # cash wallet only
 EAST_CANTEEN = 6  # belongs to the second park (tenant 2)
 SUBSIDY_FUND = 7  # system account that pays subsidies into subsidy wallets
-SYSTEM_MERCHANTS = (OPENING_MERCHANT, CASH_DESK_MERCHANT, SUBSIDY_FUND)
+BANK_CLEARING = 8  # system account that pays bank top-ups (圈存) into main wallets
+EAST_BANK_CLEARING = 9  # the same for the second park (tenant 2)
+SYSTEM_MERCHANTS = (OPENING_MERCHANT, CASH_DESK_MERCHANT, SUBSIDY_FUND, BANK_CLEARING,
+                    EAST_BANK_CLEARING)
+# Self-service top-up kiosks (kind 2), far above the POS ids and below the admin terminal's.
+KIOSK_BASE = 900_000
+# Every seeded bound bank card's cardholder has this query/spending PIN (a demo site only).
+DEMO_PIN = "123456"
+BANK_PAN_BASE = 622202_000_000_000
 # The card office's admin terminal (kind 6): the admin API moves money through the switch as
 # this terminal (Credit, Debit, Transfer). Far above the POS ids (1..plan.terminals).
 ADMIN_TERMINAL = 1_000_000
@@ -39,6 +47,10 @@ class SeedPlan(msgspec.Struct, frozen=True):
     subsidy_fen_max: int = 10_000
     with_limits: bool = True
     seed: int = 7
+    # Kiosks of tenant 1, and accounts (the first active ones) with a bound bank card and
+    # DEMO_PIN, ready for 快速圈存.
+    kiosks: int = 2
+    bank_cards: int = 50
 
 
 class SeedResult(msgspec.Struct, frozen=True):
@@ -51,6 +63,11 @@ class SeedResult(msgspec.Struct, frozen=True):
     opening_total_fen: int
     admin_terminal: int = ADMIN_TERMINAL
     """Registered with kind 6 (admin) at the cash desk; not among `terminals` (POS only)."""
+    kiosks: list[int] = msgspec.field(default_factory=list)
+    """Kiosk terminals (kind 2) of tenant 1."""
+    bank_card_cards: list[int] = msgspec.field(default_factory=list)
+    """Cards whose account has a bound bank card (its token: demo_pan(account id)) and
+    DEMO_PIN."""
 
 
 def card_no_of(account_id: int) -> int:
@@ -140,19 +157,28 @@ async def seed_site(conn: asyncpg.Connection, plan: SeedPlan) -> SeedResult:
                 (SUPERMARKET, 1, "campus supermarket", "shop", 0, 0, 2, 0),
                 (EAST_CANTEEN, 2, "East Park canteen", "canteen", 0, 0, 0, 0),
                 (SUBSIDY_FUND, 1, "subsidy fund", "system", 0, 0, 0, 0),
+                (BANK_CLEARING, 1, "bank clearing", "system", 0, 0, 0, 0),
+                (EAST_BANK_CLEARING, 2, "bank clearing", "system", 0, 0, 0, 0),
             ],
         )
+        await conn.executemany(
+            "INSERT INTO system_accounts (tenant_id, purpose, merchant_id) VALUES ($1, $2, $3)",
+            [(1, "bank_clearing", BANK_CLEARING), (2, "bank_clearing", EAST_BANK_CLEARING)])
         merchants_for_terminals = [CANTEEN_FREE, CANTEEN_FREE, CANTEEN_FIXED, SUPERMARKET,
                                    EAST_CANTEEN]
         terminals = [
             (tid, merchants_for_terminals[tid % len(merchants_for_terminals)], 1, f"POS {tid}")
             for tid in range(1, plan.terminals + 1)
         ]
+        kiosks = [(KIOSK_BASE + n, BANK_CLEARING, 2, f"kiosk {n}")
+                  for n in range(1, plan.kiosks + 1)]
         await conn.copy_records_to_table(
             "terminals",
-            records=[*terminals, (ADMIN_TERMINAL, CASH_DESK_MERCHANT, 6, "card office admin")],
+            records=[*terminals, *kiosks,
+                     (ADMIN_TERMINAL, CASH_DESK_MERCHANT, 6, "card office admin")],
             columns=["id", "merchant_id", "kind", "name"],
         )
+        banked = await _seed_bank_cards(conn, accounts, cards, plan.bank_cards)
     return SeedResult(
         accounts=plan.accounts,
         cards=live,
@@ -161,4 +187,40 @@ async def seed_site(conn: asyncpg.Connection, plan: SeedPlan) -> SeedResult:
         terminals=[t[0] for t in terminals],
         fixed_price_terminals=[t[0] for t in terminals if t[1] == CANTEEN_FIXED],
         opening_total_fen=opening_total,
+        kiosks=[k[0] for k in kiosks],
+        bank_card_cards=banked,
     )
+
+
+def demo_pan(account_id: int) -> str:
+    """The seeded bank card number of an account: a valid Luhn number under BIN 622202."""
+    body = str(BANK_PAN_BASE + account_id * 10)[:-1]
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch)
+        if i % 2 == 0:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return body + str((10 - total % 10) % 10)
+
+
+async def _seed_bank_cards(conn: asyncpg.Connection, accounts: list[tuple], cards: list[tuple],
+                           count: int) -> list[int]:
+    """Bind a bank card (as the bank's token) and DEMO_PIN to the first `count` active
+    accounts: one argon2 hash of DEMO_PIN serves them all (a demo site)."""
+    if count <= 0:
+        return []
+    from argon2 import PasswordHasher
+
+    live = {a: c for c, a, status in cards if status == 0}
+    chosen = [a[0] for a in accounts if a[4] == 0 and a[0] in live][:count]
+    pin_hash = PasswordHasher().hash(DEMO_PIN)
+    pans = {a: demo_pan(a) for a in chosen}
+    await conn.executemany(
+        "INSERT INTO bank_cards (tenant_id, account_id, pan_masked, bank_token)"
+        " VALUES (1, $1, $2, $3)",
+        [(a, pans[a][:6] + "*" * (len(pans[a]) - 10) + pans[a][-4:], pans[a]) for a in chosen])
+    await conn.executemany(
+        "INSERT INTO cardholder_pins (account_id, pin_hash) VALUES ($1, $2)",
+        [(a, pin_hash) for a in chosen])
+    return [live[a] for a in chosen]

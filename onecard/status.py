@@ -28,6 +28,14 @@ def render_status(base_url: str) -> tuple[bool, str]:
         lag = state["lsn"] - state["durable_lsn"]
         lines.append(f"  journal lsn           {state['lsn']:,} decided, "
                      f"{state['durable_lsn']:,} durable ({lag} in flight)")
+    bank = state.get("bank")
+    if isinstance(bank, dict):
+        lines.append(f"  bank link             {'UP' if bank.get('available') else 'DOWN'}: "
+                     f"{bank.get('connections', 0)} connection(s) signed on, "
+                     f"{bank.get('pending', 0)} request(s) pending; top-ups "
+                     f"{'available' if state.get('topups_available') else 'unavailable'}")
+    elif bank == "disabled":
+        lines.append("  bank link             not configured (no top-ups)")
     _, metrics = _get(base + "/metrics")
     requests: dict[tuple[str, str], float] = {}
     errors: dict[str, float] = {}

@@ -139,12 +139,32 @@ class AccessChanged(msgspec.Struct, frozen=True):
 
     tenant_id: _TenantId
     people: Annotated[list[_Id32], Meta(max_length=1000)] = []
+class BankCardChanged(msgspec.Struct, frozen=True):
+    """An account's bound bank card (快速圈存) was bound, changed or unbound. Only the masked
+    number travels. auto_threshold_fen / auto_amount_fen: automatic top-up (0: off)."""
+
+    account_id: _Id32
+    bound: bool
+    pan_masked: Annotated[str, Meta(max_length=19)] = ""
+    auto_threshold_fen: _Fen = 0
+    auto_amount_fen: _Fen = 0
+
+
+class BankSettingsChanged(msgspec.Struct, frozen=True):
+    """A tenant's bank top-up switched on or off, or its caps changed (0: no cap)."""
+
+    tenant_id: _TenantId
+    enabled: bool
+    single_max_fen: _Fen = 0
+    daily_card_max_fen: _Fen = 0
+    daily_account_max_fen: _Fen = 0
 
 
 ChangeEvent = (
     AccountOpened | AccountStatusChanged | CardBound | CardCancelled | TerminalUpserted
     | MerchantOpened | ClassConfigured | TenantConfigured | CrossTenantChanged
-    | AccountClassChanged | MerchantConfigured | AccessChanged
+    | AccountClassChanged | MerchantConfigured | AccessChanged | BankCardChanged
+    | BankSettingsChanged
 )
 
 # The closed set of kinds; the CHECK on change_outbox.kind lists the same names.
@@ -161,8 +181,11 @@ EVENT_TYPES: dict[str, type[ChangeEvent]] = {
     # Added by migrations/sql/0007_change_kinds.sql.
     "account_class_changed": AccountClassChanged,
     "merchant_configured": MerchantConfigured,
-    # Added by migrations/sql/0013_access.sql.
+    # Added by migrations/sql/0015_access.sql.
     "access_changed": AccessChanged,
+    # Added by migrations/sql/0012_topup.sql.
+    "bank_card_changed": BankCardChanged,
+    "bank_settings_changed": BankSettingsChanged,
 }
 EVENT_KINDS = tuple(EVENT_TYPES)
 KIND_OF: dict[type[ChangeEvent], str] = {t: k for k, t in EVENT_TYPES.items()}

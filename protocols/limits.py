@@ -99,6 +99,15 @@ HOLIDAYS_MAX: Final = 366
 """Holiday dates in a snapshot."""
 EPOCH_SECONDS_MAX: Final = 2**32 - 1
 """Largest Unix time in seconds an access entry may carry (year 2106)."""
+# Kiosk top-up (docs/protocol.md, "Kiosk top-up").
+PIN_BLOCK_BYTES: Final = 40
+"""Size of `Topup.pin_block`: a 12-byte AES-GCM nonce, the 12-byte sealed PIN field and the
+16-byte tag (protocols/ocp/_pin.py)."""
+PIN_DIGITS_MIN: Final = 4
+PIN_DIGITS_MAX: Final = 8
+"""A cardholder PIN is 4 to 8 decimal digits."""
+BANK_CODE_CHARS_MAX: Final = 4
+"""Longest `TopupResult.bank_code` (ISO 8583 field 39 is 2 characters)."""
 
 # Relations.
 assert FRAME_LENGTH_MIN <= FRAME_LENGTH_MAX

@@ -1,6 +1,6 @@
 """Access decisions: doors, elevators, their rules in memory, and the decision itself.
 
-The rules (migrations/sql/0013_access.sql; docs/access.md) are loaded at start-up and reloaded
+The rules (migrations/sql/0015_access.sql; docs/access.md) are loaded at start-up and reloaded
 per tenant when the change feed brings an `access_changed` event; each reload builds new
 objects and swaps them in whole, so a decision never sees half a change. Deciding is a few dict
 look-ups and comparisons: no database round trip, no await.

@@ -31,6 +31,7 @@ from protocols.changes import (
     AccountClassChanged,
     AccountOpened,
     AccountStatusChanged,
+    BankCardChanged,
     CardBound,
     CardCancelled,
     ChangeEvent,
@@ -176,6 +177,12 @@ def _apply(ledger: Ledger, master: MasterData, event: ChangeEvent) -> int:
         case CrossTenantChanged():
             ledger.allow_cross_tenant(event.card_tenant_id, event.merchant_tenant_id,
                                       event.allowed)
+        case BankCardChanged():  # automatic top-up (自动圈存) on or off: switch/_topup.py
+            if event.bound and event.auto_amount_fen and event.auto_threshold_fen:
+                master.auto_topups[event.account_id] = (event.auto_threshold_fen,
+                                                        event.auto_amount_fen)
+            else:
+                master.auto_topups.pop(event.account_id, None)
     return 0
 
 

@@ -40,6 +40,9 @@ class MasterData(msgspec.Struct):
     # statuses it saw, so recovery sets these again afterwards.
     account_ids: array[int] = msgspec.field(default_factory=lambda: array("i"))
     account_statuses: bytearray = msgspec.field(default_factory=bytearray)
+    # Automatic top-up (自动圈存): account -> (threshold_fen, amount_fen) of its bound bank
+    # card; a purchase leaving the balance below the threshold triggers a top-up.
+    auto_topups: dict[int, tuple[int, int]] = msgspec.field(default_factory=dict)
 
     def apply_statuses(self, ledger: Ledger) -> None:
         set_status = ledger.set_account_status
@@ -124,5 +127,11 @@ async def load_master_data(conn: asyncpg.Connection, ledger: Ledger) -> MasterDa
             f"opening balances sum to {opening} fen, not 0: every opening balance needs its "
             "counter-entry (a system merchant account)"
         )
+    auto_topups = {
+        r["account_id"]: (r["auto_threshold_fen"], r["auto_amount_fen"])
+        for r in await conn.fetch(
+            "SELECT account_id, auto_threshold_fen, auto_amount_fen FROM bank_cards"
+            " WHERE unbound_at IS NULL AND auto_amount_fen > 0 AND auto_threshold_fen > 0")
+    }
     return MasterData(terminals, accounts, merchants, cards, opening, account_ids,
-                      account_statuses)
+                      account_statuses, auto_topups)

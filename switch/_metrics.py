@@ -171,3 +171,62 @@ changefeed_relay_up = Gauge(
 )
 for _source in CHANGEFEED_SOURCES:
     changefeed_events_total.labels(_source)
+
+# The bank link (switch/_banklink.py; docs/bank-link.md). Field-39 labels come from the spec's
+# table (anything else counts as "other"); message labels from BANK_MESSAGES.
+BANK_MESSAGES = ("network", "topup", "reversal")
+BANK_UNMATCHED_REASONS = ("late", "duplicate", "unsolicited")
+bank_link_connections = Gauge(
+    "onecard_bank_link_connections", "Connections to the bank host signed on (0: link down)."
+)
+bank_link_available = Gauge(
+    "onecard_bank_link_available", "1 while top-ups can be sent to the bank (a connection "
+    "signed on and a MAC key exchanged), else 0."
+)
+bank_roundtrip_seconds = Histogram(
+    "onecard_bank_roundtrip_seconds",
+    "Bank link: request written -> its answer matched, by message.",
+    ["message"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
+)
+bank_timeouts_total = Counter(
+    "onecard_bank_timeouts_total", "Bank requests not answered in time, by message.", ["message"]
+)
+bank_answers_total = Counter(
+    "onecard_bank_answers_total", "Bank answers matched to a request, by message and field 39.",
+    ["message", "field39"],
+)
+bank_unmatched_total = Counter(
+    "onecard_bank_unmatched_answers_total",
+    "Bank answers dropped: late (after the request timed out), duplicate (already answered), "
+    "unsolicited (a STAN never sent).",
+    ["reason"],
+)
+bank_bad_messages_total = Counter(
+    "onecard_bank_bad_messages_total",
+    "Messages from the bank refused by the codec (bad bitmap, field, MTI, MAC, frame size).",
+    ["reason"],
+)
+bank_reconnects_total = Counter(
+    "onecard_bank_reconnects_total", "Connections to the bank lost or refused (then retried)."
+)
+bank_key_exchanges_total = Counter(
+    "onecard_bank_key_exchanges_total", "MAC keys installed by a key exchange with the bank."
+)
+bank_pending_advices = Gauge(
+    "onecard_bank_pending_advices",
+    "Reversal advices stored and not yet acknowledged by the bank (set by the top-up flow).",
+)
+for _message in BANK_MESSAGES:
+    bank_timeouts_total.labels(_message)
+for _reason in BANK_UNMATCHED_REASONS:
+    bank_unmatched_total.labels(_reason)
+
+# Kiosk top-ups (switch/_topup.py). outcome: approved, declined (by the bank), unknown (no
+# answer: reversal advice stored), credit_failed (approved, not creditable: reversed),
+# refused (declined by the switch's own checks: PIN, caps, no bound card, link down).
+topups_total = Counter("onecard_topups_total", "Kiosk top-ups decided, by outcome.", ["outcome"])
+topup_pin_failures_total = Counter("onecard_topup_pin_failures_total",
+                                   "Top-ups with a wrong or unreadable cardholder PIN.")
+bank_advices_sent_total = Counter("onecard_bank_advices_sent_total",
+                                  "Reversal advices sent to the bank (first sends and repeats).")

@@ -35,6 +35,7 @@ from switch import _snapshot, limits
 from switch._access import AccessEngine, load_access
 from switch._access_journal import ALARMS_STREAM_PREFIX, AlarmPublisher
 from switch._answer import REFUSAL, Answer
+from switch._banklink import BankLink, BankLinkConfig
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
 from switch._errors import (
@@ -57,6 +58,7 @@ from switch._relay import OutboxRelay
 from switch._session import TerminalSession, request_id
 from switch._settings import SwitchSettings, redacted_url
 from switch._site_lock import SiteLock
+from switch._topup import NoBankLink, TopupService, topup_adapters
 
 JOURNAL_APPLICATION_NAME = "onecard-switch-journal"
 _OLD_ANSWER_SQL = (
@@ -148,6 +150,9 @@ class Runtime:
         self._old_lookups: asyncio.Queue[tuple[TerminalSession, Any, int]] = asyncio.Queue(
             limits.OLD_LOOKUP_QUEUE_MAX
         )
+        # The bank link (docs/bank-link.md) when configured: its connections run in the
+        # supervisor's TaskGroup; nothing on the purchase path waits on it.
+        self.bank: BankLink | None = bank_link(settings, self.log)
         self._stop_event = asyncio.Event()
         self.offline = OfflineLists(lambda: self.access)  # OFFLINE (switch/_offline.py)
         self._closing_after_answers: set[TerminalSession] = set()
@@ -158,6 +163,9 @@ class Runtime:
         # Phone QR codes: the site's QR key and the codes that have paid. Per process, kept
         # across recoveries; codes issued before this moment are not accepted (switch/_qr.py).
         self.qr = QrGate(settings.master_secret_bytes, int(time.time()))
+        # The bank link (kept across recoveries) and the kiosk top-ups (switch/_topup.py).
+        self._bank_factories = topup_adapters(settings)
+        self.topups: TopupService
 
     # -- used by sessions ------------------------------------------------------------------
 
@@ -204,6 +212,9 @@ class Runtime:
     def readiness(self) -> dict[str, object]:
         """What /readyz reports (read from another thread: plain attribute reads only)."""
         state: dict[str, object] = {"ready": self.ready, "phase": self.phase}
+        # Top-ups need the bank; purchases never do, so this is beside "ready", not in it.
+        state["topups_available"] = self.ready and self.bank is not None and self.bank.available
+        state["bank"] = "disabled" if self.bank is None else self.bank.state()
         if self.ready:
             state["terminals"] = len(self.sessions)
             state["lsn"] = self.ledger.lsn
@@ -431,6 +442,9 @@ class Runtime:
             metrics.requests_total.labels(
                 metrics.REQUEST_TYPES.get(kind, "other"), metrics.CODE_NAMES.get(code, "other")
             ).inc(n)
+        auto = self.master.auto_topups
+        if auto:  # automatic top-ups (自动圈存), after the answers went out
+            self.topups.after_commit(replies, auto)
         closing = self._closing_after_answers
         if closing:
             for session in [s for s in closing if s._outstanding == 0]:
@@ -448,12 +462,15 @@ class Runtime:
                 session._transport.pause_reading()
         try:
             async with asyncio.timeout(self.settings.drain_deadline_seconds):
+                await self.topups.drain()  # top-ups at the bank get their answer first
                 await self.journal.drain()
                 if self.journal.stats.rows > self.rows_at_last_checkpoint:
                     with contextlib.suppress(*DATABASE_FAILURES):  # logged; replayed at start
                         await self.write_checkpoint(pool, forked=False)  # nothing to serve
         except TimeoutError:
             self.log.error("switch.drain_deadline", pending_rows=self.journal.pending_rows)
+        if self.bank is not None:  # after the drain: top-ups in flight had their answers
+            await self.bank.sign_off()
         for session in list(self.connections):
             session.end(SHUTTING_DOWN, "switch is shutting down")
         self._log_declines()
@@ -515,6 +532,8 @@ class Runtime:
             await self._load_access(journal_conn)  # ACCESS (docs/access.md)
             self.rows_at_last_checkpoint = 0
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
+            self.topups = TopupService(self, self.bank or NoBankLink(), *self._bank_factories)
+            await self.topups.recover(pool)
             try:
                 await server.start_serving()
             except OSError as exc:
@@ -537,6 +556,10 @@ class Runtime:
                 tg.create_task(self._site_lock.wait_lost(), name="site-lock")
                 for name, task in feed_tasks:
                     tg.create_task(task(), name=name)
+                tg.create_task(self.topups.run_workers(pool), name="topups")
+                tg.create_task(self.topups.run_advices(pool), name="bank-advices")
+                if self.bank is not None:
+                    tg.create_task(self.bank.run(), name="bank-link")
         finally:
             self.ready = False
             if self.phase == "serving":
@@ -669,6 +692,20 @@ class Runtime:
         elif failure is not None:
             self.log.error("switch.database_unavailable", error=str(failure),
                            retry_in_seconds=retry_in_seconds)
+
+
+def bank_link(settings: SwitchSettings, log: Any) -> BankLink | None:
+    """The bank link the settings ask for, or None (bank_host unset)."""
+    if not settings.bank_host or settings.bank_kek is None:
+        return None
+    config = BankLinkConfig(
+        host=settings.bank_host, port=settings.bank_port,
+        kek=bytes.fromhex(settings.bank_kek), connections=settings.bank_connections,
+        response_timeout_seconds=settings.bank_response_timeout_seconds,
+        echo_interval_seconds=settings.bank_echo_interval_seconds,
+        key_exchange_interval_seconds=settings.bank_key_exchange_interval_seconds,
+    )
+    return BankLink(config, log=log)
 
 
 def run_switch(settings: SwitchSettings,

@@ -55,6 +55,7 @@ _Transfer = ocp.Transfer
 _AccessRequest = ocp.AccessRequest
 _DoorEvent = ocp.DoorEvent
 _OFFLINE_REQUESTS = frozenset({ocp.AccessListRequest, ocp.OfflineUpload})  # switch/_offline.py
+_Topup = ocp.Topup
 _ADMIN_REQUESTS = frozenset({_Credit, _Debit, _Transfer})
 _ADMIN_RESULTS: dict[int, type[ocp.CreditResult | ocp.DebitResult | ocp.TransferResult]] = {
     CREDIT: ocp.CreditResult,
@@ -272,6 +273,9 @@ class TerminalSession(asyncio.Protocol):
                     outstanding = self._outstanding
                 else:
                     self._refuse(_RC.BUSY, ev.txn_seq, "offline requests are queued full")
+                continue
+            elif t is _Topup:  # a kiosk's bank top-up: decided off this path (switch/_topup.py)
+                rt.topups.submit_nowait(self, ev)
                 continue
             else:
                 self._control(ev)
@@ -512,6 +516,22 @@ class TerminalSession(asyncio.Protocol):
         engine.remember(tid, seq, answer)
         self._outstanding += 1
         journal.submit_access(self, AccessAnswer(seq, answer, code))
+    # -- kiosk top-ups (switch/_topup.py) ---------------------------------------------------
+
+    @property
+    def pin_key(self) -> bytes:
+        return self._conn.pin_key
+
+    def refuse_topup(self, code: int, txn_seq: int, detail: str) -> None:
+        self._refuse(code, txn_seq, detail)
+
+    def send_topup_answer(self, msg: ocp.Message) -> None:
+        """Write a top-up's answer now (it was decided by a top-up worker, not a commit)."""
+        if self.closed:
+            return  # the kiosk asks again with the same txn_seq and gets the stored answer
+        with contextlib.suppress(ocp.OcpLocalError):
+            self._out.append(self._conn.send(msg))
+        self.flush()
 
     # -- phone QR codes ----------------------------------------------------------------------
 

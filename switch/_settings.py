@@ -32,8 +32,10 @@ _DAY_SECONDS = 86_400.0
 # A value that fails its pattern is explained, not shown (master_secret is a secret).
 _PATTERN_DETAILS = {
     "master_secret": "must be 32 to 64 bytes of hex",
+    "bank_card_key": "must be 32 bytes of hex",
     "dsn": "must be a postgresql:// (or postgres://) URI",
     "redis_url": "must be a redis://, rediss:// or unix:// URL",
+    "bank_kek": "must be 32 bytes of hex",
 }
 
 
@@ -90,9 +92,41 @@ class SwitchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
         limits.CHANGEFEED_POLL_SECONDS
     )
 
+    # The bank link (docs/bank-link.md, switch/_banklink.py): off while bank_host is "".
+    bank_host: Annotated[str, Meta(max_length=255)] = ""
+    bank_port: Annotated[int, Meta(ge=1, le=65535)] = 8583
+    # The key-encryption key shared with the bank out of band, hex. Never logged.
+    bank_kek: Annotated[str, Meta(pattern=r"^([0-9a-fA-F]{2}){32}$")] | None = None
+    bank_connections: Annotated[int, Meta(ge=1, le=8)] = 1
+    bank_response_timeout_seconds: Annotated[float, Meta(gt=0, le=120)] = 5.0
+    bank_echo_interval_seconds: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    bank_key_exchange_interval_seconds: Annotated[float, Meta(gt=0, le=_DAY_SECONDS)] = 3600.0
+
+    # Kiosk top-up (switch/_topup.py, docs/operations.md "Bank top-up"). Workers carry that
+    # many top-ups at once; each waits at most topup_deadline_seconds for the bank (then
+    # "unknown, not credited" and a reversal advice).
+    topup_workers: Annotated[int, Meta(ge=1, le=1024)] = 64
+    topup_deadline_seconds: Annotated[float, Meta(gt=0, le=120)] = 15.0
+    # PostgreSQL connections of the top-up workers (a pool of their own).
+    topup_pool_max: Annotated[int, Meta(ge=1, le=64)] = 16
+    # Wrong PINs in a row before a cardholder's PIN is locked.
+    pin_tries_max: Annotated[int, Meta(ge=1, le=20)] = 5
+    # Reversal advices: first repeat after bank_advice_backoff_seconds, doubling; after
+    # bank_advice_tries_max tries the advice becomes a bank_exception document.
+    bank_advice_tries_max: Annotated[int, Meta(ge=1, le=1000)] = 20
+    bank_advice_backoff_seconds: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    bank_advice_poll_seconds: Annotated[float, Meta(gt=0, le=60)] = 1.0
+    # The key sealing bound bank card numbers (hex, 32 bytes); "" derives it from
+    # master_secret (protocols/bank_card.py). The admin API must use the same.
+    bank_card_key: Annotated[str, Meta(pattern=r"^([0-9a-fA-F]{2}){32}$|^$")] = ""
+
+    def __post_init__(self) -> None:
+        if self.bank_host and self.bank_kek is None:
+            raise ValueError("bank_host is set: set bank_kek too (the bank link's KEK)")
+
     def __repr__(self) -> str:
         def show(name: str) -> str:
-            if name == "master_secret":
+            if name in ("master_secret", "bank_kek", "bank_card_key"):
                 return "<secret>"
             if name == "redis_url":
                 return repr(redacted_url(self.redis_url))

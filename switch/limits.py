@@ -74,3 +74,16 @@ assert PIPELINE_REQUESTS_MAX <= JOURNAL_BATCH_MAX
 assert GROUP_COMMIT_WINDOW_SECONDS < COMMIT_DEADLINE_SECONDS
 assert CONNECTIONS_MAX * PIPELINE_REQUESTS_MAX < 50_000_000
 assert CHANGEFEED_BACKFILL_ROWS_MAX <= CHANGEFEED_STREAM_ENTRIES_MAX
+
+# Kiosk top-ups waiting for a worker (switch/_topup.py); more are refused BUSY.
+TOPUP_QUEUE_MAX = 4096
+# Accounts whose last right PIN is remembered (an HMAC, not the PIN): a wrong one is always
+# checked with argon2.
+PIN_CACHE_ENTRIES_MAX = 1_000_000
+# Reversal advices sent in one round of the repeater, and the longest wait between tries.
+ADVICE_BATCH_MAX = 100
+ADVICE_BACKOFF_SECONDS_MAX = 600.0
+# STANs and RRNs a switch reserves at once for bank top-ups (switch/_topup.py StanRrnBlocks).
+STAN_BLOCK_MAX = 1000
+# Top-up rows written in one statement by the top-up writer (switch/_topup.py TopupWriter).
+TOPUP_BATCH_MAX = 1000

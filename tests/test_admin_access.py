@@ -196,6 +196,8 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
         values.pop("class_id")
     if "mode_time_zone_id" in op["fields"]:  # a door's, or its mode
         values.update(kind="door", mode="normal")
+    values.update(pin="135790", pan="6222021234567890128", bank_token="WALK",
+                  auto_threshold_fen=1_000, auto_amount_fen=2_000, enabled=False)
     if "template_id" in op["fields"]:
         values["kind"] = "face"
     if "settlement_cycle" in op["fields"]:

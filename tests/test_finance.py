@@ -110,11 +110,18 @@ async def _credits(site: AdminSite, clearing: int, plan: list[tuple[str, int, in
                 if state == "approved":
                     answer = await client.credit(seq, card, 0, amount, clearing)
                     assert answer.code == 0, answer
+                # The account's bound bank card (a top-up always names one: 0012_topup.sql).
+                bank_card = await conn.fetchval(
+                    "SELECT id FROM bank_cards WHERE account_id = $1 AND unbound_at IS NULL",
+                    account) or await conn.fetchval(
+                    "INSERT INTO bank_cards (tenant_id, account_id, pan_masked, bank_token)"
+                    " VALUES (1, $1, '622202******0128', 'TOKEN-' || $1::text) RETURNING id",
+                    account)
                 await conn.execute(
                     "INSERT INTO bank_topups (tenant_id, terminal_id, txn_seq, account_id,"
-                    " card_no, amount_fen, stan, rrn, state, created_at) VALUES"
-                    " (1, $1, $2, $3, $4, $5, $6, $7, $8, $9)", terminal["id"], seq, account,
-                    card, amount, stan, rrn, state, noon)
+                    " card_no, bank_card_id, amount_fen, stan, rrn, state, created_at) VALUES"
+                    " (1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", terminal["id"], seq,
+                    account, card, bank_card, amount, stan, rrn, state, noon)
                 made[rrn] = {"account_id": account, "card_no": card, "txn_seq": seq}
         finally:
             await client.close()

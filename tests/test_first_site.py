@@ -111,7 +111,7 @@ def test_documented_first_site_serves_a_first_purchase(pg_server: pg.TestServer,
     assert again.returncode == 0 and "tenant 'North Campus' existed" in again.stdout, again
     [tenant] = run(fetch(dsn, "SELECT id, name, utc_offset_s FROM tenants"))
     assert (tenant["name"], tenant["utc_offset_s"]) == ("North Campus", 8 * 3600)
-    assert count(dsn, "system_accounts") == 3
+    assert count(dsn, "system_accounts") == 4  # cash desk, subsidy, adjustments, bank
 
     switch = SwitchProcess(dsn, master.hex()).start()
     admin = None

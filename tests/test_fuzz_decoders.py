@@ -56,6 +56,31 @@ def test_qr_decoder_survives_coverage_guided_fuzzing() -> None:
     assert "Done 30000 runs" in out.stderr
 
 
+@pytest.mark.slow
+def test_iso8583_decoder_survives_coverage_guided_fuzzing() -> None:
+    """The bank link's decoder (fuzz/fuzz_iso8583.py); hypothesis fuzzing of the same decoder
+    is in tests/test_iso8583_codec.py."""
+    if importlib.util.find_spec("atheris") is None:
+        if os.environ.get("CI"):
+            pytest.fail("atheris is a test dependency and did not install")
+        pytest.skip("atheris is not installed")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "fuzz" / "fuzz_iso8583.py"), "-runs=30000",
+         "-max_len=1200", "-seed=1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "Done 30000 runs" in out.stderr
+
+
+def test_iso8583_harness_runs_without_atheris() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "fuzz" / "fuzz_iso8583.py"), "--random", "3000"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+
+
 def _ledger() -> ledger_ext.Ledger:
     ledger = ledger_ext.Ledger(64, 8)
     ledger.configure_tenant(1, 28800, [(660, 780)])

@@ -41,7 +41,7 @@ KEYS = {"k_t2s": bytes.fromhex(KDF["k_t2s"]), "k_s2t": bytes.fromhex(KDF["k_s2t"
         "admin_k_s2t": bytes.fromhex(ADMIN_KDF["k_s2t"])}
 FRAMES = [v for v in VECTORS if v["name"].startswith(
     ("session/", "refused/", "admin-session/", "admin-refused/", "qr-session/", "kind-refused/",
-     "reuse/", "closing/", "access/", "offline/"))]
+     "reuse/", "closing/", "access/", "offline/", "kiosk/"))]
 QR_CHECKS = [v for v in VECTORS if v["name"].startswith("qr-check/")]
 INVALID = [v for v in VECTORS if v["name"].startswith(("invalid/", "admin-invalid/"))]
 
@@ -264,3 +264,36 @@ def test_qr_check_vector(v: dict[str, str]) -> None:
     else:
         with pytest.raises(getattr(qr, v["error"])):
             qr.verify(key, v["text"], int(v["now_s"]))
+
+
+# -- Appendix A.7: kiosk top-up ---------------------------------------------------------------
+
+
+def test_kiosk_vectors() -> None:
+    pin_key_v, block_v = BY_NAME["kdf/pin-key"], BY_NAME["pin/block"]
+    k_pin = ocp.derive_pin_key(bytes.fromhex(pin_key_v["terminal_key"]),
+                               bytes.fromhex(pin_key_v["terminal_nonce"]),
+                               bytes.fromhex(pin_key_v["switch_nonce"]))
+    assert k_pin.hex() == pin_key_v["k_pin"] == block_v["k_pin"]
+    assert pin_key_v["terminal_key"] == KDF["terminal_key"]
+    request = {f: int(block_v[f]) for f in ("terminal_id", "txn_seq", "card_no", "amount_fen")}
+    block = ocp.seal_pin(k_pin, block_v["pin"], nonce=bytes.fromhex(block_v["nonce"]), **request)
+    assert block.hex() == block_v["pin_block"]
+    assert ocp.open_pin(k_pin, block, **request) == block_v["pin"]
+    for field in request:  # bound to its request: any other field value does not open it
+        with pytest.raises(ocp.PinBlockInvalid):
+            ocp.open_pin(k_pin, block, **{**request, field: request[field] + 1})
+    topups = [json.loads(v["message"]) for v in FRAMES if v["name"].startswith("kiosk/")]
+    assert topups[0]["pin_block"] == block_v["pin_block"]
+    assert {m["type"] for m in topups} == {"Topup", "TopupResult", "Error"}
+    assert {m["outcome"] for m in topups if m["type"] == "TopupResult"} == {
+        int(o) for o in ocp.TopupOutcome}
+
+
+def test_a_kiosk_session_carries_its_pin_key() -> None:
+    key = bytes.fromhex(KDF["terminal_key"])
+    t, s = ocp.Connection(ocp.Role.TERMINAL), ocp.Connection(ocp.Role.SWITCH)
+    challenge = drain(s, t.start_sign_on(1001, key, bytes.fromhex(KDF["terminal_nonce"])))
+    assert challenge and t.pin_key == b""
+    drain(t, s.accept_sign_on(key, bytes.fromhex(KDF["switch_nonce"])))
+    assert t.pin_key == s.pin_key == bytes.fromhex(BY_NAME["kdf/pin-key"]["k_pin"])

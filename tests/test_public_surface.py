@@ -13,6 +13,18 @@ from onecard.cli import build_parser
 
 SURFACE = {
     "protocols": ["ocp"],
+    # The bank link's codec (docs/bank-link.md); imported on its own, not by `protocols`.
+    "protocols.iso8583": [
+        "ADVICE_ACKNOWLEDGED", "APPROVED", "CLOSED", "CURRENCY_CNY", "FIELD39", "FIELD39_TABLE",
+        "FIELDS", "FIELD_BY_NUMBER", "MAC_MTIS", "MESSAGE_FIELDS", "NEED_DATA",
+        "PROCESSING_CODE_TOPUP", "REMOTE_ERROR_CLASSES", "REMOTE_ERROR_REASONS", "SPEC",
+        "BadKey", "BadMac", "Connection", "Field39Info", "FieldSpec", "FrameTooLarge",
+        "Iso8583Error", "Iso8583LocalError", "Iso8583RemoteError", "MacKeys",
+        "MalformedMessage", "Message", "NetworkCode", "NetworkRequest", "NetworkResponse",
+        "ReversalAdvice", "ReversalResponse", "Signal", "TopupRequest", "TopupResponse",
+        "UnknownMti", "cmac", "decode_message", "encode_frame", "encode_message", "frame",
+        "limits", "mti_of", "original_data", "transmission_time", "unwrap_key", "wrap_key",
+    ],
     "ledger_ext": [
         "ACCOUNTS_MAX", "ACCOUNT_CLOSED", "ACCOUNT_FROZEN", "ACTIVE", "ALREADY_REVERSED",
         "AMOUNT_FEN_MAX", "APPROVED", "BALANCE_FEN_MAX", "BALANCE_LIMIT_EXCEEDED", "CAPTURE",
@@ -63,8 +75,8 @@ SURFACE = {
     ],
 }
 
-COMMANDS = ["admin", "admin-init", "adms", "bench", "demo", "migrate", "openapi", "reconcile",
-            "settle", "sim", "status", "switch"]
+COMMANDS = ["admin", "admin-init", "adms", "bank-sim", "bench", "demo", "migrate", "openapi",
+            "reconcile", "settle", "sim", "status", "switch"]
 
 
 @pytest.mark.parametrize("package", sorted(SURFACE))

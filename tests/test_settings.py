@@ -111,3 +111,20 @@ def test_the_master_secret_is_never_shown() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(env={**BASE, "ONECARD_MASTER_SECRET": SECRET[:-2] + "zz"})
     assert SECRET[:-2] not in str(caught.value)
+
+
+def test_the_bank_link_is_off_by_default_and_needs_its_kek() -> None:
+    s = load_settings(env=BASE)
+    assert s.bank_host == "" and s.bank_kek is None
+    with pytest.raises(ConfigError, match="bank_kek"):
+        load_settings(env={**BASE, "ONECARD_BANK_HOST": "10.0.0.9"})
+    kek = "ab" * 32
+    s = load_settings(env={**BASE, "ONECARD_BANK_HOST": "10.0.0.9", "ONECARD_BANK_KEK": kek,
+                           "ONECARD_BANK_PORT": "9000", "ONECARD_BANK_CONNECTIONS": "2"})
+    assert (s.bank_host, s.bank_port, s.bank_connections) == ("10.0.0.9", 9000, 2)
+    assert kek not in repr(s)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={**BASE, "ONECARD_BANK_HOST": "h", "ONECARD_BANK_KEK": kek[:-2]})
+    assert "bank_kek" in str(caught.value) and kek[:-2] not in str(caught.value)
+    with pytest.raises(ConfigError, match="bank_connections"):
+        load_settings(env={**BASE, "ONECARD_BANK_CONNECTIONS": "9"})

@@ -38,6 +38,7 @@ DETAIL = {
     ocp.DoorEvent: "DoorEvent is accepted from door terminals (kind 3) only",
     ocp.AccessListRequest: "AccessListRequest is accepted from door terminals (kind 3) only",
     ocp.OfflineUpload: "OfflineUpload is accepted from door terminals (kind 3) only",
+    ocp.Topup: "Topup is accepted from kiosk terminals (kind 2) only",
 }
 
 
@@ -69,6 +70,7 @@ def _request(cls: type[ocp.Message], txn_seq: int, card_no: int) -> ocp.Message:
         ocp.DoorEvent: (txn_seq, 1, int(ocp.DoorEventCode.CLOSED)),
         ocp.AccessListRequest: (txn_seq, 0),
         ocp.OfflineUpload: (txn_seq, 1, [ocp.OfflineRecord(1, 1, 1, 0, card_no, 0)]),
+        ocp.Topup: (txn_seq, card_no, 100, bytes(40), 0),
     }[cls]
     return cls(*fields)
 
@@ -112,9 +114,11 @@ def test_each_kind_may_send_only_its_own_messages(site: Site, kind: ocp.Terminal
     assert client.next_message() is ocp.CLOSED
     client.close()
     assert site.fetch("SELECT 1 FROM journal WHERE card_no = $1", refused_card["card_no"]) == []
-    # A refused txn_seq is not used up: the switch reports only the decided ones.
+    # A refused txn_seq is not used up: the switch reports only the decided ones (a top-up
+    # that credited nothing is no decision of the balance cache: section 4.5).
     decided = [m.txn_seq for m in requests
-               if type(m) in permitted and not isinstance(answers[m.txn_seq], ocp.Error)]
+               if type(m) in permitted and not isinstance(answers[m.txn_seq], ocp.Error)
+               and not isinstance(m, ocp.Topup)]
     again = site.client(tid)
     assert again.sign_on_result.last_txn_seq == max(decided, default=base)
     again.close()

@@ -85,9 +85,13 @@ from protocols.ocp._messages import (
     SignOnResult,
     TerminalKind,
     TimeZoneInterval,
+    Topup,
+    TopupOutcome,
+    TopupResult,
     Transfer,
     TransferResult,
 )
+from protocols.ocp._pin import PinBlockInvalid, derive_pin_key, open_pin, seal_pin
 from protocols.ocp._state import TRANSITIONS, Role, State, Way
 
 
@@ -159,6 +163,7 @@ __all__ = [
     "OfflineTimeZone",
     "OfflineUpload",
     "OfflineUploadResult",
+    "PinBlockInvalid",
     "Purchase",
     "PurchaseResult",
     "QrPurchase",
@@ -177,6 +182,9 @@ __all__ = [
     "Statistics",
     "TerminalKind",
     "TimeZoneInterval",
+    "Topup",
+    "TopupOutcome",
+    "TopupResult",
     "Transfer",
     "TransferResult",
     "UnexpectedMessage",
@@ -184,9 +192,12 @@ __all__ = [
     "UnsupportedVersion",
     "Way",
     "decode_frame",
+    "derive_pin_key",
     "derive_session_keys",
     "derive_terminal_key",
     "encode_frame",
     "hkdf_expand",
     "hkdf_extract",
+    "open_pin",
+    "seal_pin",
 ]

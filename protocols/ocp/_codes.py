@@ -30,7 +30,13 @@ class ResponseCode(enum.IntEnum):
     ACCOUNT_CLOSED = 46
     ACCOUNT_FROZEN = 47
     INSUFFICIENT_FUNDS = 51
+    # Kiosk top-up (section 4.7): declines of the switch or the bank; nothing moved.
+    BANK_INSUFFICIENT_FUNDS = 52
+    PIN_INCORRECT = 55
+    NO_BANK_CARD = 56
     CROSS_TENANT_NOT_ALLOWED = 57
+    TOPUP_NOT_AVAILABLE = 58
+    BANK_DECLINED = 59
     TXN_LIMIT_EXCEEDED = 61
     DAILY_LIMIT_EXCEEDED = 62
     MEAL_AMOUNT_LIMIT_EXCEEDED = 63
@@ -49,6 +55,10 @@ class ResponseCode(enum.IntEnum):
     PIN_WRONG = 75
     MULTI_CARD_PENDING = 76
     FLOOR_NOT_PERMITTED = 77
+    TOPUP_LIMIT_EXCEEDED = 53
+    TOPUP_DAILY_LIMIT_EXCEEDED = 54
+    BANK_NO_ANSWER = 60
+    PIN_TRIES_EXCEEDED = 78
     # Protocol and system errors: sent in an Error message, never journaled.
     TXN_SEQ_TOO_OLD = 80
     INVALID_FIELD = 81
@@ -210,6 +220,31 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
     _R.FLOOR_NOT_PERMITTED: _decline(
         "Access: the elevator floor asked for is not among the person's permitted floors."
     ),
+    _R.BANK_INSUFFICIENT_FUNDS: _decline(
+        "Top-up: the bank declined, the bank account has not enough money (field 39 \"51\")."),
+    _R.PIN_INCORRECT: _decline(
+        "Top-up: the cardholder's PIN is wrong, or the card has no PIN set; the try counts "
+        "towards the lock-out.", "Show the decline; let the cardholder type the PIN again "
+        "in a new request (new txn_seq)."),
+    _R.NO_BANK_CARD: _decline("Top-up: the cardholder has no bank card bound."),
+    _R.TOPUP_NOT_AVAILABLE: _decline(
+        "Top-up: bank top-up is disabled for the card's tenant, or the bank link is down "
+        "(the bank was not asked).", "Show the decline; try again later."),
+    _R.BANK_DECLINED: _decline(
+        "Top-up: the bank declined; TopupResult.bank_code carries its field 39."),
+    _R.TOPUP_LIMIT_EXCEEDED: _decline(
+        "Top-up: the amount is above the tenant's single top-up cap."),
+    _R.TOPUP_DAILY_LIMIT_EXCEEDED: _decline(
+        "Top-up: the card's or the account's bank top-ups of the day would pass the tenant's "
+        "daily cap."),
+    _R.BANK_NO_ANSWER: _decline(
+        "Top-up, outcome UNKNOWN: the bank did not answer in time, the link broke, or its "
+        "answer could not be read. The wallet was not credited; a reversal advice was stored "
+        "before this answer and is repeated until the bank acknowledges it.",
+        "Show \"not credited\"; do not retry the same txn_seq (a repeat gets this answer)."),
+    _R.PIN_TRIES_EXCEEDED: _decline(
+        "Top-up: the PIN is locked after too many wrong tries; a card office or the "
+        "cardholder (self-service) sets a new one."),
     _R.TXN_SEQ_TOO_OLD: _protocol(
         "The txn_seq is TXN_SEQ_WINDOW (256) or more below the highest txn_seq seen from this "
         "terminal and is not in the journal; the switch cannot tell whether it is a repeat.",

@@ -55,6 +55,7 @@ from protocols.ocp._messages import (
     SignOnChallenge,
     SignOnResult,
 )
+from protocols.ocp._pin import derive_pin_key
 from protocols.ocp._state import (
     EOF_EVENT,
     ERROR_CLOSING,
@@ -150,6 +151,7 @@ class Connection:
         "_frames_in",
         "_frames_out",
         "_nonce",
+        "_pin_key",
         "_pos",
         "_recv_table",
         "_rx_mac",
@@ -179,6 +181,7 @@ class Connection:
         self._tx_seq = 0
         self._nonce = b""
         self._terminal_key = b""
+        self._pin_key = b""
         self._frames_in = self._frames_out = self._bytes_in = self._bytes_out = self._errors = 0
 
     # --- Introspection ---------------------------------------------------------------------
@@ -196,6 +199,12 @@ class Connection:
     def receive_sequence(self) -> int:
         """The sequence number the next received frame must carry."""
         return self._rx_seq
+
+    @property
+    def pin_key(self) -> bytes:
+        """This session's PIN key k_pin (section 4.7; empty before the sign-on's keys): seals
+        and opens Topup.pin_block."""
+        return self._pin_key
 
     @property
     def signed_on(self) -> bool:
@@ -369,6 +378,7 @@ class Connection:
             self._fail(BadMac("SignOnChallenge MAC does not verify: wrong terminal key?"))
         self._rx_mac = rx
         self._tx_mac = MacKey(k_t2s)
+        self._pin_key = derive_pin_key(self._terminal_key, self._nonce, msg.nonce)
         self._terminal_key = b""
 
     def _refine(self, exc: OcpRemoteError, body: memoryview) -> OcpRemoteError:
@@ -479,6 +489,7 @@ class Connection:
         k_t2s, k_s2t = derive_session_keys(terminal_key, self._nonce, switch_nonce)
         self._tx_mac = MacKey(k_s2t)
         self._rx_mac = MacKey(k_t2s)
+        self._pin_key = derive_pin_key(terminal_key, self._nonce, switch_nonce)
         data = self._frame(SignOnChallenge(nonce=bytes(switch_nonce)))
         self._state = nxt
         return data

@@ -70,6 +70,11 @@ FloorAsked = Annotated[int, Meta(ge=-1, le=limits.FLOOR_NO_MAX)]
 FloorMask = Annotated[int, Meta(ge=0, le=2**(limits.FLOOR_NO_MAX + 1) - 1)]
 OpenMs = Annotated[int, Meta(ge=0, le=limits.OPEN_MS_MAX)]
 DoorEventKind = Annotated[int, Meta(ge=1, le=9)]
+PinBlock = Annotated[bytes, Meta(min_length=limits.PIN_BLOCK_BYTES,
+                                 max_length=limits.PIN_BLOCK_BYTES)]
+TopupAmountFen = Annotated[int, Meta(ge=1, le=limits.AMOUNT_FEN_MAX)]
+TopupOutcomeNo = Annotated[int, Meta(ge=0, le=2)]
+BankCode = Annotated[str, Meta(max_length=limits.BANK_CODE_CHARS_MAX)]
 
 
 class Message(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -276,6 +281,53 @@ class DoorEventAck(Message, tag=35, frozen=True):
     direction = Direction.S2T
     txn_seq: TxnSeq
     code: Code
+# --- Kiosk top-up from a bound bank card, 圈存 (tags 112-127) ------------------------------
+# Accepted only from a terminal registered with kind KIOSK (2) (TERMINAL_KIND_MESSAGES); any
+# other terminal is refused NOT_PERMITTED. docs/protocol.md section 4.7.
+
+
+class TopupOutcome(enum.IntEnum):
+    """TopupResult.outcome: what happened to the money."""
+
+    APPROVED = 0
+    """The bank approved and the wallet was credited (durable before this answer)."""
+    DECLINED = 1
+    """Nothing moved: refused by the switch (PIN, limits, no bound card...) or by the bank."""
+    UNKNOWN = 2
+    """The bank did not answer in time (or the link broke, or its answer was unreadable): the
+    wallet was NOT credited, and a reversal advice is stored and repeated until the bank
+    acknowledges it, so the bank gives back anything it may have taken."""
+
+
+class Topup(Message, tag=112, frozen=True):
+    """Kiosk only. Top up card_no's main wallet by amount_fen from the bank card bound to the
+    cardholder (快速圈存: no bank card is shown). pin_block carries the cardholder's
+    query/spending PIN sealed under the session's PIN key (section 4.7)."""
+
+    direction = Direction.T2S
+    txn_seq: TxnSeq
+    card_no: CardNo
+    amount_fen: TopupAmountFen
+    pin_block: PinBlock
+    terminal_time_ms: TimeMs = 0
+
+
+class TopupResult(Message, tag=113, frozen=True):
+    direction = Direction.S2T
+    txn_seq: TxnSeq
+    code: Code
+    """APPROVED, a decline of the switch (PIN_INCORRECT, TOPUP_LIMIT_EXCEEDED...) or of the
+    bank (BANK_DECLINED...), or BANK_NO_ANSWER with outcome UNKNOWN."""
+    outcome: TopupOutcomeNo
+    """TopupOutcome: 0 approved (credited), 1 declined (nothing moved), 2 unknown, not
+    credited (a reversal advice is on its way to the bank)."""
+    amount_fen: AmountFen
+    """The amount credited (0 unless approved)."""
+    balance_fen: BalanceFen
+    main_fen: BalanceFen
+    subsidy_fen: BalanceFen
+    bank_code: BankCode = ""
+    """The bank's answer code (ISO 8583 field 39) when the bank answered, else empty."""
 
 
 # --- Privileged (admin) terminal (tags 128-143) -------------------------------------------
@@ -492,6 +544,8 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
     BalanceResult,
     QrPurchase,
     Error,
+    Topup,
+    TopupResult,
     Credit,
     CreditResult,
     Debit,
@@ -522,14 +576,14 @@ RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
     (64, 79, "water sessions and two-phase holds (authorize, capture, release)"),
     (80, 95, "offline record upload"),
     (101, 111, "offline access lists and upload (future)"),
-    (112, 127, "kiosk top-up"),
+    (114, 127, "kiosk top-up (future)"),
     (134, 143, "privileged (admin) terminal (future)"),
 )
 """Tag ranges reserved for later messages; assigning them is not a version break."""
 
 REQUEST_TYPES: Final[frozenset[type[Message]]] = frozenset(
     {Purchase, Reversal, BalanceInquiry, QrPurchase, Heartbeat, SignOff, Credit, Debit,
-     Transfer, AccessRequest, DoorEvent, AccessListRequest, OfflineUpload}
+     Transfer, AccessRequest, DoorEvent, AccessListRequest, OfflineUpload, Topup}
 )
 """Terminal messages that need a session; before sign-on they are answered NOT_SIGNED_ON."""
 
@@ -545,7 +599,7 @@ OFFLINE_ACCESS_MESSAGE_TYPES: Final[frozenset[type[Message]]] = frozenset(
 
 TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
     TerminalKind.POS: SESSION_MESSAGE_TYPES | {Purchase, Reversal, BalanceInquiry, QrPurchase},
-    TerminalKind.KIOSK: SESSION_MESSAGE_TYPES | {BalanceInquiry},
+    TerminalKind.KIOSK: SESSION_MESSAGE_TYPES | {BalanceInquiry, Topup},
     TerminalKind.DOOR: SESSION_MESSAGE_TYPES | OFFLINE_ACCESS_MESSAGE_TYPES
     | frozenset({AccessRequest, DoorEvent}),
     TerminalKind.ATTENDANCE: SESSION_MESSAGE_TYPES,
@@ -555,8 +609,9 @@ TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
 """The messages a terminal of each kind may send (docs/protocol.md 4.1). The kind is the
 terminal's registration, never SignOnConfirm.terminal_kind. A switch refuses any other message
 with Error(NOT_PERMITTED): not decided, not journaled, txn_seq not used up, session kept. Door,
-attendance and water messages (tags 48-79) and kiosk top-up (112-127) join their kinds' sets
-when they are assigned; door access (32-35) is the door kind's alone."""
+attendance and water messages (tags 48-79) join their kinds' sets when they are assigned; door
+access (32-35) and offline lists (96-100) are the door kind's alone, and a kiosk's Topup (112)
+is accepted from kiosks only."""
 
 TXN_SEQ_FIRST: Final[frozenset[type[Message]]] = frozenset(
     cls for cls in MESSAGE_TYPES if cls.__struct_fields__[:1] == ("txn_seq",)

@@ -69,6 +69,9 @@ _ANSWERS: tuple[str, ...] = (
 # decided alone.
 _REQUESTS += ("AccessListRequest", "OfflineUpload")
 _ANSWERS += ("AccessListSnapshot", "AccessListDelta", "OfflineUploadResult")
+# Kiosk top-up (tag 112-113).
+_REQUESTS += ("Topup",)
+_ANSWERS += ("TopupResult",)
 _ERRORS = ("Error", ERROR_CLOSING)
 
 

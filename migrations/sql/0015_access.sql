@@ -337,5 +337,7 @@ ALTER TABLE change_outbox
         'cross_tenant_changed',
         'account_class_changed',
         'merchant_configured',
+        'bank_card_changed',
+        'bank_settings_changed',
         'access_changed'
     ));

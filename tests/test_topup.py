@@ -1,0 +1,438 @@
+"""Kiosk top-up (圈存) end to end: the switch as a real process, the trio bank host simulator
+over real TCP, a real PostgreSQL. docs/protocol.md 4.7.
+
+Approved (credited from the tenant's bank clearing account, journaled, answered once durable),
+a repeat of the same kiosk request (the original answer, no second bank request), declined by
+the bank, a wrong PIN and its lock-out, the caps, a POS sending a top-up, no answer in time
+(not credited, the reversal advice stored before the answer, a late approval never credits,
+the advice acknowledged), the switch SIGKILLed while an advice is pending (it survives and
+completes after the restart), the bank restarting mid-day, and purchases unaffected by a dead
+bank link.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from onecard.seed import BANK_CLEARING, DEMO_PIN, KIOSK_BASE, demo_pan
+from protocols import iso8583, ocp
+from terminals_sim.bank_host import BankHostThread
+from tests.ocp_client import OcpClient
+from tests.switch_site import FREE_CANTEEN_TERMINAL, Site
+
+KEK = bytes(range(0x40, 0x60))
+DEADLINE = 30.0
+KIOSK = KIOSK_BASE + 1
+RC = ocp.ResponseCode
+OUT = ocp.TopupOutcome
+PIN_TRIES_MAX = 3
+
+
+def until(cond: Callable[[], Any], what: str = "condition") -> Any:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        value = cond()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not met in {DEADLINE} s"
+        time.sleep(0.02)
+
+
+class Kiosk:
+    """A kiosk terminal: seals the cardholder's PIN under its session's PIN key."""
+
+    def __init__(self, site: Site, terminal_id: int = KIOSK) -> None:
+        self.client: OcpClient = site.client(terminal_id)
+        self.terminal_id = terminal_id
+        self.seq = max(self.client.sign_on_result.last_txn_seq, int(time.time() * 10) % 10**9)
+
+    def topup_msg(self, card_no: int, amount_fen: int, pin: str = DEMO_PIN,
+                  txn_seq: int | None = None) -> ocp.Topup:
+        if txn_seq is None:
+            self.seq += 1
+            txn_seq = self.seq
+        block = ocp.seal_pin(self.client.conn.pin_key, pin, terminal_id=self.terminal_id,
+                             txn_seq=txn_seq, card_no=card_no, amount_fen=amount_fen,
+                             nonce=os.urandom(12))
+        return ocp.Topup(txn_seq, card_no, amount_fen, block)
+
+    def topup(self, card_no: int, amount_fen: int, pin: str = DEMO_PIN,
+              txn_seq: int | None = None) -> Any:
+        return self.client.request(self.topup_msg(card_no, amount_fen, pin, txn_seq))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@pytest.fixture(scope="module")
+def bank() -> Iterator[BankHostThread]:
+    sim = BankHostThread(KEK, default_balance_fen=10_000_000, late_seconds=2.0).start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def switch_env(bank: BankHostThread) -> dict[str, str]:
+    return {"ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(bank.port),
+            "ONECARD_BANK_KEK": KEK.hex(), "ONECARD_BANK_RESPONSE_TIMEOUT_SECONDS": "1",
+            "ONECARD_BANK_ECHO_INTERVAL_SECONDS": "1",
+            "ONECARD_PIN_TRIES_MAX": str(PIN_TRIES_MAX),
+            "ONECARD_BANK_ADVICE_BACKOFF_SECONDS": "0.2",
+            "ONECARD_BANK_ADVICE_POLL_SECONDS": "0.1"}
+
+
+@pytest.fixture(scope="module")
+def site(pg_server: Any, migrated_template: str, bank: BankHostThread) -> Iterator[Site]:
+    s = Site(pg_server.new_database(template=migrated_template))
+    s.start(extra_env=switch_env(bank))
+    until(lambda: bank.host.signed_on_connections >= 1, "the switch signs on to the bank")
+    try:
+        yield s
+    finally:
+        if s.switch is not None:
+            s.stop()
+
+
+_used: set[int] = set()
+
+
+def bound_card(site: Site) -> tuple[int, int, str]:
+    """(card_no, account_id, bank token) of a seeded bound card no other test used."""
+    for card_no in site.seed.bank_card_cards:
+        if card_no not in _used:
+            _used.add(card_no)
+            account = site.fetch("SELECT account_id FROM cards WHERE card_no = $1",
+                                 card_no)[0]["account_id"]
+            return card_no, account, demo_pan(account)
+    raise AssertionError("no seeded bound card left")
+
+
+def balance(site: Site, card_no: int) -> int:
+    c = site.client(FREE_CANTEEN_TERMINAL + 5)  # a POS of the campus: sees the balance
+    seq = c.sign_on_result.last_txn_seq + 1
+    r = c.request(ocp.BalanceInquiry(seq, card_no))
+    c.close()
+    return int(r.balance_fen)
+
+
+def topup_row(site: Site, terminal_id: int, txn_seq: int) -> Any:
+    rows = site.fetch("SELECT * FROM bank_topups WHERE terminal_id = $1 AND txn_seq = $2",
+                      terminal_id, txn_seq)
+    return rows[0] if rows else None
+
+
+def test_approved_credits_from_bank_clearing_and_a_repeat_gets_the_same_answer(
+        site: Site, bank: BankHostThread) -> None:
+    card, account, token = bound_card(site)
+    before = balance(site, card)
+    bank_before = bank.host.balances.get(token, 10_000_000)
+    kiosk = Kiosk(site)
+    msg = kiosk.topup_msg(card, 5_000)
+    answer = kiosk.client.request(msg)
+    assert isinstance(answer, ocp.TopupResult), answer
+    assert (answer.code, answer.outcome, answer.amount_fen) == (0, OUT.APPROVED, 5_000)
+    assert answer.balance_fen == before + 5_000 and answer.bank_code == "00"
+    [row] = site.journal(KIOSK, msg.txn_seq)
+    assert (row["kind"], row["code"], row["merchant_id"], row["amount_fen"]) == (
+        8, 0, BANK_CLEARING, 5_000)
+    assert row["main_delta_fen"] == 5_000 and row["merchant_delta_fen"] == -5_000
+    t = topup_row(site, KIOSK, msg.txn_seq)
+    assert (t["state"], t["lsn"], t["account_id"]) == ("approved", row["lsn"], account)
+    assert bank.host.balances[token] == bank_before - 5_000
+    # The same kiosk request again (the answer was lost, say): the original answer, and the
+    # bank never hears of it again.
+    sent = len(bank.host.received_of(iso8583.TopupRequest))
+    assert kiosk.client.request(msg) == answer
+    again = Kiosk(site)  # and from a new session of the same kiosk
+    assert again.client.request(msg) == answer
+    assert len(bank.host.received_of(iso8583.TopupRequest)) == sent
+    assert len(site.journal(KIOSK, msg.txn_seq)) == 1
+    kiosk.close()
+    again.close()
+    assert balance(site, card) == before + 5_000
+
+
+def test_bank_decline_moves_nothing(site: Site, bank: BankHostThread) -> None:
+    card, _, token = bound_card(site)
+    before = balance(site, card)
+    bank.host.set_behaviour("decline", card=token, field39="51")
+    kiosk = Kiosk(site)
+    try:
+        msg = kiosk.topup_msg(card, 3_000)
+        answer = kiosk.client.request(msg)
+        assert (answer.code, answer.outcome, answer.amount_fen, answer.bank_code) == (
+            RC.BANK_INSUFFICIENT_FUNDS, OUT.DECLINED, 0, "51")
+        assert site.journal(KIOSK, msg.txn_seq) == []
+        assert topup_row(site, KIOSK, msg.txn_seq)["state"] == "declined"
+        assert kiosk.client.request(msg) == answer  # a repeat: the same decline
+    finally:
+        bank.host.per_card.pop(token, None)
+        kiosk.close()
+    assert balance(site, card) == before
+
+
+def test_wrong_pin_counts_and_locks(site: Site, bank: BankHostThread) -> None:
+    card, account, _ = bound_card(site)
+    kiosk = Kiosk(site)
+    sent = len(bank.host.received_of(iso8583.TopupRequest))
+    codes = [kiosk.topup(card, 1_000, pin="000000").code for _ in range(PIN_TRIES_MAX)]
+    assert codes == [RC.PIN_INCORRECT] * (PIN_TRIES_MAX - 1) + [RC.PIN_TRIES_EXCEEDED]
+    # Locked: even the right PIN is refused until a new one is set.
+    assert kiosk.topup(card, 1_000).code == RC.PIN_TRIES_EXCEEDED
+    # A PIN block sealed for another amount does not open (nor for another session).
+    bad = kiosk.topup_msg(card, 1_000)
+    forged = ocp.Topup(bad.txn_seq, card, 2_000, bad.pin_block)
+    site.fetch("UPDATE cardholder_pins SET locked = false, failed_tries = 0"
+               " WHERE account_id = $1", account)
+    assert kiosk.client.request(forged).code == RC.PIN_INCORRECT
+    assert len(bank.host.received_of(iso8583.TopupRequest)) == sent  # the bank never asked
+    assert site.fetch("SELECT count(*) AS n FROM bank_topups WHERE account_id = $1",
+                      account)[0]["n"] == 0
+    kiosk.close()
+
+
+def test_caps_and_tenant_switch(site: Site) -> None:
+    card, _, _ = bound_card(site)
+    kiosk = Kiosk(site)
+    try:
+        site.fetch("INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
+                   " daily_card_max_fen, daily_account_max_fen) VALUES (1, 10000, 15000, 0)"
+                   " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 10000,"
+                   " daily_card_max_fen = 15000, daily_account_max_fen = 0, enabled = true")
+        assert kiosk.topup(card, 10_001).code == RC.TOPUP_LIMIT_EXCEEDED
+        assert kiosk.topup(card, 10_000).code == RC.APPROVED
+        assert kiosk.topup(card, 5_001).code == RC.TOPUP_DAILY_LIMIT_EXCEEDED
+        assert kiosk.topup(card, 5_000).code == RC.APPROVED
+        site.fetch("UPDATE tenant_bank_settings SET enabled = false, daily_card_max_fen = 0")
+        assert kiosk.topup(card, 100).code == RC.TOPUP_NOT_AVAILABLE
+    finally:
+        site.fetch("DELETE FROM tenant_bank_settings")
+        kiosk.close()
+
+
+def test_a_pos_may_not_top_up(site: Site) -> None:
+    card, _, _ = bound_card(site)
+    pos = site.client(FREE_CANTEEN_TERMINAL)
+    seq = pos.sign_on_result.last_txn_seq + 1
+    answer = pos.request(ocp.Topup(seq, card, 1_000, bytes(40)))
+    assert answer == ocp.Error(RC.NOT_PERMITTED, seq,
+                               "Topup is accepted from kiosk terminals (kind 2) only")
+    pos.close()
+
+
+def test_no_answer_in_time_is_not_credited_and_is_reversed(site: Site,
+                                                           bank: BankHostThread) -> None:
+    card, _, token = bound_card(site)
+    before = balance(site, card)
+    bank_before = bank.host.balances.get(token, 10_000_000)
+    bank.host.set_behaviour("late", card=token, delay_seconds=2.0)  # after our 1 s timeout
+    kiosk = Kiosk(site)
+    try:
+        msg = kiosk.topup_msg(card, 4_000)
+        answer = kiosk.client.request(msg)
+        assert (answer.code, answer.outcome, answer.amount_fen) == (
+            RC.BANK_NO_ANSWER, OUT.UNKNOWN, 0)
+        # Stored before the kiosk heard: the advice is there the moment the answer is.
+        t = topup_row(site, KIOSK, msg.txn_seq)
+        [advice] = site.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
+        assert advice["reason"] == "timeout"
+        until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
+              "the advice is acknowledged")
+        # The bank's late approval arrived meanwhile: matched by STAN, dropped, never credited.
+        until(lambda: any(r.rrn == t["rrn"] for r in bank.host.received_of(
+            iso8583.ReversalAdvice)), "the bank got the advice")
+        time.sleep(0)  # nothing to wait for: the late answer is already past the timeout
+        assert site.journal(KIOSK, msg.txn_seq) == []
+        assert bank.host.balances[token] == bank_before  # the bank gave it back
+        assert kiosk.client.request(msg) == answer  # a repeat: the same "not credited"
+    finally:
+        bank.host.per_card.pop(token, None)
+        kiosk.close()
+    assert balance(site, card) == before
+
+
+def test_advice_pending_survives_a_sigkill(site: Site, bank: BankHostThread) -> None:
+    card, _, token = bound_card(site)
+    bank_before = bank.host.balances.get(token, 10_000_000)
+    bank.host.set_behaviour("late", card=token, delay_seconds=1.5)
+    bank.host.set_advice_action("silent")  # the bank does not acknowledge: it stays pending
+    kiosk = Kiosk(site)
+    msg = kiosk.topup_msg(card, 2_500)
+    try:
+        assert kiosk.client.request(msg).outcome == OUT.UNKNOWN
+        t = topup_row(site, KIOSK, msg.txn_seq)
+        until(lambda: site.fetch("SELECT tries FROM bank_advices WHERE topup_id = $1",
+                                 t["id"])[0]["tries"] >= 1, "the advice is tried")
+        kiosk.close()
+        assert site.switch is not None
+        site.switch.kill()
+        bank.host.set_advice_action("ack")
+        bank.host.per_card.pop(token, None)
+        site.start(extra_env=switch_env(bank))
+        until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
+              "the advice completes after the restart")
+        [advice] = site.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
+        assert advice["state"] == "acknowledged"
+        assert site.journal(KIOSK, msg.txn_seq) == []
+        assert bank.host.balances[token] == bank_before
+        again = Kiosk(site)
+        assert again.client.request(msg).outcome == OUT.UNKNOWN  # the stored answer
+        again.close()
+    finally:
+        bank.host.set_advice_action("ack")
+        bank.host.per_card.pop(token, None)
+
+
+def test_bank_restart_mid_day(site: Site, bank: BankHostThread) -> None:
+    card, _, _ = bound_card(site)
+    kiosk = Kiosk(site)
+    assert kiosk.topup(card, 1_000).code == RC.APPROVED
+    connections = bank.host.connections_accepted
+    bank.call(bank.host.restart)
+    until(lambda: bank.host.connections_accepted > connections
+          and bank.host.signed_on_connections >= 1 and bank.host.keys.current is not None,
+          "the switch signs on again")
+
+    def approved() -> bool:
+        answer = kiosk.topup(card, 1_000)
+        assert answer.code in (RC.APPROVED, RC.TOPUP_NOT_AVAILABLE), answer
+        return bool(answer.code == RC.APPROVED)
+
+    until(approved, "top-ups work again")
+    kiosk.close()
+
+
+def test_dead_bank_link_costs_purchases_nothing(pg_server: Any, migrated_template: str
+                                                ) -> None:
+    sim = BankHostThread(KEK, default_balance_fen=10_000_000).start()
+    s = Site(pg_server.new_database(template=migrated_template))
+    s.start(extra_env=switch_env(sim))
+    try:
+        until(lambda: sim.host.signed_on_connections >= 1, "signed on")
+        sim.stop()
+        card = s.seed.bank_card_cards[0]
+        kiosk = Kiosk(s)
+        started = time.monotonic()
+        assert kiosk.topup(card, 1_000).code == RC.TOPUP_NOT_AVAILABLE
+        assert time.monotonic() - started < 1.0  # refused at once, not after a timeout
+        pos = s.client(FREE_CANTEEN_TERMINAL)
+        seq = pos.sign_on_result.last_txn_seq
+        for n in range(1, 51):
+            assert pos.request(ocp.Purchase(seq + n, s.card()["card_no"], 10, 0)).code == 0
+        pos.close()
+        kiosk.close()
+    finally:
+        s.stop()
+        sim.stop()
+
+
+def test_automatic_topup_once_a_day_never_delaying_the_purchase(site: Site,
+                                                                bank: BankHostThread) -> None:
+    card, account, _ = bound_card(site)
+    # The cardholder chose 自动圈存 (the admin API does this; here its row and its change event):
+    # below 1,000,000.00 yuan (always), top up 20.00.
+    site.fetch("UPDATE bank_cards SET auto_threshold_fen = 100000000, auto_amount_fen = 2000"
+               " WHERE account_id = $1 AND unbound_at IS NULL", account)
+    site.fetch("SELECT outbox_append('bank_card_changed', $1::jsonb)",
+               f'{{"account_id": {account}, "bound": true, "pan_masked": "622202******0000",'
+               f' "auto_threshold_fen": 100000000, "auto_amount_fen": 2000}}')
+    pos = site.client(FREE_CANTEEN_TERMINAL)
+    seq = pos.sign_on_result.last_txn_seq
+
+    def auto_rows() -> list[Any]:
+        return site.fetch("SELECT * FROM bank_topups WHERE account_id = $1 AND auto",
+                          account)
+
+    def buy_and_look() -> list[Any]:
+        nonlocal seq
+        seq += 1
+        started = time.monotonic()
+        assert pos.request(ocp.Purchase(seq, card, 10, 0)).code == 0
+        assert time.monotonic() - started < 1.0  # the purchase's own answer never waits
+        return [r for r in auto_rows() if r["state"] == "approved"]
+
+    try:
+        [row] = until(buy_and_look, "an automatic top-up after a purchase below the threshold")
+    except AssertionError:
+        assert site.switch is not None
+        print(site.switch.log_tail(60))
+        raise
+    for _ in range(5):  # more purchases below the threshold: no second one today
+        buy_and_look()
+    pos.close()
+    assert len(auto_rows()) == 1
+    [j] = site.journal(row["terminal_id"], row["txn_seq"])
+    assert (j["kind"], j["code"], j["merchant_id"], j["amount_fen"]) == (8, 0, BANK_CLEARING,
+                                                                         2000)
+
+
+def test_a_graceful_stop_answers_the_topup_at_the_bank(site: Site,
+                                                      bank: BankHostThread) -> None:
+    card, _, token = bound_card(site)
+    bank.host.set_behaviour("delay", card=token, delay_seconds=0.5)
+    kiosk = Kiosk(site)
+    msg = kiosk.topup_msg(card, 1_200)
+    try:
+        kiosk.client.send(msg)
+        until(lambda: topup_row(site, KIOSK, msg.txn_seq) is not None, "at the bank")
+        assert site.stop() == 0  # SIGTERM: drains
+        answer = kiosk.client.next_message()
+        assert isinstance(answer, ocp.TopupResult) and answer.code == RC.APPROVED, answer
+        assert topup_row(site, KIOSK, msg.txn_seq)["state"] == "approved"
+    finally:
+        bank.host.per_card.pop(token, None)
+        kiosk.close()
+        site.start(extra_env=switch_env(bank))
+        until(lambda: bank.host.signed_on_connections >= 1, "signed on again")
+
+
+def test_an_advice_never_acknowledged_becomes_a_document(pg_server: Any,
+                                                        migrated_template: str) -> None:
+    from tests.admin_site import AdminSite
+
+    sim = BankHostThread(KEK, default_balance_fen=10_000_000).start()
+    s = AdminSite(pg_server.new_database(template=migrated_template))
+    s.start(extra_env={**switch_env(sim), "ONECARD_BANK_ADVICE_TRIES_MAX": "2"})
+    try:
+        until(lambda: sim.host.signed_on_connections >= 1, "signed on")
+        card = s.seed.bank_card_cards[0]
+        sim.host.set_behaviour("silent")
+        sim.host.set_advice_action("silent")
+        kiosk = Kiosk(s)
+        msg = kiosk.topup_msg(card, 1_500)
+        assert kiosk.client.request(msg).outcome == OUT.UNKNOWN
+        kiosk.close()
+        t = until(lambda: (r := topup_row(s, KIOSK, msg.txn_seq)) is not None
+                  and r["state"] == "exception" and r, "handed to a person")
+        [advice] = s.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
+        assert (advice["state"], advice["tries"]) == ("exception", 2)
+        [doc] = s.fetch("SELECT * FROM documents WHERE id = $1", advice["document_id"])
+        assert (doc["doc_type"], doc["status"], doc["bank_topup_id"], doc["total_fen"]) == (
+            "bank_exception", "submitted", t["id"], 1_500)
+        assert t["rrn"] in doc["title"]
+        assert s.journal(KIOSK, msg.txn_seq) == []
+    finally:
+        s.stop()
+        sim.stop()
+
+
+def test_books_balance_after_all_of_it(site: Site, bank: BankHostThread) -> None:
+    """Last of the module: every top-up above, credited or not, left the books conserved;
+    the bank clearing account paid exactly what was credited; nothing is left pending."""
+    until(lambda: not site.fetch("SELECT 1 FROM bank_advices WHERE state = 'pending'"),
+          "no advice pending")
+    assert site.stop() == 0
+    site.switch = None
+    audit = site.audit()
+    assert audit.conserved, audit
+    credited = site.fetch("SELECT coalesce(sum(amount_fen), 0) AS s FROM bank_topups"
+                          " WHERE state = 'approved'")[0]["s"]
+    paid = site.fetch("SELECT coalesce(-sum(merchant_delta_fen), 0) AS s FROM journal"
+                      " WHERE merchant_id = $1", BANK_CLEARING)[0]["s"]
+    assert credited == paid > 0
