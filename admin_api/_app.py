@@ -48,8 +48,8 @@ from admin_api import (
     _routes_people,
     _routes_queries,
     _routes_reports,
-    settlement,
     bank,
+    settlement,
 )
 from admin_api import access as _access
 from admin_api import finance as _finance
