@@ -101,10 +101,10 @@ def test_organisation_tree_has_at_most_seven_levels_and_sensible_kinds(
                                  "name": "too deep"})
     assert r.status_code == 422 and "7 levels" in r.json()["detail"]
     # The switch learns of the new tenant from the change feed.
-    # with its system accounts (cash desk, subsidy fund, adjustments).
+    # with its system accounts (cash desk, subsidy fund, adjustments, bank clearing).
     rows = admin_site.fetch("SELECT kind FROM change_outbox WHERE id > $1 ORDER BY id",
                             outbox_from)
-    assert [r["kind"] for r in rows] == ["tenant_configured"] + ["merchant_opened"] * 3
+    assert [r["kind"] for r in rows] == ["tenant_configured"] + ["merchant_opened"] * 4
 
 
 def test_a_tenant_admin_sees_and_changes_only_their_subtree(admin_site: AdminSite) -> None:
