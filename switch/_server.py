@@ -313,13 +313,15 @@ class Runtime:
                                  for c, n in sorted(declines.items())})
 
     async def _loop_lag_probe(self) -> None:
-        """How late the loop runs a callback that is due: the time it was held by something."""
-        loop = asyncio.get_running_loop()
+        """How late the loop runs a callback that is due: the time it was held by something.
+        Timed with perf_counter: uvloop's loop.time() has millisecond steps, which hid every
+        hold under a millisecond (issue 14)."""
         period = limits.LOOP_LAG_PROBE_SECONDS
+        perf = time.perf_counter
         while True:
-            due = loop.time() + period
+            due = perf() + period
             await asyncio.sleep(period)
-            lag = max(0.0, loop.time() - due)
+            lag = max(0.0, perf() - due)
             metrics.event_loop_lag_seconds.observe(lag)
             if lag > self.loop_lag_max:
                 self.loop_lag_max = lag

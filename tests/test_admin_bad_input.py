@@ -135,6 +135,8 @@ def test_every_id_is_bounded_in_the_document_and_by_the_server(site: AdminSite) 
     assert len(parameters) > 60
     before = counts(site)
     for method, path, name, where, maximum in parameters:
+        # A day in a path is a date (the finance routes); every other path parameter an id.
+        path = re.sub(r"\{(business_date|day)\}", "2020-01-02", path)
         url = re.sub(r"\{[^}]+\}", "1", path)
         params = {}
         if where == "path":
