@@ -15,6 +15,7 @@ import os
 import time
 
 import asyncpg
+import pytest
 
 from ledger_ext import Ledger
 from switch import load_settings
@@ -100,6 +101,7 @@ class _Proxy:
         return getattr(self._ledger, name)
 
 
+@pytest.mark.slow  # the in-process snapshot is the fallback since issue 14; 10 s
 def test_a_47_mb_checkpoint_is_stored_in_pieces_and_restores(db_dsn: str) -> None:
     ledger = _busy_ledger()
     snapshot_seconds, held, state = asyncio.run(_checkpoint(db_dsn, ledger))
