@@ -232,3 +232,19 @@ def test_numbers_in_text_are_ascii_digits(site: AdminSite) -> None:
         assert r.status_code == 400 and r.json()["errors"][0]["field"] == "cursor", (lsn, r.text)
     good = base64.urlsafe_b64encode(b"1:0:0").decode().rstrip("=")
     assert root.get("/integration/events", params={"cursor": good}).status_code == 200
+
+
+def test_a_time_in_a_query_is_an_rfc_3339_date_time_not_a_number(site: AdminSite) -> None:
+    """Typed as datetimes, these parameters took "0.5" for a Unix time (schemathesis's coverage
+    phase, 2026-12-02): a time in a query is RFC 3339 text with its offset, or 400."""
+    root = site.api()
+    for path in ("/access/records", "/patrol/report", "/visitors/report"):
+        for bad in ("0.5", "1700000000", "2026-12-02", "2026-12-02T08:00:00"):
+            r = root.http.request("GET", path, params={"until": bad})
+            assert r.status_code == 400, (path, bad, r.text)
+            assert "until" in {e["field"] for e in r.json()["errors"]}, (path, r.text)
+        r = root.http.request("GET", path, params={"until": "2026-02-30T08:00:00+08:00"})
+        assert r.status_code == 422, (path, r.text)  # the pattern fits; the day does not exist
+        r = root.http.request("GET", path, params={"since": "2026-12-01T00:00:00+08:00",
+                                                   "until": "2026-12-02T08:00:00Z"})
+        assert r.status_code == 200, (path, r.text)

@@ -21,7 +21,7 @@ from msgspec import Meta
 from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._store import change, subtree_root
-from admin_api._types import After, Id, IdField, Limit, OptionalId
+from admin_api._types import After, Id, IdField, Limit, OptionalId, TimeQuery, parse_time
 from admin_api.access._scope import NODE_JOIN, in_scope, many_in_scope, node_for_write
 
 CREDENTIAL_KINDS = {1: "card", 2: "face", 3: "fingerprint", 4: "qr"}
@@ -56,12 +56,13 @@ class RecordPage(msgspec.Struct):
      "newest first, paged")
 async def list_records(actor: Actor, state: State, node_id: OptionalId = None,
                        door_id: OptionalId = None, person_id: OptionalId = None,
-                       opened: bool | None = None, since: dt.datetime | None = None,
-                       until: dt.datetime | None = None, after: After = 0,
+                       opened: bool | None = None, since: TimeQuery = None,
+                       until: TimeQuery = None, after: After = 0,
                        limit: Limit = 100) -> RecordPage:
     """`after`: the last id of the previous page (records come newest first, so the next page
     holds smaller ids)."""
-    for t in (since, until):
+    since_t, until_t = _times(since, until)
+    for t in (since_t, until_t):
         if t is not None and t.tzinfo is None:
             raise Problem(422, "unprocessable", "since and until need a time zone")
     scope = await subtree_root(state.pool, actor, node_id)
@@ -83,7 +84,7 @@ async def list_records(actor: Actor, state: State, node_id: OptionalId = None,
         " AND ($6::timestamptz IS NULL OR d.committed_at >= $6)"
         " AND ($7::timestamptz IS NULL OR d.committed_at < $7)"
         " ORDER BY d.id DESC LIMIT $8",
-        scope, after, door_id, account_id, opened, since, until, limit + 1)
+        scope, after, door_id, account_id, opened, since_t, until_t, limit + 1)
     items = [RecordOut(id=r["id"], at=r["committed_at"], door_id=r["door_id"], door=r["door"],
                        terminal_id=r["terminal_id"], reader_no=r["reader_no"],
                        direction="in" if r["direction"] == 0 else "out",
@@ -288,3 +289,12 @@ async def list_devices(actor: Actor, state: State) -> list[AdmsDeviceOut]:
 
 ROUTES = [list_records, list_alarms, acknowledge_alarm, door_states, register_device,
           list_devices]
+
+
+def _times(since: str | None, until: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The query's since/until (TimeQuery) as datetimes; 422 for a day that does not exist."""
+    try:
+        return parse_time(since), parse_time(until)
+    except ValueError:
+        raise Problem(422, "unprocessable", "since and until must be real dates and times")\
+            from None

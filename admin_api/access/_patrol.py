@@ -22,7 +22,7 @@ from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._routes_people import person_in_scope
 from admin_api._store import change, node_path, subtree_root
-from admin_api._types import Id, IdField, OptionalId
+from admin_api._types import Id, IdField, OptionalId, TimeQuery, parse_time
 from admin_api.access._doors import doors_in_scope
 from admin_api.access._visitors import period
 
@@ -239,16 +239,17 @@ async def start_round(route_id: Id, data: RoundIn, actor: Actor, state: State) -
 @get("/patrol/routes/{route_id:int}/rounds", opt={"permission": "patrol.read"},
      tags=["patrol"], summary="A route's rounds in a period, with each checkpoint's record")
 async def list_rounds(route_id: Id, actor: Actor, state: State,
-                      since: dt.datetime | None = None, until: dt.datetime | None = None
+                      since: TimeQuery = None, until: TimeQuery = None
                       ) -> list[RoundOut]:
     """Default period: the last 7 days."""
+    since_t, until_t = _times(since, until)
     await _route_in_scope(state.pool, actor, route_id)
-    since, until = period(since, until)
-    if since.tzinfo is None or until.tzinfo is None or until <= since:
+    since_t, until_t = period(since_t, until_t)
+    if since_t.tzinfo is None or until_t.tzinfo is None or until_t <= since_t:
         raise Problem(422, "unprocessable", "since and until need a time zone, until after since")
     rounds = await state.pool.fetch(
         "SELECT * FROM patrol_rounds WHERE route_id = $1 AND starts_at >= $2 AND starts_at < $3"
-        " ORDER BY starts_at, id LIMIT 1000", route_id, since, until)
+        " ORDER BY starts_at, id LIMIT 1000", route_id, since_t, until_t)
     records = await state.pool.fetch(
         "SELECT * FROM patrol_records WHERE round_id = ANY($1::bigint[]) ORDER BY round_id, seq",
         [r["id"] for r in rounds])
@@ -263,12 +264,13 @@ async def list_rounds(route_id: Id, actor: Actor, state: State,
 
 @get("/patrol/report", opt={"permission": "patrol.read"}, tags=["patrol"],
      summary="Patrol report per guard and route: rounds and checkpoints on time, late, missed")
-async def patrol_report(actor: Actor, state: State, since: dt.datetime | None = None,
-                        until: dt.datetime | None = None, node_id: OptionalId = None
+async def patrol_report(actor: Actor, state: State, since: TimeQuery = None,
+                        until: TimeQuery = None, node_id: OptionalId = None
                         ) -> list[PatrolReportRow]:
     """Default period: the last 7 days."""
-    since, until = period(since, until)
-    if since.tzinfo is None or until.tzinfo is None or until <= since:
+    since_t, until_t = _times(since, until)
+    since_t, until_t = period(since_t, until_t)
+    if since_t.tzinfo is None or until_t.tzinfo is None or until_t <= since_t:
         raise Problem(422, "unprocessable", "since and until need a time zone, until after since")
     scope = await subtree_root(state.pool, actor, node_id)
     rows = await state.pool.fetch(
@@ -284,9 +286,18 @@ async def patrol_report(actor: Actor, state: State, since: dt.datetime | None = 
         " LEFT JOIN patrol_records pr ON pr.round_id = o.id AND pr.seq = c.seq"
         " WHERE $1 = ANY(n.path) AND o.starts_at >= $2 AND o.starts_at < $3"
         " GROUP BY r.id, r.name, g.id, g.name ORDER BY r.id, g.id LIMIT 10000",
-        scope, since, until)
+        scope, since_t, until_t)
     return [PatrolReportRow(**dict(r)) for r in rows]
 
 
 ROUTES = [create_route, list_routes, get_route, create_schedule, start_round, list_rounds,
           patrol_report]
+
+
+def _times(since: str | None, until: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The query's since/until (TimeQuery) as datetimes; 422 for a day that does not exist."""
+    try:
+        return parse_time(since), parse_time(until)
+    except ValueError:
+        raise Problem(422, "unprocessable", "since and until must be real dates and times")\
+            from None

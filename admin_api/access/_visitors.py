@@ -24,7 +24,7 @@ from admin_api._auth import Actor
 from admin_api._problems import Problem
 from admin_api._routes_people import PersonIn, create_person_tx, person_in_scope
 from admin_api._store import Change, change, subtree_root
-from admin_api._types import AfterId, Id, IdField, Limit, OptionalId
+from admin_api._types import AfterId, Id, IdField, Limit, OptionalId, TimeQuery, parse_time
 from admin_api.access._doors import (
     credential_usage,
     doors_in_scope,
@@ -231,22 +231,23 @@ async def list_passes(actor: Actor, state: State, node_id: OptionalId = None,
 
 @get("/visitors/report", opt={"permission": "visitors.read"}, tags=["visitors"],
      summary="Visits in a period: each pass with its host and its entries and refusals")
-async def visit_report(actor: Actor, state: State, since: dt.datetime | None = None,
-                       until: dt.datetime | None = None, node_id: OptionalId = None
+async def visit_report(actor: Actor, state: State, since: TimeQuery = None,
+                       until: TimeQuery = None, node_id: OptionalId = None
                        ) -> list[VisitReport]:
     """Default period: the last 7 days."""
-    since, until = period(since, until)
-    if since.tzinfo is None or until.tzinfo is None or until <= since:
+    since_t, until_t = _times(since, until)
+    since_t, until_t = period(since_t, until_t)
+    if since_t.tzinfo is None or until_t.tzinfo is None or until_t <= since_t:
         raise Problem(422, "unprocessable", "since and until need a time zone, until after since")
-    if (until - since).days > 366:
+    if (until_t - since_t).days > 366:
         raise Problem(422, "unprocessable", "a report covers at most a year")
     scope = await subtree_root(state.pool, actor, node_id)
     rows = await state.pool.fetch(
         _SELECT.replace("SELECT v.*", "SELECT v.*, h.name AS host_name")
         + " JOIN people h ON h.id = v.host_person_id"
         " WHERE $1 = ANY(n.path) AND v.valid_from < $3 AND v.valid_until > $2"
-        " ORDER BY v.id LIMIT 10000", scope, since, until)
-    usage = await credential_usage(state.pool, [r["card_no"] for r in rows], since, until)
+        " ORDER BY v.id LIMIT 10000", scope, since_t, until_t)
+    usage = await credential_usage(state.pool, [r["card_no"] for r in rows], since_t, until_t)
     out = []
     for r in rows:
         entries, denied, first, last = usage.get(r["card_no"], (0, 0, None, None))
@@ -257,3 +258,12 @@ async def visit_report(actor: Actor, state: State, since: dt.datetime | None = N
 
 
 ROUTES = [issue_pass, list_passes, visit_report, get_pass, revoke_pass]
+
+
+def _times(since: str | None, until: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The query's since/until (TimeQuery) as datetimes; 422 for a day that does not exist."""
+    try:
+        return parse_time(since), parse_time(until)
+    except ValueError:
+        raise Problem(422, "unprocessable", "since and until must be real dates and times")\
+            from None
