@@ -82,6 +82,9 @@ class BenchOptions(msgspec.Struct):
     accounts: int = 100_000
     skip_conventional: bool = False
     skip_doors: bool = False
+    database: str = BENCH_DATABASE
+    """The database the bench drops and creates on the server of `dsn`: two benches on one
+    server need two names, or each drops the other's."""
 
 
 class BenchResult(msgspec.Struct):
@@ -178,7 +181,7 @@ async def _settings(conn: asyncpg.Connection) -> tuple[str, str, str]:
 
 
 async def _prepare(admin_dsn: str, options: BenchOptions) -> tuple[str, list[int], list[int]]:
-    dsn = await fresh_database(admin_dsn, BENCH_DATABASE)
+    dsn = await fresh_database(admin_dsn, options.database)
     conn = await asyncpg.connect(dsn)
     try:
         # Big balances and no limits: the benchmark measures throughput, not declines.
@@ -432,7 +435,7 @@ async def _bench(options: BenchOptions) -> BenchResult:
     private = None
     bin_dir = None
     loads: dict[str, MachineLoad] = {}
-    meter = LoadMeter(markers=[BENCH_DATABASE])
+    meter = LoadMeter(markers=[options.database])
     quiet_start = meter.sample()
     await asyncio.sleep(QUIET_CHECK_SECONDS)
     _report_load("before", [(quiet_start, meter.sample())], loads)

@@ -112,6 +112,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         accounts=args.accounts,
         skip_conventional=args.skip_conventional,
         skip_doors=args.skip_doors,
+        database=args.database,
     )
     return run_bench(options)
 
@@ -267,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the conventional-design and pgbench comparisons")
     p.add_argument("--skip-doors", action="store_true",
                    help="skip the door phases (door_tps, door_p99_ms, the mixed open loop)")
+    p.add_argument("--database", default="onecard_bench",
+                   help="the database to drop and create on the --dsn server (default"
+                   " onecard_bench; two benches on one server need two names)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

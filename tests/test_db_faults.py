@@ -92,6 +92,26 @@ def _wait_serving(site: Site, terminal_id: int, last_txn_seq: int) -> OcpClient:
             time.sleep(0.1)
 
 
+def _purchase_when_serving(site: Site, terminal_id: int, txn_seq: int, card: int) -> Any:
+    """One purchase, asked again (the same txn_seq) until it is answered: the last kills can
+    end a connection the switch has just opened, whose first commit then fails and drops the
+    terminal once more (a recovery, not a fault). A switch that never serves again fails the
+    deadline."""
+    deadline = time.monotonic() + 60
+    while True:
+        client = _wait_serving(site, terminal_id, txn_seq - 1)
+        try:
+            result = client.request(ocp.Purchase(txn_seq, card, 1, 0))
+        except OSError:
+            result = None
+        finally:
+            client.close()
+        if isinstance(result, ocp.PurchaseResult):
+            return result
+        assert time.monotonic() < deadline, f"switch did not serve again: {result}"
+        time.sleep(0.1)
+
+
 def test_terminated_pool_connections_are_survived_without_dropping_terminals(
         db_dsn: str) -> None:
     site = Site(db_dsn, SeedPlan(accounts=2_000, terminals=21, with_limits=False))
@@ -188,9 +208,8 @@ def test_every_backend_terminated_again_and_again_the_switch_recovers_in_place(
         asyncio.run(go())
         _alive(site)
         # It comes back by itself and serves.
-        client = _wait_serving(site, site.seed.terminals[0], 1_000_000)
-        result = client.request(ocp.Purchase(1_000_001, site.seed.cards[1], 1, 0))
-        client.close()
+        result = _purchase_when_serving(site, site.seed.terminals[0], 1_000_001,
+                                        site.seed.cards[1])
         assert isinstance(result, ocp.PurchaseResult) and result.code == 0, result
         _alive(site)
         _assert_journaled(site, answers)
