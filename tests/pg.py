@@ -33,7 +33,7 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
-DROP_CONNECTIONS = 8
+DROP_CONNECTIONS = 40
 """Connections that drop the run's databases at its end, each taking the next."""
 
 
