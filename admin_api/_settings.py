@@ -71,6 +71,12 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     expiry_check_seconds: Annotated[float, Meta(ge=0.1, le=86_400)] = 300.0
     # Visitor passes end and patrol checkpoints are judged this often (admin_api/access/).
     access_check_seconds: Annotated[float, Meta(ge=0.1, le=3600)] = 5.0
+    # Live streams (server-sent events, e.g. /access/alarms/live): each reads its subtree this
+    # often, ends after live_max_seconds (the client reconnects and is authenticated again),
+    # and at most live_streams_max are open in this process.
+    live_poll_seconds: Annotated[float, Meta(ge=0.05, le=60)] = 1.0
+    live_max_seconds: Annotated[float, Meta(ge=1, le=3600)] = 300.0
+    live_streams_max: Annotated[int, Meta(ge=1, le=10_000)] = 100
 
     def __post_init__(self) -> None:
         for entry in self.trusted_proxy_list:

@@ -34,7 +34,9 @@ def admin_site(db_dsn: str) -> Iterator[AdminSite]:
     s = AdminSite(db_dsn)
     s.start()  # the switch: money routes answer 503 without one (a 5xx, by design)
     s.start_admin(ONECARD_ADMIN_LOGIN_FAILURES_MAX="1000",
-                  ONECARD_ADMIN_LOGIN_ADDRESS_FAILURES_MAX="100000")
+                  ONECARD_ADMIN_LOGIN_ADDRESS_FAILURES_MAX="100000",
+                  # A live stream (server-sent events) ends after a second here, not 300 s.
+                  ONECARD_ADMIN_LIVE_MAX_SECONDS="1", ONECARD_ADMIN_LIVE_POLL_SECONDS="0.2")
     try:
         yield s
     finally:
