@@ -200,3 +200,31 @@ def test_write_off_moves_nothing_and_a_rejection_lets_finance_choose_again(
                   {"action": "credit", "note": "x"}).status_code == 409
     csv = a.get("/tenants/1/bank-exceptions?format=csv&status=resolved")
     assert csv.status_code == 200 and t["rrn"] in csv.text
+
+
+def test_a_top_up_is_resolved_in_one_place(exc_site: dict[str, Any]) -> None:
+    """The bank's file names an exception's top-up (bank_only): the reconciliation exception
+    moves no money while the bank exception is open or credits it."""
+    site = exc_site["site"]
+    a, b = exc_site["api"]["fin.a"], exc_site["api"]["fin.b"]
+    exc, t = _exception(exc_site, 700)
+    day = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)).date() - dt.timedelta(days=2)
+    site.fetch("UPDATE bank_topups SET created_at = $2 WHERE id = $1", t["id"],
+               dt.datetime.combine(day, dt.time(4), dt.UTC))
+    data = write_bank_file(day, [(t["rrn"], t["stan"], KIOSK, "tok", 700, "AUTH02")])
+    r = a.http.post(f"/tenants/1/bank-files/{day}", files={"file": ("bank.csv", data)})
+    assert r.status_code == 200 and r.json()["bank_only"] == 1, r.text
+    [rec] = [e for e in a.ok("GET", "/tenants/1/reconciliation-exceptions")["items"]
+             if e["rrn"] == t["rrn"]]
+    resolve = f"/reconciliation-exceptions/{rec['id']}/resolve"
+    refused = a.post(resolve, {"action": "credit"})
+    assert refused.status_code == 409 and f"bank exception {exc['id']}" in refused.text
+    a.ok("POST", f"/bank-exceptions/{exc['id']}/resolve",
+         {"action": "credit", "note": "the bank's file has it: debited"})
+    assert b.ok("POST", f"/documents/{exc['id']}/approve", {})["status"] == "executed"
+    again = a.post(resolve, {"action": "credit"})
+    assert again.status_code == 409 and "credited by bank exception" in again.text
+    assert a.ok("POST", resolve, {"action": "write_off"})["status"] == "resolving"
+    rows = site.fetch("SELECT amount_fen FROM journal WHERE account_id = $1 AND merchant_id = $2"
+                      " AND code = 0", t["account_id"], BANK_CLEARING)
+    assert [r["amount_fen"] for r in rows].count(700) == 1

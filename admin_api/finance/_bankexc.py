@@ -25,8 +25,9 @@ forward, and the credit's txn_seq is drawn once with the approval.
 
 A top-up the reconciliation with the bank's file (admin_api/finance/_reconcile.py) also found
 is resolved in one place only: a bank exception is not resolved while a reconciliation
-exception of its top-up is being or was resolved, and that exception moves no money (credit or
-reverse) while the bank exception is being or was resolved (a write-off closes it).
+exception of its top-up moves (or moved) money for it, and that exception moves no money
+(credit or reverse) while the bank exception is open or chose a credit (a write-off closes
+it).
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ async def resolve_bank_exception(bank_exception_id: Id, data: BankResolveIn, act
         other = await tx.conn.fetchrow(
             "SELECT e.id, d.id AS document_id FROM reconciliation_exceptions e JOIN documents d"
             " ON d.id = e.document_id WHERE e.topup_id = $1 AND d.status = ANY($2::text[])"
-            " LIMIT 1", topup["id"], LIVE)
+            " AND d.lines_count > 0 LIMIT 1", topup["id"], LIVE)
         if other is not None:
             raise Problem(409, "conflict", f"top-up {topup['id']} is resolved through "
                           f"reconciliation exception {other['id']} (document "
