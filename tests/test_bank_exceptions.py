@@ -10,14 +10,17 @@ approval carries it out once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import asyncpg
 import pytest
 
 from admin_api.finance import write_bank_file
+from onecard.kiosks import bank_summary
 from onecard.seed import BANK_CLEARING
 from protocols import iso8583, ocp
 from terminals_sim.bank_host import BankHostThread
@@ -73,6 +76,17 @@ def _exception(w: dict[str, Any], amount_fen: int) -> tuple[dict[str, Any], Any]
     return exc, t
 
 
+def _open_count(site: AdminSite) -> int:
+    async def count() -> int:
+        conn = await asyncpg.connect(site.dsn)
+        try:
+            return (await bank_summary(conn)).bank_exceptions_open
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
 def _balance(site: AdminSite, account: int) -> int:
     return int(site.fetch("SELECT a.opening_main_fen + coalesce((SELECT sum(main_delta_fen)"
                           " FROM journal j WHERE j.account_id = a.id), 0) AS b FROM accounts a"
@@ -92,6 +106,7 @@ def test_credit_is_approved_by_another_and_credits_once(exc_site: dict[str, Any]
     exc, t = _exception(exc_site, 2_500)
     doc = exc["id"]
     before = _balance(site, t["account_id"])
+    assert _open_count(site) == 1  # the demo's bank_exceptions_open, from the database
     # Listed for its tenant; nobody of another tenant (nor without finance.read) sees it.
     listed = a.ok("GET", "/tenants/1/bank-exceptions?status=open")["items"]
     assert doc in [x["id"] for x in listed]
@@ -228,3 +243,4 @@ def test_a_top_up_is_resolved_in_one_place(exc_site: dict[str, Any]) -> None:
     rows = site.fetch("SELECT amount_fen FROM journal WHERE account_id = $1 AND merchant_id = $2"
                       " AND code = 0", t["account_id"], BANK_CLEARING)
     assert [r["amount_fen"] for r in rows].count(700) == 1
+    assert _open_count(site) == 0  # every exception of this module resolved
