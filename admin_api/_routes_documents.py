@@ -18,10 +18,18 @@ What a line does when executed:
 | subsidy_batch | person, amount > 0 | credit the subsidy wallet from the subsidy fund |
 | cancellation | person (two lines: main, subsidy) | balances refunded, then account closed |
 | reconciliation | person, amount != 0 (none: write-off) | + credit from / - debit to clearing |
+| bank_exception | person, amount > 0 (credit), or none | + credit from the bank clearing account |
 
 A reconciliation document is drafted and submitted by `POST /reconciliation-exceptions/{id}/
 resolve` (admin_api/finance), never through `POST /documents`, and is not revised (a rejected
 one is replaced by resolving the exception again).
+
+A bank_exception document is opened by the switch (a reversal advice the bank never
+acknowledged: status submitted, no lines) and waits for a person to choose how it ends: `POST
+/bank-exceptions/{id}/resolve` (admin_api/finance/_bankexc.py) is the step `resolve`, a new
+version submitted again with its choice (retry, credit, write_off) and, for a credit, one line.
+It is approved like any document (never by whoever chose), and its execution, besides the
+line, closes the top-up and its advice. It is not revised through `/revise`.
 
 A cancellation's main balance is paid out at the cash desk (a negative one is collected there),
 its subsidy goes back to the subsidy fund; then the account is closed and its cards cancelled.
@@ -60,9 +68,9 @@ from protocols.changes import AccountStatusChanged, CardCancelled
 
 DocType = Literal["refund", "adjustment", "subsidy_batch", "cancellation"]
 PolicyDocType = Literal["refund", "adjustment", "subsidy_batch", "cancellation",
-                        "reconciliation"]
+                        "reconciliation", "bank_exception"]
 DEFAULT_LEVELS: Final = {"refund": 1, "adjustment": 2, "subsidy_batch": 2, "cancellation": 2,
-                         "settlement": 1, "reconciliation": 2}
+                         "settlement": 1, "reconciliation": 2, "bank_exception": 1}
 """A 'settlement' document has no lines: it is requested by POST
 /tenants/{id}/settlements/{day}/confirm and pays out through admin_api/settlement."""
 LINES_MAX: Final = 10_000
@@ -91,6 +99,8 @@ class Step(enum.StrEnum):
     REJECT = "reject"
     REVISE = "revise"
     EXECUTE = "execute"
+    RESOLVE = "resolve"
+    """A bank exception's resolution chosen: a new version, submitted again."""
 
 
 class Transition(NamedTuple):
@@ -110,6 +120,10 @@ TRANSITIONS: Final[dict[Step, Transition]] = {
                             frozenset({Status.DRAFT})),
     Step.EXECUTE: Transition(frozenset({Status.APPROVED}),
                              frozenset({Status.EXECUTED, Status.FAILED})),
+    # A bank exception: the switch's submitted document (no resolution yet), or a rejected
+    # or failed resolution, gets a (new) resolution.
+    Step.RESOLVE: Transition(frozenset({Status.SUBMITTED, Status.REJECTED, Status.FAILED}),
+                             frozenset({Status.SUBMITTED})),
 }
 """Every state change of a document: a new kind of document adds rows here, not literals."""
 PENDING: Final = [str(s) for s in (Status.DRAFT, Status.SUBMITTED, Status.APPROVED)]
@@ -489,6 +503,7 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
     async with change(state.pool, actor) as tx:
         doc = await _locked(tx, actor, doc_id, Step.APPROVE,
                             ": only a submitted document is approved")
+        await _bank_exception_chosen(tx.conn, doc)
         if doc["created_by"] == actor.user_id:
             raise Problem(403, "forbidden", "nobody approves a document they drafted")
         if await tx.conn.fetchval(
@@ -499,9 +514,9 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
         if await tx.conn.fetchval(
                 "SELECT true FROM approval_steps WHERE document_id = $1 AND version = $2"
                 " AND user_id = $3 AND decision = ANY($4::text[])", doc_id,
-                doc["version"], actor.user_id, [Step.SUBMIT, Step.REVISE]):
-            raise Problem(403, "forbidden", "nobody approves a version they revised or "
-                          "submitted")
+                doc["version"], actor.user_id, [Step.SUBMIT, Step.REVISE, Step.RESOLVE]):
+            raise Problem(403, "forbidden", "nobody approves a version they revised, "
+                          "submitted or resolved")
         await _independent(tx, doc, state.settings.approver_cooling_off_seconds)
         level = doc["approved_levels"] + 1
         await _step(tx, doc, level, Step.APPROVE, data.comment)
@@ -527,6 +542,16 @@ async def approve_document(doc_id: Id, data: DecisionIn, actor: Actor, state: St
     if final:
         return await _execute(state, actor, doc_id)
     return await _out(state.pool, await _doc(state.pool, actor, doc_id))
+
+
+async def _bank_exception_chosen(conn: Any, doc: asyncpg.Record) -> None:
+    """409 for a bank exception whose current version has no resolution chosen yet."""
+    if doc["doc_type"] != "bank_exception":
+        return
+    if not await conn.fetchval("SELECT true FROM bank_exception_resolutions WHERE"
+                               " document_id = $1 AND version = $2", doc["id"], doc["version"]):
+        raise Problem(409, "conflict", f"bank exception {doc['id']} has no resolution yet: "
+                      f"choose one first (POST /bank-exceptions/{doc['id']}/resolve)")
 
 
 async def _independent(tx: Change, doc: asyncpg.Record, cooling_off_seconds: int) -> None:
@@ -561,6 +586,7 @@ async def reject_document(doc_id: Id, data: DecisionIn, actor: Actor, state: Sta
     _staff(actor)
     async with change(state.pool, actor) as tx:
         doc = await _locked(tx, actor, doc_id, Step.REJECT)
+        await _bank_exception_chosen(tx.conn, doc)
         if doc["created_by"] == actor.user_id:
             raise Problem(403, "forbidden", "nobody decides on a document they drafted")
         if doc["froze_account"]:
@@ -585,6 +611,9 @@ async def revise_document(doc_id: Id, data: ReviseIn, actor: Actor, state: State
         if doc["doc_type"] == "reconciliation":
             raise Problem(409, "conflict", "a reconciliation document is not revised: resolve "
                           "its exception again (POST /reconciliation-exceptions/{id}/resolve)")
+        if doc["doc_type"] == "bank_exception":
+            raise Problem(409, "conflict", "a bank exception is not revised: choose its "
+                          "resolution again (POST /bank-exceptions/{id}/resolve)")
         if doc["doc_type"] == "settlement":
             raise Problem(409, "conflict", "a settlement document is not revised: request the "
                           "day's confirmation again (POST /tenants/{id}/settlements/{day}/confirm)")
@@ -711,6 +740,10 @@ async def _execute_locked(state: State, actor: Actor, doc_id: int) -> DocumentOu
                    if declined else "")
         if kind == "cancellation" and not declined:
             failure = await _close_accounts(tx, doc_id)
+        if kind == "bank_exception" and not failure:
+            from admin_api.finance._bankexc import close_bank_exception
+
+            await close_bank_exception(tx, doc)
         status = Status.FAILED if failure else Status.EXECUTED
         await _move_to(tx.conn, doc, Step.EXECUTE, status,
                        ", executed_at = now(), failure = $3", failure)
@@ -732,7 +765,7 @@ async def _move(pool: asyncpg.Pool, money: Money, kind: str, line: asyncpg.Recor
     if kind == "subsidy_batch":
         return await money.ask("credit", seq, card, 1, amount,
                                await system_account(pool, tenant, "subsidy_fund"), **where)
-    if kind == "reconciliation":
+    if kind in ("reconciliation", "bank_exception"):
         account = await system_account(pool, tenant, "bank_clearing")
         if amount > 0:
             return await money.ask("credit", seq, card, 0, amount, account, **where)

@@ -59,7 +59,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         # bound bank card, here one for all (the matching reads RRNs, not cards).
         clearing = await conn.fetchval("SELECT merchant_id FROM system_accounts"
                                        " WHERE tenant_id = 1 AND purpose = 'bank_clearing'")
+        # Account 1's bound bank card (the seed binds some: one per account at most).
         bank_card = await conn.fetchval(
+            "SELECT id FROM bank_cards WHERE account_id = 1 AND unbound_at IS NULL"
+        ) or await conn.fetchval(
             "INSERT INTO bank_cards (tenant_id, account_id, pan_masked, bank_token)"
             " VALUES (1, 1, '622202******0128', 'TOK-1') RETURNING id")
         t = await conn.fetchrow("SELECT utc_offset_s, cutover_s FROM tenants WHERE id = 1")

@@ -385,7 +385,8 @@ def _bank_lines(b: BankSummary | None) -> list[str]:
         "  Bank top-up (圈存) at a kiosk, against the bank simulator:",
         f"    approved {b.topups_approved} ({b.credited_fen / 100:,.2f} yuan credited), "
         f"declined {b.topups_declined}, unknown (not credited) {b.topups_unknown}",
-        f"    reversal advices acknowledged {b.reversals_sent}, pending {b.reversals_pending}",
+        f"    reversal advices acknowledged {b.reversals_sent}, pending {b.reversals_pending}; "
+        f"bank exceptions open {b.bank_exceptions_open}",
         "",
     ]
 

@@ -35,6 +35,9 @@ class BankSummary(msgspec.Struct):
     zero (onecard/demo_settle.py)."""
     reconciliation_exceptions: int = 0
     """Exceptions the day's reconciliation with the bank's file found (the injected one)."""
+    bank_exceptions_open: int = 0
+    """Reversal advices the bank never acknowledged, handed to a person and not resolved yet
+    (bank_exception documents not executed: admin_api/finance/_bankexc.py). 0 in a demo."""
 
 
 async def bank_summary(conn: asyncpg.Connection) -> BankSummary:
@@ -47,9 +50,13 @@ async def bank_summary(conn: asyncpg.Connection) -> BankSummary:
     advices = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE state = 'acknowledged') AS sent,"
         " count(*) FILTER (WHERE state = 'pending') AS pending FROM bank_advices")
+    open_exceptions = await conn.fetchval(
+        "SELECT count(*) FROM documents WHERE doc_type = 'bank_exception'"
+        " AND status <> 'executed'")
     assert row is not None and advices is not None
     return BankSummary(row["approved"], row["declined"], row["unknown"], advices["sent"],
-                       advices["pending"], int(row["credited"]))
+                       advices["pending"], int(row["credited"]),
+                       bank_exceptions_open=int(open_exceptions or 0))
 
 
 class KioskClient:

@@ -67,6 +67,22 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
         " kind, rrn, bank_amount_fen, our_amount_fen) SELECT f.id, 1, n.path, '2020-01-02',"
         " 'bank_only', 'WALK1', 700, 0 FROM f, org_nodes n WHERE n.id = $1 RETURNING id",
         campus)[0]["id"]
+    # A bank exception of tenant 1 (the switch's document for an advice the bank never
+    # acknowledged), naming the canary's card.
+    bank_exception_id = site.fetch(
+        "WITH bc AS (INSERT INTO bank_cards (tenant_id, account_id, pan_masked, bank_token)"
+        " SELECT 1, account_id, '622202******0128', 'WALK' FROM cards WHERE card_no = $1"
+        " RETURNING id, account_id),"
+        " t AS (INSERT INTO bank_topups (tenant_id, terminal_id, txn_seq, account_id, card_no,"
+        " bank_card_id, amount_fen, stan, rrn, state) SELECT 1, 70000001, 1, bc.account_id,"
+        " $1, bc.id, 500, 1, 'WALKBANK1', 'exception' FROM bc RETURNING id),"
+        " d AS (INSERT INTO documents (tenant_id, node_id, node_path, doc_type, title, reason,"
+        " status, levels, total_fen, lines_count, submitted_at, bank_topup_id) SELECT 1, n.id,"
+        " n.path, 'bank_exception', 'Bank reversal not acknowledged', 'walk', 'submitted', 1,"
+        " 500, 0, now(), t.id FROM t, org_nodes n WHERE n.id = $2 RETURNING id, bank_topup_id)"
+        " INSERT INTO bank_advices (topup_id, tenant_id, reason, state, tries, document_id)"
+        " SELECT bank_topup_id, 1, 'timeout', 'exception', 2, id FROM d RETURNING document_id",
+        card_no, campus)[0]["document_id"]
     callers: dict[str, Api] = {}
     for role in ROLES:
         body: dict[str, Any] = {"username": f"east.{role.replace('_', '-')}",
@@ -89,6 +105,7 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
                "site": site, "callers": callers, "person": person, "card_no": card_no,
                "node": dept, "user": target_user, "merchant": merchant, "terminal": terminal,
                "document": document, "exception_id": exception_id, "access": access,
+               "bank_exception_id": bank_exception_id,
                "canaries": [CANARY_NAME, CANARY_NODE, str(card_no), CANARY_MERCHANT,
                             CANARY_TERMINAL, CANARY_DOOR, CANARY_VISITOR]}
     finally:
@@ -156,7 +173,8 @@ def _fill(path: str, w: dict[str, Any]) -> str:
               "node_id": w["node"]["id"], "user_id": w["user"]["id"], "class_id": 2,
               "merchant_id": w["merchant"]["id"], "terminal_id": w["terminal"]["id"],
               "tenant_id": 1, "doc_id": w["document"]["id"], "day": "2026-01-01",
-              "business_date": "2020-01-01", "exception_id": w["exception_id"]}
+              "business_date": "2020-01-01", "exception_id": w["exception_id"],
+              "bank_exception_id": w["bank_exception_id"]}
     values["key_id"] = w["key"]["id"]  # tenant 1's API key
     a = w["access"]
     values.update(area_id=a["area"]["id"], door_id=a["door"]["id"], group_id=a["group"]["id"],
@@ -278,6 +296,11 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     assert site.fetch("SELECT document_id FROM reconciliation_exceptions WHERE id = $1",
                       walk_site["exception_id"])[0]["document_id"] is None
     assert site.fetch("SELECT count(*) AS n FROM bank_files")[0]["n"] == 1
+    bank_exception = site.fetch(
+        "SELECT d.status, d.version, t.state, (SELECT count(*) FROM bank_exception_resolutions r"
+        " WHERE r.document_id = d.id) AS chosen FROM documents d JOIN bank_topups t"
+        " ON t.id = d.bank_topup_id WHERE d.id = $1", walk_site["bank_exception_id"])[0]
+    assert tuple(bank_exception) == ("submitted", 1, "exception", 0)
     # Nor any access object of tenant 1.
     a = walk_site["access"]
     assert root.ok("GET", f"/access/doors/{a['door']['id']}") == a["door"]

@@ -6,7 +6,7 @@ credit of it (the row of the top-up's (terminal, txn_seq), approved):
 
 | the bank's file | our journal | outcome |
 | --- | --- | --- |
-| the RRN | credited, same amount | matched |
+| the RRN | credited (or credited by its bank exception), same amount | matched |
 | the RRN | credited, another amount | amount_differs |
 | the RRN | not credited (no top-up, declined, unknown, reversed) | bank_only |
 | — | credited that day | ours_only |
@@ -91,25 +91,34 @@ async def business_day(conn: Any, tenant_id: int, day: dt.date
 
 _MATCH: Final = """
 SELECT b.rrn, b.amount_fen AS bank_fen, t.id AS topup_id, t.state, t.account_id, t.card_no,
-       coalesce(j.amount_fen, 0) AS our_fen,
-       CASE WHEN j.amount_fen IS NULL THEN 'bank_only'
-            WHEN j.amount_fen <> b.amount_fen THEN 'amount_differs'
+       coalesce(j.amount_fen, x.amount_fen, 0) AS our_fen,
+       CASE WHEN coalesce(j.amount_fen, x.amount_fen) IS NULL THEN 'bank_only'
+            WHEN coalesce(j.amount_fen, x.amount_fen) <> b.amount_fen THEN 'amount_differs'
             ELSE 'matched' END AS outcome
 FROM bank_file_lines b
 LEFT JOIN bank_topups t ON t.rrn = b.rrn AND t.tenant_id = $2
 LEFT JOIN journal j ON j.terminal_id = t.terminal_id AND j.txn_seq = t.txn_seq
                    AND j.code = 0 AND j.kind = 8
+LEFT JOIN journal x ON j.lsn IS NULL AND t.state = 'approved' AND x.lsn = t.lsn
+                   AND x.code = 0 AND x.kind = 8
 WHERE b.file_id = $1
 UNION ALL
-SELECT t.rrn, 0, t.id, t.state, t.account_id, t.card_no, j.amount_fen, 'ours_only'
+SELECT t.rrn, 0, t.id, t.state, t.account_id, t.card_no,
+       coalesce(j.amount_fen, x.amount_fen), 'ours_only'
 FROM bank_topups t
-JOIN journal j ON j.terminal_id = t.terminal_id AND j.txn_seq = t.txn_seq
-              AND j.code = 0 AND j.kind = 8
+LEFT JOIN journal j ON j.terminal_id = t.terminal_id AND j.txn_seq = t.txn_seq
+                   AND j.code = 0 AND j.kind = 8
+LEFT JOIN journal x ON j.lsn IS NULL AND t.state = 'approved' AND x.lsn = t.lsn
+                   AND x.code = 0 AND x.kind = 8
 WHERE t.tenant_id = $2 AND t.created_at >= $3 AND t.created_at < $4
+  AND (j.lsn IS NOT NULL OR x.lsn IS NOT NULL)
   AND NOT EXISTS (SELECT 1 FROM bank_file_lines b WHERE b.file_id = $1 AND b.rrn = t.rrn)
 """
 """Each side by its index: the bank's lines by RRN (bank_topups.rrn is unique), ours by
-(tenant, created_at); never the whole history of top-ups."""
+(tenant, created_at); never the whole history of top-ups. Our credit of a top-up is the
+journal row of its kiosk request, or, for a bank exception resolved by a credit
+(admin_api/finance/_bankexc.py), the row `bank_topups.lsn` names (the admin terminal's credit
+from the bank clearing account)."""
 
 
 async def reconcile(conn: asyncpg.Connection, tenant_id: int, node_path: list[int],

@@ -1,10 +1,12 @@
 """Finance routes: the bank's daily file and its reconciliation, exceptions and their
-resolution, bank top-ups, and journal vouchers for the finance system (docs/finance.md).
+resolution, bank exceptions (advices the bank never acknowledged, _bankexc.py), bank top-ups,
+and journal vouchers for the finance system (docs/finance.md).
 
 Every route needs finance.read or finance.write and checks the tenant (or the exception) is in
 the caller's subtree (404 otherwise). What changes something is audited. No route here moves
-money: a resolution is a document (`documents`, type `reconciliation`) that the approvers
-approve through `/documents/{id}/approve`, whose last approval carries it out at the switch.
+money: a resolution is a document (`documents`, type `reconciliation` or `bank_exception`) that
+the approvers approve through `/documents/{id}/approve`, whose last approval carries it out at
+the switch.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from admin_api._routes_merchants import tenant_in_scope
 from admin_api._routes_queries import CODE_NAMES
 from admin_api._store import change
 from admin_api._types import INT32_MAX, AfterId, Id, IdField, Limit
+from admin_api.finance._bankexc import ROUTES as BANK_EXCEPTION_ROUTES
+from admin_api.finance._bankexc import bank_exception_conflict
 from admin_api.finance._bankfile import (
     BANK_FILE_BYTES_MAX,
     BANK_FILE_LINES_MAX,
@@ -257,6 +261,13 @@ async def resolve_exception(exception_id: Id, data: ResolveIn, actor: Actor, sta
                           f"{e['bank_amount_fen']} fen, we credited {e['our_amount_fen']}")
         person = None
         if amount != 0:
+            # One place resolves a top-up: its bank exception, if it has one (the row lock
+            # orders this against POST /bank-exceptions/{id}/resolve).
+            await tx.conn.execute("SELECT 1 FROM bank_topups WHERE id = $1 FOR UPDATE",
+                                  e["topup_id"])
+            why = await bank_exception_conflict(tx.conn, e["topup_id"])
+            if why is not None:
+                raise Problem(409, "conflict", why)
             person = await _person(tx.conn, actor, e, data.person_id)
         tenant = e["tenant_id"]
         path = list(e["node_path"])
@@ -497,4 +508,4 @@ async def publish_vouchers(tenant_id: Id, business_date: dt.date, actor: Actor, 
 
 
 ROUTES = [import_bank_file, list_bank_files, list_exceptions, resolve_exception, list_topups,
-          get_vouchers, publish_vouchers, *REPORT_ROUTES]
+          get_vouchers, publish_vouchers, *BANK_EXCEPTION_ROUTES, *REPORT_ROUTES]
