@@ -356,3 +356,18 @@ def test_console_files_are_public_hold_no_data_and_load_nothing_from_elsewhere(
                 assert not re.search(r"""(src|href)=["']?(https?:)?//""", r.text), name
         index = http.get("/console/")
         assert index.status_code == 200 and 'id="login-form"' in index.text
+
+
+def test_the_console_routes_are_in_the_openapi_document_that_the_access_walk_reads(
+        console_site: dict[str, Any]) -> None:
+    """tests/test_admin_access.py walks every route of the document with every role from the
+    other tenant; the console's JSON routes are among them (its pages, static files with no
+    data, are not API routes)."""
+    doc = httpx.get(f"{console_site['url']}/docs/openapi.json", timeout=30).json()
+    for path in ("/people/search", "/people/{person_id}/recent",
+                 "/tenants/{tenant_id}/sales/hourly", "/tenants/{tenant_id}/live"):
+        assert "get" in doc["paths"][path], path
+        assert doc["paths"][path]["get"].get("security") != [], path
+    assert not [p for p in doc["paths"] if p.startswith("/console")]
+    live = doc["paths"]["/tenants/{tenant_id}/live"]["get"]["responses"]["200"]
+    assert "text/event-stream" in live["content"], live

@@ -223,6 +223,7 @@ async def live_events(request: Request[Any, Any, Any], pool: asyncpg.Pool, tenan
 
 
 @get("/tenants/{tenant_id:int}/live", opt={"permission": "reports.read"}, tags=["reports"],
+     media_type="text/event-stream",
      summary="Today's sales by hour and the switch's state, pushed as server-sent events",
      description="A text/event-stream: a `sales` event (the body of "
      "GET /tenants/{tenant_id}/sales/hourly) at once and whenever a transaction of the "
