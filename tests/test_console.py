@@ -211,6 +211,8 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     page.get_by_label("Language").select_option("zh-CN")
     expect(page.get_by_role("button", name="解挂")).to_be_visible()
     expect(page.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("挂失")
+    expect(page.locator("#txns-table tbody tr").first).to_contain_text("消费")
+    expect(page.locator("#card-message")).to_have_text(f"卡 {card_no} 已挂失。")
     page.screenshot(path=str(shots / "person-zh.png"), full_page=True)
     page.reload()
     expect(page.get_by_role("button", name="解挂")).to_be_visible()
@@ -267,7 +269,8 @@ def test_the_sales_page_moves_live_when_a_till_sells(
     page.screenshot(path=str(shots / "sales.png"), full_page=True)
 
 
-def test_money_text_is_converted_to_fen_by_digits(page: Any) -> None:
+def test_money_text_is_converted_to_fen_by_digits_and_both_languages_say_it_all(
+        page: Any) -> None:
     page.goto("/console/")
     cases = {"12": 1200, "12.5": 1250, "0.07": 7, "1,234.05": 123_405, " 3.10 ": 310,
              "9999999999999.99": 999_999_999_999_999, "12.345": None, "-1": None, "1e3": None,
@@ -276,6 +279,10 @@ def test_money_text_is_converted_to_fen_by_digits(page: Any) -> None:
     assert dict(got) == cases
     shown = page.evaluate("[OC.yuan(0), OC.yuan(7), OC.yuan(-150), OC.yuan(123405)]")
     assert shown == ["0.00", "0.07", "-1.50", "1,234.05"]
+    # The catalogue says everything in both languages.
+    keys = page.evaluate("Object.fromEntries(Object.entries(OC_MESSAGES)"
+                         ".map(([k, v]) => [k, Object.keys(v).sort()]))")
+    assert set(keys) == {"en", "zh-CN"} and keys["en"] == keys["zh-CN"]
 
 
 # -- the routes behind the pages ---------------------------------------------------------------

@@ -34,6 +34,7 @@
     if (m) localStorage.setItem("onecard.lang." + m.username, value);
     localStorage.setItem("onecard.lang", value);
     applyI18n();
+    document.dispatchEvent(new CustomEvent("oc:lang"));  // pages re-render what they read
   }
 
   function t(key, args) {
@@ -47,10 +48,20 @@
     return text;
   }
 
+  // A code the API answers (a kind, a result, a card type) in the user's words when the
+  // catalogue has them, else the code itself.
+  function label(prefix, code) {
+    const key = prefix + "." + code;
+    const text = t(key);
+    return text === key ? String(code) : text;
+  }
+
   function applyI18n(root) {
     const scope = root || document;
     document.documentElement.lang = lang();
-    for (const el of scope.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const el of scope.querySelectorAll("[data-i18n]")) {
+      el.textContent = t(el.dataset.i18n, el.dataset.i18nArgs ? JSON.parse(el.dataset.i18nArgs) : null);
+    }
     for (const el of scope.querySelectorAll("[data-i18n-placeholder]")) {
       el.placeholder = t(el.dataset.i18nPlaceholder);
     }
@@ -60,7 +71,6 @@
     const title = document.querySelector("title[data-i18n-title]");
     if (title) document.title = t(title.dataset.i18nTitle) + " · " + t("app.title");
     for (const select of document.querySelectorAll("select.oc-lang")) select.value = lang();
-    document.dispatchEvent(new CustomEvent("oc:lang"));
   }
 
   // -- money: integer fen <-> yuan text, by digits only (never through a float)
@@ -163,6 +173,15 @@
   function message(target, key, args, kind) {
     const box = typeof target === "string" ? document.getElementById(target) : target;
     box.textContent = key ? t(key, args) : "";
+    // Kept on the element, so a change of language translates the message too.
+    if (key) {
+      box.dataset.i18n = key;
+      if (args) box.dataset.i18nArgs = JSON.stringify(args);
+      else delete box.dataset.i18nArgs;
+    } else {
+      delete box.dataset.i18n;
+      delete box.dataset.i18nArgs;
+    }
     box.className = "oc-message" + (kind ? " oc-" + kind : "");
   }
 
@@ -258,7 +277,7 @@
   function params() { return new URLSearchParams(location.search); }
 
   window.OC = {
-    token, me, can, lang, setLang, t, applyI18n, yuan, yuanToFen, api, ApiError, login, logout,
+    token, me, can, lang, setLang, t, label, applyI18n, yuan, yuanToFen, api, ApiError, login, logout,
     home, requireLogin, el, message, fail, header, stream, params,
   };
 

@@ -42,7 +42,7 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     return OC.el("tr", { "data-card": card.card_no }, [
       OC.el("td", { text: String(card.card_no) }),
-      OC.el("td", { text: card.card_type }),
+      OC.el("td", { text: OC.label("card_type", card.card_type) }),
       OC.el("td", { "class": "card-status" }, [status(card.status)]),
       OC.el("td", { text: card.valid_until || "" }),
       actions,
@@ -69,6 +69,13 @@ document.addEventListener("DOMContentLoaded", () => {
       OC.can("cards.read") ? OC.api("GET", "/people/" + id + "/cards") : Promise.resolve([]),
       OC.api("GET", "/people/" + id + "/recent?limit=20"),
     ]);
+    shown = { balance: balance, cards: cards, txns: txns };
+    render();
+  }
+
+  // What was read, in the page's language (again when the language changes).
+  function render() {
+    const { balance, cards, txns } = shown;
     document.getElementById("balance-main").textContent = OC.yuan(balance.main_fen);
     document.getElementById("balance-subsidy").textContent = OC.yuan(balance.subsidy_fen);
     document.getElementById("balance-total").textContent = OC.yuan(balance.balance_fen);
@@ -80,8 +87,8 @@ document.addEventListener("DOMContentLoaded", () => {
     for (const e of txns) {
       txnBody.append(OC.el("tr", {}, [
         OC.el("td", { text: time(e.at) }),
-        OC.el("td", { text: e.kind }),
-        OC.el("td", { text: e.result }),
+        OC.el("td", { text: OC.label("kind", e.kind) }),
+        OC.el("td", { text: OC.label("result", e.result) }),
         OC.el("td", { text: e.merchant }),
         OC.el("td", { "class": "num", text: OC.yuan(e.main_delta_fen + e.subsidy_delta_fen) }),
         OC.el("td", { "class": "num", text: OC.yuan(e.balance_fen) }),
@@ -94,5 +101,7 @@ document.addEventListener("DOMContentLoaded", () => {
     OC.applyI18n(section);
   }
 
+  let shown = null;
+  document.addEventListener("oc:lang", () => { if (shown) render(); });
   load().catch((err) => OC.fail("person-message", err));
 });
