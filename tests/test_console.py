@@ -152,8 +152,8 @@ def page(browser: Any, console_site: dict[str, Any]) -> Iterator[Any]:
     assert not errors, f"script errors in the page: {errors}"
 
 
-def _log_in(page: Any, username: str) -> None:
-    page.goto("/console/")
+def _log_in(page: Any, username: str, start: str = "/console/") -> None:
+    page.goto(start)
     page.get_by_label("User name").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
@@ -244,12 +244,18 @@ def test_a_clerk_of_another_tenant_sees_nothing_of_this_one(
     assert page.locator("#tenant").input_value() == "2"
     east = console_site["site"].api("east.clerk")
     assert east.get("/tenants/1/live").status_code == 404
+    # Log-out ends the token: back to the log-in page, and the person page sends us there.
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(re.compile(r"/console/$"))
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.goto("/console/people.html")
+    page.wait_for_url(re.compile(r"/console/$"))
 
 
 def test_the_sales_page_moves_live_when_a_till_sells(
         page: Any, console_site: dict[str, Any], shots: Path) -> None:
     expect = _expect()
-    _log_in(page, "campus.manager")
+    _log_in(page, "campus.manager", start="/console")  # without the slash, too
     page.goto("/console/sales.html")
     expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
     expect(page.locator("#switch-state")).to_have_attribute("data-connected", "true")

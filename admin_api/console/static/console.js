@@ -132,8 +132,8 @@
   }
 
   function home() {
-    if (can("people.read")) return "people.html";
-    if (can("reports.read")) return "sales.html";
+    if (can("people.read")) return "/console/people.html";
+    if (can("reports.read")) return "/console/sales.html";
     return null;
   }
 
@@ -143,15 +143,13 @@
     }
     sessionStorage.removeItem(TOKEN);
     sessionStorage.removeItem(ME);
-    if (!location.pathname.endsWith("/console/") && !location.pathname.endsWith("index.html")) {
-      location.href = "./";
-    }
+    if (!/^\/console\/?(index\.html)?$/.test(location.pathname)) location.href = "/console/";
   }
 
   // A page that needs a log-in: back to the log-in page without one.
   function requireLogin() {
     if (!token() || !me()) {
-      location.href = "./";
+      location.href = "/console/";
       return false;
     }
     return true;
@@ -196,10 +194,10 @@
     if (!bar) return;
     bar.textContent = "";
     const links = [];
-    if (m && can("people.read")) links.push(["people.html", "nav.people"]);
-    if (m && can("reports.read")) links.push(["sales.html", "nav.sales"]);
+    if (m && can("people.read")) links.push(["/console/people.html", "nav.people"]);
+    if (m && can("reports.read")) links.push(["/console/sales.html", "nav.sales"]);
     const nav = el("nav", { "aria-label": "main" }, links.map(([href, key]) => {
-      const here = location.pathname.endsWith("/" + href);
+      const here = location.pathname === href;
       return el("a", { href: href, "data-i18n": key, "aria-current": here ? "page" : null });
     }));
     const langSelect = el("select", { "class": "oc-lang", id: "oc-lang",

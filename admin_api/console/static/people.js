@@ -17,7 +17,7 @@ document.addEventListener("DOMContentLoaded", () => {
       body.textContent = "";
       for (const p of page.items) {
         body.append(OC.el("tr", {}, [
-          OC.el("td", {}, [OC.el("a", { href: "person.html?id=" + p.id, text: p.name })]),
+          OC.el("td", {}, [OC.el("a", { href: "/console/person.html?id=" + p.id, text: p.name })]),
           OC.el("td", { text: p.external_id || "" }),
           OC.el("td", { text: p.department }),
           OC.el("td", { text: p.card_nos.join(", ") }),
