@@ -384,3 +384,21 @@ def test_the_console_routes_are_in_the_openapi_document_that_the_access_walk_rea
     assert not [p for p in doc["paths"] if p.startswith("/console")]
     live = doc["paths"]["/tenants/{tenant_id}/live"]["get"]["responses"]["200"]
     assert "text/event-stream" in live["content"], live
+
+
+def test_every_console_file_is_package_data() -> None:
+    """pip install (not only -e) serves the console: each of its files matches a pattern of
+    [tool.setuptools.package-data] (a new folder needs its own pattern)."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["admin_api.console"]
+    package = root / "admin_api" / "console"
+    files = [p.relative_to(package).as_posix() for p in (package / "static").rglob("*")
+             if p.is_file()]
+    assert len(files) >= 12
+    for name in files:
+        assert any(fnmatch.fnmatch(name, pattern) and name.count("/") == pattern.count("/")
+                   for pattern in patterns), f"{name} is not package data"
