@@ -156,8 +156,21 @@ def _log_in(page: Any, username: str, start: str = "/console/") -> None:
     page.goto(start)
     page.get_by_label("User name").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    page.get_by_label("Password").press("Enter")  # by keyboard
     page.wait_for_url(re.compile(r"/console/(people|sales)\.html"))
+
+
+_UNNAMED = """() => [...document.querySelectorAll("input, select, button, a[href]")]
+    .filter((el) => el.offsetParent !== null)
+    .filter((el) => !((el.labels && el.labels.length) || el.getAttribute("aria-label")
+                      || el.textContent.trim()))
+    .map((el) => el.outerHTML)"""
+
+
+def _labelled(page: Any) -> None:
+    """Every visible control has a name a screen reader can say (a label, aria-label or
+    text): the first of the accessibility checks the issue asks for."""
+    assert page.evaluate(_UNNAMED) == [], page.url
 
 
 def _expect() -> Any:
@@ -175,6 +188,7 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     card_no = console_site["card_no"]
     page.goto("/console/")
     page.screenshot(path=str(shots / "login.png"))
+    _labelled(page)
     _log_in(page, "campus.clerk")
     # By department, by external id and by card number: the same person.
     for words in (DEPARTMENT.split()[0], EXTERNAL_ID, str(card_no)):
@@ -183,6 +197,7 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
         expect(page.locator("#people-table tbody tr")).to_have_count(1)
         expect(page.locator("#people-table tbody")).to_contain_text(PERSON)
     page.screenshot(path=str(shots / "people.png"))
+    _labelled(page)
     page.get_by_role("link", name=PERSON).click()
     expect(page.locator("#person-name")).to_have_text(PERSON)
     # 50.00 topped up, 1.50 spent: in yuan with two decimals.
@@ -190,6 +205,7 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     expect(page.locator("#txns-table tbody tr")).to_have_count(2)
     expect(page.locator("#txns-table tbody")).to_contain_text("-1.50")
     page.screenshot(path=str(shots / "person.png"), full_page=True)
+    _labelled(page)
 
     page.get_by_role("button", name="Report lost").click()
     expect(page.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("lost")
@@ -273,6 +289,7 @@ def test_the_sales_page_moves_live_when_a_till_sells(
     total = sum(int(hour_rows.nth(h).locator("td").nth(0).inner_text()) for h in range(24))
     assert total == before + 1
     page.screenshot(path=str(shots / "sales.png"), full_page=True)
+    _labelled(page)
 
 
 def test_money_text_is_converted_to_fen_by_digits_and_both_languages_say_it_all(
