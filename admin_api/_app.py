@@ -52,6 +52,7 @@ from admin_api import (
     settlement,
 )
 from admin_api import access as _access
+from admin_api import console as _console
 from admin_api import finance as _finance
 from admin_api._auth import ALL_PERMISSIONS, PUBLIC, Actor, LoginLimiter
 from admin_api._bodies import JsonBodyRequest
@@ -169,6 +170,7 @@ ROUTES = [
     *settlement.ROUTES,
     *_access.ROUTES,
     *bank.ROUTES,
+    *_console.ROUTES,
     healthz, readyz, metrics_endpoint,
 ]
 
@@ -265,7 +267,7 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
                 await app.state.pool.close()
 
     app = Litestar(
-        route_handlers=[*ROUTES, assets_router()],
+        route_handlers=[*ROUTES, assets_router(), _console.console_router()],
         guards=[permission_guard],
         dependencies={"actor": Provide(provide_actor)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -3,8 +3,9 @@
 A private PostgreSQL (or --dsn), a private Redis when none answers, the migrated and seeded demo
 campus, the switch, the admin API (bootstrapped: platform node, tenants, people, system
 accounts, the admin terminal) and a trickle of simulated purchases, so that statements,
-reports and the dashboards have something to show. It prints the API's address, the
-interactive docs' address and a demo log-in for every role; Ctrl-C stops everything.
+reports, the console's live sales and the dashboards have something to show. It prints the
+operators' console's address, the API's, the interactive docs' and a demo log-in for every
+role; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ async def _serve(options: DemoOptions) -> None:
                 "ONECARD_ADMIN_PORT": str(options.admin_port or free_port())}).start()
             print("")
             print("OneCard demo is serving (Ctrl-C stops everything):")
+            print(f"  console             {admin.url}/console/  (log in with a demo log-in "
+                  "below; card.office: card office, campus.admin: sales)")
             print(f"  admin API           {admin.url}")
             print(f"  interactive docs    {admin.url}/docs")
             print(f"  OpenAPI document    {admin.url}/docs/openapi.json")

@@ -39,8 +39,11 @@ def test_demo_serve_prints_addresses_and_log_ins_that_work_and_stops_cleanly(
         for role in ("platform_admin", "tenant_admin", "card_office", "cashier", "finance",
                      "auditor", "merchant_viewer", "cardholder", "parent"):
             assert role in text
+        console = re.search(r"console\s+(http://\S+)", text).group(1)  # type: ignore[union-attr]
+        assert console == f"{url}/console/"
         with httpx.Client(base_url=url, timeout=30) as http:
             assert http.get("/docs/openapi.json").status_code == 200
+            assert 'id="login-form"' in http.get("/console/").text
             token = http.post("/auth/login", json={"username": "student",
                                                    "password": password}).json()["access_token"]
             http.headers["Authorization"] = f"Bearer {token}"
