@@ -175,8 +175,6 @@ class Decision(msgspec.Struct):
     alarm: str = ""
     qr: qr.QrToken | None = None
     """The phone QR code decided on (authentic): journaled by its nonce, used up if QR_COUNTED."""
-    card_no: int = 0
-    """The card number to journal: the card's, the QR code's, or the one read with a template."""
     cleared_apb: bool = False
     """This pass ends the person's open anti-passback alarm of the door's area."""
 
@@ -343,7 +341,8 @@ class AccessEngine:
         request's credential; the token is that of an authentic phone QR code, else None."""
         kind = ev.credential_kind
         if kind == 1:
-            return *self.card_account(ev.card_no, now_s), None
+            account_id, code = self.card_account(ev.card_no, now_s)
+            return account_id, code, None
         if kind == 4:
             gate = self.qr_gate
             if gate is None:
@@ -369,18 +368,13 @@ class AccessEngine:
         state the rules act on; the caller journals the decision and answers after commit, and
         uses up a phone QR code whose decision is in QR_COUNTED."""
         self._decisions += 1
-        decision = self._decide(reader, ev, now_ms)
-        kind = ev.credential_kind
-        if kind == 1 or (kind in (2, 3) and ev.card_no):
-            decision.card_no = ev.card_no
-        elif decision.qr is not None:
-            decision.card_no = decision.qr.card_no
-        return decision
-
-    def _decide(self, reader: Reader, ev: ocp.AccessRequest, now_ms: int) -> Decision:
         now_s = now_ms // 1000
         door = reader.door
-        account_id, code, token = self.credential_account(ev, now_s)
+        token = None
+        if ev.credential_kind == 1:
+            account_id, code = self.card_account(ev.card_no, now_s)
+        else:
+            account_id, code, token = self.credential_account(ev, now_s)
         ledger = self.ledger
         account: Any = None
         if account_id:
@@ -403,7 +397,8 @@ class AccessEngine:
                 return Decision(_RC.NO_PERMISSION, account_id=account_id)
             two_factor = True
         decision = self._decide_person(reader, ev, now_ms, account_id, account, two_factor)
-        decision.qr = token
+        if token is not None:
+            decision.qr = token
         return decision
 
     def _decide_person(self, reader: Reader, ev: ocp.AccessRequest, now_ms: int,
@@ -547,7 +542,8 @@ class AccessEngine:
     def _open(self, door: Door, account_id: int, direction: int, now_ms: int, grant_id: int,
               floors: int) -> Decision:
         self._opened += 1
-        cleared_apb = False
+        decision = Decision(0, door.open_ms, floors if door.elevator else 0, account_id,
+                            grant_id)
         if door.apb:
             key = (account_id, door.area_id)
             if len(self.apb) >= APB_ENTRIES_MAX:
@@ -555,11 +551,10 @@ class AccessEngine:
             self.apb[key] = (direction, now_ms)
             if key in self.apb_alarms:
                 self.apb_alarms.discard(key)
-                cleared_apb = True
+                decision.cleared_apb = True
         if door.interlocked or door.door_id in self.open_until_ms:
             self.open_until_ms[door.door_id] = now_ms + door.open_ms
-        return Decision(0, door.open_ms, floors if door.elevator else 0, account_id, grant_id,
-                        cleared_apb=cleared_apb)
+        return decision
 
     def _grants(self, door: Door, person: Person | None, class_id: int, now_s: int, day: int,
                 weekday: int, minute: int) -> tuple[int, int, int]:

@@ -510,18 +510,20 @@ class TerminalSession(asyncio.Protocol):
             direction = reader.direction if reader.direction < 2 else ev.pass_direction
             if d.qr is not None:
                 credential = door_credential(d.qr)  # the nonce, never the code
+                card_no = d.qr.card_no
                 if d.code in QR_COUNTED:
                     rt.qr.spend(d.qr, tid, seq)  # used up before the commit, like a purchase
             else:
                 credential = ev.credential if kind in (2, 3) else ""
+                card_no = ev.card_no if kind < 4 else 0  # a face's: the card read with it
             batch.decisions.append((
                 tid, seq, door.tenant_id, door.door_id, door.area_id, ev.reader_no, direction,
-                kind, d.card_no, credential, d.account_id, d.code, d.open_ms, d.floors,
+                kind, card_no, credential, d.account_id, d.code, d.open_ms, d.floors,
                 d.duress, d.grant_id, now_ms))
             if d.alarm:
                 batch.alarms.append((door.tenant_id, d.alarm, door.door_id,
                                      door.area_id or None, d.account_id or None,
-                                     d.card_no or None, tid, 0, seq, ""))
+                                     card_no or None, tid, 0, seq, ""))
             if d.cleared_apb:
                 batch.apb_cleared.append((d.account_id, door.area_id, seq))
             code = d.code

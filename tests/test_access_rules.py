@@ -148,3 +148,19 @@ def test_a_second_factor_counts_only_within_the_window(engine: AccessEngine) -> 
     duress = engine.decide(reader, ocp.AccessRequest(1, 1, 0, 1, 1001, duress=True),
                            NOW_MS + 50_000)
     assert (duress.code, duress.alarm) == (RC.APPROVED, "duress")
+
+
+def test_a_biometric_security_door_is_locked_offline(engine: AccessEngine) -> None:
+    """Its access list cannot check a face: offline_mode 2 (docs/protocol.md 4.6)."""
+    import asyncio
+
+    from switch._offline import compute_list
+
+    pin_door = door(mode=SECURITY, cls={1: (allow(1),)})
+    face_door = msgspec.structs.replace(pin_door, factor=FACTORS["face"])
+    for d, mode in ((pin_door, 0), (face_door, 2)):
+        engine.install(TenantRules(1, 28_800, {1: d}, {(9, 1): Reader(d, 0, False)}, False,
+                                   frozenset(), frozenset()))
+        entries, rules = asyncio.run(compute_list(engine, d, [(1001, 1)]))
+        assert rules[1] == mode
+        assert bool(entries) == (mode == 0)
