@@ -61,7 +61,9 @@ ILLEGAL_CODES = frozenset({_RC.ACCOUNT_FROZEN, _RC.CARD_LOST, _RC.ACCOUNT_CLOSED
 ANSWERS_KEPT = 512
 """Recent answers kept per door terminal for repeats (twice the txn_seq window)."""
 APB_RESTORE_SECONDS = 86_400
-"""At start-up, anti-passback positions are rebuilt from this much of the decision records."""
+"""An anti-passback position lasts this long (a person who left without showing a card is not
+held out for ever), and at start-up positions are rebuilt from this much of the decision
+records: a restart changes no anti-passback decision."""
 MULTI_CARD_DOORS_MAX = 100_000
 FACTORS_PENDING_MAX = 100_000
 APB_ENTRIES_MAX = 2_000_000
@@ -447,7 +449,8 @@ class AccessEngine:
             last = self.apb.get((account_id, door.area_id))
             if last is not None:
                 last_dir, last_ms = last
-                if (door.apb == APB_HARD and last_dir == direction) or (
+                if (door.apb == APB_HARD and last_dir == direction
+                        and now_ms - last_ms < APB_RESTORE_SECONDS * 1000) or (
                         door.apb == APB_TIMED and direction == 0 and last_dir == 0
                         and now_ms - last_ms < door.apb_seconds * 1000):
                     self._alarms += 1

@@ -10,7 +10,9 @@ import pytest
 from ledger_ext import Ledger
 from protocols import ocp
 from switch._access import (
+    APB_HARD,
     APB_OFF,
+    APB_RESTORE_SECONDS,
     FACTORS,
     FREE,
     LOCKED,
@@ -164,3 +166,12 @@ def test_a_biometric_security_door_is_locked_offline(engine: AccessEngine) -> No
         entries, rules = asyncio.run(compute_list(engine, d, [(1001, 1)]))
         assert rules[1] == mode
         assert bool(entries) == (mode == 0)
+
+
+def test_a_hard_anti_passback_position_lasts_a_day(engine: AccessEngine) -> None:
+    """As long as a restart keeps it (rebuilt from a day of records): no decision differs."""
+    d = msgspec.structs.replace(door(cls={1: (allow(1),)}), apb=APB_HARD)
+    engine.apb[(1, 10)] = (0, NOW_MS - APB_RESTORE_SECONDS * 1000 + 1000)
+    assert decide(engine, d, 1001) == RC.APB_VIOLATION
+    engine.apb[(1, 10)] = (0, NOW_MS - APB_RESTORE_SECONDS * 1000)
+    assert decide(engine, d, 1001) == RC.APPROVED
