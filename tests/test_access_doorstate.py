@@ -30,6 +30,7 @@ from protocols import limits as ocp_limits
 from protocols import ocp, qr
 from tests.admin_site import PASSWORD, AdminSite, Api, new_card_no
 from tests.ocp_client import OcpClient
+from tests.switch_site import FREE_CANTEEN_TERMINAL
 
 RC = ocp.ResponseCode
 K = ocp.CredentialKindCode
@@ -228,10 +229,22 @@ def test_a_qr_code_opens_once_and_its_replay_is_refused_after_a_kill(
     again = Door(site)
     try:
         assert again.ask(R_PLAIN, K.QR, credential=code).code == RC.QR_USED
-        # A code issued since the restart opens, once.
+        # A code issued since the restart opens, once; used at a door, it pays nothing either.
         fresh = qr_code(site, "dan")
         assert again.ask(R_PLAIN, K.QR, credential=fresh).code == RC.APPROVED
         assert again.ask(R_PLAIN, K.QR, credential=fresh).code == RC.QR_USED
+        till = site["site"].client(FREE_CANTEEN_TERMINAL)
+        try:
+            seq = till.sign_on_result.last_txn_seq + 1
+            refused = till.request(ocp.QrPurchase(seq, fresh, 100))
+            assert isinstance(refused, ocp.Error) and refused.code == RC.QR_USED, refused
+            # And a code that paid opens no door.
+            paid = qr_code(site, "dan")
+            bought = till.request(ocp.QrPurchase(seq, paid, 100))
+            assert isinstance(bought, ocp.PurchaseResult) and bought.code == RC.APPROVED
+        finally:
+            till.close()
+        assert again.ask(R_PLAIN, K.QR, credential=paid).code == RC.QR_USED
     finally:
         again.close()
 
