@@ -207,7 +207,8 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
                   reader_no=2, floors=[], intervals=[], holidays=[], note="x",
                   person_id=w["person"]["id"], host_person_id=w["person"]["id"],
                   guard_person_id=w["person"]["id"], serial_no="WALK0001", pin="4321",
-                  checkpoints=[{"door_id": door_id, "offset_s": 0}])
+                  checkpoints=[{"door_id": door_id, "offset_s": 0}],
+                  alarm_ids=[a["alarm_id"]])
     if "host_person_id" in op["fields"]:  # a visitor pass: a time, not a card's date
         values["valid_until"] = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
     if "door_group_id" in op["fields"]:  # a grant: floors is a mask, and one subject
