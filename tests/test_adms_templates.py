@@ -184,13 +184,17 @@ def test_an_offline_device_catches_up_and_lost_answers_are_resent_in_order(
     # Back, but its answer is lost: the batch stays in flight and nothing else goes out...
     assert d.poll(ack=False, apply=False) == 3
     assert d.poll() == 0
-    # ...until it reboots (or RESEND_AFTER_SECONDS passes): the same commands, in order.
+    # ...until --resend-seconds passed (the clock moved by moving the hand-out back)...
+    site.fetch("UPDATE adms_commands SET sent_at = sent_at - interval '2 hours'"
+               " WHERE serial_no = $1", lab.serial_no)
+    assert d.poll(ack=False, apply=False) == 3
+    # ...or it reboots: the same commands, in order.
     assert d.power_on().status_code == 200
     d.sync()
     assert pin in d.users
     assert d.templates == {(pin, 1, 1, 0): FINGER, (pin, 9, 0, 0): FACE}
     done = root.ok("GET", f"/adms/devices/{lab.serial_no}/commands?status=all")
-    assert {c["status"] for c in done} == {"done"} and {c["attempts"] for c in done} == {2}
+    assert {c["status"] for c in done} == {"done"} and {c["attempts"] for c in done} == {3}
 
     # A refusal (Return -1001, e.g. storage full) is retried, and succeeds the second time.
     _enrol(root, han["id"], 1, FINGER[::-1], no=2)

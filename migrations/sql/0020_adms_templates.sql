@@ -69,6 +69,8 @@ ALTER TABLE adms_commands
         CHECK (status IN ('pending', 'sent', 'done', 'failed')),
     ADD COLUMN summary text NOT NULL DEFAULT '' CHECK (length(summary) <= 512),
     ADD COLUMN attempts smallint NOT NULL DEFAULT 0;
+-- Commands queued before this version are user commands: their summary is themselves.
+UPDATE adms_commands SET summary = left(command, 512);
 DROP INDEX adms_commands_pending;
 CREATE INDEX adms_commands_pending ON adms_commands (serial_no, id)
     WHERE status IN ('pending', 'sent');
