@@ -180,6 +180,7 @@ def test_an_offline_device_catches_up_and_lost_answers_are_resent_in_order(
     assert all("Tmp=<" in c["summary"] for c in pending[1:])
     devices = {x["serial_no"]: x for x in root.ok("GET", "/adms/devices")}
     assert devices[lab.serial_no]["commands_pending"] == 3
+    assert devices[lab.serial_no]["template_dialect"] == "biodata", "push 3.1.2 registered"
 
     # Back, but its answer is lost: the batch stays in flight and nothing else goes out...
     assert d.poll(ack=False, apply=False) == 3

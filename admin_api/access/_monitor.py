@@ -236,6 +236,8 @@ class AdmsDeviceOut(msgspec.Struct):
     firmware: str
     records: int
     commands_pending: int
+    template_dialect: str
+    """How it takes templates: legacy (FINGERTMP, FACE) or biodata (docs/adms.md)."""
 
 
 async def _device_out(conn: asyncpg.Connection | asyncpg.Pool, serial_no: str) -> AdmsDeviceOut:
@@ -248,7 +250,8 @@ async def _device_out(conn: asyncpg.Connection | asyncpg.Pool, serial_no: str) -
                          node_id=r["node_id"], terminal_id=r["terminal_id"],
                          door_id=r["door_id"], name=r["name"], enabled=r["enabled"],
                          last_seen_at=r["last_seen_at"], firmware=r["firmware"],
-                         records=r["records"], commands_pending=r["pending"])
+                         records=r["records"], commands_pending=r["pending"],
+                         template_dialect=r["bio_dialect"])
 
 
 @post("/adms/devices", opt={"permission": "access.write"}, tags=["access"],

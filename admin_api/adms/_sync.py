@@ -174,6 +174,8 @@ async def reconcile(pool: asyncpg.Pool, serial_no: str, *, full: bool = False) -
                 [wanted_tpl[s]["id"] for s in chunk])}
             for s in chunk:
                 t = wanted_tpl[s]
+                if t["id"] not in data:
+                    continue  # deleted meanwhile: the next comparison sees it gone
                 text = adms.template_update(adms.Template(
                     s[0], t["bio_type"], t["no"], t["idx"], t["major_ver"], t["minor_ver"],
                     t["format"], data[t["id"]]), dialect=dialect)
