@@ -48,8 +48,13 @@ least one), so a device's small HTTP buffer is never overrun."""
 COMMAND_ATTEMPTS_MAX: Final = 5
 """Hand-outs of one command before it is 'failed': a refusal (Return other than 0) or a
 command handed out and never acknowledged counts one each."""
-BIO_TYPES: Final = {1: "fingerprint", 2: "face", 9: "face_visible"}
-"""ADMS biometric `Type` values served: fingerprint, near-infrared face, visible-light face."""
+BIO_TYPES: Final = {0: "face_photo", 1: "fingerprint", 2: "face", 9: "face_visible"}
+"""Kinds served: the ADMS biometric `Type` values fingerprint (1), near-infrared face (2),
+visible-light face (9); and 0, ours, for a comparison photo (the BIOPHOTO table: a JPEG a
+visible-light face device makes its template from, whatever its algorithm version)."""
+PHOTO: Final = 0
+PHOTO_FOR_TYPE: Final = 9
+"""The biometric Type a comparison photo is for, in BIOPHOTO commands."""
 FINGER_NO_MAX: Final = 9
 TEMPLATE_INDEX_MAX: Final = 15
 
@@ -284,25 +289,35 @@ def decode_template(text: str, line_no: int = 0) -> bytes:
 
 
 def parse_templates(body: str) -> TemplateUpload:
-    """The templates of an upload (`table=OPERLOG` or `table=BIODATA`): `FP PIN=..<TAB>FID=..
-    <TAB>Size=..<TAB>Valid=..<TAB>TMP=..`, `FACE PIN=..<TAB>FID=..<TAB>...<TAB>TMP=..` and
+    """The templates of an upload (`table=OPERLOG`, `BIODATA` or `BIOPHOTO`): `FP PIN=..<TAB>
+    FID=..<TAB>Size=..<TAB>Valid=..<TAB>TMP=..`, `FACE PIN=..<TAB>FID=..<TAB>...<TAB>TMP=..`,
     `BIODATA Pin=..<TAB>No=..<TAB>Index=..<TAB>Valid=..<TAB>Duress=..<TAB>Type=..<TAB>MajorVer=..
-    <TAB>MinorVer=..<TAB>Format=..<TAB>Tmp=..` lines; any other line (USER, OPLOG, BIOPHOTO...)
-    is counted, not parsed. A malformed template line refuses the whole upload."""
+    <TAB>MinorVer=..<TAB>Format=..<TAB>Tmp=..` and `BIOPHOTO PIN=..<TAB>FileName=..<TAB>Type=9
+    <TAB>Size=..<TAB>Content=..` lines; any other line (USER, OPLOG, USERPIC...) is counted, not
+    parsed. A malformed template line refuses the whole upload."""
     templates: list[Template] = []
     other = 0
     for i, line in enumerate(_lines(body, TEMPLATE_LINE_CHARS_MAX), 1):
         head, _, rest = line.strip().partition(" ")
         head = head.upper()
-        if head not in ("FP", "FACE", "BIODATA"):
+        if head not in ("FP", "FACE", "BIODATA", "BIOPHOTO"):
             other += 1
             continue
         fields = _fields(rest)
+        if head == "BIOPHOTO":
+            # The photo's own Type is the biometric it is for: only visible-light faces.
+            if fields.get("type", str(PHOTO_FOR_TYPE)) != str(PHOTO_FOR_TYPE):
+                other += 1
+                continue
+            fields["tmp"] = fields.get("content", "")
         pin = fields.get("pin", "")
         if not _PIN.match(pin):
             raise AdmsError(f"line {i}: PIN {pin[:30]!r} is not 1..{PIN_CHARS_MAX} letters or "
                             "digits")
-        if head == "FP":
+        if head == "BIOPHOTO":
+            bio_type, no, idx = PHOTO, 0, 0
+            versions = (0, 0, 0)
+        elif head == "FP":
             bio_type, no, idx = 1, _small(fields, "fid", i, FINGER_NO_MAX), 0
             versions = (0, 0, 0)
         elif head == "FACE":
@@ -325,11 +340,17 @@ def parse_templates(body: str) -> TemplateUpload:
 
 
 def template_update(t: Template, *, dialect: str) -> str | None:
-    """The command that puts the template on a device of that dialect; None when the dialect
-    cannot carry its type (a visible-light face on a legacy device)."""
+    """The command that puts the template (or comparison photo) on a device of that dialect;
+    None when the dialect cannot carry its type (a visible-light face or a photo on a legacy
+    device). `Size` is the length of the base64 text."""
     if not _PIN.match(t.pin):
         raise ValueError("bad PIN")
     tmp = base64.b64encode(t.data).decode("ascii")
+    if t.bio_type == PHOTO:
+        if dialect != "biodata":
+            return None
+        return (f"DATA UPDATE BIOPHOTO PIN={t.pin}\tType={PHOTO_FOR_TYPE}\tSize={len(tmp)}\t"
+                f"Content={tmp}\tFormat=0\tUrl=\tPostBackTmpFlag=0")
     if dialect == "biodata":
         return (f"DATA UPDATE BIODATA Pin={t.pin}\tNo={t.no}\tIndex={t.idx}\tValid=1\t"
                 f"Duress=0\tType={t.bio_type}\tMajorVer={t.major_ver}\tMinorVer={t.minor_ver}\t"
@@ -346,6 +367,8 @@ def template_delete(*, pin: str, bio_type: int, no: int, idx: int, dialect: str)
     the user, the old table has no finer delete); None when the dialect has no such slot."""
     if not _PIN.match(pin):
         raise ValueError("bad PIN")
+    if bio_type == PHOTO:
+        return f"DATA DELETE BIOPHOTO PIN={pin}" if dialect == "biodata" else None
     if dialect == "biodata":
         return f"DATA DELETE BIODATA Pin={pin}\tType={bio_type}\tNo={no}\tIndex={idx}"
     if bio_type == 1:

@@ -79,6 +79,15 @@ class AdmsDevice:
             else:
                 self.templates.pop(slot, None)
             return 0
+        if table == "BIOPHOTO":
+            if not self.biodata:
+                return -1
+            if op == "UPDATE":
+                assert int(f["size"]) == len(f["content"]), "Size is the base64 text's length"
+                self.templates[(pin, 0, 0, 0)] = base64.b64decode(f["content"])
+            else:
+                self.templates.pop((pin, 0, 0, 0), None)
+            return 0
         if table == "BIODATA":
             if not self.biodata:
                 return -1  # an old firmware knows no BIODATA table
@@ -114,11 +123,15 @@ class AdmsDevice:
 
     def enrol(self, pin: str, bio_type: int, data: bytes, *, no: int = 0, idx: int = 0,
               major_ver: int = 10) -> httpx.Response:
-        """A person enrols a finger or a face at the terminal: it keeps the template and
-        pushes it up, in its dialect."""
+        """A person enrols a finger, a face or a comparison photo (bio_type 0) at the terminal:
+        it keeps the template and pushes it up, in its dialect."""
         self.templates[(pin, bio_type, no, idx)] = data
         tmp = base64.b64encode(data).decode()
-        if self.biodata:
+        if bio_type == 0:  # a comparison photo (the device took it for a visible-light face)
+            line = (f"BIOPHOTO PIN={pin}\tFileName={pin}.jpg\tType=9\tSize={len(tmp)}\t"
+                    f"Content={tmp}\n")
+            table = "BIOPHOTO"
+        elif self.biodata:
             line = (f"BIODATA Pin={pin}\tNo={no}\tIndex={idx}\tValid=1\tDuress=0\t"
                     f"Type={bio_type}\tMajorVer={major_ver}\tMinorVer=0\tFormat=0\tTmp={tmp}\n")
             table = "BIODATA"

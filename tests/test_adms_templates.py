@@ -25,6 +25,7 @@ from tests.adms_device import AdmsDevice
 _serials = itertools.count(1)
 FINGER = bytes(range(256)) * 6  # 1,536 opaque bytes: a fingerprint template's size
 FACE = b"\x7fFACE" * 900
+PHOTO = b"\xff\xd8\xff\xe0JFIF" + bytes(range(256)) * 40  # a small JPEG's worth of bytes
 
 
 def _b64(data: bytes) -> str:
@@ -235,26 +236,37 @@ def test_a_template_enrolled_at_a_device_reaches_the_persons_other_doors(
         door.device.sync()
         assert pin in door.device.users
 
-    # Wang enrols a visible-light face at the front door, and a finger at the old one.
+    # Wang enrols a visible-light face and its photo at the front door, a finger at the old one.
     r = front.device.enrol(pin, 9, FACE, major_ver=40)
     assert (r.status_code, r.text) == (200, "OK: 1")
     again = front.device.enrol(pin, 9, FACE, major_ver=40)  # the answer was lost: resent
     assert (again.status_code, again.text) == (200, "OK: 1")
+    assert front.device.enrol(pin, 0, PHOTO).text == "OK: 1"
     r = old.device.enrol(pin, 1, FINGER, no=0)
     assert (r.status_code, r.text) == (200, "OK: 2")  # its USER line and its FP line
     kept = root.ok("GET", f"/people/{wang['id']}/biometrics")
     assert [(t["kind"], t["enrolled_at_device"]) for t in kept] == [
-        ("fingerprint", old.serial_no), ("face_visible", front.serial_no)], "once each"
+        ("face_photo", front.serial_no), ("fingerprint", old.serial_no),
+        ("face_visible", front.serial_no)], "once each"
 
     for door in (front, back, old):
         door.device.sync()
-    assert back.device.templates == {(pin, 9, 0, 0): FACE, (pin, 1, 0, 0): FINGER}
-    assert front.device.templates == {(pin, 9, 0, 0): FACE, (pin, 1, 0, 0): FINGER}
+    everything = {(pin, 9, 0, 0): FACE, (pin, 1, 0, 0): FINGER, (pin, 0, 0, 0): PHOTO}
+    assert back.device.templates == everything
+    assert front.device.templates == everything
     assert not [c for c in front.device.applied if "Type=9" in c], \
         "the device it was enrolled at is not sent it back"
     assert old.device.templates == {(pin, 1, 0, 0): FINGER}, \
-        "a legacy device cannot take a visible-light face"
+        "a legacy device takes neither a visible-light face nor a photo"
     assert not [c for c in old.device.applied if "FINGERTMP" in c]
+
+    # The photo deleted in the admin API: off every device that holds it.
+    [photo] = [t for t in kept if t["kind"] == "face_photo"]
+    root.ok("DELETE", f"/people/{wang['id']}/biometrics/{photo['id']}", status=204)
+    for door in (front, back):
+        door.device.sync()
+        assert door.device.applied[-1] == f"DATA DELETE BIOPHOTO PIN={pin}"
+        assert (pin, 0, 0, 0) not in door.device.templates
 
 
 def test_templates_of_nobody_in_the_subtree_and_bad_input_cost_nothing(
@@ -292,6 +304,7 @@ def test_templates_of_nobody_in_the_subtree_and_bad_input_cost_nothing(
     assert root.post(url, {"bio_type": 1, "data": "not base64!"}).status_code == 400
     assert root.post(url, {"bio_type": 1, "data": "QUJD="}).status_code == 422
     assert root.post(url, {"bio_type": 3, "data": "QUJD"}).status_code == 400
+    assert root.post(url, {"bio_type": 1, "data": "QUJD", "no": 10}).status_code == 400
     root.ok("POST", "/users", {"username": "east.office", "password": "correct horse battery",
                                "role": "card_office", "node_id": site.tenant_node(2)})
     east_office = site.api("east.office")
@@ -339,5 +352,13 @@ def test_the_template_codec() -> None:
                 "BIODATA Pin=7\tType=1\tTmp=", "FACE PIN=7\tFID=0\tTMP=QUJ"):
         with pytest.raises(adms.AdmsError):
             adms.parse_templates(bad)
+    photo = adms.parse_templates(f"BIOPHOTO PIN=7\tFileName=7.jpg\tType=9\tSize=8\t"
+                                 f"Content={_b64(b'jpeg')}\n"
+                                 f"BIOPHOTO PIN=7\tType=2\tContent={_b64(b'nir')}\n")
+    assert photo == adms.TemplateUpload([adms.Template("7", 0, data=b"jpeg")], 1)
+    assert adms.command_summary(adms.template_update(photo.templates[0], dialect="biodata")
+                                or "") == ("DATA UPDATE BIOPHOTO PIN=7\tType=9\tSize=8\t"
+                                           "Content=<8 chars>\tFormat=0\tUrl=\tPostBackTmpFlag=0")
+    assert adms.template_update(photo.templates[0], dialect="legacy") is None
     assert adms.parse_data_command("DATA DELETE BIODATA Pin=7\tType=1\tNo=3\tIndex=0") == (
         "DELETE", "BIODATA", {"pin": "7", "type": "1", "no": "3", "index": "0"})

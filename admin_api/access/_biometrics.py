@@ -35,8 +35,9 @@ COMMANDS_LISTED_MAX: Final = 1_000
 
 
 class BiometricIn(msgspec.Struct, forbid_unknown_fields=True):
-    bio_type: Literal[1, 2, 9]
-    """The ADMS biometric Type: 1 fingerprint, 2 face (near-infrared), 9 visible-light face."""
+    bio_type: Literal[0, 1, 2, 9]
+    """The ADMS biometric Type: 1 fingerprint, 2 face (near-infrared), 9 visible-light face;
+    0 a comparison photo (a JPEG visible-light face devices make their template from)."""
     data: Annotated[str, Meta(min_length=4, max_length=adms.TEMPLATE_TEXT_CHARS_MAX,
                               pattern=r"^[A-Za-z0-9+/]+={0,2}$")]
     """The template, base64 (at most 65,536 bytes decoded). Opaque: passed to the devices
@@ -56,7 +57,7 @@ class BiometricOut(msgspec.Struct):
     person_id: int
     bio_type: int
     kind: str
-    """fingerprint, face or face_visible."""
+    """fingerprint, face, face_visible or face_photo."""
     no: int
     index: int
     major_ver: int
@@ -116,18 +117,19 @@ async def enrol_biometric(person_id: Id, data: BiometricIn, actor: Actor, state:
         raise Problem(422, "unprocessable", "data is not a base64 template of 1..65536 bytes")\
             from None
     no = data.no if data.bio_type == 1 else 0
+    index = 0 if data.bio_type == adms.PHOTO else data.index
     async with change(state.pool, actor) as tx:
         person = await person_in_scope(tx.conn, actor, person_id, lock=True)
         old = await tx.conn.fetchrow(
             _SELECT + " WHERE person_id = $1 AND bio_type = $2 AND no = $3 AND idx = $4"
-            " FOR UPDATE", person_id, data.bio_type, no, data.index)
+            " FOR UPDATE", person_id, data.bio_type, no, index)
         if old is not None:
             await tx.conn.execute("DELETE FROM biometric_templates WHERE id = $1", old["id"])
         row = await tx.conn.fetchrow(
             "INSERT INTO biometric_templates (tenant_id, person_id, bio_type, no, idx,"
             " major_ver, minor_ver, format, data, created_by)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-            person["tenant_id"], person_id, data.bio_type, no, data.index, data.major_ver,
+            person["tenant_id"], person_id, data.bio_type, no, index, data.major_ver,
             data.minor_ver, data.format, template, actor.user_id if actor.user_id > 0 else None)
         out = _out(await tx.conn.fetchrow(_SELECT + " WHERE id = $1", row["id"]))
         # The audit row names the slot and the size, never the bytes.

@@ -176,8 +176,9 @@ async def _store_attlog(state: State, device: asyncpg.Record, records: list[adms
 
 @post("/iclock/cdata", media_type=TEXT, status_code=200)
 async def upload(request: Request[Any, Any, Any], state: State) -> Response[str]:
-    """Records pushed by the device: `table=ATTLOG` is stored; the templates of `table=OPERLOG`
-    and `table=BIODATA` (FP, FACE, BIODATA lines) are kept; other lines acknowledged only."""
+    """Records pushed by the device: `table=ATTLOG` is stored; the templates of `table=OPERLOG`,
+    `BIODATA`, `BIOPHOTO` (FP, FACE, BIODATA, BIOPHOTO lines) are kept; other lines
+    acknowledged only."""
     device = await _device(request, state)
     if isinstance(device, Response):
         return device
@@ -187,11 +188,12 @@ async def upload(request: Request[Any, Any, Any], state: State) -> Response[str]
         body = await _body(request)
         if table == "ATTLOG":
             records = adms.parse_attlog(body)
-        elif table.upper() in ("OPERLOG", "BIODATA"):
+        elif table.upper() in ("OPERLOG", "BIODATA", "BIOPHOTO"):
             upload = adms.parse_templates(body)
-            return await _templates_uploaded(state, device, upload,
-                                             biodata=table.upper() == "BIODATA" or
-                                             "BIODATA " in body)
+            # Only a push 3.x device knows the BIODATA and BIOPHOTO tables.
+            biodata = table.upper() != "OPERLOG" or any(
+                t.bio_type in (adms.PHOTO, 9) for t in upload.templates) or "BIODATA " in body
+            return await _templates_uploaded(state, device, upload, biodata=biodata)
         else:
             lines = [ln for ln in body.splitlines() if ln.strip()]
             return _text(f"OK: {len(lines)}")

@@ -10,7 +10,8 @@
 --   * adms_commands (extended): queued by `onecard adms`; attempts and 'failed' for retries.
 
 -- One template per (person, ADMS bio type, number, index):
---   bio_type: the ADMS `Type`: 1 fingerprint, 2 face (near-infrared), 9 visible-light face.
+--   bio_type: the ADMS `Type`: 1 fingerprint, 2 face (near-infrared), 9 visible-light face;
+--             and 0 (ours) a comparison photo (BIOPHOTO, a JPEG for visible-light faces).
 --   no:       the finger (0..9) for a fingerprint; 0 for a face.
 --   idx:      the template's index within that finger or face (near-infrared faces have up to
 --             12: the old FACE table's FID).
@@ -22,7 +23,7 @@ CREATE TABLE biometric_templates (
     id                bigserial PRIMARY KEY,
     tenant_id         integer  NOT NULL REFERENCES tenants (id),
     person_id         integer  NOT NULL REFERENCES people (id),
-    bio_type          smallint NOT NULL CHECK (bio_type IN (1, 2, 9)),
+    bio_type          smallint NOT NULL CHECK (bio_type IN (0, 1, 2, 9)),
     no                smallint NOT NULL DEFAULT 0 CHECK (no BETWEEN 0 AND 9),
     idx               smallint NOT NULL DEFAULT 0 CHECK (idx BETWEEN 0 AND 15),
     major_ver         smallint NOT NULL DEFAULT 0 CHECK (major_ver BETWEEN 0 AND 999),
