@@ -53,6 +53,9 @@ BIO_TYPES: Final = {0: "face_photo", 1: "fingerprint", 2: "face", 9: "face_visib
 visible-light face (9); and 0, ours, for a comparison photo (the BIOPHOTO table: a JPEG a
 visible-light face device makes its template from, whatever its algorithm version)."""
 PHOTO: Final = 0
+MULTI_BIO_DATA_SUPPORT: Final = ":".join("1" if t in BIO_TYPES and t else "0" for t in range(10))
+"""`0:1:1:0:0:0:0:0:0:1`: a flag per biometric Type 0..9, the types a push 3.x device should
+upload and accept (fingerprint, near-infrared face, visible-light face)."""
 PHOTO_FOR_TYPE: Final = 9
 """The biometric Type a comparison photo is for, in BIOPHOTO commands."""
 FINGER_NO_MAX: Final = 9
@@ -152,7 +155,8 @@ def parse_devicecmd(body: str) -> list[CommandReply]:
 def format_options(serial_no: str, *, attlog_stamp: int, operlog_stamp: int,
                    utc_offset_s: int, delay_s: int = 10) -> str:
     """The answer to a device's first GET /iclock/cdata: where to resume and how to behave.
-    Realtime=1 (push each record at once), TransFlag asks for attendance and user changes."""
+    Realtime=1 (push each record at once), TransFlag asks for attendance, user changes and
+    enrolled fingerprints and faces; MultiBioDataSupport names the biometric types we keep."""
     hours = utc_offset_s // 3600
     return "\n".join([
         f"GET OPTION FROM: {serial_no}",
@@ -163,7 +167,8 @@ def format_options(serial_no: str, *, attlog_stamp: int, operlog_stamp: int,
         f"Delay={delay_s}",
         "TransTimes=00:00;14:05",
         "TransInterval=1",
-        "TransFlag=TransData AttLog OpLog EnrollUser ChgUser",
+        "TransFlag=TransData AttLog OpLog EnrollUser ChgUser EnrollFP ChgFP FACE",
+        f"MultiBioDataSupport={MULTI_BIO_DATA_SUPPORT}",
         f"TimeZone={hours}",
         "Realtime=1",
         "Encrypt=None",

@@ -293,6 +293,9 @@ def test_templates_of_nobody_in_the_subtree_and_bad_input_cost_nothing(
                              content=f"FP PIN=1\tFID=0\tSize=1\tValid=1\tTMP={too_big}\n")
     assert r.status_code == 400
     assert site.fetch(count)[0]["n"] == before
+    odd = lab.device.http.get("/iclock/cdata", params={"SN": lab.serial_no, "options": "all",
+                                                       "pushver": "\u00b3.0"})
+    assert odd.status_code == 200 and "MultiBioDataSupport=0:1:1:0:0:0:0:0:0:1" in odd.text
 
     # The admin API: too big, not base64, another tenant's person, a role without the right.
     li = _person(root, site.tenant_node(1), "Li Si")

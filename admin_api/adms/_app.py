@@ -108,7 +108,7 @@ async def register(request: Request[Any, Any, Any], state: State) -> Response[st
         return device
     firmware = (request.query_params.get("pushver") or "")[:32]
     major = firmware.split(".", 1)[0]
-    biodata = major.isdigit() and int(major) >= 3
+    biodata = major.isascii() and major.isdigit() and len(major) <= 3 and int(major) >= 3
     await state.pool.execute(
         "UPDATE adms_devices SET last_seen_at = now(), firmware = $2,"
         " bio_dialect = CASE WHEN $3 THEN 'biodata' ELSE bio_dialect END WHERE serial_no = $1",
