@@ -365,3 +365,18 @@ def test_the_template_codec() -> None:
     assert adms.template_update(photo.templates[0], dialect="legacy") is None
     assert adms.parse_data_command("DATA DELETE BIODATA Pin=7\tType=1\tNo=3\tIndex=0") == (
         "DELETE", "BIODATA", {"pin": "7", "type": "1", "no": "3", "index": "0"})
+
+
+def test_no_template_reaches_a_log(edge: dict[str, Any]) -> None:
+    """Run last in this module: after every template above went up, down and through the
+    admin API, neither process's log holds a piece of one."""
+    site: AdminSite = edge["site"]
+    assert site.admin is not None
+    logs = {"adms": edge["adms"].log_path.read_text(errors="replace"),
+            "admin": site.admin.log_path.read_text(errors="replace")}
+    assert "adms.templates_uploaded" in logs["adms"], "the upload was logged, by its counts"
+    for data in (FINGER, FINGER[::-1], FACE, PHOTO):
+        for offset in (0, 300, 1200):
+            piece = _b64(data[offset:offset + 48])
+            for name, text in logs.items():
+                assert piece not in text, (name, "a template in the log")
