@@ -293,6 +293,17 @@ def test_templates_of_nobody_in_the_subtree_and_bad_input_cost_nothing(
                              content=f"FP PIN=1\tFID=0\tSize=1\tValid=1\tTMP={too_big}\n")
     assert r.status_code == 400
     assert site.fetch(count)[0]["n"] == before
+    # An acknowledgement of commands not handed out to that serial number changes nothing.
+    other = Door(edge)
+    other.grant(root, _person(root, site.tenant_node(1), "Zhao Lei")["id"])
+    assert root.ok("POST", f"/adms/devices/{other.serial_no}/sync", {})["queued"] >= 1
+    queued = site.fetch("SELECT id FROM adms_commands WHERE serial_no = $1", other.serial_no)
+    forged = "".join(f"ID={r['id']}&Return=0&CMD=DATA\n" for r in queued)
+    for serial_no in (lab.serial_no, other.serial_no):  # another device's; not yet handed out
+        r = lab.device.http.post("/iclock/devicecmd", params={"SN": serial_no}, content=forged)
+        assert (r.status_code, r.text) == (200, "OK")
+    assert {r["status"] for r in site.fetch(
+        "SELECT status FROM adms_commands WHERE serial_no = $1", other.serial_no)} == {"pending"}
     odd = lab.device.http.get("/iclock/cdata", params={"SN": lab.serial_no, "options": "all",
                                                        "pushver": "\u00b3.0"})
     assert odd.status_code == 200 and "MultiBioDataSupport=0:1:1:0:0:0:0:0:0:1" in odd.text
