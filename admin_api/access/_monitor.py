@@ -294,18 +294,22 @@ class AdmsDeviceOut(msgspec.Struct):
     firmware: str
     records: int
     commands_pending: int
+    template_dialect: str
+    """How it takes templates: legacy (FINGERTMP, FACE) or biodata (docs/adms.md)."""
 
 
 async def _device_out(conn: asyncpg.Connection | asyncpg.Pool, serial_no: str) -> AdmsDeviceOut:
     r = await conn.fetchrow(
         "SELECT d.*, (SELECT count(*) FROM adms_records WHERE serial_no = d.serial_no) AS records,"
         " (SELECT count(*) FROM adms_commands WHERE serial_no = d.serial_no"
-        " AND status <> 'done') AS pending FROM adms_devices d WHERE serial_no = $1", serial_no)
+        " AND status IN ('pending', 'sent')) AS pending FROM adms_devices d WHERE serial_no = $1",
+        serial_no)
     return AdmsDeviceOut(serial_no=r["serial_no"], tenant_id=r["tenant_id"],
                          node_id=r["node_id"], terminal_id=r["terminal_id"],
                          door_id=r["door_id"], name=r["name"], enabled=r["enabled"],
                          last_seen_at=r["last_seen_at"], firmware=r["firmware"],
-                         records=r["records"], commands_pending=r["pending"])
+                         records=r["records"], commands_pending=r["pending"],
+                         template_dialect=r["bio_dialect"])
 
 
 @post("/adms/devices", opt={"permission": "access.write"}, tags=["access"],
