@@ -67,14 +67,18 @@ SELECT
   (SELECT coalesce(sum(CASE WHEN d.kind = 2 THEN -d.amount_fen ELSE d.amount_fen END
                        * CASE WHEN d.tenant_id = $3 THEN 1 ELSE -1 END), 0) FROM d
     WHERE d.tenant_id <> d.merchant_tenant_id AND $3 IN (d.tenant_id, d.merchant_tenant_id)
-      AND d.kind IN (1, 2, 5)) AS clearing
+      AND d.kind IN (1, 2, 5)) AS clearing,
+  (SELECT coalesce(sum(d.amount_fen), 0) FROM d JOIN bank_topups t
+     ON t.terminal_id = d.terminal_id AND t.txn_seq = d.txn_seq
+    WHERE d.kind = 8 AND t.tenant_id = $3) AS bank_topups
 """
 
 
 def _check(s: Settlement, ind: Any) -> list[str]:
     out = []
     got = {"gross": s.totals.gross_fen, "reversals": s.totals.reversals_fen,
-           "float_close": s.float_close.total_fen, "clearing": s.clearing_net_payable_fen}
+           "float_close": s.float_close.total_fen, "clearing": s.clearing_net_payable_fen,
+           "bank_topups": s.bank.topups.in_fen}
     for name, value in got.items():
         if int(ind[name]) != value:
             out.append(f"tenant {s.tenant_id} {name}: settlement {value}, journal {ind[name]}")
