@@ -5,7 +5,8 @@ Approved (credited from the tenant's bank clearing account, journaled, answered 
 a repeat of the same kiosk request (the original answer, no second bank request), declined by
 the bank, a wrong PIN and its lock-out, the caps, a POS sending a top-up, no answer in time
 (not credited, the reversal advice stored before the answer, a late approval never credits,
-the advice acknowledged), the switch SIGKILLed while an advice is pending (it survives and
+the advice acknowledged), the link broken before the bank's answer (the same, reason
+link_down), the switch SIGKILLed while an advice is pending (it survives and
 completes after the restart), the bank restarting mid-day, and purchases unaffected by a dead
 bank link.
 """
@@ -322,6 +323,36 @@ def test_bank_restart_mid_day(site: Site, bank: BankHostThread) -> None:
 
     until(approved, "top-ups work again")
     kiosk.close()
+
+
+def test_a_broken_link_is_not_credited_and_is_reversed(site: Site,
+                                                      bank: BankHostThread) -> None:
+    """The bank approves (and debits the bank card), then the connection drops before its
+    answer: "unknown, not credited", the advice stored (reason link_down) before the kiosk
+    hears, and acknowledged once the switch is signed on again: the bank gives the money back
+    and the wallet never moved."""
+    card, _, token = bound_card(site)
+    before = balance(site, card)
+    bank_before = bank.host.balances.get(token, 10_000_000)
+    bank.host.set_behaviour("drop", card=token)
+    kiosk = Kiosk(site)
+    try:
+        msg = kiosk.topup_msg(card, 3_000)
+        answer = kiosk.client.request(msg)
+        assert (answer.code, answer.outcome, answer.amount_fen) == (
+            RC.BANK_NO_ANSWER, OUT.UNKNOWN, 0)
+        t = topup_row(site, KIOSK, msg.txn_seq)
+        [advice] = site.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
+        assert advice["reason"] == "link_down"
+        bank.host.per_card.pop(token, None)
+        until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
+              "the advice is acknowledged after the reconnect")
+        assert site.journal(KIOSK, msg.txn_seq) == []
+        assert bank.host.balances[token] == bank_before  # debited, then given back
+    finally:
+        bank.host.per_card.pop(token, None)
+        kiosk.close()
+    assert balance(site, card) == before
 
 
 def test_dead_bank_link_costs_purchases_nothing(pg_server: Any, migrated_template: str
