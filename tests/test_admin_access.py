@@ -250,7 +250,7 @@ def _request(api: Api, method: str, url: str, w: dict[str, Any], op: dict[str, A
             first = b""
             for chunk in r.iter_bytes():  # an error's body ends; a stream's first event
                 first += chunk
-                if r.status_code < 300 and b"\n\n" in first:
+                if r.status_code < 300 and (b"\n\n" in first or b"\r\n\r\n" in first):
                     break
         return httpx.Response(r.status_code, headers=r.headers, content=first)
     if op["multipart"]:  # a file upload (the import): one row aimed at tenant 1's node
