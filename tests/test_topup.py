@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from onecard.harness import free_port
 from onecard.seed import BANK_CLEARING, DEMO_PIN, KIOSK_BASE, demo_pan
-from protocols import iso8583, ocp
+from protocols import changes, iso8583, ocp
+from switch._topup import hash_pin
 from terminals_sim.bank_host import BankHostThread
 from tests.ocp_client import OcpClient
 from tests.switch_site import FREE_CANTEEN_TERMINAL, Site
@@ -87,10 +90,17 @@ def switch_env(bank: BankHostThread) -> dict[str, str]:
             "ONECARD_BANK_ADVICE_POLL_SECONDS": "0.1"}
 
 
+def restart(site: Site, bank: BankHostThread) -> None:
+    """Start the module's switch (again), with its metrics port (applied_id reads it)."""
+    site.start(extra_env={**switch_env(bank),
+                          "ONECARD_METRICS_PORT": str(site.metrics_port)})  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="module")
 def site(pg_server: Any, migrated_template: str, bank: BankHostThread) -> Iterator[Site]:
     s = Site(pg_server.new_database(template=migrated_template))
-    s.start(extra_env=switch_env(bank))
+    s.metrics_port = free_port()  # type: ignore[attr-defined]
+    restart(s, bank)
     until(lambda: bank.host.signed_on_connections >= 1, "the switch signs on to the bank")
     try:
         yield s
@@ -100,6 +110,25 @@ def site(pg_server: Any, migrated_template: str, bank: BankHostThread) -> Iterat
 
 
 _used: set[int] = set()
+
+
+def applied_id(site: Site) -> float:
+    port = site.metrics_port  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("onecard_changefeed_applied_id "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def change(site: Site, event: Any, sql: str, *args: Any) -> None:
+    """A change the way the admin API makes it: the table's row and the change event in one
+    transaction; then wait until the switch applied it (it holds top-up contexts in memory)."""
+    kind, payload = changes.encode_event(event)
+    n = len(args)
+    [row] = site.fetch(f"WITH c AS ({sql}) SELECT outbox_append(${n + 1}, ${n + 2}::jsonb) AS id",
+                       *args, kind, payload.decode())
+    until(lambda: applied_id(site) >= row["id"], f"the switch applies {kind}")
 
 
 def bound_card(site: Site) -> tuple[int, int, str]:
@@ -158,6 +187,65 @@ def test_approved_credits_from_bank_clearing_and_a_repeat_gets_the_same_answer(
     assert balance(site, card) == before + 5_000
 
 
+def test_a_kiosk_above_eight_digits_tops_up_under_its_bank_terminal_id(
+        site: Site, bank: BankHostThread) -> None:
+    """Field 41 holds 8 digits: kiosk 123456789 is given a bank terminal id of
+    90,000,000-99,999,998 once (docs/bank-link.md "Field 41") and keeps it."""
+    big = 123_456_789
+    change(site, changes.TerminalUpserted(big, BANK_CLEARING, 2, 1, True),
+           "INSERT INTO terminals (id, merchant_id, kind, name) VALUES ($1, $2, 2, 'kiosk big')",
+           big, BANK_CLEARING)
+    card, _, _ = bound_card(site)
+    kiosk = Kiosk(site, big)
+    first = kiosk.topup_msg(card, 1_000)
+    assert kiosk.client.request(first).code == RC.APPROVED
+    [given] = site.fetch("SELECT bank_terminal_id FROM terminals WHERE id = $1", big)
+    bank_tid = given["bank_terminal_id"]
+    assert 90_000_000 <= bank_tid <= 99_999_998
+    second = kiosk.topup_msg(card, 1_000)
+    assert kiosk.client.request(second).code == RC.APPROVED
+    stans = {topup_row(site, big, m.txn_seq)["stan"] for m in (first, second)}
+    asked = [m for m in bank.host.received_of(iso8583.TopupRequest) if m.stan in stans]
+    assert [m.terminal_id for m in asked] == [bank_tid, bank_tid]
+    assert topup_row(site, big, second.txn_seq)["state"] == "approved"
+    kiosk.close()
+
+
+def test_refusals_are_recorded_and_the_daily_sums_follow_bank_declines(
+        site: Site, bank: BankHostThread) -> None:
+    """What the switch refuses itself leaves a row in bank_topup_refusals (the code, no
+    STAN); a bank decline gives its amount back to the day's sums held in memory."""
+    card, account, token = bound_card(site)
+    kiosk = Kiosk(site)
+    try:
+        change(site, changes.BankSettingsChanged(1, True, 10_000, 10_000, 0),
+               "INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
+               " daily_card_max_fen, daily_account_max_fen) VALUES (1, 10000, 10000, 0)"
+               " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 10000,"
+               " daily_card_max_fen = 10000, daily_account_max_fen = 0, enabled = true")
+        wrong = kiosk.topup_msg(card, 1_000, pin="000000")
+        assert kiosk.client.request(wrong).code == RC.PIN_INCORRECT
+        bank.host.set_behaviour("decline", card=token, field39="51")
+        assert kiosk.topup(card, 10_000).code == RC.BANK_INSUFFICIENT_FUNDS
+        bank.host.per_card.pop(token, None)
+        # The declined 100.00 does not count against the day's 100.00 of this card.
+        assert kiosk.topup(card, 10_000).code == RC.APPROVED
+        over = kiosk.topup_msg(card, 1)
+        assert kiosk.client.request(over).code == RC.TOPUP_DAILY_LIMIT_EXCEEDED
+        rows = until(lambda: (r := site.fetch(
+            "SELECT terminal_id, txn_seq, code, amount_fen FROM bank_topup_refusals"
+            " WHERE account_id = $1 ORDER BY id", account)) and len(r) == 2 and r,
+            "the refusals are recorded")
+        assert [(r["terminal_id"], r["txn_seq"], r["code"], r["amount_fen"]) for r in rows] == [
+            (KIOSK, wrong.txn_seq, RC.PIN_INCORRECT, 1_000),
+            (KIOSK, over.txn_seq, RC.TOPUP_DAILY_LIMIT_EXCEEDED, 1)]
+        assert topup_row(site, KIOSK, over.txn_seq) is None  # never a bank_topups row
+    finally:
+        change(site, changes.BankSettingsChanged(1, True, 100000, 200000, 300000),
+               "DELETE FROM tenant_bank_settings")
+        kiosk.close()
+
+
 def test_bank_decline_moves_nothing(site: Site, bank: BankHostThread) -> None:
     card, _, token = bound_card(site)
     before = balance(site, card)
@@ -188,8 +276,8 @@ def test_wrong_pin_counts_and_locks(site: Site, bank: BankHostThread) -> None:
     # A PIN block sealed for another amount does not open (nor for another session).
     bad = kiosk.topup_msg(card, 1_000)
     forged = ocp.Topup(bad.txn_seq, card, 2_000, bad.pin_block)
-    site.fetch("UPDATE cardholder_pins SET locked = false, failed_tries = 0"
-               " WHERE account_id = $1", account)
+    change(site, changes.PinChanged(account), "UPDATE cardholder_pins SET locked = false,"
+           " failed_tries = 0 WHERE account_id = $1", account)
     assert kiosk.client.request(forged).code == RC.PIN_INCORRECT
     assert len(bank.host.received_of(iso8583.TopupRequest)) == sent  # the bank never asked
     assert site.fetch("SELECT count(*) AS n FROM bank_topups WHERE account_id = $1",
@@ -201,18 +289,21 @@ def test_caps_and_tenant_switch(site: Site) -> None:
     card, _, _ = bound_card(site)
     kiosk = Kiosk(site)
     try:
-        site.fetch("INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
-                   " daily_card_max_fen, daily_account_max_fen) VALUES (1, 10000, 15000, 0)"
-                   " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 10000,"
-                   " daily_card_max_fen = 15000, daily_account_max_fen = 0, enabled = true")
+        change(site, changes.BankSettingsChanged(1, True, 10000, 15000, 0),
+               "INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
+               " daily_card_max_fen, daily_account_max_fen) VALUES (1, 10000, 15000, 0)"
+               " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 10000,"
+               " daily_card_max_fen = 15000, daily_account_max_fen = 0, enabled = true")
         assert kiosk.topup(card, 10_001).code == RC.TOPUP_LIMIT_EXCEEDED
         assert kiosk.topup(card, 10_000).code == RC.APPROVED
         assert kiosk.topup(card, 5_001).code == RC.TOPUP_DAILY_LIMIT_EXCEEDED
         assert kiosk.topup(card, 5_000).code == RC.APPROVED
-        site.fetch("UPDATE tenant_bank_settings SET enabled = false, daily_card_max_fen = 0")
+        change(site, changes.BankSettingsChanged(1, False, 10000, 0, 0),
+               "UPDATE tenant_bank_settings SET enabled = false, daily_card_max_fen = 0")
         assert kiosk.topup(card, 100).code == RC.TOPUP_NOT_AVAILABLE
     finally:
-        site.fetch("DELETE FROM tenant_bank_settings")
+        change(site, changes.BankSettingsChanged(1, True, 100000, 200000, 300000),
+               "DELETE FROM tenant_bank_settings")
         kiosk.close()
 
 
@@ -274,7 +365,7 @@ def test_advice_pending_survives_a_sigkill(site: Site, bank: BankHostThread) -> 
         site.switch.kill()
         bank.host.set_advice_action("ack")
         bank.host.per_card.pop(token, None)
-        site.start(extra_env=switch_env(bank))
+        restart(site, bank)
         until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
               "the advice completes after the restart")
         [advice] = site.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
@@ -287,6 +378,44 @@ def test_advice_pending_survives_a_sigkill(site: Site, bank: BankHostThread) -> 
     finally:
         bank.host.set_advice_action("ack")
         bank.host.per_card.pop(token, None)
+
+
+def test_the_day_sums_and_the_pin_survive_a_sigkill_and_follow_the_feed(
+        site: Site, bank: BankHostThread) -> None:
+    """What the switch holds in memory is read again after a crash (today's sums: the cap
+    still holds), and follows the change feed (a new PIN: the old one, verified before and
+    remembered, no longer opens; an unbound bank card: NO_BANK_CARD)."""
+    card, account, _ = bound_card(site)
+    kiosk = Kiosk(site)
+    try:
+        change(site, changes.BankSettingsChanged(1, True, 0, 5_000, 0),
+               "INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
+               " daily_card_max_fen, daily_account_max_fen) VALUES (1, 0, 5000, 0)"
+               " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 0,"
+               " daily_card_max_fen = 5000, daily_account_max_fen = 0, enabled = true")
+        assert kiosk.topup(card, 4_000).code == RC.APPROVED
+        kiosk.close()
+        assert site.switch is not None
+        site.switch.kill()
+        restart(site, bank)
+        until(lambda: bank.host.signed_on_connections >= 1, "the switch signs on again")
+        kiosk = Kiosk(site)
+        assert kiosk.topup(card, 1_001).code == RC.TOPUP_DAILY_LIMIT_EXCEEDED
+        assert kiosk.topup(card, 1_000).code == RC.APPROVED
+        change(site, changes.PinChanged(account), "UPDATE cardholder_pins SET pin_hash = $2"
+               " WHERE account_id = $1", account, hash_pin("654321"))
+        change(site, changes.BankSettingsChanged(1, True, 0, 0, 0),
+               "UPDATE tenant_bank_settings SET daily_card_max_fen = 0")
+        assert kiosk.topup(card, 100).code == RC.PIN_INCORRECT  # the old PIN
+        assert kiosk.topup(card, 100, pin="654321").code == RC.APPROVED
+        change(site, changes.BankCardChanged(account, False),
+               "UPDATE bank_cards SET unbound_at = now() WHERE account_id = $1"
+               " AND unbound_at IS NULL", account)
+        assert kiosk.topup(card, 100, pin="654321").code == RC.NO_BANK_CARD
+    finally:
+        change(site, changes.BankSettingsChanged(1, True, 100000, 200000, 300000),
+               "DELETE FROM tenant_bank_settings")
+        kiosk.close()
 
 
 def test_bank_restart_mid_day(site: Site, bank: BankHostThread) -> None:
@@ -388,7 +517,7 @@ def test_a_graceful_stop_answers_the_topup_at_the_bank(site: Site,
     finally:
         bank.host.per_card.pop(token, None)
         kiosk.close()
-        site.start(extra_env=switch_env(bank))
+        restart(site, bank)
         until(lambda: bank.host.signed_on_connections >= 1, "signed on again")
 
 
