@@ -612,7 +612,7 @@ class TopupService:
             key = (tid, ev.txn_seq)
             try:
                 msg = await self._decide(pool, tid, ev, pin_key)
-            except DATABASE_FAILURES as exc:
+            except (*DATABASE_FAILURES, LookupError) as exc:  # LookupError: no bank terminal id
                 self._rt.log.warning("topup.database_failed", terminal_id=tid,
                                      txn_seq=ev.txn_seq, error=str(exc) or type(exc).__name__)
                 msg = ocp.Error(_RC.SYSTEM_ERROR, ev.txn_seq, "retry later with the same "
