@@ -346,7 +346,7 @@ async def kiosk_topups(host: str, port: int, master: bytes, seed: SeedResult,
                        bank: BankHostThread) -> None:
     """Beside the purchases: a kiosk tops up bound cards (DEMO_PIN); one card's bank
     declines (not enough money), one answers after the switch's deadline (not credited,
-    then reversed by an advice)."""
+    then reversed by an advice), and one PIN is mistyped (refused by the switch)."""
     cards = seed.bank_card_cards
     if len(cards) < 3 or not seed.kiosks:
         return
@@ -359,6 +359,8 @@ async def kiosk_topups(host: str, port: int, master: bytes, seed: SeedResult,
         await kiosk.connect(host, port)
         await kiosk.topup(declined, 5_000, DEMO_PIN)
         await kiosk.topup(late, 5_000, DEMO_PIN)
+        # A mistyped PIN: refused by the switch, the bank never asked (bank_topup_refusals).
+        await kiosk.topup(cards[2], 1_000, "000000" if DEMO_PIN != "000000" else "999999")
         for n in range(DEMO_KIOSK_TOPUPS):
             await kiosk.topup(cards[2 + n % (len(cards) - 2)], 2_000 + 100 * n, DEMO_PIN)
     kiosk.close()

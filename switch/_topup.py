@@ -238,12 +238,16 @@ class TopupWriter:
         self._refusals: list[tuple[Any, ...]] = []
         self._wakeup = asyncio.Event()
         self._log = log
+        self.idle = asyncio.Event()
+        """Set while nothing handed in waits to be written (a graceful stop waits for it)."""
+        self.idle.set()
 
     def refused(self, row: tuple[Any, ...]) -> None:
         """Record a refused attempt (tenant, terminal, txn_seq, account, card, amount, auto,
         code) with the next batch; nobody waits for it."""
         if len(self._refusals) < limits.TOPUP_QUEUE_MAX * 4:  # a stuck database drops them
             self._refusals.append(row)
+            self.idle.clear()
             self._wakeup.set()
 
     async def record(self, row: tuple[Any, ...]) -> int | None:
@@ -273,6 +277,8 @@ class TopupWriter:
                 self._wakeup.set()
             await asyncio.gather(self._insert(pool, inserts), self._approve(pool, approvals),
                                  self._refuse(pool, refusals))
+            if not (self._inserts or self._approvals or self._refusals):
+                self.idle.set()
 
     async def _refuse(self, pool: asyncpg.Pool, batch: list[tuple[Any, ...]]) -> None:
         if not batch:
@@ -577,8 +583,9 @@ class TopupService:
     async def drain(self) -> None:
         """Wait until every kiosk top-up taken in has its answer (at a graceful stop: the
         sessions no longer read, so none comes in). The caller sets the deadline; one cut
-        short is settled at the next start (recover)."""
+        short is settled at the next start (recover); refusals not yet written are written."""
         await self._idle.wait()
+        await self._writer.idle.wait()
 
     # -- workers ------------------------------------------------------------------------------
 
