@@ -418,6 +418,66 @@ def test_the_day_sums_and_the_pin_survive_a_sigkill_and_follow_the_feed(
         kiosk.close()
 
 
+def test_a_sigkill_amid_top_ups_never_credits_twice_nor_loses_a_credit(
+        site: Site, bank: BankHostThread) -> None:
+    """Two kiosks top up as fast as they are answered while the switch is SIGKILLed: every
+    approval a kiosk heard has its journal credit and its row 'approved' (one commit), no
+    row is 'approved' without its credit nor credited without being 'approved' after the
+    restart, and what was at the bank unanswered is reversed, never credited."""
+    import threading
+
+    cards = [bound_card(site)[0] for _ in range(4)]
+    heard: list[tuple[int, int, int]] = []  # (terminal, txn_seq, code)
+    stop = threading.Event()
+
+    def loop(terminal_id: int, mine: list[int]) -> None:
+        kiosk = Kiosk(site, terminal_id)
+        n = 0
+        try:
+            while not stop.is_set():
+                msg = kiosk.topup_msg(mine[n % len(mine)], 100)
+                n += 1
+                answer = kiosk.client.request(msg)
+                if not isinstance(answer, ocp.TopupResult | ocp.Error):
+                    return  # the connection ended (the switch died under it)
+                heard.append((terminal_id, msg.txn_seq, answer.code))
+        except (OSError, EOFError, AssertionError):
+            pass  # the switch died under it
+        finally:
+            kiosk.close()
+
+    threads = [threading.Thread(target=loop, args=(KIOSK + k, cards[2 * k:2 * k + 2]))
+               for k in range(2)]
+    for t in threads:
+        t.start()
+    until(lambda: len(heard) >= 30, "top-ups under way")
+    assert site.switch is not None
+    site.switch.kill()
+    stop.set()
+    for t in threads:
+        t.join(DEADLINE)
+    restart(site, bank)
+    kiosks = [KIOSK, KIOSK + 1]
+    until(lambda: not site.fetch("SELECT 1 FROM bank_topups WHERE terminal_id = ANY($1)"
+                                 " AND state IN ('sent', 'reversal_pending')", kiosks),
+          "every top-up cut short is settled and its advice acknowledged")
+    rows = site.fetch(
+        "SELECT t.terminal_id, t.txn_seq, t.state, t.lsn, j.lsn AS credit, j.code"
+        " FROM bank_topups t LEFT JOIN journal j ON j.terminal_id = t.terminal_id"
+        " AND j.txn_seq = t.txn_seq AND j.kind = 8 WHERE t.terminal_id = ANY($1)", kiosks)
+    by_key = {(r["terminal_id"], r["txn_seq"]): r for r in rows}
+    for r in rows:
+        credited = r["credit"] is not None and r["code"] == 0
+        assert (r["state"] == "approved") == credited, dict(r)
+        assert r["state"] in ("approved", "declined", "reversed"), dict(r)
+        if credited:
+            assert r["lsn"] == r["credit"]
+    approved = [(t, q) for t, q, code in heard if code == RC.APPROVED]
+    assert len(approved) >= 30 - 2
+    for key in approved:
+        assert by_key[key]["state"] == "approved"
+
+
 def test_bank_restart_mid_day(site: Site, bank: BankHostThread) -> None:
     card, _, _ = bound_card(site)
     kiosk = Kiosk(site)
