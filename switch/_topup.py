@@ -510,6 +510,11 @@ ORDER BY v.next_at LIMIT $1
 """
 
 
+_WORKER_FAILURES: tuple[type[Exception], ...] = (*DATABASE_FAILURES, LookupError)
+"""What a top-up worker answers SYSTEM_ERROR for (LookupError: a kiosk without a bank
+terminal id, TopupContexts.bank_terminal_id)."""
+
+
 class TopupService:
     """Kiosk top-ups of one switch: a bounded queue, worker tasks, the advice repeater."""
 
@@ -619,7 +624,7 @@ class TopupService:
             key = (tid, ev.txn_seq)
             try:
                 msg = await self._decide(pool, tid, ev, pin_key)
-            except (*DATABASE_FAILURES, LookupError) as exc:  # LookupError: no bank terminal id
+            except _WORKER_FAILURES as exc:
                 self._rt.log.warning("topup.database_failed", terminal_id=tid,
                                      txn_seq=ev.txn_seq, error=str(exc) or type(exc).__name__)
                 msg = ocp.Error(_RC.SYSTEM_ERROR, ev.txn_seq, "retry later with the same "

@@ -12,8 +12,10 @@ bank link.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -52,7 +54,12 @@ class Kiosk:
     def __init__(self, site: Site, terminal_id: int = KIOSK) -> None:
         self.client: OcpClient = site.client(terminal_id)
         self.terminal_id = terminal_id
-        self.seq = max(self.client.sign_on_result.last_txn_seq, int(time.time() * 10) % 10**9)
+        # A kiosk keeps its own counter (top-ups that credited nothing do not advance
+        # last_txn_seq at sign-on): never below one this kiosk has used.
+        [used] = site.fetch("SELECT coalesce(max(txn_seq), 0) AS n FROM bank_topups"
+                            " WHERE terminal_id = $1", terminal_id)
+        self.seq = max(self.client.sign_on_result.last_txn_seq, int(time.time() * 10) % 10**9,
+                       used["n"])
 
     def topup_msg(self, card_no: int, amount_fen: int, pin: str = DEMO_PIN,
                   txn_seq: int | None = None) -> ocp.Topup:
@@ -91,9 +98,19 @@ def switch_env(bank: BankHostThread) -> dict[str, str]:
 
 
 def restart(site: Site, bank: BankHostThread) -> None:
-    """Start the module's switch (again), with its metrics port (applied_id reads it)."""
-    site.start(extra_env={**switch_env(bank),
-                          "ONECARD_METRICS_PORT": str(site.metrics_port)})  # type: ignore[attr-defined]
+    """Start the module's switch (again), with its metrics port (applied_id reads it), and
+    wait until its /readyz says top-ups are available (signed on to the bank)."""
+    port = site.metrics_port  # type: ignore[attr-defined]
+    site.start(extra_env={**switch_env(bank), "ONECARD_METRICS_PORT": str(port)})
+
+    def available() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
+                return json.loads(r.read()).get("topups_available") is True
+        except urllib.error.HTTPError:
+            return False
+
+    until(available, "top-ups available after the start")
 
 
 @pytest.fixture(scope="module")
