@@ -411,6 +411,8 @@ async def kiosk_topups_after(kiosk: KioskClient | None, seed: SeedResult, bank: 
     async with asyncio.timeout(120):
         await kiosk.topup(declined, 5_000, DEMO_PIN)
         await kiosk.topup(late, 5_000, DEMO_PIN)
+        # A mistyped PIN: refused by the switch, the bank never asked (bank_topup_refusals).
+        await kiosk.topup(approved[0], 1_000, "000000" if DEMO_PIN != "000000" else "999999")
         for n in range(DEMO_KIOSK_TOPUPS - DEMO_KIOSK_TOPUPS_BEFORE):
             await kiosk.topup(approved[n % len(approved)], 3_000 + 100 * n, DEMO_PIN)
     kiosk.close()
