@@ -33,7 +33,7 @@ def test_a_short_demo_tops_up_settles_and_reconciles_with_exactly_the_injected_e
     summary = json.loads(out.read_text())
     bank = summary["bank"]
     assert bank["topups_approved"] == DEMO_KIOSK_TOPUPS
-    assert bank["topups_declined"] == 1
+    assert bank["topups_declined"] == 2  # one by the bank, one mistyped PIN by the switch
     assert bank["topups_unknown"] == 1
     assert bank["reversals_sent"] == 1
     assert bank["reversals_pending"] == 0
@@ -57,6 +57,7 @@ def test_a_short_demo_tops_up_settles_and_reconciles_with_exactly_the_injected_e
                 "SELECT count(*) FROM bank_topups WHERE state = 'approved'") == DEMO_KIOSK_TOPUPS
             assert await conn.fetchval(
                 "SELECT count(*) FROM bank_advices WHERE state = 'pending'") == 0
+            assert await conn.fetchval("SELECT count(*) FROM bank_topup_refusals") == 1
             found = await conn.fetch("SELECT rrn, kind FROM reconciliation_exceptions")
             assert [(r["rrn"], r["kind"]) for r in found] == [(INJECTED_RRN, "bank_only")]
             # The late top-up was never credited: approved top-ups are the only kiosk credits.
