@@ -96,8 +96,13 @@ class Stream:
                 if a["state"] == state and alarm_id in (None, a["id"]):
                     return dict(a)
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """With `wait`, until the server has ended the stream (live_max_seconds): the server
+        sees a client gone only when it writes, so until then the stream counts against
+        live_streams_max (the next test opens as many as it allows)."""
         self._closed = True
+        if wait:
+            assert self.ended.wait(30), "the stream did not end"
         self._client.close()
 
 
@@ -149,8 +154,8 @@ def test_an_alarm_and_its_acknowledgement_are_pushed_to_the_desk_only(
         finally:
             again.close()
     finally:
-        mine.close()
-        theirs.close()
+        mine.close(wait=True)
+        theirs.close(wait=True)
 
 
 def test_streams_are_limited_refused_without_the_role_and_end_by_themselves(
