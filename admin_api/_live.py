@@ -43,7 +43,7 @@ RETRY_AFTER: Final = "5"
 """Retry-After (seconds) of a 503 busy."""
 HEADERS: Final = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
-Event = ServerSentEventMessage | str
+Event = ServerSentEventMessage
 Poll = Callable[[], Awaitable[list[Event]]]
 
 
@@ -81,7 +81,7 @@ async def _run(request: Request[Any, Any, Any], state: State, poll: Poll
                 quiet = now
             elif now - quiet >= KEEPALIVE_SECONDS:
                 quiet = now
-                yield ": keep-alive\n\n"
+                yield ServerSentEventMessage(comment="keep-alive")
             await asyncio.sleep(settings.live_poll_seconds)
             now = time.monotonic()
             if now - started >= settings.live_max_seconds:

@@ -244,7 +244,8 @@ def _request(api: Api, method: str, url: str, w: dict[str, Any], op: dict[str, A
             first = b""
             for chunk in r.iter_bytes():  # an error's body ends; a stream's first event
                 first += chunk
-                if r.status_code < 300 and b"\n\n" in first:
+                # An event ends with a blank line (Litestar writes CRLF line ends).
+                if r.status_code < 300 and b"\n\n" in first.replace(b"\r\n", b"\n"):
                     break
         return httpx.Response(r.status_code, headers=r.headers, content=first)
     if op["multipart"]:  # a file upload (the import): one row aimed at tenant 1's node
