@@ -34,6 +34,8 @@ SCRAPE_SECONDS: Final = 2.0
 """The shortest interval between two scrapes of the switch (and the rate's window)."""
 SCRAPE_TIMEOUT_SECONDS: Final = 2.0
 
+_APPROVED: Final = "approved"
+"""The code label of an approved request in onecard_requests_total."""
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -47,7 +49,8 @@ class SwitchFigures(msgspec.Struct):
     approved_per_s: float
     p50_ms: float | None
     p99_ms: float | None
-    """End-to-end latency over the last interval (None: no request in it)."""
+    """End-to-end latency of the sampled requests (the switch's latency_sample_every) over
+    the last interval (None: none in it)."""
     lsn: int | None
     durable_lsn: int | None
 
@@ -134,8 +137,9 @@ def _figures(ready: dict[str, Any], before: Samples, after: Samples, seconds: fl
         terminals=terminals,
         requests_per_s=round((_total(after, "onecard_requests_total")
                               - _total(before, "onecard_requests_total")) / span, 2),
-        approved_per_s=round((_total(after, "onecard_requests_total", code="0")
-                              - _total(before, "onecard_requests_total", code="0")) / span, 2),
+        approved_per_s=round((_total(after, "onecard_requests_total", code=_APPROVED)
+                              - _total(before, "onecard_requests_total", code=_APPROVED))
+                             / span, 2),
         p50_ms=round(quantile(0.5, cumulative) * 1000, 3) if some else None,
         p99_ms=round(quantile(0.99, cumulative) * 1000, 3) if some else None,
         lsn=ready.get("lsn"), durable_lsn=ready.get("durable_lsn"))
