@@ -42,6 +42,35 @@ RC = ocp.ResponseCode
 NOTE = "Card taken from the finder at the east gate"
 
 
+def floor_plan(width: int = 640, height: int = 400) -> bytes:
+    """A PNG that looks like a floor plan: walls around, a corridor, rooms (with doorways)."""
+    import struct
+    import zlib
+
+    wall, floor, corridor = b"\x3c\x44\x4f", b"\xf4\xf1\xe8", b"\xe3\xe8\xee"
+    top, bottom = height * 2 // 5, height * 3 // 5
+
+    def pixel(x: int, y: int) -> bytes:
+        t = 4
+        if x < t or y < t or x >= width - t or y >= height - t:
+            return wall if not (y > top and y < bottom and x < t) else floor  # the entrance
+        if abs(y - top) < t // 2 + 1 or abs(y - bottom) < t // 2 + 1:
+            return floor if (x // 40) % 4 == 1 else wall  # doorways off the corridor
+        if (y < top or y > bottom) and x % (width // 4) < t:
+            return wall
+        return corridor if top < y < bottom else floor
+
+    raw = b"".join(b"\0" + b"".join(pixel(x, y) for x in range(width)) for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
 @pytest.fixture(scope="module")
 def desk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]]:
     """Tenant 1 with an area whose floor plan shows a door with a reader on a door terminal,
@@ -67,8 +96,8 @@ def desk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
         root.ok("POST", "/access/readers", {"terminal_id": terminal["id"], "reader_no": 1,
                                             "door_id": door["id"]})
         root.ok("POST", f"/access/areas/{hall['id']}/plan",
-                {"image": base64.b64encode(tiny_png(320, 200)).decode()})
-        root.ok("POST", f"/access/doors/{door['id']}/place", {"x": 2500, "y": 5000})
+                {"image": base64.b64encode(floor_plan()).decode()})
+        root.ok("POST", f"/access/doors/{door['id']}/place", {"x": 300, "y": 5000})
         for username, role, node in (("desk.one", "security_desk", campus),
                                      ("campus.manager", "tenant_admin", campus),
                                      ("east.manager", "tenant_admin", east),
@@ -218,7 +247,7 @@ def test_a_manager_uploads_a_floor_plan_places_a_door_and_the_site_locks_down(
     assert not _fetch(desk_site["site"], "SELECT 1 FROM access_area_plans WHERE area_id = $1",
                                        library["id"])
     good = tmp_path / "library.png"
-    good.write_bytes(tiny_png(300, 200, (220, 235, 250)))
+    good.write_bytes(floor_plan(480, 300))
     page.get_by_label("Floor plan image (PNG or JPEG, at most 1 MiB)").set_input_files(str(good))
     page.get_by_role("button", name="Upload plan").click()
     expect(page.locator("#desk-message")).to_have_text("The floor plan of Library is saved.")
@@ -326,6 +355,15 @@ def test_a_log_in_of_another_park_sees_nothing_of_this_one_on_these_pages(
             in (403, 404)
         r = api.get("/operations/status")  # the desk has no reports.read
         assert r.status_code == 403 if who == "east.desk" else r.json()["switch"] is None
+
+
+def test_the_desk_catalogue_says_it_all_in_both_languages(page: Any) -> None:
+    page.goto("/console/")
+    page.add_script_tag(url="/console/messages-desk.js")
+    keys = page.evaluate("Object.fromEntries(Object.entries(OC_MESSAGES)"
+                         ".map(([k, v]) => [k, Object.keys(v).sort()]))")
+    assert set(keys) == {"en", "zh-CN"} and keys["en"] == keys["zh-CN"]
+    assert {"desk.ack", "ops.title", "screen.title", "nav.desk"} <= set(keys["en"])
 
 
 # -- the routes behind the pages ---------------------------------------------------------------

@@ -22,8 +22,13 @@ document.addEventListener("DOMContentLoaded", async () => {
   const map = $("map");
   const plan = $("plan");
 
+  // Today's times as a time; older ones with their date.
   function when(iso) {
-    return iso ? new Date(iso).toLocaleString(OC.lang(), { hour12: false }) : "";
+    if (!iso) return "";
+    const d = new Date(iso);
+    return d.toDateString() === new Date().toDateString()
+      ? d.toLocaleTimeString(OC.lang(), { hour12: false })
+      : d.toLocaleString(OC.lang(), { hour12: false });
   }
 
   function doorName(id) {
@@ -111,7 +116,7 @@ document.addEventListener("DOMContentLoaded", async () => {
       if (canWrite) {
         for (const mode of ["locked", "free", "normal"]) {
           actions.push(OC.el("button", { type: "button", "class": "oc-plain mode-" + mode,
-            "data-i18n": "mode." + mode, "aria-describedby": "door-" + d.door_id,
+            "data-i18n": "desk.set_" + mode, "aria-describedby": "door-" + d.door_id,
             onclick: () => setMode(d, mode) }));
         }
       }
