@@ -357,6 +357,27 @@ def test_a_log_in_of_another_park_sees_nothing_of_this_one_on_these_pages(
         assert r.status_code == 403 if who == "east.desk" else r.json()["switch"] is None
 
 
+def test_first_render_of_the_desk_pages_is_measured(
+        page: Any, desk_site: dict[str, Any], shots: Path) -> None:
+    """Milliseconds from navigation start until each page shows its first pushed data, in
+    this browser on localhost (docs/benchmarks.md reports them; timing is not asserted)."""
+    import json
+
+    expect = _expect()
+    _log_in(page, "root")
+    waits = {"/console/security.html": "#doors-table tbody tr",
+             "/console/operations.html": "#ops-switch[data-ready]",
+             "/console/screen.html?tenant=1": "#screen-name:not([data-i18n])"}
+    times = {}
+    for url, shown in waits.items():
+        page.goto(url)
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+        page.wait_for_selector(shown)
+        times[url] = round(page.evaluate("performance.now()"))
+    (shots / "desk-render-ms.json").write_text(json.dumps(times, indent=1) + "\n")
+    assert all(ms > 0 for ms in times.values())
+
+
 def test_the_desk_catalogue_says_it_all_in_both_languages(page: Any) -> None:
     page.goto("/console/")
     page.add_script_tag(url="/console/messages-desk.js")

@@ -19,6 +19,7 @@ document.addEventListener("DOMContentLoaded", async () => {
 
   function render(s) {
     last = s;
+    delete $("screen-name").dataset.i18n;  // the site's name, not a catalogue text
     $("screen-name").textContent = s.name;
     $("screen-purchases").textContent = String(s.purchases);
     $("screen-amount").textContent = OC.yuan(s.amount_fen);
