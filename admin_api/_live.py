@@ -10,7 +10,8 @@ This module calls it every `live_poll_seconds` (admin_api/_settings.py) and
   disabled user or a revoked key ends the stream within that;
 - sends a comment (`: keep-alive`) when nothing was sent for KEEPALIVE_SECONDS, so proxies keep
   the connection open;
-- counts the streams open in this process against `live_streams_max`: one more is a 503
+- counts the streams open in this process against `live_streams_max` (and in the gauge
+  onecard_admin_live_streams of the API's /metrics): one more is a 503
   `busy` with Retry-After (a stream's body starts only when the response is sent, so a client
   gone before that holds nothing; two requests racing for the last place: the second's stream
   ends at once, empty).
@@ -70,6 +71,7 @@ async def _run(request: Request[Any, Any, Any], state: State, poll: Poll
     if STREAMS.open >= settings.live_streams_max:
         return
     STREAMS.open += 1
+    state.metrics.live_streams.inc()  # onecard_admin_live_streams
     try:
         started = checked = quiet = time.monotonic()
         while True:
@@ -94,6 +96,7 @@ async def _run(request: Request[Any, Any, Any], state: State, poll: Poll
                 checked = now
     finally:
         STREAMS.open -= 1
+        state.metrics.live_streams.dec()
 
 
 def live_response(request: Request[Any, Any, Any], state: State, poll: Poll) -> ServerSentEvent:

@@ -33,8 +33,13 @@ class BankSummary(msgspec.Struct):
     settlement_balanced: bool = False
     """The day's settlement equals the journal's sums, computed independently, and nets to
     zero (onecard/demo_settle.py)."""
+    reconciliation_matched: int = 0
+    """Lines of the bank's file of the day that matched our credits (the day's approved
+    top-ups: more than 0)."""
     reconciliation_exceptions: int = 0
     """Exceptions the day's reconciliation with the bank's file found (the injected one)."""
+    reconciliation_injected_found: bool = False
+    """The injected mismatch is among those exceptions."""
     bank_exceptions_open: int = 0
     """Reversal advices the bank never acknowledged, handed to a person and not resolved yet
     (bank_exception documents not executed: admin_api/finance/_bankexc.py). 0 in a demo."""

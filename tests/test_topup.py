@@ -5,7 +5,8 @@ Approved (credited from the tenant's bank clearing account, journaled, answered 
 a repeat of the same kiosk request (the original answer, no second bank request), declined by
 the bank, a wrong PIN and its lock-out, the caps, a POS sending a top-up, no answer in time
 (not credited, the reversal advice stored before the answer, a late approval never credits,
-the advice acknowledged), the switch SIGKILLed while an advice is pending (it survives and
+the advice acknowledged), the link broken before the bank's answer (the same, reason
+link_down), the switch SIGKILLed while an advice is pending (it survives and
 completes after the restart), the bank restarting mid-day, and purchases unaffected by a dead
 bank link.
 """
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from onecard.harness import free_port
 from onecard.seed import BANK_CLEARING, DEMO_PIN, KIOSK_BASE, demo_pan
 from protocols import iso8583, ocp
 from terminals_sim.bank_host import BankHostThread
@@ -78,8 +81,9 @@ def bank() -> Iterator[BankHostThread]:
         sim.stop()
 
 
-def switch_env(bank: BankHostThread) -> dict[str, str]:
-    return {"ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(bank.port),
+def switch_env(bank: BankHostThread, metrics_port: int | None = None) -> dict[str, str]:
+    return {**({"ONECARD_METRICS_PORT": str(metrics_port)} if metrics_port else {}),
+            "ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(bank.port),
             "ONECARD_BANK_KEK": KEK.hex(), "ONECARD_BANK_RESPONSE_TIMEOUT_SECONDS": "1",
             "ONECARD_BANK_ECHO_INTERVAL_SECONDS": "1",
             "ONECARD_PIN_TRIES_MAX": str(PIN_TRIES_MAX),
@@ -90,7 +94,8 @@ def switch_env(bank: BankHostThread) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def site(pg_server: Any, migrated_template: str, bank: BankHostThread) -> Iterator[Site]:
     s = Site(pg_server.new_database(template=migrated_template))
-    s.start(extra_env=switch_env(bank))
+    s.metrics_port = free_port()  # type: ignore[attr-defined]
+    s.start(extra_env=switch_env(bank, s.metrics_port))  # type: ignore[attr-defined]
     until(lambda: bank.host.signed_on_connections >= 1, "the switch signs on to the bank")
     try:
         yield s
@@ -119,6 +124,16 @@ def balance(site: Site, card_no: int) -> int:
     r = c.request(ocp.BalanceInquiry(seq, card_no))
     c.close()
     return int(r.balance_fen)
+
+
+def _late_answers(site: Site) -> float:
+    """onecard_bank_unmatched_answers_total{reason="late"} of the site's switch."""
+    url = f"http://127.0.0.1:{site.metrics_port}/metrics"  # type: ignore[attr-defined]
+    text = urllib.request.urlopen(url, timeout=30).read().decode()
+    for line in text.splitlines():
+        if line.startswith('onecard_bank_unmatched_answers_total{reason="late"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def topup_row(site: Site, terminal_id: int, txn_seq: int) -> Any:
@@ -231,6 +246,7 @@ def test_no_answer_in_time_is_not_credited_and_is_reversed(site: Site,
     card, _, token = bound_card(site)
     before = balance(site, card)
     bank_before = bank.host.balances.get(token, 10_000_000)
+    late_before = _late_answers(site)
     bank.host.set_behaviour("late", card=token, delay_seconds=2.0)  # after our 1 s timeout
     kiosk = Kiosk(site)
     try:
@@ -244,10 +260,11 @@ def test_no_answer_in_time_is_not_credited_and_is_reversed(site: Site,
         assert advice["reason"] == "timeout"
         until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
               "the advice is acknowledged")
-        # The bank's late approval arrived meanwhile: matched by STAN, dropped, never credited.
+        # The bank's late approval arrives after that (2 s after the request): matched by
+        # (terminal, STAN) to nothing pending, counted, dropped, never credited.
         until(lambda: any(r.rrn == t["rrn"] for r in bank.host.received_of(
             iso8583.ReversalAdvice)), "the bank got the advice")
-        time.sleep(0)  # nothing to wait for: the late answer is already past the timeout
+        until(lambda: _late_answers(site) > late_before, "the late approval arrives")
         assert site.journal(KIOSK, msg.txn_seq) == []
         assert bank.host.balances[token] == bank_before  # the bank gave it back
         assert kiosk.client.request(msg) == answer  # a repeat: the same "not credited"
@@ -274,7 +291,7 @@ def test_advice_pending_survives_a_sigkill(site: Site, bank: BankHostThread) -> 
         site.switch.kill()
         bank.host.set_advice_action("ack")
         bank.host.per_card.pop(token, None)
-        site.start(extra_env=switch_env(bank))
+        site.start(extra_env=switch_env(bank, site.metrics_port))  # type: ignore[attr-defined]
         until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
               "the advice completes after the restart")
         [advice] = site.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
@@ -306,6 +323,36 @@ def test_bank_restart_mid_day(site: Site, bank: BankHostThread) -> None:
 
     until(approved, "top-ups work again")
     kiosk.close()
+
+
+def test_a_broken_link_is_not_credited_and_is_reversed(site: Site,
+                                                      bank: BankHostThread) -> None:
+    """The bank approves (and debits the bank card), then the connection drops before its
+    answer: "unknown, not credited", the advice stored (reason link_down) before the kiosk
+    hears, and acknowledged once the switch is signed on again: the bank gives the money back
+    and the wallet never moved."""
+    card, _, token = bound_card(site)
+    before = balance(site, card)
+    bank_before = bank.host.balances.get(token, 10_000_000)
+    bank.host.set_behaviour("drop", card=token)
+    kiosk = Kiosk(site)
+    try:
+        msg = kiosk.topup_msg(card, 3_000)
+        answer = kiosk.client.request(msg)
+        assert (answer.code, answer.outcome, answer.amount_fen) == (
+            RC.BANK_NO_ANSWER, OUT.UNKNOWN, 0)
+        t = topup_row(site, KIOSK, msg.txn_seq)
+        [advice] = site.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
+        assert advice["reason"] == "link_down"
+        bank.host.per_card.pop(token, None)
+        until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
+              "the advice is acknowledged after the reconnect")
+        assert site.journal(KIOSK, msg.txn_seq) == []
+        assert bank.host.balances[token] == bank_before  # debited, then given back
+    finally:
+        bank.host.per_card.pop(token, None)
+        kiosk.close()
+    assert balance(site, card) == before
 
 
 def test_dead_bank_link_costs_purchases_nothing(pg_server: Any, migrated_template: str
@@ -388,7 +435,7 @@ def test_a_graceful_stop_answers_the_topup_at_the_bank(site: Site,
     finally:
         bank.host.per_card.pop(token, None)
         kiosk.close()
-        site.start(extra_env=switch_env(bank))
+        site.start(extra_env=switch_env(bank, site.metrics_port))  # type: ignore[attr-defined]
         until(lambda: bank.host.signed_on_connections >= 1, "signed on again")
 
 

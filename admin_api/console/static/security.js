@@ -94,7 +94,10 @@ document.addEventListener("DOMContentLoaded", async () => {
     $("ack-confirm").disabled = true;
     try {
       const out = await OC.api("POST", "/access/alarms/" + alarm.id + "/acknowledge", { note: note });
-      alarms.set(out.id, out);
+      // A momentary alarm (a refused card, anti-passback, duress) ends with its
+      // acknowledgement: cleared, it leaves the active list; others stay, acknowledged.
+      if (out.state === "cleared") alarms.delete(out.id);
+      else alarms.set(out.id, out);
       $("ack-dialog").close();
       OC.message("desk-message", "desk.ack_done", { id: out.id }, "ok");
       render();
