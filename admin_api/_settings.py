@@ -77,6 +77,10 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     live_poll_seconds: Annotated[float, Meta(ge=0.05, le=60)] = 1.0
     live_max_seconds: Annotated[float, Meta(ge=1, le=3600)] = 300.0
     live_streams_max: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    # The switch's operator HTTP port (its --metrics-port), e.g. "http://127.0.0.1:9100": the
+    # console's operations page reads /readyz and /metrics there. Empty: not configured (the
+    # page then shows only whether the API's own terminal is signed on).
+    switch_status_url: Annotated[str, Meta(pattern=r"^(https?://[^\s/?#]+/?)?$")] = ""
 
     def __post_init__(self) -> None:
         for entry in self.trusted_proxy_list:

@@ -40,6 +40,7 @@ DEMO_USERS = (
     ("finance.b", "finance", "campus"),
     ("auditor", "auditor", "campus"),
     ("canteen.viewer", "merchant_viewer", "campus"),
+    ("security.desk", "security_desk", "campus"),
     ("east.admin", "tenant_admin", "east"),
     ("student", "cardholder", "campus"),
     ("parent", "parent", "campus"),
@@ -99,11 +100,15 @@ async def _serve(options: DemoOptions) -> None:
             admin = AdminProcess(dsn, master.hex(), extra_env={
                 "ONECARD_ADMIN_APPROVER_COOLING_OFF_SECONDS": "0",
                 "ONECARD_ADMIN_SWITCH_PORT": str(switch.port),
+                # The console's operations page reads the switch's operator port.
+                "ONECARD_ADMIN_SWITCH_STATUS_URL":
+                    f"http://127.0.0.1:{env['ONECARD_METRICS_PORT']}",
                 "ONECARD_ADMIN_PORT": str(options.admin_port or free_port())}).start()
             print("")
             print("OneCard demo is serving (Ctrl-C stops everything):")
             print(f"  console             {admin.url}/console/  (log in with a demo log-in "
-                  "below; card.office: card office, campus.admin: sales)")
+                  "below; card.office: card office, campus.admin: sales, big screen; "
+                  "security.desk: security desk; admin: operations)")
             print(f"  admin API           {admin.url}")
             print(f"  interactive docs    {admin.url}/docs")
             print(f"  OpenAPI document    {admin.url}/docs/openapi.json")

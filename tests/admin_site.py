@@ -24,6 +24,22 @@ def new_card_no() -> int:
     return next(_card_numbers)
 
 
+def tiny_png(width: int = 4, height: int = 3, rgb: tuple[int, int, int] = (230, 236, 242)
+             ) -> bytes:
+    """A valid PNG of one colour (a floor plan for the e-map's tests)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    raw = b"".join(b"\0" + bytes(rgb) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                                  0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 class Api:
     """An httpx client logged in as one user; every call returns the response."""
 

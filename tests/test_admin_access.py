@@ -8,7 +8,9 @@ the canaries (the person's name, the card's number, the node's name).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,7 @@ import pytest
 
 from admin_api import ROLES
 from admin_api._routes_integration import SCOPES
-from tests.admin_site import PASSWORD, AdminSite, Api, new_card_no
+from tests.admin_site import PASSWORD, AdminSite, Api, new_card_no, tiny_png
 
 CANARY_NAME = "Canary Zhang"
 CANARY_NODE = "Canary Department"
@@ -135,6 +137,8 @@ def _access_objects(site: AdminSite, root: Api, campus: int, merchant_id: int,
         "intervals": [{"day": 0, "start_minute": 480, "end_minute": 1080}]})
     grant = root.ok("POST", "/access/grants", {"door_group_id": group["id"],
                                                "person_id": person_id})
+    root.ok("POST", f"/access/areas/{area['id']}/plan",  # the e-map's plan, walked too
+            {"image": base64.b64encode(tiny_png()).decode()})
     lockdown = root.ok("POST", "/access/lockdowns", {"node_id": campus, "area_id": area["id"],
                                                      "reason": "canary drill"})
     host = root.ok("POST", "/people", {"node_id": campus, "name": "Canary Host", "class_id": 2})
@@ -220,6 +224,8 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
                   bio_type=1, data="V2Fsaw==", full=True,
                   checkpoints=[{"door_id": door_id, "offset_s": 0}],
                   alarm_ids=[a["alarm_id"]])
+    # The e-map: a floor plan (another than tenant 1's) and a door's place on it.
+    values.update(image=base64.b64encode(tiny_png(rgb=(1, 2, 3))).decode(), x=1200, y=3400)
     if "host_person_id" in op["fields"]:  # a visitor pass: a time, not a card's date
         values["valid_until"] = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
     if "door_group_id" in op["fields"]:  # a grant: floors is a mask, and one subject
@@ -316,6 +322,10 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     # Nor any access object of tenant 1.
     a = walk_site["access"]
     assert root.ok("GET", f"/access/doors/{a['door']['id']}") == a["door"]
+    assert [r["sha256"] for r in site.fetch(  # the e-map: plan and places as they were
+        "SELECT sha256 FROM access_area_plans WHERE tenant_id = 1")] == [
+        hashlib.sha256(tiny_png()).hexdigest()]
+    assert not site.fetch("SELECT 1 FROM doors WHERE tenant_id = 1 AND map_x IS NOT NULL")
     assert root.ok("GET", f"/visitors/{a['visitor']['id']}")["status"] == "active"
     assert [g["id"] for g in root.ok("GET", f"/access/grants?person_id={walk_site['person']['id']}")
             ] == [a["grant"]["id"]]

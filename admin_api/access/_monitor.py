@@ -247,14 +247,10 @@ class DoorStateOut(msgspec.Struct):
     changed_at: dt.datetime | None
 
 
-@get("/access/door-states", opt={"permission": "access.read"}, tags=["access"],
-     summary="Live state of the doors of your subtree (or of one area), for the e-map")
-async def door_states(actor: Actor, state: State, node_id: OptionalId = None,
-                      area_id: OptionalId = None) -> list[DoorStateOut]:
-    scope = await subtree_root(state.pool, actor, node_id)
-    if area_id is not None:
-        await in_scope(state.pool, actor, "access_areas", area_id)
-    rows = await state.pool.fetch(
+async def door_states_of(pool: asyncpg.Pool, scope: int, area_id: int | None
+                         ) -> list[DoorStateOut]:
+    """The live state of the doors under node `scope` (of one area, if given)."""
+    rows = await pool.fetch(
         "SELECT x.id, x.name, x.area_id, x.node_id, s.state, s.online, s.alarm, s.tamper,"
         " s.lock_fault, s.changed_at FROM doors x" + NODE_JOIN
         + " LEFT JOIN access_door_states s ON s.door_id = x.id"
@@ -265,6 +261,16 @@ async def door_states(actor: Actor, state: State, node_id: OptionalId = None,
                          online=bool(r["online"]), alarm=bool(r["alarm"]),
                          tamper=bool(r["tamper"]), lock_fault=bool(r["lock_fault"]),
                          changed_at=r["changed_at"]) for r in rows]
+
+
+@get("/access/door-states", opt={"permission": "access.read"}, tags=["access"],
+     summary="Live state of the doors of your subtree (or of one area), for the e-map")
+async def door_states(actor: Actor, state: State, node_id: OptionalId = None,
+                      area_id: OptionalId = None) -> list[DoorStateOut]:
+    scope = await subtree_root(state.pool, actor, node_id)
+    if area_id is not None:
+        await in_scope(state.pool, actor, "access_areas", area_id)
+    return await door_states_of(state.pool, scope, area_id)
 
 
 # --- ADMS devices --------------------------------------------------------------------------------

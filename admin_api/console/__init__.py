@@ -6,7 +6,8 @@ the JSON API with the log-in's token, like any client. So a page shows exactly w
 answers that log-in (roles, subtree, audit as for every call) and nothing else; the pages are
 public like the Swagger UI's files. docs/architecture.md ("The operators' console") says why.
 
-`ROUTES` are the few JSON routes the pages need that the API lacked (admin_api/console/_routes.py).
+`ROUTES` are the few JSON routes the pages need that the API lacked (admin_api/console/_routes.py,
+_screen.py, _operations.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
 from admin_api._auth import PUBLIC
-from admin_api.console._routes import ROUTES
+from admin_api.console import _operations, _routes, _screen
 
 CONSOLE_PATH: Final = "/console"
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
@@ -50,5 +51,9 @@ def console_router() -> Router:
         include_in_schema=False, opt={"permission": PUBLIC}, after_request=_secure,
         cache_control=CacheControlHeader(no_cache=True))
 
+
+ROUTES = [*_routes.ROUTES, *_screen.ROUTES, *_operations.ROUTES]
+"""The JSON routes of the console's pages that the API lacked: the card office's search, the
+sales and big screen figures and their live streams, the operations status."""
 
 __all__ = ["CONSOLE_PATH", "ROUTES", "STATIC_DIR", "console_router"]

@@ -8,10 +8,7 @@ check, walked by tests/test_admin_access.py like every other. The pages themselv
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
 
 import asyncpg
@@ -19,11 +16,10 @@ import msgspec
 from litestar import Request, get
 from litestar.datastructures import State
 from litestar.params import Parameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEvent
 
 from admin_api._auth import Actor
-from admin_api._problems import Problem
-from admin_api._routes_auth import actor_of
+from admin_api._live import Event, live_response, message
 from admin_api._routes_merchants import tenant_in_scope
 from admin_api._routes_people import ACCOUNT_STATUS, person_in_scope
 from admin_api._routes_queries import _ENTRY_SELECT, Entry, entry
@@ -32,14 +28,6 @@ from admin_api._types import Id
 
 SEARCH_MAX: Final = 100
 """Most people one search answers (the clerk narrows the words, not pages)."""
-LIVE_POLL_SECONDS: Final = 0.5
-"""How often a live stream looks for new journal rows of its tenant."""
-LIVE_SECONDS: Final = 300.0
-"""A live stream ends after this; the page reconnects (and so shows its log-in again)."""
-LIVE_RECHECK_SECONDS: Final = 10.0
-"""How often a live stream checks that its log-in's token still holds (log-out ends it)."""
-LIVE_KEEPALIVE_SECONDS: Final = 15.0
-
 _PURCHASE, _REVERSAL, _CAPTURE = 1, 2, 5
 SALE_KINDS: Final = (_PURCHASE, _REVERSAL, _CAPTURE)
 """What counts as sales: purchases and captures, less reversals (the merchants' net)."""
@@ -185,41 +173,31 @@ def _today(utc_offset_s: int) -> dt.date:
     return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=utc_offset_s)).date()
 
 
-async def live_events(request: Request[Any, Any, Any], pool: asyncpg.Pool, tenant: Any,
-                      connected: Any) -> AsyncIterator[ServerSentEventMessage]:
+class _SalesPoll:
     """`sales` (a Sales, at once and whenever a journal row of the tenant's merchants commits
-    or the day turns), `switch` ({"connected": bool}, at once and on every change) and a
-    comment now and then; until LIVE_SECONDS, or until the log-in's token no longer holds."""
-    started = checked = kept = time.monotonic()
-    last_lsn, day, was_connected = -1, None, None
-    while time.monotonic() - started < LIVE_SECONDS:
-        now = time.monotonic()
-        if now - checked >= LIVE_RECHECK_SECONDS:
-            try:
-                await actor_of(request, pool)
-            except Problem:
-                return  # logged out, expired, revoked or disabled: nothing more
-            checked = now
-        is_connected = bool(connected())
-        today = _today(tenant["utc_offset_s"])
-        newer = await pool.fetchval(
+    or the day turns) and `switch` ({"connected": bool}, at once and on every change)."""
+
+    def __init__(self, pool: asyncpg.Pool, tenant: Any, connected: Any) -> None:
+        self.pool, self.tenant, self.connected = pool, tenant, connected
+        self.last_lsn = -1
+        self.day: dt.date | None = None
+        self.was_connected: bool | None = None
+
+    async def __call__(self) -> list[Event]:
+        events: list[Event] = []
+        is_connected = bool(self.connected())
+        today = _today(self.tenant["utc_offset_s"])
+        newer = await self.pool.fetchval(
             "SELECT max(lsn) FROM journal WHERE lsn > $1 AND merchant_tenant_id = $2",
-            max(last_lsn, 0), tenant["id"])
-        if last_lsn < 0 or newer is not None or today != day:
-            sales = await sales_of(pool, tenant, today, is_connected)
-            last_lsn, day = max(sales.as_of_lsn, newer or 0), today
-            yield ServerSentEventMessage(event="sales", id=str(last_lsn),
-                                         data=msgspec.json.encode(sales).decode())
-            kept = now
-        if is_connected != was_connected:
-            was_connected = is_connected
-            yield ServerSentEventMessage(
-                event="switch", data=msgspec.json.encode({"connected": is_connected}).decode())
-            kept = now
-        if now - kept >= LIVE_KEEPALIVE_SECONDS:
-            yield ServerSentEventMessage(comment="keep-alive")
-            kept = now
-        await asyncio.sleep(LIVE_POLL_SECONDS)
+            max(self.last_lsn, 0), self.tenant["id"])
+        if self.last_lsn < 0 or newer is not None or today != self.day:
+            sales = await sales_of(self.pool, self.tenant, today, is_connected)
+            self.last_lsn, self.day = max(sales.as_of_lsn, newer or 0), today
+            events.append(message("sales", sales, self.last_lsn))
+        if is_connected != self.was_connected:
+            self.was_connected = is_connected
+            events.append(message("switch", {"connected": is_connected}))
+        return events
 
 
 @get("/tenants/{tenant_id:int}/live", opt={"permission": "reports.read"}, tags=["reports"],
@@ -228,14 +206,13 @@ async def live_events(request: Request[Any, Any, Any], pool: asyncpg.Pool, tenan
      description="A text/event-stream: a `sales` event (the body of "
      "GET /tenants/{tenant_id}/sales/hourly) at once and whenever a transaction of the "
      "tenant's merchants is journaled; a `switch` event ({\"connected\": true|false}) at once "
-     "and on every change. The stream ends after "
-     f"{LIVE_SECONDS:g} s (reconnect) and soon after the token is revoked. Send the token "
-     "as for any route (the console reads the stream with fetch, not EventSource).")
+     "and on every change. The stream ends after live_max_seconds (reconnect) and soon after "
+     "the token is revoked. Send the token as for any route (the console reads the stream "
+     "with fetch, not EventSource).")
 async def live(tenant_id: Id, actor: Actor, state: State,
                request: Request[Any, Any, Any]) -> ServerSentEvent:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
-    return ServerSentEvent(live_events(request, state.pool, tenant, state.money.connected),
-                           headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return live_response(request, state, _SalesPoll(state.pool, tenant, state.money.connected))
 
 
 ROUTES = [search_people, recent_transactions, hourly_sales, live]

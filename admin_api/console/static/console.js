@@ -134,6 +134,7 @@
   function home() {
     if (can("people.read")) return "/console/people.html";
     if (can("reports.read")) return "/console/sales.html";
+    if (can("access.read")) return "/console/security.html";
     return null;
   }
 
@@ -196,6 +197,10 @@
     const links = [];
     if (m && can("people.read")) links.push(["/console/people.html", "nav.people"]);
     if (m && can("reports.read")) links.push(["/console/sales.html", "nav.sales"]);
+    // console2a: the security desk, operations and the big screen (messages-desk.js).
+    if (m && can("access.read")) links.push(["/console/security.html", "nav.desk"]);
+    if (m && can("reports.read")) links.push(["/console/operations.html", "nav.ops"]);
+    if (m && can("reports.read")) links.push(["/console/screen.html", "nav.screen"]);
     const nav = el("nav", { "aria-label": "main" }, links.map(([href, key]) => {
       const here = location.pathname === href;
       return el("a", { href: href, "data-i18n": key, "aria-current": here ? "page" : null });

@@ -7,6 +7,8 @@ window.OC_MESSAGES = {
     "lang.label": "Language",
     "nav.people": "Card office",
     "nav.sales": "Sales",
+    // console2a (the rest of its pages' texts are in messages-desk.js)
+    "nav.desk": "Security desk", "nav.ops": "Operations", "nav.screen": "Big screen",
     "nav.logout": "Log out",
     "nav.signed_in_as": "Signed in as",
     "login.title": "Log in",
@@ -92,6 +94,8 @@ window.OC_MESSAGES = {
     "lang.label": "语言",
     "nav.people": "卡务中心",
     "nav.sales": "销售",
+    // console2a (the rest of its pages' texts are in messages-desk.js)
+    "nav.desk": "安保值班台", "nav.ops": "运行监控", "nav.screen": "大屏",
     "nav.logout": "退出",
     "nav.signed_in_as": "当前用户",
     "login.title": "登录",
