@@ -6,7 +6,8 @@ the JSON API with the log-in's token, like any client. So a page shows exactly w
 answers that log-in (roles, subtree, audit as for every call) and nothing else; the pages are
 public like the Swagger UI's files. docs/architecture.md ("The operators' console") says why.
 
-`ROUTES` are the few JSON routes the pages need that the API lacked (admin_api/console/_routes.py).
+`ROUTES` are the few JSON routes the pages need that the API lacked (admin_api/console/_routes.py
+and, for the card office, approvals and phone pages, admin_api/console/_office.py).
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
 from admin_api._auth import PUBLIC
-from admin_api.console._routes import ROUTES
+from admin_api.console._office import ROUTES as _OFFICE_ROUTES
+from admin_api.console._routes import ROUTES as _CONSOLE_ROUTES
 
 CONSOLE_PATH: Final = "/console"
+MOBILE_PATH: Final = "/m"
+"""The cardholder's and parent's phone pages (static/m/)."""
+ROUTES: Final = [*_CONSOLE_ROUTES, *_OFFICE_ROUTES]
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 """Shipped as package data (pyproject.toml, [tool.setuptools.package-data])."""
 
@@ -51,4 +56,14 @@ def console_router() -> Router:
         cache_control=CacheControlHeader(no_cache=True))
 
 
-__all__ = ["CONSOLE_PATH", "ROUTES", "STATIC_DIR", "console_router"]
+def mobile_router() -> Router:
+    """The phone pages under /m/ (static/m/), public like the console's: they log in and ask
+    the API's self-service routes (/self/...) for the cardholder's or the children's data."""
+    return create_static_files_router(
+        path=MOBILE_PATH, directories=[STATIC_DIR / "m"], html_mode=True, name="mobile",
+        include_in_schema=False, opt={"permission": PUBLIC}, after_request=_secure,
+        cache_control=CacheControlHeader(no_cache=True))
+
+
+__all__ = ["CONSOLE_PATH", "MOBILE_PATH", "ROUTES", "STATIC_DIR", "console_router",
+           "mobile_router"]

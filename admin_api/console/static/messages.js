@@ -7,6 +7,8 @@ window.OC_MESSAGES = {
     "lang.label": "Language",
     "nav.people": "Card office",
     "nav.sales": "Sales",
+    // Card office completion, approvals, cashier, merchants: the rest in office-messages.js.
+    "nav.approvals": "Approvals", "nav.cashier": "Cashier", "nav.merchants": "Merchants",
     "nav.logout": "Log out",
     "nav.signed_in_as": "Signed in as",
     "login.title": "Log in",
@@ -92,6 +94,8 @@ window.OC_MESSAGES = {
     "lang.label": "语言",
     "nav.people": "卡务中心",
     "nav.sales": "销售",
+    // 卡务、审批、收银、商户：其余在 office-messages.js。
+    "nav.approvals": "审批", "nav.cashier": "收银", "nav.merchants": "商户",
     "nav.logout": "退出",
     "nav.signed_in_as": "当前用户",
     "login.title": "登录",

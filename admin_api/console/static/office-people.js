@@ -1,0 +1,86 @@
+// Card office, the people list (with people.js): a check box per person found, and the bulk
+// actions the API has for a selection (POST /people/bulk/report-loss and /unfreeze: all of
+// them or none); a link to the people import.
+"use strict";
+(function () {
+  let people = [];
+
+  function selected() {
+    return [...document.querySelectorAll("#people-table tbody input.oc-pick:checked")]
+      .map((box) => Number(box.value));
+  }
+
+  function refresh() {
+    const n = selected().length;
+    const count = document.getElementById("bulk-count");
+    if (!count) return;
+    OC.message(count, "office.selected", { n: n });
+    for (const b of document.querySelectorAll("#office-bulk button")) b.disabled = n === 0;
+  }
+
+  async function bulk(action) {
+    const ids = selected();
+    const msg = document.getElementById("bulk-message");
+    const key = action === "report-loss" ? "office.confirm_bulk_loss" : "office.confirm_bulk_unfreeze";
+    if (!window.confirm(OC.t(key, { n: ids.length }))) return;
+    try {
+      const out = await OC.api("POST", "/people/bulk/" + action, { person_ids: ids });
+      const q = document.getElementById("q").value.trim();
+      await OC_PEOPLE.search(q);
+      OC.message(msg, "office.bulk_done", { changed: out.changed.length,
+                                            unchanged: out.unchanged.length }, "ok");
+    } catch (err) {
+      const detail = err.problem && err.problem.errors
+        ? err.problem.errors.map((e) => e.field + ": " + e.message).join("; ") : err.message;
+      if (err.status === 403) OC.message(msg, "error.forbidden", null, "error");
+      else OC.message(msg, "office.refused", { detail: detail }, "error");
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    if (!OC.token()) return;
+    const links = document.getElementById("office-links");
+    if (OC.can("people.write")) {
+      links.append(OC.el("a", { href: "/console/import.html", id: "import-link",
+                                "data-i18n": "office.import_link" }));
+    }
+    if (!OC.can("cards.write")) return;
+    const box = document.getElementById("office-bulk");
+    box.append(
+      OC.el("p", { id: "bulk-count", "class": "oc-message", role: "status" }),
+      OCX.button("office.bulk_loss", { id: "bulk-loss", "class": "oc-danger",
+                                       onclick: () => bulk("report-loss") }), " ",
+      OCX.button("office.bulk_unfreeze", { id: "bulk-unfreeze", onclick: () => bulk("unfreeze") }),
+      OC.el("p", { id: "bulk-message", "class": "oc-message", role: "status" }));
+    box.hidden = true;
+    OC.applyI18n(links);
+    OC.applyI18n(box);
+  });
+
+  document.addEventListener("oc:people", (event) => {
+    people = event.detail;
+    if (!OC.can("cards.write")) return;
+    const table = document.getElementById("people-table");
+    const headRow = table.querySelector("thead tr");
+    if (!headRow.querySelector(".oc-pick-all")) {
+      const all = OC.el("input", { type: "checkbox", "class": "oc-pick-all", id: "pick-all",
+                                   "data-i18n-label": "office.pick_all" });
+      all.addEventListener("change", () => {
+        for (const b of table.querySelectorAll("tbody input.oc-pick")) b.checked = all.checked;
+        refresh();
+      });
+      headRow.prepend(OC.el("th", { scope: "col" }, [all]));
+    }
+    table.querySelector("#pick-all").checked = false;
+    const rows = table.querySelectorAll("tbody tr");
+    people.forEach((p, i) => {
+      const box = OC.el("input", { type: "checkbox", "class": "oc-pick", value: p.id,
+                                   "aria-label": OC.t("office.pick", { name: p.name }) });
+      box.addEventListener("change", refresh);
+      rows[i].prepend(OC.el("td", {}, [box]));
+    });
+    OC.applyI18n(table.querySelector("thead"));
+    document.getElementById("office-bulk").hidden = people.length === 0;
+    refresh();
+  });
+})();
