@@ -1,5 +1,6 @@
 """Regenerate the console's screenshots in docs/img/console/ (shown in docs/console.md and the
-README): the browser journeys of tests/test_console.py, saving their screenshots there.
+README): the browser journeys of tests/test_console.py and tests/test_console_office.py (card
+office, approvals, cashier, merchants, phone pages), saving their screenshots there.
 
     PYTHONPATH=$PWD python docs/make_console_screenshots.py
 
@@ -16,14 +17,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "docs" / "img" / "console"
+TESTS = ("tests/test_console.py", "tests/test_console_office.py")
 
 
 def main() -> int:
     SHOTS.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ONECARD_CONSOLE_SHOTS": str(SHOTS), "CI": "true",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_console.py"],
-                          cwd=ROOT, env=env, check=False)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", *TESTS], cwd=ROOT, env=env,
+                          check=False)
     if done.returncode == 0:
         print(f"screenshots in {SHOTS.relative_to(ROOT)}:")
         for path in sorted(SHOTS.glob("*.png")):
