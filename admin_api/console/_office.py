@@ -17,9 +17,10 @@ import msgspec
 import segno
 from litestar import get
 from litestar.datastructures import CacheControlHeader, State
+from litestar.openapi.datastructures import ResponseSpec
 
 from admin_api._auth import Actor
-from admin_api._problems import Problem
+from admin_api._problems import MEDIA_TYPE, Problem, ProblemBody
 from admin_api._routes_documents import _DOC_SELECT, DocumentOut, Step, _out, _staff
 from admin_api._routes_queries import self_qr
 from admin_api._types import Id, Limit
@@ -123,6 +124,8 @@ def qr_svg(token: str) -> str:
 
 @get("/self/people/{person_id:int}/qr/svg", opt={"permission": "self"}, tags=["self-service"],
      cache_control=CacheControlHeader(no_store=True),
+     responses={503: ResponseSpec(ProblemBody, media_type=MEDIA_TYPE, generate_examples=False,
+                                  description="The API has no master_secret: no QR codes")},
      summary="My QR code to pay with, drawn as an SVG image (for the phone page)",
      description="GET /self/people/{person_id}/qr (a fresh code: the same rules and answers) "
      "with the code drawn as an SVG image in `svg`.")

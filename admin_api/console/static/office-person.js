@@ -159,7 +159,10 @@
     const old = document.getElementById("replace-old");
     old.textContent = "";
     for (const c of live) old.append(OC.el("option", { value: c.card_no, text: String(c.card_no) }));
-    document.getElementById("replace-box").hidden = live.length === 0;
+    // Frozen: a cancellation waiting for approval holds the account, and the API refuses a
+    // replacement until it is rejected or done.
+    document.getElementById("replace-box").hidden = live.length === 0
+      || person.account_status === "frozen";
     document.getElementById("bank-section").hidden = !OC.can("cards.read") || closed;
     document.getElementById("bank-form").hidden = !writer;
     document.getElementById("cancel-section").hidden = !OC.can("documents.write") || closed
