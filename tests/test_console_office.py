@@ -286,6 +286,18 @@ def test_the_card_office_imports_people_and_acts_on_a_selection(
     page.get_by_role("button", name="Unfreeze selected").click()
     expect(page.locator("#bulk-message")).to_have_text("Done: 1 changed, 0 already so.")
     expect(page.locator("#people-table tbody .oc-status-lost")).to_have_count(1)
+    # Moved to the campus itself, then to identity class 1: both, in one call each.
+    page.get_by_label("Select everyone shown").check()
+    page.get_by_label("Move to").select_option(str(office["campus"]))
+    page.get_by_role("button", name="Move selected").click()
+    expect(page.locator("#bulk-message")).to_have_text("Done: 2 changed, 0 already so.")
+    page.get_by_label("Select everyone shown").check()
+    page.get_by_label("Identity class").select_option("1")
+    page.get_by_role("button", name="Set class of selected").click()
+    expect(page.locator("#bulk-message")).to_have_text("Done: 2 changed, 0 already so.")
+    moved = _journal(office, "SELECT node_id, class_id FROM people WHERE external_id LIKE"
+                     " 'IMP-%'")
+    assert {(r["node_id"], r["class_id"]) for r in moved} == {(office["campus"], 1)}
 
 
 def test_an_approver_approves_a_cancellation_and_it_is_carried_out(

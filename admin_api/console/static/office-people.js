@@ -1,6 +1,7 @@
 // Card office, the people list (with people.js): a check box per person found, and the bulk
-// actions the API has for a selection (POST /people/bulk/report-loss and /unfreeze: all of
-// them or none); a link to the people import.
+// actions the API has for a selection, all of them or none: report lost and unfreeze
+// (cards.write), move to a node of their tenant and set the identity class (people.write);
+// a link to the people import.
 "use strict";
 (function () {
   let people = [];
@@ -18,13 +19,30 @@
     for (const b of document.querySelectorAll("#office-bulk button")) b.disabled = n === 0;
   }
 
+  const CONFIRM = { "report-loss": "office.confirm_bulk_loss",
+                    "unfreeze": "office.confirm_bulk_unfreeze", "move": "office.confirm_bulk_move",
+                    "class": "office.confirm_bulk_class" };
+
+  function writer() { return OC.can("cards.write") || OC.can("people.write"); }
+
   async function bulk(action) {
     const ids = selected();
     const msg = document.getElementById("bulk-message");
-    const key = action === "report-loss" ? "office.confirm_bulk_loss" : "office.confirm_bulk_unfreeze";
-    if (!window.confirm(OC.t(key, { n: ids.length }))) return;
+    const body = { person_ids: ids };
+    const args = { n: ids.length };
+    if (action === "move") {
+      const to = document.getElementById("bulk-node");
+      body.node_id = Number(to.value);
+      args.to = to.selectedOptions[0].textContent.trim();
+    }
+    if (action === "class") {
+      const to = document.getElementById("bulk-class");
+      body.class_id = Number(to.value);
+      args.to = to.selectedOptions[0].textContent;
+    }
+    if (!window.confirm(OC.t(CONFIRM[action], args))) return;
     try {
-      const out = await OC.api("POST", "/people/bulk/" + action, { person_ids: ids });
+      const out = await OC.api("POST", "/people/bulk/" + action, body);
       const q = document.getElementById("q").value.trim();
       await OC_PEOPLE.search(q);
       OC.message(msg, "office.bulk_done", { changed: out.changed.length,
@@ -44,14 +62,36 @@
       links.append(OC.el("a", { href: "/console/import.html", id: "import-link",
                                 "data-i18n": "office.import_link" }));
     }
-    if (!OC.can("cards.write")) return;
+    if (!writer()) return;
     const box = document.getElementById("office-bulk");
-    box.append(
-      OC.el("p", { id: "bulk-count", "class": "oc-message", role: "status" }),
-      OCX.button("office.bulk_loss", { id: "bulk-loss", "class": "oc-danger",
-                                       onclick: () => bulk("report-loss") }), " ",
-      OCX.button("office.bulk_unfreeze", { id: "bulk-unfreeze", onclick: () => bulk("unfreeze") }),
-      OC.el("p", { id: "bulk-message", "class": "oc-message", role: "status" }));
+    box.append(OC.el("p", { id: "bulk-count", "class": "oc-message", role: "status" }));
+    if (OC.can("cards.write")) {
+      box.append(
+        OCX.button("office.bulk_loss", { id: "bulk-loss", "class": "oc-danger",
+                                         onclick: () => bulk("report-loss") }), " ",
+        OCX.button("office.bulk_unfreeze", { id: "bulk-unfreeze", onclick: () => bulk("unfreeze") }));
+    }
+    if (OC.can("people.write") && OC.can("org.read")) {
+      const nodes = OC.el("select", { id: "bulk-node" });
+      const classes = OC.el("select", { id: "bulk-class" });
+      box.append(OC.el("div", { "class": "oc-inline" }, [
+        OCX.field("bulk-node", "office.move_to", nodes),
+        OCX.button("office.bulk_move", { id: "bulk-move", onclick: () => bulk("move") }),
+        OCX.field("bulk-class", "office.class_to", classes),
+        OCX.button("office.bulk_class", { id: "bulk-set-class", onclick: () => bulk("class") })]));
+      // People stay in their tenant: the tenants and departments of the log-in's subtree.
+      OC.api("GET", "/org/nodes").then((all) => {
+        const top = all.length ? all[0].depth : 0;
+        for (const n of all.filter((x) => x.tenant_id !== null)) {
+          nodes.append(OC.el("option", { value: n.id,
+                                         text: "\u00a0".repeat(2 * (n.depth - top)) + n.name }));
+        }
+      }).catch((err) => OC.fail("bulk-message", err));
+      OC.api("GET", "/classes").then((all) => {
+        for (const c of all) classes.append(OC.el("option", { value: c.id, text: c.name }));
+      }).catch((err) => OC.fail("bulk-message", err));
+    }
+    box.append(OC.el("p", { id: "bulk-message", "class": "oc-message", role: "status" }));
     box.hidden = true;
     OC.applyI18n(links);
     OC.applyI18n(box);
@@ -59,7 +99,7 @@
 
   document.addEventListener("oc:people", (event) => {
     people = event.detail;
-    if (!OC.can("cards.write")) return;
+    if (!writer()) return;
     const table = document.getElementById("people-table");
     const headRow = table.querySelector("thead tr");
     if (!headRow.querySelector(".oc-pick-all")) {
