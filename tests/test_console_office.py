@@ -570,7 +570,17 @@ def test_a_clerk_of_another_park_sees_nothing_of_this_one(
     east.goto("/console/approvals.html")
     expect(east.locator("#inbox-message")).to_have_text("Nothing waits for your decision.")
     assert site.api("east.finance").get(f"/documents/{doc['id']}").status_code == 404
-    site.api("approver.one").ok("POST", f"/documents/{doc['id']}/reject", {"comment": "test"})
+    # While this park's approver rejects it, with a note.
+    one = pages.new()
+    _log_in(one, "approver.one")
+    one.goto("/console/approvals.html")
+    one.get_by_role("link", name=f"Open document {doc['id']}").click()
+    one.get_by_label("Note with your decision").fill("not needed")
+    one.get_by_role("button", name="Reject").click()
+    expect(one.locator("#inbox-message")).to_contain_text(f"Document {doc['id']} is now rejected")
+    [step] = _journal(office, "SELECT decision, comment FROM approval_steps WHERE document_id = $1"
+                      " AND decision = 'reject'", doc["id"])
+    assert step["comment"] == "not needed"
 
 
 # -- the routes behind the pages ---------------------------------------------------------------
