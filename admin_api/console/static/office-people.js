@@ -41,6 +41,7 @@
       args.to = to.selectedOptions[0].textContent;
     }
     if (!window.confirm(OC.t(CONFIRM[action], args))) return;
+    OC.message(msg, null);
     try {
       const out = await OC.api("POST", "/people/bulk/" + action, body);
       const q = document.getElementById("q").value.trim();
