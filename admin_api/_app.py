@@ -82,6 +82,10 @@ class Metrics:
             "onecard_admin_switch_connected",
             "1 while the API's admin terminal is signed on to the switch (money can move)",
             registry=self.registry)
+        self.live_streams = Gauge(
+            "onecard_admin_live_streams",
+            "Live streams (server-sent events) open in this process, against live_streams_max",
+            registry=self.registry)
         self.duration = Histogram(
             "onecard_admin_request_duration_seconds", "Admin API request latency by route",
             ["route"], registry=self.registry,

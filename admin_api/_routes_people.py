@@ -23,6 +23,7 @@ from admin_api._problems import Problem
 from admin_api._store import Change, change, next_id, node_path, subtree_root
 from admin_api._types import BIG_MAX, AfterId, CardNoParam, Id, IdField, Limit, OptionalId
 from protocols.changes import (
+    AccessChanged,
     AccountClassChanged,
     AccountOpened,
     AccountStatusChanged,
@@ -427,6 +428,8 @@ async def add_credential(person_id: Id, data: CredentialIn, actor: Actor, state:
         out = CredentialOut(id=row["id"], person_id=person_id, kind=data.kind,
                             template_id=data.template_id)
         tx.audit("credential.add", "credential", row["id"], list(person["path"]), after=out)
+        # The switch reads the template ids of the people an access change lists.
+        tx.event(AccessChanged(person["tenant_id"], [person_id]))
         return out
 
 

@@ -545,6 +545,20 @@ def render_access_vectors() -> str:
             rc.NOT_PERMITTED, 54, "AccessRequest is accepted from door terminals (kind 3) only")),
         ("access/11-unknown-reader", "s2t", ocp.Error(
             rc.UNKNOWN_READER, 50, "terminal 1001 has no reader 1")),
+        ("access/12-card-at-a-card-and-face-door", "t2s",
+         ocp.AccessRequest(55, 1, 0, int(ocp.CredentialKindCode.CARD), VECTOR_CARD)),
+        ("access/13-second-factor-required", "s2t",
+         ocp.AccessResult(55, rc.SECOND_FACTOR_REQUIRED, 0, 0)),
+        ("access/14-the-same-persons-face-at-reader-2", "t2s",
+         ocp.AccessRequest(56, 2, 0, int(ocp.CredentialKindCode.FACE), 0, "face-000042")),
+        ("access/15-open", "s2t", ocp.AccessResult(56, rc.APPROVED, 3000, 0)),
+        ("access/16-card-and-face-in-one-request", "t2s",
+         ocp.AccessRequest(57, 2, 0, int(ocp.CredentialKindCode.FACE), VECTOR_CARD,
+                           "face-000042")),
+        ("access/17-open", "s2t", ocp.AccessResult(57, rc.APPROVED, 3000, 0)),
+        ("access/18-a-qr-code-shown-again", "t2s",
+         ocp.AccessRequest(58, 1, 0, int(ocp.CredentialKindCode.QR), 0, _vector_qr_text())),
+        ("access/19-qr-used", "s2t", ocp.AccessResult(58, rc.QR_USED, 0, 0)),
     ]
     return "\n\n".join(_frame_block(name, direction, msg, 8 if direction == "t2s" else 7,
                                     k_t2s if direction == "t2s" else k_s2t)
@@ -636,6 +650,14 @@ def render_kiosk_vectors() -> str:
 VECTOR_QR_NONCE = bytes(range(0xE0, 0xE8))
 VECTOR_QR_ISSUED_S = 1_700_000_000
 VECTOR_QR_EXPIRES_S = 1_700_000_060
+
+
+def _vector_qr_text() -> str:
+    """The QR code of appendix A.5."""
+    from protocols import qr
+
+    return qr.issue(qr.derive_qr_key(VECTOR_MASTER_SECRET), VECTOR_CARD, VECTOR_QR_EXPIRES_S,
+                    VECTOR_QR_NONCE, issued_s=VECTOR_QR_ISSUED_S)
 
 
 def render_qr_vectors() -> str:

@@ -53,6 +53,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("ONECARD_ADMS_PORT", "8081")),
                    help="listen port (default 8081, the devices' usual; 0 picks a free one)")
+    p.add_argument("--reconcile-seconds", type=float,
+                   default=float(os.environ.get("ONECARD_ADMS_RECONCILE_SECONDS", "5")),
+                   help="compare a polling device's users and templates at most this often "
+                   "(default 5)")
+    p.add_argument("--resend-seconds", type=float,
+                   default=float(os.environ.get("ONECARD_ADMS_RESEND_SECONDS", "60")),
+                   help="hand out again commands not acknowledged within this long "
+                   "(default 60)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_adms)
 
@@ -135,7 +143,9 @@ def cmd_adms(args: argparse.Namespace) -> int:
 
     asyncio.run(check_database())
     listener = _listen(args.host, args.port)
-    config = uvicorn.Config(create_adms_app(dsn), host=args.host, port=args.port, loop="uvloop",
+    app = create_adms_app(dsn, reconcile_seconds=args.reconcile_seconds,
+                          resend_seconds=args.resend_seconds)
+    config = uvicorn.Config(app, host=args.host, port=args.port, loop="uvloop",
                             http="h11", lifespan="on", access_log=False, log_level="warning",
                             server_header=False)
     server = uvicorn.Server(config)

@@ -45,7 +45,9 @@ from onecard.seed import CANTEEN_FREE, SeedPlan, seed_site
 from onecard.status import Samples, scrape, switch_figures
 from protocols import ocp
 
-BENCH_DATABASE = "onecard_bench"
+BENCH_DATABASE = os.environ.get("ONECARD_BENCH_DATABASE", "onecard_bench")
+"""The database the bench drops and recreates: ONECARD_BENCH_DATABASE names another, so two
+benches on one server do not drop each other's."""
 POOL_SIZES = (8, 16, 32, 64)
 COMPARISON_SECONDS = 8.0
 # The decline-heavy phase: this share of purchases names a card nobody issued.

@@ -102,7 +102,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from onecard.bench import BenchOptions, run_bench
+    from onecard.bench import BENCH_DATABASE, BenchOptions, run_bench
 
     options = BenchOptions(
         terminals=args.terminals,
@@ -112,7 +112,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         accounts=args.accounts,
         skip_conventional=args.skip_conventional,
         skip_doors=args.skip_doors,
-        database=args.database,
+        database=args.database or BENCH_DATABASE,
     )
     return run_bench(options)
 
@@ -268,9 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the conventional-design and pgbench comparisons")
     p.add_argument("--skip-doors", action="store_true",
                    help="skip the door phases (door_tps, door_p99_ms, the mixed open loop)")
-    p.add_argument("--database", default="onecard_bench",
+    p.add_argument("--database",
                    help="the database to drop and create on the --dsn server (default"
-                   " onecard_bench; two benches on one server need two names)")
+                   " $ONECARD_BENCH_DATABASE, else onecard_bench; two benches on one server"
+                   " need two names)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

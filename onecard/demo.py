@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import secrets
 import time
@@ -194,12 +195,19 @@ async def _demo(options: DemoOptions) -> DemoSummary:
                             unknown_card_share=0.01, reversal_share=0.01, inquiry_share=0.03)
             gen = LoadGenerator(switch.host, switch.port, specs, pool)
             await gen.connect()
+            # A kiosk tops up from the bank before the cutover is set: the ending business
+            # day holds approved top-ups, whatever the burst's length (the reconciliation
+            # matches them against the bank's file of that day).
+            kiosk = await kiosk_open(switch.host, switch.port, master, seed, bank)
+            if kiosk is not None:
+                await kiosk_topups_before(kiosk, seed)
             # The business day ends in the middle of the burst; the switch does not pause.
             cutover_conn = await asyncpg.connect(dsn)
             try:
                 cutover = await set_cutover(cutover_conn, options.seconds / 2)
             finally:
                 await cutover_conn.close()
+            bank_day = bank.host.business_date
             # Door controllers beside the tills: cards at random readers (the first card is
             # kept out for the scenario's anti-passback).
             doors = LoadGenerator(switch.host, switch.port, [
@@ -210,7 +218,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
             report, _, _ = await asyncio.gather(
                 gen.closed_loop(options.seconds, depth=1),
                 doors.closed_loop(options.seconds, depth=1),
-                kiosk_topups(switch.host, switch.port, master, seed, bank))
+                kiosk_topups_after(kiosk, seed, bank, dsn, cutover))
             gen.close()
             doors.close()
             scenario = await door_scenario(
@@ -235,7 +243,10 @@ async def _demo(options: DemoOptions) -> DemoSummary:
             settlement = await settle_day(conn, cutover)
         finally:
             await conn.close()
-        reconciliation = await reconcile_day(dsn, settlement.business_day)
+        # The bank's own file of its day before the cutover (the simulator's record), as the
+        # file of our business day that ended there, plus the injected mismatch.
+        reconciliation = await reconcile_day(dsn, settlement.business_day,
+                                             bank.host.daily_lines(bank_day))
     approved = sum(r["n"] for r in rows if r["code"] == 0)
     declined_by: dict[str, int] = {}
     for r in rows:
@@ -263,7 +274,9 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         redis=redis_where,
         bank=msgspec.structs.replace(
             bank_figures, settlement_balanced=settlement.settlement_balanced,
-            reconciliation_exceptions=reconciliation.exceptions),
+            reconciliation_matched=reconciliation.matched,
+            reconciliation_exceptions=reconciliation.exceptions,
+            reconciliation_injected_found=reconciliation.injected_found),
         settlement=settlement,
         reconciliation=reconciliation,
         access=access,
@@ -330,6 +343,7 @@ def render(summary: DemoSummary) -> str:
 DEMO_BANK_KEK = bytes(range(0x60, 0x80))
 DEMO_BANK_LATE_SECONDS = 2.0
 DEMO_KIOSK_TOPUPS = 20
+DEMO_KIOSK_TOPUPS_BEFORE = 10
 
 
 def demo_bank_env(port: int) -> dict[str, str]:
@@ -342,25 +356,65 @@ def demo_bank_env(port: int) -> dict[str, str]:
             "ONECARD_BANK_ADVICE_POLL_SECONDS": "0.2"}
 
 
-async def kiosk_topups(host: str, port: int, master: bytes, seed: SeedResult,
-                       bank: BankHostThread) -> None:
-    """Beside the purchases: a kiosk tops up bound cards (DEMO_PIN); one card's bank
-    declines (not enough money), one answers after the switch's deadline (not credited,
-    then reversed by an advice)."""
-    cards = seed.bank_card_cards
-    if len(cards) < 3 or not seed.kiosks:
+async def kiosk_open(host: str, port: int, master: bytes, seed: SeedResult,
+                     bank: BankHostThread) -> KioskClient | None:
+    """A kiosk signed on, once the switch has signed on to the bank and holds its MAC key
+    (None: the seed has no kiosk or too few bound cards)."""
+    if len(seed.bank_card_cards) < 3 or not seed.kiosks:
+        return None
+    async with asyncio.timeout(60):
+        while not (bank.host.signed_on_connections >= 1  # noqa: ASYNC110
+                   and bank.host.keys.current is not None):
+            await asyncio.sleep(0.05)
+    kiosk = KioskClient(seed.kiosks[0], ocp.derive_terminal_key(master, seed.kiosks[0], 1))
+    async with asyncio.timeout(60):
+        await kiosk.connect(host, port)
+    return kiosk
+
+
+def _approved_cards(seed: SeedResult) -> list[int]:
+    return seed.bank_card_cards[2:]
+
+
+async def kiosk_topups_before(kiosk: KioskClient, seed: SeedResult) -> None:
+    """Approved top-ups of the business day that is about to end."""
+    cards = _approved_cards(seed)
+    async with asyncio.timeout(60):
+        for n in range(DEMO_KIOSK_TOPUPS_BEFORE):
+            await kiosk.topup(cards[n % len(cards)], 2_000 + 100 * n, DEMO_PIN)
+
+
+async def kiosk_topups_after(kiosk: KioskClient | None, seed: SeedResult, bank: BankHostThread,
+                             dsn: str, cutover: dt.datetime) -> None:
+    """Beside the purchases, once the business day is over (the database's clock) and the
+    bank has cut over too (0800 to the switch): one card's bank declines (not enough money),
+    one answers after the switch's deadline (not credited, then reversed by an advice), and
+    more are approved. Nothing is in flight at the cutover, so the bank's day and ours hold
+    the same top-ups."""
+    if kiosk is None:
         return
+    cards = seed.bank_card_cards
     account_of = {c: (c - CARD_NO_BASE) // 10 for c in cards}
     declined, late = cards[0], cards[1]
     bank.host.set_behaviour("decline", card=demo_pan(account_of[declined]), field39="51")
     bank.host.set_behaviour("late", card=demo_pan(account_of[late]))
-    kiosk = KioskClient(seed.kiosks[0], ocp.derive_terminal_key(master, seed.kiosks[0], 1))
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with asyncio.timeout(120):
+            while not await conn.fetchval("SELECT now() >= $1", cutover):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    await asyncio.to_thread(bank.call, bank.host.cutover,
+                            bank.host.business_date + dt.timedelta(days=1))
+    approved = _approved_cards(seed)
     async with asyncio.timeout(120):
-        await kiosk.connect(host, port)
         await kiosk.topup(declined, 5_000, DEMO_PIN)
         await kiosk.topup(late, 5_000, DEMO_PIN)
-        for n in range(DEMO_KIOSK_TOPUPS):
-            await kiosk.topup(cards[2 + n % (len(cards) - 2)], 2_000 + 100 * n, DEMO_PIN)
+        # A mistyped PIN: refused by the switch, the bank never asked (bank_topup_refusals).
+        await kiosk.topup(approved[0], 1_000, "000000" if DEMO_PIN != "000000" else "999999")
+        for n in range(DEMO_KIOSK_TOPUPS - DEMO_KIOSK_TOPUPS_BEFORE):
+            await kiosk.topup(approved[n % len(approved)], 3_000 + 100 * n, DEMO_PIN)
     kiosk.close()
 
 
@@ -401,4 +455,7 @@ def run_demo(options: DemoOptions) -> int:
     balanced = summary.settlement is None or summary.settlement.settlement_balanced
     access_ok = summary.access is None or (
         summary.access.records_journaled == summary.access.decisions)
-    return 0 if summary.conserved and balanced and access_ok else 1
+    b = summary.bank
+    bank_ok = b is None or (b.reversals_pending == 0 and b.reconciliation_injected_found
+                            and b.reconciliation_exceptions == 1)
+    return 0 if summary.conserved and balanced and access_ok and bank_ok else 1

@@ -3,8 +3,9 @@
 Before the purchases start, every tenant's cutover is set to fall in the middle of the burst,
 so the switch authorizes across it with no pause; afterwards the business day that ended there
 is settled per tenant by `admin_api.settlement`, and checked against sums over the journal
-written independently here in SQL. `settlement_balanced` is true when they agree and every
-tenant's day nets to zero.
+written independently here in SQL (gross, reversals, float at the cutover, inter-park clearing,
+bank top-ups by the kiosks' rows of bank_topups, subsidy spent). `settlement_balanced` is true
+when they agree and every tenant's day nets to zero.
 """
 
 from __future__ import annotations
@@ -67,14 +68,20 @@ SELECT
   (SELECT coalesce(sum(CASE WHEN d.kind = 2 THEN -d.amount_fen ELSE d.amount_fen END
                        * CASE WHEN d.tenant_id = $3 THEN 1 ELSE -1 END), 0) FROM d
     WHERE d.tenant_id <> d.merchant_tenant_id AND $3 IN (d.tenant_id, d.merchant_tenant_id)
-      AND d.kind IN (1, 2, 5)) AS clearing
+      AND d.kind IN (1, 2, 5)) AS clearing,
+  (SELECT coalesce(sum(d.amount_fen), 0) FROM d JOIN bank_topups t
+     ON t.terminal_id = d.terminal_id AND t.txn_seq = d.txn_seq
+    WHERE d.kind = 8 AND t.tenant_id = $3) AS bank_topups,
+  -(SELECT coalesce(sum(d.subsidy_delta_fen), 0) FROM d JOIN accounts a ON a.id = d.account_id
+     WHERE a.tenant_id = $3 AND d.kind IN (1, 2, 5)) AS subsidy_spent
 """
 
 
 def _check(s: Settlement, ind: Any) -> list[str]:
     out = []
     got = {"gross": s.totals.gross_fen, "reversals": s.totals.reversals_fen,
-           "float_close": s.float_close.total_fen, "clearing": s.clearing_net_payable_fen}
+           "float_close": s.float_close.total_fen, "clearing": s.clearing_net_payable_fen,
+           "bank_topups": s.bank.topups.in_fen, "subsidy_spent": s.subsidy.spent_fen}
     for name, value in got.items():
         if int(ind[name]) != value:
             out.append(f"tenant {s.tenant_id} {name}: settlement {value}, journal {ind[name]}")

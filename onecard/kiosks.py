@@ -23,6 +23,7 @@ class BankSummary(msgspec.Struct):
 
     topups_approved: int = 0
     topups_declined: int = 0
+    """Declined by the bank (bank_topups) or refused by the switch (bank_topup_refusals)."""
     topups_unknown: int = 0
     """Answered "unknown, not credited" (then reversed by an advice)."""
     reversals_sent: int = 0
@@ -33,8 +34,13 @@ class BankSummary(msgspec.Struct):
     settlement_balanced: bool = False
     """The day's settlement equals the journal's sums, computed independently, and nets to
     zero (onecard/demo_settle.py)."""
+    reconciliation_matched: int = 0
+    """Lines of the bank's file of the day that matched our credits (the day's approved
+    top-ups: more than 0)."""
     reconciliation_exceptions: int = 0
     """Exceptions the day's reconciliation with the bank's file found (the injected one)."""
+    reconciliation_injected_found: bool = False
+    """The injected mismatch is among those exceptions."""
     bank_exceptions_open: int = 0
     """Reversal advices the bank never acknowledged, handed to a person and not resolved yet
     (bank_exception documents not executed: admin_api/finance/_bankexc.py). 0 in a demo."""
@@ -47,6 +53,9 @@ async def bank_summary(conn: asyncpg.Connection) -> BankSummary:
         f" count(*) FILTER (WHERE code = {int(ocp.ResponseCode.BANK_NO_ANSWER)}) AS unknown,"
         " coalesce(sum(amount_fen) FILTER (WHERE state = 'approved'), 0)::bigint AS credited"
         " FROM bank_topups")
+    # Refused by the switch before the bank was asked (wrong PIN, caps, no bound card, top-up
+    # off or the link down: migration 0017): declined too.
+    refused = await conn.fetchval("SELECT count(*) FROM bank_topup_refusals")
     advices = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE state = 'acknowledged') AS sent,"
         " count(*) FILTER (WHERE state = 'pending') AS pending FROM bank_advices")
@@ -54,8 +63,8 @@ async def bank_summary(conn: asyncpg.Connection) -> BankSummary:
         "SELECT count(*) FROM documents WHERE doc_type = 'bank_exception'"
         " AND status <> 'executed'")
     assert row is not None and advices is not None
-    return BankSummary(row["approved"], row["declined"], row["unknown"], advices["sent"],
-                       advices["pending"], int(row["credited"]),
+    return BankSummary(row["approved"], row["declined"] + refused, row["unknown"],
+                       advices["sent"], advices["pending"], int(row["credited"]),
                        bank_exceptions_open=int(open_exceptions or 0))
 
 

@@ -160,11 +160,18 @@ class BankSettingsChanged(msgspec.Struct, frozen=True):
     daily_account_max_fen: _Fen = 0
 
 
+class PinChanged(msgspec.Struct, frozen=True):
+    """A cardholder's query/spending PIN was set or reset (and unlocked): switches drop what
+    they hold of it (switch/_topup.py keeps PIN hashes in memory)."""
+
+    account_id: _Id32
+
+
 ChangeEvent = (
     AccountOpened | AccountStatusChanged | CardBound | CardCancelled | TerminalUpserted
     | MerchantOpened | ClassConfigured | TenantConfigured | CrossTenantChanged
     | AccountClassChanged | MerchantConfigured | AccessChanged | BankCardChanged
-    | BankSettingsChanged
+    | BankSettingsChanged | PinChanged
 )
 
 # The closed set of kinds; the CHECK on change_outbox.kind lists the same names.
@@ -186,6 +193,8 @@ EVENT_TYPES: dict[str, type[ChangeEvent]] = {
     # Added by migrations/sql/0012_topup.sql.
     "bank_card_changed": BankCardChanged,
     "bank_settings_changed": BankSettingsChanged,
+    # Added by migrations/sql/0017_topup_fast.sql.
+    "pin_changed": PinChanged,
 }
 EVENT_KINDS = tuple(EVENT_TYPES)
 KIND_OF: dict[type[ChangeEvent], str] = {t: k for k, t in EVENT_TYPES.items()}

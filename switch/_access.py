@@ -6,19 +6,24 @@ objects and swaps them in whole, so a decision never sees half a change. Decidin
 look-ups and comparisons: no database round trip, no await.
 
 The engine also keeps what the rules act on: anti-passback positions, which doors are open,
-multi-card windows in progress, first-card doors held open, and the recent answers of each
-door terminal (a repeat of a txn_seq gets its original answer).
+multi-card windows in progress, security-mode first factors waiting for their second,
+first-card doors held open, phone QR codes used at doors, open anti-passback alarms, and the
+recent answers of each door terminal (a repeat of a txn_seq gets its original answer). All of
+it but which doors are open is rebuilt at start from the journal (`load_access`): every
+decision that changed it was committed before its answer (docs/access.md, "After a restart").
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from protocols import limits as ocp_limits
 from protocols import ocp, qr
 
 if TYPE_CHECKING:
@@ -33,6 +38,15 @@ _RC = ocp.ResponseCode
 NORMAL, OFFICE, SECURITY, MULTI_CARD, FIRST_CARD, FREE, LOCKED = range(7)
 MODES = {"normal": NORMAL, "office": OFFICE, "security": SECURITY, "multi_card": MULTI_CARD,
          "first_card": FIRST_CARD, "free": FREE, "locked": LOCKED}
+# Security mode's second factor (doors.security_factor): 0 the PIN, else a bit mask of the
+# biometric credential kinds that count (bit 2 face, bit 3 fingerprint).
+FACTORS = {"pin": 0, "face": 1 << 2, "fingerprint": 1 << 3,
+           "face_or_fingerprint": 1 << 2 | 1 << 3}
+_CARD_PART, _BIO_PART = 1, 2
+"""The two factors of a biometric security door: the card (or phone QR code), the biometric."""
+QR_COUNTED = frozenset({0, ocp.ResponseCode.MULTI_CARD_PENDING,
+                        ocp.ResponseCode.SECOND_FACTOR_REQUIRED})
+"""Decisions that use up the phone QR code they were made on: it opened, or it counted."""
 APB_OFF, APB_HARD, APB_TIMED = 0, 1, 2
 _APB = {"off": APB_OFF, "hard": APB_HARD, "timed": APB_TIMED}
 
@@ -47,8 +61,11 @@ ILLEGAL_CODES = frozenset({_RC.ACCOUNT_FROZEN, _RC.CARD_LOST, _RC.ACCOUNT_CLOSED
 ANSWERS_KEPT = 512
 """Recent answers kept per door terminal for repeats (twice the txn_seq window)."""
 APB_RESTORE_SECONDS = 86_400
-"""At start-up, anti-passback positions are rebuilt from this much of the decision records."""
+"""An anti-passback position lasts this long (a person who left without showing a card is not
+held out for ever), and at start-up positions are rebuilt from this much of the decision
+records: a restart changes no anti-passback decision."""
 MULTI_CARD_DOORS_MAX = 100_000
+FACTORS_PENDING_MAX = 100_000
 APB_ENTRIES_MAX = 2_000_000
 """Bounds on the in-memory state (style: limits on everything); past them the oldest go."""
 
@@ -120,6 +137,9 @@ class Door(msgspec.Struct, frozen=True):
     by_person: dict[int, tuple[Grant, ...]]
     by_node: dict[int, tuple[Grant, ...]]
     by_class: dict[int, tuple[Grant, ...]]
+    factor: int = 0
+    """Security mode's second factor: 0 the PIN, else FACTORS' mask of biometric kinds."""
+    factor_window_s: int = 10
 
 
 class Reader(msgspec.Struct, frozen=True):
@@ -155,6 +175,10 @@ class Decision(msgspec.Struct):
     grant_id: int = 0
     duress: bool = False
     alarm: str = ""
+    qr: qr.QrToken | None = None
+    """The phone QR code decided on (authentic): journaled by its nonce, used up if QR_COUNTED."""
+    cleared_apb: bool = False
+    """This pass ends the person's open anti-passback alarm of the door's area."""
 
 
 class AccessAnswer:
@@ -255,6 +279,9 @@ class AccessEngine:
         self.open_until_ms: dict[int, int] = {}  # door -> open until (ms); sensors too
         self.multi: dict[int, tuple[int, set[int]]] = {}  # door -> (first s, accounts)
         self.held_open_until_s: dict[int, int] = {}  # first-card doors held open
+        # (door, account) -> (first factor's s, _CARD_PART or _BIO_PART): security doors.
+        self.factors: dict[tuple[int, int], tuple[int, int]] = {}
+        self.apb_alarms: set[tuple[int, int]] = set()  # (account, area): open APB alarms
         # Exactly once: per door terminal, recent answers by txn_seq, and the highest decided.
         self.answers: dict[int, dict[int, ocp.AccessResult | ocp.DoorEventAck]] = {}
         self.last_txn_seq: dict[int, int] = {}
@@ -297,45 +324,59 @@ class AccessEngine:
 
     # -- the decision ---------------------------------------------------------------------
 
-    def credential_account(self, ev: ocp.AccessRequest, now_s: int) -> tuple[int, int]:
-        """(account id, 0) or (0 or account id, deny code) of the request's credential."""
+    def card_account(self, card_no: int, now_s: int) -> tuple[int, int]:
+        """(account id, 0) or (0 or account id, deny code) of a card number."""
+        bound = self.ledger.card_account(card_no) if card_no else None
+        if bound is None:
+            return 0, _RC.UNKNOWN_CARD
+        account_id, cancelled = bound
+        if cancelled:
+            return account_id, _RC.CARD_CANCELLED
+        until = self.card_valid_until_day.get(card_no)
+        if until is not None and now_s // 86_400 > until:
+            return account_id, _RC.CARD_EXPIRED
+        return account_id, 0
+
+    def credential_account(self, ev: ocp.AccessRequest, now_s: int
+                           ) -> tuple[int, int, qr.QrToken | None]:
+        """(account id, 0, QR token) or (0 or account id, deny code, QR token) of the
+        request's credential; the token is that of an authentic phone QR code, else None."""
         kind = ev.credential_kind
         if kind == 1:
-            card_no = ev.card_no
-            bound = self.ledger.card_account(card_no) if card_no else None
-            if bound is None:
-                return 0, _RC.UNKNOWN_CARD
-            account_id, cancelled = bound
-            if cancelled:
-                return account_id, _RC.CARD_CANCELLED
-            until = self.card_valid_until_day.get(card_no)
-            if until is not None and now_s // 86_400 > until:
-                return account_id, _RC.CARD_EXPIRED
-            return account_id, 0
+            account_id, code = self.card_account(ev.card_no, now_s)
+            return account_id, code, None
         if kind == 4:
             gate = self.qr_gate
             if gate is None:
-                return 0, _RC.UNKNOWN_CARD
+                return 0, _RC.UNKNOWN_CARD, None
             try:
                 token = qr.authenticate(gate.key, ev.credential)
             except qr.QrError:
-                return 0, _RC.UNKNOWN_CARD
+                return 0, _RC.UNKNOWN_CARD, None
+            # Used (here or at a till) first: a replay is QR_USED, even after a restart.
+            if gate.paid_by(token, now_s) is not None:
+                return 0, _RC.QR_USED, token
             if gate.time_problem(token, now_s) is not None:
-                return 0, _RC.UNKNOWN_CARD
+                return 0, _RC.QR_EXPIRED, token
             bound = self.ledger.card_account(token.card_no)
             if bound is None:
-                return 0, _RC.UNKNOWN_CARD
-            return bound[0], _RC.CARD_CANCELLED if bound[1] else 0
+                return 0, _RC.UNKNOWN_CARD, token
+            return bound[0], _RC.CARD_CANCELLED if bound[1] else 0, token
         account_id = self.templates.get((kind, ev.credential), 0)
-        return account_id, 0 if account_id else _RC.UNKNOWN_CARD
+        return account_id, 0 if account_id else _RC.UNKNOWN_CARD, None
 
     def decide(self, reader: Reader, ev: ocp.AccessRequest, now_ms: int) -> Decision:
         """Decide one request (docs/access.md, "The decision, step by step"). Updates the
-        state the rules act on; the caller journals the decision and answers after commit."""
+        state the rules act on; the caller journals the decision and answers after commit, and
+        uses up a phone QR code whose decision is in QR_COUNTED."""
         self._decisions += 1
         now_s = now_ms // 1000
         door = reader.door
-        account_id, code = self.credential_account(ev, now_s)
+        token = None
+        if ev.credential_kind == 1:
+            account_id, code = self.card_account(ev.card_no, now_s)
+        else:
+            account_id, code, token = self.credential_account(ev, now_s)
         ledger = self.ledger
         account: Any = None
         if account_id:
@@ -343,10 +384,29 @@ class AccessEngine:
             if account.tenant_id != door.tenant_id:
                 return Decision(_RC.UNKNOWN_CARD)  # another tenant's: not told apart
         if code:
-            if code == _RC.UNKNOWN_CARD:
-                return Decision(code)
+            if code in (_RC.UNKNOWN_CARD, _RC.QR_USED, _RC.QR_EXPIRED):
+                return Decision(code, qr=token)
             self._alarms += 1
-            return Decision(code, account_id=account_id, alarm="illegal_card")
+            return Decision(code, account_id=account_id, alarm="illegal_card", qr=token)
+        # A card read with a face or fingerprint (one request, both factors): the same person's.
+        two_factor = False
+        if ev.card_no and ev.credential_kind in (2, 3):
+            card_account, card_code = self.card_account(ev.card_no, now_s)
+            if card_code and card_code != _RC.UNKNOWN_CARD:
+                self._alarms += 1
+                return Decision(card_code, account_id=card_account, alarm="illegal_card")
+            if card_account != account_id:
+                return Decision(_RC.NO_PERMISSION, account_id=account_id)
+            two_factor = True
+        decision = self._decide_person(reader, ev, now_ms, account_id, account, two_factor)
+        if token is not None:
+            decision.qr = token
+        return decision
+
+    def _decide_person(self, reader: Reader, ev: ocp.AccessRequest, now_ms: int,
+                       account_id: int, account: Any, two_factor: bool) -> Decision:
+        now_s = now_ms // 1000
+        door = reader.door
         status = account.status
         if status:
             self._alarms += 1
@@ -389,10 +449,14 @@ class AccessEngine:
             last = self.apb.get((account_id, door.area_id))
             if last is not None:
                 last_dir, last_ms = last
-                if (door.apb == APB_HARD and last_dir == direction) or (
+                if (door.apb == APB_HARD and last_dir == direction
+                        and now_ms - last_ms < APB_RESTORE_SECONDS * 1000) or (
                         door.apb == APB_TIMED and direction == 0 and last_dir == 0
                         and now_ms - last_ms < door.apb_seconds * 1000):
                     self._alarms += 1
+                    if len(self.apb_alarms) >= APB_ENTRIES_MAX:
+                        self.apb_alarms.clear()
+                    self.apb_alarms.add((account_id, door.area_id))
                     return Decision(_RC.APB_VIOLATION, account_id=account_id,
                                     grant_id=grant_id, alarm="apb_violation")
         # Interlock: every other door of the door's interlocks must be closed.
@@ -401,33 +465,35 @@ class AccessEngine:
                 return Decision(_RC.INTERLOCK, account_id=account_id, grant_id=grant_id)
         # PINs: a duress PIN (or flag) opens with a silent alarm; security mode needs the PIN.
         duress = ev.duress
+        pin_door = mode == SECURITY and not door.factor
         if ev.pin:
             pins = self.pins.get(account_id)
             found = pins.check(ev.pin, self._pin_key) if pins is not None else 0
             if found == 2:
                 duress = True
-            elif found == 0 and mode == SECURITY:
+            elif found == 0 and pin_door:
                 return Decision(_RC.PIN_WRONG, account_id=account_id, grant_id=grant_id)
-        elif mode == SECURITY and not duress:
+        elif pin_door and not duress:
             return Decision(_RC.PIN_REQUIRED, account_id=account_id, grant_id=grant_id)
+        if mode == SECURITY and door.factor and not duress:
+            # Card + face / fingerprint: both factors of this person, in one request or two.
+            kind = ev.credential_kind
+            if two_factor:
+                if not (door.factor >> kind) & 1:
+                    return Decision(_RC.NO_PERMISSION, account_id=account_id,
+                                    grant_id=grant_id)
+            elif kind in (2, 3) and not (door.factor >> kind) & 1:
+                return Decision(_RC.NO_PERMISSION, account_id=account_id, grant_id=grant_id)
+            elif not self.factor_step(door, account_id,
+                                      _BIO_PART if kind in (2, 3) else _CARD_PART, now_s):
+                return Decision(_RC.SECOND_FACTOR_REQUIRED, account_id=account_id,
+                                grant_id=grant_id)
         if mode == MULTI_CARD:
-            window = self.multi.get(door.door_id)
-            if window is None or now_s - window[0] >= door.multi_card_window_s:
-                if len(self.multi) >= MULTI_CARD_DOORS_MAX:
-                    self.multi.clear()
-                window = self.multi[door.door_id] = (now_s, set())
-            window[1].add(account_id)
-            if len(window[1]) < door.multi_card_count:
+            if not self.multi_step(door, account_id, now_s):
                 return Decision(_RC.MULTI_CARD_PENDING, account_id=account_id,
                                 grant_id=grant_id)
-            del self.multi[door.door_id]
         elif mode == FIRST_CARD:
-            tz = door.mode_time_zone
-            if tz is not None:
-                end = tz.window_end(day, weekday, minute)
-                if end:
-                    day_start_s = now_s - (now_s + rules.utc_offset_s) % 86_400
-                    self.held_open_until_s[door.door_id] = day_start_s + end * 60
+            self.first_card_step(door, rules.utc_offset_s, now_s)
         decision = self._open(door, account_id, direction, now_ms, grant_id, floors)
         if duress:
             decision.duress = True
@@ -435,16 +501,63 @@ class AccessEngine:
             self._alarms += 1
         return decision
 
+    # -- the state of the door modes (shared by `decide` and the rebuild at start) ---------
+
+    def multi_step(self, door: Door, account_id: int, now_s: int) -> bool:
+        """Count a permitted person at a multi-card door: True when the door opens now."""
+        window = self.multi.get(door.door_id)
+        if window is None or now_s - window[0] >= door.multi_card_window_s:
+            if len(self.multi) >= MULTI_CARD_DOORS_MAX:
+                self.multi.clear()
+            window = self.multi[door.door_id] = (now_s, set())
+        window[1].add(account_id)
+        if len(window[1]) < door.multi_card_count:
+            return False
+        del self.multi[door.door_id]
+        return True
+
+    def factor_step(self, door: Door, account_id: int, part: int, now_s: int) -> bool:
+        """Count one factor (_CARD_PART or _BIO_PART) of a person at a biometric security door:
+        True when it completes the pair within the window (the door opens now). The same
+        factor again restarts the window."""
+        key = (door.door_id, account_id)
+        pending = self.factors.get(key)
+        if pending is not None and now_s - pending[0] < door.factor_window_s \
+                and pending[1] != part:
+            del self.factors[key]
+            return True
+        if len(self.factors) >= FACTORS_PENDING_MAX:
+            self.factors.clear()
+        self.factors[key] = (now_s, part)
+        return False
+
+    def first_card_step(self, door: Door, utc_offset_s: int, now_s: int) -> None:
+        """A permitted person passed a first-card door: hold it open to its interval's end."""
+        tz = door.mode_time_zone
+        if tz is None:
+            return
+        day, weekday, minute = _local(now_s, utc_offset_s)
+        end = tz.window_end(day, weekday, minute)
+        if end:
+            day_start_s = now_s - (now_s + utc_offset_s) % 86_400
+            self.held_open_until_s[door.door_id] = day_start_s + end * 60
+
     def _open(self, door: Door, account_id: int, direction: int, now_ms: int, grant_id: int,
               floors: int) -> Decision:
         self._opened += 1
+        decision = Decision(0, door.open_ms, floors if door.elevator else 0, account_id,
+                            grant_id)
         if door.apb:
+            key = (account_id, door.area_id)
             if len(self.apb) >= APB_ENTRIES_MAX:
                 self.apb.clear()
-            self.apb[(account_id, door.area_id)] = (direction, now_ms)
+            self.apb[key] = (direction, now_ms)
+            if key in self.apb_alarms:
+                self.apb_alarms.discard(key)
+                decision.cleared_apb = True
         if door.interlocked or door.door_id in self.open_until_ms:
             self.open_until_ms[door.door_id] = now_ms + door.open_ms
-        return Decision(0, door.open_ms, floors if door.elevator else 0, account_id, grant_id)
+        return decision
 
     def _grants(self, door: Door, person: Person | None, class_id: int, now_s: int, day: int,
                 weekday: int, minute: int) -> tuple[int, int, int]:
@@ -593,7 +706,8 @@ async def load_tenant_rules(conn: asyncpg.Connection, tenant_id: int) -> TenantR
     doors: dict[int, Door] = {}
     for r in await conn.fetch(
         "SELECT id, area_id, kind, mode, mode_time_zone_id, multi_card_count,"
-        " multi_card_window_s, open_ms FROM doors WHERE tenant_id = $1", tenant_id,
+        " multi_card_window_s, open_ms, security_factor, security_window_s FROM doors"
+        " WHERE tenant_id = $1", tenant_id,
     ):
         area = areas.get(r["area_id"])
         per = grants.get(r["id"], ({}, {}, {}))
@@ -607,6 +721,7 @@ async def load_tenant_rules(conn: asyncpg.Connection, tenant_id: int) -> TenantR
             {k: tuple(v) for k, v in per[_PERSON].items()},
             {k: tuple(v) for k, v in per[_DEPARTMENT].items()},
             {k: tuple(v) for k, v in per[_CLASS].items()},
+            FACTORS[r["security_factor"]], r["security_window_s"],
         )
     readers = {
         (r["terminal_id"], r["reader_no"]): Reader(doors[r["door_id"]], r["direction"],
@@ -712,3 +827,77 @@ async def load_access(engine: AccessEngine, conn: asyncpg.Connection) -> None:
         " ORDER BY account_id, area_id, id DESC", APB_RESTORE_SECONDS,
     ):
         engine.apb[(r["account_id"], r["area_id"])] = (r["direction"], r["decided_ms"])
+    await restore_door_state(engine, conn)
+
+
+_RESTORE_MARGIN_S = 60
+"""Read this much more of the journal than the longest window, for clock steps and commits."""
+
+
+async def restore_door_state(engine: AccessEngine, conn: asyncpg.Connection) -> None:
+    """What the door modes act on, rebuilt at start from the decision records (docs/access.md,
+    "After a restart"). Each decision that changed it was committed before its answer, so the
+    rebuilt state is what the doors were told: a first-card door held open stays held to the
+    end of its interval; a multi-card window or a security door's first factor in progress is
+    kept, its window still timed from its first credential; phone QR codes used at doors stay
+    used; open anti-passback alarms can still be cleared by the person's next pass."""
+    now_s = int(time.time())
+    doors = {d.door_id: d for t in engine.tenants.values() for d in t.doors.values()}
+    first = [d.door_id for d in doors.values()
+             if d.mode == FIRST_CARD and d.mode_time_zone is not None]
+    if first:
+        for r in await conn.fetch(
+            "SELECT DISTINCT ON (door_id) door_id, decided_ms FROM access_decisions"
+            " WHERE door_id = ANY($1::int[]) AND source = 0 AND code = 0 AND grant_id <> 0"
+            " AND committed_at > now() - interval '25 hours' ORDER BY door_id, id DESC", first,
+        ):
+            door = doors[r["door_id"]]
+            engine.first_card_step(door, engine.tenants[door.tenant_id].utc_offset_s,
+                                   r["decided_ms"] // 1000)
+            if engine.held_open_until_s.get(door.door_id, 0) <= now_s:
+                engine.held_open_until_s.pop(door.door_id, None)
+    windowed = {d.door_id: d for d in doors.values()
+                if d.mode == MULTI_CARD or (d.mode == SECURITY and d.factor)}
+    if windowed:
+        longest = max(max(d.multi_card_window_s, d.factor_window_s) for d in windowed.values())
+        for r in await conn.fetch(
+            "SELECT door_id, account_id, credential_kind, code, grant_id, decided_ms"
+            " FROM access_decisions WHERE door_id = ANY($1::int[]) AND source = 0"
+            " AND code IN (0, $2, $3) AND account_id <> 0"
+            " AND committed_at > now() - make_interval(secs => $4) ORDER BY id",
+            list(windowed), int(_RC.MULTI_CARD_PENDING), int(_RC.SECOND_FACTOR_REQUIRED),
+            longest + _RESTORE_MARGIN_S,
+        ):
+            door = windowed[r["door_id"]]
+            at_s = r["decided_ms"] // 1000
+            if door.mode == MULTI_CARD:
+                if r["code"] == _RC.MULTI_CARD_PENDING:
+                    engine.multi_step(door, r["account_id"], at_s)
+                elif r["grant_id"]:
+                    engine.multi.pop(door.door_id, None)
+            elif r["code"] == _RC.SECOND_FACTOR_REQUIRED:
+                engine.factor_step(door, r["account_id"], _BIO_PART if r["credential_kind"]
+                                   in (2, 3) else _CARD_PART, at_s)
+            elif r["grant_id"]:
+                engine.factors.pop((door.door_id, r["account_id"]), None)
+    gate = engine.qr_gate
+    if gate is not None:
+        from switch._qr import parse_door_credential
+
+        for r in await conn.fetch(
+            "SELECT card_no, credential, terminal_id, txn_seq FROM access_decisions"
+            " WHERE credential_kind = 4 AND code IN (0, 76, 79)"
+            " AND committed_at > now() - make_interval(secs => $1)",
+            ocp_limits.QR_LIFETIME_SECONDS_MAX + ocp_limits.QR_CLOCK_SKEW_SECONDS
+            + _RESTORE_MARGIN_S,
+        ):
+            parsed = parse_door_credential(r["credential"])
+            if parsed is not None and parsed[1] >= now_s:
+                gate.restore(r["card_no"], parsed[0], parsed[1], r["terminal_id"],
+                             r["txn_seq"])
+    for r in await conn.fetch(
+        "SELECT DISTINCT account_id, area_id FROM access_alarms WHERE kind = 'apb_violation'"
+        " AND cleared_at IS NULL AND account_id IS NOT NULL AND area_id IS NOT NULL LIMIT $1",
+        APB_ENTRIES_MAX,
+    ):
+        engine.apb_alarms.add((r["account_id"], r["area_id"]))

@@ -41,12 +41,22 @@ SELECT * FROM unnest($1::int[], $2::text[], $3::int[], $4::int[], $5::int[], $6:
 RETURNING id, tenant_id, kind, door_id
 """
 _CLEAR_ALARMS = """
-UPDATE access_alarms a SET state = 'cleared', cleared_at = now(), cleared_by_event = e.seq
+UPDATE access_alarms a SET state = 'cleared', cleared_at = now(), cleared_by_event = e.seq,
+                           cleared_reason = 'event'
 FROM unnest($1::int[], $2::text[], $3::bigint[]) AS e(door_id, kind, seq)
 WHERE a.door_id = e.door_id AND a.kind = e.kind AND a.cleared_at IS NULL
 RETURNING a.id, a.tenant_id, a.kind, a.door_id
 """
 
+_CLEAR_APB_ALARMS = """
+UPDATE access_alarms a SET state = 'cleared', cleared_at = now(), cleared_reason = 'passed'
+FROM unnest($1::int[], $2::int[]) AS p(account_id, area_id)
+WHERE a.kind = 'apb_violation' AND a.cleared_at IS NULL
+  AND a.account_id = p.account_id AND a.area_id = p.area_id
+RETURNING a.id, a.tenant_id, a.kind, a.door_id
+"""
+"""A person passed a door of an area again: the open anti-passback alarms of theirs there end
+(docs/access.md, "Alarms and their lifecycle")."""
 
 _ONLINE = """
 INSERT INTO access_door_states AS s (door_id, tenant_id, online)
@@ -61,7 +71,7 @@ ON CONFLICT (door_id) DO UPDATE SET online = excluded.online, changed_at = now()
 class AccessBatch:
     """The access rows of one commit."""
 
-    __slots__ = ("alarms", "decisions", "events", "online", "published")
+    __slots__ = ("alarms", "apb_cleared", "decisions", "events", "online", "published")
 
     def __init__(self) -> None:
         self.decisions: list[tuple] = []
@@ -70,10 +80,13 @@ class AccessBatch:
         self.online: list[tuple[int, bool]] = []
         # (tenant, kind, door, area, account, card_no, terminal, source, txn_seq, detail)
         self.alarms: list[tuple] = []
+        # (account, area, txn_seq): passes that end the person's open APB alarms of the area.
+        self.apb_cleared: list[tuple[int, int, int]] = []
         self.published: list[tuple[int, int, str, int, str]] = []
 
     def __bool__(self) -> bool:
-        return bool(self.decisions or self.events or self.alarms or self.online)
+        return bool(self.decisions or self.events or self.alarms or self.online
+                    or self.apb_cleared)
 
     def __len__(self) -> int:
         return len(self.decisions) + len(self.events)
@@ -81,7 +94,8 @@ class AccessBatch:
     @property
     def single_copy(self) -> bool:
         """Decisions only: one COPY is the whole, atomic, write."""
-        return not self.events and not self.alarms and not self.online
+        return (not self.events and not self.alarms and not self.online
+                and not self.apb_cleared)
 
     async def write(self, conn: asyncpg.Connection) -> None:
         """Inside the group commit's transaction (or alone, when `single_copy`)."""
@@ -96,6 +110,11 @@ class AccessBatch:
             for r in await conn.fetch(_INSERT_ALARMS, *cols):
                 self.published.append((r["id"], r["tenant_id"], r["kind"], r["door_id"] or 0,
                                        "open"))
+        if self.apb_cleared:  # after the alarms: raised and ended in one batch
+            for r in await conn.fetch(_CLEAR_APB_ALARMS, [a for a, _, _ in self.apb_cleared],
+                                      [a for _, a, _ in self.apb_cleared]):
+                self.published.append((r["id"], r["tenant_id"], r["kind"], r["door_id"] or 0,
+                                       "cleared"))
         if self.events:
             await self._door_states(conn)
         if self.online:

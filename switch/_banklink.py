@@ -241,9 +241,13 @@ class BankLink:
         refused = self._refuse(key)
         if refused is not None:
             return refused
-        answer = await self._request(self._pick(), req, key, "topup")
+        why: list[str] = []
+        answer = await self._request(self._pick(), req, key, "topup", why=why)
         if answer is None:
-            return BankAnswer(outcome="unknown", field39="", reason="no answer in time",
+            # The advice's reason (switch/_topup.py): "link_down" or "timeout".
+            reason = ("connection lost before the answer" if why == ["link_down"]
+                      else "no answer in time")
+            return BankAnswer(outcome="unknown", field39="", reason=reason,
                               response_code=int(_R.SYSTEM_ERROR))
         assert type(answer) is iso8583.TopupResponse
         if answer.rrn != req.rrn or answer.amount_fen != req.amount_fen:
@@ -315,9 +319,11 @@ class BankLink:
         return up[self._next_slot]
 
     async def _request(self, slot: _Slot, msg: iso8583.Message, key: _Key,
-                       label: str) -> iso8583.Message | None:
+                       label: str, *, why: list[str] | None = None
+                       ) -> iso8583.Message | None:
         """Write `msg` on `slot` and wait for the answer matched to `key`; None on timeout or
-        when the connection went down first."""
+        when the connection went down first (`why` gets "timeout" or "link_down")."""
+        why = [] if why is None else why
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[key] = _Pending(future, slot, label, msg)
         try:
@@ -325,6 +331,7 @@ class BankLink:
                 self._write(slot, msg)
             except (_LinkDown, OSError, iso8583.Iso8583LocalError) as exc:
                 self.log.warning("bank.write_failed", message=label, error=str(exc))
+                why.append("link_down")
                 return None
             async with asyncio.timeout(self.config.response_timeout_seconds):
                 return await future
@@ -332,9 +339,11 @@ class BankLink:
             metrics.bank_timeouts_total.labels(label).inc()
             self.log.warning("bank.timeout", message=label, terminal_id=key[1], stan=key[2])
             self._remember(key, "late")
+            why.append("timeout")
             return None
         except _LinkDown:
             self._remember(key, "late")
+            why.append("link_down")
             return None
         finally:
             self._pending.pop(key, None)

@@ -32,6 +32,7 @@ from protocols.changes import (
     AccountOpened,
     AccountStatusChanged,
     BankCardChanged,
+    BankSettingsChanged,
     CardBound,
     CardCancelled,
     ChangeEvent,
@@ -39,6 +40,7 @@ from protocols.changes import (
     CrossTenantChanged,
     MerchantConfigured,
     MerchantOpened,
+    PinChanged,
     TenantConfigured,
     TerminalUpserted,
     encode_event,
@@ -104,6 +106,9 @@ def apply_event(ledger: Ledger, master: MasterData, event: ChangeEvent) -> int:
 
 
 def _apply(ledger: Ledger, master: MasterData, event: ChangeEvent) -> int:
+    if isinstance(event, _TOPUP_EVENTS):  # what the kiosk top-ups hold in memory
+        for listener in master.topup_listeners:
+            listener(event)
     match event:
         case AccountStatusChanged(account_id=account_id, status=status):
             ledger.set_account_status(account_id, status)
@@ -184,6 +189,11 @@ def _apply(ledger: Ledger, master: MasterData, event: ChangeEvent) -> int:
             else:
                 master.auto_topups.pop(event.account_id, None)
     return 0
+
+
+_TOPUP_EVENTS = (BankCardChanged, BankSettingsChanged, PinChanged, AccountStatusChanged,
+                 TenantConfigured)
+"""Events that change a top-up's context (switch/_topup.py TopupContexts)."""
 
 
 # -- stream entries ----------------------------------------------------------------------------

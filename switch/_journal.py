@@ -30,6 +30,23 @@ if TYPE_CHECKING:
     from ledger_ext import Outcome
 
 
+def _topups_approved_sql(topups: list[tuple[int, str | None, int]]) -> str:
+    """BEGIN, and the approved state of these top-ups (id, field 39, lsn): one simple query,
+    so its values are literals, each an int() or a field 39 of two letters or digits (the
+    bank link passes only codes of its table as approvals; anything else is NULL)."""
+    values = ",".join(
+        f"({int(i)},{_field39_literal(f)},{int(lsn)})" for i, f, lsn in topups)
+    return ("BEGIN; UPDATE bank_topups t SET state = 'approved', code = 0, field39 = u.f,"
+            " lsn = u.l, updated_at = now()"
+            f" FROM (VALUES {values}) AS u (id, f, l) WHERE t.id = u.id")
+
+
+def _field39_literal(field39: str | None) -> str:
+    if field39 is not None and len(field39) == 2 and field39.isascii() and field39.isalnum():
+        return f"'{field39}'"
+    return "NULL::text"
+
+
 class Answerable(Protocol):
     """What the journal needs of a terminal session."""
 
@@ -92,6 +109,9 @@ class Journal:
         self._access = AccessBatch()
         self._access_replies: list[tuple[Answerable, Any]] = []
         self.on_access_commit: Callable[[AccessBatch], None] | None = None
+        # Kiosk top-ups (switch/_topup.py): (bank_topups id, field 39, lsn) of credits whose
+        # 'approved' state is written in the same transaction as their journal row.
+        self._topups: list[tuple[int, str | None, int]] = []
 
     def submit_access(self, session: Answerable, answer: Any) -> None:
         """ACCESS: answer `session` with `answer` after the next commit, which carries the
@@ -116,6 +136,13 @@ class Journal:
         self._lsns.append(outcome.lsn)
         self._replies.append((session, outcome))
         self._wakeup.set()
+
+    def submit_topup(self, session: Answerable, outcome: Outcome,
+                     approval: tuple[int, str | None, int]) -> None:
+        """Journal a bank top-up's credit; its bank_topups row becomes 'approved' in the same
+        commit (approval: the row's id, field 39, the credit's lsn)."""
+        self._topups.append(approval)
+        self.submit(session, outcome)
 
     def answer_when_durable(self, session: Answerable, outcome: Outcome) -> None:
         """Answer a repeat: now if its row is committed (the caller, a session's data_received,
@@ -160,6 +187,10 @@ class Journal:
                 await asyncio.sleep(self._window_seconds)
             started = perf()
             rows, last_lsn, replies = self._take_batch()
+            topups: list[tuple[int, str | None, int]] = []
+            if self._topups:  # the approvals whose credit rows are in this batch
+                topups = [t for t in self._topups if t[2] <= last_lsn]
+                self._topups = [t for t in self._topups if t[2] > last_lsn]
             # ACCESS: every access row submitted so far goes with this batch.
             access, self._access = self._access, AccessBatch()
             if self._access_replies:
@@ -181,7 +212,16 @@ class Journal:
                     # so the commit itself only joins and sends bytes.
                     async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
                         # (a memoryview: asyncpg would take bytes for a file name)
-                        if not access:
+                        if topups:  # kiosk top-ups: credits and their state, one commit
+                            # BEGIN and the UPDATE in one simple query: three round trips
+                            # (a failure ends this connection: JournalError, recovery).
+                            await conn.execute(_topups_approved_sql(topups))
+                            await copy("journal", source=memoryview(data), columns=columns,
+                                       format="binary")
+                            if access:
+                                await access.write(conn)
+                            await conn.execute("COMMIT")
+                        elif not access:
                             await copy("journal", source=memoryview(data), columns=columns,
                                        format="binary")
                         elif not rows and access.single_copy:  # ACCESS: decisions alone

@@ -8,7 +8,8 @@ then bring the balances to where they were.
 from __future__ import annotations
 
 from array import array
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -43,6 +44,9 @@ class MasterData(msgspec.Struct):
     # Automatic top-up (自动圈存): account -> (threshold_fen, amount_fen) of its bound bank
     # card; a purchase leaving the balance below the threshold triggers a top-up.
     auto_topups: dict[int, tuple[int, int]] = msgspec.field(default_factory=dict)
+    # Told of every change event that alters a kiosk top-up's context (bound bank card, PIN,
+    # tenant bank settings, account status, tenant offset): switch/_topup.py TopupContexts.
+    topup_listeners: list[Callable[[Any], None]] = msgspec.field(default_factory=list)
 
     def apply_statuses(self, ledger: Ledger) -> None:
         set_status = ledger.set_account_status

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import asyncpg
 
 from protocols import limits, ocp
-from switch._access import FREE, LOCKED, AccessEngine, Door, Grant, TimeZone
+from switch._access import FREE, LOCKED, SECURITY, AccessEngine, Door, Grant, TimeZone
 
 if TYPE_CHECKING:
     from switch._session import TerminalSession
@@ -110,7 +110,9 @@ async def compute_list(engine: AccessEngine, door: Door, cards: list[tuple[int, 
     rules = engine.tenants[door.tenant_id]
     ledger = engine.ledger
     if door.mode == LOCKED or rules.site_lockdown or (
-            rules.locked_areas and not rules.locked_areas.isdisjoint(door.areas)):
+            rules.locked_areas and not rules.locked_areas.isdisjoint(door.areas)) or (
+            door.mode == SECURITY and door.factor):
+        # A card + face (fingerprint) door cannot check the biometric alone: fail secure.
         mode = 2
     elif door.mode == FREE:
         mode = 1

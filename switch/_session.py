@@ -31,9 +31,10 @@ from switch import (
     limits,
 )
 from switch import _metrics as metrics
-from switch._access import ACCESS_ANSWER, EVENT_RAISES, AccessAnswer
+from switch._access import ACCESS_ANSWER, EVENT_RAISES, QR_COUNTED, AccessAnswer
 from switch._access_journal import door_online
 from switch._answer import REFUSAL, Answer
+from switch._qr import door_credential
 
 if TYPE_CHECKING:
     from switch._masterdata import TerminalInfo
@@ -500,17 +501,31 @@ class TerminalSession(asyncio.Protocol):
             answer = ocp.DoorEventAck(seq, 0)
             code = 0
         else:
+            kind = ev.credential_kind
+            if kind == 4 and rt.qr.full:
+                self._refuse(_RC.BUSY, seq, "too many QR codes in use: retry later with the "
+                             "same txn_seq")
+                return
             d = engine.decide(reader, ev, now_ms)
             direction = reader.direction if reader.direction < 2 else ev.pass_direction
-            kind = ev.credential_kind
+            if d.qr is not None:
+                credential = door_credential(d.qr)  # the nonce, never the code
+                card_no = d.qr.card_no
+                if d.code in QR_COUNTED:
+                    rt.qr.spend(d.qr, tid, seq)  # used up before the commit, like a purchase
+            else:
+                credential = ev.credential if kind in (2, 3) else ""
+                card_no = ev.card_no if kind < 4 else 0  # a face's: the card read with it
             batch.decisions.append((
                 tid, seq, door.tenant_id, door.door_id, door.area_id, ev.reader_no, direction,
-                kind, ev.card_no if kind == 1 else 0, ev.credential if kind in (2, 3) else "",
-                d.account_id, d.code, d.open_ms, d.floors, d.duress, d.grant_id, now_ms))
+                kind, card_no, credential, d.account_id, d.code, d.open_ms, d.floors,
+                d.duress, d.grant_id, now_ms))
             if d.alarm:
                 batch.alarms.append((door.tenant_id, d.alarm, door.door_id,
                                      door.area_id or None, d.account_id or None,
-                                     ev.card_no or None, tid, 0, seq, ""))
+                                     card_no or None, tid, 0, seq, ""))
+            if d.cleared_apb:
+                batch.apb_cleared.append((d.account_id, door.area_id, seq))
             code = d.code
             answer = ocp.AccessResult(seq, code, d.open_ms, d.floors)
         engine.remember(tid, seq, answer)

@@ -87,3 +87,6 @@ ADVICE_BACKOFF_SECONDS_MAX = 600.0
 STAN_BLOCK_MAX = 1000
 # Top-up rows written in one statement by the top-up writer (switch/_topup.py TopupWriter).
 TOPUP_BATCH_MAX = 1000
+# Accounts whose top-up context (bank card, PIN hash, caps) a switch holds in memory
+# (switch/_topup.py TopupContexts); past it they are all dropped and read again.
+TOPUP_CONTEXTS_MAX = 1_000_000

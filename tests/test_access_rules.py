@@ -4,15 +4,20 @@ end-to-end behaviour over TCP is tests/test_access_e2e.py."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from ledger_ext import Ledger
 from protocols import ocp
 from switch._access import (
+    APB_HARD,
     APB_OFF,
+    APB_RESTORE_SECONDS,
+    FACTORS,
     FREE,
     LOCKED,
     NORMAL,
+    SECURITY,
     AccessEngine,
     Door,
     Grant,
@@ -114,3 +119,59 @@ def test_elevator_floors_are_the_deciding_levels(engine: AccessEngine) -> None:
     decision = engine.decide(engine.readers[(9, 1)],
                              ocp.AccessRequest(2, 1, 0, 1, 1001, floor=0), NOW_MS)
     assert decision.code == RC.FLOOR_NOT_PERMITTED
+
+
+def test_a_second_factor_counts_only_within_the_window(engine: AccessEngine) -> None:
+    """Card + face or fingerprint, window 10 s: the first factor waits 10 s (whole seconds);
+    the same factor again restarts the window; a different factor inside it opens."""
+    d = msgspec.structs.replace(door(mode=SECURITY, cls={1: (allow(1),)}),
+                                factor=FACTORS["face_or_fingerprint"], factor_window_s=10)
+    engine.install(TenantRules(1, 28_800, {1: d}, {(9, 1): Reader(d, 0, False)}, False,
+                               frozenset(), frozenset()))
+    engine.templates[(2, "face-1")] = 1
+    engine.templates[(3, "fp-1")] = 1
+    reader = engine.readers[(9, 1)]
+
+    def show(kind: int, at_s: float, card: int = 0, credential: str = "") -> int:
+        ev = ocp.AccessRequest(1, 1, 0, kind, card, credential)
+        return engine.decide(reader, ev, NOW_MS + int(at_s * 1000)).code
+
+    assert show(1, 0, 1001) == RC.SECOND_FACTOR_REQUIRED
+    assert show(2, 10, credential="face-1") == RC.SECOND_FACTOR_REQUIRED  # too late: a new one
+    assert show(2, 11, credential="face-1") == RC.SECOND_FACTOR_REQUIRED  # same factor again
+    assert show(1, 20.9, 1001) == RC.APPROVED  # the card, 9.9 s after the last face
+    assert show(3, 30, credential="fp-1") == RC.SECOND_FACTOR_REQUIRED
+    assert show(1, 31, 1002) == RC.NO_PERMISSION  # another person's card: no grant
+    assert show(1, 32, 1001) == RC.APPROVED
+    assert show(3, 40, 1001, "fp-1") == RC.APPROVED  # both in one request
+    assert show(3, 41, 1002, "fp-1") == RC.NO_PERMISSION
+    assert show(1, 42, 1004) == RC.CARD_LOST
+    # The duress flag opens at once (a duress finger), with its silent alarm.
+    duress = engine.decide(reader, ocp.AccessRequest(1, 1, 0, 1, 1001, duress=True),
+                           NOW_MS + 50_000)
+    assert (duress.code, duress.alarm) == (RC.APPROVED, "duress")
+
+
+def test_a_biometric_security_door_is_locked_offline(engine: AccessEngine) -> None:
+    """Its access list cannot check a face: offline_mode 2 (docs/protocol.md 4.6)."""
+    import asyncio
+
+    from switch._offline import compute_list
+
+    pin_door = door(mode=SECURITY, cls={1: (allow(1),)})
+    face_door = msgspec.structs.replace(pin_door, factor=FACTORS["face"])
+    for d, mode in ((pin_door, 0), (face_door, 2)):
+        engine.install(TenantRules(1, 28_800, {1: d}, {(9, 1): Reader(d, 0, False)}, False,
+                                   frozenset(), frozenset()))
+        entries, rules = asyncio.run(compute_list(engine, d, [(1001, 1)]))
+        assert rules[1] == mode
+        assert bool(entries) == (mode == 0)
+
+
+def test_a_hard_anti_passback_position_lasts_a_day(engine: AccessEngine) -> None:
+    """As long as a restart keeps it (rebuilt from a day of records): no decision differs."""
+    d = msgspec.structs.replace(door(cls={1: (allow(1),)}), apb=APB_HARD)
+    engine.apb[(1, 10)] = (0, NOW_MS - APB_RESTORE_SECONDS * 1000 + 1000)
+    assert decide(engine, d, 1001) == RC.APB_VIOLATION
+    engine.apb[(1, 10)] = (0, NOW_MS - APB_RESTORE_SECONDS * 1000)
+    assert decide(engine, d, 1001) == RC.APPROVED

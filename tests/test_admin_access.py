@@ -27,6 +27,7 @@ CANARY_MERCHANT = "Canary Canteen"
 CANARY_TERMINAL = "Canary POS"
 CANARY_DOOR = "Canary Door"
 CANARY_VISITOR = "Canary Visitor"
+CANARY_TEMPLATE = "Q2FuYXJ5VGVtcGxhdGVCeXRlcw=="  # base64 of b"CanaryTemplateBytes"
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,8 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
                "document": document, "exception_id": exception_id, "access": access,
                "bank_exception_id": bank_exception_id,
                "canaries": [CANARY_NAME, CANARY_NODE, str(card_no), CANARY_MERCHANT,
-                            CANARY_TERMINAL, CANARY_DOOR, CANARY_VISITOR]}
+                            CANARY_TERMINAL, CANARY_DOOR, CANARY_VISITOR, CANARY_TEMPLATE,
+                            CANARY_TEMPLATE[:12]]}
     finally:
         site.close()
 
@@ -115,7 +117,7 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
 def _access_objects(site: AdminSite, root: Api, campus: int, merchant_id: int,
                     person_id: int) -> dict[str, Any]:
     """Tenant 1's access objects, at its own node (the canary department's count of changes
-    stays the set-up's five): one of each kind a route names."""
+    stays the set-up's six): one of each kind a route names."""
     area = root.ok("POST", "/access/areas", {"node_id": campus, "name": "Canary Hall"})
     door = root.ok("POST", "/access/doors", {"node_id": campus, "name": CANARY_DOOR,
                                              "area_id": area["id"]})
@@ -145,9 +147,16 @@ def _access_objects(site: AdminSite, root: Api, campus: int, merchant_id: int,
     alarm_id = site.fetch("INSERT INTO access_alarms (tenant_id, kind, door_id, detail)"
                           " VALUES (1, 'forced_open', $1, 'canary') RETURNING id",
                           door["id"])[0]["id"]
+    # A template of the canary person (its audit row is the canary node's sixth change) and
+    # an ADMS device of tenant 1 with a command queued for it.
+    biometric = root.ok("POST", f"/people/{person_id}/biometrics",
+                        {"bio_type": 1, "data": CANARY_TEMPLATE})
+    root.ok("POST", "/adms/devices", {"serial_no": "CANARY0001", "node_id": campus})
+    root.ok("POST", "/adms/devices/CANARY0001/sync", {})
     return {"area": area, "door": door, "door2": door2, "group": group, "calendar": calendar,
             "tz": tz, "grant": grant, "lockdown": lockdown, "visitor": visitor, "route": route,
-            "alarm_id": alarm_id, "door_terminal": door_terminal, "host": host}
+            "alarm_id": alarm_id, "door_terminal": door_terminal, "host": host,
+            "biometric": biometric}
 
 
 def _routes(site: AdminSite) -> list[tuple[str, str, dict[str, Any]]]:
@@ -181,7 +190,8 @@ def _fill(path: str, w: dict[str, Any]) -> str:
                   time_zone_id=a["tz"]["id"], calendar_id=a["calendar"]["id"],
                   grant_id=a["grant"]["id"], lockdown_id=a["lockdown"]["id"],
                   alarm_id=a["alarm_id"], visitor_id=a["visitor"]["id"],
-                  route_id=a["route"]["id"])
+                  route_id=a["route"]["id"], biometric_id=a["biometric"]["id"],
+                  serial_no="CANARY0001")
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
 
@@ -207,7 +217,9 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
                   reader_no=2, floors=[], intervals=[], holidays=[], note="x",
                   person_id=w["person"]["id"], host_person_id=w["person"]["id"],
                   guard_person_id=w["person"]["id"], serial_no="WALK0001", pin="4321",
-                  checkpoints=[{"door_id": door_id, "offset_s": 0}])
+                  bio_type=1, data="V2Fsaw==", full=True,
+                  checkpoints=[{"door_id": door_id, "offset_s": 0}],
+                  alarm_ids=[a["alarm_id"]])
     if "host_person_id" in op["fields"]:  # a visitor pass: a time, not a card's date
         values["valid_until"] = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
     if "door_group_id" in op["fields"]:  # a grant: floors is a mask, and one subject
@@ -238,7 +250,7 @@ def _request(api: Api, method: str, url: str, w: dict[str, Any], op: dict[str, A
             first = b""
             for chunk in r.iter_bytes():  # an error's body ends; a stream's first event
                 first += chunk
-                if r.status_code < 300 and b"\n\n" in first:
+                if r.status_code < 300 and (b"\n\n" in first or b"\r\n\r\n" in first):
                     break
         return httpx.Response(r.status_code, headers=r.headers, content=first)
     if op["multipart"]:  # a file upload (the import): one row aimed at tenant 1's node
@@ -287,7 +299,7 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     assert key["revoked_at"] is None, "tenant 1's API key"
     changed = site.fetch("SELECT count(*) AS n FROM audit_log WHERE $1 = ANY(node_path)",
                          walk_site["node"]["id"])[0]["n"]
-    assert changed == 5, "only the set-up's own five changes touch the canary's node"
+    assert changed == 6, "only the set-up's own six changes touch the canary's node"
     document = root.ok("GET", f"/documents/{walk_site['document']['id']}")
     assert (document["status"], document["approved_levels"]) == ("submitted", 0)
     assert root.ok("GET", f"/merchants/{walk_site['merchant']['id']}") == walk_site["merchant"]
@@ -314,6 +326,11 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     assert root.ok("GET", f"/patrol/routes/{a['route']['id']}") == a["route"]
     assert not site.fetch("SELECT 1 FROM adms_devices WHERE serial_no = 'WALK0001'"
                           " AND tenant_id = 1")
+    # Nor its templates, nor its device's queue (the sync below is the set-up's only one).
+    assert [b["id"] for b in root.ok("GET", f"/people/{walk_site['person']['id']}/biometrics")
+            ] == [a["biometric"]["id"]]
+    assert site.fetch("SELECT count(*) AS n FROM audit_log WHERE action = 'adms.sync'"
+                      )[0]["n"] == 1
     # Nobody foreign opened, changed, registered or re-keyed anything of a merchant's.
     assert site.fetch(merchant_audit)[0]["n"] == merchants_before
     outbox_after = site.fetch("SELECT count(*) AS n FROM change_outbox")[0]["n"]

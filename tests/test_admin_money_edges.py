@@ -140,7 +140,7 @@ def test_whoever_revised_a_document_does_not_approve_it(site: AdminSite) -> None
         "title": "fix", "lines": [{"person_id": person["id"], "amount_fen": 99_999}]})
     boss.ok("POST", f"/documents/{doc['id']}/submit", {})
     r = boss.post(f"/documents/{doc['id']}/approve", {})
-    assert r.status_code == 403 and "revised or submitted" in r.json()["detail"]
+    assert r.status_code == 403 and "revised, submitted" in r.json()["detail"]
     assert fin.ok("POST", f"/documents/{doc['id']}/approve", {})["status"] == "executed"
 
 

@@ -149,6 +149,7 @@ def test_response_code_numbers_are_pinned() -> None:
         "DOOR_LOCKED": 70, "LOCKDOWN": 71, "APB_VIOLATION": 72, "INTERLOCK": 73,
         "PIN_REQUIRED": 74, "PIN_WRONG": 75, "MULTI_CARD_PENDING": 76,
         "FLOOR_NOT_PERMITTED": 77, "UNKNOWN_READER": 101,
+        "SECOND_FACTOR_REQUIRED": 79,
         "SNAPSHOT_STALE": 110,
     }
 

@@ -5,22 +5,28 @@ Approved (credited from the tenant's bank clearing account, journaled, answered 
 a repeat of the same kiosk request (the original answer, no second bank request), declined by
 the bank, a wrong PIN and its lock-out, the caps, a POS sending a top-up, no answer in time
 (not credited, the reversal advice stored before the answer, a late approval never credits,
-the advice acknowledged), the switch SIGKILLed while an advice is pending (it survives and
+the advice acknowledged), the link broken before the bank's answer (the same, reason
+link_down), the switch SIGKILLed while an advice is pending (it survives and
 completes after the restart), the bank restarting mid-day, and purchases unaffected by a dead
 bank link.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from onecard.harness import free_port
 from onecard.seed import BANK_CLEARING, DEMO_PIN, KIOSK_BASE, demo_pan
-from protocols import iso8583, ocp
+from protocols import changes, iso8583, ocp
+from switch._topup import hash_pin
 from terminals_sim.bank_host import BankHostThread
 from tests.ocp_client import OcpClient
 from tests.switch_site import FREE_CANTEEN_TERMINAL, Site
@@ -49,7 +55,12 @@ class Kiosk:
     def __init__(self, site: Site, terminal_id: int = KIOSK) -> None:
         self.client: OcpClient = site.client(terminal_id)
         self.terminal_id = terminal_id
-        self.seq = max(self.client.sign_on_result.last_txn_seq, int(time.time() * 10) % 10**9)
+        # A kiosk keeps its own counter (top-ups that credited nothing do not advance
+        # last_txn_seq at sign-on): never below one this kiosk has used.
+        [used] = site.fetch("SELECT coalesce(max(txn_seq), 0) AS n FROM bank_topups"
+                            " WHERE terminal_id = $1", terminal_id)
+        self.seq = max(self.client.sign_on_result.last_txn_seq, int(time.time() * 10) % 10**9,
+                       used["n"])
 
     def topup_msg(self, card_no: int, amount_fen: int, pin: str = DEMO_PIN,
                   txn_seq: int | None = None) -> ocp.Topup:
@@ -78,8 +89,9 @@ def bank() -> Iterator[BankHostThread]:
         sim.stop()
 
 
-def switch_env(bank: BankHostThread) -> dict[str, str]:
-    return {"ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(bank.port),
+def switch_env(bank: BankHostThread, metrics_port: int | None = None) -> dict[str, str]:
+    return {**({"ONECARD_METRICS_PORT": str(metrics_port)} if metrics_port else {}),
+            "ONECARD_BANK_HOST": "127.0.0.1", "ONECARD_BANK_PORT": str(bank.port),
             "ONECARD_BANK_KEK": KEK.hex(), "ONECARD_BANK_RESPONSE_TIMEOUT_SECONDS": "1",
             "ONECARD_BANK_ECHO_INTERVAL_SECONDS": "1",
             "ONECARD_PIN_TRIES_MAX": str(PIN_TRIES_MAX),
@@ -87,10 +99,27 @@ def switch_env(bank: BankHostThread) -> dict[str, str]:
             "ONECARD_BANK_ADVICE_POLL_SECONDS": "0.1"}
 
 
+def restart(site: Site, bank: BankHostThread) -> None:
+    """Start the module's switch (again), with its metrics port (applied_id reads it), and
+    wait until its /readyz says top-ups are available (signed on to the bank)."""
+    port = site.metrics_port  # type: ignore[attr-defined]
+    site.start(extra_env={**switch_env(bank), "ONECARD_METRICS_PORT": str(port)})
+
+    def available() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
+                return json.loads(r.read()).get("topups_available") is True
+        except urllib.error.HTTPError:
+            return False
+
+    until(available, "top-ups available after the start")
+
+
 @pytest.fixture(scope="module")
 def site(pg_server: Any, migrated_template: str, bank: BankHostThread) -> Iterator[Site]:
     s = Site(pg_server.new_database(template=migrated_template))
-    s.start(extra_env=switch_env(bank))
+    s.metrics_port = free_port()  # type: ignore[attr-defined]
+    restart(s, bank)
     until(lambda: bank.host.signed_on_connections >= 1, "the switch signs on to the bank")
     try:
         yield s
@@ -100,6 +129,25 @@ def site(pg_server: Any, migrated_template: str, bank: BankHostThread) -> Iterat
 
 
 _used: set[int] = set()
+
+
+def applied_id(site: Site) -> float:
+    port = site.metrics_port  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("onecard_changefeed_applied_id "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def change(site: Site, event: Any, sql: str, *args: Any) -> None:
+    """A change the way the admin API makes it: the table's row and the change event in one
+    transaction; then wait until the switch applied it (it holds top-up contexts in memory)."""
+    kind, payload = changes.encode_event(event)
+    n = len(args)
+    [row] = site.fetch(f"WITH c AS ({sql}) SELECT outbox_append(${n + 1}, ${n + 2}::jsonb) AS id",
+                       *args, kind, payload.decode())
+    until(lambda: applied_id(site) >= row["id"], f"the switch applies {kind}")
 
 
 def bound_card(site: Site) -> tuple[int, int, str]:
@@ -119,6 +167,16 @@ def balance(site: Site, card_no: int) -> int:
     r = c.request(ocp.BalanceInquiry(seq, card_no))
     c.close()
     return int(r.balance_fen)
+
+
+def _late_answers(site: Site) -> float:
+    """onecard_bank_unmatched_answers_total{reason="late"} of the site's switch."""
+    url = f"http://127.0.0.1:{site.metrics_port}/metrics"  # type: ignore[attr-defined]
+    text = urllib.request.urlopen(url, timeout=30).read().decode()
+    for line in text.splitlines():
+        if line.startswith('onecard_bank_unmatched_answers_total{reason="late"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def topup_row(site: Site, terminal_id: int, txn_seq: int) -> Any:
@@ -158,6 +216,65 @@ def test_approved_credits_from_bank_clearing_and_a_repeat_gets_the_same_answer(
     assert balance(site, card) == before + 5_000
 
 
+def test_a_kiosk_above_eight_digits_tops_up_under_its_bank_terminal_id(
+        site: Site, bank: BankHostThread) -> None:
+    """Field 41 holds 8 digits: kiosk 123456789 is given a bank terminal id of
+    90,000,000-99,999,998 once (docs/bank-link.md "Field 41") and keeps it."""
+    big = 123_456_789
+    change(site, changes.TerminalUpserted(big, BANK_CLEARING, 2, 1, True),
+           "INSERT INTO terminals (id, merchant_id, kind, name) VALUES ($1, $2, 2, 'kiosk big')",
+           big, BANK_CLEARING)
+    card, _, _ = bound_card(site)
+    kiosk = Kiosk(site, big)
+    first = kiosk.topup_msg(card, 1_000)
+    assert kiosk.client.request(first).code == RC.APPROVED
+    [given] = site.fetch("SELECT bank_terminal_id FROM terminals WHERE id = $1", big)
+    bank_tid = given["bank_terminal_id"]
+    assert 90_000_000 <= bank_tid <= 99_999_998
+    second = kiosk.topup_msg(card, 1_000)
+    assert kiosk.client.request(second).code == RC.APPROVED
+    stans = {topup_row(site, big, m.txn_seq)["stan"] for m in (first, second)}
+    asked = [m for m in bank.host.received_of(iso8583.TopupRequest) if m.stan in stans]
+    assert [m.terminal_id for m in asked] == [bank_tid, bank_tid]
+    assert topup_row(site, big, second.txn_seq)["state"] == "approved"
+    kiosk.close()
+
+
+def test_refusals_are_recorded_and_the_daily_sums_follow_bank_declines(
+        site: Site, bank: BankHostThread) -> None:
+    """What the switch refuses itself leaves a row in bank_topup_refusals (the code, no
+    STAN); a bank decline gives its amount back to the day's sums held in memory."""
+    card, account, token = bound_card(site)
+    kiosk = Kiosk(site)
+    try:
+        change(site, changes.BankSettingsChanged(1, True, 10_000, 10_000, 0),
+               "INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
+               " daily_card_max_fen, daily_account_max_fen) VALUES (1, 10000, 10000, 0)"
+               " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 10000,"
+               " daily_card_max_fen = 10000, daily_account_max_fen = 0, enabled = true")
+        wrong = kiosk.topup_msg(card, 1_000, pin="000000")
+        assert kiosk.client.request(wrong).code == RC.PIN_INCORRECT
+        bank.host.set_behaviour("decline", card=token, field39="51")
+        assert kiosk.topup(card, 10_000).code == RC.BANK_INSUFFICIENT_FUNDS
+        bank.host.per_card.pop(token, None)
+        # The declined 100.00 does not count against the day's 100.00 of this card.
+        assert kiosk.topup(card, 10_000).code == RC.APPROVED
+        over = kiosk.topup_msg(card, 1)
+        assert kiosk.client.request(over).code == RC.TOPUP_DAILY_LIMIT_EXCEEDED
+        rows = until(lambda: (r := site.fetch(
+            "SELECT terminal_id, txn_seq, code, amount_fen FROM bank_topup_refusals"
+            " WHERE account_id = $1 ORDER BY id", account)) and len(r) == 2 and r,
+            "the refusals are recorded")
+        assert [(r["terminal_id"], r["txn_seq"], r["code"], r["amount_fen"]) for r in rows] == [
+            (KIOSK, wrong.txn_seq, RC.PIN_INCORRECT, 1_000),
+            (KIOSK, over.txn_seq, RC.TOPUP_DAILY_LIMIT_EXCEEDED, 1)]
+        assert topup_row(site, KIOSK, over.txn_seq) is None  # never a bank_topups row
+    finally:
+        change(site, changes.BankSettingsChanged(1, True, 100000, 200000, 300000),
+               "DELETE FROM tenant_bank_settings")
+        kiosk.close()
+
+
 def test_bank_decline_moves_nothing(site: Site, bank: BankHostThread) -> None:
     card, _, token = bound_card(site)
     before = balance(site, card)
@@ -188,8 +305,8 @@ def test_wrong_pin_counts_and_locks(site: Site, bank: BankHostThread) -> None:
     # A PIN block sealed for another amount does not open (nor for another session).
     bad = kiosk.topup_msg(card, 1_000)
     forged = ocp.Topup(bad.txn_seq, card, 2_000, bad.pin_block)
-    site.fetch("UPDATE cardholder_pins SET locked = false, failed_tries = 0"
-               " WHERE account_id = $1", account)
+    change(site, changes.PinChanged(account), "UPDATE cardholder_pins SET locked = false,"
+           " failed_tries = 0 WHERE account_id = $1", account)
     assert kiosk.client.request(forged).code == RC.PIN_INCORRECT
     assert len(bank.host.received_of(iso8583.TopupRequest)) == sent  # the bank never asked
     assert site.fetch("SELECT count(*) AS n FROM bank_topups WHERE account_id = $1",
@@ -201,18 +318,21 @@ def test_caps_and_tenant_switch(site: Site) -> None:
     card, _, _ = bound_card(site)
     kiosk = Kiosk(site)
     try:
-        site.fetch("INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
-                   " daily_card_max_fen, daily_account_max_fen) VALUES (1, 10000, 15000, 0)"
-                   " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 10000,"
-                   " daily_card_max_fen = 15000, daily_account_max_fen = 0, enabled = true")
+        change(site, changes.BankSettingsChanged(1, True, 10000, 15000, 0),
+               "INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
+               " daily_card_max_fen, daily_account_max_fen) VALUES (1, 10000, 15000, 0)"
+               " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 10000,"
+               " daily_card_max_fen = 15000, daily_account_max_fen = 0, enabled = true")
         assert kiosk.topup(card, 10_001).code == RC.TOPUP_LIMIT_EXCEEDED
         assert kiosk.topup(card, 10_000).code == RC.APPROVED
         assert kiosk.topup(card, 5_001).code == RC.TOPUP_DAILY_LIMIT_EXCEEDED
         assert kiosk.topup(card, 5_000).code == RC.APPROVED
-        site.fetch("UPDATE tenant_bank_settings SET enabled = false, daily_card_max_fen = 0")
+        change(site, changes.BankSettingsChanged(1, False, 10000, 0, 0),
+               "UPDATE tenant_bank_settings SET enabled = false, daily_card_max_fen = 0")
         assert kiosk.topup(card, 100).code == RC.TOPUP_NOT_AVAILABLE
     finally:
-        site.fetch("DELETE FROM tenant_bank_settings")
+        change(site, changes.BankSettingsChanged(1, True, 100000, 200000, 300000),
+               "DELETE FROM tenant_bank_settings")
         kiosk.close()
 
 
@@ -231,6 +351,7 @@ def test_no_answer_in_time_is_not_credited_and_is_reversed(site: Site,
     card, _, token = bound_card(site)
     before = balance(site, card)
     bank_before = bank.host.balances.get(token, 10_000_000)
+    late_before = _late_answers(site)
     bank.host.set_behaviour("late", card=token, delay_seconds=2.0)  # after our 1 s timeout
     kiosk = Kiosk(site)
     try:
@@ -244,10 +365,11 @@ def test_no_answer_in_time_is_not_credited_and_is_reversed(site: Site,
         assert advice["reason"] == "timeout"
         until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
               "the advice is acknowledged")
-        # The bank's late approval arrived meanwhile: matched by STAN, dropped, never credited.
+        # The bank's late approval arrives after that (2 s after the request): matched by
+        # (terminal, STAN) to nothing pending, counted, dropped, never credited.
         until(lambda: any(r.rrn == t["rrn"] for r in bank.host.received_of(
             iso8583.ReversalAdvice)), "the bank got the advice")
-        time.sleep(0)  # nothing to wait for: the late answer is already past the timeout
+        until(lambda: _late_answers(site) > late_before, "the late approval arrives")
         assert site.journal(KIOSK, msg.txn_seq) == []
         assert bank.host.balances[token] == bank_before  # the bank gave it back
         assert kiosk.client.request(msg) == answer  # a repeat: the same "not credited"
@@ -274,7 +396,7 @@ def test_advice_pending_survives_a_sigkill(site: Site, bank: BankHostThread) -> 
         site.switch.kill()
         bank.host.set_advice_action("ack")
         bank.host.per_card.pop(token, None)
-        site.start(extra_env=switch_env(bank))
+        restart(site, bank)
         until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
               "the advice completes after the restart")
         [advice] = site.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
@@ -287,6 +409,104 @@ def test_advice_pending_survives_a_sigkill(site: Site, bank: BankHostThread) -> 
     finally:
         bank.host.set_advice_action("ack")
         bank.host.per_card.pop(token, None)
+
+
+def test_the_day_sums_and_the_pin_survive_a_sigkill_and_follow_the_feed(
+        site: Site, bank: BankHostThread) -> None:
+    """What the switch holds in memory is read again after a crash (today's sums: the cap
+    still holds), and follows the change feed (a new PIN: the old one, verified before and
+    remembered, no longer opens; an unbound bank card: NO_BANK_CARD)."""
+    card, account, _ = bound_card(site)
+    kiosk = Kiosk(site)
+    try:
+        change(site, changes.BankSettingsChanged(1, True, 0, 5_000, 0),
+               "INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
+               " daily_card_max_fen, daily_account_max_fen) VALUES (1, 0, 5000, 0)"
+               " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 0,"
+               " daily_card_max_fen = 5000, daily_account_max_fen = 0, enabled = true")
+        assert kiosk.topup(card, 4_000).code == RC.APPROVED
+        kiosk.close()
+        assert site.switch is not None
+        site.switch.kill()
+        restart(site, bank)
+        until(lambda: bank.host.signed_on_connections >= 1, "the switch signs on again")
+        kiosk = Kiosk(site)
+        assert kiosk.topup(card, 1_001).code == RC.TOPUP_DAILY_LIMIT_EXCEEDED
+        assert kiosk.topup(card, 1_000).code == RC.APPROVED
+        change(site, changes.PinChanged(account), "UPDATE cardholder_pins SET pin_hash = $2"
+               " WHERE account_id = $1", account, hash_pin("654321"))
+        change(site, changes.BankSettingsChanged(1, True, 0, 0, 0),
+               "UPDATE tenant_bank_settings SET daily_card_max_fen = 0")
+        assert kiosk.topup(card, 100).code == RC.PIN_INCORRECT  # the old PIN
+        assert kiosk.topup(card, 100, pin="654321").code == RC.APPROVED
+        change(site, changes.BankCardChanged(account, False),
+               "UPDATE bank_cards SET unbound_at = now() WHERE account_id = $1"
+               " AND unbound_at IS NULL", account)
+        assert kiosk.topup(card, 100, pin="654321").code == RC.NO_BANK_CARD
+    finally:
+        change(site, changes.BankSettingsChanged(1, True, 100000, 200000, 300000),
+               "DELETE FROM tenant_bank_settings")
+        kiosk.close()
+
+
+def test_a_sigkill_amid_top_ups_never_credits_twice_nor_loses_a_credit(
+        site: Site, bank: BankHostThread) -> None:
+    """Two kiosks top up as fast as they are answered while the switch is SIGKILLed: every
+    approval a kiosk heard has its journal credit and its row 'approved' (one commit), no
+    row is 'approved' without its credit nor credited without being 'approved' after the
+    restart, and what was at the bank unanswered is reversed, never credited."""
+    import threading
+
+    cards = [bound_card(site)[0] for _ in range(4)]
+    heard: list[tuple[int, int, int]] = []  # (terminal, txn_seq, code)
+    stop = threading.Event()
+
+    def loop(terminal_id: int, mine: list[int]) -> None:
+        kiosk = Kiosk(site, terminal_id)
+        n = 0
+        try:
+            while not stop.is_set():
+                msg = kiosk.topup_msg(mine[n % len(mine)], 100)
+                n += 1
+                answer = kiosk.client.request(msg)
+                if not isinstance(answer, ocp.TopupResult | ocp.Error):
+                    return  # the connection ended (the switch died under it)
+                heard.append((terminal_id, msg.txn_seq, answer.code))
+        except (OSError, EOFError, AssertionError):
+            pass  # the switch died under it
+        finally:
+            kiosk.close()
+
+    threads = [threading.Thread(target=loop, args=(KIOSK + k, cards[2 * k:2 * k + 2]))
+               for k in range(2)]
+    for t in threads:
+        t.start()
+    until(lambda: len(heard) >= 30, "top-ups under way")
+    assert site.switch is not None
+    site.switch.kill()
+    stop.set()
+    for t in threads:
+        t.join(DEADLINE)
+    restart(site, bank)
+    kiosks = [KIOSK, KIOSK + 1]
+    until(lambda: not site.fetch("SELECT 1 FROM bank_topups WHERE terminal_id = ANY($1)"
+                                 " AND state IN ('sent', 'reversal_pending')", kiosks),
+          "every top-up cut short is settled and its advice acknowledged")
+    rows = site.fetch(
+        "SELECT t.terminal_id, t.txn_seq, t.state, t.lsn, j.lsn AS credit, j.code"
+        " FROM bank_topups t LEFT JOIN journal j ON j.terminal_id = t.terminal_id"
+        " AND j.txn_seq = t.txn_seq AND j.kind = 8 WHERE t.terminal_id = ANY($1)", kiosks)
+    by_key = {(r["terminal_id"], r["txn_seq"]): r for r in rows}
+    for r in rows:
+        credited = r["credit"] is not None and r["code"] == 0
+        assert (r["state"] == "approved") == credited, dict(r)
+        assert r["state"] in ("approved", "declined", "reversed"), dict(r)
+        if credited:
+            assert r["lsn"] == r["credit"]
+    approved = [(t, q) for t, q, code in heard if code == RC.APPROVED]
+    assert len(approved) >= 30 - 2
+    for key in approved:
+        assert by_key[key]["state"] == "approved"
 
 
 def test_bank_restart_mid_day(site: Site, bank: BankHostThread) -> None:
@@ -306,6 +526,36 @@ def test_bank_restart_mid_day(site: Site, bank: BankHostThread) -> None:
 
     until(approved, "top-ups work again")
     kiosk.close()
+
+
+def test_a_broken_link_is_not_credited_and_is_reversed(site: Site,
+                                                      bank: BankHostThread) -> None:
+    """The bank approves (and debits the bank card), then the connection drops before its
+    answer: "unknown, not credited", the advice stored (reason link_down) before the kiosk
+    hears, and acknowledged once the switch is signed on again: the bank gives the money back
+    and the wallet never moved."""
+    card, _, token = bound_card(site)
+    before = balance(site, card)
+    bank_before = bank.host.balances.get(token, 10_000_000)
+    bank.host.set_behaviour("drop", card=token)
+    kiosk = Kiosk(site)
+    try:
+        msg = kiosk.topup_msg(card, 3_000)
+        answer = kiosk.client.request(msg)
+        assert (answer.code, answer.outcome, answer.amount_fen) == (
+            RC.BANK_NO_ANSWER, OUT.UNKNOWN, 0)
+        t = topup_row(site, KIOSK, msg.txn_seq)
+        [advice] = site.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
+        assert advice["reason"] == "link_down"
+        bank.host.per_card.pop(token, None)
+        until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
+              "the advice is acknowledged after the reconnect")
+        assert site.journal(KIOSK, msg.txn_seq) == []
+        assert bank.host.balances[token] == bank_before  # debited, then given back
+    finally:
+        bank.host.per_card.pop(token, None)
+        kiosk.close()
+    assert balance(site, card) == before
 
 
 def test_dead_bank_link_costs_purchases_nothing(pg_server: Any, migrated_template: str
@@ -388,7 +638,7 @@ def test_a_graceful_stop_answers_the_topup_at_the_bank(site: Site,
     finally:
         bank.host.per_card.pop(token, None)
         kiosk.close()
-        site.start(extra_env=switch_env(bank))
+        restart(site, bank)
         until(lambda: bank.host.signed_on_connections >= 1, "signed on again")
 
 

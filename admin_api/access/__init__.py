@@ -6,7 +6,7 @@ switch's (docs/access.md); these routes change its rules (each change on the cha
 AccessChanged) and read what it recorded. docs/access-admin.md is the guide.
 """
 
-from admin_api.access import _doors, _live, _monitor, _patrol, _rules, _visitors
+from admin_api.access import _biometrics, _doors, _live, _monitor, _patrol, _rules, _visitors
 from admin_api.access._tasks import (
     PatrolCheck,
     check_patrols,
@@ -15,6 +15,6 @@ from admin_api.access._tasks import (
 )
 
 ROUTES = [*_doors.ROUTES, *_rules.ROUTES, *_monitor.ROUTES, *_visitors.ROUTES,
-          *_patrol.ROUTES, *_live.ROUTES]
+          *_patrol.ROUTES, *_biometrics.ROUTES, *_live.ROUTES]
 
 __all__ = ["ROUTES", "PatrolCheck", "check_patrols", "expire_passes", "run_access_tasks"]

@@ -25,6 +25,7 @@ from admin_api.access._scope import NODE_JOIN, changed, in_scope, many_in_scope,
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 DOOR_KINDS = ("door", "turnstile", "gate", "elevator")
 DoorMode = Literal["normal", "office", "security", "multi_card", "first_card", "free", "locked"]
+SecurityFactor = Literal["pin", "face", "fingerprint", "face_or_fingerprint"]
 
 
 # --- Areas -------------------------------------------------------------------------------------
@@ -137,6 +138,11 @@ class DoorIn(msgspec.Struct, forbid_unknown_fields=True):
     multi_card_window_s: Annotated[int, Meta(ge=1, le=600)] = 30
     open_ms: Annotated[int, Meta(ge=100, le=60_000)] = 3000
     held_open_s: Annotated[int, Meta(ge=1, le=3600)] = 30
+    security_factor: SecurityFactor = "pin"
+    """Security mode's second factor besides the card: the PIN, or a biometric verification
+    of the same person (docs/access.md, step 9)."""
+    security_window_s: Annotated[int, Meta(ge=1, le=120)] = 10
+    """Security mode with a biometric factor: how long the first factor waits for the other."""
 
 
 class DoorOut(msgspec.Struct):
@@ -152,6 +158,8 @@ class DoorOut(msgspec.Struct):
     multi_card_window_s: int
     open_ms: int
     held_open_s: int
+    security_factor: str
+    security_window_s: int
 
 
 def door_out(r: asyncpg.Record) -> DoorOut:
@@ -160,7 +168,8 @@ def door_out(r: asyncpg.Record) -> DoorOut:
                    mode_time_zone_id=r["mode_time_zone_id"],
                    multi_card_count=r["multi_card_count"],
                    multi_card_window_s=r["multi_card_window_s"], open_ms=r["open_ms"],
-                   held_open_s=r["held_open_s"])
+                   held_open_s=r["held_open_s"], security_factor=r["security_factor"],
+                   security_window_s=r["security_window_s"])
 
 
 async def _check_mode(conn: Any, actor: Actor, tenant_id: int, mode: str,
@@ -178,7 +187,8 @@ async def _check_door(conn: Any, actor: Actor, data: DoorIn, tenant_id: int) -> 
 
 
 _DOOR_COLUMNS = ("node_id", "area_id", "name", "kind", "mode", "mode_time_zone_id",
-                 "multi_card_count", "multi_card_window_s", "open_ms", "held_open_s")
+                 "multi_card_count", "multi_card_window_s", "open_ms", "held_open_s",
+                 "security_factor", "security_window_s")
 
 
 @post("/access/doors", opt={"permission": "access.write"}, tags=["access"],
@@ -189,7 +199,7 @@ async def create_door(data: DoorIn, actor: Actor, state: State) -> DoorOut:
         await _check_door(tx.conn, actor, data, node["tenant_id"])
         row = await tx.conn.fetchrow(
             f"INSERT INTO doors (tenant_id, {', '.join(_DOOR_COLUMNS)})"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
             node["tenant_id"], *(getattr(data, c) for c in _DOOR_COLUMNS))
         await tx.conn.execute("INSERT INTO access_door_states (door_id, tenant_id)"
                               " VALUES ($1, $2) ON CONFLICT DO NOTHING", row["id"],
@@ -222,6 +232,8 @@ async def update_door(door_id: Id, data: DoorIn, actor: Actor, state: State) -> 
 class ModeIn(msgspec.Struct, forbid_unknown_fields=True):
     mode: DoorMode
     mode_time_zone_id: IdField | None = None
+    security_factor: SecurityFactor | None = None
+    """Security mode's second factor; None keeps the door's."""
 
 
 @post("/access/doors/{door_id:int}/mode", opt={"permission": "access.write"}, tags=["access"],
@@ -232,8 +244,9 @@ async def set_door_mode(door_id: Id, data: ModeIn, actor: Actor, state: State) -
         before = await in_scope(tx.conn, actor, "doors", door_id, lock=True)
         await _check_mode(tx.conn, actor, before["tenant_id"], data.mode, data.mode_time_zone_id)
         row = await tx.conn.fetchrow(
-            "UPDATE doors SET mode = $2, mode_time_zone_id = $3 WHERE id = $1 RETURNING *",
-            door_id, data.mode, data.mode_time_zone_id)
+            "UPDATE doors SET mode = $2, mode_time_zone_id = $3,"
+            " security_factor = coalesce($4, security_factor) WHERE id = $1 RETURNING *",
+            door_id, data.mode, data.mode_time_zone_id, data.security_factor)
         out = door_out(row)
         tx.audit("access.set_door_mode", "door", door_id, list(before["path"]),
                  before=door_out(before), after=out)

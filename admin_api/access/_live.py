@@ -108,11 +108,13 @@ async def _counted(state: State, scope: int) -> AsyncIterator[ServerSentEventMes
     if _STREAMS.open >= state.settings.live_streams_max:
         return
     _STREAMS.open += 1
+    state.metrics.live_streams.inc()
     try:
         async for event in _alarm_events(state, scope):
             yield event
     finally:
         _STREAMS.open -= 1
+        state.metrics.live_streams.dec()
 
 
 @get("/access/alarms/live", opt={"permission": "access.read"}, tags=["access"],

@@ -9,7 +9,7 @@ edge); here they are read, and an alarm is acknowledged with a note by a log-in 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
@@ -109,6 +109,10 @@ class AlarmOut(msgspec.Struct):
     acknowledged_by: int | None
     acknowledged_at: dt.datetime | None
     cleared_at: dt.datetime | None
+    cleared_reason: str | None
+    """What ended it: 'event' (the door event that ends it), 'acknowledged' (a momentary
+    alarm, ended by its acknowledgement) or 'passed' (an anti-passback alarm, ended by the
+    person's next pass in the area)."""
 
 
 class AlarmPage(msgspec.Struct):
@@ -121,7 +125,8 @@ def _alarm_out(r: asyncpg.Record) -> AlarmOut:
                     door_id=r["door_id"], area_id=r["area_id"], card_no=r["card_no"],
                     detail=r["detail"], raised_at=r["raised_at"], note=r["note"],
                     acknowledged_by=r["acknowledged_by"],
-                    acknowledged_at=r["acknowledged_at"], cleared_at=r["cleared_at"])
+                    acknowledged_at=r["acknowledged_at"], cleared_at=r["cleared_at"],
+                    cleared_reason=r["cleared_reason"])
 
 
 _ALARM_SELECT = (
@@ -132,17 +137,26 @@ _ALARM_SELECT = (
 """An alarm is where its door is (else at its tenant's node)."""
 
 
+MOMENTARY_KINDS = ("illegal_card", "apb_violation", "duress", "patrol_missed")
+"""Alarms no door event ends: their acknowledgement does (docs/access.md, "Alarms and their
+lifecycle")."""
+
+
 @get("/access/alarms", opt={"permission": "access.read"}, tags=["access"],
-     summary="Alarms of your subtree, newest first, paged (state: open, acknowledged, cleared)")
+     summary="Alarms of your subtree, newest first, paged (state: open, acknowledged, "
+     "cleared; acknowledged=false: not yet acknowledged, whatever the state)")
 async def list_alarms(actor: Actor, state: State,
                       alarm_state: Annotated[Literal["open", "acknowledged", "cleared"] | None,
                                              Parameter(query="state")] = None,
                       kind: Annotated[str | None, Parameter(max_length=32)] = None,
+                      acknowledged: bool | None = None,
                       after: After = 0, limit: Limit = 100) -> AlarmPage:
     rows = await state.pool.fetch(
         _ALARM_SELECT + " WHERE $1 = ANY(coalesce(dn.path, tn.path)) AND ($2 = 0 OR a.id < $2)"
         " AND ($3::text IS NULL OR a.state = $3) AND ($4::text IS NULL OR a.kind = $4)"
-        " ORDER BY a.id DESC LIMIT $5", actor.node_id, after, alarm_state, kind, limit + 1)
+        " AND ($6::boolean IS NULL OR (a.acknowledged_at IS NOT NULL) = $6)"
+        " ORDER BY a.id DESC LIMIT $5", actor.node_id, after, alarm_state, kind, limit + 1,
+        acknowledged)
     items = [_alarm_out(r) for r in rows[:limit]]
     return AlarmPage(items=items, next_after=items[-1].id if len(rows) > limit else None)
 
@@ -163,15 +177,59 @@ async def acknowledge_alarm(alarm_id: Id, data: AckIn, actor: Actor, state: Stat
         actor.require_node(list(row["path"]) if row else None, f"alarm {alarm_id}")
         if row["acknowledged_at"] is not None:
             raise Problem(409, "conflict", "the alarm is acknowledged already")
-        # An alarm its ending event cleared already stays 'cleared'; else 'acknowledged'.
-        ack = await tx.conn.fetchrow(
-            "UPDATE access_alarms SET state = CASE WHEN cleared_at IS NULL THEN 'acknowledged'"
-            " ELSE 'cleared' END, note = $2, acknowledged_by = $3, acknowledged_at = now()"
-            " WHERE id = $1 RETURNING *, $4::integer[] AS path", alarm_id, data.note,
-            actor.user_id or None, list(row["path"]))
-        out = _alarm_out(ack)
+        out = await _acknowledge(tx.conn, row, data.note, actor)
         tx.audit("access.acknowledge_alarm", "access_alarm", alarm_id, list(row["path"]),
                  before=_alarm_out(row), after=out)
+    return out
+
+
+async def _acknowledge(conn: Any, row: asyncpg.Record, note: str, actor: Actor) -> AlarmOut:
+    """A momentary alarm ends with its acknowledgement ('cleared'); one a door event ends stays
+    'acknowledged' until that event, or stays 'cleared' if the event came first."""
+    ack = await conn.fetchrow(
+        "UPDATE access_alarms SET"
+        " state = CASE WHEN cleared_at IS NULL AND kind <> ALL($5::text[]) THEN 'acknowledged'"
+        " ELSE 'cleared' END,"
+        " cleared_reason = CASE WHEN cleared_at IS NULL THEN"
+        "   CASE WHEN kind = ANY($5::text[]) THEN 'acknowledged' END ELSE cleared_reason END,"
+        " cleared_at = CASE WHEN cleared_at IS NULL AND kind = ANY($5::text[]) THEN now()"
+        "   ELSE cleared_at END,"
+        " note = $2, acknowledged_by = $3, acknowledged_at = now()"
+        " WHERE id = $1 RETURNING *, $4::integer[] AS path", row["id"], note,
+        actor.user_id or None, list(row["path"]), list(MOMENTARY_KINDS))
+    return _alarm_out(ack)
+
+
+class AckManyIn(msgspec.Struct, forbid_unknown_fields=True):
+    alarm_ids: Annotated[list[int], Meta(min_length=1, max_length=500)]
+    note: Annotated[str, Meta(min_length=1, max_length=1000)]
+    """What was found and done, for every alarm named: required."""
+
+
+@post("/access/alarms/acknowledge", opt={"permission": "alarms.ack"}, tags=["access"],
+      status_code=200, summary="Acknowledge several alarms with one note (a burst of "
+      "anti-passback or illegal-card alarms); all or none")
+async def acknowledge_alarms(data: AckManyIn, actor: Actor, state: State) -> list[AlarmOut]:
+    if not data.note.strip():
+        raise Problem(422, "unprocessable", "the note says what was found and done")
+    ids = sorted(set(data.alarm_ids))
+    async with change(state.pool, actor) as tx:
+        rows = {r["id"]: r for r in await tx.conn.fetch(
+            _ALARM_SELECT + " WHERE a.id = ANY($1::bigint[]) ORDER BY a.id FOR UPDATE OF a",
+            ids)}
+        for alarm_id in ids:  # every one in the caller's subtree, else nothing is done
+            row = rows.get(alarm_id)
+            actor.require_node(list(row["path"]) if row else None, f"alarm {alarm_id}")
+        done = [r for r in rows.values() if r["acknowledged_at"] is not None]
+        if done:
+            raise Problem(409, "conflict", f"alarm {done[0]['id']} is acknowledged already")
+        out = []
+        for alarm_id in ids:
+            row = rows[alarm_id]
+            after = await _acknowledge(tx.conn, row, data.note, actor)
+            tx.audit("access.acknowledge_alarm", "access_alarm", alarm_id, list(row["path"]),
+                     before=_alarm_out(row), after=after)
+            out.append(after)
     return out
 
 
@@ -236,18 +294,22 @@ class AdmsDeviceOut(msgspec.Struct):
     firmware: str
     records: int
     commands_pending: int
+    template_dialect: str
+    """How it takes templates: legacy (FINGERTMP, FACE) or biodata (docs/adms.md)."""
 
 
 async def _device_out(conn: asyncpg.Connection | asyncpg.Pool, serial_no: str) -> AdmsDeviceOut:
     r = await conn.fetchrow(
         "SELECT d.*, (SELECT count(*) FROM adms_records WHERE serial_no = d.serial_no) AS records,"
         " (SELECT count(*) FROM adms_commands WHERE serial_no = d.serial_no"
-        " AND status <> 'done') AS pending FROM adms_devices d WHERE serial_no = $1", serial_no)
+        " AND status IN ('pending', 'sent')) AS pending FROM adms_devices d WHERE serial_no = $1",
+        serial_no)
     return AdmsDeviceOut(serial_no=r["serial_no"], tenant_id=r["tenant_id"],
                          node_id=r["node_id"], terminal_id=r["terminal_id"],
                          door_id=r["door_id"], name=r["name"], enabled=r["enabled"],
                          last_seen_at=r["last_seen_at"], firmware=r["firmware"],
-                         records=r["records"], commands_pending=r["pending"])
+                         records=r["records"], commands_pending=r["pending"],
+                         template_dialect=r["bio_dialect"])
 
 
 @post("/adms/devices", opt={"permission": "access.write"}, tags=["access"],
@@ -287,8 +349,8 @@ async def list_devices(actor: Actor, state: State) -> list[AdmsDeviceOut]:
     return [await _device_out(state.pool, r["serial_no"]) for r in rows]
 
 
-ROUTES = [list_records, list_alarms, acknowledge_alarm, door_states, register_device,
-          list_devices]
+ROUTES = [list_records, list_alarms, acknowledge_alarm, acknowledge_alarms, door_states,
+          register_device, list_devices]
 
 
 def _times(since: str | None, until: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:

@@ -46,11 +46,27 @@ class DoorGroupOut(msgspec.Struct):
     door_ids: list[int]
 
 
+async def _children(conn: Any, sql: str, parents: list[asyncpg.Record]
+                    ) -> list[list[asyncpg.Record]]:
+    """The child rows of each parent, in one query for all of them (a list is not one query
+    per item): `sql` selects the parent's id as `parent`, for `= ANY($1::bigint[])`."""
+    by_parent: dict[int, list[asyncpg.Record]] = {r["id"]: [] for r in parents}
+    for child in await conn.fetch(sql, list(by_parent)):
+        by_parent[child["parent"]].append(child)
+    return [by_parent[r["id"]] for r in parents]
+
+
+async def _groups_out(conn: Any, rows: list[asyncpg.Record]) -> list[DoorGroupOut]:
+    doors = await _children(conn, "SELECT door_group_id AS parent, door_id"
+                            " FROM access_door_group_doors WHERE door_group_id = ANY($1::bigint[])"
+                            " ORDER BY door_id", rows)
+    return [DoorGroupOut(id=r["id"], tenant_id=r["tenant_id"], node_id=r["node_id"],
+                         name=r["name"], door_ids=[d["door_id"] for d in ds])
+            for r, ds in zip(rows, doors, strict=True)]
+
+
 async def _group_out(conn: Any, r: asyncpg.Record) -> DoorGroupOut:
-    doors = await conn.fetch("SELECT door_id FROM access_door_group_doors"
-                             " WHERE door_group_id = $1 ORDER BY door_id", r["id"])
-    return DoorGroupOut(id=r["id"], tenant_id=r["tenant_id"], node_id=r["node_id"],
-                        name=r["name"], door_ids=[d["door_id"] for d in doors])
+    return (await _groups_out(conn, [r]))[0]
 
 
 @post("/access/door-groups", opt={"permission": "access.write"}, tags=["access"],
@@ -108,8 +124,7 @@ async def _list(state: State, actor: Actor, table: str, node_id: int | None
      summary="Door groups of your subtree")
 async def list_door_groups(actor: Actor, state: State, node_id: OptionalId = None
                            ) -> list[DoorGroupOut]:
-    return [await _group_out(state.pool, r)
-            for r in await _list(state, actor, "access_door_groups", node_id)]
+    return await _groups_out(state.pool, await _list(state, actor, "access_door_groups", node_id))
 
 
 # --- Time zones and holiday calendars ----------------------------------------------------------
@@ -139,13 +154,20 @@ class TimeZoneOut(msgspec.Struct):
     intervals: list[IntervalIn]
 
 
+async def _tzs_out(conn: Any, rows: list[asyncpg.Record]) -> list[TimeZoneOut]:
+    intervals = await _children(
+        conn, "SELECT time_zone_id AS parent, day, start_minute, end_minute"
+        " FROM access_time_zone_intervals WHERE time_zone_id = ANY($1::bigint[])"
+        " ORDER BY day, start_minute", rows)
+    return [TimeZoneOut(id=r["id"], tenant_id=r["tenant_id"], node_id=r["node_id"],
+                        name=r["name"], holiday_calendar_id=r["holiday_calendar_id"],
+                        intervals=[IntervalIn(i["day"], i["start_minute"], i["end_minute"])
+                                   for i in iv])
+            for r, iv in zip(rows, intervals, strict=True)]
+
+
 async def _tz_out(conn: Any, r: asyncpg.Record) -> TimeZoneOut:
-    rows = await conn.fetch("SELECT day, start_minute, end_minute FROM access_time_zone_intervals"
-                            " WHERE time_zone_id = $1 ORDER BY day, start_minute", r["id"])
-    return TimeZoneOut(id=r["id"], tenant_id=r["tenant_id"], node_id=r["node_id"],
-                       name=r["name"], holiday_calendar_id=r["holiday_calendar_id"],
-                       intervals=[IntervalIn(i["day"], i["start_minute"], i["end_minute"])
-                                  for i in rows])
+    return (await _tzs_out(conn, [r]))[0]
 
 
 def _check_intervals(intervals: list[IntervalIn]) -> None:
@@ -220,8 +242,7 @@ async def update_time_zone(time_zone_id: Id, data: TimeZoneIn, actor: Actor, sta
      summary="Time zones of your subtree")
 async def list_time_zones(actor: Actor, state: State, node_id: OptionalId = None
                           ) -> list[TimeZoneOut]:
-    return [await _tz_out(state.pool, r)
-            for r in await _list(state, actor, "access_time_zones", node_id)]
+    return await _tzs_out(state.pool, await _list(state, actor, "access_time_zones", node_id))
 
 
 class HolidayIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -243,11 +264,16 @@ class CalendarOut(msgspec.Struct):
     holidays: list[HolidayIn]
 
 
+async def _calendars_out(conn: Any, rows: list[asyncpg.Record]) -> list[CalendarOut]:
+    holidays = await _children(conn, "SELECT calendar_id AS parent, day, name FROM access_holidays"
+                               " WHERE calendar_id = ANY($1::bigint[]) ORDER BY day", rows)
+    return [CalendarOut(id=r["id"], tenant_id=r["tenant_id"], node_id=r["node_id"],
+                        name=r["name"], holidays=[HolidayIn(h["day"], h["name"]) for h in hs])
+            for r, hs in zip(rows, holidays, strict=True)]
+
+
 async def _calendar_out(conn: Any, r: asyncpg.Record) -> CalendarOut:
-    rows = await conn.fetch("SELECT day, name FROM access_holidays WHERE calendar_id = $1"
-                            " ORDER BY day", r["id"])
-    return CalendarOut(id=r["id"], tenant_id=r["tenant_id"], node_id=r["node_id"],
-                       name=r["name"], holidays=[HolidayIn(h["day"], h["name"]) for h in rows])
+    return (await _calendars_out(conn, [r]))[0]
 
 
 def _check_days(holidays: list[HolidayIn]) -> None:
@@ -302,8 +328,8 @@ async def set_holidays(calendar_id: Id, data: HolidaysIn, actor: Actor, state: S
      summary="Holiday calendars of your subtree")
 async def list_calendars(actor: Actor, state: State, node_id: OptionalId = None
                          ) -> list[CalendarOut]:
-    return [await _calendar_out(state.pool, r)
-            for r in await _list(state, actor, "access_holiday_calendars", node_id)]
+    return await _calendars_out(state.pool,
+                                await _list(state, actor, "access_holiday_calendars", node_id))
 
 
 # --- Grants ------------------------------------------------------------------------------------
@@ -605,11 +631,17 @@ class InterlockOut(msgspec.Struct):
     door_ids: list[int]
 
 
+async def _interlocks_out(conn: Any, rows: list[asyncpg.Record]) -> list[InterlockOut]:
+    doors = await _children(conn, "SELECT interlock_id AS parent, door_id FROM"
+                            " access_interlock_doors WHERE interlock_id = ANY($1::bigint[])"
+                            " ORDER BY door_id", rows)
+    return [InterlockOut(id=r["id"], tenant_id=r["tenant_id"], node_id=r["node_id"],
+                         name=r["name"], door_ids=[d["door_id"] for d in ds])
+            for r, ds in zip(rows, doors, strict=True)]
+
+
 async def _interlock_out(conn: Any, r: asyncpg.Record) -> InterlockOut:
-    doors = await conn.fetch("SELECT door_id FROM access_interlock_doors WHERE interlock_id = $1"
-                             " ORDER BY door_id", r["id"])
-    return InterlockOut(id=r["id"], tenant_id=r["tenant_id"], node_id=r["node_id"],
-                        name=r["name"], door_ids=[d["door_id"] for d in doors])
+    return (await _interlocks_out(conn, [r]))[0]
 
 
 @post("/access/interlocks", opt={"permission": "access.write"}, tags=["access"],
@@ -637,8 +669,8 @@ async def create_interlock(data: InterlockIn, actor: Actor, state: State) -> Int
      summary="Interlocks of your subtree")
 async def list_interlocks(actor: Actor, state: State, node_id: OptionalId = None
                           ) -> list[InterlockOut]:
-    return [await _interlock_out(state.pool, r)
-            for r in await _list(state, actor, "access_interlocks", node_id)]
+    return await _interlocks_out(state.pool,
+                                 await _list(state, actor, "access_interlocks", node_id))
 
 
 # --- PINs -----------------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 Every request names its device by `SN`; a serial number that no operator registered (POST
 /adms/devices on the admin API), or a disabled one, is refused 403 with nothing stored.
 Uploads are idempotent: a record is one row per (device, PIN, local time), so a device that
-resends a batch (it does, after a lost answer) changes nothing the second time. Users go down
-as commands: the people of the device's node subtree holding an active card, compared with
-what the device was told before (adms_device_users), the difference queued.
+resends a batch (it does, after a lost answer) changes nothing the second time. Users and their
+biometric templates go down as commands (admin_api/adms/_sync.py): what the device should
+hold compared with what it was told before, the difference queued; templates enrolled at a
+device come up in OPERLOG/BIODATA uploads, are kept, and so reach the person's other devices.
+Template bytes never reach a log line.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 
+from admin_api.adms import _sync
 from protocols import adms
 
-USERS_PER_DEVICE_MAX: Final = 50_000
-COMMANDS_PER_RECONCILE_MAX: Final = 5_000
+reconcile_users = _sync.reconcile
+
 RECONCILE_EVERY_SECONDS: Final = 5.0
 """A device polls every few seconds; its users are compared at most this often."""
+RESEND_AFTER_SECONDS: Final = 60.0
+"""A batch handed out and not acknowledged within this long is handed out again."""
 TEXT: Final = "text/plain"
 _CREDENTIAL_KIND: Final = {1: 3, 15: 2, 4: 1, 0: 1}
 """ADMS verify mode -> access credential kind: fingerprint 3, face 2, card (and the rest) 1."""
@@ -41,16 +46,24 @@ class AdmsStatistics(msgspec.Struct, frozen=True):
     records_new: int
     records_repeated: int
     commands_sent: int
+    commands_refused: int
+    """Acknowledged with a Return other than 0 (retried, then failed)."""
+    templates_stored: int
+    """Templates uploaded by devices and kept (new, changed or repeated)."""
+    templates_refused: int
+    """Templates uploaded for a PIN that names nobody of the device's subtree: not kept."""
 
 
 class _Counters:
     def __init__(self) -> None:
         self.requests = self.refused = self.records_new = self.records_repeated = 0
-        self.commands_sent = 0
+        self.commands_sent = self.commands_refused = 0
+        self.templates_stored = self.templates_refused = 0
 
     def statistics(self) -> AdmsStatistics:
         return AdmsStatistics(self.requests, self.refused, self.records_new,
-                              self.records_repeated, self.commands_sent)
+                              self.records_repeated, self.commands_sent, self.commands_refused,
+                              self.templates_stored, self.templates_refused)
 
 
 def _text(body: str, status: int = 200) -> Response[str]:
@@ -78,57 +91,11 @@ async def _device(request: Request[Any, Any, Any], state: State) -> asyncpg.Reco
     return row
 
 
-async def reconcile_users(pool: asyncpg.Pool, serial_no: str) -> int:
-    """Queue the commands that make the device hold exactly the people it should; how many."""
-    async with pool.acquire() as conn, conn.transaction():
-        device = await conn.fetchrow(
-            "SELECT node_id FROM adms_devices WHERE serial_no = $1 FOR UPDATE", serial_no)
-        if device is None:
-            return 0
-        wanted = {
-            str(r["id"]): (r["name"], r["card_no"]) for r in await conn.fetch(
-                "SELECT p.id, p.name, min(c.card_no) AS card_no FROM people p"
-                " JOIN org_nodes n ON n.id = p.node_id JOIN accounts a ON a.id = p.account_id"
-                " JOIN cards c ON c.account_id = p.account_id AND c.status = 0"
-                " WHERE $1 = ANY(n.path) AND a.status = 0 GROUP BY p.id, p.name"
-                " ORDER BY p.id LIMIT $2", device["node_id"], USERS_PER_DEVICE_MAX)}
-        held = {r["pin"]: (r["name"], r["card_no"]) for r in await conn.fetch(
-            "SELECT pin, name, card_no FROM adms_device_users WHERE serial_no = $1", serial_no)}
-        commands: list[str] = []
-        upserts, deletes = [], []
-        for pin, (name, card_no) in wanted.items():
-            if held.get(pin) != (name, card_no):
-                commands.append(adms.user_update(pin=pin, name=name, card_no=card_no))
-                upserts.append((serial_no, pin, card_no, name))
-            if len(commands) >= COMMANDS_PER_RECONCILE_MAX:
-                break
-        for pin in held.keys() - wanted.keys():
-            if len(commands) >= COMMANDS_PER_RECONCILE_MAX:
-                break
-            commands.append(adms.user_delete(pin=pin))
-            deletes.append(pin)
-        if upserts:
-            await conn.executemany(
-                "INSERT INTO adms_device_users (serial_no, pin, card_no, name)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (serial_no, pin)"
-                " DO UPDATE SET card_no = EXCLUDED.card_no, name = EXCLUDED.name", upserts)
-        if deletes:
-            await conn.execute("DELETE FROM adms_device_users WHERE serial_no = $1"
-                               " AND pin = ANY($2::text[])", serial_no, deletes)
-        if commands:
-            await conn.executemany(
-                "INSERT INTO adms_commands (serial_no, command) VALUES ($1, $2)",
-                [(serial_no, c) for c in commands])
-        await conn.execute("UPDATE adms_devices SET synced_at = now() WHERE serial_no = $1",
-                           serial_no)
-        return len(commands)
-
-
 async def _reconcile_if_due(state: State, device: asyncpg.Record) -> None:
     synced = device["synced_at"]
     if synced is None or (dt.datetime.now(dt.UTC) - synced).total_seconds() >= \
             state.reconcile_seconds:
-        n = await reconcile_users(state.pool, device["serial_no"])
+        n = await _sync.reconcile(state.pool, device["serial_no"])
         if n:
             log.info("adms.users_queued", serial_no=device["serial_no"], commands=n)
 
@@ -140,9 +107,13 @@ async def register(request: Request[Any, Any, Any], state: State) -> Response[st
     if isinstance(device, Response):
         return device
     firmware = (request.query_params.get("pushver") or "")[:32]
+    major = firmware.split(".", 1)[0]
+    biodata = major.isascii() and major.isdigit() and len(major) <= 3 and int(major) >= 3
     await state.pool.execute(
-        "UPDATE adms_devices SET last_seen_at = now(), firmware = $2 WHERE serial_no = $1",
-        device["serial_no"], firmware)
+        "UPDATE adms_devices SET last_seen_at = now(), firmware = $2,"
+        " bio_dialect = CASE WHEN $3 THEN 'biodata' ELSE bio_dialect END WHERE serial_no = $1",
+        device["serial_no"], firmware, biodata)
+    await _sync.rebooted(state.pool, device["serial_no"])
     await _reconcile_if_due(state, device)
     return _text(adms.format_options(device["serial_no"], attlog_stamp=device["attlog_stamp"],
                                      operlog_stamp=device["operlog_stamp"],
@@ -205,7 +176,9 @@ async def _store_attlog(state: State, device: asyncpg.Record, records: list[adms
 
 @post("/iclock/cdata", media_type=TEXT, status_code=200)
 async def upload(request: Request[Any, Any, Any], state: State) -> Response[str]:
-    """Records pushed by the device: `table=ATTLOG` is stored; OPERLOG is acknowledged only."""
+    """Records pushed by the device: `table=ATTLOG` is stored; the templates of `table=OPERLOG`,
+    `BIODATA`, `BIOPHOTO` (FP, FACE, BIODATA, BIOPHOTO lines) are kept; other lines
+    acknowledged only."""
     device = await _device(request, state)
     if isinstance(device, Response):
         return device
@@ -215,6 +188,12 @@ async def upload(request: Request[Any, Any, Any], state: State) -> Response[str]
         body = await _body(request)
         if table == "ATTLOG":
             records = adms.parse_attlog(body)
+        elif table.upper() in ("OPERLOG", "BIODATA", "BIOPHOTO"):
+            upload = adms.parse_templates(body)
+            # Only a push 3.x device knows the BIODATA and BIOPHOTO tables.
+            biodata = table.upper() != "OPERLOG" or any(
+                t.bio_type in (adms.PHOTO, 9) for t in upload.templates) or "BIODATA " in body
+            return await _templates_uploaded(state, device, upload, biodata=biodata)
         else:
             lines = [ln for ln in body.splitlines() if ln.strip()]
             return _text(f"OK: {len(lines)}")
@@ -228,6 +207,22 @@ async def upload(request: Request[Any, Any, Any], state: State) -> Response[str]
     return _text(f"OK: {len(records)}")
 
 
+async def _templates_uploaded(state: State, device: asyncpg.Record, upload: adms.TemplateUpload,
+                              *, biodata: bool) -> Response[str]:
+    counters: _Counters = state.counters
+    kept = refused = 0
+    if upload.templates:
+        kept, refused = await _sync.store_templates(state.pool, device, upload.templates,
+                                                    biodata=biodata)
+    counters.templates_stored += kept
+    counters.templates_refused += refused
+    if kept or refused:
+        # Counts only: a template is personal data and never reaches a log.
+        log.info("adms.templates_uploaded", serial_no=device["serial_no"], stored=kept,
+                 unknown_pin=refused)
+    return _text(f"OK: {len(upload.templates) + upload.other_lines}")
+
+
 @get("/iclock/getrequest", media_type=TEXT)
 async def poll(request: Request[Any, Any, Any], state: State) -> Response[str]:
     """The device's poll: commands waiting for it (user sync), oldest first, or "OK"."""
@@ -235,21 +230,16 @@ async def poll(request: Request[Any, Any, Any], state: State) -> Response[str]:
     if isinstance(device, Response):
         return device
     await _reconcile_if_due(state, device)
-    rows = await state.pool.fetch(
-        "UPDATE adms_commands SET status = 'sent', sent_at = now() WHERE id IN ("
-        " SELECT id FROM adms_commands WHERE serial_no = $1 AND status = 'pending'"
-        " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id, command",
-        device["serial_no"], adms.COMMANDS_PER_POLL_MAX)
+    commands = await _sync.hand_out(state.pool, device["serial_no"], state.resend_seconds)
     await state.pool.execute("UPDATE adms_devices SET last_seen_at = now() WHERE serial_no = $1",
                              device["serial_no"])
-    commands = sorted((r["id"], r["command"]) for r in rows)
     state.counters.commands_sent += len(commands)
     return _text(adms.format_commands(commands))
 
 
 @post("/iclock/devicecmd", media_type=TEXT, status_code=200)
 async def command_replies(request: Request[Any, Any, Any], state: State) -> Response[str]:
-    """The device's answers to commands: each marked done with its return code."""
+    """The device's answers to commands: Return=0 done, another code retried (then failed)."""
     device = await _device(request, state)
     if isinstance(device, Response):
         return device
@@ -259,10 +249,8 @@ async def command_replies(request: Request[Any, Any, Any], state: State) -> Resp
         state.counters.refused += 1
         return _text(f"ERROR: {exc}", 400)
     if replies:
-        await state.pool.executemany(
-            "UPDATE adms_commands SET status = 'done', return_code = $3, done_at = now()"
-            " WHERE id = $1 AND serial_no = $2 AND status <> 'done'",
-            [(r.command_id, device["serial_no"], r.return_code) for r in replies])
+        await _sync.acknowledge(state.pool, device["serial_no"], replies)
+        state.counters.commands_refused += sum(1 for r in replies if r.return_code != 0)
     return _text("OK")
 
 
@@ -272,7 +260,8 @@ async def statistics(state: State) -> AdmsStatistics:
 
 
 def create_adms_app(dsn: str, *, pool: asyncpg.Pool | None = None,
-                    reconcile_seconds: float = RECONCILE_EVERY_SECONDS) -> Litestar:
+                    reconcile_seconds: float = RECONCILE_EVERY_SECONDS,
+                    resend_seconds: float = RESEND_AFTER_SECONDS) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = pool is None
@@ -287,7 +276,8 @@ def create_adms_app(dsn: str, *, pool: asyncpg.Pool | None = None,
     return Litestar(
         route_handlers=[register, upload, poll, command_replies, statistics],
         lifespan=[lifespan],
-        state=State({"counters": _Counters(), "reconcile_seconds": reconcile_seconds}),
+        state=State({"counters": _Counters(), "reconcile_seconds": reconcile_seconds,
+                     "resend_seconds": resend_seconds}),
         request_max_body_size=adms.BODY_BYTES_MAX,
         openapi_config=None,
         debug=False,

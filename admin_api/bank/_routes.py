@@ -22,7 +22,7 @@ from admin_api._problems import Problem
 from admin_api._store import Change, change
 from admin_api._types import Id
 from protocols.bank_card import PanError, bank_card_key, check_pan, mask_pan, seal_pan
-from protocols.changes import BankCardChanged, BankSettingsChanged
+from protocols.changes import BankCardChanged, BankSettingsChanged, PinChanged
 
 FEN_MAX = 10_000_000
 Fen = Annotated[int, Meta(ge=0, le=FEN_MAX)]
@@ -108,6 +108,7 @@ async def _set_pin(tx: Change, person: Any, pin: str) -> None:
         " locked = false, updated_at = now()", person["account_id"], pin_hash)
     tx.audit("pin.set", "person", person["id"], list(person["path"]),
              after={"account_id": person["account_id"], "pin": "<set>"})
+    tx.event(PinChanged(person["account_id"]))
 
 
 async def _bind(tx: Change, state: State, person: Any, data: BankCardIn) -> BankCardOut:

@@ -59,6 +59,8 @@ class ResponseCode(enum.IntEnum):
     TOPUP_DAILY_LIMIT_EXCEEDED = 54
     BANK_NO_ANSWER = 60
     PIN_TRIES_EXCEEDED = 78
+    # Security mode with a biometric second factor (docs/protocol.md 4.5).
+    SECOND_FACTOR_REQUIRED = 79
     # Protocol and system errors: sent in an Error message, never journaled.
     TXN_SEQ_TOO_OLD = 80
     INVALID_FIELD = 81
@@ -128,6 +130,12 @@ def _protocol(
     kind: CodeKind = CodeKind.PROTOCOL,
 ) -> CodeInfo:
     return CodeInfo(kind, sender, _ERROR, closes, False, meaning, action)
+
+
+def _at_doors(info: CodeInfo) -> CodeInfo:
+    """A QR code's refusal: in an Error for a QrPurchase, and also the deny reason of an
+    AccessResult on a QR credential (journaled there: section 4.5)."""
+    return msgspec.structs.replace(info, carried_in="Error; AccessResult")
 
 
 _RESIGN = "Close, fix the cause, sign on again; resend unanswered requests with the same txn_seq."
@@ -216,6 +224,15 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         "Access: a multi-card door counted this person; it opens when enough different "
         "permitted people have shown a credential within the door's window.",
         "Show 'waiting for the next card'; the next person's request may open the door.",
+    ),
+    _R.SECOND_FACTOR_REQUIRED: _decline(
+        "Access: the door is in security mode with a biometric factor (card + face, card + "
+        "fingerprint): this credential was counted, and the door opens when the other factor "
+        "of the same person comes within the door's window (security_window_s), on any reader "
+        "of the door. Journaled like any decision. (Factors that do not fit - a card and a "
+        "face of different people, a fingerprint at a card + face door - are NO_PERMISSION.)",
+        "Keep the door shut; ask for the other factor (\"now your face\" / \"now your card\") "
+        "and send it in a new AccessRequest (new txn_seq).",
     ),
     _R.FLOOR_NOT_PERMITTED: _decline(
         "Access: the elevator floor asked for is not among the person's permitted floors."
@@ -317,22 +334,24 @@ CODE_INFO: dict[ResponseCode, CodeInfo] = {
         "Show the refusal; do not retry that code. The connection stays open.",
         closes=False, sender="switch",
     ),
-    _R.QR_EXPIRED: _protocol(
+    _R.QR_EXPIRED: _at_doors(_protocol(
         "QrPurchase: the QR code is authentic but not valid now: expired, not yet valid, or "
-        "issued before the switch last started (it cannot prove the code has not paid). Not "
-        "journaled, txn_seq not used up (a repeat of a request already decided gets its "
-        "original answer instead).",
+        "issued before the switch last started (it cannot prove the code has not been used). "
+        "Not journaled, txn_seq not used up (a repeat of a request already decided gets its "
+        "original answer instead). AccessRequest: the same reasons, as the AccessResult code, "
+        "journaled as a refusal (section 4.5).",
         "Ask the cardholder to refresh the code; send it in a new QrPurchase with a new "
         "txn_seq. The connection stays open.",
         closes=False, sender="switch",
-    ),
-    _R.QR_USED: _protocol(
-        "QrPurchase: the QR code has already paid (a code pays once). Not journaled, txn_seq "
-        "not used up; the switch logs a security event.",
+    )),
+    _R.QR_USED: _at_doors(_protocol(
+        "QrPurchase: the QR code has already been used (a code pays or opens once). Not "
+        "journaled, txn_seq not used up; the switch logs a security event. AccessRequest: the "
+        "same, as the AccessResult code, journaled as a refusal (section 4.5).",
         "Ask the cardholder to refresh the code; send it in a new QrPurchase with a new "
         "txn_seq. The connection stays open.",
         closes=False, sender="switch",
-    ),
+    )),
     _R.SYSTEM_ERROR: _protocol(
         "The switch could not commit the request; nothing was journaled.",
         "Retry later with the same txn_seq. The connection stays open.",

@@ -234,7 +234,8 @@ class DoorEventCode(enum.IntEnum):
 
 class AccessRequest(Message, tag=32, frozen=True):
     """May this credential pass this reader's door? credential_kind 1 card (card_no), 2 face or
-    3 fingerprint (credential: the template id), 4 QR code (credential: the scanned text).
+    3 fingerprint (credential: the template id; card_no, if not 0, the card read with it), 4 QR
+    code (credential: the scanned text; used once).
     direction 0 in, 1 out (used where the reader is registered for both). pin: what was typed
     ("" none); duress: the terminal's duress flag. floor: the elevator floor asked (-1: none,
     answer with every permitted floor). Answered with AccessResult."""

@@ -1,3 +1,0 @@
--- A placeholder for migration 0017, which another branch adds (the runner wants 1..n without
--- gaps). Drop this file when merging: the other branch's 0017 takes its place.
-SELECT 1;
