@@ -244,6 +244,10 @@ def test_the_card_office_imports_people_and_acts_on_a_selection(
     _log_in(page, "campus.clerk")
     page.get_by_role("link", name="Import people from a file").click()
     page.wait_for_url(re.compile(r"/console/import\.html"))
+    with page.expect_download() as example:
+        page.get_by_role("button", name="Download an example file (CSV)").click()
+    path = example.value.path()
+    assert path is not None and Path(path).read_text().startswith("external_id,name,node,class")
     node = office["dept"]["id"]
     taken = office["people"][HOLDER]["card_no"]
     bad = tmp_path / "people.csv"

@@ -7,6 +7,17 @@ document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("import-form");
   const errors = document.getElementById("import-errors");
   const done = document.getElementById("import-done");
+  // An example file to fill in: the columns the API reads, one row (made here, not fetched).
+  document.getElementById("import-example").addEventListener("click", () => {
+    const text = "external_id,name,node,class,phone,card_no,printed_no,chip_uid,card_type,valid_until\r\n"
+      + "S2026-0001,Li Lei,2,2,13800000000,9100000001,A0001,,standard,2030-07-31\r\n";
+    const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+    const a = OC.el("a", { href: url, download: "people-example.csv", hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const file = form.querySelector("#import-file").files[0];
