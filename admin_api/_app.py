@@ -271,7 +271,8 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
                 await app.state.pool.close()
 
     app = Litestar(
-        route_handlers=[*ROUTES, assets_router(), _console.console_router()],
+        route_handlers=[*ROUTES, assets_router(), _console.console_router(),
+                        _console.mobile_router()],
         guards=[permission_guard],
         dependencies={"actor": Provide(provide_actor)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

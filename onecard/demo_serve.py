@@ -109,6 +109,8 @@ async def _serve(options: DemoOptions) -> None:
             print(f"  console             {admin.url}/console/  (log in with a demo log-in "
                   "below; card.office: card office, campus.admin: sales, big screen; "
                   "security.desk: security desk; admin: operations)")
+            print(f"  phone pages         {admin.url}/m/  (student: a cardholder, parent: "
+                  "their child)")
             print(f"  admin API           {admin.url}")
             print(f"  interactive docs    {admin.url}/docs")
             print(f"  OpenAPI document    {admin.url}/docs/openapi.json")

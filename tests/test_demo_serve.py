@@ -41,15 +41,21 @@ def test_demo_serve_prints_addresses_and_log_ins_that_work_and_stops_cleanly(
             assert role in text
         console = re.search(r"console\s+(http://\S+)", text).group(1)  # type: ignore[union-attr]
         assert console == f"{url}/console/"
+        phone = re.search(r"phone pages\s+(http://\S+)", text).group(1)  # type: ignore[union-attr]
+        assert phone == f"{url}/m/"
         with httpx.Client(base_url=url, timeout=30) as http:
             assert http.get("/docs/openapi.json").status_code == 200
             assert 'id="login-form"' in http.get("/console/").text
+            assert 'id="m-login"' in http.get("/m/").text
             token = http.post("/auth/login", json={"username": "student",
                                                    "password": password}).json()["access_token"]
             http.headers["Authorization"] = f"Bearer {token}"
             [me] = http.get("/self/people").json()
             balance = http.get(f"/self/people/{me['id']}/balance").json()
             assert balance["balance_fen"] == balance["main_fen"] + balance["subsidy_fen"]
+            # The phone page's QR code: the demo's student pays with it.
+            qr = http.get(f"/self/people/{me['id']}/qr/svg")
+            assert qr.status_code == 200 and qr.json()["svg"].startswith("<svg"), qr.text
         # The run's own stream (the admin-init changes went through it), not a shared one.
         stream = re.search(r"change feed .*, stream (onecard:changes:demo-\w+) \(removed",
                            text).group(1)  # type: ignore[union-attr]

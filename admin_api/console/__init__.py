@@ -7,7 +7,7 @@ answers that log-in (roles, subtree, audit as for every call) and nothing else; 
 public like the Swagger UI's files. docs/architecture.md ("The operators' console") says why.
 
 `ROUTES` are the few JSON routes the pages need that the API lacked (admin_api/console/_routes.py,
-_screen.py, _operations.py).
+_screen.py, _operations.py and, for the card office, approvals and phone pages, _office.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
 from admin_api._auth import PUBLIC
-from admin_api.console import _operations, _routes, _screen
+from admin_api.console import _office, _operations, _routes, _screen
 
 CONSOLE_PATH: Final = "/console"
+MOBILE_PATH: Final = "/m"
+"""The cardholder's and parent's phone pages (static/m/)."""
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 """Shipped as package data (pyproject.toml, [tool.setuptools.package-data])."""
 
@@ -52,8 +54,20 @@ def console_router() -> Router:
         cache_control=CacheControlHeader(no_cache=True))
 
 
-ROUTES = [*_routes.ROUTES, *_screen.ROUTES, *_operations.ROUTES]
+ROUTES = [*_routes.ROUTES, *_screen.ROUTES, *_operations.ROUTES, *_office.ROUTES]
 """The JSON routes of the console's pages that the API lacked: the card office's search, the
-sales and big screen figures and their live streams, the operations status."""
+sales and big screen figures and their live streams, the operations status, the card office's,
+approvals' and phone pages' reads."""
 
-__all__ = ["CONSOLE_PATH", "ROUTES", "STATIC_DIR", "console_router"]
+
+def mobile_router() -> Router:
+    """The phone pages under /m/ (static/m/), public like the console's: they log in and ask
+    the API's self-service routes (/self/...) for the cardholder's or the children's data."""
+    return create_static_files_router(
+        path=MOBILE_PATH, directories=[STATIC_DIR / "m"], html_mode=True, name="mobile",
+        include_in_schema=False, opt={"permission": PUBLIC}, after_request=_secure,
+        cache_control=CacheControlHeader(no_cache=True))
+
+
+__all__ = ["CONSOLE_PATH", "MOBILE_PATH", "ROUTES", "STATIC_DIR", "console_router",
+           "mobile_router"]

@@ -131,9 +131,15 @@
     return who;
   }
 
+  // The phone pages (/m/) have their own log-in page; the console's is /console/.
+  function loginPage() { return location.pathname.startsWith("/m/") ? "/m/" : "/console/"; }
+
   function home() {
+    if (can("self")) return "/m/";
     if (can("people.read")) return "/console/people.html";
     if (can("reports.read")) return "/console/sales.html";
+    if (can("documents.approve")) return "/console/approvals.html";
+    if (can("merchants.read")) return "/console/merchants.html";
     if (can("access.read")) return "/console/security.html";
     return null;
   }
@@ -144,13 +150,13 @@
     }
     sessionStorage.removeItem(TOKEN);
     sessionStorage.removeItem(ME);
-    if (!/^\/console\/?(index\.html)?$/.test(location.pathname)) location.href = "/console/";
+    if (!/^\/(console|m)\/?(index\.html)?$/.test(location.pathname)) location.href = loginPage();
   }
 
   // A page that needs a log-in: back to the log-in page without one.
   function requireLogin() {
     if (!token() || !me()) {
-      location.href = "/console/";
+      location.href = loginPage();
       return false;
     }
     return true;
@@ -201,6 +207,10 @@
     if (m && can("access.read")) links.push(["/console/security.html", "nav.desk"]);
     if (m && can("reports.read")) links.push(["/console/operations.html", "nav.ops"]);
     if (m && can("reports.read")) links.push(["/console/screen.html", "nav.screen"]);
+    // Card office completion, approvals, cashier, merchants (admin_api/console/static/office-*.js).
+    if (m && can("documents.approve")) links.push(["/console/approvals.html", "nav.approvals"]);
+    if (m && can("money.counter")) links.push(["/console/cashier.html", "nav.cashier"]);
+    if (m && can("merchants.read")) links.push(["/console/merchants.html", "nav.merchants"]);
     const nav = el("nav", { "aria-label": "main" }, links.map(([href, key]) => {
       const here = location.pathname === href;
       return el("a", { href: href, "data-i18n": key, "aria-current": here ? "page" : null });
@@ -281,7 +291,7 @@
 
   window.OC = {
     token, me, can, lang, setLang, t, label, applyI18n, yuan, yuanToFen, api, ApiError, login, logout,
-    home, requireLogin, el, message, fail, header, stream, params,
+    home, loginPage, requireLogin, el, message, fail, header, stream, params,
   };
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -9,6 +9,8 @@ window.OC_MESSAGES = {
     "nav.sales": "Sales",
     // console2a (the rest of its pages' texts are in messages-desk.js)
     "nav.desk": "Security desk", "nav.ops": "Operations", "nav.screen": "Big screen",
+    // Card office completion, approvals, cashier, merchants: the rest in office-messages.js.
+    "nav.approvals": "Approvals", "nav.cashier": "Cashier", "nav.merchants": "Merchants",
     "nav.logout": "Log out",
     "nav.signed_in_as": "Signed in as",
     "login.title": "Log in",
@@ -96,6 +98,8 @@ window.OC_MESSAGES = {
     "nav.sales": "销售",
     // console2a (the rest of its pages' texts are in messages-desk.js)
     "nav.desk": "安保值班台", "nav.ops": "运行监控", "nav.screen": "大屏",
+    // 卡务、审批、收银、商户：其余在 office-messages.js。
+    "nav.approvals": "审批", "nav.cashier": "收银", "nav.merchants": "商户",
     "nav.logout": "退出",
     "nav.signed_in_as": "当前用户",
     "login.title": "登录",

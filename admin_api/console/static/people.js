@@ -10,6 +10,8 @@ document.addEventListener("DOMContentLoaded", () => {
     return OC.el("span", { "class": "oc-status-" + value, "data-i18n": "status." + value });
   }
 
+  window.OC_PEOPLE = { search: (q) => search(q) };
+
   async function search(q) {
     OC.message("people-message", null);
     try {
@@ -28,6 +30,8 @@ document.addEventListener("DOMContentLoaded", () => {
       if (page.items.length === 0) OC.message("people-message", "people.none");
       else if (page.more) OC.message("people-message", "people.more");
       OC.applyI18n(body);
+      // Bulk actions on a selection (office-people.js) follow the rows shown.
+      document.dispatchEvent(new CustomEvent("oc:people", { detail: page.items }));
     } catch (err) {
       table.hidden = true;
       OC.fail("people-message", err);

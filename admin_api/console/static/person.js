@@ -71,6 +71,9 @@ document.addEventListener("DOMContentLoaded", () => {
     ]);
     shown = { balance: balance, cards: cards, txns: txns };
     render();
+    // The card office's forms (office-person.js) follow what was read.
+    document.dispatchEvent(new CustomEvent("oc:person", { detail: { person: person, balance: balance,
+                                                                  cards: cards } }));
   }
 
   // What was read, in the page's language (again when the language changes).
@@ -102,6 +105,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   let shown = null;
+  window.OC_PERSON = { reload: load };
   document.addEventListener("oc:lang", () => { if (shown) render(); });
   load().catch((err) => OC.fail("person-message", err));
 });
