@@ -6,9 +6,9 @@ a repeat of the same kiosk request (the original answer, no second bank request)
 the bank, a wrong PIN and its lock-out, the caps, a POS sending a top-up, no answer in time
 (not credited, the reversal advice stored before the answer, a late approval never credits,
 the advice acknowledged), the link broken before the bank's answer (the same, reason
-link_down), an answer that cannot be parsed (the same), the switch SIGKILLed while an advice is pending (it survives and
-completes after the restart), the bank restarting mid-day, and purchases unaffected by a dead
-bank link.
+link_down), an answer that cannot be parsed (the same), the switch SIGKILLed while an advice
+is pending (it survives and completes after the restart), the bank restarting mid-day, and
+purchases unaffected by a dead bank link.
 """
 
 from __future__ import annotations

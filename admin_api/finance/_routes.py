@@ -1,6 +1,7 @@
 """Finance routes: the bank's daily file and its reconciliation, exceptions and their
 resolution, bank exceptions (advices the bank never acknowledged, _bankexc.py), bank top-ups
-and the top-ups the switch refused itself, and journal vouchers for the finance system (docs/finance.md).
+and the top-ups the switch refused itself, and journal vouchers for the finance system
+(docs/finance.md).
 
 Every route needs finance.read or finance.write and checks the tenant (or the exception) is in
 the caller's subtree (404 otherwise). What changes something is audited. No route here moves
