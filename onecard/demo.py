@@ -34,8 +34,9 @@ from onecard.demo_settle import render as render_settlement
 from onecard.harness import SwitchProcess, fresh_database, run_fast
 from onecard.kiosks import BankSummary, KioskClient, bank_summary
 from onecard.privateredis import redis_answers, remove_keys, start_private_redis
-from onecard.seed import CARD_NO_BASE, DEMO_PIN, SeedPlan, SeedResult, demo_pan, seed_site
+from onecard.seed import CARD_NO_BASE, DEMO_PIN, SeedPlan, SeedResult, demo_token, seed_site
 from protocols import ocp
+from protocols.bank_card import bank_card_key
 from switch._access_journal import ALARMS_STREAM_PREFIX
 from switch._outbox import STREAM_KEY_PREFIX
 from switch._settings import SwitchSettings, redacted_url
@@ -164,19 +165,21 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         admin_dsn = svc.server_dsn
         where, redis_where = svc.postgres, svc.redis
         dsn = await fresh_database(admin_dsn, DEMO_DATABASE)
+        master = os.urandom(32)
         conn = await asyncpg.connect(dsn)
         try:
             # Balances a term's top-ups would leave (up to 1,500 yuan cash, 300 yuan subsidy).
+            # Bank card numbers sealed under the site's key, as the admin API's binding does.
             seed = await seed_site(conn, SeedPlan(
                 accounts=options.accounts, terminals=options.terminals,
                 main_fen_max=150_000, subsidy_fen_max=30_000,
+                bank_card_key=bank_card_key(master),
             ))
             door_tids = await seed_doors(conn, options.doors)
         finally:
             await conn.close()
         print(f"seeded a demo campus: {seed.accounts:,} cardholders, {len(seed.terminals)} POS "
               f"terminals, 2 parks, 7 merchant accounts", flush=True)
-        master = os.urandom(32)
         bank = BankHostThread(DEMO_BANK_KEK, default_balance_fen=10_000_000,
                               late_seconds=DEMO_BANK_LATE_SECONDS).start()
         switch = SwitchProcess(dsn, master.hex(), extra_env={
@@ -396,8 +399,8 @@ async def kiosk_topups_after(kiosk: KioskClient | None, seed: SeedResult, bank: 
     cards = seed.bank_card_cards
     account_of = {c: (c - CARD_NO_BASE) // 10 for c in cards}
     declined, late = cards[0], cards[1]
-    bank.host.set_behaviour("decline", card=demo_pan(account_of[declined]), field39="51")
-    bank.host.set_behaviour("late", card=demo_pan(account_of[late]))
+    bank.host.set_behaviour("decline", card=demo_token(account_of[declined]), field39="51")
+    bank.host.set_behaviour("late", card=demo_token(account_of[late]))
     conn = await asyncpg.connect(dsn)
     try:
         async with asyncio.timeout(120):

@@ -51,6 +51,11 @@ class SeedPlan(msgspec.Struct, frozen=True):
     # DEMO_PIN, ready for 快速圈存.
     kiosks: int = 2
     bank_cards: int = 50
+    # The site's bank-card key (protocols.bank_card.bank_card_key of its master secret): when
+    # given, each seeded bank card's number is kept sealed under it (`pan_encrypted`), as the
+    # admin API's binding keeps it; else only its masked form is kept. The full number is
+    # never stored in clear: the bank knows the card by its token (demo_token).
+    bank_card_key: bytes = b""
 
 
 class SeedResult(msgspec.Struct, frozen=True):
@@ -66,8 +71,8 @@ class SeedResult(msgspec.Struct, frozen=True):
     kiosks: list[int] = msgspec.field(default_factory=list)
     """Kiosk terminals (kind 2) of tenant 1."""
     bank_card_cards: list[int] = msgspec.field(default_factory=list)
-    """Cards whose account has a bound bank card (its token: demo_pan(account id)) and
-    DEMO_PIN."""
+    """Cards whose account has a bound bank card (the bank's token for it: demo_token(account
+    id), never its number) and DEMO_PIN."""
 
 
 def card_no_of(account_id: int) -> int:
@@ -178,7 +183,8 @@ async def seed_site(conn: asyncpg.Connection, plan: SeedPlan) -> SeedResult:
                      (ADMIN_TERMINAL, CASH_DESK_MERCHANT, 6, "card office admin")],
             columns=["id", "merchant_id", "kind", "name"],
         )
-        banked = await _seed_bank_cards(conn, accounts, cards, plan.bank_cards)
+        banked = await _seed_bank_cards(conn, accounts, cards, plan.bank_cards,
+                                        plan.bank_card_key)
     return SeedResult(
         accounts=plan.accounts,
         cards=live,
@@ -192,8 +198,16 @@ async def seed_site(conn: asyncpg.Connection, plan: SeedPlan) -> SeedResult:
     )
 
 
+def demo_token(account_id: int) -> str:
+    """The bank's token for the seeded bank card of an account: what the switch sends in field
+    102 (docs/bank-link.md: never a card number), the simulator's key for the card and the
+    daily file's `card_token`. Letters and digits: never mistaken for a card number."""
+    return f"DEMO-BT-{account_id:08d}"
+
+
 def demo_pan(account_id: int) -> str:
-    """The seeded bank card number of an account: a valid Luhn number under BIN 622202."""
+    """The seeded bank card number of an account: a valid Luhn number under BIN 622202. Kept
+    only masked, and sealed when the plan gives a bank-card key (never in clear)."""
     body = str(BANK_PAN_BASE + account_id * 10)[:-1]
     total = 0
     for i, ch in enumerate(reversed(body)):
@@ -205,21 +219,25 @@ def demo_pan(account_id: int) -> str:
 
 
 async def _seed_bank_cards(conn: asyncpg.Connection, accounts: list[tuple], cards: list[tuple],
-                           count: int) -> list[int]:
-    """Bind a bank card (as the bank's token) and DEMO_PIN to the first `count` active
-    accounts: one argon2 hash of DEMO_PIN serves them all (a demo site)."""
+                           count: int, key: bytes = b"") -> list[int]:
+    """Bind a bank card (known to the bank by its token, demo_token; its number masked, and
+    sealed under `key` when given) and DEMO_PIN to the first `count` active accounts: one
+    argon2 hash of DEMO_PIN serves them all (a demo site)."""
     if count <= 0:
         return []
     from argon2 import PasswordHasher
+
+    from protocols.bank_card import mask_pan, seal_pan
 
     live = {a: c for c, a, status in cards if status == 0}
     chosen = [a[0] for a in accounts if a[4] == 0 and a[0] in live][:count]
     pin_hash = PasswordHasher().hash(DEMO_PIN)
     pans = {a: demo_pan(a) for a in chosen}
     await conn.executemany(
-        "INSERT INTO bank_cards (tenant_id, account_id, pan_masked, bank_token)"
-        " VALUES (1, $1, $2, $3)",
-        [(a, pans[a][:6] + "*" * (len(pans[a]) - 10) + pans[a][-4:], pans[a]) for a in chosen])
+        "INSERT INTO bank_cards (tenant_id, account_id, pan_masked, pan_encrypted, bank_token)"
+        " VALUES (1, $1, $2, $3, $4)",
+        [(a, mask_pan(pans[a]), seal_pan(key, a, pans[a]) if key else None, demo_token(a))
+         for a in chosen])
     await conn.executemany(
         "INSERT INTO cardholder_pins (account_id, pin_hash) VALUES ($1, $2)",
         [(a, pin_hash) for a in chosen])

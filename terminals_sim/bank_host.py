@@ -13,8 +13,9 @@ or, from a thread-less caller (tests, the demo, asyncio code), `BankHostThread`:
 It keeps a balance per bank card token, signs on connections, takes key exchanges (the new MAC
 key unwrapped under the KEK), answers echoes, top-ups (0200) and reversal advices (0420/0421),
 and can be told, per card or for all, to approve, decline with a field 39, delay, drop the
-connection after debiting, answer after the switch's timeout (`late`), answer twice, or not
-answer at all. `restart()` drops every connection and forgets the MAC keys, as a bank restarting
+connection after debiting, answer after the switch's timeout (`late`), answer twice, answer
+with a frame that cannot be parsed after debiting (`garbage`: a byte after the last field), or
+not answer at all. `restart()` drops every connection and forgets the MAC keys, as a bank restarting
 would; balances, top-ups and advices survive it. Everything received is recorded, bad input
 with its reason; `write_daily_file()` writes the bank's daily top-up file (docs/bank-link.md,
 "The bank's daily top-up file").
@@ -34,7 +35,7 @@ import trio
 
 from protocols import iso8583
 
-ACTIONS: Final = ("approve", "decline", "delay", "drop", "late", "twice", "silent")
+ACTIONS: Final = ("approve", "decline", "delay", "drop", "late", "twice", "silent", "garbage")
 ADVICE_ACTIONS: Final = ("ack", "silent", "drop")
 DAILY_FILE_HEADER: Final = ("business_date,rrn,stan,terminal_id,card_token,amount_fen,field39,"
                             "auth_code")
@@ -322,6 +323,13 @@ class BankHost:
             field39=f39, auth_code=auth)
         if action == "drop":
             return False  # decided (and debited when approved), the answer lost with the line
+        if action == "garbage":
+            # Decided (and debited when approved); the answer's frame is sound, its message is
+            # not: a byte after the last field (docs/bank-link.md section 10: dropped, the
+            # connection stays up).
+            if peer.outbox is not None:
+                peer.outbox += garble(iso8583.encode_frame(answer, now=_now(), keys=self.keys))
+            return True
         delay = {"delay": behaviour.delay_seconds,
                  "late": behaviour.delay_seconds or self.late_seconds}.get(action, 0.0)
         times = 2 if action == "twice" else 1
@@ -377,6 +385,13 @@ class BankHost:
     def _next_network_stan(self) -> int:
         self._network_stan = self._network_stan % iso8583.limits.STAN_MAX + 1
         return self._network_stan
+
+
+def garble(frame: bytes) -> bytes:
+    """The frame with one byte more after its message's last field (its length header says
+    so): framed soundly, parsed by nobody."""
+    body = frame[2:] + b"\x00"
+    return len(body).to_bytes(2, "big") + body
 
 
 def _now() -> dt.datetime:

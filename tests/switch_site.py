@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.audit import AuditReport, audit_conservation
@@ -15,6 +16,7 @@ from onecard.harness import SwitchProcess
 from onecard.harness import free_port as free_port  # re-exported for the tests
 from onecard.seed import SeedPlan, SeedResult, seed_site
 from protocols import ocp
+from protocols.bank_card import bank_card_key
 from tests.ocp_client import OcpClient
 
 # Terminal ids by merchant in onecard.seed (merchant = [4, 4, 3, 5, 6][tid % 5]).
@@ -63,7 +65,12 @@ class Site:
         async def seed() -> SeedResult:
             conn = await asyncpg.connect(dsn)
             try:
-                return await seed_site(conn, plan or SeedPlan(accounts=300, terminals=10))
+                # Bank card numbers sealed under the site's key, as the admin API keeps them.
+                chosen = plan or SeedPlan(accounts=300, terminals=10)
+                if not chosen.bank_card_key:
+                    chosen = msgspec.structs.replace(
+                        chosen, bank_card_key=bank_card_key(self.master))
+                return await seed_site(conn, chosen)
             finally:
                 await conn.close()
 

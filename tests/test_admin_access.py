@@ -86,6 +86,11 @@ def walk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
         " INSERT INTO bank_advices (topup_id, tenant_id, reason, state, tries, document_id)"
         " SELECT bank_topup_id, 1, 'timeout', 'exception', 2, id FROM d RETURNING document_id",
         card_no, campus)[0]["document_id"]
+    # A top-up of the canary's card the switch refused itself (yesterday: the finance list's
+    # default day).
+    site.fetch("INSERT INTO bank_topup_refusals (tenant_id, terminal_id, txn_seq, account_id,"
+               " card_no, amount_fen, code, created_at) SELECT 1, 70000001, 2, account_id, $1,"
+               " 500, 1, now() - interval '1 day' FROM cards WHERE card_no = $1", card_no)
     callers: dict[str, Api] = {}
     for role in ROLES:
         body: dict[str, Any] = {"username": f"east.{role.replace('_', '-')}",

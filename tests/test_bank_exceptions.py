@@ -244,3 +244,45 @@ def test_a_top_up_is_resolved_in_one_place(exc_site: dict[str, Any]) -> None:
                       " AND code = 0", t["account_id"], BANK_CLEARING)
     assert [r["amount_fen"] for r in rows].count(700) == 1
     assert _open_count(site) == 0  # every exception of this module resolved
+
+
+def test_finance_sees_the_switchs_own_refusals(exc_site: dict[str, Any]) -> None:
+    """A wrong PIN at the kiosk: the switch refuses it before asking the bank (a row in
+    bank_topup_refusals, nothing in bank_topups) and finance lists it, filters it by code and
+    downloads it; the card office and another park's finance do not see it."""
+    site, sim = exc_site["site"], exc_site["sim"]
+    a, office, east = (exc_site["api"][n] for n in ("fin.a", "office", "east.fin"))
+    card = exc_site["cards"].pop(0)
+    sim.host.set_behaviour("approve")
+    kiosk = Kiosk(site)
+    try:
+        wrong = kiosk.topup_msg(card, 1_800, pin="000000")
+        assert kiosk.client.request(wrong).code == ocp.ResponseCode.PIN_INCORRECT
+    finally:
+        kiosk.close()
+    until(lambda: site.fetch("SELECT 1 FROM bank_topup_refusals WHERE terminal_id = $1"
+                             " AND txn_seq = $2", KIOSK, wrong.txn_seq), "the refusal recorded")
+    today = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)).date()
+    days = f"from_day={today - dt.timedelta(days=1)}&to_day={today + dt.timedelta(days=1)}"
+    page = a.ok("GET", f"/tenants/1/bank-topup-refusals?{days}")
+    mine = [r for r in page["items"] if r["txn_seq"] == wrong.txn_seq]
+    assert [(r["terminal_id"], r["card_no"], r["amount_fen"], r["code"], r["result"], r["auto"])
+            for r in mine] == [(KIOSK, card, 1_800, int(ocp.ResponseCode.PIN_INCORRECT),
+                                "PIN_INCORRECT", False)]
+    code = int(ocp.ResponseCode.PIN_INCORRECT)
+    only = a.ok("GET", f"/tenants/1/bank-topup-refusals?{days}&code={code}")["items"]
+    assert only and {r["code"] for r in only} == {code}
+    other = a.ok("GET", f"/tenants/1/bank-topup-refusals?{days}&code={code + 1}")["items"]
+    assert wrong.txn_seq not in {r["txn_seq"] for r in other}
+    text = a.get(f"/tenants/1/bank-topup-refusals?{days}&format=csv").content.decode(
+        "utf-8-sig")
+    header, *rows = text.splitlines()
+    assert header.startswith("id,created_at,terminal_id,txn_seq,account_id,card_no,amount_fen,"
+                             "amount_yuan,auto,code,result")
+    assert any(f",{wrong.txn_seq}," in row and "18.00" in row for row in rows)
+    assert not site.fetch("SELECT 1 FROM bank_topups WHERE terminal_id = $1 AND txn_seq = $2",
+                          KIOSK, wrong.txn_seq)
+    assert office.get(f"/tenants/1/bank-topup-refusals?{days}").status_code == 403
+    assert east.get(f"/tenants/1/bank-topup-refusals?{days}").status_code == 404
+    assert a.get("/tenants/1/bank-topup-refusals?code=256").status_code in (400, 422)
+    assert a.get("/tenants/4000/bank-topup-refusals").status_code == 404

@@ -448,3 +448,75 @@ def test_a_rejected_confirmation_is_asked_again_and_nothing_is_paid_meanwhile(
     actions = [r["action"] for r in site.fetch(
         "SELECT action FROM audit_log WHERE entity = 'settlement' ORDER BY id")]
     assert actions == ["settlement.request", "settlement.request", "settlement.confirm"]
+
+
+def test_a_days_subsidy_issued_and_spent_match_the_journal(day_site: AdminSite) -> None:
+    """A subsidy batch (drafted by the card office, approved twice by finance) is the day's
+    subsidy issued; purchases at the canteen (subsidy wallet first) and the shop (cash only)
+    spend some of it. Both figures are checked against sums over the journal written here
+    independently: the wallets' side (subsidy_delta_fen) rather than the merchants'."""
+    site = day_site
+    root = site.api()
+    campus = site.tenant_node(1)
+    for name, role in (("office.s", "card_office"), ("fin.s1", "finance"),
+                       ("fin.s2", "finance")):
+        root.ok("POST", "/users", {"username": name, "password": PASSWORD, "role": role,
+                                   "node_id": campus}, 201)
+    office, fin1, fin2 = site.api("office.s"), site.api("fin.s1"), site.api("fin.s2")
+    people = site.fetch(
+        "SELECT p.id, c.card_no FROM people p JOIN accounts a ON a.id = p.account_id"
+        " JOIN cards c ON c.account_id = a.id WHERE a.status = 0 AND c.status = 0"
+        " AND a.tenant_id = 1 AND a.class_id = 2 ORDER BY p.id LIMIT 3")
+    assert len(people) == 3
+    amounts = (3_000, 2_500, 1_200)
+    doc = office.ok("POST", "/documents", {
+        "doc_type": "subsidy_batch", "title": "December meal subsidy",
+        "lines": [{"person_id": p["id"], "amount_fen": a} for p, a in zip(people, amounts,
+                                                                           strict=True)]})
+    office.ok("POST", f"/documents/{doc['id']}/submit", {})
+    fin1.ok("POST", f"/documents/{doc['id']}/approve", {})
+    done = fin2.ok("POST", f"/documents/{doc['id']}/approve", {})
+    assert done["status"] == "executed", done
+    assert [line["result"] for line in done["lines"]] == ["APPROVED"] * 3
+    canteen, shop = Till(site, FREE_CANTEEN_TERMINAL), Till(site, SUPERMARKET_TERMINAL)
+    for p in people:
+        assert canteen.buy(p["card_no"], 1_000).code == 0  # the subsidy wallet first
+        assert shop.buy(p["card_no"], 300).code == 0  # the cash wallet only
+    assert canteen.reverse(1, people[0]["card_no"]).code == 0  # back to the subsidy wallet
+    for till in (canteen, shop):
+        till.client.close()
+
+    day, end = _end_the_day_soon(site, root)
+    tenant = site.fetch("SELECT utc_offset_s, cutover_s FROM tenants WHERE id = 1")[0]
+    start, end_at = day_bounds(day, tenant["utc_offset_s"], tenant["cutover_s"])
+    assert end_at == end
+    view = _wait_for("the day to close", lambda: (
+        lambda r: r.json() if r.status_code == 200 else None)(
+        fin1.get(f"/tenants/1/settlements/{day}")))
+    s = view["settlement"]
+    assert s["balanced"] is True
+
+    fund = site.fetch("SELECT merchant_id FROM system_accounts WHERE tenant_id = 1"
+                      " AND purpose = 'subsidy_fund'")[0]["merchant_id"]
+    issued = site.fetch(
+        "SELECT count(*) FILTER (WHERE kind = 8) AS in_n,"
+        " coalesce(sum(subsidy_delta_fen) FILTER (WHERE kind = 8), 0) AS in_fen,"
+        " count(*) FILTER (WHERE kind = 9) AS out_n,"
+        " coalesce(-sum(subsidy_delta_fen) FILTER (WHERE kind = 9), 0) AS out_fen"
+        " FROM journal WHERE merchant_id = $1 AND code = 0 AND committed_at >= $2"
+        " AND committed_at < $3", fund, start, end)[0]
+    assert (issued["in_n"], issued["in_fen"], issued["out_n"], issued["out_fen"]) == (
+        3, sum(amounts), 0, 0)
+    assert s["subsidy"]["issued"] == {"in_count": 3, "in_fen": sum(amounts), "out_count": 0,
+                                      "out_fen": 0}
+    spent = site.fetch(
+        "SELECT coalesce(-sum(subsidy_delta_fen), 0) AS v FROM journal WHERE tenant_id = 1"
+        " AND code = 0 AND kind IN (1, 2, 5) AND committed_at >= $1 AND committed_at < $2",
+        start, end)[0]["v"]
+    # Each card had at least 1,000 fen of subsidy after the batch: two canteen purchases
+    # were paid from it in full, one was reversed; the shop takes cash only.
+    assert spent == 2_000
+    assert s["subsidy"]["spent_fen"] == spent
+    # The float moved by what was issued less what was spent (and the cash side by its own).
+    assert s["float_close"]["subsidy_fen"] - s["float_open"]["subsidy_fen"] == (
+        sum(amounts) - spent)

@@ -6,9 +6,9 @@ a repeat of the same kiosk request (the original answer, no second bank request)
 the bank, a wrong PIN and its lock-out, the caps, a POS sending a top-up, no answer in time
 (not credited, the reversal advice stored before the answer, a late approval never credits,
 the advice acknowledged), the link broken before the bank's answer (the same, reason
-link_down), the switch SIGKILLed while an advice is pending (it survives and
-completes after the restart), the bank restarting mid-day, and purchases unaffected by a dead
-bank link.
+link_down), an answer that cannot be parsed (the same), the switch SIGKILLed while an advice
+is pending (it survives and completes after the restart), the bank restarting mid-day, and
+purchases unaffected by a dead bank link.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from onecard.harness import free_port
-from onecard.seed import BANK_CLEARING, DEMO_PIN, KIOSK_BASE, demo_pan
+from onecard.seed import BANK_CLEARING, DEMO_PIN, KIOSK_BASE, demo_token
 from protocols import changes, iso8583, ocp
 from switch._topup import hash_pin
 from terminals_sim.bank_host import BankHostThread
@@ -157,7 +157,7 @@ def bound_card(site: Site) -> tuple[int, int, str]:
             _used.add(card_no)
             account = site.fetch("SELECT account_id FROM cards WHERE card_no = $1",
                                  card_no)[0]["account_id"]
-            return card_no, account, demo_pan(account)
+            return card_no, account, demo_token(account)
     raise AssertionError("no seeded bound card left")
 
 
@@ -372,6 +372,52 @@ def test_no_answer_in_time_is_not_credited_and_is_reversed(site: Site,
         until(lambda: _late_answers(site) > late_before, "the late approval arrives")
         assert site.journal(KIOSK, msg.txn_seq) == []
         assert bank.host.balances[token] == bank_before  # the bank gave it back
+        assert kiosk.client.request(msg) == answer  # a repeat: the same "not credited"
+    finally:
+        bank.host.per_card.pop(token, None)
+        kiosk.close()
+    assert balance(site, card) == before
+
+
+def _metric(site: Site, prefix: str) -> float:
+    """A sample of the site's switch's /metrics, by the start of its line (0 when absent)."""
+    url = f"http://127.0.0.1:{site.metrics_port}/metrics"  # type: ignore[attr-defined]
+    text = urllib.request.urlopen(url, timeout=30).read().decode()
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_an_unparseable_answer_is_not_credited_and_is_reversed(site: Site,
+                                                              bank: BankHostThread) -> None:
+    """The bank approves (and debits the bank card), then answers with a message nobody can
+    parse (a byte after its last field): the switch counts it, drops it, keeps the link up,
+    answers the kiosk "unknown, not credited" with the reversal advice stored before that
+    answer, and the bank gives the money back on the advice."""
+    card, _, token = bound_card(site)
+    before = balance(site, card)
+    bank_before = bank.host.balances.get(token, 10_000_000)
+    bad_before = _metric(site, 'onecard_bank_bad_messages_total{reason="malformed"}')
+    connections = bank.host.connections_accepted
+    bank.host.set_behaviour("garbage", card=token)
+    kiosk = Kiosk(site)
+    try:
+        msg = kiosk.topup_msg(card, 2_700)
+        answer = kiosk.client.request(msg)
+        assert (answer.code, answer.outcome, answer.amount_fen) == (
+            RC.BANK_NO_ANSWER, OUT.UNKNOWN, 0)
+        t = topup_row(site, KIOSK, msg.txn_seq)
+        [advice] = site.fetch("SELECT * FROM bank_advices WHERE topup_id = $1", t["id"])
+        assert advice["reason"] == "timeout"  # the unreadable answer matched nothing
+        assert _metric(site, 'onecard_bank_bad_messages_total{reason="malformed"}') > bad_before
+        assert bank.host.topups[t["rrn"]].field39 == "00"  # the bank approved (and debited)
+        until(lambda: topup_row(site, KIOSK, msg.txn_seq)["state"] == "reversed",
+              "the advice is acknowledged")
+        assert bank.host.topups[t["rrn"]].reversed
+        assert site.journal(KIOSK, msg.txn_seq) == []
+        assert bank.host.balances[token] == bank_before  # given back on the advice
+        assert bank.host.connections_accepted == connections  # the link stayed up
         assert kiosk.client.request(msg) == answer  # a repeat: the same "not credited"
     finally:
         bank.host.per_card.pop(token, None)

@@ -1,6 +1,7 @@
 """Finance routes: the bank's daily file and its reconciliation, exceptions and their
-resolution, bank exceptions (advices the bank never acknowledged, _bankexc.py), bank top-ups,
-and journal vouchers for the finance system (docs/finance.md).
+resolution, bank exceptions (advices the bank never acknowledged, _bankexc.py), bank top-ups
+and the top-ups the switch refused itself, and journal vouchers for the finance system
+(docs/finance.md).
 
 Every route needs finance.read or finance.write and checks the tenant (or the exception) is in
 the caller's subtree (404 otherwise). What changes something is audited. No route here moves
@@ -412,6 +413,64 @@ async def list_topups(tenant_id: Id, actor: Actor, state: State, from_day: _DayP
                               next_after=items[-1].id if len(rows) > limit else None))
 
 
+class RefusalOut(msgspec.Struct):
+    id: int
+    created_at: dt.datetime
+    terminal_id: int
+    """The kiosk (99999999: an automatic top-up, 自动圈存)."""
+    txn_seq: int
+    account_id: int
+    card_no: int
+    amount_fen: int
+    auto: bool
+    code: int
+    """The OCP response code the switch answered (docs/protocol.md)."""
+    result: str
+    """Its name: PIN_INCORRECT, NO_BANK_CARD, TOPUP_DAILY_LIMIT_EXCEEDED, ..."""
+
+
+class RefusalPage(msgspec.Struct):
+    tenant_id: int
+    from_day: dt.date
+    to_day: dt.date
+    items: list[RefusalOut]
+    next_after: int | None
+
+
+@get("/tenants/{tenant_id:int}/bank-topup-refusals", opt={"permission": "finance.read"},
+     tags=["finance"], operation_class=DownloadOperation,
+     summary="A tenant's top-ups the switch refused itself, before asking the bank (wrong or "
+     "locked PIN, no bound bank card, a cap, top-up off or the link down, ...), by local day "
+     "and response code: a JSON page, or a CSV / XLSX download")
+async def list_refusals(tenant_id: Id, actor: Actor, state: State, from_day: _DayParam = None,
+                        to_day: _ToDayParam = None,
+                        code: Annotated[int | None, Parameter(
+                            ge=0, le=255, description="Only this OCP response code")] = None,
+                        after: Annotated[int, Parameter(ge=0, le=10**18)] = 0,
+                        limit: Limit = 100, format: Format = "json") -> Response[RefusalPage]:
+    tenant = await tenant_in_scope(state.pool, actor, tenant_id)
+    first, last, start, end = await _days(state.pool, tenant, from_day, to_day)
+    export = format != "json"
+    rows = await state.pool.fetch(
+        "SELECT * FROM bank_topup_refusals WHERE tenant_id = $1 AND created_at >= $2"
+        " AND created_at < $3 AND id > $4 AND ($5::int IS NULL OR code = $5) ORDER BY id"
+        " LIMIT $6", tenant_id, start, end, after, code,
+        (EXPORT_ROWS_MAX if export else limit) + 1)
+    items = [RefusalOut(id=r["id"], created_at=r["created_at"], terminal_id=r["terminal_id"],
+                        txn_seq=r["txn_seq"], account_id=r["account_id"], card_no=r["card_no"],
+                        amount_fen=r["amount_fen"], auto=r["auto"], code=r["code"],
+                        result=CODE_NAMES.get(r["code"], str(r["code"])))
+             for r in rows[:EXPORT_ROWS_MAX if export else limit]]
+    if export:
+        if len(rows) > EXPORT_ROWS_MAX:
+            raise Problem(422, "unprocessable", f"more than {EXPORT_ROWS_MAX} refusals: narrow "
+                          "the days")
+        return await download(format, f"tenant-{tenant_id}-bank-topup-refusals-{first}_{last}",
+                              items, RefusalOut.__struct_fields__)
+    return Response(RefusalPage(tenant_id=tenant_id, from_day=first, to_day=last, items=items,
+                                next_after=items[-1].id if len(rows) > limit else None))
+
+
 # -- vouchers ----------------------------------------------------------------------------------
 
 
@@ -508,4 +567,4 @@ async def publish_vouchers(tenant_id: Id, business_date: dt.date, actor: Actor, 
 
 
 ROUTES = [import_bank_file, list_bank_files, list_exceptions, resolve_exception, list_topups,
-          get_vouchers, publish_vouchers, *BANK_EXCEPTION_ROUTES, *REPORT_ROUTES]
+          list_refusals, get_vouchers, publish_vouchers, *BANK_EXCEPTION_ROUTES, *REPORT_ROUTES]
