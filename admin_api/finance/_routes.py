@@ -445,7 +445,7 @@ class RefusalPage(msgspec.Struct):
 async def list_refusals(tenant_id: Id, actor: Actor, state: State, from_day: _DayParam = None,
                         to_day: _ToDayParam = None,
                         code: Annotated[int | None, Parameter(
-                            ge=1, le=255, description="Only this OCP response code (1..255)")] = None,
+                            ge=1, le=255, description="Only this code (1..255)")] = None,
                         after: Annotated[int, Parameter(ge=0, le=10**18)] = 0,
                         limit: Limit = 100, format: Format = "json") -> Response[RefusalPage]:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
