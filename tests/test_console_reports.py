@@ -26,7 +26,8 @@ import pytest
 
 from protocols import ocp
 from tests.admin_site import PASSWORD, AdminSite
-from tests.test_console import CHROMIUM, Till, _browser_or_fail, _expect, _fetch, _until
+from tests.test_console import CHROMIUM, DEADLINE_MS, Till, _browser_or_fail, _fetch, _until
+from tests.test_console import _expect as _playwright_expect
 from tests.test_console_office import Pages, _checked, _log_in
 from tests.test_settlement import _end_the_day_soon
 
@@ -34,6 +35,40 @@ SALE_FEN = 1_234
 """The till's purchase: 12.34 yuan."""
 TOO_MUCH_FEN = 9_999_999
 """A purchase the card cannot pay: a decline."""
+
+
+def _exceptions(site: AdminSite, node: int) -> tuple[int, int]:
+    """A reconciliation exception (a bank line nobody here knows) and a bank exception (the
+    switch's document for a reversal advice the bank never acknowledged) of tenant 1, made as
+    tests/test_admin_access.py makes them: (exception id, bank exception document id)."""
+    recon = site.fetch(
+        "WITH f AS (INSERT INTO bank_files (tenant_id, business_date, file_sha256, lines_count,"
+        " total_fen, matched, ours_only, bank_only, amount_differs, imported_by) VALUES"
+        " (1, '2020-01-02', '\\x01', 1, 700, 0, 0, 1, 0, 'test') RETURNING id)"
+        " INSERT INTO reconciliation_exceptions (file_id, tenant_id, node_path, business_date,"
+        " kind, rrn, bank_amount_fen, our_amount_fen) SELECT f.id, 1, n.path, '2020-01-02',"
+        " 'bank_only', 'RECON1', 700, 0 FROM f, org_nodes n WHERE n.id = $1 RETURNING id",
+        node)[0]["id"]
+    card_no = site.fetch(  # a card of tenant 1 with no bank card bound yet
+        "SELECT c.card_no FROM cards c JOIN accounts a ON a.id = c.account_id"
+        " WHERE a.tenant_id = 1 AND NOT EXISTS (SELECT 1 FROM bank_cards b"
+        " WHERE b.account_id = c.account_id) ORDER BY c.card_no LIMIT 1")[0]["card_no"]
+    bank = site.fetch(
+        "WITH bc AS (INSERT INTO bank_cards (tenant_id, account_id, pan_masked, bank_token)"
+        " SELECT 1, account_id, '622202******0128', 'TEST' FROM cards WHERE card_no = $1"
+        " RETURNING id, account_id),"
+        " t AS (INSERT INTO bank_topups (tenant_id, terminal_id, txn_seq, account_id, card_no,"
+        " bank_card_id, amount_fen, stan, rrn, state) SELECT 1, 70000001, 1, bc.account_id,"
+        " $1, bc.id, 500, 1, 'BANKEXC1', 'exception' FROM bc RETURNING id),"
+        " d AS (INSERT INTO documents (tenant_id, node_id, node_path, doc_type, title, reason,"
+        " status, levels, total_fen, lines_count, submitted_at, bank_topup_id) SELECT 1, n.id,"
+        " n.path, 'bank_exception', 'Bank reversal not acknowledged', 'timeout twice',"
+        " 'submitted', 1, 500, 0, now(), t.id FROM t, org_nodes n WHERE n.id = $2"
+        " RETURNING id, bank_topup_id)"
+        " INSERT INTO bank_advices (topup_id, tenant_id, reason, state, tries, document_id)"
+        " SELECT bank_topup_id, 1, 'timeout', 'exception', 2, id FROM d RETURNING document_id",
+        card_no, node)[0]["document_id"]
+    return recon, bank
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +98,7 @@ def reports_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, A
         assert till.buy(card_no, TOO_MUCH_FEN).code != ocp.ResponseCode.APPROVED
         merchant = site.fetch("SELECT merchant_id FROM journal WHERE card_no = $1 AND code = 0"
                               " AND kind = 1", card_no)[0]["merchant_id"]
+        recon_id, bank_exc_id = _exceptions(site, campus)
         day, _ = _end_the_day_soon(site, root)
         fin = site.api("campus.finance")
         deadline = time.monotonic() + 60
@@ -70,7 +106,8 @@ def reports_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, A
             assert time.monotonic() < deadline, "the business day did not close"
             time.sleep(0.05)
         yield {"site": site, "card_no": card_no, "till": till, "day": day,
-               "merchant": merchant, "url": site.admin.url if site.admin else ""}
+               "merchant": merchant, "recon_id": recon_id, "bank_exc_id": bank_exc_id,
+               "url": site.admin.url if site.admin else ""}
     finally:
         site.close()
 
@@ -102,6 +139,13 @@ def pages(browser: Any, reports_site: dict[str, Any]) -> Iterator[Pages]:
     finally:
         p.context.close()
     assert not p.errors, f"script errors in the page: {p.errors}"
+
+
+def _expect() -> Any:
+    """Playwright's expect, waiting as long as the pages may take here (shared machines)."""
+    expect = _playwright_expect()
+    expect.set_options(timeout=DEADLINE_MS)
+    return expect
 
 
 # -- journeys in the browser -------------------------------------------------------------------
@@ -167,6 +211,8 @@ def test_finance_sees_the_days_settlement_and_requests_its_confirmation(
     expect(page.locator("#table-float tbody")).to_contain_text(str(day))
     for section in ("clearing", "topups", "refusals", "recon", "bankexc"):
         expect(page.locator(f"#table-{section} tbody tr")).to_have_count(1)
+    expect(page.locator("#table-recon tbody")).to_contain_text("RECON1")
+    expect(page.locator("#table-bankexc tbody")).to_contain_text("BANKEXC1")
     _checked(page)
     page.screenshot(path=str(shots / "finance.png"), full_page=True)
 
@@ -176,6 +222,27 @@ def test_finance_sees_the_days_settlement_and_requests_its_confirmation(
     rows = list(csv.DictReader(io.StringIO(
         Path(info.value.path()).read_bytes().decode("utf-8-sig"))))
     assert any(r["merchant_id"] == str(reports_site["merchant"]) for r in rows), rows
+
+    # The exceptions' resolutions: each drafts a document another person approves.
+    recon, bank = reports_site["recon_id"], reports_site["bank_exc_id"]
+    row = page.locator(f'#table-recon tr[data-id="{recon}"]')
+    row.get_by_label("Resolution").select_option("write_off")
+    row.get_by_label("Note").fill("not ours: the bank's own test line")
+    row.get_by_role("button", name="Resolve").click()
+    expect(page.locator("#recon-message")).to_contain_text("waits for another person's approval")
+    expect(page.locator(f'#table-recon tr[data-id="{recon}"]')).to_contain_text("resolving")
+    row = page.locator(f'#table-bankexc tr[data-id="{bank}"]')
+    row.get_by_label("Resolution").select_option("write_off")
+    row.get_by_role("button", name="Resolve").click()  # without the note the API requires
+    expect(page.locator("#bankexc-message")).to_contain_text("Say why")
+    row.get_by_label("Note").fill("bank desk: nothing debited, ref 42")
+    row.get_by_role("button", name="Resolve").click()
+    expect(page.locator("#bankexc-message")).to_contain_text("waits for another person's approval")
+    expect(page.locator(f'#table-bankexc tr[data-id="{bank}"]')).to_contain_text("resolving")
+    fin = site.api("campus.finance")
+    assert fin.ok("GET", f"/bank-exceptions/{bank}")["action"] == "write_off"
+    assert fin.ok("GET", "/tenants/1/reconciliation-exceptions")["items"][0]["document_id"]
+    page.screenshot(path=str(shots / "finance-exceptions.png"), full_page=True)
 
     # Request the confirmation: a document another person approves.
     page.get_by_label("Comment").fill("checked against the till rolls")
@@ -246,7 +313,6 @@ def test_a_clerk_and_finance_of_another_park_see_nothing_of_this_one(
 
 def test_the_reports_catalogue_says_everything_in_both_languages(pages: Pages) -> None:
     page = pages.new()
-    page.goto("/console/reports.html")  # sent to the log-in page, the catalogue loaded there?
     page.goto("/console/")
     page.add_script_tag(url="/console/messages-reports.js")
     keys = page.evaluate("Object.fromEntries(Object.entries(OC_REPORTS_MESSAGES)"

@@ -36,17 +36,16 @@
     return s ? "?" + s : "";
   }
 
-  // Every page of a JSON list (`next_after` / `next_after_lsn`), up to `most` items.
+  // Every page of a JSON list paged by `after` / `next_after`, up to `most` items.
   async function all(path, params, most) {
     const items = [];
     let after = null;
     for (;;) {
       const p = Object.assign({}, params);
-      if (after !== null) p[params.__cursor || "after"] = after;
-      delete p.__cursor;
+      if (after !== null) p.after = after;
       const page = await OC.api("GET", path + query(p));
       items.push(...page.items);
-      after = page.next_after !== undefined ? page.next_after : page.next_after_lsn;
+      after = page.next_after;
       if (after === null || after === undefined || items.length >= (most || 10000)) return items;
     }
   }

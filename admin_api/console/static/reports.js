@@ -77,7 +77,13 @@ document.addEventListener("DOMContentLoaded", async () => {
     if (!last) return;
     const rows = last.rows;
     // Sales over time: a line of net sales and one of purchases.
-    const byPeriod = sums(rows, (r) => r.period).sort((a, b) => a.key < b.key ? -1 : 1);
+    // Every day (month) of the range, those with no row at 0: the line shows the quiet ones.
+    const found = new Map(sums(rows, (r) => r.period).map((s) => [s.key, s]));
+    const byPeriod = [];
+    for (let d = last.from; d <= last.to; d = last.period === "month" ? OCR.monthStart(d, -1) : OCR.addDays(d, 1)) {
+      const key = last.period === "month" ? d.slice(0, 7) : d;
+      byPeriod.push(found.get(key) || { key: key, purchases: 0, declined: 0, net: 0, count: 0, amount: 0 });
+    }
     charts.sales.setOption({
       animation: false, tooltip: { trigger: "axis" },
       legend: { data: [OC.t("col.sales"), OC.t("col.purchases")] },
@@ -128,7 +134,10 @@ document.addEventListener("DOMContentLoaded", async () => {
         OC.api("GET", "/tenants/" + select.value + "/exceptions" +
                OCR.query({ from_day: fromDay.value, to_day: toDay.value, limit: 200 })),
       ]);
-      last = { rows: rows, exceptions: exc.items, more: exc.next_after_lsn !== null };
+      const month = period.value === "month";
+      last = { rows: rows, exceptions: exc.items, more: exc.next_after_lsn !== null,
+               period: period.value, to: toDay.value,
+               from: month ? OCR.monthStart(fromDay.value, 0) : fromDay.value };
       OC.message(MSG, null);
       render();
     } catch (err) {
