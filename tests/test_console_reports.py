@@ -15,6 +15,7 @@ In CI (CI set) a missing Chromium or Playwright fails these tests instead of ski
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import os
 import time
@@ -160,11 +161,13 @@ def test_reports_show_a_tills_purchase_in_the_charts_tables_and_export_it_as_csv
     page.wait_for_url("**/console/reports.html")
     card = str(reports_site["card_no"])
     # Each chart drew, and its table holds the till's purchase: 12.34 at the canteen.
-    for name in ("sales", "merchant", "meal", "kind", "result"):
+    for name in ("sales", "merchant", "meal", "kind", "wallet", "result"):
         expect(page.locator(f"#chart-{name} canvas")).to_have_count(1)
     expect(page.locator("#table-merchant tbody")).to_contain_text("12.34")
     expect(page.locator("#table-sales tbody")).to_contain_text("12.34")
     expect(page.locator("#table-kind tbody")).to_contain_text("purchase")
+    expect(page.locator("#table-wallet tbody")).to_contain_text("wallet")
+    expect(page.locator("#table-wallet tbody")).to_contain_text("12.34")  # the demo's subsidy
     expect(page.locator("#table-result tbody")).to_contain_text("limit exceeded")
     # The decline, in the exceptions table with its card.
     expect(page.locator("#table-exceptions tbody")).to_contain_text(card)
@@ -309,6 +312,41 @@ def test_a_clerk_and_finance_of_another_park_see_nothing_of_this_one(
                  "/tenants/1/bank-topups", "/tenants/1/reconciliation-exceptions"):
         assert east.get(path).status_code == 404, path
     assert east.post(f"/tenants/1/settlements/{day}/confirm", {}).status_code == 404
+
+
+def test_sales_by_wallet_sums_the_journal_of_the_tenants_merchants_in_its_subtree_only(
+        reports_site: dict[str, Any]) -> None:
+    site = reports_site["site"]
+    fin = site.api("campus.finance")
+    got = fin.ok("GET", "/tenants/1/sales/by-wallet")
+    sums = _fetch(site, "SELECT -sum(main_delta_fen) AS main, -sum(subsidy_delta_fen) AS sub,"
+                  " count(*) FILTER (WHERE main_delta_fen <> 0) AS n,"
+                  " count(*) FILTER (WHERE subsidy_delta_fen <> 0) AS sub_n FROM journal"
+                  " WHERE merchant_tenant_id = 1 AND code = 0 AND kind IN (1, 2, 5)"
+                  " AND committed_at >= $1", _local_midnight(site, got["from_day"]))[0]
+    by = {w["wallet"]: w for w in got["items"]}
+    assert [w["wallet"] for w in got["items"]] == ["main", "subsidy"]
+    assert by["main"]["amount_fen"] == (sums["main"] or 0)
+    assert by["subsidy"]["amount_fen"] == (sums["sub"] or 0)
+    assert by["main"]["amount_fen"] + by["subsidy"]["amount_fen"] >= SALE_FEN
+    assert (by["main"]["count"], by["subsidy"]["count"]) == (sums["n"], sums["sub_n"])
+    r = fin.get("/tenants/1/sales/by-wallet?format=csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.content.decode("utf-8-sig").splitlines()[0] == "wallet,count,amount_fen,amount_yuan"
+    east = site.api("east.finance")
+    assert east.get("/tenants/1/sales/by-wallet").status_code == 404
+    assert east.get("/tenants/1/sales/by-wallet?format=csv").status_code == 404
+    assert fin.get("/tenants/1/sales/by-wallet?from_day=2026-01-02&to_day=2026-01-01"
+                   ).status_code == 422
+    doc = fin.get("/docs/openapi.json").json()
+    op = doc["paths"]["/tenants/{tenant_id}/sales/by-wallet"]["get"]
+    assert op.get("security") != [] and "text/csv" in op["responses"]["200"]["content"]
+
+
+def _local_midnight(site: AdminSite, day: str) -> Any:
+    offset = _fetch(site, "SELECT utc_offset_s FROM tenants WHERE id = 1")[0]["utc_offset_s"]
+    return (dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
+            - dt.timedelta(seconds=offset))
 
 
 def test_the_reports_catalogue_says_everything_in_both_languages(pages: Pages) -> None:

@@ -1,7 +1,7 @@
 // Reports with charts: sales by day or month (line), per merchant and per meal (bar), by
-// payment kind and by result (pie), declines and exceptions (table). Every chart is also a
+// payment kind, by wallet and by result (pie), declines and exceptions (table). Every chart is also a
 // table and a CSV/XLSX export of the API route it comes from (GET /tenants/{id}/summary,
-// /tenants/{id}/exceptions, with `format=`). Chart scales are the only floats: text is OC.yuan.
+// /tenants/{id}/exceptions, /tenants/{id}/sales/by-wallet, with `format=`). Chart scales are the only floats: text is OC.yuan.
 "use strict";
 document.addEventListener("DOMContentLoaded", async () => {
   if (!OC.requireLogin()) return;
@@ -13,7 +13,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   const fromDay = document.getElementById("from-day");
   const toDay = document.getElementById("to-day");
   const charts = {};
-  for (const name of ["sales", "merchant", "meal", "kind", "result"]) charts[name] = OCR.chart("chart-" + name);
+  for (const name of ["sales", "merchant", "meal", "kind", "wallet", "result"]) charts[name] = OCR.chart("chart-" + name);
   let merchants = {};
   let last = null;
 
@@ -114,6 +114,11 @@ document.addEventListener("DOMContentLoaded", async () => {
     pie(charts.kind, byKind.map((s) => ({ name: OC.label("kind", s.key), value: Math.abs(s.amount) / 100 })));
     OCR.fill("table-kind", byKind.map((s) => [[OC.label("kind", s.key)], [s.count, true],
                                                [OC.yuan(s.amount), true]]));
+    // By the cardholder's wallet (GET /tenants/{id}/sales/by-wallet).
+    const wallets = last.wallets.filter((w) => w.count > 0 || w.amount_fen !== 0);
+    pie(charts.wallet, wallets.map((w) => ({ name: OC.label("rep.wallet", w.wallet), value: Math.abs(w.amount_fen) / 100 })));
+    OCR.fill("table-wallet", wallets.map((w) => [[OC.label("rep.wallet", w.wallet)], [w.count, true],
+                                                  [OC.yuan(w.amount_fen), true]]));
     const byResult = sums(rows, (r) => r.category);
     pie(charts.result, byResult.map((s) => ({ name: OC.label("rep.category", s.key), value: s.count })));
     OCR.fill("table-result", byResult.map((s) => [[OC.label("rep.category", s.key)], [s.count, true]]));
@@ -128,14 +133,16 @@ document.addEventListener("DOMContentLoaded", async () => {
   async function load() {
     OC.message(MSG, "rep.loading");
     try {
-      const [rows, exc] = await Promise.all([
+      const [rows, exc, wallets] = await Promise.all([
         OCR.all("/tenants/" + select.value + "/summary",
                 Object.assign(range(), { by_merchant: "true", by_meal: "true", limit: 1000 })),
         OC.api("GET", "/tenants/" + select.value + "/exceptions" +
                OCR.query({ from_day: fromDay.value, to_day: toDay.value, limit: 200 })),
+        OC.api("GET", "/tenants/" + select.value + "/sales/by-wallet" +
+               OCR.query({ from_day: fromDay.value, to_day: toDay.value })),
       ]);
       const month = period.value === "month";
-      last = { rows: rows, exceptions: exc.items, more: exc.next_after_lsn !== null,
+      last = { rows: rows, exceptions: exc.items, wallets: wallets.items, more: exc.next_after_lsn !== null,
                period: period.value, to: toDay.value,
                from: month ? OCR.monthStart(fromDay.value, 0) : fromDay.value };
       OC.message(MSG, null);
@@ -149,6 +156,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   OCR.exports("export-merchant", fileName("by-merchant"), summaryPath({ by_merchant: "true" }), MSG);
   OCR.exports("export-meal", fileName("by-meal"), summaryPath({ by_meal: "true" }), MSG);
   OCR.exports("export-kind", fileName("by-kind"), summaryPath(), MSG);
+  OCR.exports("export-wallet", fileName("by-wallet"),
+              () => ["/tenants/" + select.value + "/sales/by-wallet",
+                     { from_day: fromDay.value, to_day: toDay.value }], MSG);
   OCR.exports("export-result", fileName("by-result"), summaryPath(), MSG);
   OCR.exports("export-exceptions", fileName("exceptions"),
               () => ["/tenants/" + select.value + "/exceptions",
