@@ -16,7 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "docs" / "img" / "console"
-TESTS = ["tests/test_console.py", "tests/test_console_desk.py", "tests/test_console_office.py"]
+TESTS = ["tests/test_console.py", "tests/test_console_desk.py", "tests/test_console_office.py",
+         "tests/test_console_reports.py"]
 
 
 def main() -> int:

@@ -7,7 +7,8 @@ answers that log-in (roles, subtree, audit as for every call) and nothing else; 
 public like the Swagger UI's files. docs/architecture.md ("The operators' console") says why.
 
 `ROUTES` are the few JSON routes the pages need that the API lacked (admin_api/console/_routes.py,
-_screen.py, _operations.py and, for the card office, approvals and phone pages, _office.py).
+_screen.py, _operations.py, _reports.py and, for the card office, approvals and phone pages,
+_office.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
 from admin_api._auth import PUBLIC
-from admin_api.console import _office, _operations, _routes, _screen
+from admin_api.console import _office, _operations, _reports, _routes, _screen
 
 CONSOLE_PATH: Final = "/console"
 MOBILE_PATH: Final = "/m"
@@ -54,10 +55,11 @@ def console_router() -> Router:
         cache_control=CacheControlHeader(no_cache=True))
 
 
-ROUTES = [*_routes.ROUTES, *_screen.ROUTES, *_operations.ROUTES, *_office.ROUTES]
+ROUTES = [*_routes.ROUTES, *_screen.ROUTES, *_operations.ROUTES, *_office.ROUTES,
+          *_reports.ROUTES]
 """The JSON routes of the console's pages that the API lacked: the card office's search, the
 sales and big screen figures and their live streams, the operations status, the card office's,
-approvals' and phone pages' reads."""
+approvals' and phone pages' reads, the reports' sales by wallet."""
 
 
 def mobile_router() -> Router:

@@ -211,6 +211,9 @@
     if (m && can("documents.approve")) links.push(["/console/approvals.html", "nav.approvals"]);
     if (m && can("money.counter")) links.push(["/console/cashier.html", "nav.cashier"]);
     if (m && can("merchants.read")) links.push(["/console/merchants.html", "nav.merchants"]);
+    // console3a: reports with charts and finance (reports.js, finance.js, messages-reports.js).
+    if (m && can("reports.read")) links.push(["/console/reports.html", "nav.reports"]);
+    if (m && can("finance.read")) links.push(["/console/finance.html", "nav.finance"]);
     const nav = el("nav", { "aria-label": "main" }, links.map(([href, key]) => {
       const here = location.pathname === href;
       return el("a", { href: href, "data-i18n": key, "aria-current": here ? "page" : null });

@@ -11,6 +11,8 @@ window.OC_MESSAGES = {
     "nav.desk": "Security desk", "nav.ops": "Operations", "nav.screen": "Big screen",
     // Card office completion, approvals, cashier, merchants: the rest in office-messages.js.
     "nav.approvals": "Approvals", "nav.cashier": "Cashier", "nav.merchants": "Merchants",
+    // console3a: reports and finance (the rest of their texts in messages-reports.js).
+    "nav.reports": "Reports", "nav.finance": "Finance",
     "nav.logout": "Log out",
     "nav.signed_in_as": "Signed in as",
     "login.title": "Log in",
@@ -100,6 +102,8 @@ window.OC_MESSAGES = {
     "nav.desk": "安保值班台", "nav.ops": "运行监控", "nav.screen": "大屏",
     // 卡务、审批、收银、商户：其余在 office-messages.js。
     "nav.approvals": "审批", "nav.cashier": "收银", "nav.merchants": "商户",
+    // console3a: reports and finance (the rest of their texts in messages-reports.js).
+    "nav.reports": "报表", "nav.finance": "财务",
     "nav.logout": "退出",
     "nav.signed_in_as": "当前用户",
     "login.title": "登录",
