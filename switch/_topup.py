@@ -716,14 +716,19 @@ class TopupService:
                 return  # today's automatic top-up happened already (or another switch's)
             card_fen, account_fen = await self.contexts.day_sums(pool, account_id, card_no,
                                                                  day_start)
-            if ((c["single_max_fen"] and amount_fen > c["single_max_fen"])
-                    or (c["daily_card_max_fen"] and card_fen + amount_fen
-                        > c["daily_card_max_fen"])
-                    or (c["daily_account_max_fen"] and account_fen + amount_fen
-                        > c["daily_account_max_fen"])):
-                log.info("topup.auto_over_cap", account_id=account_id, amount_fen=amount_fen)
-                return
+            over = 0
+            if c["single_max_fen"] and amount_fen > c["single_max_fen"]:
+                over = _RC.TOPUP_LIMIT_EXCEEDED
+            elif ((c["daily_card_max_fen"] and card_fen + amount_fen > c["daily_card_max_fen"])
+                  or (c["daily_account_max_fen"] and account_fen + amount_fen
+                      > c["daily_account_max_fen"])):
+                over = _RC.TOPUP_DAILY_LIMIT_EXCEEDED
             seq = await self._fetchval(pool, "SELECT nextval('bank_auto_txn_seq')")
+            if over:  # refused like a kiosk's: a row finance sees, the bank never asked
+                log.info("topup.auto_over_cap", account_id=account_id, amount_fen=amount_fen)
+                self._writer.refused((c["tenant_id"], AUTO_TOPUP_TERMINAL, seq, account_id,
+                                      card_no, amount_fen, True, int(over)))
+                return
             rec = await self._record(pool, c, AUTO_TOPUP_TERMINAL, seq, card_no, amount_fen,
                                      auto=True)
             if rec is None:

@@ -668,6 +668,45 @@ def test_automatic_topup_once_a_day_never_delaying_the_purchase(site: Site,
                                                                          2000)
 
 
+def test_an_automatic_topup_over_the_cap_is_recorded_as_refused(site: Site,
+                                                                bank: BankHostThread) -> None:
+    """An automatic top-up the tenant's caps forbid asks no bank and leaves a refusal row
+    (auto, terminal AUTO_TOPUP_TERMINAL) that finance sees like a kiosk's."""
+    from switch._topup import AUTO_TOPUP_TERMINAL
+
+    card, account, _ = bound_card(site)
+    site.fetch("UPDATE bank_cards SET auto_threshold_fen = 100000000, auto_amount_fen = 2000"
+               " WHERE account_id = $1 AND unbound_at IS NULL", account)
+    site.fetch("SELECT outbox_append('bank_card_changed', $1::jsonb)",
+               f'{{"account_id": {account}, "bound": true, "pan_masked": "622202******0000",'
+               f' "auto_threshold_fen": 100000000, "auto_amount_fen": 2000}}')
+    pos = site.client(FREE_CANTEEN_TERMINAL)
+    seq = pos.sign_on_result.last_txn_seq
+    try:
+        change(site, changes.BankSettingsChanged(1, True, 1_000, 100_000, 0),
+               "INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
+               " daily_card_max_fen, daily_account_max_fen) VALUES (1, 1000, 100000, 0)"
+               " ON CONFLICT (tenant_id) DO UPDATE SET single_max_fen = 1000,"
+               " daily_card_max_fen = 100000, daily_account_max_fen = 0, enabled = true")
+
+        def refused() -> list[Any]:
+            nonlocal seq
+            seq += 1
+            assert pos.request(ocp.Purchase(seq, card, 10, 0)).code == 0
+            return site.fetch("SELECT terminal_id, code, amount_fen, auto FROM"
+                              " bank_topup_refusals WHERE account_id = $1", account)
+
+        [row] = until(refused, "the automatic top-up over the cap is recorded as refused")
+        assert (row["terminal_id"], row["code"], row["amount_fen"], row["auto"]) == (
+            AUTO_TOPUP_TERMINAL, RC.TOPUP_LIMIT_EXCEEDED, 2000, True)
+        assert site.fetch("SELECT id FROM bank_topups WHERE account_id = $1 AND auto",
+                          account) == []
+    finally:
+        pos.close()
+        change(site, changes.BankSettingsChanged(1, True, 100000, 200000, 300000),
+               "DELETE FROM tenant_bank_settings")
+
+
 def test_a_graceful_stop_answers_the_topup_at_the_bank(site: Site,
                                                       bank: BankHostThread) -> None:
     card, _, token = bound_card(site)
