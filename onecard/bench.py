@@ -11,6 +11,8 @@ One run measures, on the same server and with the same generator:
      32, 64;
   4. the conventional design's ceiling with no protocol at all: the same SQL transaction driven
      by pgbench at its best client count among 8, 16, 32, 64;
+  5. (before 3 and 4) the web console: the admin API under simulated operators and live
+     streams while the tills buy at a steady rate (onecard/bench_console.py; --skip-console);
 and the generator's own CPU share; and how busy the machine was apart from the bench (CPU steal,
 other processes' CPU: onecard/machine_load.py) before the run and during each phase, with a
 warning beside figures taken on a busy machine. A short summary goes to stdout and, with --json,
@@ -37,6 +39,7 @@ import msgspec
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.access_demo import READERS_PER_DOOR, seed_doors
 from onecard.bench_bank import BankBench, run_bank_phases
+from onecard.bench_console import HURT_RATIO, ConsoleBench, run_console_phase
 from onecard.conventional import SETUP_SQL, ConventionalProcess
 from onecard.harness import SwitchProcess, free_port, fresh_database, run_fast
 from onecard.machine_load import LoadMeter, MachineLoad, Sample, combine, load_between
@@ -84,6 +87,7 @@ class BenchOptions(msgspec.Struct):
     accounts: int = 100_000
     skip_conventional: bool = False
     skip_doors: bool = False
+    skip_console: bool = False
     database: str = BENCH_DATABASE
     """The database the bench drops and creates on the server of `dsn`: two benches on one
     server need two names, or each drops the other's."""
@@ -172,6 +176,19 @@ class BenchResult(msgspec.Struct):
     durable_tps_bank_down: float = 0.0
     bank_down_ratio: float = 0.0
     bank: BankBench | None = None
+    # The web console (onecard/bench_console.py): the admin API under simulated operators and
+    # open live streams while the tills buy at a steady rate; the tills' p99 with and without.
+    console_requests_per_s: float = 0.0
+    console_p50_ms: float = 0.0
+    console_p99_ms: float = 0.0
+    console_pages: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+    console_live_lag_p50_ms: float = 0.0
+    console_live_lag_p99_ms: float = 0.0
+    console_live_streams: int = 0
+    admin_cpu_pct: float = 0.0
+    purchase_p99_ms_with_console: float = 0.0
+    purchase_p99_ms_without_console: float = 0.0
+    console: ConsoleBench | None = None
 
 
 async def _settings(conn: asyncpg.Connection) -> tuple[str, str, str]:
@@ -479,6 +496,11 @@ async def _bench(options: BenchOptions) -> BenchResult:
                                           phase["open"].offered_tps,  # type: ignore[attr-defined]
                                           meter, loads)
         bank = await run_bank_phases(dsn, master, terminals, cards, options.seconds)
+        console = None
+        if not options.skip_console:
+            console = await run_console_phase(
+                dsn, master, terminals, cards, options.seconds,
+                phase["open"].offered_tps)  # type: ignore[attr-defined]
         conv: dict[str, float] = {}
         pgb: dict[str, float] = {}
         if not options.skip_conventional:
@@ -550,7 +572,22 @@ async def _bench(options: BenchOptions) -> BenchResult:
         durable_tps_bank_down=bank.durable_tps_bank_down,
         bank_down_ratio=round(bank.durable_tps_bank_down / durable, 3) if durable else 0.0,
         bank=bank,
+        **_console_fields(console),
     )
+
+
+def _console_fields(c: ConsoleBench | None) -> dict[str, Any]:
+    if c is None:
+        return {}
+    return {
+        "console_requests_per_s": c.console_requests_per_s, "console_p50_ms": c.console_p50_ms,
+        "console_p99_ms": c.console_p99_ms, "console_pages": c.console_pages,
+        "console_live_lag_p50_ms": c.console_live_lag_p50_ms,
+        "console_live_lag_p99_ms": c.console_live_lag_p99_ms,
+        "console_live_streams": c.console_live_streams, "admin_cpu_pct": c.admin_cpu_pct,
+        "purchase_p99_ms_with_console": c.purchase_p99_ms_with_console,
+        "purchase_p99_ms_without_console": c.purchase_p99_ms_without_console, "console": c,
+    }
 
 
 def _door_fields(doors: dict[str, Any]) -> dict[str, Any]:
@@ -593,6 +630,17 @@ def summary(r: BenchResult, json_path: str | None) -> str:
                      f"{r.door_p99_ms:.2f} ms; mixed at {r.mixed_offered_tps:,.0f}/s: purchases "
                      f"p99 {r.mixed_purchase_p99_ms:.2f} ms (alone {r.p99_ms:.2f}), doors p99 "
                      f"{r.mixed_access_p99_ms:.2f} ms")
+    if r.console is not None:
+        c = r.console
+        hurt = c.purchase_p99_ratio > HURT_RATIO
+        lines.append(
+            f"console: {c.operators} operators, {r.console_requests_per_s:,.0f} requests/s, p50 "
+            f"{r.console_p50_ms:.1f} / p99 {r.console_p99_ms:.1f} ms; {r.console_live_streams} "
+            f"live streams, lag p50 {r.console_live_lag_p50_ms:.0f} / p99 "
+            f"{r.console_live_lag_p99_ms:.0f} ms; admin API CPU {r.admin_cpu_pct:.0f} %; tills at "
+            f"{c.purchase_rate:,.0f}/s: p99 {r.purchase_p99_ms_with_console:.2f} ms with the "
+            f"console, {r.purchase_p99_ms_without_console:.2f} without"
+            + (f" (x{c.purchase_p99_ratio:g}: THE CONSOLE HURTS THE TILLS)" if hurt else ""))
     if r.conventional_tps:
         lines.append(f"conventional {r.conventional_tps:,.0f}/s: ratio {r.ratio:g}x"
                      + (f"; pgbench {r.pgbench_tps:,.0f} tps: ratio {r.ratio_pgbench:g}x"

@@ -112,6 +112,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         accounts=args.accounts,
         skip_conventional=args.skip_conventional,
         skip_doors=args.skip_doors,
+        skip_console=args.skip_console,
         database=args.database or BENCH_DATABASE,
     )
     return run_bench(options)
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the conventional-design and pgbench comparisons")
     p.add_argument("--skip-doors", action="store_true",
                    help="skip the door phases (door_tps, door_p99_ms, the mixed open loop)")
+    p.add_argument("--skip-console", action="store_true",
+                   help="skip the web console phase (console_*, admin_cpu_pct, "
+                   "purchase_p99_ms_with_console)")
     p.add_argument("--database",
                    help="the database to drop and create on the --dsn server (default"
                    " $ONECARD_BENCH_DATABASE, else onecard_bench; two benches on one server"

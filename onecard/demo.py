@@ -27,11 +27,14 @@ import msgspec
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.access_demo import AccessFigures, access_figures, door_scenario, seed_doors
 from onecard.audit import AuditReport, audit_conservation
+from onecard.console_probe import ConsoleFigures, Till, probe_console
+from onecard.console_probe import render as render_console
 from onecard.demo_finance import DemoReconciliation, reconcile_day
 from onecard.demo_finance import render as render_reconciliation
 from onecard.demo_settle import DemoSettlement, set_cutover, settle_day
 from onecard.demo_settle import render as render_settlement
-from onecard.harness import SwitchProcess, fresh_database, run_fast
+from onecard.demo_users import create_demo_users
+from onecard.harness import AdminProcess, SwitchProcess, free_port, fresh_database, run_fast
 from onecard.kiosks import BankSummary, KioskClient, bank_summary
 from onecard.privateredis import redis_answers, remove_keys, start_private_redis
 from onecard.seed import CARD_NO_BASE, DEMO_PIN, SeedPlan, SeedResult, demo_token, seed_site
@@ -86,6 +89,9 @@ class DemoSummary(msgspec.Struct):
     access_scenario: list[str] = msgspec.field(default_factory=list)
     bank: BankSummary | None = None
     """Kiosk top-ups against the bank simulator (onecard/kiosks.py), from the database."""
+    console: ConsoleFigures | None = None
+    """The web console over HTTP, every demo log-in against every page (onecard/console_probe:
+    the role x page matrix, first-data times, the other park's view, the live sales lag)."""
 
 
 def configured_redis_url(given: str | None = None) -> str:
@@ -250,6 +256,7 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         # file of our business day that ended there, plus the injected mismatch.
         reconciliation = await reconcile_day(dsn, settlement.business_day,
                                              bank.host.daily_lines(bank_day))
+        console = await console_step(dsn, master, seed, svc)
     approved = sum(r["n"] for r in rows if r["code"] == 0)
     declined_by: dict[str, int] = {}
     for r in rows:
@@ -284,7 +291,40 @@ async def _demo(options: DemoOptions) -> DemoSummary:
         reconciliation=reconciliation,
         access=access,
         access_scenario=scenario,
+        console=console,
     )
+
+
+async def console_step(dsn: str, master: bytes, seed: SeedResult, svc: Services
+                       ) -> ConsoleFigures:
+    """The admin API against the demo's database with a switch again (the burst's stopped for
+    its final checkpoint), the demo log-ins of every role (onecard/demo_users.py), and the
+    console walked over HTTP (onecard/console_probe.py)."""
+    print("the admin API and the web console: every demo log-in against every page ...",
+          flush=True)
+    password = secrets.token_urlsafe(12)
+    users = await create_demo_users(dsn, password)
+    metrics_port = free_port()
+    switch = SwitchProcess(dsn, master.hex(), extra_env={
+        **svc.switch_env, "ONECARD_METRICS_PORT": str(metrics_port)}).start()
+    admin = None
+    till = None
+    try:
+        admin = AdminProcess(dsn, master.hex(), extra_env={
+            "ONECARD_ADMIN_APPROVER_COOLING_OFF_SECONDS": "0",
+            "ONECARD_ADMIN_SWITCH_PORT": str(switch.port),
+            "ONECARD_ADMIN_SWITCH_STATUS_URL": f"http://127.0.0.1:{metrics_port}"}).start()
+        fixed = set(seed.fixed_price_terminals)
+        tid = next(t for t in seed.terminals if t not in fixed)
+        till = await Till(tid, ocp.derive_terminal_key(master, tid, 1)).open(switch.host,
+                                                                             switch.port)
+        return await probe_console(admin.url, password, users, dsn, till, seed.cards[100:])
+    finally:
+        if till is not None:
+            till.close()
+        if admin is not None:
+            admin.stop()
+        switch.stop()
 
 
 def render(summary: DemoSummary) -> str:
@@ -338,6 +378,7 @@ def render(summary: DemoSummary) -> str:
         *([*render_reconciliation(s.reconciliation), ""] if s.reconciliation is not None
           else []),
         *_bank_lines(s.bank),
+        *([*render_console(s.console), ""] if s.console is not None else []),
         f"  ({s.wall_seconds:.1f} s in all, {s.postgres}, change feed through {s.redis})",
     ]
     return "\n".join(lines)
@@ -461,4 +502,7 @@ def run_demo(options: DemoOptions) -> int:
     b = summary.bank
     bank_ok = b is None or (b.reversals_pending == 0 and b.reconciliation_injected_found
                             and b.reconciliation_exceptions == 1)
-    return 0 if summary.conserved and balanced and access_ok and bank_ok else 1
+    console_ok = summary.console is None or not summary.console.failures()
+    if summary.console is not None and not console_ok:
+        print("  CONSOLE CHECKS FAILED: " + "; ".join(summary.console.failures()))
+    return 0 if summary.conserved and balanced and access_ok and bank_ok and console_ok else 1

@@ -18,9 +18,9 @@ import time
 
 import asyncpg
 
-from admin_api._bootstrap import bootstrap
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.demo import DemoOptions, services
+from onecard.demo_users import create_demo_users
 from onecard.harness import AdminProcess, SwitchProcess, free_port, fresh_database, run_fast
 from onecard.seed import SeedPlan, seed_site
 from protocols import ocp
@@ -29,54 +29,6 @@ from switch._settings import redacted_url
 SERVE_DATABASE = "onecard_demo_serve"
 TRICKLE_PER_SECOND = 5.0
 """Simulated purchases per second while the demo serves: a quiet afternoon."""
-
-# (user name, role, node: "platform" | "campus" | "east"); cardholder and parent get people.
-DEMO_USERS = (
-    ("admin", "platform_admin", "platform"),
-    ("campus.admin", "tenant_admin", "campus"),
-    ("card.office", "card_office", "campus"),
-    ("cashier", "cashier", "campus"),
-    ("finance.a", "finance", "campus"),
-    ("finance.b", "finance", "campus"),
-    ("auditor", "auditor", "campus"),
-    ("canteen.viewer", "merchant_viewer", "campus"),
-    ("security.desk", "security_desk", "campus"),
-    ("east.admin", "tenant_admin", "east"),
-    ("student", "cardholder", "campus"),
-    ("parent", "parent", "campus"),
-)
-
-
-async def _users(dsn: str, password: str) -> list[tuple[str, str]]:
-    from admin_api import hash_password
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        report = await bootstrap(conn, platform_name="OneCard demo HQ", username="admin",
-                                 password=password)
-        nodes = {"platform": report.platform_node_id}
-        for name, tenant in (("campus", 1), ("east", 2)):
-            nodes[name] = await conn.fetchval(
-                "SELECT id FROM org_nodes WHERE kind = 'tenant' AND tenant_id = $1", tenant)
-        student = await conn.fetchval(
-            "SELECT p.id FROM people p JOIN accounts a ON a.id = p.account_id"
-            " WHERE a.tenant_id = 1 AND a.status = 0 ORDER BY p.id LIMIT 1")
-        digest = await hash_password(password)
-        out = []
-        for username, role, node in DEMO_USERS:
-            if username != "admin":
-                uid = await conn.fetchval(
-                    "INSERT INTO admin_users (username, node_id, role, password_hash, person_id)"
-                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING RETURNING id",
-                    username, nodes[node], role, digest,
-                    student if role == "cardholder" else None)
-                if role == "parent" and uid is not None:
-                    await conn.execute("INSERT INTO parent_links VALUES ($1, $2)", uid, student)
-            out.append((username, role))
-        return out
-    finally:
-        await conn.close()
-
 
 async def _serve(options: DemoOptions) -> None:
     switch = admin = None
@@ -91,7 +43,7 @@ async def _serve(options: DemoOptions) -> None:
             finally:
                 await conn.close()
             password = secrets.token_urlsafe(12)
-            users = await _users(dsn, password)
+            users = await create_demo_users(dsn, password)
             master = os.urandom(32)
             env = {**svc.switch_env, "ONECARD_PORT": str(free_port()),
                    "ONECARD_METRICS_PORT": str(free_port())}

@@ -1,4 +1,5 @@
-"""`onecard demo` on a short burst: its `bank` object (issue 11) is right and from the database.
+"""`onecard demo` on a short burst: its `bank` object (issue 11) is right and from the database,
+and its `console` object (the web console walked over HTTP by every demo log-in) is whole.
 
 The demo runs kiosk top-ups against the bank simulator (one declined, one timed out and
 reversed), a cutover in the middle of the purchases, the day's settlement checked against
@@ -13,11 +14,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
+from onecard.console_probe import PAGES
 from onecard.demo import DEMO_DATABASE, DEMO_KIOSK_TOPUPS, DEMO_KIOSK_TOPUPS_BEFORE
 from onecard.demo_finance import INJECTED_RRN
+from onecard.demo_users import DEMO_USERS
 from onecard.harness import run_fast, with_database
 from tests import pg
 
@@ -67,3 +71,37 @@ def test_a_short_demo_tops_up_settles_and_reconciles_with_exactly_the_injected_e
             await conn.close()
 
     run_fast(check())
+    console = summary["console"]  # the web console, walked over HTTP by every demo log-in
+    assert_console_section(console)
+    assert "CONSOLE CHECKS: passed" in run.stdout
+
+
+def assert_console_section(console: dict[str, Any]) -> None:
+    """The demo's `console` object agrees with itself and with the demo's log-ins."""
+    assert console["pages"] == [p.name for p in PAGES]
+    assert set(console["roles"]) == {user for user, _, _ in DEMO_USERS}
+    assert set(console["matrix"]) == set(console["roles"])
+    for user, view in console["roles"].items():
+        row = console["matrix"][user]
+        assert set(row) == set(console["pages"])
+        assert sorted(view["allowed"]) == sorted(p for p, s in row.items() if s == 200)
+        assert sorted(view["refused"]) == sorted(p for p, s in row.items() if s in (401, 403))
+        assert view["other"] == {p: s for p, s in row.items() if s not in (200, 401, 403)}
+        assert all(s == 404 for s in view["other"].values()), (user, view["other"])
+    roles = console["roles"]
+    # What the roles allow, as the API answered it: the phone pages are the cardholder's and
+    # the parent's only; the card office searches people but is refused the finance page.
+    assert roles["student"]["allowed"] == ["phone"] and roles["parent"]["allowed"] == ["phone"]
+    assert "people" in roles["card.office"]["allowed"]
+    assert "finance" in roles["card.office"]["refused"]
+    assert "phone" in roles["campus.admin"]["refused"]
+    # The other park's clerk: none of the campus's people, and the campus's person is a 404.
+    assert console["other_park_campus_people"] == 0
+    assert console["own_park_people"] > 0
+    assert console["matrix"]["east.admin"]["person"] == 404
+    times = [t for page in console["first_data_by_page"].values() for t in page.values()]
+    assert all(t > 0 for t in times)
+    assert console["first_data_max_ms"] == max(
+        page["max_ms"] for page in console["first_data_by_page"].values())
+    assert 0 <= console["first_data_p50_ms"] <= console["first_data_max_ms"]
+    assert 0 <= console["live_lag_ms"] <= console["live_lag_limit_ms"]

@@ -148,10 +148,10 @@ def test_the_warning_is_printed_beside_the_figures(busy: bool,
 
 def _result(**changes: object) -> bench.BenchResult:
     figures: dict[str, object] = {f: 0 for f in bench.BenchResult.__struct_fields__}
-    figures["bank"] = None
-    for name in ("conventional_by_pool", "pgbench_by_clients", "switch_metrics_open_loop",
-                 "machine_load", "busy_machine", "loop_lag_ms", "fsync_probe",
-                 "open_loop_where"):
+    figures["bank"] = figures["console"] = None
+    for name in ("console_pages", "conventional_by_pool", "pgbench_by_clients",
+                 "switch_metrics_open_loop", "machine_load", "busy_machine", "loop_lag_ms",
+                 "fsync_probe", "open_loop_where"):
         figures[name] = {}
     figures.update(saturation_timeline=[], open_loop_timeline=[], door_open_loop_timeline=[],
                    fsync="on",
