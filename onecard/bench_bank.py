@@ -81,7 +81,8 @@ async def run_bank_phases(dsn: str, master: bytes, terminals: list[int], cards: 
         "ONECARD_TOPUP_POOL_MAX": "32"}).start()
     try:
         clients = [KioskClient(k, ocp.derive_terminal_key(master, k, 1)) for k in kiosks]
-        async with asyncio.timeout(120):
+        # 256 argon2id checks take ~10 s on a quiet machine; a busy one took over 120 s.
+        async with asyncio.timeout(600):
             for c in clients:
                 await c.connect(switch.host, switch.port)
             while not bank.host.signed_on_connections:  # noqa: ASYNC110 - another thread's
