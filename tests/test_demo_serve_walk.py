@@ -199,6 +199,7 @@ def test_a_newcomer_walks_every_journey_of_the_serving_demo(
     code = demo.stop()
     assert code == 0, demo.text
     assert "stopped" in demo.text
+    assert "Traceback" not in demo.text and "was destroyed" not in demo.text, demo.text
     left = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
     assert not left, f"child processes left behind: {left}"
     walked_s = time.monotonic() - started
@@ -255,7 +256,7 @@ def _walk(walk: Walk, expect: Any, shots: Path) -> None:
     expect(office.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("active")
     _until("the demo's till buys with the new card", lambda: any(
         e["card_no"] == card_no and e["kind"] == "purchase" and e["result"] == "APPROVED"
-        for e in _recent(office, issued_id)))
+        for e in _recent(office, issued_id)), seconds=90)
 
     # -- reported lost: the till's next purchase with it is refused
     office.locator(f'tr[data-card="{card_no}"]').get_by_role("button",
@@ -263,7 +264,7 @@ def _walk(walk: Walk, expect: Any, shots: Path) -> None:
     expect(office.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("lost")
     _until("the next purchase with the lost card is refused", lambda: any(
         e["card_no"] == card_no and e["result"] == "CARD_LOST"
-        for e in _recent(office, issued_id)))
+        for e in _recent(office, issued_id)), seconds=90)
     office.reload()
     expect(office.locator("#txns-table tbody")).to_contain_text("card lost")
     office.screenshot(path=str(shots / "walk-card-lost.png"), full_page=True)
