@@ -195,10 +195,11 @@ async def _serve(options: DemoOptions) -> None:
                 doors.close()
             if gen is not None:
                 gen.close()
+            # A second SIGTERM meanwhile only cancels again: the children still stop in order
+            # (the handler stays until the loop closes).
             for process in (admin, switch):
                 if process is not None:
                     process.stop()
-            loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def _trickle(gen: LoadGenerator) -> None:
