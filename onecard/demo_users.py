@@ -22,6 +22,7 @@ DEMO_USERS: Final = (
     ("canteen.viewer", "merchant_viewer", "campus"),
     ("security.desk", "security_desk", "campus"),
     ("east.admin", "tenant_admin", "east"),
+    ("east.office", "card_office", "east"),
     ("student", "cardholder", "campus"),
     ("parent", "parent", "campus"),
 )

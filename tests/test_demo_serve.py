@@ -18,9 +18,11 @@ from tests import pg
 
 def test_demo_serve_prints_addresses_and_log_ins_that_work_and_stops_cleanly(
         pg_server: pg.TestServer) -> None:
+    database = f"{pg_server.run_tag}_serve"  # not a user's own demo database on this server
+    pg_server.databases.append(database)
     proc = subprocess.Popen(
         [sys.executable, "-m", "onecard", "demo", "--serve", "--dsn", pg_server.admin_dsn,
-         "--accounts", "500", "--terminals", "10"],
+         "--database", database, "--accounts", "500", "--terminals", "10"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
