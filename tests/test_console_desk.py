@@ -455,3 +455,19 @@ def test_the_desk_stream_pushes_door_states_with_doors_true_only(
     kind, doors = seen[1]
     assert kind == "doors"
     assert {d["name"] for d in doors} >= {"East gate", "Stacks door"}
+
+
+def test_a_door_on_its_tenants_node_is_on_the_map(desk_site: dict[str, Any]) -> None:
+    """A door whose node_id is NULL belongs to its tenant's node (access/_scope.py): the map
+    lists it for the tenant's desk like every other access route, never for another park's."""
+    site: AdminSite = desk_site["site"]
+    manager = site.api("campus.manager")
+    area = manager.ok("POST", "/access/areas", {"node_id": desk_site["campus"],
+                                                "name": "Tenant-node doors"})
+    door = manager.ok("POST", "/access/doors", {"node_id": desk_site["campus"],
+                                                "name": "Side door", "area_id": area["id"]})
+    manager.ok("POST", f"/access/doors/{door['id']}/place", {"x": 10, "y": 20})
+    _fetch(site, "UPDATE doors SET node_id = NULL WHERE id = $1", door["id"])
+    got = site.api("desk.one").ok("GET", f"/access/areas/{area['id']}/map")
+    assert [(d["door_id"], d["x"], d["y"]) for d in got["doors"]] == [(door["id"], 10, 20)]
+    assert site.api("east.desk").get(f"/access/areas/{area['id']}/map").status_code == 404

@@ -26,7 +26,7 @@ from admin_api._auth import Actor
 from admin_api._problems import MEDIA_TYPE, Problem, ProblemBody
 from admin_api._store import change
 from admin_api._types import Id
-from admin_api.access._scope import in_scope
+from admin_api.access._scope import NODE_JOIN, in_scope
 
 PLAN_BYTES_MAX: Final = 1024 * 1024
 """Bytes of one floor plan image (a request body is at most 2 MiB, base64 included)."""
@@ -142,9 +142,8 @@ async def get_plan(area_id: Id, actor: Actor, state: State) -> Response[bytes]:
 async def _map(conn: Any, actor: Actor, area: asyncpg.Record) -> AreaMap:
     plan = await conn.fetchrow(_PLAN_META, area["id"])
     doors = await conn.fetch(
-        "SELECT x.id, x.name, x.map_x, x.map_y FROM doors x"
-        " LEFT JOIN org_nodes n ON n.id = x.node_id"
-        " WHERE x.area_id = $1 AND $2 = ANY(coalesce(n.path, ARRAY[]::integer[]))"
+        f"SELECT x.id, x.name, x.map_x, x.map_y FROM doors x{NODE_JOIN}"
+        " WHERE x.area_id = $1 AND $2 = ANY(n.path)"
         " ORDER BY x.id LIMIT 10000", area["id"], actor.node_id)
     return AreaMap(area_id=area["id"], name=area["name"],
                    plan=_plan_out(plan) if plan else None,
