@@ -1,0 +1,149 @@
+"""Door commands: the security desk's "open once", "lock", "free passage", "normal".
+
+An operator's command arrives on the change feed (`DoorCommandRequested`, written by the admin
+API with its door_commands row). The switch looks for a live session of a door terminal with a
+reader of the door; it sends that session a `DoorCommand` (docs/protocol.md 4.5) and waits for
+the `DoorCommandAck`. Every state the command reaches ('sent', 'done', 'failed', 'unsupported',
+'offline', 'expired') is written through the journal's group commit (switch/_access_journal.py),
+never on a connection of its own.
+
+At most once (docs/access-admin.md, "Door commands"): a command is sent once, on the session
+open when it arrives, and never again. The switch remembers the ids it has handled (a change
+feed replayed by a recovery within the process sends none again), refuses any command requested
+before this process started (its predecessor may have sent it) or longer ago than
+DOOR_COMMAND_FRESH_SECONDS (a door opening minutes late is worse than not opening), and never
+resends after a reconnect: an unacknowledged command ends 'expired' after
+DOOR_COMMAND_ACK_SECONDS, and the operator asks again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from protocols import ocp
+from protocols.changes import DOOR_COMMAND_ACTIONS, DoorCommandRequested
+from switch import limits
+
+if TYPE_CHECKING:
+    from switch._server import Runtime
+
+_ACTION_NO = {name: i for i, name in enumerate(DOOR_COMMAND_ACTIONS, 1)}
+
+
+class DoorCommands:
+    """The commands of one switch process: kept across recoveries (it lives in the Runtime)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self.started_us = int(time.time() * 1_000_000)
+        # command_id -> (terminal_id, deadline on time.monotonic()): sent, not yet acked.
+        self.waiting: dict[int, tuple[int, float]] = {}
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self.sent = 0
+
+    # -- from the change feed --------------------------------------------------------------
+
+    def requested(self, event: DoorCommandRequested, created_us: int) -> None:
+        """A command reached this switch: send it now or record why not."""
+        cid = event.command_id
+        if cid in self._seen:
+            return  # handled before (a replay of the feed): never twice
+        self._seen[cid] = None
+        while len(self._seen) > limits.DOOR_COMMANDS_SEEN_MAX:
+            self._seen.popitem(last=False)
+        rt = self._rt
+        log = rt.log
+        now_us = int(time.time() * 1_000_000)
+        if (created_us < self.started_us
+                or now_us - created_us > limits.DOOR_COMMAND_FRESH_SECONDS * 1_000_000):
+            log.info("door_command.too_late", command_id=cid, door_id=event.door_id,
+                     age_s=round((now_us - created_us) / 1e6, 3))
+            self._state(cid, "expired")
+            return
+        target = self._target(event)
+        if target is None:
+            log.info("door_command.offline", command_id=cid, door_id=event.door_id)
+            self._state(cid, "offline")
+            return
+        session, reader_no = target
+        action = _ACTION_NO[event.action]
+        open_ms = event.open_ms if action == ocp.DoorCommandAction.OPEN_ONCE else 0
+        if not session.send_door_command(ocp.DoorCommand(cid, reader_no, action, open_ms)):
+            self._state(cid, "offline")
+            return
+        self.sent += 1
+        self.waiting[cid] = (session.terminal_id,
+                             time.monotonic() + limits.DOOR_COMMAND_ACK_SECONDS)
+        log.info("door_command.sent", command_id=cid, door_id=event.door_id,
+                 terminal_id=session.terminal_id, reader_no=reader_no, action=event.action,
+                 open_ms=open_ms)
+        self._state(cid, "sent", terminal_id=session.terminal_id, reader_no=reader_no)
+
+    def _target(self, event: DoorCommandRequested) -> tuple[Any, int] | None:
+        """(the session, reader_no) of a signed-on door terminal with a reader of the door."""
+        rt = self._rt
+        best: tuple[int, int] | None = None
+        for (terminal_id, reader_no), reader in rt.access.readers.items():
+            door = reader.door
+            if door.door_id != event.door_id or reader.patrol:
+                continue
+            if door.tenant_id != event.tenant_id:
+                return None  # not this tenant's door: nothing is sent
+            session = rt.sessions.get(terminal_id)
+            if session is None or session.closed or not session.is_door:
+                continue
+            if best is None or (terminal_id, reader_no) < best:
+                best = (terminal_id, reader_no)
+        if best is None:
+            return None
+        return rt.sessions[best[0]], best[1]
+
+    # -- from the door terminal's session --------------------------------------------------
+
+    def acked(self, terminal_id: int, ack: ocp.DoorCommandAck) -> None:
+        waiting = self.waiting.get(ack.command_id)
+        if waiting is None or waiting[0] != terminal_id:
+            self._rt.log.info("door_command.ack_ignored", command_id=ack.command_id,
+                              terminal_id=terminal_id, code=ack.code)
+            return
+        del self.waiting[ack.command_id]
+        state = "done" if ack.code == ocp.DoorCommandCode.DONE else "failed"
+        self._rt.log.info("door_command." + state, command_id=ack.command_id,
+                          terminal_id=terminal_id, code=ack.code)
+        self._state(ack.command_id, state, ack_code=ack.code)
+
+    def refused(self, terminal_id: int, error: ocp.Error) -> bool:
+        """An Error from a door terminal: True if it refused a command we are waiting for
+        (UNKNOWN_MESSAGE: 'unsupported', any other code: 'failed')."""
+        waiting = self.waiting.get(error.txn_seq)
+        if not error.txn_seq or waiting is None or waiting[0] != terminal_id:
+            return False
+        del self.waiting[error.txn_seq]
+        state = ("unsupported" if error.code == ocp.ResponseCode.UNKNOWN_MESSAGE else "failed")
+        self._rt.log.info("door_command." + state, command_id=error.txn_seq,
+                          terminal_id=terminal_id, code=error.code, detail=error.detail)
+        self._state(error.txn_seq, state, ack_code=error.code)
+        return True
+
+    # -- the sweeper, every second ---------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Commands whose ack did not come in time end 'expired' (never resent)."""
+        late = [cid for cid, (_tid, deadline) in self.waiting.items() if deadline <= now]
+        for cid in late:
+            terminal_id, _ = self.waiting.pop(cid)
+            self._rt.log.info("door_command.expired", command_id=cid, terminal_id=terminal_id)
+            self._state(cid, "expired")
+
+    def _state(self, command_id: int, state: str, *, ack_code: int | None = None,
+               terminal_id: int | None = None, reader_no: int | None = None) -> None:
+        journal = self._rt.journal
+        commands = journal.access_batch.commands
+        prior = commands.get(command_id)
+        if prior is not None:  # sent and answered in one batch: keep where it was sent
+            terminal_id = prior[2] if terminal_id is None else terminal_id
+            reader_no = prior[3] if reader_no is None else reader_no
+        commands[command_id] = (state, ack_code, terminal_id, reader_no)
+        journal.wake_access()
