@@ -10,7 +10,8 @@ package imports nothing of ours but `protocols`. POS terminals are simulated now
 format already names kiosks, doors, attendance and water controllers, and refuses them with a
 clear message until the switch speaks to them. A door controller's rules are plain objects here:
 `OfflineDoor` (its offline list and decisions) and `DoorControl` (the security desk's door
-commands: open once, hold open, hold locked, normal, and the DoorCommandAck it answers). The bank host simulator comes with the bank link.
+commands: open once, hold open, hold locked, normal, and the DoorCommandAck it answers). The
+bank host simulator comes with the bank link.
 
 Everything public is re-exported here; the modules starting with `_` are private.
 """
