@@ -165,7 +165,8 @@ def _access_objects(site: AdminSite, root: Api, campus: int, merchant_id: int,
     door_command = root.ok("POST", f"/access/doors/{door['id']}/commands",
                            {"action": "normal", "note": "canary"})
     return {"door_command": door_command, "area": area, "door": door, "door2": door2,
-            "group": group, "calendar": calendar, "tz": tz, "grant": grant, "lockdown": lockdown, "visitor": visitor, "route": route,
+            "group": group, "calendar": calendar, "tz": tz, "grant": grant, "lockdown": lockdown,
+            "visitor": visitor, "route": route,
             "alarm_id": alarm_id, "door_terminal": door_terminal, "host": host,
             "biometric": biometric}
 
