@@ -18,6 +18,7 @@ DOOR_COMMAND_ACK_SECONDS, and the operator asks again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,18 @@ class DoorCommands:
         self.waiting: dict[int, tuple[int, float]] = {}
         self._seen: OrderedDict[int, None] = OrderedDict()
         self.sent = 0
+
+    async def settle_unfinished(self, conn: Any) -> None:
+        """At start (and after a recovery): a command asked before this process started and
+        still 'pending' or 'sent' will never be sent or answered here: 'expired'. (One
+        statement at start, before any terminal is served, not a connection per command.)"""
+        async with asyncio.timeout(limits.DOOR_COMMAND_ACK_SECONDS * 2):
+            status = await conn.execute(
+                "UPDATE door_commands SET state = 'expired', state_at = now()"
+                " WHERE state IN ('pending', 'sent') AND requested_at < to_timestamp($1)",
+                self.started_us / 1_000_000)
+        if status != "UPDATE 0":
+            self._rt.log.info("door_command.expired_at_start", rows=status.split()[-1])
 
     # -- from the change feed --------------------------------------------------------------
 

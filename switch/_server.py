@@ -536,6 +536,7 @@ class Runtime:
             )
             self.journal.durable_lsn = self.ledger.lsn
             await self._load_access(journal_conn)  # ACCESS (docs/access.md)
+            await self.door_commands.settle_unfinished(journal_conn)  # at most once
             self.rows_at_last_checkpoint = 0
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
             self.topups = TopupService(self, self.bank or NoBankLink(), *self._bank_factories)

@@ -234,3 +234,28 @@ def test_roles_parks_and_bad_bodies(desk: dict[str, Any]) -> None:
     assert desk["desk"].get(f"/access/door-commands/{cmd['id']}").status_code == 404
     assert desk["desk"].get("/access/door-commands/99999999").status_code == 404
     assert desk["root"].ok("GET", f"/access/door-commands/{cmd['id']}")["door_id"] == other
+
+
+def test_a_command_is_never_sent_again_after_a_switch_restart(desk: dict[str, Any]) -> None:
+    """Sent, not acknowledged, then the switch is SIGKILLed: after the restart the door signs
+    on again and gets nothing; the command ends 'expired' (at most once)."""
+    site: AdminSite = desk["site"]
+    client = door_client(desk, "mute controller")
+    try:
+        cmd = command(desk, "Cellar", {"action": "open_once"})
+        msg = client.next_message()
+        assert isinstance(msg, ocp.DoorCommand) and msg.command_id == cmd["id"]
+        state_becomes(desk, cmd["id"], "sent")
+    finally:
+        client.close()
+    assert site.switch is not None
+    port = site.switch.port
+    site.switch.kill()
+    site.start(extra_env={"ONECARD_PORT": str(port)})
+    client = door_client(desk, "mute controller")
+    try:
+        state_becomes(desk, cmd["id"], "expired")
+        heartbeat_is_next(client)
+        heartbeat_is_next(client)
+    finally:
+        client.close()
