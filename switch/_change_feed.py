@@ -71,6 +71,7 @@ class ChangeFeed:
         poll_seconds: float = limits.CHANGEFEED_POLL_SECONDS,
         access: AccessEngine | None = None,
         door_command: Callable[[DoorCommandRequested, int], None] | None = None,
+        access_reloaded: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.master = master
@@ -94,6 +95,7 @@ class ChangeFeed:
         self._access_cards: set[int] = set()
         # Door commands (switch/_door_commands.py): sent to a door, at most once.
         self._door_command = door_command
+        self._access_reloaded = access_reloaded
 
     async def run(self) -> None:
         client = redis_client(self._redis_url)
@@ -263,6 +265,8 @@ class ChangeFeed:
             return
         for r in rules:
             engine.install(r)
+        if rules and self._access_reloaded is not None:  # door modes held at the doors
+            self._access_reloaded()
         self._access_tenants, self._access_accounts = set(), set()
         self._access_people, self._access_cards = set(), set()
         self.log.info("access.reloaded", tenants=sorted(tenants), accounts=len(accounts),

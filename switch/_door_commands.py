@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from protocols import ocp
 from protocols.changes import DOOR_COMMAND_ACTIONS, DoorCommandRequested
 from switch import limits
+from switch._access import FREE, LOCKED
 
 if TYPE_CHECKING:
     from switch._server import Runtime
@@ -43,6 +44,14 @@ class DoorCommands:
         self.waiting: dict[int, tuple[int, float]] = {}
         self._seen: OrderedDict[int, None] = OrderedDict()
         self.sent = 0
+        # Mode holds (second part of issue 13): a door in mode 'free' is held open and one in
+        # mode 'locked' held locked at its terminal, pushed when the mode changes and at each
+        # sign-on. Not operator commands: no door_commands row, ids counted down from the top
+        # of the uint32 range (far from the table's ids), idempotent, so resending is safe.
+        self.modes: dict[int, int] = {}
+        """door_id -> the DoorCommandAction its mode asks for (as last pushed or seen)."""
+        self._sync_ids: set[int] = set()
+        self._next_sync_id = limits.DOOR_MODE_SYNC_ID_TOP
 
     async def settle_unfinished(self, conn: Any) -> None:
         """At start (and after a recovery): a command asked before this process started and
@@ -117,6 +126,12 @@ class DoorCommands:
 
     def acked(self, terminal_id: int, ack: ocp.DoorCommandAck) -> None:
         waiting = self.waiting.get(ack.command_id)
+        if waiting is not None and ack.command_id in self._sync_ids:
+            del self.waiting[ack.command_id]
+            self._sync_ids.discard(ack.command_id)
+            self._rt.log.info("door_mode.acked", command_id=ack.command_id,
+                              terminal_id=terminal_id, code=ack.code)
+            return
         if waiting is None or waiting[0] != terminal_id:
             self._rt.log.info("door_command.ack_ignored", command_id=ack.command_id,
                               terminal_id=terminal_id, code=ack.code)
@@ -134,11 +149,79 @@ class DoorCommands:
         if not error.txn_seq or waiting is None or waiting[0] != terminal_id:
             return False
         del self.waiting[error.txn_seq]
+        if error.txn_seq in self._sync_ids:
+            self._sync_ids.discard(error.txn_seq)
+            self._rt.log.info("door_mode.refused", command_id=error.txn_seq,
+                              terminal_id=terminal_id, code=error.code)
+            return True
         state = ("unsupported" if error.code == ocp.ResponseCode.UNKNOWN_MESSAGE else "failed")
         self._rt.log.info("door_command." + state, command_id=error.txn_seq,
                           terminal_id=terminal_id, code=error.code, detail=error.detail)
         self._state(error.txn_seq, state, ack_code=error.code)
         return True
+
+    # -- mode holds: 'free' and 'locked' doors held at their terminals ----------------------
+
+    def modes_reloaded(self) -> None:
+        """After the access rules were (re)loaded: push the hold of every door whose mode
+        changed since it was last seen to its signed-on terminals. A door seen for the first
+        time is only recorded (its terminal gets its hold when it signs on)."""
+        rt = self._rt
+        for tenant in rt.access.tenants.values():
+            for door in tenant.doors.values():
+                want = _mode_action(door.mode)
+                before = self.modes.get(door.door_id)
+                self.modes[door.door_id] = want
+                if before is None or before == want:
+                    continue
+                for session, reader_no in self._door_sessions(door.door_id):
+                    self._push(session, reader_no, want, door.door_id)
+
+    def signed_on(self, session: Any) -> None:
+        """A door terminal signed on: hold the doors of its readers whose mode is 'free' or
+        'locked'. (Nothing for the others: NORMAL would also end an operator's hold. A door
+        taken out of 'free' or 'locked' while its terminal was away learns it from its access
+        list's offline_mode, protocol.md 4.6, and from the next mode change.)"""
+        rt = self._rt
+        doors: dict[int, int] = {}
+        for (terminal_id, reader_no), reader in rt.access.readers.items():
+            if terminal_id != session.terminal_id or reader.patrol:
+                continue
+            door_id = reader.door.door_id
+            if door_id not in doors or reader_no < doors[door_id]:
+                doors[door_id] = reader_no
+        for door_id, reader_no in sorted(doors.items()):
+            door = rt.access.readers[(session.terminal_id, reader_no)].door
+            want = _mode_action(door.mode)
+            self.modes.setdefault(door_id, want)
+            if want != ocp.DoorCommandAction.NORMAL:
+                self._push(session, reader_no, want, door_id)
+
+    def _door_sessions(self, door_id: int) -> list[tuple[Any, int]]:
+        """(session, its lowest reader_no of the door) of each signed-on door terminal."""
+        rt = self._rt
+        found: dict[int, int] = {}
+        for (terminal_id, reader_no), reader in rt.access.readers.items():
+            if reader.door.door_id != door_id or reader.patrol:
+                continue
+            session = rt.sessions.get(terminal_id)
+            if session is None or session.closed or not session.is_door:
+                continue
+            if terminal_id not in found or reader_no < found[terminal_id]:
+                found[terminal_id] = reader_no
+        return [(rt.sessions[t], r) for t, r in sorted(found.items())]
+
+    def _push(self, session: Any, reader_no: int, action: int, door_id: int) -> None:
+        cid = self._next_sync_id
+        self._next_sync_id = (cid - 1 if cid > limits.DOOR_MODE_SYNC_ID_BOTTOM
+                              else limits.DOOR_MODE_SYNC_ID_TOP)
+        if not session.send_door_command(ocp.DoorCommand(cid, reader_no, action, 0)):
+            return
+        self._sync_ids.add(cid)
+        self.waiting[cid] = (session.terminal_id,
+                             time.monotonic() + limits.DOOR_COMMAND_ACK_SECONDS)
+        self._rt.log.info("door_mode.sent", command_id=cid, door_id=door_id,
+                          terminal_id=session.terminal_id, reader_no=reader_no, action=action)
 
     # -- the sweeper, every second ---------------------------------------------------------
 
@@ -147,6 +230,11 @@ class DoorCommands:
         late = [cid for cid, (_tid, deadline) in self.waiting.items() if deadline <= now]
         for cid in late:
             terminal_id, _ = self.waiting.pop(cid)
+            if cid in self._sync_ids:
+                self._sync_ids.discard(cid)
+                self._rt.log.info("door_mode.unanswered", command_id=cid,
+                                  terminal_id=terminal_id)
+                continue
             self._rt.log.info("door_command.expired", command_id=cid, terminal_id=terminal_id)
             self._state(cid, "expired")
 
@@ -160,3 +248,13 @@ class DoorCommands:
             reader_no = prior[3] if reader_no is None else reader_no
         commands[command_id] = (state, ack_code, terminal_id, reader_no)
         journal.wake_access()
+
+
+def _mode_action(mode: int) -> int:
+    """The hold a door mode asks of the door: free -> HOLD_OPEN, locked -> HOLD_LOCKED, any
+    other mode (deciding each credential) -> NORMAL."""
+    if mode == FREE:
+        return int(ocp.DoorCommandAction.HOLD_OPEN)
+    if mode == LOCKED:
+        return int(ocp.DoorCommandAction.HOLD_LOCKED)
+    return int(ocp.DoorCommandAction.NORMAL)

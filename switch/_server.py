@@ -537,6 +537,7 @@ class Runtime:
             self.journal.durable_lsn = self.ledger.lsn
             await self._load_access(journal_conn)  # ACCESS (docs/access.md)
             await self.door_commands.settle_unfinished(journal_conn)  # at most once
+            self.door_commands.modes_reloaded()  # the doors' modes as they are now
             self.rows_at_last_checkpoint = 0
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
             self.topups = TopupService(self, self.bank or NoBankLink(), *self._bank_factories)
@@ -596,6 +597,7 @@ class Runtime:
             key=key, mac_key=mac_key, log=self.log, retire_terminal=self.retire_terminal,
             poll_seconds=settings.changefeed_poll_seconds, access=self.access,
             door_command=self.door_commands.requested,
+            access_reloaded=self.door_commands.modes_reloaded,
         )
         tasks: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("change-feed", feed.run)

@@ -692,6 +692,8 @@ class TerminalSession(asyncio.Protocol):
                 )
             )
         )
+        if info.kind == ocp.TerminalKind.DOOR:  # doors in mode free / locked: held so
+            rt.door_commands.signed_on(self)
         self.log.info(
             "ocp.sign_on",
             terminal_id=info.terminal_id,

@@ -100,3 +100,7 @@ catching up after an outage) is not sent: 'expired'. A door opening late is wors
 DOOR_COMMANDS_SEEN_MAX = 10_000
 """Command ids this process has handled, remembered so that a replay of the change feed (a
 recovery within the process) never sends one again."""
+DOOR_MODE_SYNC_ID_TOP = 2**32 - 1
+DOOR_MODE_SYNC_ID_BOTTOM = 2**32 - 1_000_000
+"""command_ids of the mode holds the switch pushes by itself (no door_commands row): the top
+million of the uint32 range, reused in a cycle; door_commands ids stay far below."""

@@ -236,6 +236,53 @@ def test_roles_parks_and_bad_bodies(desk: dict[str, Any]) -> None:
     assert desk["root"].ok("GET", f"/access/door-commands/{cmd['id']}")["door_id"] == other
 
 
+def test_a_door_mode_of_free_or_locked_is_held_at_the_door(desk: dict[str, Any]) -> None:
+    """Second part of issue 13: a door set to mode 'locked' (or 'free') is told to hold
+    locked (open) at once, again at each sign-on of its terminal, and told NORMAL when its
+    mode goes back; none of these is an operator's command (no door_commands row)."""
+    annex = desk["doors"]["Annex"]["id"]
+    root = desk["root"]
+    [before] = desk["site"].fetch("SELECT count(*) AS n FROM door_commands WHERE door_id = $1",
+                                  annex)
+    client = door_client(desk, "annex controller")
+    try:
+        heartbeat_is_next(client)
+        root.ok("POST", f"/access/doors/{annex}/mode", {"mode": "locked"})
+        msg = client.next_message()
+        assert isinstance(msg, ocp.DoorCommand), msg
+        assert (msg.reader_no, msg.action) == (1, ocp.DoorCommandAction.HOLD_LOCKED)
+        assert msg.command_id > 2**32 - 1_000_001
+        client.send(ocp.DoorCommandAck(msg.command_id, 0))
+        heartbeat_is_next(client)
+    finally:
+        client.close()
+    client = door_client(desk, "annex controller")  # signs on again: held locked at once
+    try:
+        msg = client.next_message()
+        assert isinstance(msg, ocp.DoorCommand), msg
+        assert (msg.reader_no, msg.action) == (1, ocp.DoorCommandAction.HOLD_LOCKED)
+        client.send(ocp.DoorCommandAck(msg.command_id, 0))
+        root.ok("POST", f"/access/doors/{annex}/mode", {"mode": "free"})
+        msg = client.next_message()
+        assert msg.action == ocp.DoorCommandAction.HOLD_OPEN
+        client.send(ocp.DoorCommandAck(msg.command_id, 0))
+        root.ok("POST", f"/access/doors/{annex}/mode", {"mode": "normal"})
+        msg = client.next_message()
+        assert msg.action == ocp.DoorCommandAction.NORMAL
+        client.send(ocp.DoorCommandAck(msg.command_id, 0))
+        heartbeat_is_next(client)
+    finally:
+        client.close()
+    client = door_client(desk, "annex controller")  # normal: nothing at sign-on
+    try:
+        heartbeat_is_next(client)
+    finally:
+        client.close()
+    [after] = desk["site"].fetch("SELECT count(*) AS n FROM door_commands WHERE door_id = $1",
+                                 annex)
+    assert after["n"] == before["n"]
+
+
 def test_a_command_is_never_sent_again_after_a_switch_restart(desk: dict[str, Any]) -> None:
     """Sent, not acknowledged, then the switch is SIGKILLed: after the restart the door signs
     on again and gets nothing; the command ends 'expired' (at most once)."""
