@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 from litestar import get, post
 from litestar.datastructures import State
+from litestar.params import Parameter
 from msgspec import Meta
 
 from admin_api._auth import Actor
@@ -28,6 +29,8 @@ from protocols.changes import DoorCommandRequested
 
 DoorAction = Literal["open_once", "hold_open", "hold_locked", "normal"]
 COMMANDS_LISTED_MAX = 200
+CommandsLimit = Annotated[int, Parameter(ge=1, le=COMMANDS_LISTED_MAX,
+                                         description="commands listed (1..200)")]
 
 
 class DoorCommandIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,8 +89,7 @@ async def create_door_command(door_id: Id, data: DoorCommandIn, actor: Actor,
 @get("/access/doors/{door_id:int}/commands", opt={"permission": "access.read"},
      tags=["access"], summary="A door's latest commands, newest first")
 async def list_door_commands(door_id: Id, actor: Actor, state: State,
-                             limit: Annotated[int, Meta(ge=1, le=COMMANDS_LISTED_MAX)] = 20
-                             ) -> list[DoorCommandOut]:
+                             limit: CommandsLimit = 20) -> list[DoorCommandOut]:
     await in_scope(state.pool, actor, "doors", door_id)
     rows = await state.pool.fetch(
         "SELECT * FROM door_commands WHERE door_id = $1 ORDER BY id DESC LIMIT $2",
