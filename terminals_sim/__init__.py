@@ -10,12 +10,14 @@ package imports nothing of ours but `protocols`. POS terminals are simulated now
 format already names kiosks, doors, attendance and water controllers, and refuses them with a
 clear message until the switch speaks to them. A door controller's rules are plain objects here:
 `OfflineDoor` (its offline list and decisions) and `DoorControl` (the security desk's door
-commands: open once, hold open, hold locked, normal, and the DoorCommandAck it answers). The
-bank host simulator comes with the bank link.
+commands: open once, hold open, hold locked, normal, and the DoorCommandAck it answers);
+`DoorTerminal` runs a DoorControl on a live OCP connection (a trio task). The bank host
+simulator comes with the bank link.
 
 Everything public is re-exported here; the modules starting with `_` are private.
 """
 
+from terminals_sim._door import DoorTerminal
 from terminals_sim._door_control import DoorControl
 from terminals_sim._door_offline import OfflineDoor
 from terminals_sim._errors import ScenarioError, SimError, UnsupportedTerminalKind
@@ -57,6 +59,7 @@ __all__ = [
     "SUPPORTED_KINDS",
     "Amount",
     "DoorControl",
+    "DoorTerminal",
     "Faults",
     "FenRange",
     "IdentityClass",

@@ -16,16 +16,18 @@ simulator's DoorControl (terminals_sim), as a door controller would be:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import trio
 
 from onecard.harness import free_port
 from onecard.seed import CANTEEN_FREE
 from protocols import ocp
-from terminals_sim import DoorControl
+from terminals_sim import DoorControl, DoorTerminal
 from tests.admin_site import PASSWORD, AdminSite
 from tests.ocp_client import OcpClient
 from tests.switch_site import FREE_CANTEEN_TERMINAL
@@ -56,13 +58,14 @@ def desk(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]]:
         name: root.ok("POST", f"/merchants/{CANTEEN_FREE}/terminals",
                       {"kind": "door", "name": name})["terminal"]
         for name in ("main controller", "annex controller", "old controller",
-                     "mute controller")
+                     "mute controller", "sim controller")
     }
     doors = {}
     for name, terminal, reader_no in (("Lobby", "main controller", 2),
                                       ("Annex", "annex controller", 1),
                                       ("Archive", "old controller", 1),
-                                      ("Cellar", "mute controller", 1)):
+                                      ("Cellar", "mute controller", 1),
+                                      ("Garden", "sim controller", 1)):
         door = root.ok("POST", "/access/doors", {"node_id": campus, "name": name,
                                                  "open_ms": 4000})
         root.ok("POST", "/access/readers", {"terminal_id": terminals[terminal]["id"],
@@ -281,6 +284,43 @@ def test_a_door_mode_of_free_or_locked_is_held_at_the_door(desk: dict[str, Any])
     [after] = desk["site"].fetch("SELECT count(*) AS n FROM door_commands WHERE door_id = $1",
                                  annex)
     assert after["n"] == before["n"]
+
+
+def test_the_simulated_door_terminal_obeys_and_reports_its_door(desk: dict[str, Any]) -> None:
+    """terminals_sim.DoorTerminal (a trio task on a real connection): open_once is done, and
+    the door reports opened then closed (journaled door events) like a real pass."""
+    site: AdminSite = desk["site"]
+    assert site.switch is not None
+    tid = desk["terminals"]["sim controller"]["id"]
+    door = DoorTerminal(site.switch.host, site.switch.port, tid, site.key(tid),
+                        DoorControl(readers={1}))
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            trio.run(door.run)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, name="door-terminal", daemon=True)
+    thread.start()
+    try:
+        assert door.signed_on.wait(30), failures
+        cmd = command(desk, "Garden", {"action": "open_once", "open_ms": 1000})
+        state_becomes(desk, cmd["id"], "done")
+        garden = desk["doors"]["Garden"]["id"]
+
+        def events() -> list[int]:
+            return [r["event"] for r in site.fetch(
+                "SELECT event FROM access_door_events WHERE door_id = $1 ORDER BY txn_seq",
+                garden)]
+        wait_for(lambda: events() == [ocp.DoorEventCode.OPENED, ocp.DoorEventCode.CLOSED],
+                 what="opened and closed journaled")
+        assert door.control.opened[0][0] == 1 and door.acks == 1
+    finally:
+        door.stop()
+        thread.join(30)
+    assert not failures, failures
 
 
 def test_a_command_is_never_sent_again_after_a_switch_restart(desk: dict[str, Any]) -> None:
