@@ -39,8 +39,8 @@ _ALL_STAFF: Final = frozenset({
     "events.read", "people.sync", "api_keys.read", "api_keys.write",
     "finance.read", "finance.write",
     "settlement.read", "settlement.confirm",
-    *("access.read", "access.write", "access.lockdown", "alarms.ack", "visitors.read",
-      "visitors.write", "patrol.read", "patrol.write"),
+    *("access.read", "access.write", "access.lockdown", "access.control", "alarms.ack",
+      "visitors.read", "visitors.write", "patrol.read", "patrol.write"),
 })
 PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "platform_admin": _ALL_STAFF,
@@ -63,11 +63,12 @@ PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     }),
     "merchant_viewer": frozenset({"merchants.read", "reports.read"}),
     # Access control (admin_api/access/, docs/access-admin.md): the security desk watches
-    # doors and alarms, acknowledges them, locks a site down and reads patrols; reception
-    # issues and ends visitor passes.
+    # doors and alarms, acknowledges them, locks a site down, opens or locks a door remotely
+    # (access.control: door commands) and reads patrols; reception issues and ends visitor
+    # passes.
     "security_desk": frozenset({
-        "org.read", "people.read", "cards.read", "access.read", "access.lockdown", "alarms.ack",
-        "visitors.read", "patrol.read",
+        "org.read", "people.read", "cards.read", "access.read", "access.lockdown",
+        "access.control", "alarms.ack", "visitors.read", "patrol.read",
     }),
     "reception": frozenset({"org.read", "people.read", "access.read", "visitors.read",
                             "visitors.write"}),

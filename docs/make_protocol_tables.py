@@ -559,6 +559,16 @@ def render_access_vectors() -> str:
         ("access/18-a-qr-code-shown-again", "t2s",
          ocp.AccessRequest(58, 1, 0, int(ocp.CredentialKindCode.QR), 0, _vector_qr_text())),
         ("access/19-qr-used", "s2t", ocp.AccessResult(58, rc.QR_USED, 0, 0)),
+        ("access/20-command-open-reader-1-once", "s2t",
+         ocp.DoorCommand(7, 1, int(ocp.DoorCommandAction.OPEN_ONCE), 5000)),
+        ("access/21-command-done", "t2s",
+         ocp.DoorCommandAck(7, int(ocp.DoorCommandCode.DONE), 1700000300000)),
+        ("access/22-command-hold-reader-2-locked", "s2t",
+         ocp.DoorCommand(8, 2, int(ocp.DoorCommandAction.HOLD_LOCKED), 0)),
+        ("access/23-command-lock-fault", "t2s",
+         ocp.DoorCommandAck(8, int(ocp.DoorCommandCode.LOCK_FAULT), 1700000301000)),
+        ("access/24-command-unknown-to-an-older-door", "t2s",
+         ocp.Error(rc.UNKNOWN_MESSAGE, 9, "unknown message tag 36")),
     ]
     return "\n\n".join(_frame_block(name, direction, msg, 8 if direction == "t2s" else 7,
                                     k_t2s if direction == "t2s" else k_s2t)

@@ -167,11 +167,27 @@ class PinChanged(msgspec.Struct, frozen=True):
     account_id: _Id32
 
 
+DOOR_COMMAND_ACTIONS = ("open_once", "hold_open", "hold_locked", "normal")
+"""door_commands.action, in the order of DoorCommandAction 1..4 (docs/protocol.md 4.5)."""
+
+
+class DoorCommandRequested(msgspec.Struct, frozen=True):
+    """An operator's command for a door (door_commands row command_id): the switch holding a
+    session of one of the door's terminals sends it once, at most (docs/access-admin.md,
+    "Door commands"); the others ignore it. open_ms counts for open_once only."""
+
+    command_id: Annotated[int, Meta(ge=1, le=2**32 - 1)]
+    tenant_id: _TenantId
+    door_id: _Id32
+    action: Annotated[str, Meta(pattern="^(open_once|hold_open|hold_locked|normal)$")]
+    open_ms: Annotated[int, Meta(ge=0, le=60_000)] = 0
+
+
 ChangeEvent = (
     AccountOpened | AccountStatusChanged | CardBound | CardCancelled | TerminalUpserted
     | MerchantOpened | ClassConfigured | TenantConfigured | CrossTenantChanged
     | AccountClassChanged | MerchantConfigured | AccessChanged | BankCardChanged
-    | BankSettingsChanged | PinChanged
+    | BankSettingsChanged | PinChanged | DoorCommandRequested
 )
 
 # The closed set of kinds; the CHECK on change_outbox.kind lists the same names.
@@ -195,6 +211,8 @@ EVENT_TYPES: dict[str, type[ChangeEvent]] = {
     "bank_settings_changed": BankSettingsChanged,
     # Added by migrations/sql/0017_topup_fast.sql.
     "pin_changed": PinChanged,
+    # Added by migrations/sql/0022_door_commands.sql.
+    "door_command": DoorCommandRequested,
 }
 EVENT_KINDS = tuple(EVENT_TYPES)
 KIND_OF: dict[type[ChangeEvent], str] = {t: k for k, t in EVENT_TYPES.items()}

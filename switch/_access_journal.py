@@ -67,11 +67,24 @@ ORDER BY r.door_id, o.n DESC
 ON CONFLICT (door_id) DO UPDATE SET online = excluded.online, changed_at = now()
 """
 
+_DOOR_COMMANDS = """
+UPDATE door_commands d SET state = c.state, state_at = now(),
+                           ack_code = coalesce(c.ack_code, d.ack_code),
+                           terminal_id = coalesce(c.terminal_id, d.terminal_id),
+                           reader_no = coalesce(c.reader_no, d.reader_no)
+FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::int[], $5::smallint[])
+     AS c(id, state, ack_code, terminal_id, reader_no)
+WHERE d.id = c.id AND (d.state = 'pending' OR (d.state = 'sent' AND c.state <> 'sent'))
+"""
+"""Door commands move forward only: pending -> sent -> done / failed / unsupported / expired,
+or pending -> offline / expired (switch/_door_commands.py). A state already final stays."""
+
 
 class AccessBatch:
     """The access rows of one commit."""
 
-    __slots__ = ("alarms", "apb_cleared", "decisions", "events", "online", "published")
+    __slots__ = ("alarms", "apb_cleared", "commands", "decisions", "events", "online",
+                 "published")
 
     def __init__(self) -> None:
         self.decisions: list[tuple] = []
@@ -83,10 +96,12 @@ class AccessBatch:
         # (account, area, txn_seq): passes that end the person's open APB alarms of the area.
         self.apb_cleared: list[tuple[int, int, int]] = []
         self.published: list[tuple[int, int, str, int, str]] = []
+        # Door commands: id -> (state, ack code, terminal, reader_no) (switch/_door_commands.py).
+        self.commands: dict[int, tuple[str, int | None, int | None, int | None]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.decisions or self.events or self.alarms or self.online
-                    or self.apb_cleared)
+                    or self.apb_cleared or self.commands)
 
     def __len__(self) -> int:
         return len(self.decisions) + len(self.events)
@@ -95,7 +110,7 @@ class AccessBatch:
     def single_copy(self) -> bool:
         """Decisions only: one COPY is the whole, atomic, write."""
         return (not self.events and not self.alarms and not self.online
-                and not self.apb_cleared)
+                and not self.apb_cleared and not self.commands)
 
     async def write(self, conn: asyncpg.Connection) -> None:
         """Inside the group commit's transaction (or alone, when `single_copy`)."""
@@ -120,6 +135,11 @@ class AccessBatch:
         if self.online:
             await conn.execute(_ONLINE, [t for t, _ in self.online],
                                [up for _, up in self.online])
+        if self.commands:
+            ids = list(self.commands)
+            rows = [self.commands[i] for i in ids]
+            await conn.execute(_DOOR_COMMANDS, ids, [r[0] for r in rows], [r[1] for r in rows],
+                               [r[2] for r in rows], [r[3] for r in rows])
 
     async def _door_states(self, conn: asyncpg.Connection) -> None:
         doors: list[int] = []

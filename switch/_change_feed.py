@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from redis.exceptions import RedisError
 
+from protocols.changes import DoorCommandRequested
 from switch import _metrics as metrics
 from switch import limits
 from switch._access import load_card_validity, load_people, load_tenant_rules
@@ -69,6 +70,8 @@ class ChangeFeed:
         retire_terminal: Callable[[int], None],
         poll_seconds: float = limits.CHANGEFEED_POLL_SECONDS,
         access: AccessEngine | None = None,
+        door_command: Callable[[DoorCommandRequested, int], None] | None = None,
+        access_reloaded: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.master = master
@@ -90,6 +93,9 @@ class ChangeFeed:
         self._access_accounts: set[int] = set()
         self._access_people: set[int] = set()
         self._access_cards: set[int] = set()
+        # Door commands (switch/_door_commands.py): sent to a door, at most once.
+        self._door_command = door_command
+        self._access_reloaded = access_reloaded
 
     async def run(self) -> None:
         client = redis_client(self._redis_url)
@@ -217,6 +223,9 @@ class ChangeFeed:
             metrics.changefeed_events_total.labels(source).inc()
             if terminal_id:
                 self._retire_terminal(terminal_id)
+            if (isinstance(event, DoorCommandRequested) and self._door_command is not None
+                    and self._access is not None):
+                self._door_command(event, created_us)
             if self._access is not None:  # ACCESS
                 if isinstance(event, AccessChanged):
                     self._access_tenants.add(event.tenant_id)
@@ -256,6 +265,8 @@ class ChangeFeed:
             return
         for r in rules:
             engine.install(r)
+        if rules and self._access_reloaded is not None:  # door modes held at the doors
+            self._access_reloaded()
         self._access_tenants, self._access_accounts = set(), set()
         self._access_people, self._access_cards = set(), set()
         self.log.info("access.reloaded", tenants=sorted(tenants), accounts=len(accounts),

@@ -38,6 +38,7 @@ from switch._answer import REFUSAL, Answer
 from switch._banklink import BankLink, BankLinkConfig
 from switch._change_events import feed_mac_key
 from switch._change_feed import ChangeFeed
+from switch._door_commands import DoorCommands
 from switch._errors import (
     DATABASE_FAILURES,
     JournalError,
@@ -155,6 +156,8 @@ class Runtime:
         self.bank: BankLink | None = bank_link(settings, self.log)
         self._stop_event = asyncio.Event()
         self.offline = OfflineLists(lambda: self.access)  # OFFLINE (switch/_offline.py)
+        # The security desk's door commands, kept across recoveries: at most once.
+        self.door_commands = DoorCommands(self)
         self._closing_after_answers: set[TerminalSession] = set()
         self.rows_at_last_checkpoint = 0
         # Declines by response code since the last requests.declined line.
@@ -288,6 +291,7 @@ class Runtime:
             await asyncio.sleep(1.0)
             ticks += 1
             now = time.monotonic()
+            self.door_commands.expire(now)
             for session in list(self.connections):
                 if now - session.last_seen > idle_max and not session.closed:
                     self.log.info("ocp.idle_timeout", terminal_id=session.terminal_id,
@@ -532,6 +536,8 @@ class Runtime:
             )
             self.journal.durable_lsn = self.ledger.lsn
             await self._load_access(journal_conn)  # ACCESS (docs/access.md)
+            await self.door_commands.settle_unfinished(journal_conn)  # at most once
+            self.door_commands.modes_reloaded()  # the doors' modes as they are now
             self.rows_at_last_checkpoint = 0
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
             self.topups = TopupService(self, self.bank or NoBankLink(), *self._bank_factories)
@@ -590,6 +596,8 @@ class Runtime:
             self.ledger, self.master, pool, applied=applied, redis_url=settings.redis_url,
             key=key, mac_key=mac_key, log=self.log, retire_terminal=self.retire_terminal,
             poll_seconds=settings.changefeed_poll_seconds, access=self.access,
+            door_command=self.door_commands.requested,
+            access_reloaded=self.door_commands.modes_reloaded,
         )
         tasks: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("change-feed", feed.run)

@@ -55,6 +55,7 @@ _Debit = ocp.Debit
 _Transfer = ocp.Transfer
 _AccessRequest = ocp.AccessRequest
 _DoorEvent = ocp.DoorEvent
+_DoorCommandAck = ocp.DoorCommandAck
 _OFFLINE_REQUESTS = frozenset({ocp.AccessListRequest, ocp.OfflineUpload})  # switch/_offline.py
 _Topup = ocp.Topup
 _ADMIN_REQUESTS = frozenset({_Credit, _Debit, _Transfer})
@@ -244,8 +245,9 @@ class TerminalSession(asyncio.Protocol):
                 return
             t = type(ev)
             if t not in permitted:  # another kind's message: nothing decided, nothing journaled
-                self._refuse(_RC.NOT_PERMITTED, ev.txn_seq, _NOT_PERMITTED_DETAIL[t],
-                             reason="not_permitted")
+                self._refuse(_RC.NOT_PERMITTED,
+                             ev.command_id if t is _DoorCommandAck else ev.txn_seq,
+                             _NOT_PERMITTED_DETAIL[t], reason="not_permitted")
                 continue
             if t is _Purchase:
                 o = ledger.purchase(tid, ev.txn_seq, ev.card_no, merchant_id, ev.amount_fen, now_s)
@@ -277,6 +279,9 @@ class TerminalSession(asyncio.Protocol):
                 continue
             elif t is _Topup:  # a kiosk's bank top-up: decided off this path (switch/_topup.py)
                 rt.topups.submit_nowait(self, ev)
+                continue
+            elif t is _DoorCommandAck:  # a door's answer to a command: not a request
+                rt.door_commands.acked(tid, ev)
                 continue
             else:
                 self._control(ev)
@@ -531,6 +536,26 @@ class TerminalSession(asyncio.Protocol):
         engine.remember(tid, seq, answer)
         self._outstanding += 1
         journal.submit_access(self, AccessAnswer(seq, answer, code))
+
+    # -- door commands (switch/_door_commands.py) --------------------------------------------
+
+    @property
+    def is_door(self) -> bool:
+        """Signed on as a door terminal (kind 3, from its registration)."""
+        return bool(self.terminal_id) and _DoorEvent in self._permitted
+
+    def send_door_command(self, msg: ocp.DoorCommand) -> bool:
+        """Write a DoorCommand now; False if this session cannot take one (closing, signed
+        off, not a door: the command is then 'offline')."""
+        if self.closed or not self.is_door or self in self._rt._closing_after_answers:
+            return False
+        try:
+            self._out.append(self._conn.send(msg))
+        except ocp.OcpLocalError:  # signed off or failed: not in READY
+            return False
+        self.flush()
+        return True
+
     # -- kiosk top-ups (switch/_topup.py) ---------------------------------------------------
 
     @property
@@ -613,6 +638,8 @@ class TerminalSession(asyncio.Protocol):
             self.log.info("ocp.sign_off", terminal_id=self.terminal_id)
             self._rt.close_after_answers(self)
         elif t is ocp.Error:
+            if self.is_door and self._rt.door_commands.refused(self.terminal_id, ev):
+                return  # a door that cannot carry out a command (docs/protocol.md 4.5)
             self.log.warning("ocp.terminal_error", terminal_id=self.terminal_id, code=ev.code,
                              detail=ev.detail)
         else:
@@ -665,6 +692,8 @@ class TerminalSession(asyncio.Protocol):
                 )
             )
         )
+        if info.kind == ocp.TerminalKind.DOOR:  # doors in mode free / locked: held so
+            rt.door_commands.signed_on(self)
         self.log.info(
             "ocp.sign_on",
             terminal_id=info.terminal_id,

@@ -90,3 +90,17 @@ TOPUP_BATCH_MAX = 1000
 # Accounts whose top-up context (bank card, PIN hash, caps) a switch holds in memory
 # (switch/_topup.py TopupContexts); past it they are all dropped and read again.
 TOPUP_CONTEXTS_MAX = 1_000_000
+
+# Door commands (switch/_door_commands.py; docs/access-admin.md, "Door commands").
+DOOR_COMMAND_ACK_SECONDS = 5.0
+"""A DoorCommand without its DoorCommandAck this long after it was sent ends 'expired'."""
+DOOR_COMMAND_FRESH_SECONDS = 10.0
+"""A command that reaches the switch later than this after it was requested (a change feed
+catching up after an outage) is not sent: 'expired'. A door opening late is worse than none."""
+DOOR_COMMANDS_SEEN_MAX = 10_000
+"""Command ids this process has handled, remembered so that a replay of the change feed (a
+recovery within the process) never sends one again."""
+DOOR_MODE_SYNC_ID_TOP = 2**32 - 1
+DOOR_MODE_SYNC_ID_BOTTOM = 2**32 - 1_000_000
+"""command_ids of the mode holds the switch pushes by itself (no door_commands row): the top
+million of the uint32 range, reused in a cycle; door_commands ids stay far below."""

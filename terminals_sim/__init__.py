@@ -8,11 +8,17 @@
 A `Site` (terminals, cards) is plain data: `onecard sim` reads it from PostgreSQL, since this
 package imports nothing of ours but `protocols`. POS terminals are simulated now; the scenario
 format already names kiosks, doors, attendance and water controllers, and refuses them with a
-clear message until the switch speaks to them. The bank host simulator comes with the bank link.
+clear message until the switch speaks to them. A door controller's rules are plain objects here:
+`OfflineDoor` (its offline list and decisions) and `DoorControl` (the security desk's door
+commands: open once, hold open, hold locked, normal, and the DoorCommandAck it answers);
+`DoorTerminal` runs a DoorControl on a live OCP connection (a trio task). The bank host
+simulator comes with the bank link.
 
 Everything public is re-exported here; the modules starting with `_` are private.
 """
 
+from terminals_sim._door import DoorTerminal
+from terminals_sim._door_control import DoorControl
 from terminals_sim._door_offline import OfflineDoor
 from terminals_sim._errors import ScenarioError, SimError, UnsupportedTerminalKind
 from terminals_sim._run import Simulation
@@ -52,6 +58,8 @@ __all__ = [
     "SIM_CPU_LIMIT_PCT",
     "SUPPORTED_KINDS",
     "Amount",
+    "DoorControl",
+    "DoorTerminal",
     "Faults",
     "FenRange",
     "IdentityClass",

@@ -162,8 +162,11 @@ def _access_objects(site: AdminSite, root: Api, campus: int, merchant_id: int,
                         {"bio_type": 1, "data": CANARY_TEMPLATE})
     root.ok("POST", "/adms/devices", {"serial_no": "CANARY0001", "node_id": campus})
     root.ok("POST", "/adms/devices/CANARY0001/sync", {})
-    return {"area": area, "door": door, "door2": door2, "group": group, "calendar": calendar,
-            "tz": tz, "grant": grant, "lockdown": lockdown, "visitor": visitor, "route": route,
+    door_command = root.ok("POST", f"/access/doors/{door['id']}/commands",
+                           {"action": "normal", "note": "canary"})
+    return {"door_command": door_command, "area": area, "door": door, "door2": door2,
+            "group": group, "calendar": calendar, "tz": tz, "grant": grant, "lockdown": lockdown,
+            "visitor": visitor, "route": route,
             "alarm_id": alarm_id, "door_terminal": door_terminal, "host": host,
             "biometric": biometric}
 
@@ -200,7 +203,7 @@ def _fill(path: str, w: dict[str, Any]) -> str:
                   grant_id=a["grant"]["id"], lockdown_id=a["lockdown"]["id"],
                   alarm_id=a["alarm_id"], visitor_id=a["visitor"]["id"],
                   route_id=a["route"]["id"], biometric_id=a["biometric"]["id"],
-                  serial_no="CANARY0001")
+                  serial_no="CANARY0001", command_id=a["door_command"]["id"])
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
 
@@ -244,6 +247,8 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
         values["kind"] = "face"
     if "settlement_cycle" in op["fields"]:
         values["kind"] = "canteen"  # a merchant's
+    if set(op["fields"]) == {"action", "open_ms", "note"}:
+        values["action"] = "open_once"  # a door command's
     if set(op["fields"]) == {"kind", "name"}:
         values["kind"] = "pos"  # a terminal's
     return {f: values[f] for f in op["fields"] if f in values}

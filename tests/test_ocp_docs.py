@@ -97,6 +97,7 @@ def test_all_is_pinned() -> None:
             "PURCHASE_CHECK_PRECEDENCE", "RESERVED_TAG_RANGES", "SESSION_MESSAGE_TYPES",
             "TERMINAL_KIND_MESSAGES", "TRANSITIONS", "VERSION",
             "AccessRequest", "AccessResult", "CredentialKindCode", "DoorEvent", "DoorEventAck",
+            "DoorCommand", "DoorCommandAck", "DoorCommandAction", "DoorCommandCode",
             "DoorEventCode",
             "BadMac", "BalanceInquiry", "BalanceResult", "CodeInfo", "CodeKind", "Connection",
             "Credit", "CreditResult", "Debit", "DebitResult", "Direction", "Error",

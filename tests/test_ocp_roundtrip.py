@@ -55,11 +55,11 @@ def _by_direction(direction: ocp.Direction) -> list[type[ocp.Message]]:
 
 T2S_SESSION = [ocp.Purchase, ocp.Reversal, ocp.BalanceInquiry, ocp.QrPurchase, ocp.Heartbeat,
                ocp.Credit, ocp.Debit, ocp.Transfer, ocp.AccessRequest, ocp.DoorEvent,
-               ocp.AccessListRequest, ocp.OfflineUpload, ocp.Topup]
+               ocp.AccessListRequest, ocp.OfflineUpload, ocp.Topup, ocp.DoorCommandAck]
 S2T_SESSION = [ocp.PurchaseResult, ocp.ReversalResult, ocp.BalanceResult, ocp.HeartbeatAck,
                ocp.CreditResult, ocp.DebitResult, ocp.TransferResult, ocp.AccessResult,
                ocp.DoorEventAck, ocp.AccessListSnapshot, ocp.AccessListDelta,
-               ocp.OfflineUploadResult, ocp.TopupResult]
+               ocp.OfflineUploadResult, ocp.TopupResult, ocp.DoorCommand]
 NON_CLOSING_CODES = [c for c, i in ocp.CODE_INFO.items() if not i.closes_connection and c >= 80]
 
 any_request = st.one_of(*[message_strategy(c) for c in T2S_SESSION])

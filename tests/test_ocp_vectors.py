@@ -91,10 +91,14 @@ def test_access_vectors_cover_every_access_message() -> None:
     an unknown reader."""
     access = [json.loads(v["message"]) for v in FRAMES if v["name"].startswith("access/")]
     assert {m["type"] for m in access} >= {"AccessRequest", "AccessResult", "DoorEvent",
-                                          "DoorEventAck"}
+                                          "DoorEventAck", "DoorCommand", "DoorCommandAck"}
     rc = ocp.ResponseCode
-    assert {m["code"] for m in access if m["type"] == "Error"} == {rc.NOT_PERMITTED,
-                                                                   rc.UNKNOWN_READER}
+    assert {m["code"] for m in access if m["type"] == "Error"} == {
+        rc.NOT_PERMITTED, rc.UNKNOWN_READER, rc.UNKNOWN_MESSAGE}
+    # An older door's refusal of a DoorCommand names the command_id in its txn_seq.
+    unknown = [m for m in access if m["type"] == "Error" and m["code"] == rc.UNKNOWN_MESSAGE]
+    commands = {m["command_id"] for m in access if m["type"] == "DoorCommand"}
+    assert unknown and all(m["txn_seq"] not in commands for m in unknown)
 
 
 def test_offline_vectors_cover_every_offline_message() -> None:

@@ -59,7 +59,8 @@ SURFACE = {
         "read_bank_file", "reconcile", "write_bank_file",
     ],
     "terminals_sim": [
-        "CARD_STATES", "SIM_CPU_LIMIT_PCT", "SUPPORTED_KINDS", "Amount", "Faults", "FenRange",
+        "CARD_STATES", "SIM_CPU_LIMIT_PCT", "SUPPORTED_KINDS", "Amount", "DoorControl",
+        "DoorTerminal", "Faults", "FenRange",
         "IdentityClass", "LatencySummary", "MealWindow", "Merchant", "OfflineDoor", "Phase",
         "PhaseSummary",
         "Population", "PosBehaviour", "RunSettings", "Scenario", "ScenarioError", "SimError",

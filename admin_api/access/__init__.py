@@ -8,6 +8,7 @@ AccessChanged) and read what it recorded. docs/access-admin.md is the guide.
 
 from admin_api.access import (
     _biometrics,
+    _commands,
     _doors,
     _live,
     _maps,
@@ -24,6 +25,7 @@ from admin_api.access._tasks import (
 )
 
 ROUTES = [*_doors.ROUTES, *_rules.ROUTES, *_monitor.ROUTES, *_visitors.ROUTES,
-          *_patrol.ROUTES, *_biometrics.ROUTES, *_live.ROUTES, *_maps.ROUTES]
+          *_patrol.ROUTES, *_biometrics.ROUTES, *_live.ROUTES, *_maps.ROUTES,
+          *_commands.ROUTES]
 
 __all__ = ["ROUTES", "PatrolCheck", "check_patrols", "expire_passes", "run_access_tasks"]

@@ -282,6 +282,61 @@ class DoorEventAck(Message, tag=35, frozen=True):
     direction = Direction.S2T
     txn_seq: TxnSeq
     code: Code
+
+
+class DoorCommandAction(enum.IntEnum):
+    """DoorCommand.action: what the door is told to do (docs/protocol.md 4.5)."""
+
+    OPEN_ONCE = 1
+    """Unlock for open_ms, then lock again (one pass, as if a card had been accepted)."""
+    HOLD_OPEN = 2
+    """Free passage: stay unlocked until told otherwise."""
+    HOLD_LOCKED = 3
+    """Stay locked, and refuse local openings (exit buttons excepted where fire codes say)."""
+    NORMAL = 4
+    """End HOLD_OPEN or HOLD_LOCKED: back to deciding each credential."""
+
+
+class DoorCommandCode(enum.IntEnum):
+    """DoorCommandAck.code: what the door did with the command."""
+
+    DONE = 0
+    """Carried out."""
+    LOCK_FAULT = 1
+    """The lock could not do it (fault, jammed, no power)."""
+    NO_SUCH_READER = 2
+    """The terminal has no reader reader_no."""
+    REFUSED = 3
+    """The terminal will not do it now (for example a fire alarm holds the door open)."""
+
+
+CommandId = Annotated[int, Meta(ge=1, le=limits.TXN_SEQ_MAX)]
+DoorCommandActionNo = Annotated[int, Meta(ge=1, le=4)]
+DoorCommandCodeNo = Annotated[int, Meta(ge=0, le=limits.CODE_MAX)]
+
+
+class DoorCommand(Message, tag=36, frozen=True):
+    """Switch to door terminal (kind 3) only: an operator's command for the door of reader
+    reader_no (DoorCommandAction): 1 open once for open_ms, 2 hold open, 3 hold locked, 4 back
+    to normal. command_id is the switch's (first field, so an Error can name it in txn_seq).
+    Not a request: it uses no txn_seq of the terminal's. Answered with DoorCommandAck; a
+    terminal that does not implement it answers Error(UNKNOWN_MESSAGE, txn_seq=command_id)."""
+
+    direction = Direction.S2T
+    command_id: CommandId
+    reader_no: ReaderNo
+    action: DoorCommandActionNo
+    open_ms: OpenMs = 0
+
+
+class DoorCommandAck(Message, tag=37, frozen=True):
+    """Door terminal only: what it did with DoorCommand command_id (DoorCommandCode: 0 done,
+    1 lock fault, 2 no such reader, 3 refused). Not a request: no txn_seq, no answer."""
+
+    direction = Direction.T2S
+    command_id: CommandId
+    code: DoorCommandCodeNo
+    terminal_time_ms: TimeMs = 0
 # --- Kiosk top-up from a bound bank card, 圈存 (tags 112-127) ------------------------------
 # Accepted only from a terminal registered with kind KIOSK (2) (TERMINAL_KIND_MESSAGES); any
 # other terminal is refused NOT_PERMITTED. docs/protocol.md section 4.7.
@@ -557,6 +612,8 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a runtime Union object
     AccessResult,
     DoorEvent,
     DoorEventAck,
+    DoorCommand,
+    DoorCommandAck,
     AccessListRequest,
     AccessListSnapshot,
     AccessListDelta,
@@ -572,7 +629,7 @@ MESSAGE_BY_TAG: Final[dict[int, type[Message]]] = {
 RESERVED_TAG_RANGES: Final[tuple[tuple[int, int, str], ...]] = (
     (8, 15, "session management (future)"),
     (23, 30, "card payments (future)"),
-    (36, 47, "door access (future)"),
+    (38, 47, "door access (future)"),
     (48, 63, "attendance"),
     (64, 79, "water sessions and two-phase holds (authorize, capture, release)"),
     (80, 95, "offline record upload"),
@@ -602,7 +659,7 @@ TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
     TerminalKind.POS: SESSION_MESSAGE_TYPES | {Purchase, Reversal, BalanceInquiry, QrPurchase},
     TerminalKind.KIOSK: SESSION_MESSAGE_TYPES | {BalanceInquiry, Topup},
     TerminalKind.DOOR: SESSION_MESSAGE_TYPES | OFFLINE_ACCESS_MESSAGE_TYPES
-    | frozenset({AccessRequest, DoorEvent}),
+    | frozenset({AccessRequest, DoorEvent, DoorCommandAck}),
     TerminalKind.ATTENDANCE: SESSION_MESSAGE_TYPES,
     TerminalKind.WATER: SESSION_MESSAGE_TYPES | {BalanceInquiry},
     TerminalKind.ADMIN: SESSION_MESSAGE_TYPES | {BalanceInquiry, Credit, Debit, Transfer},
@@ -611,13 +668,14 @@ TERMINAL_KIND_MESSAGES: Final[dict[TerminalKind, frozenset[type[Message]]]] = {
 terminal's registration, never SignOnConfirm.terminal_kind. A switch refuses any other message
 with Error(NOT_PERMITTED): not decided, not journaled, txn_seq not used up, session kept. Door,
 attendance and water messages (tags 48-79) join their kinds' sets when they are assigned; door
-access (32-35) and offline lists (96-100) are the door kind's alone, and a kiosk's Topup (112)
+access (32-37) and offline lists (96-100) are the door kind's alone, and a kiosk's Topup (112)
 is accepted from kiosks only."""
 
 TXN_SEQ_FIRST: Final[frozenset[type[Message]]] = frozenset(
-    cls for cls in MESSAGE_TYPES if cls.__struct_fields__[:1] == ("txn_seq",)
+    cls for cls in MESSAGE_TYPES if cls.__struct_fields__[:1] in (("txn_seq",), ("command_id",))
 )
-"""Messages whose first field is txn_seq (recoverable from a body that fails validation)."""
+"""Messages whose first field is txn_seq, or a DoorCommand's command_id (recoverable from a
+body that fails validation, so the Error refusing it can name it)."""
 
 for _cls in MESSAGE_TYPES:
     assert isinstance(_cls.__struct_config__.tag, int)

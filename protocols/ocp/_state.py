@@ -72,6 +72,13 @@ _ANSWERS += ("AccessListSnapshot", "AccessListDelta", "OfflineUploadResult")
 # Kiosk top-up (tag 112-113).
 _REQUESTS += ("Topup",)
 _ANSWERS += ("TopupResult",)
+# Door commands (tags 36-37): the switch tells a door terminal to open once, hold open, hold
+# locked or go back to normal; the terminal acknowledges. Neither is a request or an answer:
+# the switch sends a DoorCommand only in a session (READY); the terminal acknowledges it while
+# it may still send (READY), and after its SignOff takes one in silence (the switch gives up
+# on it after its deadline).
+_COMMANDS: tuple[str, ...] = ("DoorCommand",)
+_COMMAND_ACKS: tuple[str, ...] = ("DoorCommandAck",)
 _ERRORS = ("Error", ERROR_CLOSING)
 
 
@@ -98,12 +105,12 @@ def _build() -> dict[tuple[Role, State, Way, str], State]:
     add(_T, st.AWAIT_RESULT, _RECV, ("SignOnResult",), st.READY)
     add(_T, st.AWAIT_RESULT, _RECV, (SIGN_ON_DECLINED,), st.CLOSED)
     add(_T, st.AWAIT_RESULT, _RECV, _ERRORS, st.CLOSED)
-    add(_T, st.READY, _SEND, (*_REQUESTS, "Error"), st.READY)
+    add(_T, st.READY, _SEND, (*_REQUESTS, *_COMMAND_ACKS, "Error"), st.READY)
     add(_T, st.READY, _SEND, ("SignOff",), st.SIGNED_OFF)
     add(_T, st.READY, _SEND, (ERROR_CLOSING,), st.CLOSED)
-    add(_T, st.READY, _RECV, (*_ANSWERS, "Error"), st.READY)
+    add(_T, st.READY, _RECV, (*_ANSWERS, *_COMMANDS, "Error"), st.READY)
     add(_T, st.READY, _RECV, (ERROR_CLOSING,), st.CLOSED)
-    add(_T, st.SIGNED_OFF, _RECV, (*_ANSWERS, "Error"), st.SIGNED_OFF)
+    add(_T, st.SIGNED_OFF, _RECV, (*_ANSWERS, *_COMMANDS, "Error"), st.SIGNED_OFF)
     add(_T, st.SIGNED_OFF, _RECV, (ERROR_CLOSING,), st.CLOSED)
     add(_T, st.SIGNED_OFF, _SEND, (ERROR_CLOSING,), st.CLOSED)
     # Switch.
@@ -118,10 +125,10 @@ def _build() -> dict[tuple[Role, State, Way, str], State]:
     add(_S, st.CONFIRMED, _RECV, (ERROR_CLOSING,), st.CLOSED)
     add(_S, st.CONFIRMED, _SEND, ("SignOnResult",), st.READY)
     add(_S, st.CONFIRMED, _SEND, (SIGN_ON_DECLINED, ERROR_CLOSING), st.CLOSED)
-    add(_S, st.READY, _RECV, (*_REQUESTS, "Error"), st.READY)
+    add(_S, st.READY, _RECV, (*_REQUESTS, *_COMMAND_ACKS, "Error"), st.READY)
     add(_S, st.READY, _RECV, ("SignOff",), st.SIGNED_OFF)
     add(_S, st.READY, _RECV, (ERROR_CLOSING,), st.CLOSED)
-    add(_S, st.READY, _SEND, (*_ANSWERS, "Error"), st.READY)
+    add(_S, st.READY, _SEND, (*_ANSWERS, *_COMMANDS, "Error"), st.READY)
     add(_S, st.READY, _SEND, (ERROR_CLOSING,), st.CLOSED)
     add(_S, st.SIGNED_OFF, _SEND, (*_ANSWERS, "Error"), st.SIGNED_OFF)
     add(_S, st.SIGNED_OFF, _SEND, (ERROR_CLOSING,), st.CLOSED)

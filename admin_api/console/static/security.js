@@ -1,8 +1,9 @@
 // Security desk: the active alarms and the doors' live states, pushed by the API
 // (GET /access/alarms/live?doors=true), acknowledgement with a note (alarms.ack), the e-map
 // (an area's floor plan with its doors on it; uploading a plan and placing doors need
-// access.write), door modes (lock, free passage, normal: access.write) and lockdowns of the
-// site or an area, each behind a confirmation dialog (access.lockdown).
+// access.write), door modes (lock, free passage, normal: access.write), door commands (open
+// once, lock, free passage, normal, now: access.control; docs/access-admin.md) and lockdowns of
+// the site or an area, each behind a confirmation dialog (access.lockdown).
 "use strict";
 document.addEventListener("DOMContentLoaded", async () => {
   if (!OC.requireLogin()) return;
@@ -10,6 +11,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   const canAck = OC.can("alarms.ack");
   const canWrite = OC.can("access.write");
   const canLock = OC.can("access.lockdown");
+  const canControl = OC.can("access.control");
   const alarms = new Map();   // id -> AlarmOut (active: open or acknowledged)
   const doors = new Map();    // door id -> DoorStateOut
   let areas = [];
@@ -134,7 +136,7 @@ document.addEventListener("DOMContentLoaded", async () => {
       ]));
     }
     OC.applyI18n(body);
-    $("remote-open-note").hidden = !canWrite;
+    renderControl();
     renderMarkers();
   }
 
@@ -160,6 +162,7 @@ document.addEventListener("DOMContentLoaded", async () => {
         ev.stopPropagation();
         const open = doorAlarm(place.door_id);
         if (open && open.state === "open" && canAck) openAck(open);
+        else if (canControl) chooseDoor(place.door_id);
         else OC.message("desk-message", open ? null : "desk.ack_none");
       });
       map.append(marker);
@@ -172,6 +175,99 @@ document.addEventListener("DOMContentLoaded", async () => {
       OC.message("desk-message", "desk.mode_set", { door: door.name, mode: OC.t("mode." + mode) }, "ok");
     } catch (err) {
       OC.fail("desk-message", err);
+    }
+  }
+
+  // -- door commands (access.control): sent to the door at once, at most once; the state is
+  // polled until it is final (done, failed, offline, unsupported, expired).
+  const controlSelect = $("control-door");
+  const FINAL = new Set(["done", "failed", "offline", "unsupported", "expired"]);
+  let commanding = null;      // {door, action} the dialog confirms
+  let watching = 0;           // the command whose state is shown
+
+  function renderControl() {
+    $("door-control").hidden = !canControl || doors.size === 0;
+    if (!canControl) return;
+    const chosen = controlSelect.value;
+    const shown = [...doors.values()].filter((d) => !areaMap || d.area_id === areaMap.area_id);
+    const list = shown.length ? shown : [...doors.values()];
+    controlSelect.textContent = "";
+    for (const d of list) controlSelect.append(OC.el("option", { value: d.door_id, text: d.name }));
+    if (chosen && list.some((d) => String(d.door_id) === chosen)) controlSelect.value = chosen;
+    const d = doors.get(Number(controlSelect.value));
+    $("control-what").textContent = d ? OC.t("desk.door_marker", { door: d.name,
+      state: OC.label("door_state", d.state) }) + " · " + OC.t(d.online ? "desk.online" : "desk.offline") : "";
+  }
+
+  function chooseDoor(doorId) {
+    renderControl();
+    if ([...controlSelect.options].some((o) => o.value === String(doorId))) {
+      controlSelect.value = String(doorId);
+    }
+    renderControl();
+    $("door-control").scrollIntoView({ block: "nearest" });
+    $("cmd-open_once").focus();
+  }
+
+  controlSelect.addEventListener("change", renderControl);
+  for (const button of document.querySelectorAll("#door-control [data-command]")) {
+    button.addEventListener("click", () => {
+      const door = doors.get(Number(controlSelect.value));
+      if (!door) return;
+      const action = button.dataset.command;
+      if (action === "normal") { sendCommand(door, action, ""); return; }
+      commanding = { door: door, action: action };
+      $("cmd-title").textContent = OC.t("desk.cmd_title_" + action, { door: door.name });
+      $("cmd-note").value = "";
+      $("cmd-dialog").showModal();
+      $("cmd-confirm").focus();
+    });
+  }
+  $("cmd-cancel").addEventListener("click", () => $("cmd-dialog").close());
+  $("cmd-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    $("cmd-dialog").close();
+    if (commanding) sendCommand(commanding.door, commanding.action, $("cmd-note").value.trim());
+    commanding = null;
+  });
+
+  let lastShown = null;
+  function showCommand(out, doorName) {
+    lastShown = [out, doorName];
+    const box = $("command-state");
+    delete box.dataset.i18n;
+    delete box.dataset.i18nArgs;
+    box.dataset.state = out.state;
+    box.dataset.command = String(out.id);
+    box.className = "oc-message" + (out.state === "done" ? " oc-ok"
+      : FINAL.has(out.state) ? " oc-error" : "");
+    box.textContent = OC.t("desk.cmd_state", { door: doorName,
+      action: OC.t("desk.cmd_" + out.action), state: OC.t("desk.cmd_state_" + out.state) });
+  }
+
+  async function sendCommand(door, action, note) {
+    let out;
+    try {
+      const body = { action: action };
+      if (note) body.note = note;
+      out = await OC.api("POST", "/access/doors/" + door.door_id + "/commands", body);
+    } catch (err) {
+      OC.fail("command-state", err);
+      return;
+    }
+    watching = out.id;
+    showCommand(out, door.name);
+    // The switch settles a command within a few seconds (its ack deadline is 5 s).
+    const until = Date.now() + 15000;
+    while (!FINAL.has(out.state) && Date.now() < until && watching === out.id) {
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      try {
+        out = await OC.api("GET", "/access/door-commands/" + out.id);
+      } catch (err) {
+        OC.fail("command-state", err);
+        return;
+      }
+      if (watching === out.id) showCommand(out, door.name);
     }
   }
 
@@ -347,7 +443,10 @@ document.addEventListener("DOMContentLoaded", async () => {
     render();
   }, (state) => { liveState = state; showState(); });
 
-  document.addEventListener("oc:lang", () => { render(); showState(); loadLockdowns(); });
+  document.addEventListener("oc:lang", () => {
+    render(); showState(); loadLockdowns();
+    if (lastShown) showCommand(lastShown[0], lastShown[1]);
+  });
 
   try {
     areas = await OC.api("GET", "/access/areas");

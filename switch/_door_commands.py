@@ -1,0 +1,260 @@
+"""Door commands: the security desk's "open once", "lock", "free passage", "normal".
+
+An operator's command arrives on the change feed (`DoorCommandRequested`, written by the admin
+API with its door_commands row). The switch looks for a live session of a door terminal with a
+reader of the door; it sends that session a `DoorCommand` (docs/protocol.md 4.5) and waits for
+the `DoorCommandAck`. Every state the command reaches ('sent', 'done', 'failed', 'unsupported',
+'offline', 'expired') is written through the journal's group commit (switch/_access_journal.py),
+never on a connection of its own.
+
+At most once (docs/access-admin.md, "Door commands"): a command is sent once, on the session
+open when it arrives, and never again. The switch remembers the ids it has handled (a change
+feed replayed by a recovery within the process sends none again), refuses any command requested
+before this process started (its predecessor may have sent it) or longer ago than
+DOOR_COMMAND_FRESH_SECONDS (a door opening minutes late is worse than not opening), and never
+resends after a reconnect: an unacknowledged command ends 'expired' after
+DOOR_COMMAND_ACK_SECONDS, and the operator asks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from protocols import ocp
+from protocols.changes import DOOR_COMMAND_ACTIONS, DoorCommandRequested
+from switch import limits
+from switch._access import FREE, LOCKED
+
+if TYPE_CHECKING:
+    from switch._server import Runtime
+
+_ACTION_NO = {name: i for i, name in enumerate(DOOR_COMMAND_ACTIONS, 1)}
+
+
+class DoorCommands:
+    """The commands of one switch process: kept across recoveries (it lives in the Runtime)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self.started_us = int(time.time() * 1_000_000)
+        # command_id -> (terminal_id, deadline on time.monotonic()): sent, not yet acked.
+        self.waiting: dict[int, tuple[int, float]] = {}
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self.sent = 0
+        # Mode holds (second part of issue 13): a door in mode 'free' is held open and one in
+        # mode 'locked' held locked at its terminal, pushed when the mode changes and at each
+        # sign-on. Not operator commands: no door_commands row, ids counted down from the top
+        # of the uint32 range (far from the table's ids), idempotent, so resending is safe.
+        self.modes: dict[int, int] = {}
+        """door_id -> the DoorCommandAction its mode asks for (as last pushed or seen)."""
+        self._sync_ids: set[int] = set()
+        self._next_sync_id = limits.DOOR_MODE_SYNC_ID_TOP
+
+    async def settle_unfinished(self, conn: Any) -> None:
+        """At start (and after a recovery): a command asked before this process started and
+        still 'pending' or 'sent' will never be sent or answered here: 'expired'. (One
+        statement at start, before any terminal is served, not a connection per command.)"""
+        async with asyncio.timeout(limits.DOOR_COMMAND_ACK_SECONDS * 2):
+            status = await conn.execute(
+                "UPDATE door_commands SET state = 'expired', state_at = now()"
+                " WHERE state IN ('pending', 'sent') AND requested_at < to_timestamp($1)",
+                self.started_us / 1_000_000)
+        if status != "UPDATE 0":
+            self._rt.log.info("door_command.expired_at_start", rows=status.split()[-1])
+
+    # -- from the change feed --------------------------------------------------------------
+
+    def requested(self, event: DoorCommandRequested, created_us: int) -> None:
+        """A command reached this switch: send it now or record why not."""
+        cid = event.command_id
+        if cid in self._seen:
+            return  # handled before (a replay of the feed): never twice
+        self._seen[cid] = None
+        while len(self._seen) > limits.DOOR_COMMANDS_SEEN_MAX:
+            self._seen.popitem(last=False)
+        rt = self._rt
+        log = rt.log
+        now_us = int(time.time() * 1_000_000)
+        if (created_us < self.started_us
+                or now_us - created_us > limits.DOOR_COMMAND_FRESH_SECONDS * 1_000_000):
+            log.info("door_command.too_late", command_id=cid, door_id=event.door_id,
+                     age_s=round((now_us - created_us) / 1e6, 3))
+            self._state(cid, "expired")
+            return
+        target = self._target(event)
+        if target is None:
+            log.info("door_command.offline", command_id=cid, door_id=event.door_id)
+            self._state(cid, "offline")
+            return
+        session, reader_no = target
+        action = _ACTION_NO[event.action]
+        open_ms = event.open_ms if action == ocp.DoorCommandAction.OPEN_ONCE else 0
+        if not session.send_door_command(ocp.DoorCommand(cid, reader_no, action, open_ms)):
+            self._state(cid, "offline")
+            return
+        self.sent += 1
+        self.waiting[cid] = (session.terminal_id,
+                             time.monotonic() + limits.DOOR_COMMAND_ACK_SECONDS)
+        log.info("door_command.sent", command_id=cid, door_id=event.door_id,
+                 terminal_id=session.terminal_id, reader_no=reader_no, action=event.action,
+                 open_ms=open_ms)
+        self._state(cid, "sent", terminal_id=session.terminal_id, reader_no=reader_no)
+
+    def _target(self, event: DoorCommandRequested) -> tuple[Any, int] | None:
+        """(the session, reader_no) of a signed-on door terminal with a reader of the door."""
+        rt = self._rt
+        best: tuple[int, int] | None = None
+        for (terminal_id, reader_no), reader in rt.access.readers.items():
+            door = reader.door
+            if door.door_id != event.door_id or reader.patrol:
+                continue
+            if door.tenant_id != event.tenant_id:
+                return None  # not this tenant's door: nothing is sent
+            session = rt.sessions.get(terminal_id)
+            if session is None or session.closed or not session.is_door:
+                continue
+            if best is None or (terminal_id, reader_no) < best:
+                best = (terminal_id, reader_no)
+        if best is None:
+            return None
+        return rt.sessions[best[0]], best[1]
+
+    # -- from the door terminal's session --------------------------------------------------
+
+    def acked(self, terminal_id: int, ack: ocp.DoorCommandAck) -> None:
+        waiting = self.waiting.get(ack.command_id)
+        if waiting is not None and ack.command_id in self._sync_ids:
+            del self.waiting[ack.command_id]
+            self._sync_ids.discard(ack.command_id)
+            self._rt.log.info("door_mode.acked", command_id=ack.command_id,
+                              terminal_id=terminal_id, code=ack.code)
+            return
+        if waiting is None or waiting[0] != terminal_id:
+            self._rt.log.info("door_command.ack_ignored", command_id=ack.command_id,
+                              terminal_id=terminal_id, code=ack.code)
+            return
+        del self.waiting[ack.command_id]
+        state = "done" if ack.code == ocp.DoorCommandCode.DONE else "failed"
+        self._rt.log.info("door_command." + state, command_id=ack.command_id,
+                          terminal_id=terminal_id, code=ack.code)
+        self._state(ack.command_id, state, ack_code=ack.code)
+
+    def refused(self, terminal_id: int, error: ocp.Error) -> bool:
+        """An Error from a door terminal: True if it refused a command we are waiting for
+        (UNKNOWN_MESSAGE: 'unsupported', any other code: 'failed')."""
+        waiting = self.waiting.get(error.txn_seq)
+        if not error.txn_seq or waiting is None or waiting[0] != terminal_id:
+            return False
+        del self.waiting[error.txn_seq]
+        if error.txn_seq in self._sync_ids:
+            self._sync_ids.discard(error.txn_seq)
+            self._rt.log.info("door_mode.refused", command_id=error.txn_seq,
+                              terminal_id=terminal_id, code=error.code)
+            return True
+        state = ("unsupported" if error.code == ocp.ResponseCode.UNKNOWN_MESSAGE else "failed")
+        self._rt.log.info("door_command." + state, command_id=error.txn_seq,
+                          terminal_id=terminal_id, code=error.code, detail=error.detail)
+        self._state(error.txn_seq, state, ack_code=error.code)
+        return True
+
+    # -- mode holds: 'free' and 'locked' doors held at their terminals ----------------------
+
+    def modes_reloaded(self) -> None:
+        """After the access rules were (re)loaded: push the hold of every door whose mode
+        changed since it was last seen to its signed-on terminals. A door seen for the first
+        time is only recorded (its terminal gets its hold when it signs on)."""
+        rt = self._rt
+        for tenant in rt.access.tenants.values():
+            for door in tenant.doors.values():
+                want = _mode_action(door.mode)
+                before = self.modes.get(door.door_id)
+                self.modes[door.door_id] = want
+                if before is None or before == want:
+                    continue
+                for session, reader_no in self._door_sessions(door.door_id):
+                    self._push(session, reader_no, want, door.door_id)
+
+    def signed_on(self, session: Any) -> None:
+        """A door terminal signed on: hold the doors of its readers whose mode is 'free' or
+        'locked'. (Nothing for the others: NORMAL would also end an operator's hold. A door
+        taken out of 'free' or 'locked' while its terminal was away learns it from its access
+        list's offline_mode, protocol.md 4.6, and from the next mode change.)"""
+        rt = self._rt
+        doors: dict[int, int] = {}
+        for (terminal_id, reader_no), reader in rt.access.readers.items():
+            if terminal_id != session.terminal_id or reader.patrol:
+                continue
+            door_id = reader.door.door_id
+            if door_id not in doors or reader_no < doors[door_id]:
+                doors[door_id] = reader_no
+        for door_id, reader_no in sorted(doors.items()):
+            door = rt.access.readers[(session.terminal_id, reader_no)].door
+            want = _mode_action(door.mode)
+            self.modes.setdefault(door_id, want)
+            if want != ocp.DoorCommandAction.NORMAL:
+                self._push(session, reader_no, want, door_id)
+
+    def _door_sessions(self, door_id: int) -> list[tuple[Any, int]]:
+        """(session, its lowest reader_no of the door) of each signed-on door terminal."""
+        rt = self._rt
+        found: dict[int, int] = {}
+        for (terminal_id, reader_no), reader in rt.access.readers.items():
+            if reader.door.door_id != door_id or reader.patrol:
+                continue
+            session = rt.sessions.get(terminal_id)
+            if session is None or session.closed or not session.is_door:
+                continue
+            if terminal_id not in found or reader_no < found[terminal_id]:
+                found[terminal_id] = reader_no
+        return [(rt.sessions[t], r) for t, r in sorted(found.items())]
+
+    def _push(self, session: Any, reader_no: int, action: int, door_id: int) -> None:
+        cid = self._next_sync_id
+        self._next_sync_id = (cid - 1 if cid > limits.DOOR_MODE_SYNC_ID_BOTTOM
+                              else limits.DOOR_MODE_SYNC_ID_TOP)
+        if not session.send_door_command(ocp.DoorCommand(cid, reader_no, action, 0)):
+            return
+        self._sync_ids.add(cid)
+        self.waiting[cid] = (session.terminal_id,
+                             time.monotonic() + limits.DOOR_COMMAND_ACK_SECONDS)
+        self._rt.log.info("door_mode.sent", command_id=cid, door_id=door_id,
+                          terminal_id=session.terminal_id, reader_no=reader_no, action=action)
+
+    # -- the sweeper, every second ---------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Commands whose ack did not come in time end 'expired' (never resent)."""
+        late = [cid for cid, (_tid, deadline) in self.waiting.items() if deadline <= now]
+        for cid in late:
+            terminal_id, _ = self.waiting.pop(cid)
+            if cid in self._sync_ids:
+                self._sync_ids.discard(cid)
+                self._rt.log.info("door_mode.unanswered", command_id=cid,
+                                  terminal_id=terminal_id)
+                continue
+            self._rt.log.info("door_command.expired", command_id=cid, terminal_id=terminal_id)
+            self._state(cid, "expired")
+
+    def _state(self, command_id: int, state: str, *, ack_code: int | None = None,
+               terminal_id: int | None = None, reader_no: int | None = None) -> None:
+        journal = self._rt.journal
+        commands = journal.access_batch.commands
+        prior = commands.get(command_id)
+        if prior is not None:  # sent and answered in one batch: keep where it was sent
+            terminal_id = prior[2] if terminal_id is None else terminal_id
+            reader_no = prior[3] if reader_no is None else reader_no
+        commands[command_id] = (state, ack_code, terminal_id, reader_no)
+        journal.wake_access()
+
+
+def _mode_action(mode: int) -> int:
+    """The hold a door mode asks of the door: free -> HOLD_OPEN, locked -> HOLD_LOCKED, any
+    other mode (deciding each credential) -> NORMAL."""
+    if mode == FREE:
+        return int(ocp.DoorCommandAction.HOLD_OPEN)
+    if mode == LOCKED:
+        return int(ocp.DoorCommandAction.HOLD_LOCKED)
+    return int(ocp.DoorCommandAction.NORMAL)
