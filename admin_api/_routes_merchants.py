@@ -17,6 +17,7 @@ second.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -123,8 +124,23 @@ class TerminalOut(msgspec.Struct):
     status: str
 
 
+class TerminalView(TerminalOut):
+    """A terminal as the list and detail routes show it: with whether it is signed on to the
+    switch now (terminal_presence, written by the switch; docs/operations.md "Terminals
+    online")."""
+
+    online: bool = False
+    online_since: datetime | None = None
+    """When `online` last changed (None: the switch has never seen the terminal)."""
+    signed_on_at: datetime | None = None
+    """Its last sign-on."""
+    peer: str | None = None
+    """ip:port of its last session: only for log-ins that manage terminals (merchants.write);
+    None for the others, and before a first sign-on."""
+
+
 class TerminalPage(msgspec.Struct):
-    items: list[TerminalOut]
+    items: list[TerminalView]
     next_after: int | None
 
 
@@ -385,22 +401,46 @@ async def register_terminal(merchant_id: Id, data: TerminalIn, actor: Actor, sta
     return TerminalKey(terminal=out, key_hex=key_hex)
 
 
+def terminal_view(r: asyncpg.Record, presence: asyncpg.Record | None, actor: Actor
+                  ) -> TerminalView:
+    """`r` a terminals row, `presence` its terminal_presence row (None: never signed on)."""
+    out = terminal_out(r)
+    view = TerminalView(id=out.id, merchant_id=out.merchant_id, kind=out.kind, name=out.name,
+                        key_version=out.key_version, status=out.status)
+    if presence is not None and presence["since"] is not None:
+        view.online = bool(presence["online"])
+        view.online_since = presence["since"]
+        view.signed_on_at = presence["signed_on_at"]
+        if actor.can("merchants.write") and presence["peer"]:
+            view.peer = presence["peer"]
+    return view
+
+
 @get("/merchants/{merchant_id:int}/terminals", opt={"permission": "merchants.read"},
-     tags=["terminals"], summary="A merchant's terminals, by id, paged (never their keys)")
+     tags=["terminals"], summary="A merchant's terminals, by id, paged (never their keys), "
+     "with whether each is signed on; ?online=true|false keeps those that are (not)")
 async def list_terminals(merchant_id: Id, actor: Actor, state: State, after: AfterId = 0,
-                         limit: Limit = 100) -> TerminalPage:
+                         limit: Limit = 100, online: bool | None = None) -> TerminalPage:
     await merchant_in_scope(state.pool, actor, merchant_id)
     rows = await state.pool.fetch(
-        "SELECT * FROM terminals WHERE merchant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        merchant_id, after, limit + 1)
-    items = [terminal_out(r) for r in rows[:limit]]
+        "SELECT te.*, p.online, p.since, p.signed_on_at, p.peer FROM terminals te"
+        " LEFT JOIN terminal_presence p ON p.terminal_id = te.id"
+        " WHERE te.merchant_id = $1 AND te.id > $2"
+        " AND ($4::bool IS NULL OR coalesce(p.online, false) = $4)"
+        " ORDER BY te.id LIMIT $3",
+        merchant_id, after, limit + 1, online)
+    items = [terminal_view(r, r, actor) for r in rows[:limit]]
     return TerminalPage(items=items, next_after=items[-1].id if len(rows) > limit else None)
 
 
 @get("/terminals/{terminal_id:int}", opt={"permission": "merchants.read"}, tags=["terminals"],
-     summary="One terminal (never its key)")
-async def get_terminal(terminal_id: Id, actor: Actor, state: State) -> TerminalOut:
-    return terminal_out(await terminal_in_scope(state.pool, actor, terminal_id))
+     summary="One terminal (never its key), with whether it is signed on")
+async def get_terminal(terminal_id: Id, actor: Actor, state: State) -> TerminalView:
+    row = await terminal_in_scope(state.pool, actor, terminal_id)
+    presence = await state.pool.fetchrow(
+        "SELECT online, since, signed_on_at, peer FROM terminal_presence"
+        " WHERE terminal_id = $1", terminal_id)
+    return terminal_view(row, presence, actor)
 
 
 async def _set_status(state: State, actor: Actor, terminal_id: int, status: int, action: str

@@ -58,15 +58,6 @@ RETURNING a.id, a.tenant_id, a.kind, a.door_id
 """A person passed a door of an area again: the open anti-passback alarms of theirs there end
 (docs/access.md, "Alarms and their lifecycle")."""
 
-_ONLINE = """
-INSERT INTO access_door_states AS s (door_id, tenant_id, online)
-SELECT DISTINCT ON (r.door_id) r.door_id, r.tenant_id, o.online
-FROM unnest($1::int[], $2::bool[]) WITH ORDINALITY AS o(terminal_id, online, n)
-JOIN access_readers r ON r.terminal_id = o.terminal_id
-ORDER BY r.door_id, o.n DESC
-ON CONFLICT (door_id) DO UPDATE SET online = excluded.online, changed_at = now()
-"""
-
 _DOOR_COMMANDS = """
 UPDATE door_commands d SET state = c.state, state_at = now(),
                            ack_code = coalesce(c.ack_code, d.ack_code),
@@ -83,14 +74,11 @@ or pending -> offline / expired (switch/_door_commands.py). A state already fina
 class AccessBatch:
     """The access rows of one commit."""
 
-    __slots__ = ("alarms", "apb_cleared", "commands", "decisions", "events", "online",
-                 "published")
+    __slots__ = ("alarms", "apb_cleared", "commands", "decisions", "events", "published")
 
     def __init__(self) -> None:
         self.decisions: list[tuple] = []
         self.events: list[tuple] = []
-        # (terminal_id, signed on?): door terminals that signed on or whose session ended.
-        self.online: list[tuple[int, bool]] = []
         # (tenant, kind, door, area, account, card_no, terminal, source, txn_seq, detail)
         self.alarms: list[tuple] = []
         # (account, area, txn_seq): passes that end the person's open APB alarms of the area.
@@ -100,8 +88,8 @@ class AccessBatch:
         self.commands: dict[int, tuple[str, int | None, int | None, int | None]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.decisions or self.events or self.alarms or self.online
-                    or self.apb_cleared or self.commands)
+        return bool(self.decisions or self.events or self.alarms or self.apb_cleared
+                    or self.commands)
 
     def __len__(self) -> int:
         return len(self.decisions) + len(self.events)
@@ -109,8 +97,8 @@ class AccessBatch:
     @property
     def single_copy(self) -> bool:
         """Decisions only: one COPY is the whole, atomic, write."""
-        return (not self.events and not self.alarms and not self.online
-                and not self.apb_cleared and not self.commands)
+        return (not self.events and not self.alarms and not self.apb_cleared
+                and not self.commands)
 
     async def write(self, conn: asyncpg.Connection) -> None:
         """Inside the group commit's transaction (or alone, when `single_copy`)."""
@@ -132,9 +120,6 @@ class AccessBatch:
                                        "cleared"))
         if self.events:
             await self._door_states(conn)
-        if self.online:
-            await conn.execute(_ONLINE, [t for t, _ in self.online],
-                               [up for _, up in self.online])
         if self.commands:
             ids = list(self.commands)
             rows = [self.commands[i] for i in ids]
@@ -183,12 +168,6 @@ class AccessBatch:
             " WHERE a.door_id = s.door_id AND a.cleared_at IS NULL AND a.kind IN"
             " ('forced_open', 'held_open', 'tamper', 'lock_fault'))"
             " WHERE s.door_id = ANY($1::int[])", list(states))
-
-
-def door_online(journal: Any, terminal_id: int, online: bool) -> None:
-    """Record in the next commit that a door terminal signed on (True) or went away."""
-    journal.access_batch.online.append((terminal_id, online))
-    journal.wake_access()
 
 
 class AlarmPublisher:

@@ -23,6 +23,7 @@ from ledger_ext import JOURNAL_COLUMNS, JOURNAL_COPY_HEADER, JOURNAL_COPY_TRAILE
 from switch import limits
 from switch._access_journal import AccessBatch
 from switch._errors import JournalError
+from switch._presence import PresenceBatch
 
 if TYPE_CHECKING:
     import asyncpg
@@ -112,6 +113,19 @@ class Journal:
         # Kiosk top-ups (switch/_topup.py): (bank_topups id, field 39, lsn) of credits whose
         # 'approved' state is written in the same transaction as their journal row.
         self._topups: list[tuple[int, str | None, int]] = []
+        # Terminals signed on or gone (switch/_presence.py): written after each batch's
+        # answers, in one statement, never in the money rows' commit.
+        self._presence = PresenceBatch()
+
+    def presence_changed(self, terminal_id: int, online: bool, peer: str, door: bool) -> None:
+        """Record in the next batch that a terminal signed on (True) or that its current
+        session ended (False); `door`: its doors' online state changes with it."""
+        self._presence.add(terminal_id, online, peer, door)
+        self._wakeup.set()
+
+    def wake_access(self) -> None:
+        """ACCESS: commit the access rows added without an answer (a door command's state)."""
+        self._wakeup.set()
 
     def submit_access(self, session: Answerable, answer: Any) -> None:
         """ACCESS: answer `session` with `answer` after the next commit, which carries the
@@ -123,10 +137,6 @@ class Journal:
     def access_batch(self) -> AccessBatch:
         """ACCESS: the access rows of the next commit."""
         return self._access
-
-    def wake_access(self) -> None:
-        """ACCESS: commit the access rows added without an answer (a door's sign-on)."""
-        self._wakeup.set()
 
     # -- hot path -------------------------------------------------------------------------
 
@@ -256,6 +266,21 @@ class Journal:
                                   seconds=round(commit_seconds, 4))
             self._release(replies)
             stats.last_release_seconds = perf() - acked
+            if self._presence:  # after the answers: a sign-on burst never delays them
+                presence, self._presence = self._presence.split(limits.PRESENCE_BATCH_MAX)
+                if self._presence:
+                    self._wakeup.set()  # the rest after the next commit
+                try:
+                    async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                        await presence.write(conn)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._closed = True
+                    self._committed.set()
+                    raise JournalError(
+                        f"presence of {len(presence)} terminals failed: "
+                        f"{type(exc).__name__}: {exc}") from exc
             if access and self.on_access_commit is not None:  # ACCESS: alarms to the stream
                 self.on_access_commit(access)
             if self._on_commit is not None:
@@ -293,7 +318,8 @@ class Journal:
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is committed and answered."""
-        while self._rows or self._replies or self._access_replies or self._in_flight:
+        while (self._rows or self._replies or self._access_replies or self._presence
+               or self._in_flight):
             if self._closed:
                 raise JournalError("journal closed while draining")
             await self._committed.wait()

@@ -53,6 +53,7 @@ from switch._logging import get_logger, log_loop_exception
 from switch._masterdata import MasterData, TerminalInfo
 from switch._offline import OfflineLists
 from switch._outbox import stream_key
+from switch._presence import mark_all_offline
 from switch._qr import QrGate
 from switch._recovery import recover
 from switch._relay import OutboxRelay
@@ -475,6 +476,15 @@ class Runtime:
                         await self.write_checkpoint(pool, forked=False)  # nothing to serve
         except TimeoutError:
             self.log.error("switch.drain_deadline", pending_rows=self.journal.pending_rows)
+        # The switch is the only writer of terminal presence: once the last commit is in, no
+        # terminal is online (connection ends after this only repeat it). Best effort: the
+        # next start does it anyway, before it accepts terminals.
+        try:
+            async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                await mark_all_offline(pool)
+        except DATABASE_FAILURES as exc:  # TimeoutError is an OSError
+            self.log.warning("switch.presence_not_cleared", error=str(exc) or
+                             type(exc).__name__)
         if self.bank is not None:  # after the drain: top-ups in flight had their answers
             await self.bank.sign_off()
         for session in list(self.connections):
@@ -542,6 +552,10 @@ class Runtime:
             feed_tasks = await self._change_feed_tasks(journal_conn, pool, report.changes_applied)
             self.topups = TopupService(self, self.bank or NoBankLink(), *self._bank_factories)
             await self.topups.recover(pool)
+            # Rows a killed switch (or the round before a recovery) left online: nobody is
+            # signed on to this one yet (switch/_presence.py).
+            async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                await mark_all_offline(journal_conn)
             try:
                 await server.start_serving()
             except OSError as exc:

@@ -32,7 +32,6 @@ from switch import (
 )
 from switch import _metrics as metrics
 from switch._access import ACCESS_ANSWER, EVENT_RAISES, QR_COUNTED, AccessAnswer
-from switch._access_journal import door_online
 from switch._answer import REFUSAL, Answer
 from switch._qr import door_credential
 
@@ -177,8 +176,10 @@ class TerminalSession(asyncio.Protocol):
         if self.terminal_id and rt.sessions.get(self.terminal_id) is self:
             del rt.sessions[self.terminal_id]
             self._kind_gauge.dec()
-            if _DoorEvent in self._permitted and not rt.stopping:  # ACCESS: door offline
-                door_online(rt.journal, self.terminal_id, False)
+            # Its current session ended: offline (and a door terminal's doors with it). A
+            # session replaced by a newer one is no longer in rt.sessions and writes nothing.
+            rt.journal.presence_changed(self.terminal_id, False, self.peer,
+                                        _DoorEvent in self._permitted)
             self.log.info("ocp.session_closed", terminal_id=self.terminal_id, peer=self.peer)
 
     def pause_writing(self) -> None:
@@ -674,8 +675,10 @@ class TerminalSession(asyncio.Protocol):
             old._kind_gauge.dec()
             old.end(_RC.SESSION_REPLACED, "terminal signed on again on another connection")
         rt.sessions[info.terminal_id] = self
-        if info.kind == ocp.TerminalKind.DOOR:  # ACCESS: its doors are online
-            door_online(rt.journal, info.terminal_id, True)
+        # Online (in the next batch, after its answers: switch/_presence.py), and a door
+        # terminal's doors with it.
+        rt.journal.presence_changed(info.terminal_id, True, self.peer,
+                                    info.kind == ocp.TerminalKind.DOOR)
         self._kind_gauge = metrics.terminals_connected.labels(
             metrics.TERMINAL_KINDS.get(info.kind, "other")
         )

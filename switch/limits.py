@@ -18,6 +18,10 @@ JOURNAL_BATCH_MAX = 8192
 GROUP_COMMIT_WINDOW_SECONDS = 0.0
 # Deadline for one group commit (COPY + COMMIT). Past it the commit counts as failed.
 COMMIT_DEADLINE_SECONDS = 10.0
+# Terminal presence entries (sign-ons, sessions ended) written after one group commit
+# (switch/_presence.py); the rest go after the next. A sign-on burst of a thousand terminals
+# then holds the journal writer a few ms at a time, not tens of ms at once.
+PRESENCE_BATCH_MAX = 200
 # A group commit slower than this is logged (journal.slow_commit) with its size.
 COMMIT_SLOW_SECONDS = 0.05
 # Graceful shutdown: in-flight requests get this long to reach their commit.

@@ -319,7 +319,8 @@ def test_every_route_with_every_role_from_a_foreign_subtree_leaks_nothing(
     document = root.ok("GET", f"/documents/{walk_site['document']['id']}")
     assert (document["status"], document["approved_levels"]) == ("submitted", 0)
     assert root.ok("GET", f"/merchants/{walk_site['merchant']['id']}") == walk_site["merchant"]
-    assert root.ok("GET", f"/terminals/{walk_site['terminal']['id']}") == walk_site["terminal"]
+    shown = root.ok("GET", f"/terminals/{walk_site['terminal']['id']}")
+    assert {k: shown[k] for k in walk_site["terminal"]} == walk_site["terminal"]
     assert root.ok("GET", "/tenants/1/meal-windows") == windows_before
     assert site.fetch("SELECT document_id FROM reconciliation_exceptions WHERE id = $1",
                       walk_site["exception_id"])[0]["document_id"] is None

@@ -232,7 +232,9 @@ def test_a_terminal_key_is_shown_once_and_a_rekey_revokes_the_old_one(site: Admi
         r = root.get(path)
         assert r.status_code == 200 and key_hex not in r.text.lower(), path
         assert "key_hex" not in r.text, path
-    assert root.ok("GET", f"/terminals/{tid}") == terminal
+    shown = root.ok("GET", f"/terminals/{tid}")
+    assert {k: shown[k] for k in terminal} == terminal
+    assert shown["online"] is True and shown["peer"], "the till is signed on (terminal_presence)"
 
     # Re-key: the live session ends, the old key is refused within a second, the new one works.
     rekeyed = root.ok("POST", f"/terminals/{tid}/rekey")

@@ -9,7 +9,8 @@ every caller, so many open pages do not multiply the scrapes).
 
 The switch is shared by every site: its figures (throughput, latency, terminals, the journal)
 are shown only to a log-in bound to the platform's node. A site's log-in sees whether the
-switch and the bank link are up, and its own doors online.
+switch and the bank link are up, its own doors online, and its own terminals online by kind
+(terminal_presence, written by the switch; docs/operations.md "Terminals online").
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from admin_api._auth import Actor
 from admin_api._live import Event, live_response, message
+from admin_api._routes_merchants import TERMINAL_KINDS
 
 SCRAPE_SECONDS: Final = 2.0
 """The shortest interval between two scrapes of the switch (and the rate's window)."""
@@ -55,6 +57,11 @@ class SwitchFigures(msgspec.Struct):
     durable_lsn: int | None
 
 
+class KindCount(msgspec.Struct):
+    online: int
+    total: int
+
+
 class OpsStatus(msgspec.Struct):
     at: float
     """Unix time of the scrape."""
@@ -77,6 +84,9 @@ class OpsStatus(msgspec.Struct):
     """Of them, those whose terminal is signed on."""
     switch: SwitchFigures | None
     """The switch's figures, for a platform log-in; None otherwise."""
+    terminals: dict[str, KindCount] = msgspec.field(default_factory=dict)
+    """Terminals of your subtree by kind (pos, kiosk, door, attendance, water, admin; kinds
+    with none are left out): how many are signed on to the switch now, of how many."""
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -199,6 +209,14 @@ async def status_of(state: State, actor: Actor, platform: bool) -> OpsStatus:
         " JOIN org_nodes n ON n.id = x.node_id"
         " LEFT JOIN access_door_states s ON s.door_id = x.id WHERE $1 = ANY(n.path)",
         actor.node_id)
+    kinds = await state.pool.fetch(
+        "SELECT te.kind, count(*) AS total, count(*) FILTER (WHERE p.online) AS online"
+        " FROM terminals te JOIN merchants m ON m.id = te.merchant_id"
+        " LEFT JOIN org_nodes n ON n.id = m.node_id"
+        " LEFT JOIN org_nodes tn ON tn.kind = 'tenant' AND tn.tenant_id = m.tenant_id"
+        " LEFT JOIN terminal_presence p ON p.terminal_id = te.id"
+        " WHERE $1 = ANY(coalesce(n.path, tn.path)) GROUP BY te.kind ORDER BY te.kind",
+        actor.node_id)
     return OpsStatus(
         at=time.time(), configured=bool(base), reachable=bool(ready),
         ready=bool(ready.get("ready")), phase=str(ready.get("phase", "unknown")), bank=bank,
@@ -206,7 +224,9 @@ async def status_of(state: State, actor: Actor, platform: bool) -> OpsStatus:
         bank_pending=int(bank_state.get("pending", 0)),
         topups_available=bool(ready.get("topups_available")),
         api_connected=bool(state.money.connected()), doors=doors["n"],
-        doors_online=doors["online"], switch=switch)
+        doors_online=doors["online"], switch=switch,
+        terminals={TERMINAL_KINDS.get(r["kind"], str(r["kind"])): KindCount(r["online"], r["total"])
+                   for r in kinds})
 
 
 @get("/operations/status", opt={"permission": "reports.read"}, tags=["operations"],

@@ -1,8 +1,10 @@
 // Merchants and terminals: the merchants of the log-in's subtree (GET /merchants), a
 // merchant's terminals (GET /merchants/{id}/terminals); with merchants.write: register a
 // terminal, disable or enable it, re-key it. A new key is shown once, in this page only,
-// until "I have loaded it" (the API never shows it again). The API has no terminal
-// online/offline state yet: the page says so rather than guess.
+// until "I have loaded it" (the API never shows it again). Each terminal's state as the
+// switch last wrote it (online / offline since a time; a dot and the words, never colour
+// alone), and a filter online / offline (?online=); the address of its last session only for
+// log-ins that manage terminals (the API gives it to them alone).
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   if (!OC.requireLogin()) return;
@@ -54,6 +56,24 @@ document.addEventListener("DOMContentLoaded", () => {
     if (merchants.length === 0) OC.message("merchants-message", "merchants.none");
   }
 
+  function when(iso) {
+    const at = new Date(iso);
+    const time = at.toLocaleTimeString(OC.lang(), { hour: "2-digit", minute: "2-digit", hour12: false });
+    if (at.toDateString() === new Date().toDateString()) return time;
+    return at.toLocaleDateString(OC.lang()) + " " + time;
+  }
+
+  function presence(t) {
+    const state = !t.online_since ? "never" : t.online ? "online" : "offline";
+    const text = state === "never" ? OC.t("merchants.never_online")
+      : OC.t("merchants." + state + "_since", { time: when(t.online_since) });
+    const cell = OC.el("td", { "class": "terminal-presence", "data-online": String(!!t.online) }, [
+      OC.el("span", { "class": "oc-dot oc-dot-" + state, "aria-hidden": "true" }), " ",
+      OC.el("span", { text })]);
+    if (t.peer) cell.append(" ", OC.el("span", { "class": "oc-peer", text: OC.t("merchants.peer", { peer: t.peer }) }));
+    return cell;
+  }
+
   function renderTerminals() {
     if (!merchant) return;
     document.getElementById("terminals-heading").textContent =
@@ -77,10 +97,10 @@ document.addEventListener("DOMContentLoaded", () => {
         OCX.cell(String(t.id), true), OCX.cell(t.name), OCX.cell(OC.label("terminal_kind", t.kind)),
         OCX.cell(String(t.key_version), true),
         OC.el("td", { "class": "terminal-status oc-status-" + (t.status === "enabled" ? "active" : "lost"),
-                      "data-i18n": "terminal_status." + t.status }), actions]));
+                      "data-i18n": "terminal_status." + t.status }), presence(t), actions]));
     }
     if (terminals.length === 0) {
-      body.append(OC.el("tr", {}, [OC.el("td", { colspan: 6, "data-i18n": "merchants.no_terminals" })]));
+      body.append(OC.el("tr", {}, [OC.el("td", { colspan: 7, "data-i18n": "merchants.no_terminals" })]));
     }
     OC.applyI18n(body);
     document.getElementById("register-form").hidden = !writer || merchant.kind === "system";
@@ -88,7 +108,9 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   async function loadTerminals() {
-    const page = await OC.api("GET", "/merchants/" + merchant.id + "/terminals?limit=1000");
+    const online = document.getElementById("terminal-filter").value;
+    const page = await OC.api("GET", "/merchants/" + merchant.id + "/terminals?limit=1000" +
+                              (online ? "&online=" + online : ""));
     terminals = page.items;
     renderTerminals();
   }
@@ -99,6 +121,11 @@ document.addEventListener("DOMContentLoaded", () => {
     renderMerchants();
     try { await loadTerminals(); } catch (err) { OC.fail("terminal-message", err); }
   }
+
+  document.getElementById("terminal-filter").addEventListener("change", async () => {
+    if (!merchant) return;
+    try { await loadTerminals(); } catch (err) { OC.fail("terminal-message", err); }
+  });
 
   document.getElementById("register-form").addEventListener("submit", async (event) => {
     event.preventDefault();

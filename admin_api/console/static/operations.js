@@ -1,5 +1,5 @@
 // Operations: the switch's and the bank link's state, throughput and latency now, terminals
-// online, pushed every few seconds by GET /operations/live (the switch's /readyz and /metrics,
+// online (this log-in's by kind for everyone; the whole switch's for a platform log-in), pushed every few seconds by GET /operations/live (the switch's /readyz and /metrics,
 // read by the API). Throughput, latency and terminals are the whole switch's: only a
 // platform log-in gets them.
 "use strict";
@@ -33,6 +33,19 @@ document.addEventListener("DOMContentLoaded", () => {
     value("ops-api", OC.t(s.api_connected ? "sales.connected" : "sales.disconnected"),
           s.api_connected);
     value("ops-doors", s.doors_online + " / " + s.doors);
+    // This log-in's terminals by kind, signed on of all (terminal_presence, any log-in).
+    const site = document.querySelector("#ops-site-terminals tbody");
+    site.textContent = "";
+    const kinds = Object.keys(s.terminals || {}).sort();
+    for (const kind of kinds) {
+      site.append(OC.el("tr", { "data-kind": kind }, [
+        OC.el("th", { scope: "row", text: OC.label("terminal_kind", kind) }),
+        OC.el("td", { "class": "num ops-online", text: String(s.terminals[kind].online) }),
+        OC.el("td", { "class": "num ops-total", text: String(s.terminals[kind].total) })]));
+    }
+    if (kinds.length === 0) {
+      site.append(OC.el("tr", {}, [OC.el("td", { colspan: 3, text: OC.t("ops.no_terminals") })]));
+    }
     const f = s.switch;
     $("ops-switch-figures").hidden = !f;
     $("ops-platform-only").hidden = !!f || !s.reachable;
