@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.admin_site import PASSWORD, AdminSite
+from tests.admin_site import PASSWORD, AdminSite, Api
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,25 @@ def test_a_persons_documents_and_audit_stay_in_the_callers_subtree(site: AdminSi
     assert clerk.get(f"/audit?person_id={li['id']}").status_code == 403  # no audit.read
     clerk.ok("POST", f"/cards/{li['card_no']}/unfreeze")
 
+
+def test_a_log_in_keeps_its_language_on_the_server(site: AdminSite) -> None:
+    clerk = site.api("campus.clerk")
+    assert clerk.ok("GET", "/auth/me")["locale"] is None
+    out = clerk.ok("PUT", "/auth/me/preferences", {"locale": "en"})
+    assert out == {"locale": "en"}
+    fresh = Api(site.admin.url if site.admin else "")
+    r = fresh.post("/auth/login", {"username": "campus.clerk", "password": PASSWORD})
+    assert r.status_code == 200 and r.json()["locale"] == "en", r.text
+    fresh.close()
+    assert clerk.ok("GET", "/auth/me")["locale"] == "en"
+    # Only the two languages, or null (back to the browser's choice).
+    for bad in ({"locale": "fr"}, {"locale": "EN"}, {"lang": "en"}, {}):
+        assert clerk.http.put("/auth/me/preferences", json=bad).status_code == 400, bad
+    assert clerk.ok("PUT", "/auth/me/preferences", {"locale": None}) == {"locale": None}
+    assert clerk.ok("PUT", "/auth/me/preferences", {"locale": "zh-CN"}) == {"locale": "zh-CN"}
+    # Only the caller's own: another log-in's is untouched; the change is audited.
+    assert site.api("east.clerk").ok("GET", "/auth/me")["locale"] is None
+    audit = site.api().ok("GET", "/audit?action=user.preferences")["items"]
+    assert [(a["username"], a["after"]) for a in audit][-1] == ("campus.clerk",
+                                                                {"locale": "zh-CN"})
+    assert site.api().get("/auth/me").json()["locale"] is None
