@@ -9,6 +9,7 @@ In CI (CI set) a missing Chromium or Playwright fails these tests instead of ski
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -218,3 +219,35 @@ def test_a_persons_documents_and_audit_trail_on_their_page(
     # ... and its own person has none of tenant 1's documents.
     east.goto(f"/console/person.html?id={prefs_site['other']['id']}")
     expect(east.locator("#docs-table tbody")).to_contain_text("No documents")
+
+
+def test_the_finance_page_names_the_other_park_in_the_clearing_table(
+        new_page: Any, prefs_site: dict[str, Any]) -> None:
+    """The page shows the names the clearing route answers (the route's own figures and names
+    over a real cross-park day: tests/test_settlement.py). Here the route's answer is a
+    cross-park row served to the page, since no day of this site has one."""
+    from playwright.sync_api import expect
+
+    names = {r["id"]: r["name"] for r in _off_thread(lambda: prefs_site["site"].fetch(
+        "SELECT id, name FROM tenants WHERE id IN (1, 2)"))}
+    page = new_page(locale="en-US")
+
+    def clearing(route: Any) -> None:
+        day = re.search(r"from_day=([0-9-]+)", route.request.url)
+        body = {"tenant_id": 1, "from_day": day.group(1) if day else "2026-12-01",
+                "to_day": day.group(1) if day else "2026-12-01", "next_after": None,
+                "items": [{"business_day": "2026-12-01", "other_tenant_id": 2,
+                           "other_tenant_name": names[2], "our_cards_there_count": 3,
+                           "our_cards_there_fen": 1203, "their_cards_here_count": 0,
+                           "their_cards_here_fen": 0, "net_fen": 1203,
+                           "debtor_tenant_id": 1, "creditor_tenant_id": 2}]}
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route(re.compile(r"/tenants/1/finance/clearing\?"), clearing)
+    _log_in(page, "campus.finance")
+    page.wait_for_url(re.compile(r"/console/people\.html"))
+    page.goto("/console/finance.html")
+    row = page.locator("#table-clearing tbody tr").first
+    expect(row).to_contain_text(names[2])
+    expect(row).to_contain_text(f"{names[1]} pays {names[2]}")
+    expect(row).not_to_contain_text("#2")
