@@ -134,7 +134,9 @@ document.addEventListener("DOMContentLoaded", () => {
         OC.el("td", { "class": "num", text: String(d.id) }),
         OC.el("td", { text: OC.label("doc_type", d.doc_type) }),
         OC.el("td", { text: OC.label("doc_status", d.status) }),
-        OC.el("td", { "class": "num", text: OC.yuan(d.total_fen) }),
+        // The document's total: of every line, this person's and others' (a batch).
+        OC.el("td", { "class": "num", text: OC.yuan(d.total_fen) + (d.lines_count > 1
+          ? " · " + OC.t("person.doc_lines", { n: d.lines_count }) : "") }),
         OC.el("td", { text: time(d.created_at) + " · " + d.created_by }),
         actions,
       ]));
