@@ -14,6 +14,7 @@ pattern. In CI (CI set) a missing Chromium or Playwright fails these tests.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.admin_site import PASSWORD, AdminSite
+from tests.admin_site import PASSWORD, AdminSite, tiny_png
 from tests.console_a11y import axe_check
 
 CHROMIUM = "/usr/bin/chromium"
@@ -71,7 +72,17 @@ def keyboard_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, 
             "doc_type": "adjustment", "title": "Correction", "reason": "till error",
             "lines": [{"person_id": person["id"], "amount_fen": 500}]})
         clerk.ok("POST", f"/documents/{doc['id']}/submit", {})
-        yield {"site": site, "person": person, "doc": doc,
+        # The security desk's map: an area with a plan, a placed door, and an open alarm.
+        hall = root.ok("POST", "/access/areas", {"node_id": campus, "name": "Main building"})
+        door = root.ok("POST", "/access/doors", {"node_id": campus, "name": "East gate",
+                                                 "area_id": hall["id"]})
+        root.ok("POST", f"/access/areas/{hall['id']}/plan",
+                {"image": base64.b64encode(tiny_png(40, 30)).decode()})
+        root.ok("POST", f"/access/doors/{door['id']}/place", {"x": 3000, "y": 5000})
+        alarm = site.fetch("INSERT INTO access_alarms (tenant_id, kind, door_id, area_id)"
+                           " VALUES (1, 'tamper', $1, $2) RETURNING id", door["id"],
+                           hall["id"])[0]["id"]
+        yield {"site": site, "person": person, "doc": doc, "alarm": alarm,
                "url": site.admin.url if site.admin else ""}
     finally:
         site.close()
@@ -235,7 +246,7 @@ _READY = {
     "reports.html": "#table-sales tbody tr",
     "sales.html": "#sales-table tbody tr",
     "finance.html": "#fin-message",
-    "security.html": "#lock-site:not([hidden])",
+    "security.html": "#alarms-table:not([hidden]) button.ack",
     "screen.html": "#screen-clock:not(:empty)",
 }
 
@@ -318,6 +329,15 @@ def test_a_dialog_closes_with_escape_and_gives_the_focus_back(
     with ThreadPoolExecutor(1) as pool:  # off this thread: Playwright's loop runs here
         rows = pool.submit(site.fetch, "SELECT count(*) AS n FROM access_lockdowns").result()
     assert rows[0]["n"] == 0
+    # An alarm's Acknowledge button: the note's dialog, closed by Escape, focus back.
+    ack = page.locator("#alarms-table button.ack").first
+    ack.focus()
+    page.keyboard.press("Enter")
+    assert page.locator("#ack-dialog").evaluate("(d) => d.open")
+    assert page.evaluate("document.activeElement.id") == "ack-note"
+    page.keyboard.press("Escape")
+    assert not page.locator("#ack-dialog").evaluate("(d) => d.open")
+    assert page.evaluate("document.activeElement.classList.contains('ack')")
     axe_check(page)
 
 
