@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
-from litestar import Request, get, post
+from litestar import Request, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
@@ -53,6 +53,20 @@ class TokenOut(msgspec.Struct):
     expires_in: int
     role: str
     node_id: int
+    locale: str | None = None
+    """The log-in's language (`zh-CN`, `en`), null when never chosen: PUT /auth/me/preferences."""
+
+
+Locale = Literal["zh-CN", "en"]
+
+
+class PreferencesIn(msgspec.Struct, forbid_unknown_fields=True):
+    locale: Locale | None
+    """The pages' language; null: none chosen (the browser's)."""
+
+
+class PreferencesOut(msgspec.Struct):
+    locale: Locale | None
 
 
 class MeOut(msgspec.Struct):
@@ -64,6 +78,8 @@ class MeOut(msgspec.Struct):
     person_id: int | None
     children: list[int]
     permissions: list[str]
+    locale: str | None = None
+    """The log-in's language, null when never chosen (an API key: null)."""
 
 
 class UserIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -170,7 +186,8 @@ async def login(data: LoginIn, request: Request[Any, Any, Any], state: State) ->
     right = None
     try:
         row = await pool.fetchrow(
-            "SELECT u.id, u.username, u.password_hash, u.role, u.node_id, u.disabled, n.path"
+            "SELECT u.id, u.username, u.password_hash, u.role, u.node_id, u.disabled, n.path,"
+            " u.locale"
             " FROM admin_users u JOIN org_nodes n ON n.id = u.node_id WHERE u.username = $1",
             data.username.lower(),
         )
@@ -205,7 +222,7 @@ async def login(data: LoginIn, request: Request[Any, Any, Any], state: State) ->
         )
         tx.audit("auth.login", "user", row["id"], who.node_path)
     return TokenOut(access_token=token, token_type="Bearer", expires_in=settings.token_seconds,
-                    role=row["role"], node_id=row["node_id"])
+                    role=row["role"], node_id=row["node_id"], locale=row["locale"])
 
 
 @post("/auth/password", opt={"permission": "any"}, tags=["auth"], status_code=204,
@@ -260,10 +277,30 @@ async def logout(request: Request[Any, Any, Any], state: State, actor: Actor) ->
 
 
 @get("/auth/me", opt={"permission": "any"}, tags=["auth"], summary="Who am I")
-async def me(actor: Actor) -> MeOut:
+async def me(actor: Actor, state: State) -> MeOut:
+    locale = None
+    if actor.api_key_id is None:
+        locale = await state.pool.fetchval("SELECT locale FROM admin_users WHERE id = $1",
+                                           actor.user_id)
     return MeOut(user_id=actor.user_id, username=actor.username, role=actor.role,
                  node_id=actor.node_id, node_path=actor.node_path, person_id=actor.person_id,
-                 children=actor.children, permissions=actor.permissions())
+                 children=actor.children, permissions=actor.permissions(), locale=locale)
+
+
+@put("/auth/me/preferences", opt={"permission": "any"}, tags=["auth"],
+     summary="Set your own preferences: the console's language (audited)")
+async def set_preferences(data: PreferencesIn, actor: Actor, state: State) -> PreferencesOut:
+    """Only the caller's own log-in: there is no user id to name. An API key has none."""
+    if actor.api_key_id is not None:
+        raise Problem(409, "conflict", "an API key has no preferences")
+    async with change(state.pool, actor) as tx:
+        before = await tx.conn.fetchval(
+            "SELECT locale FROM admin_users WHERE id = $1 FOR UPDATE", actor.user_id)
+        await tx.conn.execute("UPDATE admin_users SET locale = $2 WHERE id = $1",
+                              actor.user_id, data.locale)
+        tx.audit("user.preferences", "user", actor.user_id, actor.node_path,
+                 before={"locale": before}, after={"locale": data.locale})
+    return PreferencesOut(locale=data.locale)
 
 
 def _user_out(r: asyncpg.Record) -> UserOut:
@@ -343,4 +380,5 @@ async def disable_user(user_id: Id, actor: Actor, state: State) -> UserOut:
     return after
 
 
-ROUTES = [login, logout, change_password, me, create_user, list_users, disable_user]
+ROUTES = [login, logout, change_password, me, set_preferences, create_user, list_users,
+          disable_user]

@@ -62,7 +62,7 @@ from admin_api._problems import Problem
 from admin_api._routes_people import person_in_scope
 from admin_api._routes_queries import balance_of
 from admin_api._store import Change, change, node_path
-from admin_api._types import AfterId, Id, IdField, Limit
+from admin_api._types import AfterId, Id, IdField, Limit, OptionalId
 from admin_api.settlement import execute_payouts, on_approved
 from protocols.changes import AccountStatusChanged, CardCancelled
 
@@ -429,18 +429,25 @@ _EXECUTE_LOCK: Final = 0x0CA2D010
 async def list_documents(actor: Actor, state: State,
                          status: Annotated[str | None, Parameter(max_length=20)] = None,
                          doc_type: Annotated[str | None, Parameter(max_length=20)] = None,
+                         person_id: OptionalId = None,
                          after: AfterId = 0, limit: Limit = 100,
                          format: Format = "json") -> Response[DocumentPage]:
+    """`person_id`: only the documents with a line of that person (404 when the person is not
+    in your subtree, as the person routes answer); still only documents of your subtree."""
     export = format != "json"
+    if person_id is not None:
+        await person_in_scope(state.pool, actor, person_id)
     rows = await state.pool.fetch(
         _DOC_SELECT + " WHERE $1 = ANY(d.node_path) AND d.id > $2"
         " AND ($3::text IS NULL OR d.status = $3) AND ($4::text IS NULL OR d.doc_type = $4)"
+        " AND ($6::int IS NULL OR EXISTS (SELECT 1 FROM document_lines l"
+        "  WHERE l.document_id = d.id AND l.person_id = $6))"
         " ORDER BY d.id LIMIT $5", actor.node_id, after, status, doc_type,
-        EXPORT_ROWS_MAX + 1 if export else limit + 1)
+        EXPORT_ROWS_MAX + 1 if export else limit + 1, person_id)
     if export:
         if len(rows) > EXPORT_ROWS_MAX:
             raise Problem(422, "unprocessable", f"more than {EXPORT_ROWS_MAX} documents: narrow "
-                          "the selection (status, doc_type, after)")
+                          "the selection (status, doc_type, person_id, after)")
         items = [DocumentRow(**{f: r[f] for f in DocumentRow.__struct_fields__
                                 if f != "created_by"}, created_by=r["creator"]) for r in rows]
         return await download(format, "documents", items, DocumentRow.__struct_fields__)

@@ -33,7 +33,7 @@ from admin_api._routes_people import (
     report_loss_tx,
 )
 from admin_api._store import change
-from admin_api._types import After, CardNoParam, Id, Limit
+from admin_api._types import After, CardNoParam, Id, Limit, OptionalId
 from protocols import limits, ocp, qr
 
 KIND_NAMES = {1: "purchase", 2: "reversal", 3: "inquiry", 4: "hold", 5: "capture",
@@ -198,13 +198,30 @@ async def audit_trail(actor: Actor, state: State,
                       entity: Annotated[str | None, Parameter(max_length=40)] = None,
                       entity_id: Annotated[str | None, Parameter(max_length=40)] = None,
                       action: Annotated[str | None, Parameter(max_length=60)] = None,
+                      person_id: OptionalId = None,
                       after: After = 0, limit: Limit = 200) -> AuditPage:
+    """`person_id`: only the rows about that person: the person (entity `person`), the
+    cards of their account (`card`) and the documents with a line of theirs (`document`).
+    404 when the person is not in your subtree, as the person routes answer."""
+    subjects: list[tuple[str, str]] | None = None
+    if person_id is not None:
+        person = await person_in_scope(state.pool, actor, person_id)
+        cards = await state.pool.fetch("SELECT card_no FROM cards WHERE account_id = $1",
+                                       person["account_id"])
+        docs = await state.pool.fetch(
+            "SELECT DISTINCT document_id FROM document_lines WHERE person_id = $1", person_id)
+        subjects = ([("person", str(person_id))] + [("card", str(r["card_no"])) for r in cards]
+                    + [("document", str(r["document_id"])) for r in docs])
     rows = await state.pool.fetch(
         "SELECT id, at, username, role, client_ip, action, entity, entity_id,"
         " before::text, after::text FROM audit_log"
         " WHERE $1 = ANY(node_path) AND id > $2 AND ($3::text IS NULL OR entity = $3)"
         " AND ($4::text IS NULL OR entity_id = $4) AND ($5::text IS NULL OR action = $5)"
-        " ORDER BY id LIMIT $6", actor.node_id, after, entity, entity_id, action, limit + 1)
+        " AND ($7::text[] IS NULL OR (entity, entity_id) IN"
+        "  (SELECT * FROM unnest($7::text[], $8::text[])))"
+        " ORDER BY id LIMIT $6", actor.node_id, after, entity, entity_id, action, limit + 1,
+        None if subjects is None else [e for e, _ in subjects],
+        None if subjects is None else [i for _, i in subjects])
     items = [
         AuditEntry(id=r["id"], at=r["at"], username=r["username"], role=r["role"],
                    client_ip=r["client_ip"], action=r["action"], entity=r["entity"],

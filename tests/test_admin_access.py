@@ -215,7 +215,8 @@ def _body(w: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
               "name": "x", "class_id": 2, "card_no": new_card_no(), "username": "intruder",
               "password": PASSWORD, "role": "card_office",
               "old_password": "not the password", "new_password": "a new long passphrase",
-              "new_card": {"card_no": new_card_no()}, "template_id": "t-1", "windows": []}
+              "new_card": {"card_no": new_card_no()}, "template_id": "t-1", "windows": [],
+              "locale": "en"}
     values.update(scopes=["events.read"], person_ids=[w["person"]["id"]], people=[
         {"external_id": "CANARY-2", "name": "x", "node_id": w["node"]["id"], "class_id": 2}])
     values.update(doc_type="refund", title="x", lines=[{"person_id": w["person"]["id"],

@@ -190,6 +190,10 @@ def test_a_day_is_cut_over_settled_confirmed_and_paid_out_once(day_site: AdminSi
         "their_cards_here_count": 0, "their_cards_here_fen": 0, "net_fen": owed,
         "debtor_tenant_id": 1, "creditor_tenant_id": 2}]
     assert s["clearing_net_payable_fen"] == owed
+    # The clearing report names the other park (its name only: docs/console.md, finance).
+    cleared = fin_a.ok("GET", f"/tenants/1/finance/clearing?from_day={day}")["items"]
+    assert [(c["other_tenant_id"], c["other_tenant_name"], c["net_fen"]) for c in cleared] == [
+        (2, site.fetch("SELECT name FROM tenants WHERE id = 2")[0]["name"], owed)]
     assert (s["float_close"]["main_fen"], s["float_close"]["subsidy_fen"]) == ind["float"]
     assert s["cash"]["in_fen"] == ind["cash_in"] == 5_000
     east_day = fin_b.get(f"/tenants/2/settlements/{day}")

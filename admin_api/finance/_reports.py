@@ -151,6 +151,9 @@ class ClearingRow(msgspec.Struct):
     net_fen: int
     debtor_tenant_id: int
     creditor_tenant_id: int
+    other_tenant_name: str = ""
+    """The other park's name: it is no secret to the finance of a park it clears with. Nothing
+    else of the other park is in the answer."""
 
 
 class ClearingPage(msgspec.Struct):
@@ -170,8 +173,13 @@ async def clearing_report(tenant_id: Id, actor: Actor, state: State, from_day: _
                           format: Format = "json") -> Response[ClearingPage]:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
     days = _range(tenant, from_day, to_day)
-    rows = [ClearingRow(business_day=s.business_day, **msgspec.structs.asdict(c))
-            for s in await _days(state, tenant_id, days) for c in s.clearing]
+    pairs = [(s.business_day, c) for s in await _days(state, tenant_id, days) for c in s.clearing]
+    names = {r["id"]: r["name"] for r in await state.pool.fetch(
+        "SELECT id, name FROM tenants WHERE id = ANY($1::int[])",
+        sorted({c.other_tenant_id for _, c in pairs}))}
+    rows = [ClearingRow(business_day=day, **msgspec.structs.asdict(c),
+                        other_tenant_name=names.get(c.other_tenant_id, ""))
+            for day, c in pairs]
     if format != "json":
         return await download(format, f"tenant-{tenant_id}-clearing-{days[0]}_{days[-1]}", rows,
                               ClearingRow.__struct_fields__)

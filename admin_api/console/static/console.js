@@ -19,23 +19,43 @@
     return !!m && m.permissions.indexOf(permission) >= 0;
   }
 
-  // -- language: per user (remembered on this browser for that user name), else the last one
+  // -- language: the log-in's own, kept on the server (GET /auth/me's `locale`, set by
+  // PUT /auth/me/preferences), so it follows the user to any browser. Before log-in, or for a
+  // log-in that never chose: this browser's copy (per user name, else the last one used), else
+  // the browser's language.
   function lang() {
     const m = me();
+    if (m && LANGS.indexOf(m.locale) >= 0) return m.locale;
     const saved = (m && localStorage.getItem("onecard.lang." + m.username))
       || localStorage.getItem("onecard.lang");
     if (LANGS.indexOf(saved) >= 0) return saved;
     return (navigator.language || "").toLowerCase().startsWith("zh") ? "zh-CN" : "en";
   }
 
+  // The browser's copy: the log-in page's language next time, before anyone logs in.
+  function remember(value, m) {
+    if (m) localStorage.setItem("onecard.lang." + m.username, value);
+    localStorage.setItem("onecard.lang", value);
+  }
+
+  // Logged in: saved on the server too (the page changes at once; a failed save keeps the
+  // browser's copy and the page's choice, and says nothing: it is a preference).
+  let saving = Promise.resolve();
   function setLang(value) {
     if (LANGS.indexOf(value) < 0) return;
     const m = me();
-    if (m) localStorage.setItem("onecard.lang." + m.username, value);
-    localStorage.setItem("onecard.lang", value);
+    remember(value, m);
+    if (m && token()) {
+      m.locale = value;
+      sessionStorage.setItem(ME, JSON.stringify(m));
+      saving = api("PUT", "/auth/me/preferences", { locale: value }).catch(() => null);
+    }
     applyI18n();
     document.dispatchEvent(new CustomEvent("oc:lang"));  // pages re-render what they read
   }
+
+  // Resolves once the last language change reached the server (for tests and log-out).
+  function saved() { return saving; }
 
   function t(key, args) {
     const catalogue = window.OC_MESSAGES || {};
@@ -128,6 +148,7 @@
     sessionStorage.setItem(TOKEN, out.access_token);
     const who = await api("GET", "/auth/me");
     sessionStorage.setItem(ME, JSON.stringify(who));
+    if (LANGS.indexOf(who.locale) >= 0) remember(who.locale, who);
     return who;
   }
 
@@ -145,6 +166,7 @@
   }
 
   async function logout(tell) {
+    await saving;
     if (tell !== false && token()) {
       try { await api("POST", "/auth/logout"); } catch (e) { /* gone already */ }
     }
@@ -293,7 +315,7 @@
   function params() { return new URLSearchParams(location.search); }
 
   window.OC = {
-    token, me, can, lang, setLang, t, label, applyI18n, yuan, yuanToFen, api, ApiError, login, logout,
+    token, me, can, lang, setLang, saved, t, label, applyI18n, yuan, yuanToFen, api, ApiError, login, logout,
     home, loginPage, requireLogin, el, message, fail, header, stream, params,
   };
 

@@ -171,12 +171,15 @@ document.addEventListener("DOMContentLoaded", async () => {
   function render() {
     if (!last) return;
     renderSettlement(last.settlement);
+    // Parks by name: the other one's from the API's answer, this one's from the site choice.
+    const park = (c, id) => id === c.other_tenant_id ? (c.other_tenant_name || "#" + id)
+      : (select.selectedOptions[0] ? select.selectedOptions[0].textContent : "#" + id);
     OCR.fill("table-clearing", last.clearing.map((c) => [
-      ["#" + c.other_tenant_id],
+      [c.other_tenant_name || "#" + c.other_tenant_id],
       [c.our_cards_there_count + " · " + OC.yuan(c.our_cards_there_fen), true],
       [c.their_cards_here_count + " · " + OC.yuan(c.their_cards_here_fen), true],
       [OC.yuan(c.net_fen), true],
-      [OC.t("fin.pays", { debtor: "#" + c.debtor_tenant_id, creditor: "#" + c.creditor_tenant_id })]]),
+      [OC.t("fin.pays", { debtor: park(c, c.debtor_tenant_id), creditor: park(c, c.creditor_tenant_id) })]]),
       "fin.no_clearing");
     OCR.fill("table-topups", last.topups.map((x) => [[time(x.created_at)], [x.card_no], [x.rrn],
       [OC.yuan(x.amount_fen), true], [OC.label("fin.topup", x.state)], [OC.yuan(x.credited_fen), true]]),

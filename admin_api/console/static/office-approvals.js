@@ -112,5 +112,10 @@ document.addEventListener("DOMContentLoaded", () => {
     catch (err) { OC.fail("decide-message", err); }
   });
   document.addEventListener("oc:lang", () => { renderInbox(); if (open && !section.hidden) renderDoc(); });
-  load();
+  // approvals.html?doc=N (the person page's link): open that document if it is in the inbox.
+  const wanted = Number(OC.params().get("doc"));
+  load().then(() => {
+    const item = inbox.find((i) => i.document.id === wanted);
+    if (item) show(item);
+  });
 });

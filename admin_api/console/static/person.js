@@ -64,12 +64,18 @@ document.addEventListener("DOMContentLoaded", () => {
     name.textContent = person.name;
     document.getElementById("person-facts").textContent =
       [person.external_id, person.phone].filter(Boolean).join(" · ");
-    const [balance, cards, txns] = await Promise.all([
+    const [balance, cards, txns, docs, audit] = await Promise.all([
       OC.api("GET", "/people/" + id + "/balance"),
       OC.can("cards.read") ? OC.api("GET", "/people/" + id + "/cards") : Promise.resolve([]),
       OC.api("GET", "/people/" + id + "/recent?limit=20"),
+      // The person's documents (newest 100) and audit rows (the first 200): only with the
+      // permissions that read them; the API keeps both to the log-in's subtree.
+      OC.can("documents.read") ? OC.api("GET", "/documents?person_id=" + id + "&limit=100")
+        .then((p) => p.items) : Promise.resolve(null),
+      OC.can("audit.read") ? OC.api("GET", "/audit?person_id=" + id + "&limit=200")
+        .then((p) => p.items) : Promise.resolve(null),
     ]);
-    shown = { balance: balance, cards: cards, txns: txns };
+    shown = { balance: balance, cards: cards, txns: txns, docs: docs, audit: audit };
     render();
     // The card office's forms (office-person.js) follow what was read.
     document.dispatchEvent(new CustomEvent("oc:person", { detail: { person: person, balance: balance,
@@ -100,8 +106,68 @@ document.addEventListener("DOMContentLoaded", () => {
     if (txns.length === 0) {
       txnBody.append(OC.el("tr", {}, [OC.el("td", { colspan: 6, "data-i18n": "person.no_txns" })]));
     }
+    renderDocs(shown.docs);
+    renderAudit(shown.audit);
     section.hidden = false;
     OC.applyI18n(section);
+  }
+
+  // Documents with a line of this person, newest first: kind, state, amount, created; the
+  // PDF, and the approvals page for one that waits for a decision this log-in may take.
+  function renderDocs(docs) {
+    const box = document.getElementById("docs-section");
+    box.hidden = docs === null;
+    if (docs === null) return;
+    const body = document.querySelector("#docs-table tbody");
+    body.textContent = "";
+    for (const d of docs.slice().reverse()) {
+      const actions = OC.el("td");
+      actions.append(OC.el("button", { type: "button", "data-i18n": "person.doc_pdf",
+        "aria-label": OC.t("person.doc_pdf_of", { doc: d.id }),
+        onclick: () => pdf(d.id) }));
+      if (d.status === "submitted" && OC.can("documents.approve")) {
+        actions.append(" ", OC.el("a", { href: "/console/approvals.html?doc=" + d.id,
+          "data-i18n": "person.doc_approvals",
+          "aria-label": OC.t("person.doc_approvals_of", { doc: d.id }) }));
+      }
+      body.append(OC.el("tr", { "data-doc": d.id }, [
+        OC.el("td", { "class": "num", text: String(d.id) }),
+        OC.el("td", { text: OC.label("doc_type", d.doc_type) }),
+        OC.el("td", { text: OC.label("doc_status", d.status) }),
+        // The document's total: of every line, this person's and others' (a batch).
+        OC.el("td", { "class": "num", text: OC.yuan(d.total_fen) + (d.lines_count > 1
+          ? " · " + OC.t("person.doc_lines", { n: d.lines_count }) : "") }),
+        OC.el("td", { text: time(d.created_at) + " · " + d.created_by }),
+        actions,
+      ]));
+    }
+    if (docs.length === 0) {
+      body.append(OC.el("tr", {}, [OC.el("td", { colspan: 6, "data-i18n": "person.no_docs" })]));
+    }
+  }
+
+  async function pdf(docId) {
+    try { await OCX.download("/documents/" + docId + "/pdf", "document-" + docId + ".pdf"); }
+    catch (err) { OC.fail("docs-message", err); }
+  }
+
+  function renderAudit(rows) {
+    const box = document.getElementById("audit-section");
+    box.hidden = rows === null;
+    if (rows === null) return;
+    const body = document.querySelector("#audit-table tbody");
+    body.textContent = "";
+    for (const r of rows) {
+      body.append(OC.el("tr", {}, [
+        OC.el("td", { text: time(r.at) }),
+        OC.el("td", { text: r.username + " (" + r.role + ")" }),
+        OC.el("td", { text: r.action }),
+        OC.el("td", { text: r.entity + " " + r.entity_id }),
+      ]));
+    }
+    if (rows.length === 0) {
+      body.append(OC.el("tr", {}, [OC.el("td", { colspan: 4, "data-i18n": "person.no_audit" })]));
+    }
   }
 
   let shown = null;

@@ -77,13 +77,24 @@ document.addEventListener("DOMContentLoaded", async () => {
     OC.message("alarms-message", list.length ? null : "desk.no_alarms");
   }
 
+  // A dialog is modal (Tab stays inside, Escape closes it) and, however it closes, gives the
+  // focus back to the control that opened it (a marker, a button), so a keyboard user is
+  // where they were.
+  function openDialog(dialog) {
+    const opener = document.activeElement;
+    dialog.addEventListener("close", () => {
+      if (opener && opener.isConnected && typeof opener.focus === "function") opener.focus();
+    }, { once: true });
+    dialog.showModal();
+  }
+
   function openAck(alarm) {
     acking = alarm;
     $("ack-title").textContent = OC.t("desk.ack_title", { id: alarm.id });
     $("ack-what").textContent = OC.label("alarm", alarm.kind) + " · " + doorName(alarm.door_id) +
       (alarm.card_no ? " · " + alarm.card_no : "") + " · " + when(alarm.raised_at);
     $("ack-note").value = "";
-    $("ack-dialog").showModal();
+    openDialog($("ack-dialog"));
     $("ack-note").focus();
   }
 
@@ -384,7 +395,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     $("lock-title").textContent = area ? OC.t("desk.lock_title_area", { area: area.name })
                                        : OC.t("desk.lock_title_site");
     $("lock-reason").value = "";
-    $("lock-dialog").showModal();
+    openDialog($("lock-dialog"));
     $("lock-reason").focus();
   }
   $("lock-site").addEventListener("click", () => askLock(null));
