@@ -33,6 +33,7 @@ import asyncpg
 
 from onecard.demo_access_seed import DemoAccess, DemoDoor
 from protocols import ocp
+from terminals_sim import DoorControl
 
 EV = ocp.DoorEventCode
 PASS_EVERY_SECONDS: Final = 1.5
@@ -160,6 +161,8 @@ class DoorTrickle:
         self.alarms = 0
         self.received: list[tuple[int, Any]] = []
         """(terminal id, message) the switch sent a controller unasked, latest RECEIVED_KEPT."""
+        self.control: dict[int, DoorControl] = {}
+        """Terminal id -> its simulated lock (the held mode and the commands carried out)."""
         self._doors_moving: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
@@ -174,6 +177,22 @@ class DoorTrickle:
 
     def _received(self, session: TerminalSession, msg: Any) -> None:
         self.received = [*self.received[-(RECEIVED_KEPT - 1):], (session.terminal_id, msg)]
+        if not isinstance(msg, ocp.DoorCommand):
+            return
+        # The security desk's command (Open once, Lock, Free passage, Normal): carried out by
+        # the simulated lock (terminals_sim.DoorControl) and acknowledged; an opening is
+        # reported like a pass's, opened and then closed.
+        control = self.control.setdefault(session.terminal_id, DoorControl({1, 2}))
+        ack = control.command(msg, now_ms=int(time.time() * 1000))
+        session.transport.write(session.conn.send(ack))
+        door = self.doors.get(session.terminal_id)
+        if (door is not None and msg.action == ocp.DoorCommandAction.OPEN_ONCE
+                and ack.code == 0 and door.door_id not in self.opening
+                and door.door_id not in self.held):
+            self.opening.add(door.door_id)
+            task = asyncio.get_running_loop().create_task(self._open_and_close(door))
+            self._doors_moving.add(task)
+            task.add_done_callback(self._doors_moving.discard)
 
     def close(self) -> None:
         for task in self._doors_moving:

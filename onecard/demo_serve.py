@@ -42,7 +42,8 @@ JOURNEYS = (
     ("card.office", "the person's page: Report lost; the till's next purchase is refused"),
     ("card.office", "the person's page: submit a cancellation; finance.a, then finance.b: "
      "Approvals, Approve"),
-    ("security.desk", "Security desk: an alarm about once a minute on the e-map; acknowledge it"),
+    ("security.desk", "Security desk: an alarm about once a minute on the e-map; acknowledge "
+     "it; Door control: Open once"),
     ("parent", "phone pages: their child only (student: the child's own view)"),
     ("cashier", "Cashier: find someone, top up (a double click tops up once)"),
     ("east.office", "another park: finds nothing of the campus"),

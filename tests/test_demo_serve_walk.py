@@ -355,5 +355,15 @@ def _walk(walk: Walk, expect: Any, shots: Path) -> None:
     # controller reports it closed, which it does once the alarm is acknowledged.
     expect(desk.locator(f'#alarms-table tr[data-alarm="{alarm_id}"]')).to_have_count(0)
     desk.screenshot(path=str(shots / "walk-desk.png"), full_page=True)
+    # The desk opens a door once, remotely: the demo's controller carries it out and acks.
+    command = desk.evaluate(
+        "() => fetch('/access/doors', {headers: {Authorization: 'Bearer ' +"
+        " OC.token()}}).then((r) => r.json()).then((ds) => fetch('/access/doors/' +"
+        " ds[0].id + '/commands', {method: 'POST', headers: {Authorization:"
+        " 'Bearer ' + OC.token(), 'content-type': 'application/json'}, body:"
+        " JSON.stringify({action: 'open_once'})})).then((r) => r.json())")
+    _until("the demo's door carries out the desk's open once", lambda: desk.evaluate(
+        "(id) => fetch('/access/door-commands/' + id, {headers: {Authorization: 'Bearer ' +"
+        " OC.token()}}).then((r) => r.json()).then((c) => c.state)", command["id"]) == "done")
     for context in walk.contexts:
         context.close()
