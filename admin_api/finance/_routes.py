@@ -39,7 +39,7 @@ from admin_api._routes_import import ImportRejected, _ImportOperation, _upload
 from admin_api._routes_merchants import tenant_in_scope
 from admin_api._routes_queries import CODE_NAMES
 from admin_api._store import change
-from admin_api._types import INT32_MAX, AfterId, Id, IdField, Limit
+from admin_api._types import INT32_MAX, AfterId, Id, IdField, Limit, optional_bounds
 from admin_api.finance._bankexc import ROUTES as BANK_EXCEPTION_ROUTES
 from admin_api.finance._bankexc import bank_exception_conflict
 from admin_api.finance._bankfile import (
@@ -444,8 +444,8 @@ class RefusalPage(msgspec.Struct):
      "and response code: a JSON page, or a CSV / XLSX download")
 async def list_refusals(tenant_id: Id, actor: Actor, state: State, from_day: _DayParam = None,
                         to_day: _ToDayParam = None,
-                        code: Annotated[int | None, Parameter(
-                            ge=1, le=255, description="Only this code (1..255)")] = None,
+                        code: Annotated[int | None, optional_bounds(
+                            1, 255, "Only this code (1..255)")] = None,
                         after: Annotated[int, Parameter(ge=0, le=10**18)] = 0,
                         limit: Limit = 100, format: Format = "json") -> Response[RefusalPage]:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
