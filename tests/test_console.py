@@ -22,17 +22,8 @@ import httpx
 import pytest
 
 from protocols import ocp
+from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite, new_card_no
-from tests.console_browser import (
-    DEADLINE_MS,
-    Till,
-    fetch,
-    labelled,
-    log_in,
-    open_pages,
-    playwright_expect,
-    until,
-)
 
 PERSON = "Li Lei"
 EXTERNAL_ID = "S2026-0042"
@@ -63,9 +54,9 @@ def console_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, A
                                      ("east.clerk", "card_office", east)):
             root.ok("POST", "/users", {"username": username, "password": PASSWORD,
                                        "role": role, "node_id": node})
-        till = Till(site)
-        until("the new card spends",
-               lambda: till.buy(card_no, 150).code == ocp.ResponseCode.APPROVED)
+        till = cb.Till(site)
+        cb.until("the new card spends",
+                 lambda: till.buy(card_no, 150).code == ocp.ResponseCode.APPROVED)
         # A card of tenant 1 that stays active, for the live sales journey.
         spender = site.fetch(
             "SELECT c.card_no FROM cards c JOIN accounts a ON a.id = c.account_id"
@@ -84,12 +75,12 @@ def console_url(console_site: dict[str, Any]) -> str:
 
 @pytest.fixture
 def page(browser: Any, console_url: str) -> Iterator[Any]:
-    with open_pages(browser, console_url) as pages:
+    with cb.open_pages(browser, console_url) as pages:
         yield pages.new()
 
 
 def _log_in(page: Any, username: str, start: str = "/console/") -> None:
-    log_in(page, username, start, landing=r"/console/(people|sales)\.html")
+    cb.log_in(page, username, start, landing=r"/console/(people|sales)\.html")
 
 
 # -- journeys in the browser -------------------------------------------------------------------
@@ -97,11 +88,11 @@ def _log_in(page: Any, username: str, start: str = "/console/") -> None:
 
 def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
         page: Any, console_site: dict[str, Any], shots: Path) -> None:
-    expect = playwright_expect()
+    expect = cb.playwright_expect()
     card_no = console_site["card_no"]
     page.goto("/console/")
     page.screenshot(path=str(shots / "login.png"))
-    labelled(page)
+    cb.labelled(page)
     _log_in(page, "campus.clerk")
     # By department, by external id and by card number: the same person.
     for words in (DEPARTMENT.split()[0], EXTERNAL_ID, str(card_no)):
@@ -110,7 +101,7 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
         expect(page.locator("#people-table tbody tr")).to_have_count(1)
         expect(page.locator("#people-table tbody")).to_contain_text(PERSON)
     page.screenshot(path=str(shots / "people.png"))
-    labelled(page)
+    cb.labelled(page)
     page.get_by_role("link", name=PERSON).click()
     expect(page.locator("#person-name")).to_have_text(PERSON)
     # 50.00 topped up, 1.50 spent: in yuan with two decimals.
@@ -118,7 +109,7 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     expect(page.locator("#txns-table tbody tr")).to_have_count(2)
     expect(page.locator("#txns-table tbody")).to_contain_text("-1.50")
     page.screenshot(path=str(shots / "person.png"), full_page=True)
-    labelled(page)
+    cb.labelled(page)
 
     page.get_by_role("button", name="Report lost").click()
     expect(page.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("lost")
@@ -129,11 +120,11 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     api = console_site["site"].api("campus.clerk")
     assert api.ok("GET", f"/cards/{card_no}")["status"] == "lost"
     till = console_site["till"]
-    until("the lost card is refused",
-           lambda: till.buy(card_no).code == ocp.ResponseCode.CARD_LOST)
-    audit = fetch(console_site["site"],
-        "SELECT username FROM audit_log WHERE action = 'card.report_loss' AND entity_id = $1",
-        str(card_no))
+    cb.until("the lost card is refused",
+             lambda: till.buy(card_no).code == ocp.ResponseCode.CARD_LOST)
+    audit = cb.fetch(console_site["site"],
+           "SELECT username FROM audit_log WHERE action = 'card.report_loss' AND entity_id = $1",
+           str(card_no))
     assert [r["username"] for r in audit] == ["campus.clerk"]
 
     # In Chinese, chosen by this user and kept for them.
@@ -147,13 +138,13 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     expect(page.get_by_role("button", name="解挂")).to_be_visible()
     page.get_by_role("button", name="解挂").click()
     expect(page.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("正常")
-    until("the unfrozen card spends",
-           lambda: till.buy(card_no, 100).code == ocp.ResponseCode.APPROVED)
+    cb.until("the unfrozen card spends",
+             lambda: till.buy(card_no, 100).code == ocp.ResponseCode.APPROVED)
 
 
 def test_a_clerk_of_another_tenant_sees_nothing_of_this_one(
         page: Any, console_site: dict[str, Any], shots: Path) -> None:
-    expect = playwright_expect()
+    expect = cb.playwright_expect()
     _log_in(page, "east.clerk")
     for words in (PERSON, str(console_site["card_no"]), EXTERNAL_ID, DEPARTMENT):
         page.get_by_label("Name, card number, external id or department").fill(words)
@@ -183,7 +174,7 @@ def test_a_clerk_of_another_tenant_sees_nothing_of_this_one(
 
 def test_the_sales_page_moves_live_when_a_till_sells(
         page: Any, console_site: dict[str, Any], shots: Path) -> None:
-    expect = playwright_expect()
+    expect = cb.playwright_expect()
     _log_in(page, "campus.manager", start="/console")  # without the slash, too
     page.goto("/console/sales.html")
     expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
@@ -202,7 +193,7 @@ def test_the_sales_page_moves_live_when_a_till_sells(
     total = sum(int(hour_rows.nth(h).locator("td").nth(0).inner_text()) for h in range(24))
     assert total == before + 1
     page.screenshot(path=str(shots / "sales.png"), full_page=True)
-    labelled(page)
+    cb.labelled(page)
 
 
 def test_money_text_is_converted_to_fen_by_digits_and_both_languages_say_it_all(
@@ -250,11 +241,11 @@ def test_hourly_sales_and_the_live_stream_agree_with_the_journal(
     site: AdminSite = console_site["site"]
     manager = site.api("campus.manager")
     sales = manager.ok("GET", "/tenants/1/sales/hourly")
-    [row] = fetch(site,
-        "SELECT count(*) FILTER (WHERE code = 0 AND kind IN (1, 5)) AS n,"
-        " coalesce(sum(merchant_delta_fen), 0)::bigint AS fen FROM journal"
-        " WHERE merchant_tenant_id = 1 AND kind IN (1, 2, 5) AND lsn <= $1",
-        sales["as_of_lsn"])
+    [row] = cb.fetch(site,
+           "SELECT count(*) FILTER (WHERE code = 0 AND kind IN (1, 5)) AS n,"
+           " coalesce(sum(merchant_delta_fen), 0)::bigint AS fen FROM journal"
+           " WHERE merchant_tenant_id = 1 AND kind IN (1, 2, 5) AND lsn <= $1",
+           sales["as_of_lsn"])
     assert (sales["purchases"], sales["amount_fen"]) == (row["n"], row["fen"])
     assert len(sales["hours"]) == 24 and sales["switch_connected"] is True
     assert site.api("east.clerk").get("/tenants/1/sales/hourly").status_code == 404
@@ -262,7 +253,7 @@ def test_hourly_sales_and_the_live_stream_agree_with_the_journal(
     events: list[tuple[str, Any]] = []
     headers = {"Authorization": f"Bearer {manager.token}"}
     with httpx.stream("GET", f"{console_site['url']}/tenants/1/live", headers=headers,
-                      timeout=DEADLINE_MS / 1000) as r:
+                      timeout=cb.DEADLINE_MS / 1000) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         name = None

@@ -26,16 +26,8 @@ import pytest
 from onecard.harness import free_port
 from onecard.seed import CANTEEN_FREE
 from protocols import ocp
+from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite, new_card_no, tiny_png
-from tests.console_browser import (
-    Till,
-    fetch,
-    labelled,
-    log_in,
-    open_pages,
-    playwright_expect,
-    until,
-)
 
 RC = ocp.ResponseCode
 NOTE = "Card taken from the finder at the east gate"
@@ -103,7 +95,7 @@ def desk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
                                      ("east.desk", "security_desk", east)):
             root.ok("POST", "/users", {"username": username, "password": PASSWORD,
                                        "role": role, "node_id": node})
-        till = Till(site)
+        till = cb.Till(site)
         spender = site.card(min_main=10_000)["card_no"]
         yield {"site": site, "root": root, "terminal": terminal, "hall": hall,
                "library": library, "door": door, "stacks": stacks, "till": till,
@@ -119,13 +111,13 @@ def console_url(desk_site: dict[str, Any]) -> str:
 
 @pytest.fixture
 def page(browser: Any, console_url: str) -> Iterator[Any]:
-    with open_pages(browser, console_url, accept_dialogs=False,
-                    viewport={"width": 1280, "height": 900}) as pages:
+    with cb.open_pages(browser, console_url, accept_dialogs=False,
+                       viewport={"width": 1280, "height": 900}) as pages:
         yield pages.new()
 
 
 def _log_in(page: Any, username: str) -> None:
-    log_in(page, username, landing=r"/console/(people|sales|security)\.html")
+    cb.log_in(page, username, landing=r"/console/(people|sales|security)\.html")
 
 
 def _lost_card_at_the_door(desk_site: dict[str, Any]) -> int:
@@ -147,7 +139,7 @@ def _lost_card_at_the_door(desk_site: dict[str, Any]) -> int:
             return client.request(ocp.AccessRequest(seq[0], 1, 0, 1, card_no)).code \
                 == RC.CARD_LOST
 
-        until("the door refuses the lost card", refused)
+        cb.until("the door refuses the lost card", refused)
     finally:
         client.close()
     return card_no
@@ -158,7 +150,7 @@ def _lost_card_at_the_door(desk_site: dict[str, Any]) -> int:
 
 def test_the_security_desk_acknowledges_an_alarm_shown_on_the_map(
         page: Any, desk_site: dict[str, Any], shots: Path) -> None:
-    expect = playwright_expect()
+    expect = cb.playwright_expect()
     door_id = desk_site["door"]["id"]
     _log_in(page, "desk.one")
     page.goto("/console/security.html")
@@ -179,13 +171,13 @@ def test_the_security_desk_acknowledges_an_alarm_shown_on_the_map(
     expect(marker).to_have_attribute("data-alarm", "open")
     expect(marker).to_have_attribute("aria-label", re.compile(r"^East gate: .*card refused"))
     page.screenshot(path=str(shots / "security-alarm.png"), full_page=True)
-    labelled(page)
+    cb.labelled(page)
 
     marker.click()  # on the map: the door's open alarm, to acknowledge with a note
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text(str(card_no))
-    labelled(page)
+    cb.labelled(page)
     page.get_by_label("What was found and done").fill(NOTE)
     page.screenshot(path=str(shots / "security-ack.png"))
     page.get_by_role("button", name="Confirm").click()
@@ -203,7 +195,7 @@ def test_the_security_desk_acknowledges_an_alarm_shown_on_the_map(
 
 def test_a_manager_uploads_a_floor_plan_places_a_door_and_the_site_locks_down(
         page: Any, desk_site: dict[str, Any], shots: Path, tmp_path: Path) -> None:
-    expect = playwright_expect()
+    expect = cb.playwright_expect()
     library, stacks = desk_site["library"], desk_site["stacks"]
     _log_in(page, "campus.manager")
     page.goto(f"/console/security.html?area={library['id']}")
@@ -214,8 +206,8 @@ def test_a_manager_uploads_a_floor_plan_places_a_door_and_the_site_locks_down(
     page.get_by_label("Floor plan image (PNG or JPEG, at most 1 MiB)").set_input_files(str(bad))
     page.get_by_role("button", name="Upload plan").click()
     expect(page.locator("#desk-message")).to_contain_text("PNG or JPEG")
-    assert not fetch(desk_site["site"], "SELECT 1 FROM access_area_plans WHERE area_id = $1",
-                                       library["id"])
+    assert not cb.fetch(desk_site["site"], "SELECT 1 FROM access_area_plans WHERE area_id = $1",
+                                          library["id"])
     good = tmp_path / "library.png"
     good.write_bytes(floor_plan(480, 300))
     page.get_by_label("Floor plan image (PNG or JPEG, at most 1 MiB)").set_input_files(str(good))
@@ -230,7 +222,7 @@ def test_a_manager_uploads_a_floor_plan_places_a_door_and_the_site_locks_down(
     expect(marker).to_be_visible()
     place = desk_site["root"].ok("GET", f"/access/areas/{library['id']}/map")["doors"][0]
     assert abs(place["x"] - 7500) <= 100 and abs(place["y"] - 5000) <= 100, place
-    labelled(page)
+    cb.labelled(page)
     page.screenshot(path=str(shots / "security-plan.png"), full_page=True)
 
     # Lockdown of the area behind a confirmation; Cancel does nothing, Confirm starts it.
@@ -253,7 +245,7 @@ def test_a_manager_uploads_a_floor_plan_places_a_door_and_the_site_locks_down(
 
 def test_the_big_screen_moves_when_a_till_sells(
         page: Any, desk_site: dict[str, Any], shots: Path) -> None:
-    expect = playwright_expect()
+    expect = cb.playwright_expect()
     _log_in(page, "campus.manager")
     page.goto("/console/screen.html?tenant=1")
     expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
@@ -267,13 +259,13 @@ def test_the_big_screen_moves_when_a_till_sells(
     assert screen["amount_fen"] == sum(c["amount_fen"] for c in screen["canteens"])
     expect(page.locator("#screen-amount")).to_have_text(
         page.evaluate("(fen) => OC.yuan(fen)", screen["amount_fen"]))
-    labelled(page)
+    cb.labelled(page)
     page.screenshot(path=str(shots / "screen.png"))
 
 
 def test_the_operations_page_shows_the_switch_live(
         page: Any, desk_site: dict[str, Any], shots: Path) -> None:
-    expect = playwright_expect()
+    expect = cb.playwright_expect()
     _log_in(page, "root")
     page.goto("/console/operations.html")
     expect(page.locator("#ops-switch")).to_have_attribute("data-ready", "true")
@@ -286,15 +278,15 @@ def test_the_operations_page_shows_the_switch_live(
         assert till.buy(desk_site["spender"], 1).code == RC.APPROVED
         return page.locator("#ops-p50").inner_text() != "–"
 
-    until("the page shows the latency of the till's purchases", latency_shown)
+    cb.until("the page shows the latency of the till's purchases", latency_shown)
     assert float(page.locator("#ops-rate").inner_text()) > 0
-    labelled(page)
+    cb.labelled(page)
     page.screenshot(path=str(shots / "operations.png"), full_page=True)
 
 
 def test_a_log_in_of_another_park_sees_nothing_of_this_one_on_these_pages(
         page: Any, desk_site: dict[str, Any], shots: Path) -> None:
-    expect = playwright_expect()
+    expect = cb.playwright_expect()
     site: AdminSite = desk_site["site"]
     _log_in(page, "east.manager")
     page.goto("/console/security.html")
@@ -333,7 +325,7 @@ def test_first_render_of_the_desk_pages_is_measured(
     this browser on localhost (docs/benchmarks.md reports them; timing is not asserted)."""
     import json
 
-    expect = playwright_expect()
+    expect = cb.playwright_expect()
     _log_in(page, "root")
     waits = {"/console/security.html": "#doors-table tbody tr",
              "/console/operations.html": "#ops-switch[data-ready]",
@@ -379,7 +371,7 @@ def test_a_plan_is_png_or_jpeg_sniffed_size_limited_and_audited(
         assert r.headers["content-type"].startswith("application/problem+json")
     assert manager.post(url, {"image": "not base64!"}).status_code == 400
     assert upload(desk, tiny_png()).status_code == 403  # the desk reads plans, never writes
-    assert not fetch(site, "SELECT 1 FROM access_area_plans WHERE area_id = $1", area["id"])
+    assert not cb.fetch(site, "SELECT 1 FROM access_area_plans WHERE area_id = $1", area["id"])
     jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64 + b"\xff\xd9"
     out = manager.ok("POST", url, {"image": base64.b64encode(jpeg).decode()})
     assert (out["content_type"], out["bytes"]) == ("image/jpeg", len(jpeg))
@@ -391,8 +383,8 @@ def test_a_plan_is_png_or_jpeg_sniffed_size_limited_and_audited(
                         {"x": 10_001, "y": 0}).status_code == 400
     assert manager.post(f"/access/doors/{desk_site['door']['id']}/place",
                         {"x": 1, "y": None}).status_code == 422
-    audit = fetch(site, "SELECT username, after FROM audit_log WHERE action = 'access.upload_plan'"
-                       " AND entity_id = $1", str(area["id"]))
+    audit = cb.fetch(site, "SELECT username, after FROM audit_log"
+                     " WHERE action = 'access.upload_plan' AND entity_id = $1", str(area["id"]))
     assert [a["username"] for a in audit] == ["campus.manager"]
     assert "/9j/" not in audit[0]["after"]  # the size and digest, not the image
 
