@@ -28,10 +28,9 @@ from typing import Any
 
 import pytest
 
-from protocols import ocp
 from tests.admin_site import PASSWORD, AdminSite
+from tests.admin_site import Till as Till  # the tests' POS, here with the rest
 from tests.console_a11y import axe_check
-from tests.switch_site import FREE_CANTEEN_TERMINAL
 
 CHROMIUM = "/usr/bin/chromium"
 DEADLINE_MS = 30_000
@@ -172,16 +171,3 @@ def until(what: str, predicate: Any, seconds: float = DEADLINE_MS / 1000) -> Non
     while not predicate():
         assert time.monotonic() - started < seconds, f"{what}: not within {seconds} s"
         time.sleep(0.02)
-
-
-class Till:
-    """A POS of tenant 1's free-amount canteen, signed on."""
-
-    def __init__(self, site: AdminSite) -> None:
-        self.client = site.client(FREE_CANTEEN_TERMINAL)
-        self.seq = self.client.sign_on_result.last_txn_seq
-
-    def buy(self, card_no: int, amount_fen: int = 350) -> Any:
-        self.seq += 1
-        return self.client.request(ocp.Purchase(self.seq, card_no, amount_fen,
-                                                int(time.time() * 1000)))
