@@ -9,7 +9,7 @@ import csv
 import dataclasses
 import io
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 from litestar import Response
@@ -23,7 +23,11 @@ from litestar.openapi.spec import (
     Schema,
 )
 
+from admin_api._problems import Problem
+
 Format = Literal["json", "csv", "xlsx"]
+EXPORT_ROWS_MAX: Final = 100_000
+"""The most rows a download of a listing holds (the JSON pages read `limit` at a time)."""
 
 
 def yuan(fen: int) -> str:
@@ -131,6 +135,21 @@ async def download(fmt: Format, name: str, items: Sequence[msgspec.Struct],
     return Response(content=content, media_type=_MEDIA[fmt], headers={
         "Content-Disposition": f'attachment; filename="{name}.{fmt}"',
         "Cache-Control": "no-store"})
+
+
+def rows_wanted(fmt: Format, limit: int) -> int:
+    """How many rows a listing answers: a JSON page's `limit`, or all a download may hold.
+    Read one more, to know whether more follow (`download_all`'s `more`)."""
+    return limit if fmt == "json" else EXPORT_ROWS_MAX
+
+
+async def download_all(fmt: Format, name: str, items: Sequence[msgspec.Struct],
+                       fields: Sequence[str], *, more: bool, what: str) -> Response[Any]:
+    """The download of a listing's `items`, all of them (`rows_wanted`); a 422 when `more`
+    rows follow: "more than EXPORT_ROWS_MAX `what`" (what they are, and how to narrow them)."""
+    if more:
+        raise Problem(422, "unprocessable", f"more than {EXPORT_ROWS_MAX} {what}")
+    return await download(fmt, name, items, fields)
 
 
 # -- transactions ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ PostgreSQL with a number it cannot hold (that would be a 500, not a 400)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from litestar.params import Parameter
 from msgspec import Meta
@@ -14,9 +14,19 @@ BIG_MAX: Final = 10**18
 """The largest card number or journal position a request may name: it fits a bigint, and
 unlike 2^63-1 it survives the OpenAPI document's JSON numbers (doubles) exactly."""
 
+
+def optional_bounds(ge: int, le: int, description: str) -> Any:
+    """The Parameter of an optional bounded int query parameter, used as
+    `Annotated[int | None, optional_bounds(0, 99, "...")]` (the None inside: `Annotated[int,
+    Parameter(...)] | None` would lose its bounds, Litestar checks none inside a union).
+    Litestar checks both bounds, but its OpenAPI document leaves out a `minimum` of 0 (it skips
+    a false bound) of an optional int: it is stated again here."""
+    return Parameter(ge=ge, le=le, description=description, schema_extra={"minimum": ge})
+
+
 Id = Annotated[int, Parameter(ge=1, le=INT32_MAX, description="an id (1 .. 2^31-1)")]
-OptionalId = Annotated[int | None, Parameter(ge=1, le=INT32_MAX, description="an id (1 .. 2^31-1)")]
-"""An optional id (`Id | None` would lose its bounds: Litestar checks none inside a union)."""
+OptionalId = Annotated[int | None, optional_bounds(1, INT32_MAX, "an id (1 .. 2^31-1)")]
+"""An optional id."""
 ClassIdParam = Annotated[int, Parameter(ge=1, le=255, description="an identity class id")]
 CardNoParam = Annotated[int, Parameter(ge=1, le=BIG_MAX, description="a card number")]
 AfterId = Annotated[int, Parameter(ge=0, le=INT32_MAX,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,8 @@ import httpx
 from admin_api._bootstrap import bootstrap
 from onecard.harness import AdminProcess
 from onecard.seed import SeedPlan
-from tests.switch_site import Site
+from protocols import ocp
+from tests.switch_site import FREE_CANTEEN_TERMINAL, Site
 
 ROOT_USER = "root"
 PASSWORD = "correct horse battery"
@@ -113,6 +115,19 @@ class AdminSite(Site):
             self.admin.stop()
         if self.switch is not None:
             self.switch.stop()
+
+
+class Till:
+    """A signed-on POS (tenant 1's free-amount canteen unless told); `buy` returns the answer."""
+
+    def __init__(self, site: AdminSite, terminal_id: int = FREE_CANTEEN_TERMINAL) -> None:
+        self.client = site.client(terminal_id)
+        self.seq = self.client.sign_on_result.last_txn_seq
+
+    def buy(self, card_no: int, amount_fen: int = 350) -> Any:
+        self.seq += 1
+        return self.client.request(ocp.Purchase(self.seq, card_no, amount_fen,
+                                                int(time.time() * 1000)))
 
 
 def site_with_switch(dsn: str) -> Iterator[AdminSite]:

@@ -11,6 +11,7 @@ from onecard.demo import configured_redis_url
 from onecard.privateredis import remove_keys
 from switch._access_journal import ALARMS_STREAM_PREFIX
 from switch._outbox import STREAM_KEY_PREFIX
+from tests.console_browser import browser, shots  # noqa: F401  (the console's browser tests)
 from tests.pg import TestServer
 from tests.switch_site import Site
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from protocols import ocp
-from tests.admin_site import PASSWORD, AdminSite, Api, new_card_no
+from tests.admin_site import PASSWORD, AdminSite, Api, Till, new_card_no
 from tests.switch_site import EAST_PARK_TERMINAL, FREE_CANTEEN_TERMINAL
 
 RC = ocp.ResponseCode
@@ -65,19 +65,6 @@ def until(what: str, predicate: Callable[[], bool]) -> None:
     while not predicate():
         assert time.monotonic() - started < DEADLINE_SECONDS, f"{what}: not within the deadline"
         time.sleep(0.02)
-
-
-class Till:
-    """A signed-on POS; `buy` returns the answer."""
-
-    def __init__(self, site: AdminSite, terminal_id: int) -> None:
-        self.client = site.client(terminal_id)
-        self.seq = self.client.sign_on_result.last_txn_seq
-
-    def buy(self, card_no: int, amount_fen: int = 100) -> Any:
-        self.seq += 1
-        return self.client.request(ocp.Purchase(self.seq, card_no, amount_fen,
-                                                int(time.time() * 1000)))
 
 
 # -- API keys ----------------------------------------------------------------------------------
@@ -362,7 +349,7 @@ def test_events_of_one_tenant_hold_nothing_of_another(site: AdminSite) -> None:
     till = Till(site, EAST_PARK_TERMINAL)
     answer: list[Any] = []
     until("the switch knows the new card",
-          lambda: answer.append(till.buy(card_no)) or answer[-1].code != RC.UNKNOWN_CARD)
+          lambda: answer.append(till.buy(card_no, 100)) or answer[-1].code != RC.UNKNOWN_CARD)
     till.client.close()
     result = RC(answer[-1].code).name  # staff may overdraw a little: approved
 

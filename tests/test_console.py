@@ -13,11 +13,8 @@ In CI (CI set) a missing Chromium or Playwright fails these tests instead of ski
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,59 +22,12 @@ import httpx
 import pytest
 
 from protocols import ocp
+from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite, new_card_no
-from tests.console_a11y import axe_check
-from tests.switch_site import FREE_CANTEEN_TERMINAL
 
-CHROMIUM = "/usr/bin/chromium"
-DEADLINE_MS = 30_000
-"""How long a page may take to show what a test waits for (generous: shared machines)."""
 PERSON = "Li Lei"
 EXTERNAL_ID = "S2026-0042"
 DEPARTMENT = "Physics Department"
-
-
-def _browser_or_fail() -> Any:
-    """Playwright's sync API, or a failure in CI (a skip elsewhere) when it or Chromium is
-    missing."""
-    why = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        why = "playwright is not installed (pip install -e '.[test]')"
-    if why is None and not Path(CHROMIUM).exists():
-        why = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}: the browser tests must run in CI")
-        pytest.skip(why)
-    return sync_playwright
-
-
-class Till:
-    """A POS of tenant 1's free-amount canteen, signed on."""
-
-    def __init__(self, site: AdminSite) -> None:
-        self.client = site.client(FREE_CANTEEN_TERMINAL)
-        self.seq = self.client.sign_on_result.last_txn_seq
-
-    def buy(self, card_no: int, amount_fen: int = 350) -> Any:
-        self.seq += 1
-        return self.client.request(ocp.Purchase(self.seq, card_no, amount_fen,
-                                                int(time.time() * 1000)))
-
-
-def _fetch(site: AdminSite, sql: str, *args: Any) -> list[Any]:
-    """site.fetch off this thread: Playwright's sync API keeps an event loop running here."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(site.fetch, sql, *args).result()
-
-
-def _until(what: str, predicate: Any, seconds: float = DEADLINE_MS / 1000) -> None:
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < seconds, f"{what}: not within {seconds} s"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +54,9 @@ def console_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, A
                                      ("east.clerk", "card_office", east)):
             root.ok("POST", "/users", {"username": username, "password": PASSWORD,
                                        "role": role, "node_id": node})
-        till = Till(site)
-        _until("the new card spends",
-               lambda: till.buy(card_no, 150).code == ocp.ResponseCode.APPROVED)
+        till = cb.Till(site)
+        cb.until("the new card spends",
+                 lambda: till.buy(card_no, 150).code == ocp.ResponseCode.APPROVED)
         # A card of tenant 1 that stays active, for the live sales journey.
         spender = site.fetch(
             "SELECT c.card_no FROM cards c JOIN accounts a ON a.id = c.account_id"
@@ -119,67 +69,18 @@ def console_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, A
 
 
 @pytest.fixture(scope="module")
-def browser(console_site: dict[str, Any]) -> Iterator[Any]:
-    sync_playwright = _browser_or_fail()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = os.environ.get("ONECARD_CONSOLE_SHOTS")
-    path = Path(where) if where else tmp_path_factory.mktemp("console-shots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def console_url(console_site: dict[str, Any]) -> str:
+    return str(console_site["url"])
 
 
 @pytest.fixture
-def page(browser: Any, console_site: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(base_url=console_site["url"], locale="en-US",
-                                  viewport={"width": 1200, "height": 860})
-    page = context.new_page()
-    page.set_default_timeout(DEADLINE_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("dialog", lambda dialog: dialog.accept())
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"script errors in the page: {errors}"
+def page(browser: Any, console_url: str) -> Iterator[Any]:
+    with cb.open_pages(browser, console_url) as pages:
+        yield pages.new()
 
 
 def _log_in(page: Any, username: str, start: str = "/console/") -> None:
-    page.goto(start)
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_label("Password").press("Enter")  # by keyboard
-    page.wait_for_url(re.compile(r"/console/(people|sales)\.html"))
-
-
-_UNNAMED = """() => [...document.querySelectorAll("input, select, button, a[href]")]
-    .filter((el) => el.offsetParent !== null)
-    .filter((el) => !((el.labels && el.labels.length) || el.getAttribute("aria-label")
-                      || el.textContent.trim()))
-    .map((el) => el.outerHTML)"""
-
-
-def _labelled(page: Any) -> None:
-    """Every visible control has a name a screen reader can say (a label, aria-label or
-    text), and axe-core finds no WCAG 2 A/AA violation (tests/console_a11y.py): the
-    automated accessibility check the issue asks for, at each page state a journey shows."""
-    assert page.evaluate(_UNNAMED) == [], page.url
-    axe_check(page)
-
-
-def _expect() -> Any:
-    from playwright.sync_api import expect
-
-    return expect
+    cb.log_in(page, username, start, landing=r"/console/(people|sales)\.html")
 
 
 # -- journeys in the browser -------------------------------------------------------------------
@@ -187,11 +88,11 @@ def _expect() -> Any:
 
 def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
         page: Any, console_site: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     card_no = console_site["card_no"]
     page.goto("/console/")
     page.screenshot(path=str(shots / "login.png"))
-    _labelled(page)
+    cb.labelled(page)
     _log_in(page, "campus.clerk")
     # By department, by external id and by card number: the same person.
     for words in (DEPARTMENT.split()[0], EXTERNAL_ID, str(card_no)):
@@ -200,7 +101,7 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
         expect(page.locator("#people-table tbody tr")).to_have_count(1)
         expect(page.locator("#people-table tbody")).to_contain_text(PERSON)
     page.screenshot(path=str(shots / "people.png"))
-    _labelled(page)
+    cb.labelled(page)
     page.get_by_role("link", name=PERSON).click()
     expect(page.locator("#person-name")).to_have_text(PERSON)
     # 50.00 topped up, 1.50 spent: in yuan with two decimals.
@@ -208,7 +109,7 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     expect(page.locator("#txns-table tbody tr")).to_have_count(2)
     expect(page.locator("#txns-table tbody")).to_contain_text("-1.50")
     page.screenshot(path=str(shots / "person.png"), full_page=True)
-    _labelled(page)
+    cb.labelled(page)
 
     page.get_by_role("button", name="Report lost").click()
     expect(page.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("lost")
@@ -219,11 +120,11 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     api = console_site["site"].api("campus.clerk")
     assert api.ok("GET", f"/cards/{card_no}")["status"] == "lost"
     till = console_site["till"]
-    _until("the lost card is refused",
-           lambda: till.buy(card_no).code == ocp.ResponseCode.CARD_LOST)
-    audit = _fetch(console_site["site"],
-        "SELECT username FROM audit_log WHERE action = 'card.report_loss' AND entity_id = $1",
-        str(card_no))
+    cb.until("the lost card is refused",
+             lambda: till.buy(card_no).code == ocp.ResponseCode.CARD_LOST)
+    audit = cb.fetch(console_site["site"],
+           "SELECT username FROM audit_log WHERE action = 'card.report_loss' AND entity_id = $1",
+           str(card_no))
     assert [r["username"] for r in audit] == ["campus.clerk"]
 
     # In Chinese, chosen by this user and kept for them.
@@ -237,14 +138,14 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     expect(page.get_by_role("button", name="解挂")).to_be_visible()
     page.get_by_role("button", name="解挂").click()
     expect(page.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("正常")
-    _until("the unfrozen card spends",
-           lambda: till.buy(card_no, 100).code == ocp.ResponseCode.APPROVED)
+    cb.until("the unfrozen card spends",
+             lambda: till.buy(card_no, 100).code == ocp.ResponseCode.APPROVED)
     page.evaluate("OC.setLang('en') || OC.saved()")  # kept on the server: back for later tests
 
 
 def test_a_clerk_of_another_tenant_sees_nothing_of_this_one(
         page: Any, console_site: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     _log_in(page, "east.clerk")
     for words in (PERSON, str(console_site["card_no"]), EXTERNAL_ID, DEPARTMENT):
         page.get_by_label("Name, card number, external id or department").fill(words)
@@ -274,7 +175,7 @@ def test_a_clerk_of_another_tenant_sees_nothing_of_this_one(
 
 def test_the_sales_page_moves_live_when_a_till_sells(
         page: Any, console_site: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     _log_in(page, "campus.manager", start="/console")  # without the slash, too
     page.goto("/console/sales.html")
     expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
@@ -293,7 +194,7 @@ def test_the_sales_page_moves_live_when_a_till_sells(
     total = sum(int(hour_rows.nth(h).locator("td").nth(0).inner_text()) for h in range(24))
     assert total == before + 1
     page.screenshot(path=str(shots / "sales.png"), full_page=True)
-    _labelled(page)
+    cb.labelled(page)
 
 
 def test_money_text_is_converted_to_fen_by_digits_and_both_languages_say_it_all(
@@ -341,11 +242,11 @@ def test_hourly_sales_and_the_live_stream_agree_with_the_journal(
     site: AdminSite = console_site["site"]
     manager = site.api("campus.manager")
     sales = manager.ok("GET", "/tenants/1/sales/hourly")
-    [row] = _fetch(site,
-        "SELECT count(*) FILTER (WHERE code = 0 AND kind IN (1, 5)) AS n,"
-        " coalesce(sum(merchant_delta_fen), 0)::bigint AS fen FROM journal"
-        " WHERE merchant_tenant_id = 1 AND kind IN (1, 2, 5) AND lsn <= $1",
-        sales["as_of_lsn"])
+    [row] = cb.fetch(site,
+           "SELECT count(*) FILTER (WHERE code = 0 AND kind IN (1, 5)) AS n,"
+           " coalesce(sum(merchant_delta_fen), 0)::bigint AS fen FROM journal"
+           " WHERE merchant_tenant_id = 1 AND kind IN (1, 2, 5) AND lsn <= $1",
+           sales["as_of_lsn"])
     assert (sales["purchases"], sales["amount_fen"]) == (row["n"], row["fen"])
     assert len(sales["hours"]) == 24 and sales["switch_connected"] is True
     assert site.api("east.clerk").get("/tenants/1/sales/hourly").status_code == 404
@@ -353,7 +254,7 @@ def test_hourly_sales_and_the_live_stream_agree_with_the_journal(
     events: list[tuple[str, Any]] = []
     headers = {"Authorization": f"Bearer {manager.token}"}
     with httpx.stream("GET", f"{console_site['url']}/tenants/1/live", headers=headers,
-                      timeout=DEADLINE_MS / 1000) as r:
+                      timeout=cb.DEADLINE_MS / 1000) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         name = None

@@ -14,7 +14,6 @@ In CI (CI set) a missing Chromium or Playwright fails these tests instead of ski
 from __future__ import annotations
 
 import base64
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -27,16 +26,8 @@ import pytest
 from onecard.harness import free_port
 from onecard.seed import CANTEEN_FREE
 from protocols import ocp
+from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite, new_card_no, tiny_png
-from tests.test_console import (
-    CHROMIUM,
-    DEADLINE_MS,
-    Till,
-    _browser_or_fail,
-    _fetch,
-    _labelled,
-    _until,
-)
 
 RC = ocp.ResponseCode
 NOTE = "Card taken from the finder at the east gate"
@@ -104,7 +95,7 @@ def desk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
                                      ("east.desk", "security_desk", east)):
             root.ok("POST", "/users", {"username": username, "password": PASSWORD,
                                        "role": role, "node_id": node})
-        till = Till(site)
+        till = cb.Till(site)
         spender = site.card(min_main=10_000)["card_no"]
         yield {"site": site, "root": root, "terminal": terminal, "hall": hall,
                "library": library, "door": door, "stacks": stacks, "till": till,
@@ -114,51 +105,19 @@ def desk_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def browser(desk_site: dict[str, Any]) -> Iterator[Any]:
-    sync_playwright = _browser_or_fail()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = os.environ.get("ONECARD_CONSOLE_SHOTS")
-    path = Path(where) if where else tmp_path_factory.mktemp("console-desk-shots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def console_url(desk_site: dict[str, Any]) -> str:
+    return str(desk_site["url"])
 
 
 @pytest.fixture
-def page(browser: Any, desk_site: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(base_url=desk_site["url"], locale="en-US",
-                                  viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(DEADLINE_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"script errors in the page: {errors}"
+def page(browser: Any, console_url: str) -> Iterator[Any]:
+    with cb.open_pages(browser, console_url, accept_dialogs=False,
+                       viewport={"width": 1280, "height": 900}) as pages:
+        yield pages.new()
 
 
 def _log_in(page: Any, username: str) -> None:
-    page.goto("/console/")
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_label("Password").press("Enter")
-    page.wait_for_url(re.compile(r"/console/(people|sales|security)\.html"))
-
-
-def _expect() -> Any:
-    from playwright.sync_api import expect
-
-    return expect
+    cb.log_in(page, username, landing=r"/console/(people|sales|security)\.html")
 
 
 def _lost_card_at_the_door(desk_site: dict[str, Any]) -> int:
@@ -180,7 +139,7 @@ def _lost_card_at_the_door(desk_site: dict[str, Any]) -> int:
             return client.request(ocp.AccessRequest(seq[0], 1, 0, 1, card_no)).code \
                 == RC.CARD_LOST
 
-        _until("the door refuses the lost card", refused)
+        cb.until("the door refuses the lost card", refused)
     finally:
         client.close()
     return card_no
@@ -191,7 +150,7 @@ def _lost_card_at_the_door(desk_site: dict[str, Any]) -> int:
 
 def test_the_security_desk_acknowledges_an_alarm_shown_on_the_map(
         page: Any, desk_site: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     door_id = desk_site["door"]["id"]
     _log_in(page, "desk.one")
     page.goto("/console/security.html")
@@ -212,13 +171,13 @@ def test_the_security_desk_acknowledges_an_alarm_shown_on_the_map(
     expect(marker).to_have_attribute("data-alarm", "open")
     expect(marker).to_have_attribute("aria-label", re.compile(r"^East gate: .*card refused"))
     page.screenshot(path=str(shots / "security-alarm.png"), full_page=True)
-    _labelled(page)
+    cb.labelled(page)
 
     marker.click()  # on the map: the door's open alarm, to acknowledge with a note
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text(str(card_no))
-    _labelled(page)
+    cb.labelled(page)
     page.get_by_label("What was found and done").fill(NOTE)
     page.screenshot(path=str(shots / "security-ack.png"))
     page.get_by_role("button", name="Confirm").click()
@@ -236,7 +195,7 @@ def test_the_security_desk_acknowledges_an_alarm_shown_on_the_map(
 
 def test_a_manager_uploads_a_floor_plan_places_a_door_and_the_site_locks_down(
         page: Any, desk_site: dict[str, Any], shots: Path, tmp_path: Path) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     library, stacks = desk_site["library"], desk_site["stacks"]
     _log_in(page, "campus.manager")
     page.goto(f"/console/security.html?area={library['id']}")
@@ -247,8 +206,8 @@ def test_a_manager_uploads_a_floor_plan_places_a_door_and_the_site_locks_down(
     page.get_by_label("Floor plan image (PNG or JPEG, at most 1 MiB)").set_input_files(str(bad))
     page.get_by_role("button", name="Upload plan").click()
     expect(page.locator("#desk-message")).to_contain_text("PNG or JPEG")
-    assert not _fetch(desk_site["site"], "SELECT 1 FROM access_area_plans WHERE area_id = $1",
-                                       library["id"])
+    assert not cb.fetch(desk_site["site"], "SELECT 1 FROM access_area_plans WHERE area_id = $1",
+                                          library["id"])
     good = tmp_path / "library.png"
     good.write_bytes(floor_plan(480, 300))
     page.get_by_label("Floor plan image (PNG or JPEG, at most 1 MiB)").set_input_files(str(good))
@@ -263,7 +222,7 @@ def test_a_manager_uploads_a_floor_plan_places_a_door_and_the_site_locks_down(
     expect(marker).to_be_visible()
     place = desk_site["root"].ok("GET", f"/access/areas/{library['id']}/map")["doors"][0]
     assert abs(place["x"] - 7500) <= 100 and abs(place["y"] - 5000) <= 100, place
-    _labelled(page)
+    cb.labelled(page)
     page.screenshot(path=str(shots / "security-plan.png"), full_page=True)
 
     # Lockdown of the area behind a confirmation; Cancel does nothing, Confirm starts it.
@@ -286,7 +245,7 @@ def test_a_manager_uploads_a_floor_plan_places_a_door_and_the_site_locks_down(
 
 def test_the_big_screen_moves_when_a_till_sells(
         page: Any, desk_site: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     _log_in(page, "campus.manager")
     page.goto("/console/screen.html?tenant=1")
     expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
@@ -300,13 +259,13 @@ def test_the_big_screen_moves_when_a_till_sells(
     assert screen["amount_fen"] == sum(c["amount_fen"] for c in screen["canteens"])
     expect(page.locator("#screen-amount")).to_have_text(
         page.evaluate("(fen) => OC.yuan(fen)", screen["amount_fen"]))
-    _labelled(page)
+    cb.labelled(page)
     page.screenshot(path=str(shots / "screen.png"))
 
 
 def test_the_operations_page_shows_the_switch_live(
         page: Any, desk_site: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     _log_in(page, "root")
     page.goto("/console/operations.html")
     expect(page.locator("#ops-switch")).to_have_attribute("data-ready", "true")
@@ -319,15 +278,15 @@ def test_the_operations_page_shows_the_switch_live(
         assert till.buy(desk_site["spender"], 1).code == RC.APPROVED
         return page.locator("#ops-p50").inner_text() != "–"
 
-    _until("the page shows the latency of the till's purchases", latency_shown)
+    cb.until("the page shows the latency of the till's purchases", latency_shown)
     assert float(page.locator("#ops-rate").inner_text()) > 0
-    _labelled(page)
+    cb.labelled(page)
     page.screenshot(path=str(shots / "operations.png"), full_page=True)
 
 
 def test_a_log_in_of_another_park_sees_nothing_of_this_one_on_these_pages(
         page: Any, desk_site: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     site: AdminSite = desk_site["site"]
     _log_in(page, "east.manager")
     page.goto("/console/security.html")
@@ -366,7 +325,7 @@ def test_first_render_of_the_desk_pages_is_measured(
     this browser on localhost (docs/benchmarks.md reports them; timing is not asserted)."""
     import json
 
-    expect = _expect()
+    expect = cb.playwright_expect()
     _log_in(page, "root")
     waits = {"/console/security.html": "#doors-table tbody tr",
              "/console/operations.html": "#ops-switch[data-ready]",
@@ -412,7 +371,7 @@ def test_a_plan_is_png_or_jpeg_sniffed_size_limited_and_audited(
         assert r.headers["content-type"].startswith("application/problem+json")
     assert manager.post(url, {"image": "not base64!"}).status_code == 400
     assert upload(desk, tiny_png()).status_code == 403  # the desk reads plans, never writes
-    assert not _fetch(site, "SELECT 1 FROM access_area_plans WHERE area_id = $1", area["id"])
+    assert not cb.fetch(site, "SELECT 1 FROM access_area_plans WHERE area_id = $1", area["id"])
     jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64 + b"\xff\xd9"
     out = manager.ok("POST", url, {"image": base64.b64encode(jpeg).decode()})
     assert (out["content_type"], out["bytes"]) == ("image/jpeg", len(jpeg))
@@ -424,8 +383,8 @@ def test_a_plan_is_png_or_jpeg_sniffed_size_limited_and_audited(
                         {"x": 10_001, "y": 0}).status_code == 400
     assert manager.post(f"/access/doors/{desk_site['door']['id']}/place",
                         {"x": 1, "y": None}).status_code == 422
-    audit = _fetch(site, "SELECT username, after FROM audit_log WHERE action = 'access.upload_plan'"
-                       " AND entity_id = $1", str(area["id"]))
+    audit = cb.fetch(site, "SELECT username, after FROM audit_log"
+                     " WHERE action = 'access.upload_plan' AND entity_id = $1", str(area["id"]))
     assert [a["username"] for a in audit] == ["campus.manager"]
     assert "/9j/" not in audit[0]["after"]  # the size and digest, not the image
 
@@ -467,7 +426,7 @@ def test_a_door_on_its_tenants_node_is_on_the_map(desk_site: dict[str, Any]) -> 
     door = manager.ok("POST", "/access/doors", {"node_id": desk_site["campus"],
                                                 "name": "Side door", "area_id": area["id"]})
     manager.ok("POST", f"/access/doors/{door['id']}/place", {"x": 10, "y": 20})
-    _fetch(site, "UPDATE doors SET node_id = NULL WHERE id = $1", door["id"])
+    cb.fetch(site, "UPDATE doors SET node_id = NULL WHERE id = $1", door["id"])
     got = site.api("desk.one").ok("GET", f"/access/areas/{area['id']}/map")
     assert [(d["door_id"], d["x"], d["y"]) for d in got["doors"]] == [(door["id"], 10, 20)]
     assert site.api("east.desk").get(f"/access/areas/{area['id']}/map").status_code == 404

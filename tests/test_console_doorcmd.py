@@ -23,8 +23,11 @@ from onecard.seed import CANTEEN_FREE
 from protocols import ocp
 from terminals_sim import DoorControl
 from tests.admin_site import PASSWORD, AdminSite
+from tests.console_browser import CHROMIUM, DEADLINE_MS
+from tests.console_browser import browser_or_fail as _browser_or_fail
+from tests.console_browser import labelled as _labelled
+from tests.console_browser import until as _until
 from tests.ocp_client import OcpClient
-from tests.test_console import CHROMIUM, DEADLINE_MS, _browser_or_fail, _labelled, _until
 from tests.test_console_desk import floor_plan
 
 

@@ -16,7 +16,6 @@ In CI (CI set) a missing Chromium or Playwright fails these tests instead of ski
 from __future__ import annotations
 
 import io
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -26,17 +25,8 @@ from typing import Any
 import pytest
 
 from protocols import ocp
+from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite, new_card_no
-from tests.test_console import (
-    CHROMIUM,
-    DEADLINE_MS,
-    Till,
-    _browser_or_fail,
-    _expect,
-    _fetch,
-    _labelled,
-    _until,
-)
 
 DEPARTMENT = "Chemistry Department"
 HOLDER = "Zhang Wei"
@@ -97,107 +87,39 @@ def office(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def browser(office: dict[str, Any]) -> Iterator[Any]:
-    sync_playwright = _browser_or_fail()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = os.environ.get("ONECARD_CONSOLE_SHOTS")
-    path = Path(where) if where else tmp_path_factory.mktemp("office-shots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _context(browser: Any, office: dict[str, Any], phone: bool = False) -> Any:
-    if phone:
-        return browser.new_context(base_url=office["url"], locale="en-US", is_mobile=True,
-                                   has_touch=True, viewport={"width": 390, "height": 844},
-                                   accept_downloads=True)
-    return browser.new_context(base_url=office["url"], locale="en-US", accept_downloads=True,
-                               viewport={"width": 1200, "height": 860})
-
-
-class Pages:
-    """New pages in a browser context, each failing the test on a script error."""
-
-    def __init__(self, browser: Any, office: dict[str, Any], phone: bool = False) -> None:
-        self.context = _context(browser, office, phone)
-        self.errors: list[str] = []
-
-    def new(self) -> Any:
-        page = self.context.new_page()
-        page.set_default_timeout(DEADLINE_MS)
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on("dialog", lambda dialog: dialog.accept())
-        return page
+def console_url(office: dict[str, Any]) -> str:
+    return str(office["url"])
 
 
 @pytest.fixture
-def pages(browser: Any, office: dict[str, Any]) -> Iterator[Pages]:
-    p = Pages(browser, office)
-    try:
+def pages(browser: Any, console_url: str) -> Iterator[cb.Pages]:
+    with cb.open_pages(browser, console_url, accept_downloads=True) as p:
         yield p
-    finally:
-        p.context.close()
-    assert not p.errors, f"script errors in the page: {p.errors}"
 
 
 @pytest.fixture
-def phone(browser: Any, office: dict[str, Any]) -> Iterator[Pages]:
-    p = Pages(browser, office, phone=True)
-    try:
+def phone(browser: Any, console_url: str) -> Iterator[cb.Pages]:
+    with cb.open_pages(browser, console_url, accept_downloads=True, **cb.PHONE) as p:
         yield p
-    finally:
-        p.context.close()
-    assert not p.errors, f"script errors in the page: {p.errors}"
-
-
-def _log_in(page: Any, username: str, start: str = "/console/") -> None:
-    page.goto(start)
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_label("Password").press("Enter")
-    if start.startswith("/m/"):
-        page.wait_for_selector("#m-app:not([hidden])")
-    else:
-        page.wait_for_url(re.compile(r"/console/\w+\.html"))
-
-
-_UNTRANSLATED = """() => [...document.querySelectorAll("[data-i18n]")]
-    .filter((el) => el.offsetParent !== null && el.textContent === el.dataset.i18n)
-    .map((el) => el.dataset.i18n)"""
-
-
-def _checked(page: Any) -> None:
-    """Every visible control is labelled, and every visible text is in the catalogue."""
-    _labelled(page)
-    assert page.evaluate(_UNTRANSLATED) == [], page.url
 
 
 def _journal(office: dict[str, Any], sql: str, *args: Any) -> list[Any]:
-    return _fetch(office["site"], sql, *args)
+    return cb.fetch(office["site"], sql, *args)
 
 
 # -- journeys in the browser -------------------------------------------------------------------
 
 
 def test_the_card_office_issues_replaces_and_binds_a_bank_card(
-        pages: Pages, office: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+        pages: cb.Pages, office: dict[str, Any], shots: Path) -> None:
+    expect = cb.playwright_expect()
     page = pages.new()
     newcomer = office["people"][NEWCOMER]
-    _log_in(page, "campus.clerk")
+    cb.log_in(page, "campus.clerk")
     page.goto(f"/console/person.html?id={newcomer['id']}")
     expect(page.locator("#person-name")).to_have_text(NEWCOMER)
     expect(page.locator("#issue-form")).to_be_visible()
-    _checked(page)
+    cb.checked(page)
     # Issue: the switch knows the card within a second (no money yet: it spends the class's
     # overdraft, or is refused for funds; never as an unknown card).
     card_no = new_card_no()
@@ -207,9 +129,9 @@ def test_the_card_office_issues_replaces_and_binds_a_bank_card(
     expect(page.locator("#issue-message")).to_contain_text(f"Card {card_no} is issued")
     expect(page.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("active")
     expect(page.locator(f'tr[data-card="{card_no}"]')).to_contain_text("temporary")
-    till = Till(office["site"])
-    _until("the new card is known to the switch",
-           lambda: till.buy(card_no, 100).code != ocp.ResponseCode.UNKNOWN_CARD)
+    till = cb.Till(office["site"])
+    cb.until("the new card is known to the switch",
+             lambda: till.buy(card_no, 100).code != ocp.ResponseCode.UNKNOWN_CARD)
     # Replace it: the old one is dead, the new one active.
     new_no = new_card_no()
     page.get_by_label("Card to replace").select_option(str(card_no))
@@ -227,7 +149,7 @@ def test_the_card_office_issues_replaces_and_binds_a_bank_card(
     assert page.get_by_label("Bank card number").input_value() == ""
     assert PAN not in page.content()
     page.screenshot(path=str(shots / "person-office.png"), full_page=True)
-    _checked(page)
+    cb.checked(page)
     page.get_by_role("button", name="Unbind bank card").click()
     expect(page.locator("#bank-card")).to_have_text("No bank card is bound.")
     audit = _journal(office, "SELECT action FROM audit_log WHERE username = 'campus.clerk'"
@@ -238,10 +160,10 @@ def test_the_card_office_issues_replaces_and_binds_a_bank_card(
 
 
 def test_the_card_office_imports_people_and_acts_on_a_selection(
-        pages: Pages, office: dict[str, Any], shots: Path, tmp_path: Path) -> None:
-    expect = _expect()
+        pages: cb.Pages, office: dict[str, Any], shots: Path, tmp_path: Path) -> None:
+    expect = cb.playwright_expect()
     page = pages.new()
-    _log_in(page, "campus.clerk")
+    cb.log_in(page, "campus.clerk")
     page.get_by_role("link", name="Import people from a file").click()
     page.wait_for_url(re.compile(r"/console/import\.html"))
     with page.expect_download() as example:
@@ -266,7 +188,7 @@ def test_the_card_office_imports_people_and_acts_on_a_selection(
     expect(rows.nth(1).locator("td").nth(0)).to_have_text("4")
     expect(rows.nth(1)).to_contain_text("card_no")
     page.screenshot(path=str(shots / "import-errors.png"), full_page=True)
-    _checked(page)
+    cb.checked(page)
     assert not _journal(office, "SELECT 1 FROM people WHERE external_id LIKE 'IMP-%'")
     good = tmp_path / "good.csv"
     good.write_text("external_id,name,node,class,card_no\n"
@@ -285,7 +207,7 @@ def test_the_card_office_imports_people_and_acts_on_a_selection(
     expect(page.locator("#bulk-message")).to_have_text("Done: 2 changed, 0 already so.")
     expect(page.locator("#people-table tbody .oc-status-lost")).to_have_count(2)
     page.screenshot(path=str(shots / "people-bulk.png"), full_page=True)
-    _checked(page)
+    cb.checked(page)
     page.get_by_label("Select Import One").check()
     page.get_by_role("button", name="Unfreeze selected").click()
     expect(page.locator("#bulk-message")).to_have_text("Done: 1 changed, 0 already so.")
@@ -299,20 +221,20 @@ def test_the_card_office_imports_people_and_acts_on_a_selection(
     page.get_by_label("Move to").select_option(str(office["campus"]))
     page.get_by_role("button", name="Move selected").click()
     expect(page.locator("#bulk-message")).to_have_text("Done: 2 changed, 0 already so.")
-    _until("both moved", lambda: imported() == {(office["campus"], 2)})
+    cb.until("both moved", lambda: imported() == {(office["campus"], 2)})
     page.get_by_label("Select everyone shown").check()
     page.get_by_label("Identity class").select_option("1")
     page.get_by_role("button", name="Set class of selected").click()
-    _until("both re-classed", lambda: imported() == {(office["campus"], 1)})
+    cb.until("both re-classed", lambda: imported() == {(office["campus"], 1)})
     expect(page.locator("#bulk-message")).to_have_text("Done: 2 changed, 0 already so.")
 
 
 def test_an_approver_approves_a_cancellation_and_it_is_carried_out(
-        pages: Pages, office: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+        pages: cb.Pages, office: dict[str, Any], shots: Path) -> None:
+    expect = cb.playwright_expect()
     leaver = office["people"][LEAVER]
     clerk = pages.new()
-    _log_in(clerk, "campus.clerk")
+    cb.log_in(clerk, "campus.clerk")
     expect(clerk.get_by_role("link", name="Approvals")).to_have_count(0)  # not the clerk's
     clerk.goto(f"/console/person.html?id={leaver['id']}")
     clerk.get_by_label("Document title").fill("Chen Jing leaves")
@@ -323,7 +245,7 @@ def test_an_approver_approves_a_cancellation_and_it_is_carried_out(
     expect(clerk.locator("#cancel-section")).to_be_hidden()  # the account is held (frozen)
 
     one = pages.new()
-    _log_in(one, "approver.one")
+    cb.log_in(one, "approver.one")
     one.goto("/console/approvals.html")
     row = one.locator(f'#inbox-table tr[data-doc="{doc_id}"]')
     expect(row).to_contain_text("cancellation")
@@ -338,14 +260,14 @@ def test_an_approver_approves_a_cancellation_and_it_is_carried_out(
     pdf = download.value.path()
     assert pdf is not None and Path(pdf).read_bytes().startswith(b"%PDF")
     one.screenshot(path=str(shots / "approvals.png"), full_page=True)
-    _checked(one)
+    cb.checked(one)
     one.get_by_label("Note with your decision").fill("checked the balance")
     one.get_by_role("button", name="Approve").click()
     expect(one.locator("#inbox-message")).to_contain_text(f"Document {doc_id} is now submitted")
     expect(one.locator(f'#inbox-table tr[data-doc="{doc_id}"]')).to_have_count(0)
 
     two = pages.new()
-    _log_in(two, "approver.two")
+    cb.log_in(two, "approver.two")
     two.goto("/console/approvals.html")
     expect(two.locator(f'#inbox-table tr[data-doc="{doc_id}"]')).to_contain_text("level 2 of 2")
     two.get_by_role("link", name=f"Open document {doc_id}").click()
@@ -365,11 +287,11 @@ def test_an_approver_approves_a_cancellation_and_it_is_carried_out(
 
 
 def test_a_cashiers_double_click_tops_up_once(
-        pages: Pages, office: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+        pages: cb.Pages, office: dict[str, Any], shots: Path) -> None:
+    expect = cb.playwright_expect()
     holder = office["people"][HOLDER]
     page = pages.new()
-    _log_in(page, "campus.cashier")
+    cb.log_in(page, "campus.cashier")
     page.get_by_role("link", name="Cashier").click()
     page.get_by_label("Name, card number, external id or department").fill(HOLDER_ID)
     page.get_by_label("Name, card number, external id or department").press("Enter")
@@ -402,7 +324,7 @@ def test_a_cashiers_double_click_tops_up_once(
     page.evaluate("() => { const f = document.getElementById('topup-form');"
                   " f.requestSubmit(); f.requestSubmit(); }")
     expect(page.locator("#c-total")).to_have_text(_plus(before, 1_235))
-    _until("both submits sent", lambda: len(sent) >= n + 2)
+    cb.until("both submits sent", lambda: len(sent) >= n + 2)
     twice = sent[n:]
     assert twice[0] == twice[1] and twice[0] != sent[0], sent
     assert topups() == [1_234, 1]
@@ -419,7 +341,7 @@ def test_a_cashiers_double_click_tops_up_once(
     expect(page.locator("#c-subsidy")).to_have_text("1.00")
     expect(page.locator("#c-total")).to_have_text(_plus(before, 1_237))
     page.screenshot(path=str(shots / "cashier.png"), full_page=True)
-    _checked(page)
+    cb.checked(page)
     # Typed amounts that are not yuan with two decimals move nothing.
     page.get_by_label("Amount (yuan)").first.fill("1.005")
     page.get_by_role("button", name="Top up").click()
@@ -441,10 +363,10 @@ def _plus(yuan_text: str, fen: int) -> str:
 
 
 def test_a_manager_registers_a_terminal_sees_its_key_once_disables_and_rekeys_it(
-        pages: Pages, office: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+        pages: cb.Pages, office: dict[str, Any], shots: Path) -> None:
+    expect = cb.playwright_expect()
     page = pages.new()
-    _log_in(page, "campus.manager")
+    cb.log_in(page, "campus.manager")
     page.get_by_role("link", name="Merchants").click()
     page.wait_for_url(re.compile(r"/console/merchants\.html"))
     merchant = page.locator("#merchants-table tbody tr").filter(has_text="canteen").first
@@ -460,7 +382,7 @@ def test_a_manager_registers_a_terminal_sees_its_key_once_disables_and_rekeys_it
     row = page.locator(f'#terminals-table tr[data-terminal="{terminal_id}"]')
     expect(row).to_contain_text("Till by the window")
     page.screenshot(path=str(shots / "merchants-key.png"), full_page=True)
-    _checked(page)
+    cb.checked(page)
     page.get_by_role("button", name="I have loaded it").click()
     expect(page.locator("#key-box")).to_be_hidden()
     assert key not in page.content()  # shown once: gone from the page
@@ -477,10 +399,10 @@ def test_a_manager_registers_a_terminal_sees_its_key_once_disables_and_rekeys_it
 
 
 def test_a_parent_sees_only_their_child_on_the_phone(
-        phone: Pages, office: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+        phone: cb.Pages, office: dict[str, Any], shots: Path) -> None:
+    expect = cb.playwright_expect()
     page = phone.new()
-    _log_in(page, "zhang.parent", start="/m/")
+    cb.log_in(page, "zhang.parent", start="/m/")
     expect(page.locator("#m-name")).to_have_text(CHILD)
     expect(page.locator("#m-child option")).to_have_count(1)
     expect(page.locator("#m-total")).to_have_text("12.34")
@@ -491,7 +413,7 @@ def test_a_parent_sees_only_their_child_on_the_phone(
     for name in (OTHER_KID, HOLDER, LEAVER):
         assert name not in page.content()
     page.screenshot(path=str(shots / "m-parent.png"), full_page=True)
-    _checked(page)
+    cb.checked(page)
     other = office["people"][OTHER_KID]["id"]
     status = page.evaluate("(id) => fetch('/self/people/' + id + '/balance', {headers: "
                            "{Authorization: 'Bearer ' + OC.token()}}).then((r) => r.status)",
@@ -507,11 +429,11 @@ def test_a_parent_sees_only_their_child_on_the_phone(
 
 
 def test_a_cardholder_pays_by_a_qr_code_that_renews_and_reports_the_card_lost(
-        phone: Pages, office: dict[str, Any], shots: Path) -> None:
-    expect = _expect()
+        phone: cb.Pages, office: dict[str, Any], shots: Path) -> None:
+    expect = cb.playwright_expect()
     holder = office["people"][HOLDER]
     page = phone.new()
-    _log_in(page, "zhang.wei", start="/m/")
+    cb.log_in(page, "zhang.wei", start="/m/")
     expect(page.locator("#m-name")).to_have_text(HOLDER)
     qr = page.locator("#m-qr")
     expect(qr).to_have_attribute("src", re.compile(r"^data:image/svg\+xml"))
@@ -525,7 +447,7 @@ def test_a_cardholder_pays_by_a_qr_code_that_renews_and_reports_the_card_lost(
     expect(page.locator("#m-bank")).to_have_text(f"Bound: {PAN_MASKED}")
     assert PAN not in page.content()
     page.screenshot(path=str(shots / "m-cardholder.png"), full_page=True)
-    _checked(page)
+    cb.checked(page)
     page.get_by_role("button", name="Unbind bank card").click()
     expect(page.locator("#m-bank")).to_have_text("No bank card is bound.")
     # In Chinese too.
@@ -538,15 +460,15 @@ def test_a_cardholder_pays_by_a_qr_code_that_renews_and_reports_the_card_lost(
     expect(page.locator("#m-message")).to_have_text(f"Card {holder['card_no']} is reported lost.")
     expect(page.locator("#m-qr-note")).to_contain_text("No QR code")
     expect(qr).to_be_hidden()
-    till = Till(office["site"])
-    _until("the lost card is refused",
-           lambda: till.buy(holder["card_no"], 100).code == ocp.ResponseCode.CARD_LOST)
+    till = cb.Till(office["site"])
+    cb.until("the lost card is refused",
+             lambda: till.buy(holder["card_no"], 100).code == ocp.ResponseCode.CARD_LOST)
     office["site"].api().ok("POST", f"/cards/{holder['card_no']}/unfreeze")
 
 
 def test_a_clerk_of_another_park_sees_nothing_of_this_one(
-        pages: Pages, office: dict[str, Any], shots: Path, tmp_path: Path) -> None:
-    expect = _expect()
+        pages: cb.Pages, office: dict[str, Any], shots: Path, tmp_path: Path) -> None:
+    expect = cb.playwright_expect()
     site: AdminSite = office["site"]
     holder = office["people"][HOLDER]
     # A refund of tenant 1 waits for approval meanwhile.
@@ -556,7 +478,7 @@ def test_a_clerk_of_another_park_sees_nothing_of_this_one(
                                                      "amount_fen": 100}]})
     clerk.ok("POST", f"/documents/{doc['id']}/submit", {"comment": ""})
     page = pages.new()
-    _log_in(page, "east.clerk")
+    cb.log_in(page, "east.clerk")
     page.goto(f"/console/person.html?id={holder['id']}")
     expect(page.locator("#person-message")).to_have_text(
         "No such person in your part of the organisation.")
@@ -589,13 +511,13 @@ def test_a_clerk_of_another_park_sees_nothing_of_this_one(
         assert text not in page.content()
     # East's approver has nothing of tenant 1 in the inbox.
     east = pages.new()
-    _log_in(east, "east.finance")
+    cb.log_in(east, "east.finance")
     east.goto("/console/approvals.html")
     expect(east.locator("#inbox-message")).to_have_text("Nothing waits for your decision.")
     assert site.api("east.finance").get(f"/documents/{doc['id']}").status_code == 404
     # While this park's approver rejects it, with a note.
     one = pages.new()
-    _log_in(one, "approver.one")
+    cb.log_in(one, "approver.one")
     one.goto("/console/approvals.html")
     one.get_by_role("link", name=f"Open document {doc['id']}").click()
     one.get_by_label("Note with your decision").fill("not needed")
@@ -693,7 +615,7 @@ def test_the_office_routes_are_in_the_openapi_document_that_the_access_walk_read
 
 
 def test_the_office_catalogue_says_everything_in_both_languages(
-        pages: Pages, office: dict[str, Any]) -> None:
+        pages: cb.Pages, office: dict[str, Any]) -> None:
     page = pages.new()
     page.goto("/m/")
     keys = page.evaluate("Object.fromEntries(Object.entries(OC_OFFICE_MESSAGES)"
@@ -702,14 +624,14 @@ def test_the_office_catalogue_says_everything_in_both_languages(
     both = page.evaluate("Object.fromEntries(Object.entries(OC_MESSAGES)"
                          ".map(([k, v]) => [k, Object.keys(v).sort()]))")
     assert both["en"] == both["zh-CN"]
-    _checked(page)
+    cb.checked(page)
 
 
-def test_first_render_of_the_office_pages(pages: Pages, office: dict[str, Any]) -> None:
+def test_first_render_of_the_office_pages(pages: cb.Pages, office: dict[str, Any]) -> None:
     """Each page's first render (DOMContentLoaded) on localhost, measured by the browser and
     printed (not asserted on: shared machines); docs/benchmarks.md reports it."""
     page = pages.new()
-    _log_in(page, "campus.manager")
+    cb.log_in(page, "campus.manager")
     person = office["people"][HOLDER]["id"]
     for path in ("/console/approvals.html", "/console/cashier.html", "/console/merchants.html",
                  "/console/import.html", f"/console/person.html?id={person}", "/m/"):
@@ -718,4 +640,4 @@ def test_first_render_of_the_office_pages(pages: Pages, office: dict[str, Any]) 
         ms = page.evaluate("performance.getEntriesByType('navigation')[0]"
                            ".domContentLoadedEventEnd")
         print(f"first render {path}: {ms:.0f} ms (wall {1000 * (time.monotonic() - started):.0f})")
-        _checked(page)
+        cb.checked(page)

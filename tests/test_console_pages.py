@@ -19,9 +19,8 @@ from tests import test_console as tc
 from tests.console_a11y import axe_check, axe_violations
 
 console_site = tc.console_site
-browser = tc.browser
+console_url = tc.console_url
 page = tc.page
-shots = tc.shots
 
 STATIC = Path(__file__).resolve().parent.parent / "admin_api" / "console" / "static"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +25,8 @@ from typing import Any
 import pytest
 
 from protocols import ocp
+from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite
-from tests.test_console import CHROMIUM, DEADLINE_MS, Till, _browser_or_fail, _fetch, _until
-from tests.test_console import _expect as _playwright_expect
-from tests.test_console_office import Pages, _checked, _log_in
 from tests.test_settlement import _end_the_day_soon
 
 SALE_FEN = 1_234
@@ -94,8 +91,8 @@ def reports_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, A
             "SELECT c.card_no FROM cards c JOIN accounts a ON a.id = c.account_id"
             " WHERE a.status = 0 AND c.status = 0 AND a.tenant_id = 1 AND a.class_id = 2"
             " AND a.opening_main_fen >= 5000 ORDER BY c.card_no LIMIT 1")[0]["card_no"]
-        till = Till(site)
-        _until("the card spends", lambda: till.buy(card_no, SALE_FEN).code == 0)
+        till = cb.Till(site)
+        cb.until("the card spends", lambda: till.buy(card_no, SALE_FEN).code == 0)
         assert till.buy(card_no, TOO_MUCH_FEN).code != ocp.ResponseCode.APPROVED
         merchant = site.fetch("SELECT merchant_id FROM journal WHERE card_no = $1 AND code = 0"
                               " AND kind = 1", card_no)[0]["merchant_id"]
@@ -114,38 +111,20 @@ def reports_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, A
 
 
 @pytest.fixture(scope="module")
-def browser(reports_site: dict[str, Any]) -> Iterator[Any]:
-    sync_playwright = _browser_or_fail()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = os.environ.get("ONECARD_CONSOLE_SHOTS")
-    path = Path(where) if where else tmp_path_factory.mktemp("reports-shots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def console_url(reports_site: dict[str, Any]) -> str:
+    return str(reports_site["url"])
 
 
 @pytest.fixture
-def pages(browser: Any, reports_site: dict[str, Any]) -> Iterator[Pages]:
-    p = Pages(browser, reports_site)
-    try:
+def pages(browser: Any, console_url: str) -> Iterator[cb.Pages]:
+    with cb.open_pages(browser, console_url, accept_downloads=True) as p:
         yield p
-    finally:
-        p.context.close()
-    assert not p.errors, f"script errors in the page: {p.errors}"
 
 
 def _expect() -> Any:
     """Playwright's expect, waiting as long as the pages may take here (shared machines)."""
-    expect = _playwright_expect()
-    expect.set_options(timeout=DEADLINE_MS)
+    expect = cb.playwright_expect()
+    expect.set_options(timeout=cb.DEADLINE_MS)
     return expect
 
 
@@ -153,10 +132,10 @@ def _expect() -> Any:
 
 
 def test_reports_show_a_tills_purchase_in_the_charts_tables_and_export_it_as_csv(
-        pages: Pages, reports_site: dict[str, Any], shots: Path) -> None:
+        pages: cb.Pages, reports_site: dict[str, Any], shots: Path) -> None:
     expect = _expect()
     page = pages.new()
-    _log_in(page, "campus.finance")
+    cb.log_in(page, "campus.finance")
     page.get_by_role("link", name="Reports").click()
     page.wait_for_url("**/console/reports.html")
     card = str(reports_site["card_no"])
@@ -172,7 +151,7 @@ def test_reports_show_a_tills_purchase_in_the_charts_tables_and_export_it_as_csv
     # The decline, in the exceptions table with its card.
     expect(page.locator("#table-exceptions tbody")).to_contain_text(card)
     page.screenshot(path=str(shots / "reports.png"), full_page=True)
-    _checked(page)
+    cb.checked(page)
 
     # The per-merchant export: a CSV fetched with the token, holding the purchase.
     with page.expect_download() as info:
@@ -198,16 +177,16 @@ def test_reports_show_a_tills_purchase_in_the_charts_tables_and_export_it_as_csv
     expect(page.locator("#table-kind tbody")).to_contain_text("消费")
     expect(page.locator("#h-merchant")).to_have_text("各商户销售额")
     page.screenshot(path=str(shots / "reports-zh.png"), full_page=True)
-    _checked(page)
+    cb.checked(page)
     page.evaluate("OC.setLang('en') || OC.saved()")  # kept on the server: back for the next test
 
 
 def test_finance_sees_the_days_settlement_and_requests_its_confirmation(
-        pages: Pages, reports_site: dict[str, Any], shots: Path) -> None:
+        pages: cb.Pages, reports_site: dict[str, Any], shots: Path) -> None:
     expect = _expect()
     site, day = reports_site["site"], reports_site["day"]
     page = pages.new()
-    _log_in(page, "campus.finance")
+    cb.log_in(page, "campus.finance")
     page.goto(f"/console/finance.html?tenant=1&day={day}")
     expect(page.locator("#settle-status")).to_have_attribute("data-status", "open")
     expect(page.locator("#table-settlement tbody")).to_contain_text("12.34")
@@ -217,7 +196,7 @@ def test_finance_sees_the_days_settlement_and_requests_its_confirmation(
         expect(page.locator(f"#table-{section} tbody tr")).to_have_count(1)
     expect(page.locator("#table-recon tbody")).to_contain_text("RECON1")
     expect(page.locator("#table-bankexc tbody")).to_contain_text("BANKEXC1")
-    _checked(page)
+    cb.checked(page)
     page.screenshot(path=str(shots / "finance.png"), full_page=True)
 
     # The settlement export, with the token.
@@ -253,12 +232,12 @@ def test_finance_sees_the_days_settlement_and_requests_its_confirmation(
     page.get_by_role("button", name="Request confirmation").click()
     expect(page.locator("#settle-status")).to_have_attribute("data-status", "pending")
     expect(page.locator("#fin-message")).to_contain_text("waits for another person's approval")
-    stored = _fetch(site, "SELECT status, document_id FROM settlements WHERE tenant_id = 1"
-                    " AND business_day = $1", day)
+    stored = cb.fetch(site, "SELECT status, document_id FROM settlements WHERE tenant_id = 1"
+                      " AND business_day = $1", day)
     assert [r["status"] for r in stored] == ["pending"]
     doc = stored[0]["document_id"]
-    audit = _fetch(site, "SELECT username FROM audit_log WHERE action = 'settlement.request'"
-                   " AND entity_id = $1", f"1/{day}")
+    audit = cb.fetch(site, "SELECT username FROM audit_log WHERE action = 'settlement.request'"
+                     " AND entity_id = $1", f"1/{day}")
     assert [r["username"] for r in audit] == ["campus.finance"]
     # Twice is refused by the API: the button is gone, and a second request answers 409.
     expect(page.get_by_role("button", name="Request confirmation")).to_be_hidden()
@@ -266,9 +245,9 @@ def test_finance_sees_the_days_settlement_and_requests_its_confirmation(
                                            {}).status_code == 409
     # Another person approves it; the page then says confirmed.
     site.api("campus.approver").ok("POST", f"/documents/{doc}/approve", {})
-    _until("the settlement is confirmed", lambda: _fetch(
-        site, "SELECT status FROM settlements WHERE tenant_id = 1 AND business_day = $1",
-        day)[0]["status"] == "confirmed")
+    cb.until("the settlement is confirmed", lambda: cb.fetch(
+           site, "SELECT status FROM settlements WHERE tenant_id = 1 AND business_day = $1",
+           day)[0]["status"] == "confirmed")
     page.get_by_role("button", name="Show").click()
     expect(page.locator("#settle-status")).to_have_attribute("data-status", "confirmed")
     expect(page.locator("#settle-note")).to_contain_text(f"Confirmed by document {doc}")
@@ -276,12 +255,12 @@ def test_finance_sees_the_days_settlement_and_requests_its_confirmation(
 
 
 def test_a_clerk_and_finance_of_another_park_see_nothing_of_this_one(
-        pages: Pages, reports_site: dict[str, Any], shots: Path) -> None:
+        pages: cb.Pages, reports_site: dict[str, Any], shots: Path) -> None:
     expect = _expect()
     site, day = reports_site["site"], reports_site["day"]
     card = str(reports_site["card_no"])
     page = pages.new()
-    _log_in(page, "east.clerk")
+    cb.log_in(page, "east.clerk")
     # A clerk has reports (its own park only) and no finance page.
     expect(page.get_by_role("link", name="Reports")).to_be_visible()
     expect(page.get_by_role("link", name="Finance")).to_have_count(0)
@@ -295,18 +274,18 @@ def test_a_clerk_and_finance_of_another_park_see_nothing_of_this_one(
     expect(page.locator("#fin-message")).to_have_text("Your role may not do this.")
     expect(page.locator("#table-settlement tbody tr")).to_have_count(0)
     page.screenshot(path=str(shots / "finance-other-park.png"))
-    _checked(page)
+    cb.checked(page)
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/console/")
 
     # Finance of the other park: its own park only; tenant 1's figures are 404 to it.
-    _log_in(page, "east.finance")
+    cb.log_in(page, "east.finance")
     page.goto(f"/console/finance.html?tenant=1&day={day}")
     expect(page.locator("#tenant option")).to_have_count(1)
     assert page.locator("#tenant").input_value() == "2"
     expect(page.locator("#settle-status")).not_to_have_text("–")
     expect(page.locator("#table-settlement tbody")).not_to_contain_text("12.34")
-    _checked(page)
+    cb.checked(page)
     east = site.api("east.finance")
     for path in (f"/tenants/1/settlements/{day}", "/tenants/1/finance/settlement",
                  "/tenants/1/summary", "/tenants/1/exceptions?format=csv",
@@ -320,11 +299,11 @@ def test_sales_by_wallet_sums_the_journal_of_the_tenants_merchants_in_its_subtre
     site = reports_site["site"]
     fin = site.api("campus.finance")
     got = fin.ok("GET", "/tenants/1/sales/by-wallet")
-    sums = _fetch(site, "SELECT -sum(main_delta_fen) AS main, -sum(subsidy_delta_fen) AS sub,"
-                  " count(*) FILTER (WHERE main_delta_fen <> 0) AS n,"
-                  " count(*) FILTER (WHERE subsidy_delta_fen <> 0) AS sub_n FROM journal"
-                  " WHERE merchant_tenant_id = 1 AND code = 0 AND kind IN (1, 2, 5)"
-                  " AND committed_at >= $1", _local_midnight(site, got["from_day"]))[0]
+    sums = cb.fetch(site, "SELECT -sum(main_delta_fen) AS main, -sum(subsidy_delta_fen) AS sub,"
+                    " count(*) FILTER (WHERE main_delta_fen <> 0) AS n,"
+                    " count(*) FILTER (WHERE subsidy_delta_fen <> 0) AS sub_n FROM journal"
+                    " WHERE merchant_tenant_id = 1 AND code = 0 AND kind IN (1, 2, 5)"
+                    " AND committed_at >= $1", _local_midnight(site, got["from_day"]))[0]
     by = {w["wallet"]: w for w in got["items"]}
     assert [w["wallet"] for w in got["items"]] == ["main", "subsidy"]
     assert by["main"]["amount_fen"] == (sums["main"] or 0)
@@ -345,12 +324,12 @@ def test_sales_by_wallet_sums_the_journal_of_the_tenants_merchants_in_its_subtre
 
 
 def _local_midnight(site: AdminSite, day: str) -> Any:
-    offset = _fetch(site, "SELECT utc_offset_s FROM tenants WHERE id = 1")[0]["utc_offset_s"]
+    offset = cb.fetch(site, "SELECT utc_offset_s FROM tenants WHERE id = 1")[0]["utc_offset_s"]
     return (dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
             - dt.timedelta(seconds=offset))
 
 
-def test_the_reports_catalogue_says_everything_in_both_languages(pages: Pages) -> None:
+def test_the_reports_catalogue_says_everything_in_both_languages(pages: cb.Pages) -> None:
     page = pages.new()
     page.goto("/console/")
     page.add_script_tag(url="/console/messages-reports.js")
@@ -363,15 +342,15 @@ def test_the_reports_catalogue_says_everything_in_both_languages(pages: Pages) -
 
 
 def test_first_render_of_the_reports_and_finance_pages(
-        pages: Pages, reports_site: dict[str, Any]) -> None:
+        pages: cb.Pages, reports_site: dict[str, Any]) -> None:
     """Each page's first render (DOMContentLoaded) on localhost, measured by the browser and
     printed (not asserted on: shared machines)."""
     page = pages.new()
-    _log_in(page, "campus.manager")
+    cb.log_in(page, "campus.manager")
     for path in ("/console/reports.html", f"/console/finance.html?day={reports_site['day']}"):
         started = time.monotonic()
         page.goto(path)
         ms = page.evaluate("performance.getEntriesByType('navigation')[0]"
                            ".domContentLoadedEventEnd")
         print(f"first render {path}: {ms:.0f} ms (wall {1000 * (time.monotonic() - started):.0f})")
-        _checked(page)
+        cb.checked(page)

@@ -29,7 +29,8 @@ import pytest
 
 from onecard.harness import free_port
 from tests import pg
-from tests.test_console import CHROMIUM, DEADLINE_MS, _browser_or_fail
+from tests.console_browser import CHROMIUM, DEADLINE_MS
+from tests.console_browser import browser_or_fail as _browser_or_fail
 
 READY_SECONDS = 240
 """How long the demo may take to print its addresses (seeding, two processes; a busy box)."""

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
-from admin_api._downloads import yuan
+from admin_api._downloads import EXPORT_ROWS_MAX, download_all, rows_wanted, yuan
+from admin_api._problems import Problem
 from admin_api._switch_client import SwitchClient
 from admin_api.finance import (
     HEADER,
@@ -486,3 +488,21 @@ def test_a_merchant_statement_is_a_pdf_with_its_figures(fin: dict[str, Any]) -> 
             f"fee_fen=45 net_fen=4455").encode() in r.content
     assert fin["api"]["east.fin"].get("/merchants/4/settlement-statement").status_code == 404
     assert fin["api"]["till"].get("/merchants/4/settlement-statement").status_code == 403
+
+
+def test_a_listing_downloads_all_its_rows_or_refuses_past_the_export_cap() -> None:
+    """_downloads.rows_wanted / download_all, which the finance listings share: a JSON page
+    reads `limit` rows, a download all of them up to EXPORT_ROWS_MAX, and more is a 422."""
+    assert (rows_wanted("json", 100), rows_wanted("csv", 100)) == (100, EXPORT_ROWS_MAX)
+
+    class Row(msgspec.Struct):
+        amount_fen: int
+
+    r = asyncio.run(download_all("csv", "rows", [Row(1505)], ["amount_fen"], more=False,
+                                 what="rows"))
+    assert r.content == "\ufeffamount_fen,amount_yuan\r\n1505,15.05\r\n".encode()
+    with pytest.raises(Problem) as refused:
+        asyncio.run(download_all("xlsx", "rows", [Row(1)], ["amount_fen"], more=True,
+                                 what="rows: narrow the days"))
+    assert refused.value.status == 422
+    assert refused.value.detail == f"more than {EXPORT_ROWS_MAX} rows: narrow the days"

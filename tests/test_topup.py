@@ -13,6 +13,7 @@ purchases unaffected by a dead bank link.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -79,6 +80,12 @@ class Kiosk:
     def close(self) -> None:
         self.client.close()
 
+    def __enter__(self) -> Kiosk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 @pytest.fixture(scope="module")
 def bank() -> Iterator[BankHostThread]:
@@ -113,6 +120,24 @@ def restart(site: Site, bank: BankHostThread) -> None:
             return False
 
     until(available, "top-ups available after the start")
+
+
+@pytest.fixture
+def kiosk(site: Site) -> Iterator[Kiosk]:
+    """Kiosk KIOSK of the module's site, signed on for one test."""
+    with Kiosk(site) as k:
+        yield k
+
+
+@contextlib.contextmanager
+def misbehaving(bank: BankHostThread, token: str, behaviour: str, **how: Any) -> Iterator[None]:
+    """The bank host answers the bank card `token` so (decline, late, garbage, drop, ...)
+    until the block ends."""
+    bank.host.set_behaviour(behaviour, card=token, **how)
+    try:
+        yield
+    finally:
+        bank.host.per_card.pop(token, None)
 
 
 @pytest.fixture(scope="module")
@@ -186,11 +211,10 @@ def topup_row(site: Site, terminal_id: int, txn_seq: int) -> Any:
 
 
 def test_approved_credits_from_bank_clearing_and_a_repeat_gets_the_same_answer(
-        site: Site, bank: BankHostThread) -> None:
+        site: Site, bank: BankHostThread, kiosk: Kiosk) -> None:
     card, account, token = bound_card(site)
     before = balance(site, card)
     bank_before = bank.host.balances.get(token, 10_000_000)
-    kiosk = Kiosk(site)
     msg = kiosk.topup_msg(card, 5_000)
     answer = kiosk.client.request(msg)
     assert isinstance(answer, ocp.TopupResult), answer
@@ -211,7 +235,6 @@ def test_approved_credits_from_bank_clearing_and_a_repeat_gets_the_same_answer(
     assert again.client.request(msg) == answer
     assert len(bank.host.received_of(iso8583.TopupRequest)) == sent
     assert len(site.journal(KIOSK, msg.txn_seq)) == 1
-    kiosk.close()
     again.close()
     assert balance(site, card) == before + 5_000
 
@@ -225,27 +248,25 @@ def test_a_kiosk_above_eight_digits_tops_up_under_its_bank_terminal_id(
            "INSERT INTO terminals (id, merchant_id, kind, name) VALUES ($1, $2, 2, 'kiosk big')",
            big, BANK_CLEARING)
     card, _, _ = bound_card(site)
-    kiosk = Kiosk(site, big)
-    first = kiosk.topup_msg(card, 1_000)
-    assert kiosk.client.request(first).code == RC.APPROVED
-    [given] = site.fetch("SELECT bank_terminal_id FROM terminals WHERE id = $1", big)
-    bank_tid = given["bank_terminal_id"]
-    assert 90_000_000 <= bank_tid <= 99_999_998
-    second = kiosk.topup_msg(card, 1_000)
-    assert kiosk.client.request(second).code == RC.APPROVED
-    stans = {topup_row(site, big, m.txn_seq)["stan"] for m in (first, second)}
-    asked = [m for m in bank.host.received_of(iso8583.TopupRequest) if m.stan in stans]
-    assert [m.terminal_id for m in asked] == [bank_tid, bank_tid]
-    assert topup_row(site, big, second.txn_seq)["state"] == "approved"
-    kiosk.close()
+    with Kiosk(site, big) as kiosk:
+        first = kiosk.topup_msg(card, 1_000)
+        assert kiosk.client.request(first).code == RC.APPROVED
+        [given] = site.fetch("SELECT bank_terminal_id FROM terminals WHERE id = $1", big)
+        bank_tid = given["bank_terminal_id"]
+        assert 90_000_000 <= bank_tid <= 99_999_998
+        second = kiosk.topup_msg(card, 1_000)
+        assert kiosk.client.request(second).code == RC.APPROVED
+        stans = {topup_row(site, big, m.txn_seq)["stan"] for m in (first, second)}
+        asked = [m for m in bank.host.received_of(iso8583.TopupRequest) if m.stan in stans]
+        assert [m.terminal_id for m in asked] == [bank_tid, bank_tid]
+        assert topup_row(site, big, second.txn_seq)["state"] == "approved"
 
 
 def test_refusals_are_recorded_and_the_daily_sums_follow_bank_declines(
-        site: Site, bank: BankHostThread) -> None:
+        site: Site, bank: BankHostThread, kiosk: Kiosk) -> None:
     """What the switch refuses itself leaves a row in bank_topup_refusals (the code, no
     STAN); a bank decline gives its amount back to the day's sums held in memory."""
     card, account, token = bound_card(site)
-    kiosk = Kiosk(site)
     try:
         change(site, changes.BankSettingsChanged(1, True, 10_000, 10_000, 0),
                "INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
@@ -272,15 +293,12 @@ def test_refusals_are_recorded_and_the_daily_sums_follow_bank_declines(
     finally:
         change(site, changes.BankSettingsChanged(1, True, 100000, 200000, 300000),
                "DELETE FROM tenant_bank_settings")
-        kiosk.close()
 
 
-def test_bank_decline_moves_nothing(site: Site, bank: BankHostThread) -> None:
+def test_bank_decline_moves_nothing(site: Site, bank: BankHostThread, kiosk: Kiosk) -> None:
     card, _, token = bound_card(site)
     before = balance(site, card)
-    bank.host.set_behaviour("decline", card=token, field39="51")
-    kiosk = Kiosk(site)
-    try:
+    with misbehaving(bank, token, "decline", field39="51"):
         msg = kiosk.topup_msg(card, 3_000)
         answer = kiosk.client.request(msg)
         assert (answer.code, answer.outcome, answer.amount_fen, answer.bank_code) == (
@@ -288,15 +306,11 @@ def test_bank_decline_moves_nothing(site: Site, bank: BankHostThread) -> None:
         assert site.journal(KIOSK, msg.txn_seq) == []
         assert topup_row(site, KIOSK, msg.txn_seq)["state"] == "declined"
         assert kiosk.client.request(msg) == answer  # a repeat: the same decline
-    finally:
-        bank.host.per_card.pop(token, None)
-        kiosk.close()
     assert balance(site, card) == before
 
 
-def test_wrong_pin_counts_and_locks(site: Site, bank: BankHostThread) -> None:
+def test_wrong_pin_counts_and_locks(site: Site, bank: BankHostThread, kiosk: Kiosk) -> None:
     card, account, _ = bound_card(site)
-    kiosk = Kiosk(site)
     sent = len(bank.host.received_of(iso8583.TopupRequest))
     codes = [kiosk.topup(card, 1_000, pin="000000").code for _ in range(PIN_TRIES_MAX)]
     assert codes == [RC.PIN_INCORRECT] * (PIN_TRIES_MAX - 1) + [RC.PIN_TRIES_EXCEEDED]
@@ -311,12 +325,10 @@ def test_wrong_pin_counts_and_locks(site: Site, bank: BankHostThread) -> None:
     assert len(bank.host.received_of(iso8583.TopupRequest)) == sent  # the bank never asked
     assert site.fetch("SELECT count(*) AS n FROM bank_topups WHERE account_id = $1",
                       account)[0]["n"] == 0
-    kiosk.close()
 
 
-def test_caps_and_tenant_switch(site: Site) -> None:
+def test_caps_and_tenant_switch(site: Site, kiosk: Kiosk) -> None:
     card, _, _ = bound_card(site)
-    kiosk = Kiosk(site)
     try:
         change(site, changes.BankSettingsChanged(1, True, 10000, 15000, 0),
                "INSERT INTO tenant_bank_settings (tenant_id, single_max_fen,"
@@ -333,7 +345,6 @@ def test_caps_and_tenant_switch(site: Site) -> None:
     finally:
         change(site, changes.BankSettingsChanged(1, True, 100000, 200000, 300000),
                "DELETE FROM tenant_bank_settings")
-        kiosk.close()
 
 
 def test_a_pos_may_not_top_up(site: Site) -> None:
@@ -346,15 +357,13 @@ def test_a_pos_may_not_top_up(site: Site) -> None:
     pos.close()
 
 
-def test_no_answer_in_time_is_not_credited_and_is_reversed(site: Site,
-                                                           bank: BankHostThread) -> None:
+def test_no_answer_in_time_is_not_credited_and_is_reversed(
+        site: Site, bank: BankHostThread, kiosk: Kiosk) -> None:
     card, _, token = bound_card(site)
     before = balance(site, card)
     bank_before = bank.host.balances.get(token, 10_000_000)
     late_before = _late_answers(site)
-    bank.host.set_behaviour("late", card=token, delay_seconds=2.0)  # after our 1 s timeout
-    kiosk = Kiosk(site)
-    try:
+    with misbehaving(bank, token, "late", delay_seconds=2.0):  # after our 1 s timeout
         msg = kiosk.topup_msg(card, 4_000)
         answer = kiosk.client.request(msg)
         assert (answer.code, answer.outcome, answer.amount_fen) == (
@@ -373,9 +382,6 @@ def test_no_answer_in_time_is_not_credited_and_is_reversed(site: Site,
         assert site.journal(KIOSK, msg.txn_seq) == []
         assert bank.host.balances[token] == bank_before  # the bank gave it back
         assert kiosk.client.request(msg) == answer  # a repeat: the same "not credited"
-    finally:
-        bank.host.per_card.pop(token, None)
-        kiosk.close()
     assert balance(site, card) == before
 
 
@@ -389,8 +395,8 @@ def _metric(site: Site, prefix: str) -> float:
     return 0.0
 
 
-def test_an_unparseable_answer_is_not_credited_and_is_reversed(site: Site,
-                                                              bank: BankHostThread) -> None:
+def test_an_unparseable_answer_is_not_credited_and_is_reversed(
+        site: Site, bank: BankHostThread, kiosk: Kiosk) -> None:
     """The bank approves (and debits the bank card), then answers with a message nobody can
     parse (a byte after its last field): the switch counts it, drops it, keeps the link up,
     answers the kiosk "unknown, not credited" with the reversal advice stored before that
@@ -400,9 +406,7 @@ def test_an_unparseable_answer_is_not_credited_and_is_reversed(site: Site,
     bank_before = bank.host.balances.get(token, 10_000_000)
     bad_before = _metric(site, 'onecard_bank_bad_messages_total{reason="malformed"}')
     connections = bank.host.connections_accepted
-    bank.host.set_behaviour("garbage", card=token)
-    kiosk = Kiosk(site)
-    try:
+    with misbehaving(bank, token, "garbage"):
         msg = kiosk.topup_msg(card, 2_700)
         answer = kiosk.client.request(msg)
         assert (answer.code, answer.outcome, answer.amount_fen) == (
@@ -419,9 +423,6 @@ def test_an_unparseable_answer_is_not_credited_and_is_reversed(site: Site,
         assert bank.host.balances[token] == bank_before  # given back on the advice
         assert bank.host.connections_accepted == connections  # the link stayed up
         assert kiosk.client.request(msg) == answer  # a repeat: the same "not credited"
-    finally:
-        bank.host.per_card.pop(token, None)
-        kiosk.close()
     assert balance(site, card) == before
 
 
@@ -555,9 +556,8 @@ def test_a_sigkill_amid_top_ups_never_credits_twice_nor_loses_a_credit(
         assert by_key[key]["state"] == "approved"
 
 
-def test_bank_restart_mid_day(site: Site, bank: BankHostThread) -> None:
+def test_bank_restart_mid_day(site: Site, bank: BankHostThread, kiosk: Kiosk) -> None:
     card, _, _ = bound_card(site)
-    kiosk = Kiosk(site)
     assert kiosk.topup(card, 1_000).code == RC.APPROVED
     connections = bank.host.connections_accepted
     bank.call(bank.host.restart)
@@ -571,11 +571,10 @@ def test_bank_restart_mid_day(site: Site, bank: BankHostThread) -> None:
         return bool(answer.code == RC.APPROVED)
 
     until(approved, "top-ups work again")
-    kiosk.close()
 
 
-def test_a_broken_link_is_not_credited_and_is_reversed(site: Site,
-                                                      bank: BankHostThread) -> None:
+def test_a_broken_link_is_not_credited_and_is_reversed(
+        site: Site, bank: BankHostThread, kiosk: Kiosk) -> None:
     """The bank approves (and debits the bank card), then the connection drops before its
     answer: "unknown, not credited", the advice stored (reason link_down) before the kiosk
     hears, and acknowledged once the switch is signed on again: the bank gives the money back
@@ -583,9 +582,7 @@ def test_a_broken_link_is_not_credited_and_is_reversed(site: Site,
     card, _, token = bound_card(site)
     before = balance(site, card)
     bank_before = bank.host.balances.get(token, 10_000_000)
-    bank.host.set_behaviour("drop", card=token)
-    kiosk = Kiosk(site)
-    try:
+    with misbehaving(bank, token, "drop"):
         msg = kiosk.topup_msg(card, 3_000)
         answer = kiosk.client.request(msg)
         assert (answer.code, answer.outcome, answer.amount_fen) == (
@@ -598,9 +595,6 @@ def test_a_broken_link_is_not_credited_and_is_reversed(site: Site,
               "the advice is acknowledged after the reconnect")
         assert site.journal(KIOSK, msg.txn_seq) == []
         assert bank.host.balances[token] == bank_before  # debited, then given back
-    finally:
-        bank.host.per_card.pop(token, None)
-        kiosk.close()
     assert balance(site, card) == before
 
 

@@ -43,7 +43,7 @@ from litestar.params import Parameter
 from msgspec import Meta
 
 from admin_api._auth import Actor
-from admin_api._downloads import DownloadOperation, Format, download
+from admin_api._downloads import DownloadOperation, Format, download_all, rows_wanted
 from admin_api._problems import Problem
 from admin_api._routes_documents import Status, Step, _doc, _levels, _move_to, _step
 from admin_api._routes_merchants import tenant_in_scope
@@ -52,7 +52,6 @@ from admin_api._types import AfterId, Id, Limit
 
 BankAction = Literal["retry", "credit", "write_off"]
 BankExceptionStatus = Literal["open", "resolving", "resolved"]
-EXPORT_ROWS_MAX: Final = 100_000
 LIVE: Final = ["submitted", "approved", "executed"]
 """A document in one of these states is resolving (or resolved) its case."""
 
@@ -150,18 +149,16 @@ async def list_bank_exceptions(
         after: AfterId = 0, limit: Limit = 100, format: Format = "json"
 ) -> Response[BankExceptionPage]:
     await tenant_in_scope(state.pool, actor, tenant_id)
-    export = format != "json"
+    wanted = rows_wanted(format, limit)
     rows = await state.pool.fetch(
         f"SELECT * FROM ({_SELECT} WHERE d.tenant_id = $1 AND d.doc_type = 'bank_exception'"
         " AND d.id > $2) x WHERE ($3::text IS NULL OR x.status = $3) ORDER BY x.id LIMIT $4",
-        tenant_id, after, status, (EXPORT_ROWS_MAX if export else limit) + 1)
-    if export:
-        if len(rows) > EXPORT_ROWS_MAX:
-            raise Problem(422, "unprocessable", f"more than {EXPORT_ROWS_MAX} bank exceptions: "
-                          "narrow the selection (status, after)")
-        return await download(format, f"tenant-{tenant_id}-bank-exceptions",
-                              [_out(r) for r in rows], BankExceptionOut.__struct_fields__)
-    items = [_out(r) for r in rows[:limit]]
+        tenant_id, after, status, wanted + 1)
+    items = [_out(r) for r in rows[:wanted]]
+    if format != "json":
+        return await download_all(format, f"tenant-{tenant_id}-bank-exceptions", items,
+                                  BankExceptionOut.__struct_fields__, more=len(rows) > wanted,
+                                  what="bank exceptions: narrow the selection (status, after)")
     return Response(BankExceptionPage(items=items,
                                       next_after=items[-1].id if len(rows) > limit else None))
 

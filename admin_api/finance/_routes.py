@@ -25,7 +25,13 @@ from litestar.params import Parameter
 from msgspec import Meta
 
 from admin_api._auth import Actor
-from admin_api._downloads import DownloadOperation, Format, download
+from admin_api._downloads import (
+    DownloadOperation,
+    Format,
+    download,
+    download_all,
+    rows_wanted,
+)
 from admin_api._problems import MEDIA_TYPE, FieldError, Problem, ProblemBody
 from admin_api._routes_documents import (
     Status,
@@ -39,7 +45,7 @@ from admin_api._routes_import import ImportRejected, _ImportOperation, _upload
 from admin_api._routes_merchants import tenant_in_scope
 from admin_api._routes_queries import CODE_NAMES
 from admin_api._store import change
-from admin_api._types import INT32_MAX, AfterId, Id, IdField, Limit
+from admin_api._types import INT32_MAX, AfterId, Id, IdField, Limit, optional_bounds
 from admin_api.finance._bankexc import ROUTES as BANK_EXCEPTION_ROUTES
 from admin_api.finance._bankexc import bank_exception_conflict
 from admin_api.finance._bankfile import (
@@ -60,7 +66,6 @@ from admin_api.finance._reconcile import (
 from admin_api.finance._reports import ROUTES as REPORT_ROUTES
 from admin_api.finance._vouchers import VOUCHER_LINES_MAX, VoucherLine, day_vouchers
 
-EXPORT_ROWS_MAX: Final = 100_000
 Action = Literal["credit", "reverse", "write_off"]
 ExceptionStatus = Literal["open", "resolving", "resolved"]
 
@@ -204,19 +209,18 @@ async def list_exceptions(
         after: AfterId = 0, limit: Limit = 100, format: Format = "json"
 ) -> Response[ExceptionPage]:
     await tenant_in_scope(state.pool, actor, tenant_id)
-    export = format != "json"
+    wanted = rows_wanted(format, limit)
     rows = await state.pool.fetch(
         f"SELECT * FROM ({_EXC_SELECT} WHERE e.tenant_id = $1 AND e.id > $2"
         " AND ($3::date IS NULL OR e.business_date = $3)) x"
         " WHERE ($4::text IS NULL OR x.status = $4) ORDER BY x.id LIMIT $5",
-        tenant_id, after, business_date, status, (EXPORT_ROWS_MAX if export else limit) + 1)
-    if export:
-        if len(rows) > EXPORT_ROWS_MAX:
-            raise Problem(422, "unprocessable", f"more than {EXPORT_ROWS_MAX} exceptions: "
-                          "narrow the selection (status, business_date, after)")
-        return await download(format, f"tenant-{tenant_id}-reconciliation-exceptions",
-                              [_exc_out(r) for r in rows], ExceptionOut.__struct_fields__)
-    items = [_exc_out(r) for r in rows[:limit]]
+        tenant_id, after, business_date, status, wanted + 1)
+    items = [_exc_out(r) for r in rows[:wanted]]
+    if format != "json":
+        return await download_all(
+            format, f"tenant-{tenant_id}-reconciliation-exceptions", items,
+            ExceptionOut.__struct_fields__, more=len(rows) > wanted,
+            what="exceptions: narrow the selection (status, business_date, after)")
     return Response(ExceptionPage(items=items,
                                   next_after=items[-1].id if len(rows) > limit else None))
 
@@ -388,13 +392,13 @@ async def list_topups(tenant_id: Id, actor: Actor, state: State, from_day: _DayP
                       limit: Limit = 100, format: Format = "json") -> Response[TopupPage]:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
     first, last, start, end = await _days(state.pool, tenant, from_day, to_day)
-    export = format != "json"
+    wanted = rows_wanted(format, limit)
     rows = await state.pool.fetch(
         "SELECT t.*, coalesce(j.amount_fen, 0) AS credited_fen, j.code FROM bank_topups t"
         " LEFT JOIN journal j ON j.terminal_id = t.terminal_id AND j.txn_seq = t.txn_seq"
         " WHERE t.tenant_id = $1 AND t.created_at >= $2 AND t.created_at < $3 AND t.id > $4"
         " AND ($5::text IS NULL OR t.state = $5) ORDER BY t.id LIMIT $6", tenant_id, start, end,
-        after, topup_state, (EXPORT_ROWS_MAX if export else limit) + 1)
+        after, topup_state, wanted + 1)
     items = [TopupOut(id=r["id"], created_at=r["created_at"], terminal_id=r["terminal_id"],
                       txn_seq=r["txn_seq"], rrn=r["rrn"], stan=r["stan"],
                       account_id=r["account_id"], card_no=r["card_no"],
@@ -402,13 +406,11 @@ async def list_topups(tenant_id: Id, actor: Actor, state: State, from_day: _DayP
                       credited_fen=r["credited_fen"] if r["code"] == 0 else 0,
                       result=None if r["code"] is None
                       else CODE_NAMES.get(r["code"], str(r["code"])))
-             for r in rows[:EXPORT_ROWS_MAX if export else limit]]
-    if export:
-        if len(rows) > EXPORT_ROWS_MAX:
-            raise Problem(422, "unprocessable", f"more than {EXPORT_ROWS_MAX} top-ups: narrow "
-                          "the days")
-        return await download(format, f"tenant-{tenant_id}-bank-topups-{first}_{last}", items,
-                              TopupOut.__struct_fields__)
+             for r in rows[:wanted]]
+    if format != "json":
+        return await download_all(format, f"tenant-{tenant_id}-bank-topups-{first}_{last}",
+                                  items, TopupOut.__struct_fields__, more=len(rows) > wanted,
+                                  what="top-ups: narrow the days")
     return Response(TopupPage(tenant_id=tenant_id, from_day=first, to_day=last, items=items,
                               next_after=items[-1].id if len(rows) > limit else None))
 
@@ -444,29 +446,28 @@ class RefusalPage(msgspec.Struct):
      "and response code: a JSON page, or a CSV / XLSX download")
 async def list_refusals(tenant_id: Id, actor: Actor, state: State, from_day: _DayParam = None,
                         to_day: _ToDayParam = None,
-                        code: Annotated[int | None, Parameter(
-                            ge=1, le=255, description="Only this code (1..255)")] = None,
+                        code: Annotated[int | None, optional_bounds(
+                            1, 255, "Only this code (1..255)")] = None,
                         after: Annotated[int, Parameter(ge=0, le=10**18)] = 0,
                         limit: Limit = 100, format: Format = "json") -> Response[RefusalPage]:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
     first, last, start, end = await _days(state.pool, tenant, from_day, to_day)
-    export = format != "json"
+    wanted = rows_wanted(format, limit)
     rows = await state.pool.fetch(
         "SELECT * FROM bank_topup_refusals WHERE tenant_id = $1 AND created_at >= $2"
         " AND created_at < $3 AND id > $4 AND ($5::int IS NULL OR code = $5) ORDER BY id"
         " LIMIT $6", tenant_id, start, end, after, code,
-        (EXPORT_ROWS_MAX if export else limit) + 1)
+        wanted + 1)
     items = [RefusalOut(id=r["id"], created_at=r["created_at"], terminal_id=r["terminal_id"],
                         txn_seq=r["txn_seq"], account_id=r["account_id"], card_no=r["card_no"],
                         amount_fen=r["amount_fen"], auto=r["auto"], code=r["code"],
                         result=CODE_NAMES.get(r["code"], str(r["code"])))
-             for r in rows[:EXPORT_ROWS_MAX if export else limit]]
-    if export:
-        if len(rows) > EXPORT_ROWS_MAX:
-            raise Problem(422, "unprocessable", f"more than {EXPORT_ROWS_MAX} refusals: narrow "
-                          "the days")
-        return await download(format, f"tenant-{tenant_id}-bank-topup-refusals-{first}_{last}",
-                              items, RefusalOut.__struct_fields__)
+             for r in rows[:wanted]]
+    if format != "json":
+        return await download_all(
+            format, f"tenant-{tenant_id}-bank-topup-refusals-{first}_{last}", items,
+            RefusalOut.__struct_fields__, more=len(rows) > wanted,
+            what="refusals: narrow the days")
     return Response(RefusalPage(tenant_id=tenant_id, from_day=first, to_day=last, items=items,
                                 next_after=items[-1].id if len(rows) > limit else None))
 

@@ -4,6 +4,30 @@
 // exceptions with their resolutions (each a document approved by another person), and the
 // float. Every table has the CSV/XLSX export of the route it comes from.
 "use strict";
+// The sections after the settlement (its figures and confirmation are in finance.html), each a
+// table and its exports (report-kit.js builds them).
+OCR.sections("fin-sections", [
+  { id: "clearing", title: "fin.clearing",
+    columns: [["fin.other_park"], ["fin.ours_there", true], ["fin.theirs_here", true], ["fin.net", true],
+              ["fin.who_pays"]] },
+  { id: "topups", title: "fin.topups",
+    columns: [["col.time"], ["col.card_no"], ["fin.rrn"], ["rep.col_amount", true], ["fin.state"],
+              ["fin.credited", true]],
+    more: [{ id: "refusals", title: "fin.refusals",
+             columns: [["col.time"], ["col.card_no"], ["rep.col_amount", true], ["fin.auto"],
+                       ["col.result"]] }] },
+  { id: "recon", title: "fin.recon", message: true,
+    columns: [["fin.business_day"], ["col.kind"], ["fin.rrn"], ["col.card_no"], ["fin.bank_amount", true],
+              ["fin.our_amount", true], ["fin.expected", true], ["col.status"], ["col.actions"]] },
+  { id: "bankexc", title: "fin.bankexc", message: true,
+    columns: [["col.time"], ["col.card_no"], ["fin.rrn"], ["rep.col_amount", true], ["fin.why"],
+              ["col.status"], ["col.actions"]] },
+  { id: "float", title: "fin.float",
+    columns: [["fin.business_day"], ["fin.open_total", true], ["fin.bank_in", true], ["fin.cash_in", true],
+              ["fin.cash_out", true], ["fin.subsidy_issued", true], ["fin.close_main", true],
+              ["fin.close_subsidy", true], ["fin.close_total", true]] },
+]);
+
 document.addEventListener("DOMContentLoaded", async () => {
   if (!OC.requireLogin()) return;
   const MSG = "fin-message";

@@ -1,6 +1,7 @@
 // What the reports and finance pages share (window.OCR), on top of console.js and office.js:
 // the site and day controls, a section's table from rows and columns, and the export buttons
-// (CSV/XLSX of the same API route, fetched with the token and saved from a blob).
+// (CSV/XLSX of the same API route, fetched with the token and saved from a blob), and the
+// sections themselves, built from the list each page declares (`sections`).
 // Text only, never HTML.
 "use strict";
 (function () {
@@ -88,6 +89,44 @@
     }
   }
 
+  // A table of a section: `columns` are [catalogue key, numeric?]; the body is filled later.
+  function table(id, columns) {
+    return OC.el("table", { id: "table-" + id }, [
+      OC.el("thead", {}, [OC.el("tr", {}, columns.map(([key, num]) =>
+        OC.el("th", { scope: "col", "class": num ? "num" : null, "data-i18n": key })))]),
+      OC.el("tbody")]);
+  }
+
+  // One report section from its description: {id, title (catalogue key), chart (a chart of the
+  // same name), note (a key), message (a status line `<id>-message`), columns, more (further
+  // tables under an <h3>: [{id, title, columns}])}. Ids: sec-, h-, chart-, export-, table-<id>.
+  function section(d) {
+    const parts = [OC.el("h2", { id: "h-" + d.id, "data-i18n": d.title })];
+    if (d.chart) {
+      parts.push(OC.el("div", { "class": "oc-chart", id: "chart-" + d.id, role: "img",
+                                "data-i18n-label": d.title }));
+    }
+    if (d.note) parts.push(OC.el("p", { "class": "oc-note", "data-i18n": d.note }));
+    if (d.message) {
+      parts.push(OC.el("p", { id: d.id + "-message", "class": "oc-message", role: "status" }));
+    }
+    for (const t of [d].concat(d.more || [])) {
+      if (t !== d) parts.push(OC.el("h3", { id: "h-" + t.id, "data-i18n": t.title }));
+      parts.push(OC.el("div", { "class": "oc-buttons", id: "export-" + t.id }), table(t.id, t.columns));
+    }
+    return OC.el("section", { "class": "oc-report", id: "sec-" + d.id,
+                              "aria-labelledby": "h-" + d.id }, parts);
+  }
+
+  // Put the page's sections where the element `placeholderId` is: each item a section's
+  // description, or an array of them side by side (.oc-pair). Called by the page's script as
+  // it loads (before DOMContentLoaded), so console.js translates them with the rest.
+  function sections(placeholderId, list) {
+    const nodes = list.map((item) => Array.isArray(item)
+      ? OC.el("div", { "class": "oc-pair" }, item.map(section)) : section(item));
+    document.getElementById(placeholderId).replaceWith(...nodes);
+  }
+
   function chart(id) {
     const node = document.getElementById(id);
     const c = echarts.init(node);
@@ -95,5 +134,5 @@
     return c;
   }
 
-  window.OCR = { tenants, addDays, monthStart, query, all, fill, exports, chart };
+  window.OCR = { tenants, addDays, monthStart, query, all, fill, exports, chart, sections };
 })();

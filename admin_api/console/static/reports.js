@@ -3,6 +3,25 @@
 // table and a CSV/XLSX export of the API route it comes from (GET /tenants/{id}/summary,
 // /tenants/{id}/exceptions, /tenants/{id}/sales/by-wallet, with `format=`). Chart scales are the only floats: text is OC.yuan.
 "use strict";
+// The sections, each a chart (most), its table and its exports (report-kit.js builds them).
+OCR.sections("rep-sections", [
+  { id: "sales", title: "rep.sales", chart: true,
+    columns: [["rep.col_period"], ["col.purchases", true], ["col.declined", true], ["col.sales", true]] },
+  [{ id: "merchant", title: "rep.by_merchant", chart: true,
+     columns: [["col.merchant"], ["col.purchases", true], ["col.sales", true]] },
+   { id: "meal", title: "rep.by_meal", chart: true,
+     columns: [["rep.col_meal"], ["col.purchases", true], ["col.sales", true]] }],
+  [{ id: "kind", title: "rep.by_kind", chart: true,
+     columns: [["col.kind"], ["rep.col_count", true], ["col.sales", true]] },
+   { id: "wallet", title: "rep.by_wallet", chart: true,
+     columns: [["rep.col_wallet"], ["rep.col_count", true], ["col.sales", true]] },
+   { id: "result", title: "rep.by_result", chart: true,
+     columns: [["rep.col_category"], ["rep.col_count", true]] }],
+  { id: "exceptions", title: "rep.exceptions", note: "rep.exceptions_note",
+    columns: [["col.time"], ["col.merchant"], ["col.card_no"], ["col.kind"], ["rep.col_category"],
+              ["col.result"], ["rep.col_amount", true]] },
+]);
+
 document.addEventListener("DOMContentLoaded", async () => {
   if (!OC.requireLogin()) return;
   const MSG = "rep-message";
