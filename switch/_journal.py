@@ -15,6 +15,7 @@ was acknowledged) and recovers from PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -266,28 +267,36 @@ class Journal:
                                   seconds=round(commit_seconds, 4))
             self._release(replies)
             stats.last_release_seconds = perf() - acked
-            if self._presence:  # after the answers: a sign-on burst never delays them
-                presence, self._presence = self._presence.split(limits.PRESENCE_BATCH_MAX)
-                if self._presence:
-                    self._wakeup.set()  # the rest after the next commit
-                try:
-                    async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
-                        await presence.write(conn)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._closed = True
-                    self._committed.set()
-                    raise JournalError(
-                        f"presence of {len(presence)} terminals failed: "
-                        f"{type(exc).__name__}: {exc}") from exc
             if access and self.on_access_commit is not None:  # ACCESS: alarms to the stream
                 self.on_access_commit(access)
             if self._on_commit is not None:
                 self._on_commit(replies, len(rows), commit_seconds)
+            if self._presence:  # after the answers: a sign-on burst never delays them
+                await self._write_presence(conn)
             self._in_flight = False
             committed, self._committed = self._committed, asyncio.Event()
             committed.set()
+
+    async def _write_presence(self, conn: Any) -> None:
+        """Who is signed on (switch/_presence.py), best effort: a failure is logged and its
+        entries dropped, never a reason to stop the journal; the next start marks every
+        terminal offline anyway. A statement left half done is rolled back; a connection that
+        broke fails the next commit, which recovers as any commit failure does."""
+        presence, self._presence = self._presence.split(limits.PRESENCE_BATCH_MAX)
+        if self._presence:
+            self._wakeup.set()  # the rest after the next commit
+        try:
+            async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                await presence.write(conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._log is not None:
+                self._log.warning("presence.write_failed", terminals=len(presence),
+                                  error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(limits.COMMIT_DEADLINE_SECONDS):
+                    await conn.execute("ROLLBACK")
 
     def _take_batch(self) -> tuple[list[bytes], int, list[tuple[Answerable, Outcome]]]:
         """The rows of the next commit, at most batch_max, the lsn of the last, and the

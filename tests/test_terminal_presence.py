@@ -182,3 +182,32 @@ def test_a_killed_switch_leaves_no_terminal_online(site: AdminSite) -> None:
     finally:
         sim.close()
         _restart(site)
+
+
+def test_a_failed_presence_write_costs_the_tills_nothing(site: AdminSite) -> None:
+    """Presence is best effort: a write that fails is logged and dropped; the journal goes
+    on (no recovery, purchases approved) and the next write works again."""
+    assert site.switch is not None
+    pid = site.switch.proc.pid  # type: ignore[union-attr]
+    tid, other = CAMPUS_POS
+    site.fetch("ALTER TABLE terminal_presence RENAME TO terminal_presence_away")
+    try:
+        pos = site.client(tid)  # its sign-on's presence write fails
+        seq = pos.sign_on_result.last_txn_seq
+        card = site.card(min_main=1_000)["card_no"]
+        for n in range(1, 6):
+            assert pos.request(ocp.Purchase(seq + n, card, 10, 0)).code == 0
+        _until("the failure is logged", lambda: "presence.write_failed"
+               in site.switch.log_tail(400))  # type: ignore[union-attr]
+    finally:
+        site.fetch("ALTER TABLE terminal_presence_away RENAME TO terminal_presence")
+    second = site.client(other)
+    _until("the next sign-on is written", lambda: _online(site.api(), other))
+    assert site.switch.proc.pid == pid  # type: ignore[attr-defined]
+    assert "switch.recovering" not in site.switch.log_tail(400)
+    assert "journal.commit_failed" not in site.switch.log_tail(400)
+    assert pos.request(ocp.Purchase(seq + 6, card, 10, 0)).code == 0
+    pos.close()
+    second.close()
+    _until("both offline", lambda: not _online(site.api(), tid)
+           and not _online(site.api(), other))
