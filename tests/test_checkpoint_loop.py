@@ -121,7 +121,8 @@ def test_a_47_mb_checkpoint_is_stored_in_pieces_and_restores(db_dsn: str) -> Non
     assert held < max(snapshot_seconds, 0.25), (held, snapshot_seconds)
 
 
-async def _forked_checkpoint(dsn: str, ledger: Ledger) -> tuple[float, bytes, bytes, int]:
+async def _forked_checkpoint(dsn: str, ledger: Ledger, first_seq: int = 10_000
+                             ) -> tuple[float, bytes, bytes, int]:
     """Write a checkpoint with the forked snapshot while a task keeps deciding purchases on the
     same ledger and a 2 ms timer chain measures the longest hold of the loop; returns (longest
     hold s, the state as it was when the checkpoint began, the stored state, purchases made
@@ -148,7 +149,7 @@ async def _forked_checkpoint(dsn: str, ledger: Ledger) -> tuple[float, bytes, by
         decided = [0]
 
         async def keep_deciding() -> None:
-            seq = 10_000
+            seq = first_seq
             while True:
                 for _ in range(50):
                     seq += 1
@@ -181,11 +182,19 @@ def test_a_forked_snapshot_holds_the_loop_a_few_ms_and_is_the_state_of_its_lsn(
     started = time.perf_counter()
     ledger.snapshot()
     in_process = time.perf_counter() - started
-    held, before, state, decided = asyncio.run(_forked_checkpoint(db_dsn, ledger))
-    assert decided > 0  # the ledger changed while the child took the snapshot
-    assert state == before  # ... and the snapshot is the state at the fork, not after
-    assert state != ledger.snapshot()
     # The loop was held for the fork and the pieces, not for the snapshot: at 1,000 terminals
     # the snapshot alone took 150-270 ms in-process here, and forked the longest hold was 10-40
-    # ms on a loaded 2-core machine. The floor leaves room for scheduling noise.
-    assert held < max(in_process, 0.25), (held, in_process)
+    # ms on a loaded 2-core machine. The floor leaves room for scheduling noise; so do three
+    # tries (a machine at load 11 once stalled one checkpoint's loop 300 ms: a stall hits one
+    # try, a snapshot taken in the loop would hit all three).
+    holds = []
+    for attempt in range(3):
+        held, before, state, decided = asyncio.run(
+            _forked_checkpoint(db_dsn, ledger, first_seq=10_000 + attempt * 1_000_000))
+        assert decided > 0  # the ledger changed while the child took the snapshot
+        assert state == before  # ... and the snapshot is the state at the fork, not after
+        assert state != ledger.snapshot()
+        holds.append(held)
+        if held < max(in_process, 0.25):
+            break
+    assert min(holds) < max(in_process, 0.25), (holds, in_process)

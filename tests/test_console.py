@@ -73,6 +73,14 @@ def console_url(console_site: dict[str, Any]) -> str:
     return str(console_site["url"])
 
 
+
+@pytest.fixture(autouse=True)
+def _language_of_the_browser_again(console_site: dict[str, Any]) -> Iterator[None]:
+    """A test that switches a shared log-in's language (kept on the server) leaves it to the
+    browser's again, whether it passed or not: the next test reads English."""
+    yield
+    cb.fetch(console_site["site"], "UPDATE admin_users SET locale = NULL")
+
 @pytest.fixture
 def page(browser: Any, console_url: str) -> Iterator[Any]:
     with cb.open_pages(browser, console_url) as pages:
@@ -140,7 +148,6 @@ def test_clerk_finds_a_person_reports_the_card_lost_and_the_switch_refuses_it(
     expect(page.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("正常")
     cb.until("the unfrozen card spends",
              lambda: till.buy(card_no, 100).code == ocp.ResponseCode.APPROVED)
-    page.evaluate("OC.setLang('en') || OC.saved()")  # kept on the server: back for later tests
 
 
 def test_a_clerk_of_another_tenant_sees_nothing_of_this_one(

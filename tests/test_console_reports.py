@@ -115,6 +115,14 @@ def console_url(reports_site: dict[str, Any]) -> str:
     return str(reports_site["url"])
 
 
+
+@pytest.fixture(autouse=True)
+def _language_of_the_browser_again(reports_site: dict[str, Any]) -> Iterator[None]:
+    """A test that switches a shared log-in's language (kept on the server) leaves it to the
+    browser's again, whether it passed or not: the next test reads English."""
+    yield
+    cb.fetch(reports_site["site"], "UPDATE admin_users SET locale = NULL")
+
 @pytest.fixture
 def pages(browser: Any, console_url: str) -> Iterator[cb.Pages]:
     with cb.open_pages(browser, console_url, accept_downloads=True) as p:
@@ -178,7 +186,6 @@ def test_reports_show_a_tills_purchase_in_the_charts_tables_and_export_it_as_csv
     expect(page.locator("#h-merchant")).to_have_text("各商户销售额")
     page.screenshot(path=str(shots / "reports-zh.png"), full_page=True)
     cb.checked(page)
-    page.evaluate("OC.setLang('en') || OC.saved()")  # kept on the server: back for the next test
 
 
 def test_finance_sees_the_days_settlement_and_requests_its_confirmation(
