@@ -12,7 +12,9 @@ file, and so each pytest-xdist worker under `--dist loadfile`, has its own):
 
 Each test file keeps its own site (a module-scoped fixture that starts the switch and the admin
 API with what its journeys need), defines `console_url` from it, and builds its `page`/`pages`
-fixture with `open_pages(browser, console_url, ...)`.
+fixture with `open_pages(browser, console_url, ...)`, or with `open_contexts(browser,
+console_url, ...)` when each page needs a browser context of its own (fresh storage, its own
+locale or viewport).
 """
 
 from __future__ import annotations
@@ -97,15 +99,21 @@ class Pages:
         return page
 
 
+def _new_pages(browser: Any, url: str, accept_dialogs: bool, context_options: Any) -> Pages:
+    """A new browser context at `url`: en-US and DESKTOP's viewport unless `context_options`
+    say otherwise."""
+    context_options.setdefault("locale", "en-US")
+    context_options.setdefault("viewport", DESKTOP)
+    return Pages(browser.new_context(base_url=url, **context_options), accept_dialogs)
+
+
 @contextlib.contextmanager
 def open_pages(browser: Any, url: str, accept_dialogs: bool = True,
                **context_options: Any) -> Iterator[Pages]:
     """A browser context at `url` (en-US; DESKTOP's viewport unless `context_options` say
     otherwise: PHONE, accept_downloads=True, ...). On leaving, the context is closed and any
     script error a page raised fails the test."""
-    context_options.setdefault("viewport", DESKTOP)
-    p = Pages(browser.new_context(base_url=url, locale="en-US", **context_options),
-              accept_dialogs)
+    p = _new_pages(browser, url, accept_dialogs, context_options)
     try:
         yield p
     finally:
@@ -113,13 +121,48 @@ def open_pages(browser: Any, url: str, accept_dialogs: bool = True,
     assert not p.errors, f"script errors in the page: {p.errors}"
 
 
+class Contexts:
+    """New pages each in a browser context of its own (its own storage; the context options
+    given to `new`), each failing the test on a script error (checked when `open_contexts`
+    ends); dialogs are accepted unless `accept_dialogs` is false."""
+
+    def __init__(self, browser: Any, url: str, accept_dialogs: bool = True) -> None:
+        self.browser = browser
+        self.url = url
+        self.accept_dialogs = accept_dialogs
+        self.opened: list[Pages] = []
+        self.errors: list[str] = []
+
+    def new(self, **context_options: Any) -> Any:
+        """A page in a new context at the URL (en-US; DESKTOP's viewport unless
+        `context_options` say otherwise: locale="zh-CN", **PHONE, ...)."""
+        p = _new_pages(self.browser, self.url, self.accept_dialogs, context_options)
+        p.errors = self.errors
+        self.opened.append(p)
+        return p.new()
+
+
+@contextlib.contextmanager
+def open_contexts(browser: Any, url: str, accept_dialogs: bool = True) -> Iterator[Contexts]:
+    """A factory of pages at `url`, each in a fresh browser context. On leaving, every context
+    is closed and any script error a page raised fails the test."""
+    c = Contexts(browser, url, accept_dialogs)
+    try:
+        yield c
+    finally:
+        for p in c.opened:
+            p.context.close()
+    assert not c.errors, f"script errors in the pages: {c.errors}"
+
+
 def log_in(page: Any, username: str, start: str = "/console/",
-           landing: str = r"/console/\w+\.html") -> None:
-    """Log in on the page at `start` by keyboard, and wait for the page a log-in lands on: a
-    URL matching `landing`, or the phone app shown when `start` is under /m/."""
+           landing: str = r"/console/\w+\.html", password: str = PASSWORD) -> None:
+    """Log in on the page at `start` by keyboard (an English page: the fields are found by
+    their labels), and wait for the page a log-in lands on: a URL matching `landing`, or the
+    phone app shown when `start` is under /m/."""
     page.goto(start)
     page.get_by_label("User name").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(password)
     page.get_by_label("Password").press("Enter")  # by keyboard
     if start.startswith("/m/"):
         page.wait_for_selector("#m-app:not([hidden])")
@@ -165,9 +208,11 @@ def fetch(site: AdminSite, sql: str, *args: Any) -> list[Any]:
         return pool.submit(site.fetch, sql, *args).result()
 
 
-def until(what: str, predicate: Any, seconds: float = DEADLINE_MS / 1000) -> None:
-    """Wait until `predicate()` is true, failing with `what` after `seconds`."""
+def until(what: str, predicate: Any, seconds: float = DEADLINE_MS / 1000,
+          poll_seconds: float = 0.02) -> None:
+    """Wait until `predicate()` is true, failing with `what` after `seconds`; `predicate` is
+    asked every `poll_seconds` (a slower pace for one that asks a server)."""
     started = time.monotonic()
     while not predicate():
         assert time.monotonic() - started < seconds, f"{what}: not within {seconds} s"
-        time.sleep(0.02)
+        time.sleep(poll_seconds)

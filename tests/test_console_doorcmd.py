@@ -3,14 +3,13 @@ against real processes: the switch and the admin API over real TCP, PostgreSQL a
 a simulated door controller (terminals_sim.DoorControl behind a real OCP connection) that
 carries out the DoorCommand and acknowledges it.
 
-The fixtures follow tests/test_console_desk.py's pattern (copied, not imported: that file's
-fixtures are being reworked). In CI a missing Chromium or Playwright fails these tests.
+The browser, its pages and the log-in are tests/console_browser.py's. In CI a missing Chromium
+or Playwright fails these tests.
 """
 
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -22,11 +21,8 @@ from onecard.harness import free_port
 from onecard.seed import CANTEEN_FREE
 from protocols import ocp
 from terminals_sim import DoorControl
+from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite
-from tests.console_browser import CHROMIUM, DEADLINE_MS
-from tests.console_browser import browser_or_fail as _browser_or_fail
-from tests.console_browser import labelled as _labelled
-from tests.console_browser import until as _until
 from tests.ocp_client import OcpClient
 from tests.test_console_desk import floor_plan
 
@@ -104,48 +100,24 @@ def doorcmd_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, A
 
 
 @pytest.fixture(scope="module")
-def browser(doorcmd_site: dict[str, Any]) -> Iterator[Any]:
-    sync_playwright = _browser_or_fail()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+def console_url(doorcmd_site: dict[str, Any]) -> str:
+    return str(doorcmd_site["url"])
 
 
 @pytest.fixture
-def page(browser: Any, doorcmd_site: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(base_url=doorcmd_site["url"], locale="en-US",
-                                  viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(DEADLINE_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"script errors in the page: {errors}"
+def page(browser: Any, console_url: str) -> Iterator[Any]:
+    with cb.open_pages(browser, console_url, accept_dialogs=False,
+                       viewport={"width": 1280, "height": 900}) as pages:
+        yield pages.new()
 
 
 def _log_in(page: Any, username: str) -> None:
-    page.goto("/console/")
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_label("Password").press("Enter")
-    page.wait_for_url(re.compile(r"/console/(people|sales|security)\.html"))
-
-
-def _expect() -> Any:
-    from playwright.sync_api import expect
-
-    return expect
+    cb.log_in(page, username, landing=r"/console/(people|sales|security)\.html")
 
 
 def test_the_desk_opens_a_door_once_from_the_map(page: Any,
                                                  doorcmd_site: dict[str, Any]) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     door_id = doorcmd_site["door"]["id"]
     sim: SimDoor = doorcmd_site["sim"]
     _log_in(page, "security.desk")
@@ -164,7 +136,7 @@ def test_the_desk_opens_a_door_once_from_the_map(page: Any,
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("Open North gate once now?")
-    _labelled(page)
+    cb.labelled(page)
     page.get_by_label("Note (optional)").fill("delivery at the north gate")
     page.get_by_role("button", name="Confirm").click()
     state = page.locator("#command-state")
@@ -187,7 +159,7 @@ def test_the_desk_opens_a_door_once_from_the_map(page: Any,
     page.get_by_role("button", name="Lock", exact=True).click()
     page.get_by_role("button", name="Confirm").click()
     expect(state).to_have_text("North gate · Lock: done")
-    _until("the door is held locked", lambda: not sim.control.may_open(1))
+    cb.until("the door is held locked", lambda: not sim.control.may_open(1))
     # Normal needs no confirmation.
     page.get_by_role("button", name="Normal", exact=True).click()
     expect(state).to_have_text("North gate · Normal: done")
@@ -197,7 +169,7 @@ def test_the_desk_opens_a_door_once_from_the_map(page: Any,
 
 def test_a_log_in_without_access_control_sees_no_door_commands(
         page: Any, doorcmd_site: dict[str, Any]) -> None:
-    expect = _expect()
+    expect = cb.playwright_expect()
     _log_in(page, "the.auditor")
     page.goto(f"/console/security.html?area={doorcmd_site['hall']['id']}")
     expect(page.locator("#live-state")).to_have_attribute("data-state", "live")

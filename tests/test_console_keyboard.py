@@ -8,43 +8,26 @@ a form with a submit button, so Enter submits it; a dialog closes with Escape an
 focus back to the control that opened it; and axe finds no WCAG 2 A/AA violation.
 
 The admin API runs as a process over real TCP (no switch: the pages show it as down, which
-is a state too); Playwright drives Debian's Chromium. The fixtures copy tests/test_console.py's
-pattern. In CI (CI set) a missing Chromium or Playwright fails these tests.
+is a state too); Playwright drives Debian's Chromium. The browser, its pages, the log-in and
+reading the database are tests/console_browser.py's. In CI (CI set) a missing Chromium or
+Playwright fails these tests.
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite, tiny_png
 from tests.console_a11y import axe_check
 
-CHROMIUM = "/usr/bin/chromium"
-DEADLINE_MS = 30_000
 STATIC = Path(__file__).resolve().parent.parent / "admin_api" / "console" / "static"
-
-
-def _sync_playwright() -> Any:
-    why = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        why = "playwright is not installed (pip install -e '.[test]')"
-    if why is None and not Path(CHROMIUM).exists():
-        why = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}: the browser tests must run in CI")
-        pytest.skip(why)
-    return sync_playwright
 
 
 @pytest.fixture(scope="module")
@@ -89,37 +72,19 @@ def keyboard_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, 
 
 
 @pytest.fixture(scope="module")
-def browser(keyboard_site: dict[str, Any]) -> Iterator[Any]:
-    with _sync_playwright()() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+def console_url(keyboard_site: dict[str, Any]) -> str:
+    return str(keyboard_site["url"])
 
 
 @pytest.fixture
-def page(browser: Any, keyboard_site: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(base_url=keyboard_site["url"], locale="en-US",
-                                  viewport={"width": 1200, "height": 860})
-    page = context.new_page()
-    page.set_default_timeout(DEADLINE_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("dialog", lambda dialog: dialog.dismiss())
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"script errors in the page: {errors}"
+def page(browser: Any, console_url: str) -> Iterator[Any]:
+    """A page whose dialogs are dismissed (Playwright's default when nobody accepts them)."""
+    with cb.open_pages(browser, console_url, accept_dialogs=False) as pages:
+        yield pages.new()
 
 
-def _log_in(page: Any, username: str, start: str = "/console/") -> None:
-    prefix = "m-" if start.startswith("/m/") else ""
-    page.goto(start)
-    page.locator(f"#{prefix}username").fill(username)
-    page.locator(f"#{prefix}password").fill(PASSWORD)
-    page.locator(f"#{prefix}password").press("Enter")
+def _log_in(page: Any, username: str) -> None:
+    cb.log_in(page, username, landing=r"/console/people\.html")
 
 
 # -- the walk ----------------------------------------------------------------------------------
@@ -259,7 +224,6 @@ def test_every_console_page_is_usable_by_keyboard_alone(
     page.goto("/console/")
     _check(page)
     _log_in(page, "campus.manager")
-    page.wait_for_url(re.compile(r"/console/people\.html"))
     for name, url in pages.items():
         page.goto(url)
         if name in _READY:
@@ -274,11 +238,9 @@ def test_every_console_page_is_usable_by_keyboard_alone(
 
 
 def test_forms_submit_with_enter(page: Any, keyboard_site: dict[str, Any]) -> None:
-    from playwright.sync_api import expect
-
+    expect = cb.playwright_expect()
     person = keyboard_site["person"]
     _log_in(page, "campus.manager")
-    page.wait_for_url(re.compile(r"/console/people\.html"))
     # The people search and the cashier's search: type, Enter, results.
     page.locator("#q").fill(str(person["card_no"]))
     page.locator("#q").press("Enter")
@@ -300,7 +262,6 @@ def test_forms_submit_with_enter(page: Any, keyboard_site: dict[str, Any]) -> No
 def test_a_dialog_closes_with_escape_and_gives_the_focus_back(
         page: Any, keyboard_site: dict[str, Any]) -> None:
     _log_in(page, "campus.manager")
-    page.wait_for_url(re.compile(r"/console/people\.html"))
     page.goto("/console/security.html")
     opener = page.locator("#lock-site")
     opener.wait_for()
@@ -326,8 +287,7 @@ def test_a_dialog_closes_with_escape_and_gives_the_focus_back(
     assert not dialog.evaluate("(d) => d.open")
     assert page.evaluate("document.activeElement.id") == "lock-site"
     site = keyboard_site["site"]
-    with ThreadPoolExecutor(1) as pool:  # off this thread: Playwright's loop runs here
-        rows = pool.submit(site.fetch, "SELECT count(*) AS n FROM access_lockdowns").result()
+    rows = cb.fetch(site, "SELECT count(*) AS n FROM access_lockdowns")
     assert rows[0]["n"] == 0
     # An alarm's Acknowledge button: the note's dialog, closed by Escape, focus back.
     ack = page.locator("#alarms-table button.ack").first

@@ -3,48 +3,26 @@ follows it to a fresh browser (kept on the server), on the console and on the ph
 a person's documents and audit trail on the person page, kept to the log-in's subtree.
 
 The admin API runs as a process over real TCP (no switch: nothing here moves money);
-Playwright drives Debian's Chromium. The fixtures copy tests/test_console.py's pattern.
-In CI (CI set) a missing Chromium or Playwright fails these tests instead of skipping them.
+Playwright drives Debian's Chromium. The browser, its contexts, the log-in (of an English
+page) and reading the database are tests/console_browser.py's. In CI (CI set) a missing
+Chromium or Playwright fails these tests instead of skipping them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite
 from tests.console_a11y import axe_check
 
-CHROMIUM = "/usr/bin/chromium"
-DEADLINE_MS = 30_000
-
-
-def _sync_playwright() -> Any:
-    why = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        why = "playwright is not installed (pip install -e '.[test]')"
-    if why is None and not Path(CHROMIUM).exists():
-        why = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}: the browser tests must run in CI")
-        pytest.skip(why)
-    return sync_playwright
-
-
-def _off_thread(fn: Any) -> Any:
-    """Run fn off this thread: Playwright's sync API keeps an event loop running here."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn).result()
+NARROW = {"width": 390, "height": 860}
+"""A phone-wide viewport (not a mobile browser)."""
 
 
 @pytest.fixture(scope="module")
@@ -82,40 +60,19 @@ def prefs_site(pg_server: Any, migrated_template: str) -> Iterator[dict[str, Any
 
 
 @pytest.fixture(scope="module")
-def browser(prefs_site: dict[str, Any]) -> Iterator[Any]:
-    with _sync_playwright()() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+def console_url(prefs_site: dict[str, Any]) -> str:
+    return str(prefs_site["url"])
 
 
 @pytest.fixture
-def new_page(browser: Any, prefs_site: dict[str, Any]) -> Iterator[Any]:
+def contexts(browser: Any, console_url: str) -> Iterator[cb.Contexts]:
     """A factory of pages, each in a fresh context (its own storage), closed afterwards."""
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def make(locale: str = "zh-CN", width: int = 1200) -> Any:
-        context = browser.new_context(base_url=prefs_site["url"], locale=locale,
-                                      viewport={"width": width, "height": 860})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(DEADLINE_MS)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("dialog", lambda dialog: dialog.accept())
-        return page
-
-    try:
-        yield make
-    finally:
-        for c in contexts:
-            c.close()
-    assert not errors, f"script errors in the page: {errors}"
+    with cb.open_contexts(browser, console_url) as c:
+        yield c
 
 
-def _log_in(page: Any, username: str, start: str = "/console/") -> None:
+def _log_in_by_ids(page: Any, username: str, start: str = "/console/") -> None:
+    """Log in by the fields' ids: on a Chinese page the labels are not cb.log_in's."""
     page.goto(start)
     prefix = "m-" if start.startswith("/m/") else ""
     page.locator(f"#{prefix}username").fill(username)
@@ -124,26 +81,25 @@ def _log_in(page: Any, username: str, start: str = "/console/") -> None:
 
 
 def test_the_language_chosen_follows_the_log_in_to_a_fresh_browser(
-        new_page: Any, prefs_site: dict[str, Any]) -> None:
+        contexts: cb.Contexts, prefs_site: dict[str, Any]) -> None:
     site = prefs_site["site"]
-    first = new_page(locale="zh-CN")
-    _log_in(first, "campus.clerk")
+    first = contexts.new(locale="zh-CN")
+    _log_in_by_ids(first, "campus.clerk")
     first.wait_for_url(re.compile(r"/console/people\.html"))
     first.wait_for_selector("#oc-header nav a")
     assert first.evaluate("document.documentElement.lang") == "zh-CN"  # the browser's
     first.locator("#oc-lang").select_option("en")
     first.evaluate("OC.saved()")
     assert first.locator("#oc-header nav a").first.inner_text() == "Card office"
-    saved = _off_thread(lambda: site.fetch(
-        "SELECT locale FROM admin_users WHERE username = 'campus.clerk'"))
+    saved = cb.fetch(site, "SELECT locale FROM admin_users WHERE username = 'campus.clerk'")
     assert saved[0]["locale"] == "en"
 
     # A fresh context: new storage, a Chinese browser. Before log-in the page is Chinese (no
     # browser copy); after it, English, from the server.
-    second = new_page(locale="zh-CN")
+    second = contexts.new(locale="zh-CN")
     second.goto("/console/")
     assert second.evaluate("document.documentElement.lang") == "zh-CN"
-    _log_in(second, "campus.clerk")
+    _log_in_by_ids(second, "campus.clerk")
     second.wait_for_url(re.compile(r"/console/people\.html"))
     second.wait_for_selector("#oc-header nav a")
     assert second.evaluate("document.documentElement.lang") == "en"
@@ -152,21 +108,21 @@ def test_the_language_chosen_follows_the_log_in_to_a_fresh_browser(
     # Another log-in on that browser is not given the clerk's language from the server.
     second.locator("#oc-logout").click()
     second.wait_for_url(re.compile(r"/console/(index\.html)?$"))
-    _log_in(second, "campus.manager")
+    _log_in_by_ids(second, "campus.manager")
     second.wait_for_url(re.compile(r"/console/people\.html"))
     second.wait_for_selector("#oc-header nav a")
-    assert _off_thread(lambda: site.fetch(
-        "SELECT locale FROM admin_users WHERE username = 'campus.manager'"))[0]["locale"] is None
+    assert cb.fetch(site, "SELECT locale FROM admin_users WHERE username = 'campus.manager'"
+                    )[0]["locale"] is None
 
     # The phone pages: the cardholder switches to English on one phone; a fresh one follows.
-    phone = new_page(locale="zh-CN", width=390)
-    _log_in(phone, "li.lei", "/m/")
+    phone = contexts.new(locale="zh-CN", viewport=NARROW)
+    _log_in_by_ids(phone, "li.lei", "/m/")
     phone.wait_for_selector("#m-app:not([hidden])")
     assert phone.evaluate("document.documentElement.lang") == "zh-CN"
     phone.locator("#m-lang").select_option("en")
     phone.evaluate("OC.saved()")
-    again = new_page(locale="zh-CN", width=390)
-    _log_in(again, "li.lei", "/m/")
+    again = contexts.new(locale="zh-CN", viewport=NARROW)
+    _log_in_by_ids(again, "li.lei", "/m/")
     again.wait_for_selector("#m-app:not([hidden])")
     assert again.evaluate("document.documentElement.lang") == "en"
     assert again.locator("#m-lang").input_value() == "en"
@@ -174,13 +130,11 @@ def test_the_language_chosen_follows_the_log_in_to_a_fresh_browser(
 
 
 def test_a_persons_documents_and_audit_trail_on_their_page(
-        new_page: Any, prefs_site: dict[str, Any]) -> None:
-    from playwright.sync_api import expect
-
+        contexts: cb.Contexts, prefs_site: dict[str, Any]) -> None:
+    expect = cb.playwright_expect()
     person, doc = prefs_site["person"], prefs_site["doc"]
-    page = new_page(locale="en-US")
-    _log_in(page, "campus.manager")
-    page.wait_for_url(re.compile(r"/console/people\.html"))
+    page = contexts.new()
+    cb.log_in(page, "campus.manager", landing=r"/console/people\.html")
     page.goto(f"/console/person.html?id={person['id']}")
     row = page.locator(f"#docs-table tbody tr[data-doc='{doc['id']}']")
     expect(row).to_contain_text("adjustment")
@@ -200,9 +154,8 @@ def test_a_persons_documents_and_audit_trail_on_their_page(
     expect(page.locator("#doc-heading")).to_contain_text("Meal card correction")
 
     # A clerk: the documents, no audit trail (no audit.read), no approvals link.
-    clerk = new_page(locale="en-US")
-    _log_in(clerk, "campus.clerk")
-    clerk.wait_for_url(re.compile(r"/console/people\.html"))
+    clerk = contexts.new()
+    cb.log_in(clerk, "campus.clerk", landing=r"/console/people\.html")
     clerk.goto(f"/console/person.html?id={person['id']}")
     clerk_row = clerk.locator(f"#docs-table tbody tr[data-doc='{doc['id']}']")
     expect(clerk_row).to_contain_text("submitted")
@@ -210,9 +163,8 @@ def test_a_persons_documents_and_audit_trail_on_their_page(
     expect(clerk.locator("#audit-section")).to_be_hidden()
 
     # The other park's clerk: no such person, and no documents section at all.
-    east = new_page(locale="en-US")
-    _log_in(east, "east.clerk")
-    east.wait_for_url(re.compile(r"/console/people\.html"))
+    east = contexts.new()
+    cb.log_in(east, "east.clerk", landing=r"/console/people\.html")
     east.goto(f"/console/person.html?id={person['id']}")
     expect(east.locator("#person-message")).to_contain_text("No such person")
     expect(east.locator("#docs-section")).to_be_hidden()
@@ -222,15 +174,14 @@ def test_a_persons_documents_and_audit_trail_on_their_page(
 
 
 def test_the_finance_page_names_the_other_park_in_the_clearing_table(
-        new_page: Any, prefs_site: dict[str, Any]) -> None:
+        contexts: cb.Contexts, prefs_site: dict[str, Any]) -> None:
     """The page shows the names the clearing route answers (the route's own figures and names
     over a real cross-park day: tests/test_settlement.py). Here the route's answer is a
     cross-park row served to the page, since no day of this site has one."""
-    from playwright.sync_api import expect
-
-    names = {r["id"]: r["name"] for r in _off_thread(lambda: prefs_site["site"].fetch(
-        "SELECT id, name FROM tenants WHERE id IN (1, 2)"))}
-    page = new_page(locale="en-US")
+    expect = cb.playwright_expect()
+    names = {r["id"]: r["name"] for r in cb.fetch(
+        prefs_site["site"], "SELECT id, name FROM tenants WHERE id IN (1, 2)")}
+    page = contexts.new()
 
     def clearing(route: Any) -> None:
         day = re.search(r"from_day=([0-9-]+)", route.request.url)
@@ -244,8 +195,7 @@ def test_the_finance_page_names_the_other_park_in_the_clearing_table(
         route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
 
     page.route(re.compile(r"/tenants/1/finance/clearing\?"), clearing)
-    _log_in(page, "campus.finance")
-    page.wait_for_url(re.compile(r"/console/people\.html"))
+    cb.log_in(page, "campus.finance", landing=r"/console/people\.html")
     page.goto("/console/finance.html")
     row = page.locator("#table-clearing tbody tr").first
     expect(row).to_contain_text(names[2])

@@ -10,6 +10,7 @@ an alarm of the demo's door trickle, finds it on the e-map and acknowledges it; 
 only their child; a cashier's double click tops up once; a clerk of the other park finds
 nothing of the campus. Then SIGTERM: the demo exits 0 and leaves no child process behind.
 Screenshots as in tests/test_console.py (ONECARD_CONSOLE_SHOTS, else a temporary directory).
+The browser, its contexts, the log-in, screenshots and waiting are tests/console_browser.py's.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from typing import Any
 import pytest
 
 from onecard.harness import free_port
+from tests import console_browser as cb
 from tests import pg
-from tests.console_browser import CHROMIUM, DEADLINE_MS
-from tests.console_browser import browser_or_fail as _browser_or_fail
 
 READY_SECONDS = 240
 """How long the demo may take to print its addresses (seeding, two processes; a busy box)."""
+WIDE = {"width": 1280, "height": 900}
+"""The desktop viewport of the walk."""
+POLL_SECONDS = 0.2
+"""A poll's pace (each poll asks the API), not a wait for something to have happened."""
 ALARM_MS = 180_000
 """The demo's first alarm comes 10 s after it is ready, then one a minute."""
 NOTE = "Checked on the camera: a student left it open"
@@ -53,6 +57,9 @@ class Demo:
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []
         self.ready = threading.Event()
+        self.started = time.monotonic()
+        self.ready_seconds = 0.0
+        """From the start to the line that says the demo is ready (or to its output's end)."""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -61,8 +68,13 @@ class Demo:
         for line in self.proc.stdout:
             self.lines.append(line)
             if "simulated purchases per second" in line:
-                self.ready.set()
-        self.ready.set()
+                self._set_ready()
+        self._set_ready()
+
+    def _set_ready(self) -> None:
+        if not self.ready.is_set():
+            self.ready_seconds = time.monotonic() - self.started
+            self.ready.set()
 
     @property
     def text(self) -> str:
@@ -107,46 +119,26 @@ def demo(pg_server: pg.TestServer) -> Iterator[Demo]:
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = os.environ.get("ONECARD_CONSOLE_SHOTS")
-    path = Path(where) if where else tmp_path_factory.mktemp("demo-walk-shots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def console_url(demo: Demo) -> str:
+    """The console's address the demo printed, once it is ready (before the browser starts)."""
+    assert demo.ready.wait(READY_SECONDS), f"not ready in {READY_SECONDS} s:\n{demo.text}"
+    assert demo.proc.poll() is None, demo.text
+    return _printed(demo.text, r"console\s+(http://\S+)/console/")
 
 
 class Walk:
-    """What the demo printed, and a browser to walk with it."""
+    """What the demo printed, and the browser contexts to walk with it: one per log-in."""
 
-    def __init__(self, browser: Any, text: str) -> None:
-        self.browser = browser
-        self.url = _printed(text, r"console\s+(http://\S+)/console/")
+    def __init__(self, contexts: cb.Contexts, text: str) -> None:
+        self.contexts = contexts
         self.password = _printed(text, r"password for all: (\S+)")
         journeys = text.split("journeys", 1)[1]
         self.journeys = {m[1]: m[2] for m in re.finditer(r"^    (\S+)\s+(.+)$", journeys, re.M)}
-        self.errors: list[str] = []
-        self.contexts: list[Any] = []
-
-    def page(self, phone: bool = False) -> Any:
-        size = {"width": 390, "height": 844} if phone else {"width": 1280, "height": 900}
-        context = self.browser.new_context(base_url=self.url, locale="en-US", viewport=size,
-                                           is_mobile=phone, has_touch=phone)
-        self.contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(DEADLINE_MS)
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on("dialog", lambda dialog: dialog.accept())
-        return page
 
     def log_in(self, username: str, start: str = "/console/") -> Any:
-        page = self.page(phone=start.startswith("/m/"))
-        page.goto(start)
-        page.get_by_label("User name").fill(username)
-        page.get_by_label("Password").fill(self.password)
-        page.get_by_label("Password").press("Enter")
-        if start.startswith("/m/"):
-            page.wait_for_selector("#m-app:not([hidden])")
-        else:
-            page.wait_for_url(re.compile(r"/console/\w+\.html"))
+        """A page in a fresh context (a phone's under /m/) logged in as `username`."""
+        page = self.contexts.new(**(cb.PHONE if start.startswith("/m/") else {"viewport": WIDE}))
+        cb.log_in(page, username, start, password=self.password)
         return page
 
 
@@ -154,19 +146,6 @@ def _printed(text: str, pattern: str) -> str:
     m = re.search(pattern, text)
     assert m is not None, f"the demo did not print {pattern!r}:\n{text}"
     return m[1]
-
-
-def _expect() -> Any:
-    from playwright.sync_api import expect
-
-    return expect
-
-
-def _until(what: str, predicate: Any, seconds: float = DEADLINE_MS / 1000) -> None:
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < seconds, f"{what}: not within {seconds} s"
-        time.sleep(0.2)  # a poll's pace, not a wait for something to have happened
 
 
 def _recent(page: Any, person_id: int) -> list[dict[str, Any]]:
@@ -177,24 +156,17 @@ def _recent(page: Any, person_id: int) -> list[dict[str, Any]]:
 
 
 def test_a_newcomer_walks_every_journey_of_the_serving_demo(
-        demo: Demo, shots: Path) -> None:
-    started = time.monotonic()
+        demo: Demo, browser: Any, console_url: str, shots: Path) -> None:
     assert demo.ready.wait(READY_SECONDS), f"not ready in {READY_SECONDS} s:\n{demo.text}"
     assert demo.proc.poll() is None, demo.text
-    ready_s = time.monotonic() - started
-    expect = _expect()
-    sync_playwright = _browser_or_fail()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            walk = Walk(browser, demo.text)
-            for who in ("card.office", "campus.admin", "security.desk", "parent", "cashier",
-                        "east.office"):
-                assert who in walk.journeys, (who, walk.journeys)
-            _walk(walk, expect, shots)
-            assert not walk.errors, f"script errors in the pages: {walk.errors}"
-        finally:
-            browser.close()
+    ready_s = demo.ready_seconds
+    expect = cb.playwright_expect()
+    with cb.open_contexts(browser, console_url) as contexts:
+        walk = Walk(contexts, demo.text)
+        for who in ("card.office", "campus.admin", "security.desk", "parent", "cashier",
+                    "east.office"):
+            assert who in walk.journeys, (who, walk.journeys)
+        _walk(walk, expect, shots)
     children = demo.children()
     assert len(children) >= 2, "the switch and the admin API run as children"
     code = demo.stop()
@@ -203,7 +175,7 @@ def test_a_newcomer_walks_every_journey_of_the_serving_demo(
     assert "Traceback" not in demo.text and "was destroyed" not in demo.text, demo.text
     left = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
     assert not left, f"child processes left behind: {left}"
-    walked_s = time.monotonic() - started
+    walked_s = time.monotonic() - demo.started
     (shots / "demo-walk-seconds.txt").write_text(
         f"ready {ready_s:.1f} s, walk and stop {walked_s - ready_s:.1f} s\n")
 
@@ -255,17 +227,17 @@ def _walk(walk: Walk, expect: Any, shots: Path) -> None:
     office.get_by_role("button", name="Issue card").click()
     expect(office.locator("#issue-message")).to_contain_text(f"Card {card_no} is issued")
     expect(office.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("active")
-    _until("the demo's till buys with the new card", lambda: any(
+    cb.until("the demo's till buys with the new card", lambda: any(
         e["card_no"] == card_no and e["kind"] == "purchase" and e["result"] == "APPROVED"
-        for e in _recent(office, issued_id)), seconds=90)
+        for e in _recent(office, issued_id)), seconds=90, poll_seconds=POLL_SECONDS)
 
     # -- reported lost: the till's next purchase with it is refused
     office.locator(f'tr[data-card="{card_no}"]').get_by_role("button",
                                                              name="Report lost").click()
     expect(office.locator(f'tr[data-card="{card_no}"] .card-status')).to_have_text("lost")
-    _until("the next purchase with the lost card is refused", lambda: any(
+    cb.until("the next purchase with the lost card is refused", lambda: any(
         e["card_no"] == card_no and e["result"] == "CARD_LOST"
-        for e in _recent(office, issued_id)), seconds=90)
+        for e in _recent(office, issued_id)), seconds=90, poll_seconds=POLL_SECONDS)
     office.reload()
     expect(office.locator("#txns-table tbody")).to_contain_text("card lost")
     office.screenshot(path=str(shots / "walk-card-lost.png"), full_page=True)
@@ -363,8 +335,7 @@ def _walk(walk: Walk, expect: Any, shots: Path) -> None:
         " ds[0].id + '/commands', {method: 'POST', headers: {Authorization:"
         " 'Bearer ' + OC.token(), 'content-type': 'application/json'}, body:"
         " JSON.stringify({action: 'open_once'})})).then((r) => r.json())")
-    _until("the demo's door carries out the desk's open once", lambda: desk.evaluate(
+    cb.until("the demo's door carries out the desk's open once", lambda: desk.evaluate(
         "(id) => fetch('/access/door-commands/' + id, {headers: {Authorization: 'Bearer ' +"
-        " OC.token()}}).then((r) => r.json()).then((c) => c.state)", command["id"]) == "done")
-    for context in walk.contexts:
-        context.close()
+        " OC.token()}}).then((r) => r.json()).then((c) => c.state)", command["id"]) == "done",
+        poll_seconds=POLL_SECONDS)
