@@ -61,6 +61,7 @@ from admin_api._expiry import run_expiry
 from admin_api._money import Money
 from admin_api._problems import EXCEPTION_HANDLERS, MEDIA_TYPE, Problem, ProblemBody
 from admin_api._settings import AdminSettings
+from admin_api.console._tally import Tallies
 
 VERSION = "0.1.0"
 OPENAPI_PATH = "/docs"
@@ -280,7 +281,7 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
         request_class=JsonBodyRequest,
         lifespan=[lifespan],
         openapi_config=openapi_config(),
-        state=State({"settings": settings, "metrics": metrics, "log": log,
+        state=State({"settings": settings, "metrics": metrics, "log": log, "tallies": Tallies(),
                      "login_limiter": LoginLimiter(
                          settings.login_failures_max, settings.login_window_seconds,
                          address_failures_max=settings.login_address_failures_max)}),

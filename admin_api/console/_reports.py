@@ -22,7 +22,7 @@ from admin_api._downloads import DownloadOperation, Format, download
 from admin_api._routes_merchants import tenant_in_scope
 from admin_api._routes_reports import day_range
 from admin_api._types import Id
-from admin_api.console._routes import SALE_KINDS
+from admin_api.console._tally import SALE_KINDS
 
 
 class WalletSales(msgspec.Struct):

@@ -23,13 +23,11 @@ from admin_api._live import Event, live_response, message
 from admin_api._routes_merchants import tenant_in_scope
 from admin_api._routes_people import ACCOUNT_STATUS, person_in_scope
 from admin_api._routes_queries import _ENTRY_SELECT, Entry, entry
-from admin_api._routes_reports import _from, _Sql, day_range
 from admin_api._types import Id
+from admin_api.console._tally import Tallies
 
 SEARCH_MAX: Final = 100
 """Most people one search answers (the clerk narrows the words, not pages)."""
-_PURCHASE, _REVERSAL, _CAPTURE = 1, 2, 5
-SALE_KINDS: Final = (_PURCHASE, _REVERSAL, _CAPTURE)
 """What counts as sales: purchases and captures, less reversals (the merchants' net)."""
 
 
@@ -129,34 +127,16 @@ class Sales(msgspec.Struct):
     """The admin API's own terminal is signed on to the switch."""
 
 
-async def sales_of(pool: asyncpg.Pool, tenant: Any, day: dt.date | None,
-                   switch_connected: bool) -> Sales:
-    offset = tenant["utc_offset_s"]
-    r = day_range(offset, day, day)
-    q = _Sql()
-    sql = (
-        "SELECT l.minute / 60 AS hour,"
-        f" count(*) FILTER (WHERE j.code = 0 AND j.kind IN ({_PURCHASE}, {_CAPTURE})) AS n,"
-        f" count(*) FILTER (WHERE j.code <> 0 AND j.kind = {_PURCHASE}) AS declined,"
-        " coalesce(sum(j.merchant_delta_fen), 0)::bigint AS amount"
-        + _from(q, offset, [])
-        + f" WHERE j.merchant_tenant_id = {q(tenant['id'])}"
-        f" AND j.committed_at >= {q(r.start)} AND j.committed_at < {q(r.end)}"
-        f" AND j.kind = ANY({q(list(SALE_KINDS))}::smallint[]) GROUP BY 1"
-    )
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
-                                                        readonly=True):
-        lsn = await conn.fetchval("SELECT coalesce(max(lsn), 0) FROM journal")
-        rows = await conn.fetch(sql, *q.args)
-    by_hour = {row["hour"]: row for row in rows}
-    hours = [HourSales(hour=h, purchases=by_hour[h]["n"] if h in by_hour else 0,
-                       declined=by_hour[h]["declined"] if h in by_hour else 0,
-                       amount_fen=by_hour[h]["amount"] if h in by_hour else 0)
-             for h in range(24)]
-    return Sales(tenant_id=tenant["id"], day=r.from_day, utc_offset_s=offset, hours=hours,
-                 purchases=sum(h.purchases for h in hours),
+async def sales_of(pool: asyncpg.Pool, tallies: Tallies, tenant: Any, day: dt.date | None,
+                   switch_connected: bool, fresh_seconds: float = 0.0) -> Sales:
+    """From the process's shared tally of the day (admin_api/console/_tally.py)."""
+    tally, local_day = await tallies.of(pool, tenant, day, fresh_seconds=fresh_seconds)
+    hours = [HourSales(hour=h, purchases=f[0], declined=f[1], amount_fen=f[2])
+             for h in range(24) for f in (tally.hours.get(h, (0, 0, 0)),)]
+    return Sales(tenant_id=tenant["id"], day=local_day, utc_offset_s=tenant["utc_offset_s"],
+                 hours=hours, purchases=sum(h.purchases for h in hours),
                  declined=sum(h.declined for h in hours),
-                 amount_fen=sum(h.amount_fen for h in hours), as_of_lsn=lsn,
+                 amount_fen=sum(h.amount_fen for h in hours), as_of_lsn=tally.lsn,
                  switch_connected=switch_connected)
 
 
@@ -166,7 +146,7 @@ async def hourly_sales(tenant_id: Id, actor: Actor, state: State,
                        day: Annotated[dt.date | None, Parameter(
                            description="The local day (default: today)")] = None) -> Sales:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
-    return await sales_of(state.pool, tenant, day, bool(state.money.connected()))
+    return await sales_of(state.pool, state.tallies, tenant, day, bool(state.money.connected()))
 
 
 def _today(utc_offset_s: int) -> dt.date:
@@ -174,12 +154,15 @@ def _today(utc_offset_s: int) -> dt.date:
 
 
 class _SalesPoll:
-    """`sales` (a Sales, at once and whenever a journal row of the tenant's merchants commits
-    or the day turns) and `switch` ({"connected": bool}, at once and on every change)."""
+    """`sales` (a Sales, at once and whenever a sale of the tenant's merchants is journaled
+    or the day turns) and `switch` ({"connected": bool}, at once and on every change). Every
+    stream reads the process's shared tally, refreshed at most once per poll interval."""
 
-    def __init__(self, pool: asyncpg.Pool, tenant: Any, connected: Any) -> None:
-        self.pool, self.tenant, self.connected = pool, tenant, connected
-        self.last_lsn = -1
+    def __init__(self, pool: asyncpg.Pool, tallies: Tallies, tenant: Any, connected: Any,
+                 fresh_seconds: float) -> None:
+        self.pool, self.tallies, self.tenant, self.connected = pool, tallies, tenant, connected
+        self.fresh_seconds = fresh_seconds
+        self.sales_lsn = -1
         self.day: dt.date | None = None
         self.was_connected: bool | None = None
 
@@ -187,13 +170,13 @@ class _SalesPoll:
         events: list[Event] = []
         is_connected = bool(self.connected())
         today = _today(self.tenant["utc_offset_s"])
-        newer = await self.pool.fetchval(
-            "SELECT max(lsn) FROM journal WHERE lsn > $1 AND merchant_tenant_id = $2",
-            max(self.last_lsn, 0), self.tenant["id"])
-        if self.last_lsn < 0 or newer is not None or today != self.day:
-            sales = await sales_of(self.pool, self.tenant, today, is_connected)
-            self.last_lsn, self.day = max(sales.as_of_lsn, newer or 0), today
-            events.append(message("sales", sales, self.last_lsn))
+        tally, _ = await self.tallies.of(self.pool, self.tenant, today,
+                                         fresh_seconds=self.fresh_seconds)
+        if tally.sales_lsn != self.sales_lsn or today != self.day:
+            sales = await sales_of(self.pool, self.tallies, self.tenant, today, is_connected,
+                                   fresh_seconds=float("inf"))
+            self.sales_lsn, self.day = tally.sales_lsn, today
+            events.append(message("sales", sales, sales.as_of_lsn))
         if is_connected != self.was_connected:
             self.was_connected = is_connected
             events.append(message("switch", {"connected": is_connected}))
@@ -212,7 +195,9 @@ class _SalesPoll:
 async def live(tenant_id: Id, actor: Actor, state: State,
                request: Request[Any, Any, Any]) -> ServerSentEvent:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
-    return live_response(request, state, _SalesPoll(state.pool, tenant, state.money.connected))
+    poll = _SalesPoll(state.pool, state.tallies, tenant, state.money.connected,
+                      state.settings.live_poll_seconds)
+    return live_response(request, state, poll)
 
 
 ROUTES = [search_people, recent_transactions, hourly_sales, live]

@@ -25,9 +25,8 @@ from admin_api._live import Event, live_response, message
 from admin_api._routes_merchants import tenant_in_scope
 from admin_api._routes_reports import day_range
 from admin_api._types import Id
-from admin_api.console._routes import SALE_KINDS, _today
-
-_CREDIT = 8
+from admin_api.console._routes import _today
+from admin_api.console._tally import Tallies
 
 
 class CanteenSales(msgspec.Struct):
@@ -59,27 +58,18 @@ class Screen(msgspec.Struct):
     as_of_lsn: int
 
 
-async def screen_of(pool: asyncpg.Pool, tenant: Any, day: dt.date | None, access: bool
-                    ) -> Screen:
-    r = day_range(tenant["utc_offset_s"], day, day)
+async def screen_of(pool: asyncpg.Pool, tallies: Tallies, tenant: Any, day: dt.date | None,
+                    access: bool, fresh_seconds: float = 0.0) -> Screen:
+    """Sales and top-ups from the process's shared tally of the day (console/_tally.py); the
+    access figures counted here (a day's decisions of a site are few next to its sales)."""
+    tally, local_day = await tallies.of(pool, tenant, day, fresh_seconds=fresh_seconds)
+    r = day_range(tenant["utc_offset_s"], local_day, local_day)
     tid = tenant["id"]
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                         readonly=True):
-        lsn = await conn.fetchval("SELECT coalesce(max(lsn), 0) FROM journal")
         name = await conn.fetchval("SELECT name FROM tenants WHERE id = $1", tid)
-        rows = await conn.fetch(
-            "SELECT j.merchant_id, m.name,"
-            " count(*) FILTER (WHERE j.code = 0 AND j.kind IN (1, 5)) AS n,"
-            " count(*) FILTER (WHERE j.code <> 0 AND j.kind = 1) AS declined,"
-            " coalesce(sum(j.merchant_delta_fen), 0)::bigint AS amount"
-            " FROM journal j LEFT JOIN merchants m ON m.id = j.merchant_id"
-            " WHERE j.merchant_tenant_id = $1 AND j.committed_at >= $2 AND j.committed_at < $3"
-            " AND j.kind = ANY($4::smallint[]) GROUP BY 1, 2",
-            tid, r.start, r.end, list(SALE_KINDS))
-        topups = await conn.fetchrow(
-            "SELECT count(*) AS n, coalesce(sum(amount_fen), 0)::bigint AS fen FROM journal"
-            " WHERE tenant_id = $1 AND kind = $2 AND code = 0 AND committed_at >= $3"
-            " AND committed_at < $4", tid, _CREDIT, r.start, r.end)
+        names = dict(await conn.fetch("SELECT id, name FROM merchants WHERE id = ANY($1)",
+                                      list(tally.merchants)))
         arrivals = alarms = None
         if access:
             arrivals = await conn.fetchrow(
@@ -93,20 +83,21 @@ async def screen_of(pool: asyncpg.Pool, tenant: Any, day: dt.date | None, access
                 "  AND state <> 'cleared') AS active"
                 " FROM access_alarms WHERE tenant_id = $1 AND raised_at >= $2", tid, r.start,
                 r.end)
-    canteens = sorted((CanteenSales(merchant_id=x["merchant_id"],
-                                    name=x["name"] or f"#{x['merchant_id']}",
-                                    purchases=x["n"], amount_fen=x["amount"]) for x in rows),
+    canteens = sorted((CanteenSales(merchant_id=m, name=names.get(m) or f"#{m}",
+                                    purchases=f[0], amount_fen=f[2])
+                       for m, f in tally.merchants.items()),
                       key=lambda c: (-c.amount_fen, c.name))
-    return Screen(tenant_id=tid, name=name or str(tid), day=r.from_day,
-                  purchases=sum(x["n"] for x in rows),
-                  declined=sum(x["declined"] for x in rows),
-                  amount_fen=sum(x["amount"] for x in rows),
+    figures = list(tally.merchants.values())
+    return Screen(tenant_id=tid, name=name or str(tid), day=local_day,
+                  purchases=sum(f[0] for f in figures),
+                  declined=sum(f[1] for f in figures),
+                  amount_fen=sum(f[2] for f in figures),
                   canteens=[c for c in canteens if c.purchases or c.amount_fen],
-                  topups=topups["n"], topup_fen=topups["fen"],
+                  topups=tally.topups[0], topup_fen=tally.topups[1],
                   arrivals=arrivals["n"] if arrivals else None,
                   people_in=arrivals["people"] if arrivals else None,
                   alarms_today=alarms["today"] if alarms else None,
-                  alarms_active=alarms["active"] if alarms else None, as_of_lsn=lsn)
+                  alarms_active=alarms["active"] if alarms else None, as_of_lsn=tally.lsn)
 
 
 @get("/tenants/{tenant_id:int}/screen", opt={"permission": "reports.read"}, tags=["reports"],
@@ -116,12 +107,14 @@ async def screen(tenant_id: Id, actor: Actor, state: State,
                  day: Annotated[dt.date | None, Parameter(
                      description="The local day (default: today)")] = None) -> Screen:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
-    return await screen_of(state.pool, tenant, day, actor.can("access.read"))
+    return await screen_of(state.pool, state.tallies, tenant, day, actor.can("access.read"))
 
 
 class _ScreenPoll:
-    def __init__(self, pool: asyncpg.Pool, tenant: Any, access: bool) -> None:
-        self.pool, self.tenant, self.access = pool, tenant, access
+    def __init__(self, pool: asyncpg.Pool, tallies: Tallies, tenant: Any, access: bool,
+                 fresh_seconds: float) -> None:
+        self.pool, self.tallies, self.tenant, self.access = pool, tallies, tenant, access
+        self.fresh_seconds = fresh_seconds
         self.seen: tuple[Any, ...] | None = None
         self.sent: Screen | None = None
 
@@ -138,7 +131,8 @@ class _ScreenPoll:
         if seen == self.seen:
             return []
         self.seen = seen
-        figures = await screen_of(self.pool, self.tenant, None, self.access)
+        figures = await screen_of(self.pool, self.tallies, self.tenant, None, self.access,
+                                  fresh_seconds=self.fresh_seconds)
         body = msgspec.structs.replace(figures, as_of_lsn=0)
         if body == self.sent:  # another site's transaction: nothing of this one moved
             return []
@@ -154,7 +148,8 @@ async def screen_live(tenant_id: Id, actor: Actor, state: State,
                       request: Request[Any, Any, Any]) -> ServerSentEvent:
     tenant = await tenant_in_scope(state.pool, actor, tenant_id)
     return live_response(request, state,
-                         _ScreenPoll(state.pool, tenant, actor.can("access.read")))
+                         _ScreenPoll(state.pool, state.tallies, tenant, actor.can("access.read"),
+                                     state.settings.live_poll_seconds))
 
 
 ROUTES = [screen, screen_live]
