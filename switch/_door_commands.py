@@ -19,6 +19,7 @@ DOOR_COMMAND_ACK_SECONDS, and the operator asks again.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -48,10 +49,14 @@ class DoorCommands:
         # mode 'locked' held locked at its terminal, pushed when the mode changes and at each
         # sign-on. Not operator commands: no door_commands row, ids counted down from the top
         # of the uint32 range (far from the table's ids), idempotent, so resending is safe.
+        # A command_id is unique within one session only (protocol.md 4.5).
         self.modes: dict[int, int] = {}
         """door_id -> the DoorCommandAction its mode asks for (as last pushed or seen)."""
         self._sync_ids: set[int] = set()
-        self._next_sync_id = limits.DOOR_MODE_SYNC_ID_TOP
+        # A random start per process: a terminal that (against protocol.md 4.5) remembers
+        # ids across sessions must not answer a new hold with its predecessor's old answer.
+        self._next_sync_id = limits.DOOR_MODE_SYNC_ID_TOP - secrets.randbelow(
+            limits.DOOR_MODE_SYNC_ID_TOP - limits.DOOR_MODE_SYNC_ID_BOTTOM + 1)
 
     async def settle_unfinished(self, conn: Any) -> None:
         """At start (and after a recovery): a command asked before this process started and

@@ -64,6 +64,9 @@ class DoorTerminal:
     async def run(self) -> None:
         with trio.fail_after(_SIGN_ON_SECONDS):
             heartbeat_s = await self._sign_on()
+        # Command ids are unique within a session only (protocol.md 4.5): forget the last
+        # session's before the first command of this one (a mode hold follows the sign-on).
+        self.control.new_session()
         self.signed_on.set()
         last_sent = trio.current_time()
         closing: list[tuple[float, int]] = []  # (when, reader_no): a CLOSED event due

@@ -10,6 +10,7 @@ comes in as `now_ms`), so the simulator, the tests and a demo drive the same rul
     door.events                             # [(reader_no, DoorEventCode)] a real lock reports
     door.mode(1)                            # "normal", "held_open" or "held_locked"
     door.may_open(1)                        # False while held locked: refuse local openings
+    door.new_session()                      # at each sign-on: command ids start afresh
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ HELD_LOCKED: Final = "held_locked"
 _A = ocp.DoorCommandAction
 _C = ocp.DoorCommandCode
 COMMANDS_REMEMBERED_MAX: Final = 1000
-"""Command ids remembered so a repeat is never carried out twice (the switch sends none)."""
+"""Command ids remembered so a repeat within a session is never carried out twice (the switch
+sends none). A command_id is unique within one session only (protocol.md 4.5): `new_session()`
+forgets them at each sign-on."""
 
 
 class DoorControl:
@@ -45,6 +48,13 @@ class DoorControl:
         """(reader_no, DoorEventCode) a real lock would report (OPENED then CLOSED)."""
         self._done: dict[int, int] = {}
 
+    def new_session(self) -> None:
+        """A new session signed on: forget the command ids of the last one. A command_id is
+        unique within one session only (the switch never resends on another session, and its
+        own mode-hold ids start afresh in each switch process), so an id seen before is a new
+        command now. The held modes stay (a terminal keeps them across a reconnect)."""
+        self._done.clear()
+
     def mode(self, reader_no: int) -> str:
         return self.modes.get(reader_no, NORMAL)
 
@@ -53,8 +63,8 @@ class DoorControl:
         return self.mode(reader_no) != HELD_LOCKED
 
     def command(self, msg: ocp.DoorCommand, *, now_ms: int = 0) -> ocp.DoorCommandAck:
-        """Carry out one command; the ack to send. A repeat of a command_id is not carried out
-        again (it gets the first answer)."""
+        """Carry out one command; the ack to send. A repeat of a command_id within the session
+        is not carried out again (it gets the first answer)."""
         self.received.append(msg)
         if msg.command_id in self._done:
             return ocp.DoorCommandAck(msg.command_id, self._done[msg.command_id], now_ms)

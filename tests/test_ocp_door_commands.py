@@ -128,3 +128,17 @@ def test_the_simulated_door_carries_out_commands_once() -> None:
     assert door.command(ocp.DoorCommand(6, 9, A.NORMAL)).code == C.NO_SUCH_READER
     assert DoorControl(lock_fault=True).command(
         ocp.DoorCommand(7, 1, A.OPEN_ONCE, 3000)).code == C.LOCK_FAULT
+
+
+def test_command_ids_are_unique_within_a_session_only() -> None:
+    """protocol.md 4.5: a new session may reuse an id of an earlier one (another switch
+    process's mode holds): after `new_session()` it is a new command, carried out."""
+    door = DoorControl(readers={1})
+    assert door.command(ocp.DoorCommand(2**32 - 1, 1, A.HOLD_OPEN)).code == C.DONE
+    assert door.mode(1) == "held_open"
+    # The same id again in the same session: the first answer, nothing done.
+    assert door.command(ocp.DoorCommand(2**32 - 1, 1, A.HOLD_LOCKED)).code == C.DONE
+    assert door.mode(1) == "held_open"
+    door.new_session()  # a sign-on: the switch restarted and counts its holds afresh
+    assert door.command(ocp.DoorCommand(2**32 - 1, 1, A.HOLD_LOCKED)).code == C.DONE
+    assert door.mode(1) == "held_locked" and not door.may_open(1)
