@@ -40,7 +40,14 @@ class DoorCommands:
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        # Database time (PostgreSQL's now(), which stamps requested_at and the change
+        # event's created_us), not this host's clock: a skewed clock must neither resend nor
+        # expire everything. Read at each settle_unfinished; until then this host's clock.
         self.started_us = int(time.time() * 1_000_000)
+        """When this process started serving, in database time (its first settle)."""
+        self.clock_offset_us = 0
+        """Database time minus this host's time.time(), as measured at the last settle."""
+        self._settled = False
         # command_id -> (terminal_id, deadline on time.monotonic()): sent, not yet acked.
         self.waiting: dict[int, tuple[int, float]] = {}
         self._seen: OrderedDict[int, None] = OrderedDict()
@@ -61,14 +68,33 @@ class DoorCommands:
     async def settle_unfinished(self, conn: Any) -> None:
         """At start (and after a recovery): a command asked before this process started and
         still 'pending' or 'sent' will never be sent or answered here: 'expired'. (One
-        statement at start, before any terminal is served, not a connection per command.)"""
+        statement at start, before any terminal is served, not a connection per command.)
+        Also reads the database's clock: every later age is measured in database time."""
+        before = time.time()
         async with asyncio.timeout(limits.DOOR_COMMAND_ACK_SECONDS * 2):
-            status = await conn.execute(
-                "UPDATE door_commands SET state = 'expired', state_at = now()"
-                " WHERE state IN ('pending', 'sent') AND requested_at < to_timestamp($1)",
+            if not self._settled:
+                db_now_us = await conn.fetchval(
+                    "SELECT (extract(epoch FROM now()) * 1000000)::bigint")
+                self.started_us = db_now_us
+            row = await conn.fetchrow(
+                "WITH x AS (UPDATE door_commands SET state = 'expired', state_at = now()"
+                " WHERE state IN ('pending', 'sent') AND requested_at < to_timestamp($1)"
+                " RETURNING 1)"
+                " SELECT (SELECT count(*) FROM x) AS n,"
+                " (extract(epoch FROM now()) * 1000000)::bigint AS now_us",
                 self.started_us / 1_000_000)
-        if status != "UPDATE 0":
-            self._rt.log.info("door_command.expired_at_start", rows=status.split()[-1])
+        after = time.time()
+        self._settled = True
+        self.clock_offset_us = row["now_us"] - int((before + after) / 2 * 1_000_000)
+        if row["n"]:
+            self._rt.log.info("door_command.expired_at_start", rows=row["n"])
+        if abs(self.clock_offset_us) > 1_000_000:
+            self._rt.log.warning("door_command.clock_skew",
+                                 offset_s=round(self.clock_offset_us / 1e6, 3))
+
+    def now_us(self) -> int:
+        """Now in database time (this host's clock corrected by the last measured offset)."""
+        return int(time.time() * 1_000_000) + self.clock_offset_us
 
     # -- from the change feed --------------------------------------------------------------
 
@@ -82,7 +108,7 @@ class DoorCommands:
             self._seen.popitem(last=False)
         rt = self._rt
         log = rt.log
-        now_us = int(time.time() * 1_000_000)
+        now_us = self.now_us()  # database time, like created_us
         if (created_us < self.started_us
                 or now_us - created_us > limits.DOOR_COMMAND_FRESH_SECONDS * 1_000_000):
             log.info("door_command.too_late", command_id=cid, door_id=event.door_id,

@@ -7,10 +7,15 @@ with commands still waiting, and the reader index.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from protocols import ocp
+from protocols.changes import DoorCommandRequested
 from switch import limits
 from switch._access import Door, Reader
 from switch._door_commands import DoorCommands
@@ -69,3 +74,53 @@ def test_each_process_starts_its_mode_hold_ids_at_a_random_place() -> None:
     assert len(starts) > 15, "a switch restart must not begin at the same id"
     assert all(limits.DOOR_MODE_SYNC_ID_BOTTOM <= s <= limits.DOOR_MODE_SYNC_ID_TOP
                for s in starts)
+
+
+class Database:
+    """A stand-in for the journal connection: its clock is `skew_s` off this host's, and
+    it records the cut-off settle_unfinished expires before."""
+
+    def __init__(self, skew_s: float) -> None:
+        self.skew_us = int(skew_s * 1_000_000)
+        self.cutoffs: list[float] = []
+
+    def _now_us(self) -> int:
+        return int(time.time() * 1_000_000) + self.skew_us
+
+    async def fetchval(self, query: str, *args: Any) -> int:
+        assert "now()" in query
+        return self._now_us()
+
+    async def fetchrow(self, query: str, *args: Any) -> dict[str, int]:
+        assert "UPDATE door_commands" in query
+        self.cutoffs.append(args[0] if args else self._now_us() / 1e6)
+        return {"n": 0, "now_us": self._now_us()}
+
+
+def lobby() -> tuple[Any, DoorCommands, Session]:
+    rt = runtime({(7, 1): Reader(door(3), 0, False)})
+    session = Session(7)
+    rt.sessions[7] = session
+    return rt, DoorCommands(rt), session
+
+
+@pytest.mark.parametrize("skew_s", [-3600.0, 3600.0])
+def test_ages_are_measured_in_database_time(skew_s: float) -> None:
+    """The database's clock (requested_at, the event's created_us) an hour off the switch
+    host's: a fresh command is still sent, a stale one (by database time) still expired."""
+    rt, commands, session = lobby()
+    db = Database(skew_s)
+    asyncio.run(commands.settle_unfinished(db))
+    assert abs(commands.clock_offset_us - db.skew_us) < 500_000
+    fresh = db._now_us()
+    commands.requested(DoorCommandRequested(1, 1, 3, "open_once", 4000), fresh)
+    assert [m.command_id for m in session.sent] == [1]
+    assert rt.journal.access_batch.commands[1][0] == "sent"
+    commands.started_us -= 60_000_000  # as if this process had served for a minute
+    stale = db._now_us() - int((limits.DOOR_COMMAND_FRESH_SECONDS + 1) * 1_000_000)
+    commands.requested(DoorCommandRequested(2, 1, 3, "open_once", 4000), stale)
+    assert rt.journal.access_batch.commands[2][0] == "expired"
+    before_start = commands.started_us - 1
+    commands.requested(DoorCommandRequested(3, 1, 3, "open_once", 4000), before_start)
+    assert [m.command_id for m in session.sent] == [1]
+    assert rt.journal.access_batch.commands[3][0] == "expired"
