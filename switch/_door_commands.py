@@ -10,7 +10,8 @@ never on a connection of its own.
 At most once (docs/access-admin.md, "Door commands"): a command is sent once, on the session
 open when it arrives, and never again. The switch remembers the ids it has handled (a change
 feed replayed by a recovery within the process sends none again), refuses any command requested
-before this process started (its predecessor may have sent it) or longer ago than
+before this process started (its predecessor may have sent it) or before its last recovery
+(settle_unfinished expired it) or longer ago than
 DOOR_COMMAND_FRESH_SECONDS (a door opening minutes late is worse than not opening), and never
 resends after a reconnect: an unacknowledged command ends 'expired' after
 DOOR_COMMAND_ACK_SECONDS, and the operator asks again.
@@ -45,6 +46,9 @@ class DoorCommands:
         # expire everything. Read at each settle_unfinished; until then this host's clock.
         self.started_us = int(time.time() * 1_000_000)
         """When this process started serving, in database time (its first settle)."""
+        self.round_us = self.started_us
+        """When the current serving round (the start, or the last recovery) began, in
+        database time: a command asked before it was expired by settle_unfinished."""
         self.clock_offset_us = 0
         """Database time minus this host's time.time(), as measured at the last settle."""
         self._settled = False
@@ -66,28 +70,34 @@ class DoorCommands:
             limits.DOOR_MODE_SYNC_ID_TOP - limits.DOOR_MODE_SYNC_ID_BOTTOM + 1)
 
     async def settle_unfinished(self, conn: Any) -> None:
-        """At start (and after a recovery): a command asked before this process started and
-        still 'pending' or 'sent' will never be sent or answered here: 'expired'. (One
-        statement at start, before any terminal is served, not a connection per command.)
-        Also reads the database's clock: every later age is measured in database time."""
+        """At the start of each serving round (the process's start, and each recovery within
+        it): a command asked before now (database time) and still 'pending' or 'sent' will
+        never be sent or answered: 'expired'. After a recovery that also covers states lost
+        with the failed journal batch, and every command still waiting for its ack: each
+        session of the last round was closed, so no ack can come. (One statement, before any
+        terminal is served, not a connection per command.) Also reads the database's clock:
+        every later age is measured in database time."""
         before = time.time()
         async with asyncio.timeout(limits.DOOR_COMMAND_ACK_SECONDS * 2):
-            if not self._settled:
-                db_now_us = await conn.fetchval(
-                    "SELECT (extract(epoch FROM now()) * 1000000)::bigint")
-                self.started_us = db_now_us
             row = await conn.fetchrow(
                 "WITH x AS (UPDATE door_commands SET state = 'expired', state_at = now()"
-                " WHERE state IN ('pending', 'sent') AND requested_at < to_timestamp($1)"
-                " RETURNING 1)"
+                " WHERE state IN ('pending', 'sent') AND requested_at < now() RETURNING 1)"
                 " SELECT (SELECT count(*) FROM x) AS n,"
-                " (extract(epoch FROM now()) * 1000000)::bigint AS now_us",
-                self.started_us / 1_000_000)
+                " (extract(epoch FROM now()) * 1000000)::bigint AS now_us")
         after = time.time()
+        if not self._settled:
+            self.started_us = row["now_us"]
         self._settled = True
+        self.round_us = row["now_us"]
         self.clock_offset_us = row["now_us"] - int((before + after) / 2 * 1_000_000)
         if row["n"]:
             self._rt.log.info("door_command.expired_at_start", rows=row["n"])
+        for cid in self.waiting:
+            if cid not in self._sync_ids:  # its row was among those just expired
+                self._rt.log.info("door_command.expired", command_id=cid,
+                                  terminal_id=self.waiting[cid][0], reason="recovery")
+        self.waiting.clear()
+        self._sync_ids.clear()
         if abs(self.clock_offset_us) > 1_000_000:
             self._rt.log.warning("door_command.clock_skew",
                                  offset_s=round(self.clock_offset_us / 1e6, 3))
@@ -109,7 +119,7 @@ class DoorCommands:
         rt = self._rt
         log = rt.log
         now_us = self.now_us()  # database time, like created_us
-        if (created_us < self.started_us
+        if (created_us < self.round_us  # expired by settle_unfinished (or its predecessor's)
                 or now_us - created_us > limits.DOOR_COMMAND_FRESH_SECONDS * 1_000_000):
             log.info("door_command.too_late", command_id=cid, door_id=event.door_id,
                      age_s=round((now_us - created_us) / 1e6, 3))

@@ -77,23 +77,19 @@ def test_each_process_starts_its_mode_hold_ids_at_a_random_place() -> None:
 
 
 class Database:
-    """A stand-in for the journal connection: its clock is `skew_s` off this host's, and
-    it records the cut-off settle_unfinished expires before."""
+    """A stand-in for the journal connection: its clock is `skew_s` off this host's; it
+    counts the statements that expire unfinished commands."""
 
-    def __init__(self, skew_s: float) -> None:
+    def __init__(self, skew_s: float = 0.0) -> None:
         self.skew_us = int(skew_s * 1_000_000)
-        self.cutoffs: list[float] = []
+        self.settles = 0
 
     def _now_us(self) -> int:
         return int(time.time() * 1_000_000) + self.skew_us
 
-    async def fetchval(self, query: str, *args: Any) -> int:
-        assert "now()" in query
-        return self._now_us()
-
     async def fetchrow(self, query: str, *args: Any) -> dict[str, int]:
-        assert "UPDATE door_commands" in query
-        self.cutoffs.append(args[0] if args else self._now_us() / 1e6)
+        assert "UPDATE door_commands" in query and "requested_at < now()" in query
+        self.settles += 1
         return {"n": 0, "now_us": self._now_us()}
 
 
@@ -120,7 +116,34 @@ def test_ages_are_measured_in_database_time(skew_s: float) -> None:
     stale = db._now_us() - int((limits.DOOR_COMMAND_FRESH_SECONDS + 1) * 1_000_000)
     commands.requested(DoorCommandRequested(2, 1, 3, "open_once", 4000), stale)
     assert rt.journal.access_batch.commands[2][0] == "expired"
-    before_start = commands.started_us - 1
+    before_start = commands.round_us - 1
     commands.requested(DoorCommandRequested(3, 1, 3, "open_once", 4000), before_start)
     assert [m.command_id for m in session.sent] == [1]
     assert rt.journal.access_batch.commands[3][0] == "expired"
+
+
+def test_a_recovery_round_forgets_what_the_last_round_waited_for() -> None:
+    """A journal failure, then a new round in the same process: the sessions were closed, so
+    nothing still waiting can be acked (settle_unfinished expired its row in the database);
+    a command asked before the new round reaching the feed late is not sent (its row was
+    expired too), one asked after it is."""
+    rt, commands, session = lobby()
+    db = Database()
+    asyncio.run(commands.settle_unfinished(db))
+    commands.requested(DoorCommandRequested(1, 1, 3, "open_once", 4000), db._now_us())
+    commands._push(session, 1, int(A.HOLD_LOCKED), 3)
+    assert len(commands.waiting) == 2
+    asked_before_recovery = db._now_us()
+    time.sleep(0.002)
+    asyncio.run(commands.settle_unfinished(db))  # the recovery round starts
+    assert db.settles == 2 and commands.waiting == {} and not commands._sync_ids
+    assert commands.round_us > asked_before_recovery
+    ack = ocp.DoorCommandAck(1, 0)
+    rt.journal.access_batch.commands.clear()  # the failed batch is gone with its journal
+    commands.acked(7, ack)
+    assert 1 not in rt.journal.access_batch.commands, "no ack can count after a recovery"
+    commands.requested(DoorCommandRequested(2, 1, 3, "open_once", 4000), asked_before_recovery)
+    assert rt.journal.access_batch.commands[2][0] == "expired"
+    commands.requested(DoorCommandRequested(3, 1, 3, "open_once", 4000), db._now_us())
+    assert [m.command_id for m in session.sent][-1] == 3
+    assert rt.journal.access_batch.commands[3][0] == "sent"
