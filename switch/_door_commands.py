@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from protocols import ocp
 from protocols.changes import DOOR_COMMAND_ACTIONS, DoorCommandRequested
 from switch import limits
-from switch._access import FREE, LOCKED
+from switch._access import FREE, LOCKED, Reader
 
 if TYPE_CHECKING:
     from switch._server import Runtime
@@ -64,6 +64,12 @@ class DoorCommands:
         self.modes: dict[int, int] = {}
         """door_id -> the DoorCommandAction its mode asks for (as last pushed or seen)."""
         self._sync_ids: set[int] = set()
+        # The door readers (patrol readers left out) by terminal and by door, built once per
+        # rules reload (AccessEngine.install swaps in a new readers dict): a restart burst of
+        # sign-ons must not scan every reader for each door terminal.
+        self._indexed: object = None
+        self._by_terminal: dict[int, list[tuple[int, Reader]]] = {}
+        self._by_door: dict[int, list[tuple[int, int, Reader]]] = {}
         # A random start per process: a terminal that (against protocol.md 4.5) remembers
         # ids across sessions must not answer a new hold with its predecessor's old answer.
         self._next_sync_id = limits.DOOR_MODE_SYNC_ID_TOP - secrets.randbelow(
@@ -144,24 +150,42 @@ class DoorCommands:
                  open_ms=open_ms)
         self._state(cid, "sent", terminal_id=session.terminal_id, reader_no=reader_no)
 
-    def _target(self, event: DoorCommandRequested) -> tuple[Any, int] | None:
-        """(the session, reader_no) of a signed-on door terminal with a reader of the door."""
-        rt = self._rt
-        best: tuple[int, int] | None = None
-        for (terminal_id, reader_no), reader in rt.access.readers.items():
-            door = reader.door
-            if door.door_id != event.door_id or reader.patrol:
+    def _index(self) -> None:
+        """(Re)build the reader indexes if the rules were reloaded since the last build."""
+        readers = self._rt.access.readers
+        if readers is self._indexed:
+            return
+        by_terminal: dict[int, list[tuple[int, Reader]]] = {}
+        by_door: dict[int, list[tuple[int, int, Reader]]] = {}
+        for (terminal_id, reader_no), reader in sorted(readers.items(), key=lambda kv: kv[0]):
+            if reader.patrol:
                 continue
-            if door.tenant_id != event.tenant_id:
+            by_terminal.setdefault(terminal_id, []).append((reader_no, reader))
+            by_door.setdefault(reader.door.door_id, []).append((terminal_id, reader_no, reader))
+        self._by_terminal, self._by_door, self._indexed = by_terminal, by_door, readers
+
+    def terminal_readers(self, terminal_id: int) -> list[tuple[int, Reader]]:
+        """(reader_no, reader) of a terminal's door readers, by reader_no."""
+        self._index()
+        return self._by_terminal.get(terminal_id, [])
+
+    def door_readers(self, door_id: int) -> list[tuple[int, int, Reader]]:
+        """(terminal_id, reader_no, reader) of a door's readers, in that order."""
+        self._index()
+        return self._by_door.get(door_id, [])
+
+    def _target(self, event: DoorCommandRequested) -> tuple[Any, int] | None:
+        """(the session, reader_no) of a signed-on door terminal with a reader of the door:
+        the lowest terminal id and reader_no."""
+        rt = self._rt
+        for terminal_id, reader_no, reader in self.door_readers(event.door_id):
+            if reader.door.tenant_id != event.tenant_id:
                 return None  # not this tenant's door: nothing is sent
             session = rt.sessions.get(terminal_id)
             if session is None or session.closed or not session.is_door:
                 continue
-            if best is None or (terminal_id, reader_no) < best:
-                best = (terminal_id, reader_no)
-        if best is None:
-            return None
-        return rt.sessions[best[0]], best[1]
+            return session, reader_no
+        return None
 
     # -- from the door terminal's session --------------------------------------------------
 
@@ -223,17 +247,11 @@ class DoorCommands:
         'locked'. (Nothing for the others: NORMAL would also end an operator's hold. A door
         taken out of 'free' or 'locked' while its terminal was away learns it from its access
         list's offline_mode, protocol.md 4.6, and from the next mode change.)"""
-        rt = self._rt
-        doors: dict[int, int] = {}
-        for (terminal_id, reader_no), reader in rt.access.readers.items():
-            if terminal_id != session.terminal_id or reader.patrol:
-                continue
-            door_id = reader.door.door_id
-            if door_id not in doors or reader_no < doors[door_id]:
-                doors[door_id] = reader_no
-        for door_id, reader_no in sorted(doors.items()):
-            door = rt.access.readers[(session.terminal_id, reader_no)].door
-            want = _mode_action(door.mode)
+        doors: dict[int, tuple[int, Reader]] = {}
+        for reader_no, reader in self.terminal_readers(session.terminal_id):
+            doors.setdefault(reader.door.door_id, (reader_no, reader))  # its lowest reader
+        for door_id, (reader_no, reader) in sorted(doors.items()):
+            want = _mode_action(reader.door.mode)
             self.modes.setdefault(door_id, want)
             if want != ocp.DoorCommandAction.NORMAL:
                 self._push(session, reader_no, want, door_id)
@@ -242,15 +260,12 @@ class DoorCommands:
         """(session, its lowest reader_no of the door) of each signed-on door terminal."""
         rt = self._rt
         found: dict[int, int] = {}
-        for (terminal_id, reader_no), reader in rt.access.readers.items():
-            if reader.door.door_id != door_id or reader.patrol:
-                continue
+        for terminal_id, reader_no, _reader in self.door_readers(door_id):
             session = rt.sessions.get(terminal_id)
             if session is None or session.closed or not session.is_door:
                 continue
-            if terminal_id not in found or reader_no < found[terminal_id]:
-                found[terminal_id] = reader_no
-        return [(rt.sessions[t], r) for t, r in sorted(found.items())]
+            found.setdefault(terminal_id, reader_no)  # sorted: its lowest reader_no
+        return [(rt.sessions[t], r) for t, r in found.items()]
 
     def _push(self, session: Any, reader_no: int, action: int, door_id: int) -> None:
         cid = self._next_sync_id

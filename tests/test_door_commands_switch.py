@@ -17,7 +17,7 @@ import pytest
 from protocols import ocp
 from protocols.changes import DoorCommandRequested
 from switch import limits
-from switch._access import Door, Reader
+from switch._access import FREE, LOCKED, Door, Reader
 from switch._door_commands import DoorCommands
 
 A = ocp.DoorCommandAction
@@ -147,3 +147,45 @@ def test_a_recovery_round_forgets_what_the_last_round_waited_for() -> None:
     commands.requested(DoorCommandRequested(3, 1, 3, "open_once", 4000), db._now_us())
     assert [m.command_id for m in session.sent][-1] == 3
     assert rt.journal.access_batch.commands[3][0] == "sent"
+
+
+class CountingReaders(dict):  # type: ignore[type-arg]
+    """The engine's readers dict, counting whole scans."""
+
+    scans = 0
+
+    def items(self) -> Any:
+        CountingReaders.scans += 1
+        return super().items()
+
+
+def test_sign_ons_use_a_reader_index_built_once_per_reload() -> None:
+    """A restart burst: 200 door terminals sign on; the readers are scanned once (not once
+    per terminal), and again only after a reload swapped in new rules."""
+    readers = CountingReaders()
+    for t in range(1, 201):
+        mode = LOCKED if t % 2 else FREE
+        readers[(t, 2)] = Reader(door(1000 + t, mode), 0, False)
+        readers[(t, 1)] = Reader(door(1000 + t, mode), 1, False)
+        readers[(t, 3)] = Reader(door(5000 + t, mode), 0, True)  # patrol: never held
+    rt = runtime(readers)
+    commands = DoorCommands(rt)
+    CountingReaders.scans = 0
+    sessions = [Session(t) for t in range(1, 201)]
+    for s in sessions:
+        rt.sessions[s.terminal_id] = s
+        commands.signed_on(s)
+    assert CountingReaders.scans == 1
+    for s in sessions:  # one hold per door, on its lowest reader
+        want = A.HOLD_LOCKED if s.terminal_id % 2 else A.HOLD_OPEN
+        assert [(m.reader_no, m.action) for m in s.sent] == [(1, want)]
+    commands.requested(DoorCommandRequested(9, 1, 1007, "open_once", 4000), commands.now_us())
+    assert sessions[6].sent[-1].command_id == 9 and sessions[6].sent[-1].reader_no == 1
+    assert CountingReaders.scans == 1
+    reloaded = CountingReaders(readers)
+    reloaded[(1, 1)] = Reader(door(1001, FREE), 0, False)
+    rt.access.readers = reloaded  # AccessEngine.install swaps in a new dict
+    commands.signed_on(sessions[0])
+    commands.signed_on(sessions[1])
+    assert CountingReaders.scans == 2
+    assert sessions[0].sent[-1].action == A.HOLD_OPEN
