@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from switch._server import Runtime
 
 _ACTION_NO = {name: i for i, name in enumerate(DOOR_COMMAND_ACTIONS, 1)}
+_REFUSALS = frozenset({int(ocp.ResponseCode.UNKNOWN_MESSAGE), int(ocp.ResponseCode.INVALID_FIELD)})
+"""The Error codes by which a door refuses a DoorCommand (protocol.md 4.5); no other code's
+txn_seq names a command."""
 
 
 class DoorCommands:
@@ -190,18 +193,18 @@ class DoorCommands:
     # -- from the door terminal's session --------------------------------------------------
 
     def acked(self, terminal_id: int, ack: ocp.DoorCommandAck) -> None:
+        """An ack counts only from the terminal the command (or hold) was sent to."""
         waiting = self.waiting.get(ack.command_id)
-        if waiting is not None and ack.command_id in self._sync_ids:
-            del self.waiting[ack.command_id]
-            self._sync_ids.discard(ack.command_id)
-            self._rt.log.info("door_mode.acked", command_id=ack.command_id,
-                              terminal_id=terminal_id, code=ack.code)
-            return
         if waiting is None or waiting[0] != terminal_id:
             self._rt.log.info("door_command.ack_ignored", command_id=ack.command_id,
                               terminal_id=terminal_id, code=ack.code)
             return
         del self.waiting[ack.command_id]
+        if ack.command_id in self._sync_ids:
+            self._sync_ids.discard(ack.command_id)
+            self._rt.log.info("door_mode.acked", command_id=ack.command_id,
+                              terminal_id=terminal_id, code=ack.code)
+            return
         state = "done" if ack.code == ocp.DoorCommandCode.DONE else "failed"
         self._rt.log.info("door_command." + state, command_id=ack.command_id,
                           terminal_id=terminal_id, code=ack.code)
@@ -209,7 +212,11 @@ class DoorCommands:
 
     def refused(self, terminal_id: int, error: ocp.Error) -> bool:
         """An Error from a door terminal: True if it refused a command we are waiting for
-        (UNKNOWN_MESSAGE: 'unsupported', any other code: 'failed')."""
+        (UNKNOWN_MESSAGE: 'unsupported'; INVALID_FIELD naming it: 'failed'). Any other code
+        is not about a command: its txn_seq is one of the door's own requests, which may
+        equal a waiting command_id by chance (protocol.md 4.5)."""
+        if error.code not in _REFUSALS:
+            return False
         waiting = self.waiting.get(error.txn_seq)
         if not error.txn_seq or waiting is None or waiting[0] != terminal_id:
             return False

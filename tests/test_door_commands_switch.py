@@ -189,3 +189,31 @@ def test_sign_ons_use_a_reader_index_built_once_per_reload() -> None:
     commands.signed_on(sessions[1])
     assert CountingReaders.scans == 2
     assert sessions[0].sent[-1].action == A.HOLD_OPEN
+
+
+def test_only_the_commands_terminal_and_only_a_refusal_code_settle_it() -> None:
+    """An ack from another terminal is ignored (operator command or mode hold); an Error
+    whose txn_seq equals a waiting command_id but whose code is not UNKNOWN_MESSAGE or
+    INVALID_FIELD is about the door's own request, not the command."""
+    rt, commands, session = lobby()
+    other = Session(8)
+    rt.sessions[8] = other
+    commands.requested(DoorCommandRequested(5, 1, 3, "open_once", 4000), commands.now_us())
+    commands._push(session, 1, int(A.HOLD_OPEN), 3)
+    hold_id = session.sent[-1].command_id
+    commands.acked(8, ocp.DoorCommandAck(5, 0))
+    commands.acked(8, ocp.DoorCommandAck(hold_id, 0))
+    assert set(commands.waiting) == {5, hold_id}
+    assert rt.journal.access_batch.commands[5][0] == "sent"
+    commands.acked(7, ocp.DoorCommandAck(hold_id, 0))
+    assert set(commands.waiting) == {5}
+    for code in (RC.TXN_SEQ_TOO_OLD, RC.NOT_PERMITTED, RC.UNEXPECTED_MESSAGE):
+        assert not commands.refused(7, ocp.Error(code, 5, "about the door's request 5"))
+    assert set(commands.waiting) == {5}
+    assert not commands.refused(8, ocp.Error(RC.UNKNOWN_MESSAGE, 5, "unknown tag 36"))
+    assert commands.refused(7, ocp.Error(RC.UNKNOWN_MESSAGE, 5, "unknown tag 36"))
+    assert rt.journal.access_batch.commands[5][:2] == ("unsupported", RC.UNKNOWN_MESSAGE)
+    commands.requested(DoorCommandRequested(6, 1, 3, "open_once", 4000), commands.now_us())
+    assert commands.refused(7, ocp.Error(RC.INVALID_FIELD, 6, "invalid field $.open_ms"))
+    assert rt.journal.access_batch.commands[6][0] == "failed"
+    assert commands.waiting == {}
