@@ -189,11 +189,12 @@ class DoorTrickle:
             # A new sign-on: command ids are unique within a session only (protocol.md 4.5).
             control.new_session()
             self._control_session[session.terminal_id] = session
+        opened = len(control.opened)
         ack = control.command(msg, now_ms=int(time.time() * 1000))
         session.transport.write(session.conn.send(ack))
         door = self.doors.get(session.terminal_id)
-        if (door is not None and msg.action == ocp.DoorCommandAction.OPEN_ONCE
-                and ack.code == 0 and door.door_id not in self.opening
+        if (door is not None and len(control.opened) > opened
+                and door.door_id not in self.opening
                 and door.door_id not in self.held):
             self.opening.add(door.door_id)
             task = asyncio.get_running_loop().create_task(self._open_and_close(door))

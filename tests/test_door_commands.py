@@ -223,6 +223,7 @@ def test_roles_parks_and_bad_bodies(desk: dict[str, Any]) -> None:
     assert r.status_code == 404, r.text
     assert desk["desk"].get(f"/access/doors/{other}/commands").status_code == 404
     for body in ({"action": "explode"}, {}, {"action": "open_once", "open_ms": 999},
+                 {"action": "open_once", "open_ms": 0},
                  {"action": "open_once", "open_ms": 30_001},
                  {"action": "hold_open", "open_ms": 2000},
                  {"action": "normal", "door": 1}, {"action": "open_once", "note": "x" * 501},
