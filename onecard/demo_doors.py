@@ -163,6 +163,8 @@ class DoorTrickle:
         """(terminal id, message) the switch sent a controller unasked, latest RECEIVED_KEPT."""
         self.control: dict[int, DoorControl] = {}
         """Terminal id -> its simulated lock (the held mode and the commands carried out)."""
+        self._control_session: dict[int, TerminalSession] = {}
+        """Terminal id -> the session its lock last took a command on (a new one: new ids)."""
         self._doors_moving: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
@@ -183,11 +185,16 @@ class DoorTrickle:
         # the simulated lock (terminals_sim.DoorControl) and acknowledged; an opening is
         # reported like a pass's, opened and then closed.
         control = self.control.setdefault(session.terminal_id, DoorControl({1, 2}))
+        if self._control_session.get(session.terminal_id) is not session:
+            # A new sign-on: command ids are unique within a session only (protocol.md 4.5).
+            control.new_session()
+            self._control_session[session.terminal_id] = session
+        opened = len(control.opened)
         ack = control.command(msg, now_ms=int(time.time() * 1000))
         session.transport.write(session.conn.send(ack))
         door = self.doors.get(session.terminal_id)
-        if (door is not None and msg.action == ocp.DoorCommandAction.OPEN_ONCE
-                and ack.code == 0 and door.door_id not in self.opening
+        if (door is not None and len(control.opened) > opened
+                and door.door_id not in self.opening
                 and door.door_id not in self.held):
             self.opening.add(door.door_id)
             task = asyncio.get_running_loop().create_task(self._open_and_close(door))

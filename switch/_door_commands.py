@@ -10,7 +10,8 @@ never on a connection of its own.
 At most once (docs/access-admin.md, "Door commands"): a command is sent once, on the session
 open when it arrives, and never again. The switch remembers the ids it has handled (a change
 feed replayed by a recovery within the process sends none again), refuses any command requested
-before this process started (its predecessor may have sent it) or longer ago than
+before this process started (its predecessor may have sent it) or before its last recovery
+(settle_unfinished expired it) or longer ago than
 DOOR_COMMAND_FRESH_SECONDS (a door opening minutes late is worse than not opening), and never
 resends after a reconnect: an unacknowledged command ends 'expired' after
 DOOR_COMMAND_ACK_SECONDS, and the operator asks again.
@@ -19,6 +20,7 @@ DOOR_COMMAND_ACK_SECONDS, and the operator asks again.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -26,12 +28,15 @@ from typing import TYPE_CHECKING, Any
 from protocols import ocp
 from protocols.changes import DOOR_COMMAND_ACTIONS, DoorCommandRequested
 from switch import limits
-from switch._access import FREE, LOCKED
+from switch._access import FREE, LOCKED, Reader
 
 if TYPE_CHECKING:
     from switch._server import Runtime
 
 _ACTION_NO = {name: i for i, name in enumerate(DOOR_COMMAND_ACTIONS, 1)}
+_REFUSALS = frozenset({int(ocp.ResponseCode.UNKNOWN_MESSAGE), int(ocp.ResponseCode.INVALID_FIELD)})
+"""The Error codes by which a door refuses a DoorCommand (protocol.md 4.5); no other code's
+txn_seq names a command."""
 
 
 class DoorCommands:
@@ -39,7 +44,17 @@ class DoorCommands:
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        # Database time (PostgreSQL's now(), which stamps requested_at and the change
+        # event's created_us), not this host's clock: a skewed clock must neither resend nor
+        # expire everything. Read at each settle_unfinished; until then this host's clock.
         self.started_us = int(time.time() * 1_000_000)
+        """When this process started serving, in database time (its first settle)."""
+        self.round_us = self.started_us
+        """When the current serving round (the start, or the last recovery) began, in
+        database time: a command asked before it was expired by settle_unfinished."""
+        self.clock_offset_us = 0
+        """Database time minus this host's time.time(), as measured at the last settle."""
+        self._settled = False
         # command_id -> (terminal_id, deadline on time.monotonic()): sent, not yet acked.
         self.waiting: dict[int, tuple[int, float]] = {}
         self._seen: OrderedDict[int, None] = OrderedDict()
@@ -48,22 +63,57 @@ class DoorCommands:
         # mode 'locked' held locked at its terminal, pushed when the mode changes and at each
         # sign-on. Not operator commands: no door_commands row, ids counted down from the top
         # of the uint32 range (far from the table's ids), idempotent, so resending is safe.
+        # A command_id is unique within one session only (protocol.md 4.5).
         self.modes: dict[int, int] = {}
         """door_id -> the DoorCommandAction its mode asks for (as last pushed or seen)."""
         self._sync_ids: set[int] = set()
-        self._next_sync_id = limits.DOOR_MODE_SYNC_ID_TOP
+        # The door readers (patrol readers left out) by terminal and by door, built once per
+        # rules reload (AccessEngine.install swaps in a new readers dict): a restart burst of
+        # sign-ons must not scan every reader for each door terminal.
+        self._indexed: object = None
+        self._by_terminal: dict[int, list[tuple[int, Reader]]] = {}
+        self._by_door: dict[int, list[tuple[int, int, Reader]]] = {}
+        # A random start per process: a terminal that (against protocol.md 4.5) remembers
+        # ids across sessions must not answer a new hold with its predecessor's old answer.
+        self._next_sync_id = limits.DOOR_MODE_SYNC_ID_TOP - secrets.randbelow(
+            limits.DOOR_MODE_SYNC_ID_TOP - limits.DOOR_MODE_SYNC_ID_BOTTOM + 1)
 
     async def settle_unfinished(self, conn: Any) -> None:
-        """At start (and after a recovery): a command asked before this process started and
-        still 'pending' or 'sent' will never be sent or answered here: 'expired'. (One
-        statement at start, before any terminal is served, not a connection per command.)"""
+        """At the start of each serving round (the process's start, and each recovery within
+        it): a command asked before now (database time) and still 'pending' or 'sent' will
+        never be sent or answered: 'expired'. After a recovery that also covers states lost
+        with the failed journal batch, and every command still waiting for its ack: each
+        session of the last round was closed, so no ack can come. (One statement, before any
+        terminal is served, not a connection per command.) Also reads the database's clock:
+        every later age is measured in database time."""
+        before = time.time()
         async with asyncio.timeout(limits.DOOR_COMMAND_ACK_SECONDS * 2):
-            status = await conn.execute(
-                "UPDATE door_commands SET state = 'expired', state_at = now()"
-                " WHERE state IN ('pending', 'sent') AND requested_at < to_timestamp($1)",
-                self.started_us / 1_000_000)
-        if status != "UPDATE 0":
-            self._rt.log.info("door_command.expired_at_start", rows=status.split()[-1])
+            row = await conn.fetchrow(
+                "WITH x AS (UPDATE door_commands SET state = 'expired', state_at = now()"
+                " WHERE state IN ('pending', 'sent') AND requested_at < now() RETURNING 1)"
+                " SELECT (SELECT count(*) FROM x) AS n,"
+                " (extract(epoch FROM now()) * 1000000)::bigint AS now_us")
+        after = time.time()
+        if not self._settled:
+            self.started_us = row["now_us"]
+        self._settled = True
+        self.round_us = row["now_us"]
+        self.clock_offset_us = row["now_us"] - int((before + after) / 2 * 1_000_000)
+        if row["n"]:
+            self._rt.log.info("door_command.expired_at_start", rows=row["n"])
+        for cid in self.waiting:
+            if cid not in self._sync_ids:  # its row was among those just expired
+                self._rt.log.info("door_command.expired", command_id=cid,
+                                  terminal_id=self.waiting[cid][0], reason="recovery")
+        self.waiting.clear()
+        self._sync_ids.clear()
+        if abs(self.clock_offset_us) > 1_000_000:
+            self._rt.log.warning("door_command.clock_skew",
+                                 offset_s=round(self.clock_offset_us / 1e6, 3))
+
+    def now_us(self) -> int:
+        """Now in database time (this host's clock corrected by the last measured offset)."""
+        return int(time.time() * 1_000_000) + self.clock_offset_us
 
     # -- from the change feed --------------------------------------------------------------
 
@@ -77,8 +127,8 @@ class DoorCommands:
             self._seen.popitem(last=False)
         rt = self._rt
         log = rt.log
-        now_us = int(time.time() * 1_000_000)
-        if (created_us < self.started_us
+        now_us = self.now_us()  # database time, like created_us
+        if (created_us < self.round_us  # expired by settle_unfinished (or its predecessor's)
                 or now_us - created_us > limits.DOOR_COMMAND_FRESH_SECONDS * 1_000_000):
             log.info("door_command.too_late", command_id=cid, door_id=event.door_id,
                      age_s=round((now_us - created_us) / 1e6, 3))
@@ -103,40 +153,58 @@ class DoorCommands:
                  open_ms=open_ms)
         self._state(cid, "sent", terminal_id=session.terminal_id, reader_no=reader_no)
 
-    def _target(self, event: DoorCommandRequested) -> tuple[Any, int] | None:
-        """(the session, reader_no) of a signed-on door terminal with a reader of the door."""
-        rt = self._rt
-        best: tuple[int, int] | None = None
-        for (terminal_id, reader_no), reader in rt.access.readers.items():
-            door = reader.door
-            if door.door_id != event.door_id or reader.patrol:
+    def _index(self) -> None:
+        """(Re)build the reader indexes if the rules were reloaded since the last build."""
+        readers = self._rt.access.readers
+        if readers is self._indexed:
+            return
+        by_terminal: dict[int, list[tuple[int, Reader]]] = {}
+        by_door: dict[int, list[tuple[int, int, Reader]]] = {}
+        for (terminal_id, reader_no), reader in sorted(readers.items(), key=lambda kv: kv[0]):
+            if reader.patrol:
                 continue
-            if door.tenant_id != event.tenant_id:
+            by_terminal.setdefault(terminal_id, []).append((reader_no, reader))
+            by_door.setdefault(reader.door.door_id, []).append((terminal_id, reader_no, reader))
+        self._by_terminal, self._by_door, self._indexed = by_terminal, by_door, readers
+
+    def terminal_readers(self, terminal_id: int) -> list[tuple[int, Reader]]:
+        """(reader_no, reader) of a terminal's door readers, by reader_no."""
+        self._index()
+        return self._by_terminal.get(terminal_id, [])
+
+    def door_readers(self, door_id: int) -> list[tuple[int, int, Reader]]:
+        """(terminal_id, reader_no, reader) of a door's readers, in that order."""
+        self._index()
+        return self._by_door.get(door_id, [])
+
+    def _target(self, event: DoorCommandRequested) -> tuple[Any, int] | None:
+        """(the session, reader_no) of a signed-on door terminal with a reader of the door:
+        the lowest terminal id and reader_no."""
+        rt = self._rt
+        for terminal_id, reader_no, reader in self.door_readers(event.door_id):
+            if reader.door.tenant_id != event.tenant_id:
                 return None  # not this tenant's door: nothing is sent
             session = rt.sessions.get(terminal_id)
             if session is None or session.closed or not session.is_door:
                 continue
-            if best is None or (terminal_id, reader_no) < best:
-                best = (terminal_id, reader_no)
-        if best is None:
-            return None
-        return rt.sessions[best[0]], best[1]
+            return session, reader_no
+        return None
 
     # -- from the door terminal's session --------------------------------------------------
 
     def acked(self, terminal_id: int, ack: ocp.DoorCommandAck) -> None:
+        """An ack counts only from the terminal the command (or hold) was sent to."""
         waiting = self.waiting.get(ack.command_id)
-        if waiting is not None and ack.command_id in self._sync_ids:
-            del self.waiting[ack.command_id]
-            self._sync_ids.discard(ack.command_id)
-            self._rt.log.info("door_mode.acked", command_id=ack.command_id,
-                              terminal_id=terminal_id, code=ack.code)
-            return
         if waiting is None or waiting[0] != terminal_id:
             self._rt.log.info("door_command.ack_ignored", command_id=ack.command_id,
                               terminal_id=terminal_id, code=ack.code)
             return
         del self.waiting[ack.command_id]
+        if ack.command_id in self._sync_ids:
+            self._sync_ids.discard(ack.command_id)
+            self._rt.log.info("door_mode.acked", command_id=ack.command_id,
+                              terminal_id=terminal_id, code=ack.code)
+            return
         state = "done" if ack.code == ocp.DoorCommandCode.DONE else "failed"
         self._rt.log.info("door_command." + state, command_id=ack.command_id,
                           terminal_id=terminal_id, code=ack.code)
@@ -144,7 +212,11 @@ class DoorCommands:
 
     def refused(self, terminal_id: int, error: ocp.Error) -> bool:
         """An Error from a door terminal: True if it refused a command we are waiting for
-        (UNKNOWN_MESSAGE: 'unsupported', any other code: 'failed')."""
+        (UNKNOWN_MESSAGE: 'unsupported'; INVALID_FIELD naming it: 'failed'). Any other code
+        is not about a command: its txn_seq is one of the door's own requests, which may
+        equal a waiting command_id by chance (protocol.md 4.5)."""
+        if error.code not in _REFUSALS:
+            return False
         waiting = self.waiting.get(error.txn_seq)
         if not error.txn_seq or waiting is None or waiting[0] != terminal_id:
             return False
@@ -182,17 +254,11 @@ class DoorCommands:
         'locked'. (Nothing for the others: NORMAL would also end an operator's hold. A door
         taken out of 'free' or 'locked' while its terminal was away learns it from its access
         list's offline_mode, protocol.md 4.6, and from the next mode change.)"""
-        rt = self._rt
-        doors: dict[int, int] = {}
-        for (terminal_id, reader_no), reader in rt.access.readers.items():
-            if terminal_id != session.terminal_id or reader.patrol:
-                continue
-            door_id = reader.door.door_id
-            if door_id not in doors or reader_no < doors[door_id]:
-                doors[door_id] = reader_no
-        for door_id, reader_no in sorted(doors.items()):
-            door = rt.access.readers[(session.terminal_id, reader_no)].door
-            want = _mode_action(door.mode)
+        doors: dict[int, tuple[int, Reader]] = {}
+        for reader_no, reader in self.terminal_readers(session.terminal_id):
+            doors.setdefault(reader.door.door_id, (reader_no, reader))  # its lowest reader
+        for door_id, (reader_no, reader) in sorted(doors.items()):
+            want = _mode_action(reader.door.mode)
             self.modes.setdefault(door_id, want)
             if want != ocp.DoorCommandAction.NORMAL:
                 self._push(session, reader_no, want, door_id)
@@ -201,15 +267,12 @@ class DoorCommands:
         """(session, its lowest reader_no of the door) of each signed-on door terminal."""
         rt = self._rt
         found: dict[int, int] = {}
-        for (terminal_id, reader_no), reader in rt.access.readers.items():
-            if reader.door.door_id != door_id or reader.patrol:
-                continue
+        for terminal_id, reader_no, _reader in self.door_readers(door_id):
             session = rt.sessions.get(terminal_id)
             if session is None or session.closed or not session.is_door:
                 continue
-            if terminal_id not in found or reader_no < found[terminal_id]:
-                found[terminal_id] = reader_no
-        return [(rt.sessions[t], r) for t, r in sorted(found.items())]
+            found.setdefault(terminal_id, reader_no)  # sorted: its lowest reader_no
+        return [(rt.sessions[t], r) for t, r in found.items()]
 
     def _push(self, session: Any, reader_no: int, action: int, door_id: int) -> None:
         cid = self._next_sync_id

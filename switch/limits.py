@@ -107,4 +107,7 @@ recovery within the process) never sends one again."""
 DOOR_MODE_SYNC_ID_TOP = 2**32 - 1
 DOOR_MODE_SYNC_ID_BOTTOM = 2**32 - 1_000_000
 """command_ids of the mode holds the switch pushes by itself (no door_commands row): the top
-million of the uint32 range, reused in a cycle; door_commands ids stay far below."""
+million of the uint32 range, reused in a cycle; door_commands ids stay far below. Each switch
+process starts at a random place in the range (a command_id is unique within one session only,
+protocol.md 4.5, but a terminal that wrongly keeps ids across sessions still does not meet
+its last session's ids in practice)."""

@@ -64,6 +64,9 @@ class DoorTerminal:
     async def run(self) -> None:
         with trio.fail_after(_SIGN_ON_SECONDS):
             heartbeat_s = await self._sign_on()
+        # Command ids are unique within a session only (protocol.md 4.5): forget the last
+        # session's before the first command of this one (a mode hold follows the sign-on).
+        self.control.new_session()
         self.signed_on.set()
         last_sent = trio.current_time()
         closing: list[tuple[float, int]] = []  # (when, reader_no): a CLOSED event due
@@ -85,13 +88,14 @@ class DoorTerminal:
                 if type(ev) is ocp.DoorEventAck:
                     self.events_acked += 1
                 elif type(ev) is ocp.DoorCommand:
+                    opened = len(self.control.opened)
                     ack = self.control.command(ev, now_ms=_now_ms())
-                    await self._send(ack)
+                    await self._send(ack)  # at once: the lock has acted (protocol.md 4.5)
                     self.acks += 1
-                    if (self.events and ack.code == ocp.DoorCommandCode.DONE
-                            and ev.action == ocp.DoorCommandAction.OPEN_ONCE):
-                        await self._send(self._event(ev.reader_no, ocp.DoorEventCode.OPENED))
-                        closing.append((trio.current_time() + ev.open_ms / 1000, ev.reader_no))
+                    if self.events and len(self.control.opened) > opened:  # it opened now
+                        reader_no, _at, open_ms = self.control.opened[-1]
+                        await self._send(self._event(reader_no, ocp.DoorEventCode.OPENED))
+                        closing.append((trio.current_time() + open_ms / 1000, reader_no))
                     last_sent = trio.current_time()
                 elif type(ev) is ocp.Error and ev.code in _CLOSING_CODES:
                     return

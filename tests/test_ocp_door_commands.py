@@ -128,3 +128,29 @@ def test_the_simulated_door_carries_out_commands_once() -> None:
     assert door.command(ocp.DoorCommand(6, 9, A.NORMAL)).code == C.NO_SUCH_READER
     assert DoorControl(lock_fault=True).command(
         ocp.DoorCommand(7, 1, A.OPEN_ONCE, 3000)).code == C.LOCK_FAULT
+
+
+def test_command_ids_are_unique_within_a_session_only() -> None:
+    """protocol.md 4.5: a new session may reuse an id of an earlier one (another switch
+    process's mode holds): after `new_session()` it is a new command, carried out."""
+    door = DoorControl(readers={1})
+    assert door.command(ocp.DoorCommand(2**32 - 1, 1, A.HOLD_OPEN)).code == C.DONE
+    assert door.mode(1) == "held_open"
+    # The same id again in the same session: the first answer, nothing done.
+    assert door.command(ocp.DoorCommand(2**32 - 1, 1, A.HOLD_LOCKED)).code == C.DONE
+    assert door.mode(1) == "held_open"
+    door.new_session()  # a sign-on: the switch restarted and counts its holds afresh
+    assert door.command(ocp.DoorCommand(2**32 - 1, 1, A.HOLD_LOCKED)).code == C.DONE
+    assert door.mode(1) == "held_locked" and not door.may_open(1)
+
+
+def test_open_once_with_open_ms_0_or_while_held_open() -> None:
+    """protocol.md 4.5: open_ms 0 means the door's own default; OPEN_ONCE during HOLD_OPEN
+    is DONE and changes nothing (no opening, no events)."""
+    door = DoorControl(readers={1}, default_open_ms=2500)
+    assert door.command(ocp.DoorCommand(1, 1, A.OPEN_ONCE, 0), now_ms=7).code == C.DONE
+    assert door.opened == [(1, 7, 2500)]
+    assert door.command(ocp.DoorCommand(2, 1, A.HOLD_OPEN)).code == C.DONE
+    events = list(door.events)
+    assert door.command(ocp.DoorCommand(3, 1, A.OPEN_ONCE, 4000)).code == C.DONE
+    assert door.mode(1) == "held_open" and len(door.opened) == 1 and door.events == events

@@ -317,8 +317,9 @@ DoorCommandCodeNo = Annotated[int, Meta(ge=0, le=limits.CODE_MAX)]
 
 class DoorCommand(Message, tag=36, frozen=True):
     """Switch to door terminal (kind 3) only: an operator's command for the door of reader
-    reader_no (DoorCommandAction): 1 open once for open_ms, 2 hold open, 3 hold locked, 4 back
-    to normal. command_id is the switch's (first field, so an Error can name it in txn_seq).
+    reader_no (DoorCommandAction): 1 open once for open_ms (0: the terminal's own default), 2
+    hold open, 3 hold locked, 4 back to normal. command_id is the switch's (first field, so an
+    Error can name it in txn_seq).
     Not a request: it uses no txn_seq of the terminal's. Answered with DoorCommandAck; a
     terminal that does not implement it answers Error(UNKNOWN_MESSAGE, txn_seq=command_id)."""
 
