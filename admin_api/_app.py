@@ -60,6 +60,7 @@ from admin_api._docs import assets_router, swagger_plugin
 from admin_api._expiry import run_expiry
 from admin_api._money import Money
 from admin_api._problems import EXCEPTION_HANDLERS, MEDIA_TYPE, Problem, ProblemBody
+from admin_api._routes_reports import report_queries_max
 from admin_api._settings import AdminSettings
 from admin_api.console._tally import Tallies
 
@@ -256,6 +257,7 @@ def create_app(settings: AdminSettings, *, pool: asyncpg.Pool | None = None) -> 
             settings.dsn, min_size=1, max_size=settings.pool_max,
             server_settings={"application_name": "onecard-admin"})
         app.state.money = Money(settings, app.state.pool)
+        report_queries_max(app.state.pool, settings.report_queries_max)
         metrics.switch_connected.set_function(app.state.money.connected)
         expiry = asyncio.create_task(run_expiry(app.state.pool, settings.expiry_check_seconds),
                                      name="card-expiry")

@@ -14,8 +14,9 @@ Money is integer fen everywhere; downloads add a yuan column formatted from the 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import asyncpg
 import msgspec
@@ -191,6 +192,23 @@ def day_range(utc_offset_s: int, from_day: dt.date | None, to_day: dt.date | Non
     start = dt.datetime.combine(first, dt.time(), dt.UTC) - offset
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC) - offset
     return _Range(first, last, start, end)
+
+
+_REPORT_TURNS: dict[int, asyncio.Semaphore] = {}
+REPORT_QUERIES_MAX_DEFAULT: Final = 1
+
+
+def report_queries_max(pool: Any, n: int) -> None:
+    """Set how many report summaries run at once against `pool` (setting
+    report_queries_max); called once at the admin API's start."""
+    _REPORT_TURNS[id(pool)] = asyncio.Semaphore(n)
+
+
+def _report_turn(pool: Any) -> asyncio.Semaphore:
+    turn = _REPORT_TURNS.get(id(pool))
+    if turn is None:
+        turn = _REPORT_TURNS[id(pool)] = asyncio.Semaphore(REPORT_QUERIES_MAX_DEFAULT)
+    return turn
 
 
 class _Sql:
@@ -415,7 +433,9 @@ async def _summary(pool: asyncpg.Pool, name: str, tenant: Any, scope: str,
     # Days to periods here: the database sums per local day, we add the days of a month.
     epoch = dt.date(1970, 1, 1)
     sums: dict[tuple[str, int, int, int, int], list[int]] = {}
-    for row in await pool.fetch(sql, *q.args):
+    async with _report_turn(pool):
+        rows = await pool.fetch(sql, *q.args)
+    for row in rows:
         day = epoch + dt.timedelta(days=row["day"])
         key = (day.isoformat() if period == "day" else day.strftime("%Y-%m"),
                len(windows) if row["meal"] is None else row["meal"],

@@ -77,6 +77,11 @@ class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     live_poll_seconds: Annotated[float, Meta(ge=0.05, le=60)] = 1.0
     live_max_seconds: Annotated[float, Meta(ge=1, le=3600)] = 300.0
     live_streams_max: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    # Report summaries (GET /tenants/{id}/summary, /merchants/{id}/summary: a whole period of
+    # the journal aggregated) run at most this many at once in this process; the others wait
+    # their turn, so a room of operators cannot take every core of the database the tills
+    # commit to (docs/benchmarks.md, "The web console beside the tills").
+    report_queries_max: Annotated[int, Meta(ge=1, le=64)] = 1
     # The switch's operator HTTP port (its --metrics-port), e.g. "http://127.0.0.1:9100": the
     # console's operations page reads /readyz and /metrics there. Empty: not configured (the
     # page then shows only whether the API's own terminal is signed on).

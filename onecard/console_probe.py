@@ -448,7 +448,8 @@ class ConsoleLoadPlan(msgspec.Struct):
     operators: int
     streams: int
     seconds: float
-    think_seconds: float = 0.1
+    think_seconds: float = 1.0
+    """Mean pause between an operator's pages (a busy office: a page a second each)."""
     till_interval_seconds: float = 0.1
 
 

@@ -27,6 +27,10 @@ from tests import console_browser as cb
 from tests.admin_site import PASSWORD, AdminSite, tiny_png
 from tests.console_a11y import axe_check
 
+# Every page walked by Tab (about a minute): in the slow pass (`python -m pytest -m slow`,
+# run by .ci/run); the default suite's browser tests run axe on every page.
+pytestmark = pytest.mark.slow
+
 STATIC = Path(__file__).resolve().parent.parent / "admin_api" / "console" / "static"
 
 

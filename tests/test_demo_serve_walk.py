@@ -32,6 +32,9 @@ from onecard.harness import free_port
 from tests import console_browser as cb
 from tests import pg
 
+# A walk of a minute or more: in the slow pass (`python -m pytest -m slow`, run by .ci/run).
+pytestmark = pytest.mark.slow
+
 READY_SECONDS = 240
 """How long the demo may take to print its addresses (seeding, two processes; a busy box)."""
 WIDE = {"width": 1280, "height": 900}
