@@ -25,7 +25,7 @@ import msgspec
 from loadtest import CardPool, LoadGenerator, TerminalSpec
 from onecard.console_probe import ConsoleLoad, ConsoleLoadPlan, percentile, run_console_load
 from onecard.demo_users import create_demo_users
-from onecard.harness import AdminProcess, SwitchProcess, free_port, run_fast
+from onecard.harness import AdminProcess, SwitchProcess, free_port, process_cpu_seconds, run_fast
 from protocols import ocp
 
 CONSOLE_SECONDS: Final = 8.0
@@ -135,11 +135,11 @@ async def run_console_phase(dsn: str, master: bytes, terminals: list[int], cards
             raise RuntimeError(f"the console load did not start: {line!r}")
         print(f"  console: {CONSOLE_OPERATORS} operators and {CONSOLE_STREAMS} live streams, "
               f"tills at {rate:,.0f}/s for {window:g} s ...", flush=True)
-        cpu0, loader0, t0 = admin.cpu_seconds(), _cpu_seconds(child.pid), time.monotonic()
+        cpu0, loader0, t0 = admin.cpu_seconds(), process_cpu_seconds(child.pid), time.monotonic()
         loaded = await gen.open_loop(window, rate)
         elapsed = time.monotonic() - t0
         admin_cpu_pct = 100.0 * (admin.cpu_seconds() - cpu0) / elapsed
-        loader_cpu_pct = 100.0 * (_cpu_seconds(child.pid) - loader0) / elapsed
+        loader_cpu_pct = 100.0 * (process_cpu_seconds(child.pid) - loader0) / elapsed
         gen.close()
         async with asyncio.timeout(120):
             out = await child.stdout.read()
@@ -165,16 +165,6 @@ async def run_console_phase(dsn: str, master: bytes, terminals: list[int], cards
           f" ms with the console, {result.purchase_p99_ms_without_console:.2f} ms without",
           flush=True)
     return result
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of process `pid` so far (Linux /proc; 0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _main() -> int:

@@ -67,6 +67,16 @@ async def fresh_database(admin_dsn: str, name: str) -> str:
     return dsn
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU process `pid` has used so far (Linux /proc; 0.0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class SwitchProcess:
     """`onecard switch` as a child process on a free port."""
 
@@ -134,12 +144,7 @@ class SwitchProcess:
     def cpu_seconds(self) -> float:
         """User + system CPU the switch process has used so far (Linux /proc)."""
         assert self.proc is not None
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.proc.pid)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
