@@ -175,14 +175,21 @@ def change(site: Site, event: Any, sql: str, *args: Any) -> None:
     until(lambda: applied_id(site) >= row["id"], f"the switch applies {kind}")
 
 
-def bound_card(site: Site) -> tuple[int, int, str]:
-    """(card_no, account_id, bank token) of a seeded bound card no other test used."""
+def bound_card(site: Site, *, meals_unlimited: bool = False) -> tuple[int, int, str]:
+    """(card_no, account_id, bank token) of a seeded bound card no other test used;
+    `meals_unlimited`: of an identity class without meal limits, for a test that buys several
+    times (in a meal window, e.g. breakfast from 22:30 UTC, a limited class is refused)."""
     for card_no in site.seed.bank_card_cards:
-        if card_no not in _used:
-            _used.add(card_no)
-            account = site.fetch("SELECT account_id FROM cards WHERE card_no = $1",
-                                 card_no)[0]["account_id"]
-            return card_no, account, demo_token(account)
+        if card_no in _used:
+            continue
+        [row] = site.fetch("SELECT c.account_id, k.meal_count_max + k.meal_amount_max_fen AS m"
+                           " FROM cards c JOIN accounts a ON a.id = c.account_id"
+                           " JOIN identity_classes k ON k.id = a.class_id"
+                           " WHERE c.card_no = $1", card_no)
+        if meals_unlimited and row["m"]:
+            continue
+        _used.add(card_no)
+        return card_no, row["account_id"], demo_token(row["account_id"])
     raise AssertionError("no seeded bound card left")
 
 
@@ -624,7 +631,7 @@ def test_dead_bank_link_costs_purchases_nothing(pg_server: Any, migrated_templat
 
 def test_automatic_topup_once_a_day_never_delaying_the_purchase(site: Site,
                                                                 bank: BankHostThread) -> None:
-    card, account, _ = bound_card(site)
+    card, account, _ = bound_card(site, meals_unlimited=True)
     # The cardholder chose 自动圈存 (the admin API does this; here its row and its change event):
     # below 1,000,000.00 yuan (always), top up 20.00.
     site.fetch("UPDATE bank_cards SET auto_threshold_fen = 100000000, auto_amount_fen = 2000"
@@ -668,7 +675,7 @@ def test_an_automatic_topup_over_the_cap_is_recorded_as_refused(site: Site,
     (auto, terminal AUTO_TOPUP_TERMINAL) that finance sees like a kiosk's."""
     from switch._topup import AUTO_TOPUP_TERMINAL
 
-    card, account, _ = bound_card(site)
+    card, account, _ = bound_card(site, meals_unlimited=True)
     site.fetch("UPDATE bank_cards SET auto_threshold_fen = 100000000, auto_amount_fen = 2000"
                " WHERE account_id = $1 AND unbound_at IS NULL", account)
     site.fetch("SELECT outbox_append('bank_card_changed', $1::jsonb)",
